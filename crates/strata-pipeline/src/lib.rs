@@ -1,0 +1,22 @@
+//! The pipeline model: reads a pipeline file (our dialect of RWX Mint's run definitions) into a
+//! validated, typed [`Pipeline`].
+//!
+//! Owns: YAML parsing with source positions, the task model, `filter` globs, durations, and every
+//! check that can be made before anything runs (unknown keys, types, references, cycles). Every
+//! problem is a [`Diagnostic`] that points at a file, line and column.
+//!
+//! Must not touch: the filesystem beyond reading the one pipeline file, the cache, or processes.
+
+mod diagnostic;
+mod duration;
+mod filter;
+mod model;
+mod parse;
+mod validate;
+mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Location};
+pub use duration::parse_duration;
+pub use filter::Filter;
+pub use model::{Base, CachePolicy, EnvValue, EnvVar, Pipeline, Task, TaskName};
+pub use parse::{load, parse_str};

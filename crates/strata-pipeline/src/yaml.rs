@@ -1,0 +1,213 @@
+//! A YAML document as a tree whose every node knows where it starts in the source, so that
+//! errors about values (not only syntax errors) can point at a line and column.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use crate::diagnostic::{Diagnostic, Location};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub(crate) at: Location,
+    pub(crate) value: Value,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    /// A scalar and whether it was quoted (a quoted `true` is a string, a plain one a bool).
+    Scalar { text: String, quoted: bool },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// What kind of YAML value this is, for "expected X, found Y" messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match &self.value {
+            Value::Scalar { text, quoted: false } if is_null(text) => "null",
+            Value::Scalar { text, quoted: false } if text == "true" || text == "false" => {
+                "a boolean"
+            }
+            Value::Scalar { text, quoted: false } if text.parse::<f64>().is_ok() => "a number",
+            Value::Scalar { .. } => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    /// The width of the caret underline: the scalar's text, or one character.
+    pub(crate) fn width(&self) -> usize {
+        match &self.value {
+            Value::Scalar { text, quoted } if !text.contains('\n') => {
+                text.chars().count() + if *quoted { 2 } else { 0 }
+            }
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn error(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.at, self.width(), message)
+    }
+}
+
+pub(crate) fn is_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
+fn location(mark: &Marker) -> Location {
+    Location {
+        line: mark.line(),
+        column: mark.col() + 1,
+    }
+}
+
+enum Frame {
+    Seq(Location, usize, Vec<Node>),
+    Map(Location, usize, Vec<(Node, Node)>, Option<Node>),
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+}
+
+impl Builder {
+    fn push_node(&mut self, node: Node, anchor: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => {
+                if self.root.is_none() {
+                    self.root = Some(node);
+                }
+            }
+            Some(Frame::Seq(_, _, items)) => items.push(node),
+            Some(Frame::Map(_, _, entries, pending)) => match pending.take() {
+                None => *pending = Some(node),
+                Some(key) => entries.push((key, node)),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let at = location(&mark);
+        match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let quoted = !matches!(style, TScalarStyle::Plain);
+                self.push_node(
+                    Node {
+                        at,
+                        value: Value::Scalar { text, quoted },
+                    },
+                    anchor,
+                );
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(at, anchor, Vec::new())),
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(at, anchor, Vec::new(), None))
+            }
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq(at, anchor, items)) = self.stack.pop() {
+                    self.push_node(
+                        Node {
+                            at,
+                            value: Value::Seq(items),
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map(at, anchor, entries, _)) = self.stack.pop() {
+                    self.push_node(
+                        Node {
+                            at,
+                            value: Value::Map(entries),
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().unwrap_or(Node {
+                    at,
+                    value: Value::Scalar {
+                        text: String::new(),
+                        quoted: false,
+                    },
+                });
+                // The alias is reported where it is used, not where the anchor was defined.
+                self.push_node(Node { at, ..node }, 0);
+            }
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => {}
+        }
+    }
+}
+
+/// Parses the first document of `text`. An empty document is an empty mapping.
+pub(crate) fn parse(text: &str) -> Result<Node, Diagnostic> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, false).map_err(|e| {
+        Diagnostic::new(
+            location(e.marker()),
+            1,
+            format!("invalid YAML: {}", e.info()),
+        )
+    })?;
+    Ok(builder.root.unwrap_or(Node {
+        at: Location { line: 1, column: 1 },
+        value: Value::Map(Vec::new()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_know_their_position() {
+        let root = parse("tasks:\n  - key: a\n    run: echo\n").unwrap();
+        let Value::Map(entries) = &root.value else {
+            panic!("root is not a map")
+        };
+        let (key, tasks) = &entries[0];
+        assert_eq!(key.at, Location { line: 1, column: 1 });
+        let Value::Seq(items) = &tasks.value else {
+            panic!("tasks is not a list")
+        };
+        let Value::Map(task) = &items[0].value else {
+            panic!("task is not a map")
+        };
+        assert_eq!(task[1].0.at, Location { line: 3, column: 5 });
+        assert_eq!(task[1].1.at, Location { line: 3, column: 10 });
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = parse("tasks:\n  - key: [a\n").unwrap_err();
+        assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
+        assert!(err.location.line >= 2);
+    }
+
+    #[test]
+    fn aliases_resolve_to_their_anchor() {
+        let root = parse("a: &x [1, 2]\nb: *x\n").unwrap();
+        let Value::Map(entries) = &root.value else {
+            panic!()
+        };
+        assert!(matches!(&entries[1].1.value, Value::Seq(v) if v.len() == 2));
+        assert_eq!(entries[1].1.at.line, 2);
+    }
+}

@@ -1,0 +1,145 @@
+//! Every bad-input case the pipeline file can have: each names the line and column.
+
+use std::path::Path;
+
+use strata_pipeline::{Base, EnvValue, parse_str};
+
+fn errors(text: &str) -> String {
+    let err = parse_str(Path::new("strata.yml"), text).expect_err("pipeline should be rejected");
+    err.to_string()
+}
+
+#[test]
+fn a_valid_pipeline_parses_in_full() {
+    let text = r#"
+base: host
+tasks:
+  - key: deps
+    run: echo deps
+    filter: [package.json, "!secret.json"]
+    cache: {enabled: true, ttl: 7d}
+  - key: test
+    use: deps
+    after: [deps]
+    run: |
+      echo one
+      echo two
+    env:
+      CI: true
+      TOKEN: {value: abc, cache-key: excluded}
+    timeout: 10m
+"#;
+    let p = parse_str(Path::new("strata.yml"), text).unwrap();
+    assert_eq!(p.base, Base::Host);
+    assert_eq!(p.tasks.len(), 2);
+    let test = p.task("test").unwrap();
+    assert_eq!(test.uses[0].as_str(), "deps");
+    assert_eq!(test.run, "echo one\necho two\n");
+    assert_eq!(test.env[0].value, EnvValue::Keyed("true".into()));
+    assert_eq!(test.env[1].value, EnvValue::Excluded("abc".into()));
+    assert_eq!(test.timeout, Some(std::time::Duration::from_secs(600)));
+    let deps = p.task("deps").unwrap();
+    assert!(deps.filter.as_ref().unwrap().matches("package.json"));
+    assert_eq!(deps.cache.ttl, Some(std::time::Duration::from_secs(7 * 86400)));
+    assert_eq!(p.topological_order(), vec![0, 1]);
+}
+
+#[test]
+fn unknown_key_suggests_the_nearest() {
+    let e = errors("tasks:\n  - key: a\n    run: x\n    filtr: [a]\n");
+    assert!(e.contains("unknown key `filtr` in a task"), "{e}");
+    assert!(e.contains("strata.yml:4:5"), "{e}");
+    assert!(e.contains("did you mean `filter`?"), "{e}");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let e = errors("taks:\n  - key: a\n    run: x\n");
+    assert!(e.contains("unknown key `taks`"), "{e}");
+    assert!(e.contains("strata.yml:1:1"), "{e}");
+    assert!(e.contains("did you mean `tasks`?"), "{e}");
+}
+
+#[test]
+fn duplicate_task_keys() {
+    let e = errors("tasks:\n  - key: a\n    run: x\n  - key: a\n    run: y\n");
+    assert!(e.contains("duplicate task key `a`"), "{e}");
+    assert!(e.contains("strata.yml:4:5"), "{e}");
+    assert!(e.contains("already defined at line 2"), "{e}");
+}
+
+#[test]
+fn use_of_missing_task() {
+    let e = errors("tasks:\n  - key: build\n    run: x\n  - key: t\n    use: [biuld]\n    run: y\n");
+    assert!(e.contains("task `t` refers to unknown task `biuld`"), "{e}");
+    assert!(e.contains("strata.yml:5:11"), "{e}");
+    assert!(e.contains("did you mean `build`?"), "{e}");
+}
+
+#[test]
+fn after_of_missing_task() {
+    let e = errors("tasks:\n  - key: t\n    after: nope\n    run: y\n");
+    assert!(e.contains("unknown task `nope`"), "{e}");
+    assert!(e.contains("strata.yml:3:12"), "{e}");
+}
+
+#[test]
+fn cycles_name_every_task() {
+    let e = errors(
+        "tasks:\n  - key: a\n    use: [c]\n    run: x\n  - key: b\n    use: [a]\n    run: x\n  - key: c\n    after: [b]\n    run: x\n",
+    );
+    assert!(e.contains("cycle: a -> c -> b -> a"), "{e}");
+    assert!(e.contains("strata.yml:2:5"), "{e}");
+}
+
+#[test]
+fn invalid_glob() {
+    let e = errors("tasks:\n  - key: a\n    run: x\n    filter: [ok, \"src/[a\"]\n");
+    assert!(e.contains("invalid filter pattern `src/[a`"), "{e}");
+    assert!(e.contains("strata.yml:4:18"), "{e}");
+}
+
+#[test]
+fn wrong_types() {
+    let e = errors("tasks:\n  - key: a\n    run: [x]\n    cache: maybe\n    env: [A]\n");
+    assert!(e.contains("`run` must be a string, found a list"), "{e}");
+    assert!(e.contains("`cache` must be true or false, found a string"), "{e}");
+    assert!(e.contains("`env` must be a mapping, found a list"), "{e}");
+    assert!(e.contains("strata.yml:3:10"), "{e}");
+    assert!(e.contains("strata.yml:4:12"), "{e}");
+}
+
+#[test]
+fn bad_timeout() {
+    let e = errors("tasks:\n  - key: a\n    run: x\n    timeout: 10 minutes\n");
+    assert!(e.contains("`timeout`: invalid duration"), "{e}");
+    assert!(e.contains("strata.yml:4:14"), "{e}");
+}
+
+#[test]
+fn invalid_yaml() {
+    let e = errors("tasks:\n  - key: a\n    run: \"x\n");
+    assert!(e.contains("invalid YAML"), "{e}");
+    assert!(e.contains("strata.yml:"), "{e}");
+}
+
+#[test]
+fn missing_run_and_key() {
+    let e = errors("tasks:\n  - key: a\n  - run: x\n");
+    assert!(e.contains("task `a` has no `run`"), "{e}");
+    assert!(e.contains("task has no `key`"), "{e}");
+}
+
+#[test]
+fn reserved_env_and_bad_env_option() {
+    let e = errors("tasks:\n  - key: a\n    run: x\n    env:\n      STRATA_ENV: x\n      B: {value: y, cache: no}\n");
+    assert!(e.contains("`STRATA_ENV` is set by strata"), "{e}");
+    assert!(e.contains("unknown key `cache` in env var `B`"), "{e}");
+    assert!(e.contains("did you mean `cache-key`?"), "{e}");
+}
+
+#[test]
+fn render_shows_source_line_and_caret() {
+    let e = errors("tasks:\n  - key: a\n    run: x\n    filtr: [a]\n");
+    assert!(e.contains("4 |     filtr: [a]\n  |     ^^^^^"), "{e}");
+}
