@@ -1,1 +1,23 @@
+//! The key recipe: everything that can change a task's result, reduced to one versioned digest.
+//!
+//! Owns: the digest newtypes ([`CacheKey`], [`LayerDigest`], ...), content hashing of files and
+//! directory trees, the workspace capture (which files, honouring `.gitignore`), the base
+//! identity, the [`KeyInputs`] that are hashed into a [`CacheKey`] and recorded beside every
+//! entry, and the comparison of two recorded inputs that `strata explain` shows.
+//! `docs/cache-key.md` lists every input; [`KEY_VERSION`] changes whenever the recipe does.
+//!
+//! Must not touch: the cache, mounts or processes. It reads files; it never writes any.
 
+mod base;
+mod diff;
+mod digest;
+mod recipe;
+mod tree;
+mod workspace;
+
+pub use base::base_identity;
+pub use diff::{Difference, compare};
+pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
+pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
+pub use tree::{TreeError, tree_digest};
+pub use workspace::{FileKind, Workspace, WorkspaceError, WorkspaceFile};

@@ -63,7 +63,14 @@ fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
         .map(|c| {
             // A key cut short (`cache` for `cache-key`) is as likely as a typo.
             let prefix = c.starts_with(word) || word.starts_with(c);
-            (if prefix { 1 } else { strsim::damerau_levenshtein(word, c) }, c)
+            (
+                if prefix {
+                    1
+                } else {
+                    strsim::damerau_levenshtein(word, c)
+                },
+                c,
+            )
         })
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
@@ -78,7 +85,11 @@ fn unknown_key(key: &Node, text: &str, within: &str, allowed: &[&str]) -> Diagno
     }
 }
 
-fn as_map<'a>(node: &'a Node, what: &str, errors: &mut Vec<Diagnostic>) -> Option<&'a [(Node, Node)]> {
+fn as_map<'a>(
+    node: &'a Node,
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<&'a [(Node, Node)]> {
     match &node.value {
         Value::Map(entries) => Some(entries),
         _ => {
@@ -100,10 +111,19 @@ fn as_string(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Option<St
 
 fn as_bool(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Option<bool> {
     match &node.value {
-        Value::Scalar { text, quoted: false } if text == "true" => Some(true),
-        Value::Scalar { text, quoted: false } if text == "false" => Some(false),
+        Value::Scalar {
+            text,
+            quoted: false,
+        } if text == "true" => Some(true),
+        Value::Scalar {
+            text,
+            quoted: false,
+        } if text == "false" => Some(false),
         _ => {
-            errors.push(node.error(format!("{what} must be true or false, found {}", node.kind())));
+            errors.push(node.error(format!(
+                "{what} must be true or false, found {}",
+                node.kind()
+            )));
             None
         }
     }
@@ -111,13 +131,21 @@ fn as_bool(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Option<bool
 
 /// A string or a list of strings (`use: a` and `use: [a, b]` are both accepted), with the node
 /// of each item for positions.
-fn as_string_list<'a>(node: &'a Node, what: &str, errors: &mut Vec<Diagnostic>) -> Vec<(&'a Node, String)> {
+fn as_string_list<'a>(
+    node: &'a Node,
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<(&'a Node, String)> {
     match &node.value {
         Value::Seq(items) => items
             .iter()
-            .filter_map(|item| as_string(item, &format!("each item of {what}"), errors).map(|s| (item, s)))
+            .filter_map(|item| {
+                as_string(item, &format!("each item of {what}"), errors).map(|s| (item, s))
+            })
             .collect(),
-        Value::Scalar { .. } => as_string(node, what, errors).map(|s| vec![(node, s)]).unwrap_or_default(),
+        Value::Scalar { .. } => as_string(node, what, errors)
+            .map(|s| vec![(node, s)])
+            .unwrap_or_default(),
         Value::Map(_) => {
             errors.push(node.error(format!("{what} must be a list of strings, found a mapping")));
             Vec::new()
@@ -130,7 +158,10 @@ fn duration(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Option<std
     match parse_duration(&text) {
         Ok(d) => Some(d),
         Err(e) => {
-            errors.push(node.error(format!("{what}: {e}")).with_help("for example `90s`, `10m`, `1h30m` or `7d`"));
+            errors.push(
+                node.error(format!("{what}: {e}"))
+                    .with_help("for example `90s`, `10m`, `1h30m` or `7d`"),
+            );
             None
         }
     }
@@ -141,7 +172,9 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     let mut base = Base::Host;
     let mut tasks = None;
     for (key, value) in entries {
-        let Some(name) = as_string(key, "a key", errors) else { continue };
+        let Some(name) = as_string(key, "a key", errors) else {
+            continue;
+        };
         match name.as_str() {
             "base" => {
                 if let Some(b) = build_base(path, value, errors) {
@@ -183,7 +216,9 @@ fn build_base(path: &Path, node: &Node, errors: &mut Vec<Diagnostic>) -> Option<
                     Some(Base::Rootfs(dir))
                 }
                 "image" => {
-                    errors.push(key.error("`base.image` is not supported by this version of strata yet"));
+                    errors.push(
+                        key.error("`base.image` is not supported by this version of strata yet"),
+                    );
                     None
                 }
                 other => {
@@ -207,7 +242,10 @@ fn build_tasks(node: &Node, errors: &mut Vec<Diagnostic>) -> Vec<Task> {
         errors.push(node.error(format!("`tasks` must be a list, found {}", node.kind())));
         return Vec::new();
     };
-    items.iter().filter_map(|item| build_task(item, errors)).collect()
+    items
+        .iter()
+        .filter_map(|item| build_task(item, errors))
+        .collect()
 }
 
 fn build_task(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<Task> {
@@ -224,7 +262,9 @@ fn build_task(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<Task> {
     let mut ref_spans = Vec::new();
     let before = errors.len();
     for (key, value) in entries {
-        let Some(k) = as_string(key, "a key", errors) else { continue };
+        let Some(k) = as_string(key, "a key", errors) else {
+            continue;
+        };
         match k.as_str() {
             "key" => {
                 if let Some(n) = as_string(value, "`key`", errors) {
@@ -256,14 +296,19 @@ fn build_task(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<Task> {
             }
             "timeout" => timeout = duration(value, "`timeout`", errors),
             other if NOT_YET_SUPPORTED.contains(&other) => {
-                errors.push(key.error(format!("`{other}` is not supported by this version of strata yet")));
+                errors.push(key.error(format!(
+                    "`{other}` is not supported by this version of strata yet"
+                )));
             }
             other => errors.push(unknown_key(key, other, "a task", TASK_KEYS)),
         }
     }
     let Some((name, _)) = name else {
         if errors.len() == before {
-            errors.push(node.error("task has no `key`").with_help("every task needs a unique `key: NAME`"));
+            errors.push(
+                node.error("task has no `key`")
+                    .with_help("every task needs a unique `key: NAME`"),
+            );
         }
         return None;
     };
@@ -297,12 +342,21 @@ fn build_task(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<Task> {
 
 /// Task names referenced by `use` or `after`, each with its position for later "no such task"
 /// errors.
-fn task_refs(node: &Node, what: &str, errors: &mut Vec<Diagnostic>, spans: &mut Vec<RefSpan>) -> Vec<TaskName> {
+fn task_refs(
+    node: &Node,
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+    spans: &mut Vec<RefSpan>,
+) -> Vec<TaskName> {
     as_string_list(node, what, errors)
         .into_iter()
         .map(|(item, s)| {
             let name = TaskName::new(s);
-            spans.push(RefSpan { name: name.clone(), at: item.at, width: item.width() });
+            spans.push(RefSpan {
+                name: name.clone(),
+                at: item.at,
+                width: item.width(),
+            });
             name
         })
         .collect()
@@ -316,7 +370,9 @@ fn valid_task_name(name: &str) -> bool {
 
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -326,13 +382,17 @@ fn build_env(node: &Node, errors: &mut Vec<Diagnostic>) -> Vec<EnvVar> {
     };
     let mut vars: Vec<EnvVar> = Vec::new();
     for (key, value) in entries {
-        let Some(name) = as_string(key, "an env var name", errors) else { continue };
+        let Some(name) = as_string(key, "an env var name", errors) else {
+            continue;
+        };
         if !valid_env_name(&name) {
             errors.push(key.error(format!("invalid env var name `{name}`")));
             continue;
         }
         if RESERVED_ENV.contains(&name.as_str()) {
-            errors.push(key.error(format!("`{name}` is set by strata and cannot be overridden")));
+            errors.push(key.error(format!(
+                "`{name}` is set by strata and cannot be overridden"
+            )));
             continue;
         }
         if vars.iter().any(|v| v.name == name) {
@@ -356,29 +416,47 @@ fn build_env(node: &Node, errors: &mut Vec<Diagnostic>) -> Vec<EnvVar> {
     vars
 }
 
-fn env_value_with_options(fields: &[(Node, Node)], name: &str, errors: &mut Vec<Diagnostic>) -> Option<EnvValue> {
+fn env_value_with_options(
+    fields: &[(Node, Node)],
+    name: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<EnvValue> {
     let mut value = None;
     let mut excluded = false;
     for (key, v) in fields {
-        let Some(k) = as_string(key, "a key", errors) else { continue };
+        let Some(k) = as_string(key, "a key", errors) else {
+            continue;
+        };
         match k.as_str() {
             "value" => match &v.value {
                 Value::Scalar { text, .. } => value = Some(text.clone()),
-                _ => errors.push(v.error(format!("`{name}.value` must be a string, found {}", v.kind()))),
+                _ => errors.push(v.error(format!(
+                    "`{name}.value` must be a string, found {}",
+                    v.kind()
+                ))),
             },
             "cache-key" => match as_string(v, "`cache-key`", errors).as_deref() {
                 Some("excluded") => excluded = true,
                 Some("included") => excluded = false,
-                Some(other) => errors.push(
-                    v.error(format!("`cache-key` must be `excluded` or `included`, found `{other}`")),
-                ),
+                Some(other) => errors.push(v.error(format!(
+                    "`cache-key` must be `excluded` or `included`, found `{other}`"
+                ))),
                 None => {}
             },
-            other => errors.push(unknown_key(key, other, &format!("env var `{name}`"), ENV_KEYS)),
+            other => errors.push(unknown_key(
+                key,
+                other,
+                &format!("env var `{name}`"),
+                ENV_KEYS,
+            )),
         }
     }
     let value = value?;
-    Some(if excluded { EnvValue::Excluded(value) } else { EnvValue::Keyed(value) })
+    Some(if excluded {
+        EnvValue::Excluded(value)
+    } else {
+        EnvValue::Keyed(value)
+    })
 }
 
 fn build_cache(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<CachePolicy> {
@@ -386,7 +464,9 @@ fn build_cache(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<CachePolicy>
         Value::Map(fields) => {
             let mut policy = CachePolicy::default();
             for (key, v) in fields {
-                let Some(k) = as_string(key, "a key", errors) else { continue };
+                let Some(k) = as_string(key, "a key", errors) else {
+                    continue;
+                };
                 match k.as_str() {
                     "enabled" => policy.enabled = as_bool(v, "`cache.enabled`", errors)?,
                     "ttl" => policy.ttl = Some(duration(v, "`cache.ttl`", errors)?),

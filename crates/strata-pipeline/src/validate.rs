@@ -11,12 +11,11 @@ pub(crate) fn validate_graph(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) 
         if let Some(&first) = seen.get(&task.name) {
             let first = &pipeline.tasks[first];
             errors.push(
-                Diagnostic::new(task.at, 3, format!("duplicate task key `{}`", task.name)).with_help(
-                    format!(
+                Diagnostic::new(task.at, 3, format!("duplicate task key `{}`", task.name))
+                    .with_help(format!(
                         "`{}` is already defined at line {}",
                         task.name, first.at.line
-                    ),
-                ),
+                    )),
             );
         } else {
             seen.insert(&task.name, i);
@@ -61,7 +60,10 @@ pub(crate) fn validate_graph(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) 
         errors.push(Diagnostic::new(
             first.at,
             3,
-            format!("tasks depend on each other in a cycle: {}", path.join(" -> ")),
+            format!(
+                "tasks depend on each other in a cycle: {}",
+                path.join(" -> ")
+            ),
         ));
     }
 }

@@ -17,7 +17,10 @@ pub(crate) struct Node {
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
     /// A scalar and whether it was quoted (a quoted `true` is a string, a plain one a bool).
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -26,11 +29,18 @@ impl Node {
     /// What kind of YAML value this is, for "expected X, found Y" messages.
     pub(crate) fn kind(&self) -> &'static str {
         match &self.value {
-            Value::Scalar { text, quoted: false } if is_null(text) => "null",
-            Value::Scalar { text, quoted: false } if text == "true" || text == "false" => {
-                "a boolean"
-            }
-            Value::Scalar { text, quoted: false } if text.parse::<f64>().is_ok() => "a number",
+            Value::Scalar {
+                text,
+                quoted: false,
+            } if is_null(text) => "null",
+            Value::Scalar {
+                text,
+                quoted: false,
+            } if text == "true" || text == "false" => "a boolean",
+            Value::Scalar {
+                text,
+                quoted: false,
+            } if text.parse::<f64>().is_ok() => "a number",
             Value::Scalar { .. } => "a string",
             Value::Seq(_) => "a list",
             Value::Map(_) => "a mapping",
@@ -191,7 +201,13 @@ mod tests {
             panic!("task is not a map")
         };
         assert_eq!(task[1].0.at, Location { line: 3, column: 5 });
-        assert_eq!(task[1].1.at, Location { line: 3, column: 10 });
+        assert_eq!(
+            task[1].1.at,
+            Location {
+                line: 3,
+                column: 10
+            }
+        );
     }
 
     #[test]

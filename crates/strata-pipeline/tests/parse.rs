@@ -40,7 +40,10 @@ tasks:
     assert_eq!(test.timeout, Some(std::time::Duration::from_secs(600)));
     let deps = p.task("deps").unwrap();
     assert!(deps.filter.as_ref().unwrap().matches("package.json"));
-    assert_eq!(deps.cache.ttl, Some(std::time::Duration::from_secs(7 * 86400)));
+    assert_eq!(
+        deps.cache.ttl,
+        Some(std::time::Duration::from_secs(7 * 86400))
+    );
     assert_eq!(p.topological_order(), vec![0, 1]);
 }
 
@@ -70,7 +73,8 @@ fn duplicate_task_keys() {
 
 #[test]
 fn use_of_missing_task() {
-    let e = errors("tasks:\n  - key: build\n    run: x\n  - key: t\n    use: [biuld]\n    run: y\n");
+    let e =
+        errors("tasks:\n  - key: build\n    run: x\n  - key: t\n    use: [biuld]\n    run: y\n");
     assert!(e.contains("task `t` refers to unknown task `biuld`"), "{e}");
     assert!(e.contains("strata.yml:5:11"), "{e}");
     assert!(e.contains("did you mean `build`?"), "{e}");
@@ -103,7 +107,10 @@ fn invalid_glob() {
 fn wrong_types() {
     let e = errors("tasks:\n  - key: a\n    run: [x]\n    cache: maybe\n    env: [A]\n");
     assert!(e.contains("`run` must be a string, found a list"), "{e}");
-    assert!(e.contains("`cache` must be true or false, found a string"), "{e}");
+    assert!(
+        e.contains("`cache` must be true or false, found a string"),
+        "{e}"
+    );
     assert!(e.contains("`env` must be a mapping, found a list"), "{e}");
     assert!(e.contains("strata.yml:3:10"), "{e}");
     assert!(e.contains("strata.yml:4:12"), "{e}");
@@ -132,7 +139,9 @@ fn missing_run_and_key() {
 
 #[test]
 fn reserved_env_and_bad_env_option() {
-    let e = errors("tasks:\n  - key: a\n    run: x\n    env:\n      STRATA_ENV: x\n      B: {value: y, cache: no}\n");
+    let e = errors(
+        "tasks:\n  - key: a\n    run: x\n    env:\n      STRATA_ENV: x\n      B: {value: y, cache: no}\n",
+    );
     assert!(e.contains("`STRATA_ENV` is set by strata"), "{e}");
     assert!(e.contains("unknown key `cache` in env var `B`"), "{e}");
     assert!(e.contains("did you mean `cache-key`?"), "{e}");
