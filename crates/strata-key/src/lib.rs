@@ -11,6 +11,7 @@
 mod base;
 mod diff;
 mod digest;
+mod env;
 mod recipe;
 mod tree;
 mod workspace;
@@ -18,6 +19,7 @@ mod workspace;
 pub use base::base_identity;
 pub use diff::{Difference, compare};
 pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
+pub use env::ExportedEnv;
 pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use tree::{TreeError, tree_digest};
 pub use workspace::{FileKind, Workspace, WorkspaceError, WorkspaceFile};

@@ -1,1 +1,24 @@
+//! The sandbox executor: runs one task's command over its overlay stack, in fresh mount, PID, UTS
+//! and IPC namespaces, as root.
+//!
+//! Owns: the helper process (`strata` re-executed with [`INIT_ARG`]) that unshares namespaces,
+//! mounts the stack, pivots into it and execs the shell; the mount sequence (behind the
+//! [`Syscalls`] trait so it can be checked without root); and the host-side handle that streams
+//! output, kills the whole process tree and reports how the command ended.
+//!
+//! Every mount lives in the task's private mount namespace, so when its last process dies the
+//! kernel drops them all: a killed strata leaves no mounts behind.
+//!
+//! Must not touch: the cache (it is handed directories) or the pipeline model.
 
+mod init;
+mod setup;
+mod spawn;
+mod spec;
+mod syscalls;
+
+pub use init::{INIT_ARG, init_main};
+pub use setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE, setup_root};
+pub use spawn::{Killer, Outcome, RunningSandbox, SandboxError, spawn};
+pub use spec::SandboxSpec;
+pub use syscalls::{LinuxSyscalls, RecordingSyscalls, Syscalls};

@@ -1,1 +1,22 @@
+//! The local cache: committed layers, the entry index, logs, workspace file blobs and per-run
+//! scratch space, all under one directory that several strata processes may share.
+//!
+//! Owns the on-disk layout (see [`LocalCache`]), the SQLite index, and every write into the cache
+//! directory. Writes are published atomically (temp + rename, entry after blobs): a crash at any
+//! moment leaves no partial layer or entry visible.
+//!
+//! Must not touch: mounts, namespaces or processes (it hands out [`Mounts`] as data; the sandbox
+//! applies them), or the pipeline model.
 
+mod blobs;
+mod error;
+mod index;
+mod layers;
+mod local;
+mod runs;
+
+pub use error::StoreError;
+pub use index::{Entry, NewEntry};
+pub use layers::Mounts;
+pub use local::{LocalCache, default_cache_dir};
+pub use runs::RunDir;

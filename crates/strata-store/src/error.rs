@@ -1,0 +1,33 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to access {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to {action} in the cache index {path}")]
+    Index {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cache index entry {key} is unreadable")]
+    CorruptEntry {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to hash layer")]
+    Tree(#[from] strata_key::TreeError),
+    #[error("workspace file {path} changed while it was being captured")]
+    WorkspaceChanged { path: PathBuf },
+}
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.into();
+    move |source| StoreError::Io { path, source }
+}

@@ -1,0 +1,257 @@
+//! The SQLite index of entries. WAL mode and a busy timeout let several processes share it.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use strata_key::{
+    CacheKey, ContentDigest, ExportedEnv, KeyInputs, LayerDigest, RecordedInputs, WorkspaceFile,
+};
+
+use crate::error::StoreError;
+use crate::local::LocalCache;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    task TEXT NOT NULL,
+    layer TEXT NOT NULL,
+    env TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    exit_code INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    log TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_by_task ON entries (task, pipeline, created_at);
+CREATE TABLE IF NOT EXISTS workspaces (
+    digest TEXT PRIMARY KEY,
+    files TEXT NOT NULL
+);
+";
+
+pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
+    let err = |action| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Index {
+            action,
+            path,
+            source,
+        }
+    };
+    let db = Connection::open(path).map_err(err("open"))?;
+    db.busy_timeout(Duration::from_secs(30))
+        .map_err(err("configure"))?;
+    db.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err("configure"))?;
+    db.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err("configure"))?;
+    db.execute_batch(SCHEMA).map_err(err("create the schema"))?;
+    Ok(db)
+}
+
+/// A cached task result.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: CacheKey,
+    pub pipeline: String,
+    pub task: String,
+    pub layer: LayerDigest,
+    /// The environment the task hands to its dependents.
+    pub env: ExportedEnv,
+    pub inputs: KeyInputs,
+    pub exit_code: i32,
+    pub duration: Duration,
+    pub log: ContentDigest,
+    pub created_at: SystemTime,
+}
+
+/// What a successful task hands to the index.
+pub struct NewEntry<'a> {
+    pub key: CacheKey,
+    pub pipeline: &'a str,
+    pub task: &'a str,
+    pub layer: LayerDigest,
+    pub env: &'a ExportedEnv,
+    pub inputs: &'a KeyInputs,
+    pub workspace_files: &'a [WorkspaceFile],
+    pub exit_code: i32,
+    pub duration: Duration,
+    pub log: ContentDigest,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    i64,
+    String,
+    i64,
+);
+
+const COLUMNS: &str =
+    "key, pipeline, task, layer, env, inputs, exit_code, duration_ms, log, created_at";
+
+impl LocalCache {
+    fn index_err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Index {
+            action,
+            path: self.root.join("index.sqlite"),
+            source,
+        }
+    }
+
+    fn entry_from_row(&self, row: Row) -> Result<Option<Entry>, StoreError> {
+        let (key, pipeline, task, layer, env, inputs, exit_code, duration_ms, log, created_at) =
+            row;
+        let corrupt = |source| StoreError::CorruptEntry {
+            key: key.clone(),
+            source,
+        };
+        let (Some(k), Some(layer), Some(log)) = (
+            CacheKey::parse(&key),
+            LayerDigest::parse(&layer),
+            ContentDigest::parse(&log),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(Entry {
+            key: k,
+            pipeline,
+            task,
+            layer,
+            env: serde_json::from_str(&env).map_err(corrupt)?,
+            inputs: serde_json::from_str(&inputs).map_err(corrupt)?,
+            exit_code,
+            duration: Duration::from_millis(duration_ms.max(0) as u64),
+            log,
+            created_at: UNIX_EPOCH + Duration::from_millis(created_at.max(0) as u64),
+        }))
+    }
+
+    fn query_one(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Option<Entry>, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        let row: Option<Row> = db
+            .query_row(sql, args, |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .optional()
+            .map_err(self.index_err("read an entry"))?;
+        drop(db);
+        match row {
+            Some(row) => self.entry_from_row(row),
+            None => Ok(None),
+        }
+    }
+
+    /// The entry for `key`, if there is one whose layer is present.
+    pub fn lookup(&self, key: &CacheKey) -> Result<Option<Entry>, StoreError> {
+        let entry = self.query_one(
+            &format!("SELECT {COLUMNS} FROM entries WHERE key = ?1"),
+            params![key.to_hex()],
+        )?;
+        Ok(entry.filter(|e| self.has_layer(&e.layer)))
+    }
+
+    /// The newest entry of a task, preferring the same pipeline file.
+    pub fn latest_for_task(&self, pipeline: &str, task: &str) -> Result<Option<Entry>, StoreError> {
+        self.query_one(
+            &format!(
+                "SELECT {COLUMNS} FROM entries WHERE task = ?1
+                 ORDER BY (pipeline = ?2) DESC, created_at DESC LIMIT 1"
+            ),
+            params![task, pipeline],
+        )
+    }
+
+    /// The recorded inputs of an entry, with the workspace files behind its workspace digest.
+    pub fn recorded_inputs(&self, entry: &Entry) -> Result<RecordedInputs, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        let files: Option<String> = db
+            .query_row(
+                "SELECT files FROM workspaces WHERE digest = ?1",
+                params![entry.inputs.workspace.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.index_err("read recorded workspace files"))?;
+        let workspace_files = match files {
+            Some(f) => serde_json::from_str(&f).map_err(|source| StoreError::CorruptEntry {
+                key: entry.key.to_hex(),
+                source,
+            })?,
+            None => Vec::new(),
+        };
+        Ok(RecordedInputs {
+            inputs: entry.inputs.clone(),
+            workspace_files,
+        })
+    }
+
+    /// Records an entry. The layer and log it names must already be in the cache (and synced);
+    /// when two processes record the same key, the first one wins.
+    pub fn put(&self, e: &NewEntry<'_>) -> Result<(), StoreError> {
+        let env = serde_json::to_string(e.env).expect("env serializes");
+        let inputs = serde_json::to_string(e.inputs).expect("inputs serialize");
+        let files = serde_json::to_string(e.workspace_files).expect("files serialize");
+        let mut db = self.db.lock().expect("index lock poisoned");
+        let tx = db
+            .transaction()
+            .map_err(self.index_err("begin a transaction"))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO workspaces (digest, files) VALUES (?1, ?2)",
+            params![e.inputs.workspace.to_hex(), files],
+        )
+        .map_err(self.index_err("record workspace files"))?;
+        tx.execute(
+            &format!("INSERT OR IGNORE INTO entries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            params![
+                e.key.to_hex(),
+                e.pipeline,
+                e.task,
+                e.layer.to_hex(),
+                env,
+                inputs,
+                e.exit_code,
+                e.duration.as_millis() as i64,
+                e.log.to_hex(),
+                millis(SystemTime::now()),
+            ],
+        )
+        .map_err(self.index_err("record an entry"))?;
+        tx.commit().map_err(self.index_err("commit an entry"))
+    }
+
+    /// Forgets an entry (its layer stays until garbage collection).
+    pub fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute("DELETE FROM entries WHERE key = ?1", params![key.to_hex()])
+            .map_err(self.index_err("remove an entry"))?;
+        Ok(())
+    }
+}

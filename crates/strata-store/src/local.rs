@@ -1,0 +1,76 @@
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{StoreError, io};
+use crate::index;
+
+/// The cache directory:
+///
+/// ```text
+/// index.sqlite        entries: cache key -> layer, env, inputs, log, timing
+/// layers/<digest>/    committed layers, unpacked, immutable, used directly as overlay lowers
+/// files/<digest>-<mode>  workspace file blobs (hard-linked into per-run workspace trees)
+/// logs/<digest>       task logs
+/// runs/<id>/          scratch of a running strata process (held by a lock, removed when stale)
+/// failed/<task>/      the upper dir of the last failed run of a task, kept for inspection
+/// tmp/                temp files, renamed into place when complete
+/// ```
+pub struct LocalCache {
+    pub(crate) root: PathBuf,
+    pub(crate) db: Mutex<rusqlite::Connection>,
+}
+
+/// `$STRATA_CACHE_DIR`, else `/var/cache/strata` for root, else `$XDG_CACHE_HOME/strata`
+/// (`~/.cache/strata`).
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STRATA_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/cache/strata");
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("strata")
+}
+
+pub(crate) const SUBDIRS: &[&str] = &["layers", "files", "logs", "runs", "failed", "tmp"];
+
+impl LocalCache {
+    /// Opens (creating if needed) the cache at `root`.
+    pub fn open(root: &Path) -> Result<LocalCache, StoreError> {
+        for sub in SUBDIRS {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        let root = std::fs::canonicalize(root).map_err(io(root))?;
+        let db = index::open(&root.join("index.sqlite"))?;
+        Ok(LocalCache {
+            root,
+            db: Mutex::new(db),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn tmp_path(&self, hint: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{hint}.{}.{n}", std::process::id()))
+    }
+
+    /// Flushes everything written to the cache's filesystem, so that an entry is never durable
+    /// before the layer it names.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let dir = std::fs::File::open(&self.root).map_err(io(&self.root))?;
+        rustix::fs::syncfs(&dir).map_err(|e| io(&self.root)(e.into()))
+    }
+}
