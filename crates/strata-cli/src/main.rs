@@ -1,1 +1,139 @@
-fn main() {}
+//! The `strata` command line: parses arguments, loads the pipeline, opens the cache, hands the
+//! work to the engine and renders its events (terminal or `--json`) and errors.
+//!
+//! Exit codes:
+//! - 0: every task passed or was restored
+//! - 1: a task failed (or was skipped because one did)
+//! - 2: the pipeline file or the command line is invalid (nothing was run or cached)
+//! - 3: strata could not do its own part (cache, workspace, sandbox)
+//! - 130: interrupted (Ctrl-C or SIGTERM)
+
+mod commands;
+mod reporter;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Docker-style layer caching for CI tasks on VMs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct PipelineArgs {
+    /// The workspace directory (default: the directory holding the pipeline file).
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// The cache directory (default: $STRATA_CACHE_DIR, /var/cache/strata as root).
+    #[arg(long, env = "STRATA_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline, restoring every task whose inputs are unchanged.
+    Run {
+        /// The pipeline file (default: strata.yml or strata.yaml in the current directory).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Run only this task and what it needs (repeatable).
+        #[arg(long = "target", short = 't', value_name = "TASK")]
+        targets: Vec<String>,
+        /// Do not restore from the cache (results are still stored).
+        #[arg(long)]
+        no_cache: bool,
+        /// Start no new task once one has failed.
+        #[arg(long)]
+        fail_fast: bool,
+        /// How many tasks run at once (default: the number of CPUs).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// Print one JSON event per line instead of the terminal display.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a pipeline file without running anything.
+    Check { file: Option<PathBuf> },
+    /// Show every task with its cache key and whether it would be restored.
+    Plan {
+        /// The pipeline file (default: strata.yml or strata.yaml in the current directory).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[arg(long = "target", short = 't', value_name = "TASK")]
+        targets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain why a task would run: which inputs changed since its latest cache entry.
+    Explain {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The task to explain.
+        task: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Print the saved log of a task's latest cached run.
+    Logs {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The task whose log to print.
+        task: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(strata_sandbox::INIT_ARG)) {
+        let spec = args.next().map(PathBuf::from).unwrap_or_default();
+        strata_sandbox::init_main(&spec);
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            file,
+            pipeline,
+            targets,
+            no_cache,
+            fail_fast,
+            jobs,
+            json,
+        } => commands::run(file, &pipeline, targets, no_cache, fail_fast, jobs, json),
+        Command::Check { file } => commands::check(file),
+        Command::Plan {
+            file,
+            pipeline,
+            targets,
+            json,
+        } => commands::plan(file, &pipeline, targets, json),
+        Command::Explain {
+            file,
+            task,
+            pipeline,
+        } => commands::explain(file, &pipeline, &task),
+        Command::Logs {
+            file,
+            task,
+            pipeline,
+        } => commands::logs(file, &pipeline, &task),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,1 +1,23 @@
+//! The engine: schedules a pipeline's tasks, decides for each whether it hits the cache, runs
+//! the misses in the sandbox and commits what they produce.
+//!
+//! Owns: the per-task flow (inputs -> key -> lookup -> restore or run -> commit), the parallel
+//! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption), `plan` and `explain`,
+//! and the typed [`Event`]s through which every fact reaches the user. The terminal display and
+//! `--json` are two consumers of the same events; the engine never prints.
+//!
+//! Must not touch: YAML (it gets a validated `Pipeline`), mount syscalls (the sandbox crate), the
+//! cache's on-disk layout (the store crate).
 
+mod context;
+mod events;
+mod execute;
+mod inputs;
+mod plan;
+mod scheduler;
+mod workspace_tree;
+
+pub use context::{EngineError, RunContext, RunOptions};
+pub use events::{Event, Reporter, Summary, TaskStatus, TaskSummary};
+pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
+pub use scheduler::run;

@@ -20,7 +20,7 @@ impl ExportedEnv {
             out.vars
                 .extend(p.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
             let mut path = p.path.clone();
-            path.extend(out.path.drain(..));
+            path.append(&mut out.path);
             out.path = path;
         }
         out.dedup_path();

@@ -1,0 +1,312 @@
+//! One function per subcommand.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use strata_engine::{Explanation, PlanStatus, RunContext, RunOptions};
+use strata_pipeline::{Pipeline, TaskName};
+use strata_store::LocalCache;
+
+use crate::PipelineArgs;
+use crate::reporter::{JsonReporter, TerminalReporter};
+
+pub(crate) const EXIT_TASK_FAILED: u8 = 1;
+pub(crate) const EXIT_BAD_INPUT: u8 = 2;
+pub(crate) const EXIT_INTERNAL: u8 = 3;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+
+/// An error already rendered for the terminal, with the exit code it maps to.
+pub(crate) struct CliError {
+    pub(crate) message: String,
+    pub(crate) code: u8,
+}
+
+impl CliError {
+    fn bad_input(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: EXIT_BAD_INPUT,
+        }
+    }
+    fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut message = format!("error: {e}");
+        let mut src = e.source();
+        while let Some(cause) = src {
+            message.push_str(&format!("\n  caused by: {cause}"));
+            src = cause.source();
+        }
+        let code = match e.downcast_ref::<strata_engine::EngineError>() {
+            Some(
+                strata_engine::EngineError::UnknownTask(_)
+                | strata_engine::EngineError::BaseMissing(_),
+            ) => EXIT_BAD_INPUT,
+            _ => EXIT_INTERNAL,
+        };
+        CliError { message, code }
+    }
+}
+
+type CliResult = Result<u8, CliError>;
+
+fn find_pipeline(file: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    if let Some(f) = file {
+        return Ok(f);
+    }
+    ["strata.yml", "strata.yaml"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            CliError::bad_input(
+                "error: no pipeline file given and no strata.yml in the current directory",
+            )
+        })
+}
+
+fn load(file: Option<PathBuf>) -> Result<Pipeline, CliError> {
+    let path = find_pipeline(file)?;
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    strata_pipeline::load(&path)
+        .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))
+}
+
+fn require_root() -> Result<(), CliError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(CliError {
+            message: "error: strata's sandbox needs root (rootless mode is not supported yet)"
+                .into(),
+            code: EXIT_INTERNAL,
+        });
+    }
+    Ok(())
+}
+
+struct Session {
+    pipeline: Pipeline,
+    cache: LocalCache,
+}
+
+fn open(file: Option<PathBuf>, args: &PipelineArgs) -> Result<Session, CliError> {
+    let pipeline = load(file)?;
+    let dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(strata_store::default_cache_dir);
+    let cache = LocalCache::open(&dir).map_err(|e| CliError::internal(&e))?;
+    Ok(Session { pipeline, cache })
+}
+
+fn options(
+    pipeline: &Pipeline,
+    args: &PipelineArgs,
+    targets: Vec<String>,
+) -> Result<RunOptions, CliError> {
+    let workspace = match &args.workspace {
+        Some(w) => w.clone(),
+        None => pipeline
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    };
+    let workspace = std::fs::canonicalize(&workspace).map_err(|e| {
+        CliError::bad_input(format!("error: workspace {}: {e}", workspace.display()))
+    })?;
+    Ok(RunOptions {
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        targets: targets.into_iter().map(TaskName::new).collect(),
+        no_cache: false,
+        fail_fast: false,
+        workspace,
+        exe: std::env::current_exe().map_err(|e| CliError::internal(&e))?,
+    })
+}
+
+pub(crate) fn run(
+    file: Option<PathBuf>,
+    args: &PipelineArgs,
+    targets: Vec<String>,
+    no_cache: bool,
+    fail_fast: bool,
+    jobs: Option<usize>,
+    json: bool,
+) -> CliResult {
+    let session = open(file, args)?;
+    require_root()?;
+    let mut opts = options(&session.pipeline, args, targets)?;
+    opts.no_cache = no_cache;
+    opts.fail_fast = fail_fast;
+    if let Some(j) = jobs {
+        opts.jobs = j.max(1);
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is being handled exits at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone());
+        let _ = signal_hook::flag::register(sig, interrupted.clone());
+    }
+    let ctx = RunContext::new(&session.pipeline, &session.cache, opts, interrupted)
+        .map_err(|e| CliError::internal(&e))?;
+    let summary = if json {
+        strata_engine::run(&ctx, &JsonReporter::default())
+    } else {
+        let reporter = TerminalReporter::new(&session.pipeline);
+        let _ticker = reporter.start_ticker();
+        strata_engine::run(&ctx, &*reporter)
+    };
+    Ok(if summary.interrupted {
+        EXIT_INTERRUPTED
+    } else if summary.success() {
+        0
+    } else {
+        EXIT_TASK_FAILED
+    })
+}
+
+pub(crate) fn check(file: Option<PathBuf>) -> CliResult {
+    let pipeline = load(file)?;
+    println!(
+        "{}: ok ({} tasks)",
+        pipeline.path.display(),
+        pipeline.tasks.len()
+    );
+    Ok(0)
+}
+
+fn context<'a>(
+    session: &'a Session,
+    args: &PipelineArgs,
+    targets: Vec<String>,
+) -> Result<RunContext<'a>, CliError> {
+    let opts = options(&session.pipeline, args, targets)?;
+    RunContext::new(
+        &session.pipeline,
+        &session.cache,
+        opts,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| CliError::internal(&e))
+}
+
+pub(crate) fn plan(
+    file: Option<PathBuf>,
+    args: &PipelineArgs,
+    targets: Vec<String>,
+    json: bool,
+) -> CliResult {
+    let session = open(file, args)?;
+    let ctx = context(&session, args, targets)?;
+    let planned = strata_engine::plan(&ctx);
+    if json {
+        let rows: Vec<serde_json::Value> = planned
+            .iter()
+            .map(|p| {
+                let (status, parent) = match &p.status {
+                    PlanStatus::Hit => ("hit", None),
+                    PlanStatus::Miss => ("miss", None),
+                    PlanStatus::Uncached => ("uncached", None),
+                    PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
+                };
+                serde_json::json!({
+                    "task": p.task,
+                    "key": p.key.map(|k| k.to_hex()),
+                    "status": status,
+                    "waits_for": parent,
+                    "uses": session.pipeline.task(&p.task).map(|t| t.uses.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        return Ok(0);
+    }
+    let width = planned
+        .iter()
+        .map(|p| p.task.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:width$}  {:12}  STATUS", "TASK", "KEY");
+    for p in &planned {
+        let key = p.key.map_or("-".to_string(), |k| k.short());
+        let status = match &p.status {
+            PlanStatus::Hit => "hit: would be restored".to_string(),
+            PlanStatus::Miss => "miss: would run".to_string(),
+            PlanStatus::Uncached => "would run (cache disabled)".to_string(),
+            PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
+        };
+        println!("{:width$}  {key:12}  {status}", p.task);
+    }
+    Ok(0)
+}
+
+pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {
+    let session = open(Some(file), args)?;
+    if session.pipeline.task(task).is_none() {
+        return Err(CliError::bad_input(format!(
+            "error: no task named `{task}` in {}",
+            session.pipeline.path.display()
+        )));
+    }
+    let ctx = context(&session, args, Vec::new())?;
+    let explanation = strata_engine::explain(&ctx, task).map_err(|e| CliError::internal(&e))?;
+    let print_all = |diffs: &[strata_key::Difference]| {
+        for d in diffs {
+            println!("  - {d}");
+        }
+    };
+    match explanation {
+        Explanation::WouldHit { key } => println!(
+            "`{task}` would be restored from the cache (key {})",
+            key.short()
+        ),
+        Explanation::NoPreviousEntry => println!("`{task}` would run: it has no cache entry yet"),
+        Explanation::ParentMustRun {
+            parent,
+            differences,
+        } => {
+            println!(
+                "`{task}` would run because `{parent}` must run first (its output is part of the key)"
+            );
+            if differences.is_empty() {
+                println!("its own inputs are unchanged since its latest entry");
+            } else {
+                println!("its own inputs that changed since its latest entry:");
+                print_all(&differences);
+            }
+        }
+        Explanation::Changed { differences } if differences.is_empty() => {
+            println!(
+                "`{task}` would run: its inputs match its latest entry, which is no longer usable (expired, or its layer is missing)"
+            )
+        }
+        Explanation::Changed { differences } => {
+            println!("`{task}` would run; changed since its latest entry:");
+            print_all(&differences);
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) fn logs(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {
+    let session = open(Some(file), args)?;
+    if session.pipeline.task(task).is_none() {
+        return Err(CliError::bad_input(format!(
+            "error: no task named `{task}` in {}",
+            session.pipeline.path.display()
+        )));
+    }
+    let entry = session
+        .cache
+        .latest_for_task(&session.pipeline.path.display().to_string(), task)
+        .map_err(|e| CliError::internal(&e))?
+        .ok_or_else(|| CliError::bad_input(format!("error: `{task}` has no cached run yet")))?;
+    let log = session
+        .cache
+        .read_log(&entry.log)
+        .map_err(|e| CliError::internal(&e))?;
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&log);
+    Ok(0)
+}

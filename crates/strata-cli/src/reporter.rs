@@ -1,0 +1,262 @@
+//! The two consumers of engine events: a live terminal display and a JSON line stream.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_engine::{Event, Reporter, TaskStatus};
+use strata_pipeline::Pipeline;
+
+/// `--json`: one event per line; the last line is the summary.
+#[derive(Default)]
+pub(crate) struct JsonReporter {
+    out: Mutex<()>,
+}
+
+impl Reporter for JsonReporter {
+    fn event(&self, event: &Event) {
+        let line = serde_json::to_string(event).expect("events serialize");
+        let _guard = self.out.lock().expect("stdout lock");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+struct Display {
+    running: BTreeMap<String, Instant>,
+    finished: usize,
+    total: usize,
+    status_shown: bool,
+}
+
+/// Task output prefixed by task, a line per task state change and, on a terminal, a status line
+/// with the running tasks and their time so far.
+pub(crate) struct TerminalReporter {
+    display: Mutex<Display>,
+    tty: bool,
+    width: usize,
+    colors: BTreeMap<String, &'static str>,
+}
+
+const PALETTE: &[&str] = &["36", "35", "34", "33", "32", "96", "95", "94"];
+
+fn seconds(ms: u64) -> String {
+    let d = Duration::from_millis(ms);
+    if d.as_secs() >= 60 {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+impl TerminalReporter {
+    pub(crate) fn new(pipeline: &Pipeline) -> Arc<Self> {
+        let tty = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Arc::new(TerminalReporter {
+            display: Mutex::new(Display {
+                running: BTreeMap::new(),
+                finished: 0,
+                total: pipeline.tasks.len(),
+                status_shown: false,
+            }),
+            tty,
+            width: pipeline
+                .tasks
+                .iter()
+                .map(|t| t.name.as_str().len())
+                .max()
+                .unwrap_or(4),
+            colors: pipeline
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.to_string(), PALETTE[i % PALETTE.len()]))
+                .collect(),
+        })
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.tty {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn status_line(&self, d: &Display) -> String {
+        let running: Vec<String> = d
+            .running
+            .iter()
+            .map(|(t, since)| format!("{t} {}", seconds(since.elapsed().as_millis() as u64)))
+            .collect();
+        self.paint(
+            "2",
+            &format!(
+                "[{}/{}] running: {}",
+                d.finished,
+                d.total,
+                running.join(", ")
+            ),
+        )
+    }
+
+    /// Redraws the status line a few times a second so that durations move.
+    pub(crate) fn start_ticker(self: &Arc<Self>) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        if self.tty {
+            let me = Arc::clone(self);
+            let flag = stop.clone();
+            std::thread::spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let d = me.display.lock().expect("display lock");
+                    if d.status_shown && !flag.load(Ordering::Relaxed) {
+                        let mut err = std::io::stderr().lock();
+                        let _ = write!(err, "\r\x1b[2K{}", me.status_line(&d));
+                        let _ = err.flush();
+                    }
+                }
+            });
+        }
+        Ticker(stop)
+    }
+
+    fn render(&self, event: &Event, d: &mut Display) -> Vec<String> {
+        let name = |t: &str| {
+            let color = self.colors.get(t).copied().unwrap_or("0");
+            self.paint(color, &format!("{t:>w$}", w = self.width))
+        };
+        match event {
+            Event::RunStarted { tasks, jobs, .. } => {
+                d.total = tasks.len();
+                vec![self.paint(
+                    "1",
+                    &format!("strata: {} tasks, {jobs} at a time", tasks.len()),
+                )]
+            }
+            Event::TaskOutput { task, line } => vec![format!("{} | {line}", name(task))],
+            Event::TaskStarted { task, key } => {
+                d.running.insert(task.clone(), Instant::now());
+                vec![format!(
+                    "{} {} {}",
+                    name(task),
+                    self.paint("33", "▶ running"),
+                    self.paint("2", &format!("(key {})", &key[..12]))
+                )]
+            }
+            Event::TaskCached { task, saved_ms, .. } => {
+                d.finished += 1;
+                vec![format!(
+                    "{} {} {}",
+                    name(task),
+                    self.paint("32", "✓ cached"),
+                    self.paint("2", &format!("(saved {})", seconds(*saved_ms)))
+                )]
+            }
+            Event::TaskPassed {
+                task, duration_ms, ..
+            } => {
+                d.running.remove(task);
+                d.finished += 1;
+                vec![format!(
+                    "{} {} in {}",
+                    name(task),
+                    self.paint("32", "✓ passed"),
+                    seconds(*duration_ms)
+                )]
+            }
+            Event::TaskFailed {
+                task,
+                reason,
+                duration_ms,
+                log_tail,
+                kept_upper,
+                ..
+            } => {
+                d.running.remove(task);
+                d.finished += 1;
+                let mut lines = vec![format!(
+                    "{} {} after {}: {reason}",
+                    name(task),
+                    self.paint("31;1", "✗ failed"),
+                    seconds(*duration_ms)
+                )];
+                if !log_tail.is_empty() {
+                    lines.push(format!("{} last lines of its log:", name(task)));
+                    lines.extend(
+                        log_tail
+                            .iter()
+                            .map(|l| format!("{} {} {l}", name(task), self.paint("31", "│"))),
+                    );
+                }
+                if let Some(dir) = kept_upper {
+                    lines.push(format!("{} files it wrote are kept in {dir}", name(task)));
+                }
+                lines
+            }
+            Event::TaskSkipped { task, because } => {
+                d.finished += 1;
+                vec![format!(
+                    "{} {} {because}",
+                    name(task),
+                    self.paint("2", "- skipped:")
+                )]
+            }
+            Event::RunFinished(s) => {
+                let mut lines = vec![String::new()];
+                let verdict = if s.interrupted {
+                    self.paint("31;1", "interrupted")
+                } else if s.success() {
+                    self.paint("32;1", "success")
+                } else {
+                    self.paint("31;1", "failed")
+                };
+                lines.push(format!(
+                    "{verdict}: {} ran, {} restored, {} failed, {} skipped in {} (restoring saved {})",
+                    s.ran, s.cached, s.failed, s.skipped, seconds(s.duration_ms), seconds(s.saved_ms)
+                ));
+                let failed: Vec<&str> = s
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.status == TaskStatus::Failed)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if !failed.is_empty() {
+                    lines.push(format!("failed tasks: {}", failed.join(", ")));
+                }
+                lines
+            }
+        }
+    }
+}
+
+pub(crate) struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Reporter for TerminalReporter {
+    fn event(&self, event: &Event) {
+        let mut d = self.display.lock().expect("display lock");
+        let lines = self.render(event, &mut d);
+        let mut err = std::io::stderr().lock();
+        if self.tty && d.status_shown {
+            let _ = write!(err, "\r\x1b[2K");
+        }
+        for line in lines {
+            let _ = writeln!(err, "{line}");
+        }
+        let finished = matches!(event, Event::RunFinished(_));
+        d.status_shown = self.tty && !finished && !d.running.is_empty();
+        if d.status_shown {
+            let _ = write!(err, "{}", self.status_line(&d));
+        }
+        let _ = err.flush();
+    }
+}

@@ -1,0 +1,166 @@
+//! `strata plan` and `strata explain`: what a run would do, without running anything.
+
+use strata_key::{Difference, RecordedInputs, compare};
+
+use crate::context::{EngineError, RunContext};
+use crate::execute::{result_of, usable_entry};
+use crate::inputs::{TaskResult, resolve};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanStatus {
+    /// Would be restored from this entry.
+    Hit,
+    /// Would run: no usable entry for its key.
+    Miss,
+    /// `cache: false` or `--no-cache`: always runs.
+    Uncached,
+    /// Its key depends on what this parent produces, which is unknown until it runs.
+    Unknown { parent: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    pub task: String,
+    pub key: Option<strata_key::CacheKey>,
+    pub status: PlanStatus,
+}
+
+/// Every wanted task in run order, with its key when it can be known now.
+pub fn plan(ctx: &RunContext<'_>) -> Vec<PlannedTask> {
+    plan_with_results(ctx).0
+}
+
+type Restored = Option<Result<TaskResult, String>>;
+
+/// The plan, and for each task what it would hand its children when restored (`Err(name)`: the
+/// task `name` upstream must run first).
+fn plan_with_results(ctx: &RunContext<'_>) -> (Vec<PlannedTask>, Vec<Restored>) {
+    let pipeline = ctx.pipeline;
+    let wanted = if ctx.options.targets.is_empty() {
+        vec![true; pipeline.tasks.len()]
+    } else {
+        pipeline.closure(&ctx.options.targets)
+    };
+    let mut results: Vec<Restored> = vec![None; pipeline.tasks.len()];
+    let mut out = Vec::new();
+    for i in pipeline.topological_order() {
+        if !wanted[i] {
+            continue;
+        }
+        let task = &pipeline.tasks[i];
+        let parents: Result<Vec<&TaskResult>, String> = task
+            .uses
+            .iter()
+            .map(|u| {
+                let j = pipeline
+                    .tasks
+                    .iter()
+                    .position(|t| &t.name == u)
+                    .expect("validated");
+                match results[j].as_ref().expect("parents come first") {
+                    Ok(r) => Ok(r),
+                    Err(name) => Err(name.clone()),
+                }
+            })
+            .collect();
+        let parents = match parents {
+            Ok(p) => p,
+            Err(parent) => {
+                results[i] = Some(Err(parent.clone()));
+                out.push(PlannedTask {
+                    task: task.name.to_string(),
+                    key: None,
+                    status: PlanStatus::Unknown { parent },
+                });
+                continue;
+            }
+        };
+        let resolved = resolve(ctx, task, &parents);
+        let (status, result) = if !task.cache.enabled || ctx.options.no_cache {
+            (PlanStatus::Uncached, Err(task.name.to_string()))
+        } else {
+            match usable_entry(ctx, task, &resolved.key) {
+                Some(entry) => (
+                    PlanStatus::Hit,
+                    Ok(result_of(task, &resolved, entry.layer, entry.env)),
+                ),
+                None => (PlanStatus::Miss, Err(task.name.to_string())),
+            }
+        };
+        results[i] = Some(result);
+        out.push(PlannedTask {
+            task: task.name.to_string(),
+            key: Some(resolved.key),
+            status,
+        });
+    }
+    (out, results)
+}
+
+#[derive(Debug)]
+pub enum Explanation {
+    /// The task would be restored.
+    WouldHit { key: strata_key::CacheKey },
+    /// The task never completed with caching on; nothing to compare with.
+    NoPreviousEntry,
+    /// A parent must run first, so the key cannot be known; the other inputs are compared.
+    ParentMustRun {
+        parent: String,
+        differences: Vec<Difference>,
+    },
+    /// What changed since the task's latest entry.
+    Changed { differences: Vec<Difference> },
+}
+
+/// Why `task` would miss: which of its recorded inputs differ from its latest entry.
+pub fn explain(ctx: &RunContext<'_>, task_name: &str) -> Result<Explanation, EngineError> {
+    let pipeline = ctx.pipeline;
+    let task = pipeline
+        .task(task_name)
+        .ok_or_else(|| EngineError::UnknownTask(task_name.to_string()))?;
+    let (planned, results) = plan_with_results(ctx);
+    let p = planned
+        .iter()
+        .find(|p| p.task == task_name)
+        .expect("every task is planned when there are no targets");
+    if p.status == PlanStatus::Hit {
+        return Ok(Explanation::WouldHit {
+            key: p.key.expect("hits have keys"),
+        });
+    }
+    let Some(latest) = ctx.cache.latest_for_task(&ctx.pipeline_id(), task_name)? else {
+        return Ok(Explanation::NoPreviousEntry);
+    };
+    let old = ctx.cache.recorded_inputs(&latest)?;
+    let parents: Vec<&TaskResult> = task
+        .uses
+        .iter()
+        .filter_map(|u| {
+            let j = pipeline.tasks.iter().position(|t| &t.name == u)?;
+            results[j].as_ref()?.as_ref().ok()
+        })
+        .collect();
+    let resolved = resolve(ctx, task, &parents);
+    let mut new = RecordedInputs {
+        inputs: resolved.inputs,
+        workspace_files: resolved.files,
+    };
+    match &p.status {
+        PlanStatus::Unknown { parent } => {
+            // The parents' layers and exported env are unknown until the parent runs: compare
+            // everything else.
+            let declared: Vec<&str> = task.env.iter().map(|v| v.name.as_str()).collect();
+            let mut old = old;
+            new.inputs.parents = old.inputs.parents.clone();
+            new.inputs.env.retain(|k, _| declared.contains(&k.as_str()));
+            old.inputs.env.retain(|k, _| declared.contains(&k.as_str()));
+            Ok(Explanation::ParentMustRun {
+                parent: parent.clone(),
+                differences: compare(&old, &new),
+            })
+        }
+        _ => Ok(Explanation::Changed {
+            differences: compare(&old, &new),
+        }),
+    }
+}

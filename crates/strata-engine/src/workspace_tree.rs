@@ -1,0 +1,60 @@
+//! The filtered workspace as a directory tree that can be an overlay lower dir: built once per
+//! distinct selection per run, from hard links to the cache's workspace blobs (so the tree is a
+//! snapshot: later edits to the workspace do not leak into a running task).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use strata_key::{FileKind, WorkspaceDigest, WorkspaceFile};
+use strata_store::{LocalCache, StoreError};
+
+#[derive(Default)]
+pub(crate) struct WorkspaceTrees {
+    built: Mutex<HashMap<WorkspaceDigest, PathBuf>>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl WorkspaceTrees {
+    /// A directory whose `workspace/` holds exactly `files`.
+    pub(crate) fn get(
+        &self,
+        cache: &LocalCache,
+        run_dir: &Path,
+        workspace_root: &Path,
+        digest: WorkspaceDigest,
+        files: &[&WorkspaceFile],
+    ) -> Result<PathBuf, StoreError> {
+        let mut built = self.built.lock().expect("tree lock poisoned");
+        if let Some(p) = built.get(&digest) {
+            return Ok(p.clone());
+        }
+        let root = run_dir.join("ws").join(digest.to_hex());
+        let ws = root.join("workspace");
+        std::fs::create_dir_all(&ws).map_err(io(&ws))?;
+        for f in files {
+            let dest = ws.join(&f.path);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            match &f.kind {
+                FileKind::File { digest, .. } => {
+                    let blob =
+                        cache.workspace_blob(&workspace_root.join(&f.path), digest, f.mode)?;
+                    std::fs::hard_link(&blob, &dest).map_err(io(&dest))?;
+                }
+                FileKind::Symlink { target } => {
+                    std::os::unix::fs::symlink(target, &dest).map_err(io(&dest))?;
+                }
+            }
+        }
+        built.insert(digest, root.clone());
+        Ok(root)
+    }
+}
