@@ -200,7 +200,8 @@ fn run_in_sandbox(
     let waiter = std::thread::spawn(move || {
         let _ = done_tx.send(sandbox.wait());
     });
-    let log = std::thread::scope(|s| {
+    let mut stopped_because = None;
+    let (outcome, log) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let mut log = Vec::new();
             let mut reader = std::io::BufReader::new(output);
@@ -216,30 +217,29 @@ fn run_in_sandbox(
             }
             log
         });
-        reader.join().expect("log reader panicked")
+        let outcome = loop {
+            match done_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(r) => break r,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Ok(Outcome::SetupFailed("sandbox helper vanished".into()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if stopped_because.is_none() {
+                if ctx.interrupted.load(Ordering::SeqCst) {
+                    stopped_because = Some("interrupted".to_string());
+                    killer.kill();
+                } else if let Some(limit) = task.timeout
+                    && start.elapsed() > limit
+                {
+                    stopped_because = Some(format!("timed out after {}", humanize(limit)));
+                    killer.kill();
+                }
+            }
+        };
+        // Every process of the task is gone once the helper has exited, so the output ends.
+        (outcome, reader.join().expect("log reader panicked"))
     });
-    // The output ends when every process of the task is gone; the helper's exit is right behind.
-    let mut stopped_because = None;
-    let outcome = loop {
-        match done_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(r) => break r,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                break Ok(Outcome::SetupFailed("sandbox helper vanished".into()));
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        if stopped_because.is_none() {
-            if ctx.interrupted.load(Ordering::SeqCst) {
-                stopped_because = Some("interrupted".to_string());
-                killer.kill();
-            } else if let Some(limit) = task.timeout
-                && start.elapsed() > limit
-            {
-                stopped_because = Some(format!("timed out after {}", humanize(limit)));
-                killer.kill();
-            }
-        }
-    };
     let _ = waiter.join();
     let outcome = outcome.map_err(|e| Failure::infra(chain(&e)))?;
     let tail = || log_tail(&log);
