@@ -248,7 +248,16 @@ fn a_timeout_kills_the_whole_task() {
         "strata.yml",
         "tasks:\n  - key: slow\n    timeout: 1s\n    run: (sleep 4321 &) ; sleep 4322\n",
     );
+    let watcher = std::thread::spawn(|| {
+        // While the task runs, its processes must be visible, or the checks below prove nothing.
+        std::thread::sleep(Duration::from_millis(700));
+        !processes_with("sleep 4322").is_empty()
+    });
     let r = f.run(&[]);
+    assert!(
+        watcher.join().unwrap(),
+        "the task's processes were never seen running"
+    );
     assert_eq!(r.code, 1);
     let failed = r.event("task-failed", "slow").unwrap();
     assert!(

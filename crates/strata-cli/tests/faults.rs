@@ -1,0 +1,200 @@
+//! Kills, interrupts and bad input: nothing half-done may be visible afterwards.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Fixture, host_mounts_mentioning, processes_with};
+
+/// Starts `strata run --json` and returns once the task `task` has started.
+fn start_and_wait_for(f: &Fixture, task: &str) -> std::process::Child {
+    let mut child = f
+        .command(&["run", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "task `{task}` never started");
+        let line = lines
+            .next()
+            .expect("strata ended before the task started")
+            .unwrap();
+        if line.contains("\"task-started\"") && line.contains(&format!("\"task\":\"{task}\"")) {
+            break;
+        }
+    }
+    // Keep draining so strata never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    // Let the command get going inside the sandbox.
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn plan_status(f: &Fixture, task: &str) -> String {
+    let out = f.output(&["plan", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task"] == task)
+        .map(|r| r["status"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[test]
+fn sigkill_mid_task_leaves_no_mounts_no_processes_and_no_entry() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: quick\n    run: echo done > /quick\n  - key: slow\n    run: echo partial > /partial; sleep 5551\n",
+    );
+    let mut child = start_and_wait_for(&f, "slow");
+    assert!(
+        !processes_with("sleep 5551").is_empty(),
+        "the task should be running"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        processes_with("sleep 5551").is_empty(),
+        "the task outlived strata"
+    );
+    let cache = f.cache.path().to_str().unwrap().to_string();
+    assert!(
+        host_mounts_mentioning(&cache).is_empty(),
+        "mounts left behind"
+    );
+    assert_eq!(
+        plan_status(&f, "slow"),
+        "miss",
+        "a killed task must not be cached"
+    );
+
+    // The next run cleans the dead run's scratch and uses nothing from it.
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: quick\n    run: echo done > /quick\n  - key: slow\n    run: test ! -e /partial && echo clean\n",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("slow"), vec!["clean"]);
+    let runs: Vec<_> = std::fs::read_dir(f.cache.path().join("runs"))
+        .unwrap()
+        .collect();
+    assert!(runs.is_empty(), "stale run dirs remain: {runs:?}");
+}
+
+#[test]
+fn sigint_stops_the_run_and_kills_the_tasks() {
+    let f = Fixture::new();
+    f.write("strata.yml", "tasks:\n  - key: slow\n    run: sleep 5552\n  - key: next\n    use: [slow]\n    run: true\n");
+    let mut child = start_and_wait_for(&f, "slow");
+    // SAFETY: kill(2) on our own child.
+    unsafe { kill(child.id() as i32, 2) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(processes_with("sleep 5552").is_empty());
+    assert!(host_mounts_mentioning(f.cache.path().to_str().unwrap()).is_empty());
+    assert_eq!(plan_status(&f, "slow"), "miss");
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Every bad-input case: exit code 2, a message naming file, line and column, and no cache
+/// directory created or touched.
+#[test]
+fn bad_pipelines_are_rejected_with_positions_and_touch_nothing() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "tasks:\n  - key: a\n    run: x\n    filtr: [a]\n",
+            "did you mean `filter`?",
+            "strata.yml:4:5",
+        ),
+        (
+            "tasks:\n  - key: a\n    run: x\n  - key: a\n    run: y\n",
+            "duplicate task key `a`",
+            "strata.yml:4:5",
+        ),
+        (
+            "tasks:\n  - key: a\n    use: [b]\n    run: x\n",
+            "unknown task `b`",
+            "strata.yml:3:11",
+        ),
+        (
+            "tasks:\n  - key: a\n    after: [zz]\n    run: x\n",
+            "unknown task `zz`",
+            "strata.yml:3:13",
+        ),
+        (
+            "tasks:\n  - key: a\n    use: [b]\n    run: x\n  - key: b\n    use: [a]\n    run: x\n",
+            "cycle: a -> b -> a",
+            "strata.yml:2:5",
+        ),
+        (
+            "tasks:\n  - key: a\n    run: x\n    filter: [\"[\"]\n",
+            "invalid filter pattern",
+            "strata.yml:4:14",
+        ),
+        (
+            "tasks:\n  - key: a\n    run: x\n    timeout: [1]\n",
+            "`timeout` must be a string",
+            "strata.yml:4:14",
+        ),
+        (
+            "tasks:\n  - key: a\n    run: 'x\n",
+            "invalid YAML",
+            "strata.yml:",
+        ),
+    ];
+    for (yaml, message, position) in cases {
+        let f = Fixture::new();
+        f.write("strata.yml", yaml);
+        let cache = f.cache.path().join("never-created");
+        for args in [
+            vec!["check", "strata.yml"],
+            vec!["run", "strata.yml"],
+            vec!["plan", "strata.yml"],
+        ] {
+            let out = f
+                .command(&args)
+                .env("STRATA_CACHE_DIR", &cache)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} on {yaml:?}: {stderr}");
+            assert!(
+                stderr.contains(message),
+                "{args:?}: expected {message:?} in:\n{stderr}"
+            );
+            assert!(
+                stderr.contains(position),
+                "{args:?}: expected {position:?} in:\n{stderr}"
+            );
+            assert!(!cache.exists(), "bad input must not touch the cache");
+        }
+    }
+}
+
+#[test]
+fn check_accepts_a_valid_file() {
+    let f = Fixture::new();
+    f.write("strata.yml", "tasks:\n  - key: a\n    run: x\n");
+    let out = f.output(&["check", "strata.yml"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 tasks)"));
+}

@@ -1,0 +1,91 @@
+//! `strata plan`, `strata explain` and `strata logs`.
+
+mod common;
+
+use common::Fixture;
+
+#[test]
+fn plan_shows_keys_and_hits() {
+    let f = Fixture::new();
+    f.write("a.txt", "1");
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: a\n    filter: [a.txt]\n    run: cat a.txt\n  - key: b\n    use: [a]\n    run: true\n  - key: nocache\n    cache: false\n    run: true\n",
+    );
+    let out = f.output(&["plan"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("miss: would run"), "{text}");
+    assert!(text.contains("key known after `a` runs"), "{text}");
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0);
+    let out = f.output(&["plan", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status: Vec<(&str, &str)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["task"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        status,
+        vec![("a", "hit"), ("b", "hit"), ("nocache", "uncached")]
+    );
+    assert_eq!(rows[0]["key"], r.summary()["tasks"]["a"]["key"]);
+}
+
+#[test]
+fn explain_names_the_inputs_that_changed() {
+    let f = Fixture::new();
+    f.write("src/a.c", "int a;");
+    f.write("src/b.c", "int b;");
+    let pipeline = |cmd: &str, mode: &str| {
+        format!(
+            "tasks:\n  - key: base\n    filter: []\n    run: echo 1 > /v\n  - key: build\n    use: [base]\n    filter: [src]\n    env:\n      MODE: {mode}\n      TOKEN: {{value: secret, cache-key: excluded}}\n    run: {cmd}\n"
+        )
+    };
+    f.write("strata.yml", &pipeline("ls src", "debug"));
+    assert_eq!(f.run(&[]).code, 0);
+    let out = f.output(&["explain", "strata.yml", "build"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would be restored"));
+
+    f.write("src/a.c", "int a = 1;");
+    std::fs::remove_file(f.ws().join("src/b.c")).unwrap();
+    f.write("src/c.c", "int c;");
+    f.write("strata.yml", &pipeline("ls -l src", "release"));
+    let out = f.output(&["explain", "strata.yml", "build"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "file src/a.c: content changed",
+        "file src/b.c: removed",
+        "file src/c.c: added",
+        "env MODE: \"debug\" -> \"release\"",
+        "command: \"ls src\" -> \"ls -l src\"",
+    ] {
+        assert!(text.contains(expected), "expected {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("secret"),
+        "excluded values must never be shown:\n{text}"
+    );
+
+    // A parent that must run makes the child's key unknown; its own inputs are still compared.
+    f.write(
+        "strata.yml",
+        &pipeline("ls -l src", "release").replace("echo 1", "echo 2"),
+    );
+    let out = f.output(&["explain", "strata.yml", "build"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("because `base` must run first"), "{text}");
+}
+
+#[test]
+fn logs_prints_the_saved_log() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: talk\n    run: echo out; echo err >&2\n",
+    );
+    assert_eq!(f.run(&[]).code, 0);
+    let out = f.output(&["logs", "strata.yml", "talk"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nerr\n");
+}
