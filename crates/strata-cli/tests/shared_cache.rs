@@ -1,0 +1,86 @@
+//! Several strata processes on one cache directory, and the example pipeline from the README.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::{Fixture, strata};
+
+#[test]
+fn two_processes_share_one_cache_at_once() {
+    let f = Fixture::new();
+    let mut yaml = String::from("tasks:\n");
+    for i in 0..6 {
+        yaml.push_str(&format!(
+            "  - key: t{i}\n    run: sleep 0.2; echo {i} > /out{i}\n"
+        ));
+    }
+    yaml.push_str("  - key: all\n    use: [t0, t1, t2, t3, t4, t5]\n    run: cat /out0 /out5\n");
+    f.write("strata.yml", &yaml);
+    let spawn = || {
+        f.command(&["run", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0);
+    for i in 0..6 {
+        assert_eq!(r.status(&format!("t{i}")), "cached");
+    }
+    assert_eq!(r.status("all"), "cached");
+    let layers = std::fs::read_dir(f.cache.path().join("layers"))
+        .unwrap()
+        .count();
+    assert_eq!(layers, 7, "identical results share one layer each");
+    let tmp = std::fs::read_dir(f.cache.path().join("tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "no temp files left behind");
+}
+
+#[test]
+fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
+    common::assert_root();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wordfreq/strata.yml");
+    let cache = tempfile::Builder::new()
+        .prefix("strata-cache-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let run = || {
+        let out = strata()
+            .args(["run", "--json"])
+            .arg(&example)
+            .env("STRATA_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        (stdout, summary)
+    };
+    let (first, summary) = run();
+    assert_eq!(summary["ran"], 6, "{first}");
+    assert!(first.contains("ok   tests/animals.in"), "{first}");
+    assert!(first.contains("lint clean"), "{first}");
+    let (_, summary) = run();
+    assert_eq!(summary["ran"], 0);
+    assert_eq!(summary["cached"], 6);
+}
