@@ -292,3 +292,40 @@ fn a_stack_of_more_than_100_layers_runs() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.output("count"), vec!["121"]);
 }
+
+#[test]
+fn a_rootfs_base_is_the_bottom_of_the_stack_and_part_of_the_key() {
+    let f = Fixture::new();
+    let busybox = std::process::Command::new("sh")
+        .args(["-c", "command -v busybox"])
+        .output()
+        .unwrap();
+    assert!(
+        busybox.status.success(),
+        "this test needs busybox (scripts/test installs busybox-static)"
+    );
+    let busybox = String::from_utf8_lossy(&busybox.stdout).trim().to_string();
+    let rootfs = f.ws().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo", "ls"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(rootfs.join("marker"), "tiny rootfs\n").unwrap();
+    f.write(".gitignore", "rootfs/\n");
+    f.write(
+        "strata.yml",
+        "base: {rootfs: rootfs}\ntasks:\n  - key: look\n    run: cat /marker; test ! -e /bin/bash && echo no-bash; ls /workspace\n",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}\n{:?}", r.stderr, r.events);
+    assert_eq!(
+        r.output("look"),
+        vec!["tiny rootfs", "no-bash", "strata.yml"]
+    );
+    // Changing the base changes every key.
+    std::fs::write(rootfs.join("marker"), "changed\n").unwrap();
+    let r = f.run(&[]);
+    assert_eq!(r.status("look"), "ran");
+    assert_eq!(r.output("look")[0], "changed");
+}
