@@ -241,7 +241,8 @@ pub(crate) fn plan(
     Ok(0)
 }
 
-pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {
+/// Opens the pipeline and cache for a command about one task, which must exist.
+fn open_for_task(file: PathBuf, args: &PipelineArgs, task: &str) -> Result<Session, CliError> {
     let session = open(Some(file), args)?;
     if session.pipeline.task(task).is_none() {
         return Err(CliError::bad_input(format!(
@@ -249,6 +250,11 @@ pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResu
             session.pipeline.path.display()
         )));
     }
+    Ok(session)
+}
+
+pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {
+    let session = open_for_task(file, args, task)?;
     let ctx = context(&session, args, Vec::new())?;
     let explanation = strata_engine::explain(&ctx, task).map_err(|e| CliError::internal(&e))?;
     let print_all = |diffs: &[strata_key::Difference]| {
@@ -290,13 +296,7 @@ pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResu
 }
 
 pub(crate) fn logs(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {
-    let session = open(Some(file), args)?;
-    if session.pipeline.task(task).is_none() {
-        return Err(CliError::bad_input(format!(
-            "error: no task named `{task}` in {}",
-            session.pipeline.path.display()
-        )));
-    }
+    let session = open_for_task(file, args, task)?;
     let entry = session
         .cache
         .latest_for_task(&session.pipeline.path.display().to_string(), task)

@@ -89,3 +89,24 @@ fn logs_prints_the_saved_log() {
     let out = f.output(&["logs", "strata.yml", "talk"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nerr\n");
 }
+
+#[test]
+fn the_terminal_display_prefixes_output_and_ends_with_a_summary() {
+    let f = Fixture::new();
+    f.write("strata.yml", "tasks:\n  - key: hello\n    run: echo hi there\n  - key: bad\n    run: echo nope; exit 2\n");
+    let out = f.output(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hello | hi there"), "{err}");
+    assert!(err.contains("bad ✗ failed"), "{err}");
+    assert!(err.contains("command exited with status 2"), "{err}");
+    assert!(
+        err.contains("failed: 1 ran, 0 restored, 1 failed, 0 skipped"),
+        "{err}"
+    );
+    assert!(err.contains("failed tasks: bad"), "{err}");
+    let again = f.output(&["run", "--target", "hello"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("hello ✓ cached"), "{err}");
+    assert!(err.contains("success: 0 ran, 1 restored"), "{err}");
+}
