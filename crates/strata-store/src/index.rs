@@ -43,12 +43,29 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let db = Connection::open(path).map_err(err("open"))?;
     db.busy_timeout(Duration::from_secs(30))
         .map_err(err("configure"))?;
-    db.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err("configure"))?;
-    db.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err("configure"))?;
-    db.execute_batch(SCHEMA).map_err(err("create the schema"))?;
-    Ok(db)
+    // Switching a new database to WAL needs an exclusive lock, and SQLite reports "locked" at
+    // once, without its busy handler, when another process is doing the same: retry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let configured = db
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| db.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|()| db.execute_batch(SCHEMA));
+        match configured {
+            Ok(()) => return Ok(db),
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(err("configure")(e)),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// A cached task result.
@@ -221,7 +238,7 @@ impl LocalCache {
         let files = serde_json::to_string(e.workspace_files).expect("files serialize");
         let mut db = self.db.lock().expect("index lock poisoned");
         let tx = db
-            .transaction()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(self.index_err("begin a transaction"))?;
         tx.execute(
             "INSERT OR IGNORE INTO workspaces (digest, files) VALUES (?1, ?2)",
