@@ -1,0 +1,390 @@
+//! OCI layer archive -> layer directory (overlayfs upper dir format).
+//!
+//! An archive from a shared cache or a registry is untrusted input. Applying one never writes
+//! outside the target directory: every entry path must be relative and free of `..`; an entry may
+//! only be created inside a directory that an earlier entry of this same archive created (so a
+//! symlink or file in the archive can never be walked through); a hard link must name an earlier
+//! regular file of the archive; a name may appear only once (directories excepted); and overlay's
+//! own xattrs are refused. The target must be a new, empty directory that nobody else writes to,
+//! which is what makes these checks complete: nothing on disk there is not in the archive.
+//!
+//! The digest of the compressed stream is checked once the whole stream has been read; the caller
+//! unpacks into a private directory and publishes it only when this returns `Ok`.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{FileType, Mode, Timespec, Timestamps};
+
+use super::{Compression, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, PAX_XATTR_PREFIX, WHITEOUT_PREFIX};
+use crate::digest::{DigestReader, OciDigest};
+
+/// What was applied: the digests of the stream as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedLayer {
+    pub digest: OciDigest,
+    pub size: u64,
+    pub diff_id: OciDigest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("layer archive entry `{entry}` is refused: {reason}")]
+    Unsafe { entry: String, reason: &'static str },
+    #[error("layer archive is malformed")]
+    Malformed(#[source] io::Error),
+    #[error("failed to write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("layer archive digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        expected: OciDigest,
+        actual: OciDigest,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ApplyError + '_ {
+    move |source| ApplyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sys_err(path: &Path) -> impl FnOnce(rustix::io::Errno) -> ApplyError + '_ {
+    move |e| ApplyError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// Unpacks the layer archive read from `input` into `dest` (a new, empty directory), converting
+/// `.wh.` whiteouts to overlay whiteouts. When `expected` is given, the compressed stream must
+/// have that digest.
+pub fn apply_layer<R: Read>(
+    input: R,
+    compression: Compression,
+    dest: &Path,
+    expected: Option<OciDigest>,
+) -> Result<AppliedLayer, ApplyError> {
+    let mut compressed = DigestReader::new(input);
+    let diff_id = {
+        let decoder: Box<dyn Read + '_> = match compression {
+            Compression::Zstd => {
+                Box::new(zstd::Decoder::new(&mut compressed).map_err(ApplyError::Malformed)?)
+            }
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
+            Compression::None => Box::new(&mut compressed),
+        };
+        let mut plain = DigestReader::new(decoder);
+        {
+            let mut archive = tar::Archive::new(&mut plain);
+            let mut applier = Applier::new(dest);
+            for entry in archive.entries().map_err(ApplyError::Malformed)? {
+                let entry = entry.map_err(ApplyError::Malformed)?;
+                applier.entry(entry)?;
+            }
+            applier.finish()?;
+        }
+        plain.drain().map_err(ApplyError::Malformed)?;
+        plain.finish().0
+    };
+    compressed.drain().map_err(ApplyError::Malformed)?;
+    let (digest, size) = compressed.finish();
+    if let Some(expected) = expected
+        && expected != digest
+    {
+        return Err(ApplyError::DigestMismatch {
+            expected,
+            actual: digest,
+        });
+    }
+    Ok(AppliedLayer {
+        digest,
+        size,
+        diff_id,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Other,
+}
+
+struct Applier<'a> {
+    root: &'a Path,
+    /// Every path created so far (relative), and what it is.
+    seen: HashMap<PathBuf, Kind>,
+    /// Directories whose mtime is set at the end (creating children changes it).
+    dir_times: Vec<(PathBuf, u64)>,
+    is_root: bool,
+}
+
+impl<'a> Applier<'a> {
+    fn new(root: &'a Path) -> Self {
+        let mut seen = HashMap::new();
+        seen.insert(PathBuf::new(), Kind::Dir);
+        Applier {
+            root,
+            seen,
+            dir_times: Vec::new(),
+            is_root: rustix::process::geteuid().is_root(),
+        }
+    }
+
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), ApplyError> {
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let unsafe_entry = |reason| ApplyError::Unsafe {
+            entry: shown.clone(),
+            reason,
+        };
+        let rel = clean_path(&raw).map_err(unsafe_entry)?;
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let Some(name) = rel.file_name().map(|n| n.as_bytes().to_vec()) else {
+            // The root itself (`./`): its metadata is not part of a layer.
+            return Ok(());
+        };
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        self.ensure_dir(&parent).map_err(unsafe_entry)?;
+
+        if name == OPAQUE_MARKER.as_bytes() {
+            let dir = self.root.join(&parent);
+            set_xattr(&dir, OVERLAY_OPAQUE_XATTR, b"y")?;
+            return Ok(());
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                return Err(unsafe_entry("malformed whiteout name"));
+            }
+            let target = parent.join(OsStr::from_bytes(hidden));
+            self.claim(&target, Kind::Other).map_err(unsafe_entry)?;
+            let path = self.root.join(&target);
+            let mode = header.mode().map_err(ApplyError::Malformed)? & 0o7777;
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &path,
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(mode),
+                0,
+            )
+            .map_err(sys_err(&path))?;
+            return self.owner_and_times(&path, &header, false);
+        }
+
+        let pax = read_pax_xattrs(&mut entry)?;
+        if pax.iter().any(|(n, _)| n.starts_with("trusted.overlay.")) {
+            return Err(unsafe_entry("it sets an overlayfs xattr"));
+        }
+        let path = self.root.join(&rel);
+        match kind {
+            tar::EntryType::Directory => {
+                if self.seen.get(&rel) == Some(&Kind::Dir) {
+                    // A directory listed again (or first created implicitly): metadata only.
+                } else {
+                    self.claim(&rel, Kind::Dir).map_err(unsafe_entry)?;
+                    std::fs::create_dir(&path).map_err(io_err(&path))?;
+                }
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.claim(&rel, Kind::File).map_err(unsafe_entry)?;
+                let mut file = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                io::copy(&mut entry, &mut file).map_err(io_err(&path))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry("symlink without a target"))?
+                    .into_owned();
+                self.claim(&rel, Kind::Other).map_err(unsafe_entry)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
+                    .map_err(io_err(&path))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry("hard link without a target"))?
+                    .into_owned();
+                let target = clean_path(&target)
+                    .map_err(|_| unsafe_entry("hard link to a path outside the layer"))?;
+                if self.seen.get(&target) != Some(&Kind::File) {
+                    return Err(unsafe_entry(
+                        "hard link to something that is not an earlier file of this layer",
+                    ));
+                }
+                self.claim(&rel, Kind::File).map_err(unsafe_entry)?;
+                let from = self.root.join(&target);
+                std::fs::hard_link(&from, &path).map_err(io_err(&path))?;
+                // A hard link shares its metadata with the file it names.
+                return Ok(());
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                self.claim(&rel, Kind::Other).map_err(unsafe_entry)?;
+                let (ft, dev) = match kind {
+                    tar::EntryType::Fifo => (FileType::Fifo, 0),
+                    _ => {
+                        let major = header.device_major().ok().flatten().unwrap_or(0);
+                        let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                        let ft = if kind == tar::EntryType::Char {
+                            FileType::CharacterDevice
+                        } else {
+                            FileType::BlockDevice
+                        };
+                        (ft, rustix::fs::makedev(major, minor))
+                    }
+                };
+                rustix::fs::mknodat(rustix::fs::CWD, &path, ft, Mode::empty(), dev)
+                    .map_err(sys_err(&path))?;
+            }
+            _ => return Err(unsafe_entry("unsupported entry type")),
+        }
+        self.owner_and_times(&path, &header, kind == tar::EntryType::Symlink)?;
+        // After chown, which drops `security.capability`.
+        for (name, value) in &pax {
+            set_xattr(&path, name, value)?;
+        }
+        if kind == tar::EntryType::Directory {
+            let mtime = header.mtime().unwrap_or(0);
+            self.dir_times.push((path, mtime));
+        }
+        Ok(())
+    }
+
+    /// Makes sure `dir` (relative) is a directory of this layer, creating missing ancestors as
+    /// plain directories. Refuses to go through anything that is not a directory.
+    fn ensure_dir(&mut self, dir: &Path) -> Result<(), &'static str> {
+        let mut at = PathBuf::new();
+        for part in dir.components() {
+            at.push(part);
+            match self.seen.get(&at) {
+                Some(Kind::Dir) => {}
+                Some(_) => return Err("its path goes through a non-directory of the layer"),
+                None => {
+                    std::fs::create_dir(self.root.join(&at))
+                        .map_err(|_| "its parent directory cannot be created")?;
+                    self.seen.insert(at.clone(), Kind::Dir);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn claim(&mut self, rel: &Path, kind: Kind) -> Result<(), &'static str> {
+        if self.seen.contains_key(rel) {
+            return Err("the layer already has an entry with this name");
+        }
+        self.seen.insert(rel.to_path_buf(), kind);
+        Ok(())
+    }
+
+    fn owner_and_times(
+        &self,
+        path: &Path,
+        header: &tar::Header,
+        symlink: bool,
+    ) -> Result<(), ApplyError> {
+        let uid = header.uid().map_err(ApplyError::Malformed)?;
+        let gid = header.gid().map_err(ApplyError::Malformed)?;
+        if self.is_root {
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                path,
+                Some(rustix::fs::Uid::from_raw(uid as u32)),
+                Some(rustix::fs::Gid::from_raw(gid as u32)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(sys_err(path))?;
+        }
+        if !symlink {
+            // After chown, which clears set-id bits.
+            let mode = header.mode().map_err(ApplyError::Malformed)? & 0o7777;
+            rustix::fs::chmod(path, Mode::from_raw_mode(mode)).map_err(sys_err(path))?;
+        }
+        let mtime = header.mtime().unwrap_or(0);
+        set_mtime(path, mtime)
+    }
+
+    fn finish(&mut self) -> Result<(), ApplyError> {
+        // Deepest first is not needed: setting a directory's mtime does not touch its parent.
+        for (path, mtime) in std::mem::take(&mut self.dir_times) {
+            set_mtime(&path, mtime)?;
+        }
+        Ok(())
+    }
+}
+
+/// An entry path as a clean relative path: no root, no `..`; `.` components dropped.
+fn clean_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
+    let path = Path::new(OsStr::from_bytes(raw));
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return Err("its path is absolute"),
+            Component::ParentDir => return Err("its path contains `..`"),
+        }
+    }
+    Ok(out)
+}
+
+fn read_pax_xattrs<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> Result<Vec<(String, Vec<u8>)>, ApplyError> {
+    let mut out = Vec::new();
+    if let Some(exts) = entry.pax_extensions().map_err(ApplyError::Malformed)? {
+        for ext in exts {
+            let ext = ext.map_err(ApplyError::Malformed)?;
+            if let Ok(key) = ext.key()
+                && let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX)
+            {
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), ApplyError> {
+    let cname = CString::new(name).map_err(|_| ApplyError::Unsafe {
+        entry: path.display().to_string(),
+        reason: "an xattr name contains NUL",
+    })?;
+    rustix::fs::lsetxattr(
+        path,
+        cname.as_c_str(),
+        value,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .map_err(sys_err(path))
+}
+
+fn set_mtime(path: &Path, mtime: u64) -> Result<(), ApplyError> {
+    let t = Timespec {
+        tv_sec: mtime as i64,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(sys_err(path))
+}

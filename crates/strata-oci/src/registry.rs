@@ -1,0 +1,462 @@
+//! A client for the OCI distribution API (what `docker push`/`pull` speak): blobs by digest,
+//! manifests by tag or digest, monolithic blob uploads, and the usual authentication (basic, or a
+//! bearer token fetched from the realm a 401 names).
+//!
+//! Outcomes are kept apart: a missing blob or manifest is `Ok(None)`, a server that cannot be
+//! reached is [`RegistryError::Unreachable`], anything else the server refused is
+//! [`RegistryError::Status`].
+
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::digest::OciDigest;
+use crate::image::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry {registry} is unreachable")]
+    Unreachable {
+        registry: String,
+        #[source]
+        source: Box<ureq::Transport>,
+    },
+    #[error("registry refused {method} {url}: HTTP {status} {body}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("failed to read a response from {url}")]
+    Read {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("registry {registry} asked for authentication that strata cannot do: {challenge}")]
+    Auth { registry: String, challenge: String },
+}
+
+/// A manifest as fetched: its media type, bytes and digest.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    pub digest: OciDigest,
+}
+
+/// A blob being downloaded.
+pub type BlobStream = Box<dyn Read + Send + Sync>;
+
+/// What a request sends.
+enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    Stream(&'a mut dyn Read),
+}
+
+/// One registry host.
+pub struct Registry {
+    host: String,
+    base: String,
+    agent: ureq::Agent,
+    credentials: Option<(String, String)>,
+    /// The `Authorization` header value that last worked.
+    auth: Mutex<Option<String>>,
+}
+
+impl Registry {
+    /// A client for `host[:port]`. Plain HTTP is used for loopback hosts and for hosts listed in
+    /// `$STRATA_INSECURE_REGISTRIES` (comma-separated); HTTPS otherwise. Credentials come from
+    /// `$STRATA_REGISTRY_USERNAME`/`$STRATA_REGISTRY_PASSWORD`, else from Docker's config file.
+    pub fn new(host: &str) -> Registry {
+        let insecure = is_loopback(host)
+            || std::env::var("STRATA_INSECURE_REGISTRIES")
+                .unwrap_or_default()
+                .split(',')
+                .any(|h| h.trim() == host);
+        let scheme = if insecure { "http" } else { "https" };
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(300))
+            .build();
+        Registry {
+            host: host.to_string(),
+            base: format!("{scheme}://{host}"),
+            agent,
+            credentials: credentials_for(host),
+            auth: Mutex::new(None),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request, answering one authentication challenge if the registry makes one.
+    fn call(
+        &self,
+        method: &'static str,
+        url: &str,
+        prepare: &dyn Fn(ureq::Request) -> ureq::Request,
+        mut body: Body<'_>,
+    ) -> Result<Option<ureq::Response>, RegistryError> {
+        for attempt in 0..2 {
+            let mut req = prepare(self.agent.request(method, url));
+            if let Some(auth) = self.auth.lock().expect("auth lock").clone() {
+                req = req.set("Authorization", &auth);
+            }
+            let result = match &mut body {
+                Body::Empty => req.call(),
+                Body::Bytes(bytes) => req.send_bytes(bytes),
+                Body::Stream(reader) => req.send(&mut **reader),
+            };
+            match result {
+                Ok(resp) => return Ok(Some(resp)),
+                Err(ureq::Error::Status(404, _)) => return Ok(None),
+                Err(ureq::Error::Status(401, resp)) if attempt == 0 => {
+                    let challenge = resp.header("WWW-Authenticate").unwrap_or("").to_string();
+                    let auth = self.answer(&challenge)?;
+                    *self.auth.lock().expect("auth lock") = Some(auth);
+                }
+                Err(ureq::Error::Status(status, resp)) => {
+                    let body = resp.into_string().unwrap_or_default();
+                    return Err(RegistryError::Status {
+                        method,
+                        url: url.to_string(),
+                        status,
+                        body: body.chars().take(300).collect(),
+                    });
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    return Err(RegistryError::Unreachable {
+                        registry: self.host.clone(),
+                        source: Box::new(t),
+                    });
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// The `Authorization` header for a `WWW-Authenticate` challenge.
+    fn answer(&self, challenge: &str) -> Result<String, RegistryError> {
+        let auth_err = || RegistryError::Auth {
+            registry: self.host.clone(),
+            challenge: challenge.to_string(),
+        };
+        let basic = self
+            .credentials
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", base64_encode(format!("{u}:{p}").as_bytes())));
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return basic.ok_or_else(auth_err);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(auth_err());
+        }
+        let params = parse_challenge(params);
+        let realm = params.get("realm").ok_or_else(auth_err)?;
+        let mut req = self.agent.get(realm);
+        for key in ["service", "scope"] {
+            if let Some(v) = params.get(key) {
+                req = req.query(key, v);
+            }
+        }
+        if let Some(basic) = &basic {
+            req = req.set("Authorization", basic);
+        }
+        let resp = req.call().map_err(|e| match e {
+            ureq::Error::Transport(t) => RegistryError::Unreachable {
+                registry: realm.clone(),
+                source: Box::new(t),
+            },
+            ureq::Error::Status(..) => auth_err(),
+        })?;
+        let text = resp.into_string().map_err(|source| RegistryError::Read {
+            url: realm.clone(),
+            source,
+        })?;
+        let body: serde_json::Value = serde_json::from_str(&text).map_err(|_| auth_err())?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(auth_err)?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    /// Whether the registry answers at all (`GET /v2/`).
+    pub fn ping(&self) -> Result<(), RegistryError> {
+        self.call("GET", &self.url("/v2/"), &|r| r, Body::Empty)
+            .map(|_| ())
+    }
+
+    pub fn has_blob(&self, repo: &str, digest: &OciDigest) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        Ok(self.call("HEAD", &url, &|r| r, Body::Empty)?.is_some())
+    }
+
+    /// A blob's content as a stream, or `None` when the registry does not have it. The caller
+    /// verifies the digest of what it reads.
+    pub fn get_blob(
+        &self,
+        repo: &str,
+        digest: &OciDigest,
+    ) -> Result<Option<(u64, BlobStream)>, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        Ok(self.call("GET", &url, &|r| r, Body::Empty)?.map(|resp| {
+            let len = resp
+                .header("Content-Length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            (len, resp.into_reader())
+        }))
+    }
+
+    /// Uploads a blob in one request (unless the registry already has it).
+    pub fn put_blob(
+        &self,
+        repo: &str,
+        digest: &OciDigest,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<(), RegistryError> {
+        if self.has_blob(repo, digest)? {
+            return Ok(());
+        }
+        let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let resp = self
+            .call("POST", &start, &|r| r.set("Content-Length", "0"), Body::Empty)?
+            .ok_or_else(|| RegistryError::Status {
+                method: "POST",
+                url: start.clone(),
+                status: 404,
+                body: "repository not found".into(),
+            })?;
+        let location = resp.header("Location").unwrap_or_default().to_string();
+        let location = if location.starts_with("http://") || location.starts_with("https://") {
+            location
+        } else {
+            self.url(&location)
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={digest}");
+        let length = size.to_string();
+        self.call(
+            "PUT",
+            &url,
+            &|r| {
+                r.set("Content-Type", "application/octet-stream")
+                    .set("Content-Length", &length)
+            },
+            Body::Stream(content),
+        )?;
+        Ok(())
+    }
+
+    /// A manifest (or index) by tag or digest, or `None` when there is no such reference.
+    pub fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<FetchedManifest>, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let accept = [
+            MEDIA_MANIFEST,
+            MEDIA_INDEX,
+            MEDIA_DOCKER_MANIFEST,
+            MEDIA_DOCKER_LIST,
+        ]
+        .join(", ");
+        let Some(resp) = self.call("GET", &url, &|r| r.set("Accept", &accept), Body::Empty)? else {
+            return Ok(None);
+        };
+        let media_type = resp
+            .header("Content-Type")
+            .unwrap_or(MEDIA_MANIFEST)
+            .to_string();
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(16 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|source| RegistryError::Read {
+                url: url.clone(),
+                source,
+            })?;
+        let digest = OciDigest::of(&bytes);
+        Ok(Some(FetchedManifest {
+            media_type,
+            bytes,
+            digest,
+        }))
+    }
+
+    pub fn has_manifest(&self, repo: &str, reference: &str) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let accept = [MEDIA_MANIFEST, MEDIA_INDEX].join(", ");
+        Ok(self
+            .call("HEAD", &url, &|r| r.set("Accept", &accept), Body::Empty)?
+            .is_some())
+    }
+
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        self.call(
+            "PUT",
+            &url,
+            &|r| r.set("Content-Type", media_type),
+            Body::Bytes(bytes),
+        )?
+        .ok_or_else(|| RegistryError::Status {
+            method: "PUT",
+            url: url.clone(),
+            status: 404,
+            body: "repository not found".into(),
+        })?;
+        Ok(())
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    name == "localhost" || name.starts_with("127.") || name == "[::1]"
+}
+
+/// `user:password` for a registry host from the environment or Docker's config file.
+fn credentials_for(host: &str) -> Option<(String, String)> {
+    if let (Ok(u), Ok(p)) = (
+        std::env::var("STRATA_REGISTRY_USERNAME"),
+        std::env::var("STRATA_REGISTRY_PASSWORD"),
+    ) {
+        return Some((u, p));
+    }
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+    let auths = config.get("auths")?.as_object()?;
+    let entry = auths
+        .iter()
+        .find(|(k, _)| {
+            k.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                == host
+        })?
+        .1;
+    let decoded = base64_decode(entry.get("auth")?.as_str()?)?;
+    let (u, p) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+fn parse_challenge(params: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut rest = params.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.split_once('"') {
+                Some((v, n)) => (v, n),
+                None => (quoted, ""),
+            }
+        } else {
+            after.split_once(',').unwrap_or((after, ""))
+        };
+        out.insert(key, value.to_string());
+        rest = next.trim_start_matches(',').trim();
+    }
+    out
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(input: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(input: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in input.bytes().filter(|c| *c != b'=') {
+        let v = B64.iter().position(|b| *b == c)? as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "a", "ab", "abc", "user:pa ss"] {
+            let e = base64_encode(s.as_bytes());
+            assert_eq!(base64_decode(&e).unwrap(), s.as_bytes());
+        }
+        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
+    }
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let p = parse_challenge(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+    }
+
+    #[test]
+    fn loopback_hosts_use_plain_http() {
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(!is_loopback("ghcr.io"));
+    }
+}
