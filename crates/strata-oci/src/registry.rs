@@ -233,7 +233,12 @@ impl Registry {
         }
         let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let resp = self
-            .call("POST", &start, &|r| r.set("Content-Length", "0"), Body::Empty)?
+            .call(
+                "POST",
+                &start,
+                &|r| r.set("Content-Length", "0"),
+                Body::Empty,
+            )?
             .ok_or_else(|| RegistryError::Status {
                 method: "POST",
                 url: start.clone(),

@@ -25,6 +25,12 @@ CREATE TABLE IF NOT EXISTS entries (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_task ON entries (task, pipeline, created_at);
+CREATE TABLE IF NOT EXISTS archives (
+    layer TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    diff_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workspaces (
     digest TEXT PRIMARY KEY,
     files TEXT NOT NULL
@@ -120,7 +126,10 @@ const COLUMNS: &str =
     "key, pipeline, task, layer, env, inputs, exit_code, duration_ms, log, created_at";
 
 impl LocalCache {
-    fn index_err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    pub(crate) fn index_err(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Index {
             action,
             path: self.root.join("index.sqlite"),

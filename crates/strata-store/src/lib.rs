@@ -10,12 +10,14 @@
 
 mod blobs;
 mod error;
+mod import;
 mod index;
 mod layers;
 mod local;
 mod runs;
 
 pub use error::StoreError;
+pub use import::ArchiveRecord;
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
 pub use local::{LocalCache, default_cache_dir};

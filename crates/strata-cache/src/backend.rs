@@ -1,0 +1,117 @@
+//! The one interface every shared cache backend implements (after sccache's `Storage`): entries by
+//! cache key, blobs by digest. A miss is a value (`Ok(None)`), not an error; a server that cannot
+//! be reached is a different error from one that answered with a failure.
+
+use std::io::Read;
+
+use strata_key::CacheKey;
+use strata_oci::OciDigest;
+
+use crate::entry::RemoteEntry;
+
+/// A blob being read from a backend. The reader verifies its digest.
+pub type BlobReader = Box<dyn Read + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored,
+    /// Another writer got there first; what it wrote stays.
+    AlreadyPresent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The server could not be reached at all (connection refused, DNS, timeout). strata warns
+    /// and carries on without this cache.
+    #[error("cache {location} is unreachable: {message}")]
+    Unreachable { location: String, message: String },
+    /// The server answered, with a failure.
+    #[error("cache {location} failed to {action}: {message}")]
+    Failed {
+        location: String,
+        action: String,
+        message: String,
+    },
+    #[error("cache {location} is read-only")]
+    ReadOnly { location: String },
+    #[error("blob {digest} from cache {location} does not match its digest")]
+    Corrupt { location: String, digest: OciDigest },
+}
+
+impl BackendError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, BackendError::Unreachable { .. })
+    }
+}
+
+pub trait CacheBackend: Send + Sync {
+    /// Where the cache is, for messages (`s3://bucket/prefix`, ...).
+    fn location(&self) -> String;
+
+    fn access(&self) -> Access {
+        Access::ReadWrite
+    }
+
+    /// The entry stored under `key`, if there is one that this version of strata can use.
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError>;
+
+    /// Stores an entry. Its blobs must already be stored. The first writer of a key wins.
+    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError>;
+
+    fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError>;
+
+    /// A blob's content as a stream, or `None` when the cache does not have it.
+    fn get_blob(&self, digest: &OciDigest) -> Result<Option<BlobReader>, BackendError>;
+
+    /// Stores `size` bytes read from `content` as the blob `digest`. The backend (or the server)
+    /// refuses content that does not match.
+    fn put_blob(
+        &self,
+        digest: &OciDigest,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<(), BackendError>;
+}
+
+/// A backend used for reading only: every write is refused before it reaches the server.
+pub struct ReadOnly(pub Box<dyn CacheBackend>);
+
+impl CacheBackend for ReadOnly {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+
+    fn access(&self) -> Access {
+        Access::ReadOnly
+    }
+
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+        self.0.get_entry(key)
+    }
+
+    fn put_entry(&self, _: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+        Err(BackendError::ReadOnly {
+            location: self.location(),
+        })
+    }
+
+    fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
+        self.0.has_blob(digest)
+    }
+
+    fn get_blob(&self, digest: &OciDigest) -> Result<Option<BlobReader>, BackendError> {
+        self.0.get_blob(digest)
+    }
+
+    fn put_blob(&self, _: &OciDigest, _: u64, _: &mut dyn Read) -> Result<(), BackendError> {
+        Err(BackendError::ReadOnly {
+            location: self.location(),
+        })
+    }
+}

@@ -1,0 +1,411 @@
+//! The cache chain: the local cache first, then the remotes in order. A remote hit is written
+//! back to the local cache; a task that ran is published to every writable remote. A remote that
+//! cannot be reached is reported once and left out for the rest of the run; it never fails one.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use strata_key::{CacheKey, ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
+use strata_oci::{Compression, OciDigest, apply_layer, write_layer};
+use strata_store::{ArchiveRecord, LocalCache, NewEntry};
+
+use crate::backend::{Access, BackendError, CacheBackend};
+use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
+
+pub struct Remote {
+    pub backend: Box<dyn CacheBackend>,
+    down: AtomicBool,
+}
+
+impl Remote {
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+}
+
+pub struct CacheChain {
+    remotes: Vec<Remote>,
+}
+
+/// A task result to publish.
+pub struct Publication<'a> {
+    pub key: CacheKey,
+    pub task: &'a str,
+    pub layer: LayerDigest,
+    pub env: &'a ExportedEnv,
+    pub inputs: &'a KeyInputs,
+    pub workspace_files: &'a [WorkspaceFile],
+    pub duration: Duration,
+    pub log: &'a [u8],
+}
+
+/// What restoring an entry from a remote took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// Compressed bytes downloaded (0 when the layer was already here).
+    pub bytes: u64,
+}
+
+/// Failures are reported through `warn`; the caller decides nothing more.
+pub type Warn<'a> = &'a (dyn Fn(&BackendError) + Sync);
+
+impl CacheChain {
+    pub fn new(backends: Vec<Box<dyn CacheBackend>>) -> CacheChain {
+        CacheChain {
+            remotes: backends
+                .into_iter()
+                .map(|backend| Remote {
+                    backend,
+                    down: AtomicBool::new(false),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remotes.is_empty()
+    }
+
+    pub fn remotes(&self) -> &[Remote] {
+        &self.remotes
+    }
+
+    pub fn has_writable(&self) -> bool {
+        self.remotes
+            .iter()
+            .any(|r| r.backend.access() == Access::ReadWrite)
+    }
+
+    /// Reports a failure; an unreachable remote is reported once and then skipped.
+    fn failed(&self, remote: &Remote, e: BackendError, warn: Warn<'_>) {
+        if e.is_unreachable() {
+            if !remote.down.swap(true, Ordering::SeqCst) {
+                warn(&e);
+            }
+        } else {
+            warn(&e);
+        }
+    }
+
+    fn up(&self) -> impl Iterator<Item = (usize, &Remote)> {
+        self.remotes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.down.load(Ordering::SeqCst))
+    }
+
+    /// The first remote entry for `key`, and which remote has it.
+    pub fn lookup(&self, key: &CacheKey, warn: Warn<'_>) -> Option<(usize, RemoteEntry)> {
+        for (i, remote) in self.up() {
+            match remote.backend.get_entry(key) {
+                Ok(Some(entry)) => return Some((i, entry)),
+                Ok(None) => {}
+                Err(e) => self.failed(remote, e, warn),
+            }
+        }
+        None
+    }
+
+    /// Makes a remote entry a local one: downloads, verifies and unpacks its layer (streamed: no
+    /// temporary archive), fetches its log, and writes the entry into the local index.
+    /// `progress` is called with the bytes downloaded so far.
+    pub fn restore(
+        &self,
+        local: &LocalCache,
+        remote: usize,
+        entry: &RemoteEntry,
+        pipeline: &str,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Restored, BackendError> {
+        let backend = &self.remotes[remote].backend;
+        let location = backend.location();
+        let local_err = |action: &str, e: &dyn std::error::Error| BackendError::Failed {
+            location: format!("local cache {}", local.root().display()),
+            action: action.to_string(),
+            message: error_chain(e),
+        };
+        let mut bytes = 0;
+        if !local.has_layer(&entry.layer) {
+            let blob =
+                backend
+                    .get_blob(&entry.archive.digest)?
+                    .ok_or_else(|| BackendError::Failed {
+                        location: location.clone(),
+                        action: "read a layer".into(),
+                        message: format!("blob {} is missing", entry.archive.digest),
+                    })?;
+            let dir = local
+                .import_dir()
+                .map_err(|e| local_err("make an import directory", &e))?;
+            let counted = Progress::new(blob, progress);
+            let applied = apply_layer(counted, Compression::Zstd, &dir, Some(entry.archive.digest));
+            let applied = match applied {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(match e {
+                        strata_oci::ApplyError::DigestMismatch { .. } => BackendError::Corrupt {
+                            location,
+                            digest: entry.archive.digest,
+                        },
+                        other => BackendError::Failed {
+                            location,
+                            action: format!("restore layer {}", entry.layer.short()),
+                            message: error_chain(&other),
+                        },
+                    });
+                }
+            };
+            bytes = applied.size;
+            local
+                .publish_layer(&dir, &entry.layer)
+                .map_err(|e| local_err("publish a layer", &e))?;
+        }
+        let _ = local.record_archive(
+            &entry.layer,
+            &ArchiveRecord {
+                digest: entry.archive.digest.to_string(),
+                size: entry.archive.size,
+                diff_id: entry.archive.diff_id.to_string(),
+            },
+        );
+        let log = self.fetch_small(backend.as_ref(), &entry.log)?;
+        let store = || -> Result<(), strata_store::StoreError> {
+            let log = local.put_log(&log)?;
+            local.sync()?;
+            local.put(&NewEntry {
+                key: entry.key,
+                pipeline,
+                task: &entry.task,
+                layer: entry.layer,
+                env: &entry.env,
+                inputs: &entry.inputs,
+                workspace_files: &entry.workspace_files,
+                exit_code: entry.exit_code,
+                duration: Duration::from_millis(entry.duration_ms),
+                log,
+            })
+        };
+        store().map_err(|e| local_err("write back an entry", &e))?;
+        Ok(Restored { bytes })
+    }
+
+    fn fetch_small(
+        &self,
+        backend: &dyn CacheBackend,
+        blob: &BlobRef,
+    ) -> Result<Vec<u8>, BackendError> {
+        let mut reader = backend
+            .get_blob(&blob.digest)?
+            .ok_or_else(|| BackendError::Failed {
+                location: backend.location(),
+                action: "read a log".into(),
+                message: format!("blob {} is missing", blob.digest),
+            })?;
+        let mut bytes = Vec::new();
+        reader
+            .by_ref()
+            .take(blob.size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| BackendError::Unreachable {
+                location: backend.location(),
+                message: e.to_string(),
+            })?;
+        if OciDigest::of(&bytes) != blob.digest {
+            return Err(BackendError::Corrupt {
+                location: backend.location(),
+                digest: blob.digest,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Publishes a task result to every writable remote that is up: the layer archive and the
+    /// log first (each skipped when the remote has it), the entry last. Returns the bytes
+    /// uploaded.
+    pub fn publish(&self, local: &LocalCache, p: &Publication<'_>, warn: Warn<'_>) -> u64 {
+        let targets: Vec<&Remote> = self
+            .up()
+            .map(|(_, r)| r)
+            .filter(|r| r.backend.access() == Access::ReadWrite)
+            .collect();
+        if targets.is_empty() {
+            return 0;
+        }
+        // The archive: known from an earlier upload or download (then built only if a remote
+        // lacks it), or built now into a temporary file shared by every remote.
+        let mut archive = match self.archive_for(local, &p.layer) {
+            Ok(a) => a,
+            Err(e) => {
+                warn(&e);
+                return 0;
+            }
+        };
+        let log = BlobRef {
+            digest: OciDigest::of(p.log),
+            size: p.log.len() as u64,
+        };
+        let mut uploaded = 0;
+        for remote in targets {
+            let mut result = || -> Result<u64, BackendError> {
+                let mut sent = 0;
+                if !remote.backend.has_blob(&archive.0.digest)? {
+                    if archive.1.is_none() {
+                        let (built, path) = self.build_archive(local, &p.layer)?;
+                        archive = (built, Some(path));
+                    }
+                    let path = archive.1.as_deref().expect("an archive file was built");
+                    let mut file = std::fs::File::open(path).map_err(|e| BackendError::Failed {
+                        location: format!("local cache {}", local.root().display()),
+                        action: "read a layer archive".into(),
+                        message: e.to_string(),
+                    })?;
+                    remote
+                        .backend
+                        .put_blob(&archive.0.digest, archive.0.size, &mut file)?;
+                    sent += archive.0.size;
+                }
+                remote
+                    .backend
+                    .put_blob(&log.digest, log.size, &mut &p.log[..])?;
+                remote.backend.put_entry(&RemoteEntry {
+                    schema: ENTRY_SCHEMA,
+                    key: p.key,
+                    task: p.task.to_string(),
+                    layer: p.layer,
+                    archive: archive.0,
+                    env: p.env.clone(),
+                    inputs: p.inputs.clone(),
+                    workspace_files: p.workspace_files.to_vec(),
+                    exit_code: 0,
+                    duration_ms: p.duration.as_millis() as u64,
+                    log,
+                    created_at_ms: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                })?;
+                Ok(sent)
+            };
+            match result() {
+                Ok(n) => uploaded += n,
+                Err(e) => self.failed(remote, e, warn),
+            }
+        }
+        if let Some(path) = archive.1 {
+            let _ = std::fs::remove_file(path);
+        }
+        uploaded
+    }
+
+    /// The archive of a local layer: from the record of an earlier upload or download (no file),
+    /// or built now into a temporary file.
+    fn archive_for(
+        &self,
+        local: &LocalCache,
+        layer: &LayerDigest,
+    ) -> Result<(ArchiveRef, Option<std::path::PathBuf>), BackendError> {
+        if let Ok(Some(rec)) = local.archive_of(layer)
+            && let (Some(digest), Some(diff_id)) = (
+                OciDigest::parse(&rec.digest),
+                OciDigest::parse(&rec.diff_id),
+            )
+        {
+            return Ok((
+                ArchiveRef {
+                    digest,
+                    size: rec.size,
+                    diff_id,
+                },
+                None,
+            ));
+        }
+        let (archive, path) = self.build_archive(local, layer)?;
+        Ok((archive, Some(path)))
+    }
+
+    fn build_archive(
+        &self,
+        local: &LocalCache,
+        layer: &LayerDigest,
+    ) -> Result<(ArchiveRef, std::path::PathBuf), BackendError> {
+        let fail = |e: &dyn std::error::Error| BackendError::Failed {
+            location: format!("local cache {}", local.root().display()),
+            action: format!("archive layer {}", layer.short()),
+            message: error_chain(e),
+        };
+        let path = local.temp_file("archive");
+        let file = std::fs::File::create(&path).map_err(|e| fail(&e))?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let written = write_layer(
+            &local.layer_path(layer),
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            threads,
+        );
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(fail(&e));
+            }
+        };
+        let _ = local.record_archive(
+            layer,
+            &ArchiveRecord {
+                digest: written.digest.to_string(),
+                size: written.size,
+                diff_id: written.diff_id.to_string(),
+            },
+        );
+        Ok((
+            ArchiveRef {
+                digest: written.digest,
+                size: written.size,
+                diff_id: written.diff_id,
+            },
+            path,
+        ))
+    }
+}
+
+/// A reader that reports how many bytes went through it, at most every 200 ms.
+struct Progress<'a, R> {
+    inner: R,
+    bytes: u64,
+    last: std::time::Instant,
+    report: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<'a, R> Progress<'a, R> {
+    fn new(inner: R, report: &'a (dyn Fn(u64) + Sync)) -> Self {
+        Progress {
+            inner,
+            bytes: 0,
+            last: std::time::Instant::now(),
+            report,
+        }
+    }
+}
+
+impl<R: Read> Read for Progress<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        if n == 0 || self.last.elapsed() > Duration::from_millis(200) {
+            self.last = std::time::Instant::now();
+            (self.report)(self.bytes);
+        }
+        Ok(n)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

@@ -1,0 +1,165 @@
+//! A shared cache in a plain directory (a network filesystem, a mounted volume, a CI cache dir):
+//!
+//! ```text
+//! entries/<cache key>.json
+//! blobs/sha256/<hex>
+//! tmp/
+//! ```
+//!
+//! Everything is written to `tmp/` and then linked or renamed into place, so a reader never sees a
+//! partial file; entries are published with `link(2)`, which fails if the name exists: the first
+//! writer wins.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use strata_key::CacheKey;
+use strata_oci::{DigestReader, OciDigest};
+
+use crate::backend::{BackendError, BlobReader, CacheBackend, PutOutcome};
+use crate::entry::RemoteEntry;
+
+pub struct DirBackend {
+    root: PathBuf,
+}
+
+impl DirBackend {
+    pub fn new(root: &Path) -> DirBackend {
+        DirBackend {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn entry_path(&self, key: &CacheKey) -> PathBuf {
+        self.root
+            .join("entries")
+            .join(format!("{}.json", key.to_hex()))
+    }
+
+    fn blob_path(&self, digest: &OciDigest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn fail(&self, action: &str, path: &Path, e: std::io::Error) -> BackendError {
+        if e.kind() == std::io::ErrorKind::NotFound && !self.root.is_dir() {
+            return BackendError::Unreachable {
+                location: self.location(),
+                message: format!("{} does not exist", self.root.display()),
+            };
+        }
+        BackendError::Failed {
+            location: self.location(),
+            action: action.to_string(),
+            message: format!("{}: {e}", path.display()),
+        }
+    }
+
+    fn tmp(&self) -> Result<PathBuf, BackendError> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = self.root.join("tmp");
+        std::fs::create_dir_all(&dir).map_err(|e| self.fail("create a temp dir", &dir, e))?;
+        Ok(dir.join(format!(
+            "{}.{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
+    fn ensure_parent(&self, path: &Path) -> Result<(), BackendError> {
+        let parent = path.parent().expect("cache paths have parents");
+        std::fs::create_dir_all(parent).map_err(|e| self.fail("create a directory", parent, e))
+    }
+}
+
+impl CacheBackend for DirBackend {
+    fn location(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+        let path = self.entry_path(key);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(RemoteEntry::from_json(&bytes, key)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.root.is_dir() => Ok(None),
+            Err(e) => Err(self.fail("read an entry", &path, e)),
+        }
+    }
+
+    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+        let dest = self.entry_path(&entry.key);
+        if dest.exists() {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        self.ensure_parent(&dest)?;
+        let tmp = self.tmp()?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&entry.to_json())?;
+            f.sync_all()
+        };
+        write().map_err(|e| self.fail("write an entry", &tmp, e))?;
+        let linked = std::fs::hard_link(&tmp, &dest);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(PutOutcome::Stored),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok(PutOutcome::AlreadyPresent)
+            }
+            Err(e) => Err(self.fail("publish an entry", &dest, e)),
+        }
+    }
+
+    fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
+        if !self.root.is_dir() {
+            return Err(self.fail(
+                "look up a blob",
+                &self.root,
+                std::io::ErrorKind::NotFound.into(),
+            ));
+        }
+        Ok(self.blob_path(digest).is_file())
+    }
+
+    fn get_blob(&self, digest: &OciDigest) -> Result<Option<BlobReader>, BackendError> {
+        let path = self.blob_path(digest);
+        match std::fs::File::open(&path) {
+            Ok(f) => Ok(Some(Box::new(f))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.root.is_dir() => Ok(None),
+            Err(e) => Err(self.fail("read a blob", &path, e)),
+        }
+    }
+
+    fn put_blob(
+        &self,
+        digest: &OciDigest,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<(), BackendError> {
+        let dest = self.blob_path(digest);
+        if dest.is_file() {
+            return Ok(());
+        }
+        self.ensure_parent(&dest)?;
+        let tmp = self.tmp()?;
+        let mut reader = DigestReader::new(content.take(size));
+        let mut copy = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::copy(&mut reader, &mut f)?;
+            f.sync_all()
+        };
+        if let Err(e) = copy() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.fail("write a blob", &tmp, e));
+        }
+        let (actual, len) = reader.finish();
+        if actual != *digest || len != size {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(BackendError::Corrupt {
+                location: self.location(),
+                digest: *digest,
+            });
+        }
+        std::fs::rename(&tmp, &dest).map_err(|e| self.fail("publish a blob", &dest, e))
+    }
+}

@@ -1,0 +1,60 @@
+//! The entry document a remote stores under a cache key.
+
+use serde::{Deserialize, Serialize};
+use strata_key::{CacheKey, ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
+use strata_oci::OciDigest;
+
+/// Changes whenever the entry document changes incompatibly; a reader ignores entries of another
+/// schema (as a miss).
+pub const ENTRY_SCHEMA: u32 = 1;
+
+/// A blob an entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub digest: OciDigest,
+    pub size: u64,
+}
+
+/// A layer's archive: an OCI image layer (tar+zstd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRef {
+    pub digest: OciDigest,
+    pub size: u64,
+    /// The digest of the uncompressed tar stream.
+    pub diff_id: OciDigest,
+}
+
+/// A cached task result as shared between machines: everything the local index keeps, with the
+/// layer and log as blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEntry {
+    pub schema: u32,
+    pub key: CacheKey,
+    pub task: String,
+    /// The layer's content digest (strata's tree digest: the name the key recipe uses).
+    pub layer: LayerDigest,
+    pub archive: ArchiveRef,
+    pub env: ExportedEnv,
+    pub inputs: KeyInputs,
+    pub workspace_files: Vec<WorkspaceFile>,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub log: BlobRef,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+impl RemoteEntry {
+    /// Parses an entry fetched for `key`. An entry of another schema, for another key, or whose
+    /// recorded inputs do not hash to its key is refused (`None`): it was written by another
+    /// version of strata, or tampered with.
+    pub fn from_json(bytes: &[u8], key: &CacheKey) -> Option<RemoteEntry> {
+        let entry: RemoteEntry = serde_json::from_slice(bytes).ok()?;
+        (entry.schema == ENTRY_SCHEMA && entry.key == *key && entry.inputs.key() == *key)
+            .then_some(entry)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entries serialize")
+    }
+}

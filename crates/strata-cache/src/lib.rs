@@ -1,0 +1,28 @@
+//! Shared caches: the interface every remote cache backend implements, the backends (a directory,
+//! S3-compatible object storage, an OCI registry), the entry format they store, and the chain
+//! that puts them behind the local cache.
+//!
+//! Owns: what travels between machines. A remote holds *blobs* named by their SHA-256 digest
+//! (layer archives, logs, entry documents) and *entries*, one small JSON document per cache key
+//! that names its blobs. Blobs are uploaded before the entry that names them, so a reader never
+//! finds an entry whose blobs are missing; a blob the remote has is never uploaded again; the
+//! first entry written under a key wins.
+//!
+//! Must not touch: mounts, processes or the key recipe (keys arrive computed). Writes into the
+//! local cache go through `strata-store`'s publishing functions only.
+
+mod backend;
+mod chain;
+mod dir;
+mod entry;
+mod registry;
+mod s3;
+mod spec;
+
+pub use backend::{Access, BackendError, BlobReader, CacheBackend, PutOutcome, ReadOnly};
+pub use chain::{CacheChain, Publication, Remote, Restored};
+pub use dir::DirBackend;
+pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
+pub use registry::RegistryBackend;
+pub use s3::S3Backend;
+pub use spec::{RemoteSpec, SpecError, open_backend, parse_specs};

@@ -1,0 +1,306 @@
+//! One conformance suite, run against every backend: a directory, S3 (a real `s3s-fs` server) and
+//! an OCI registry (a real `docker-registry`), each started by the test on loopback.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use strata_cache::{
+    ArchiveRef, BackendError, BlobRef, CacheBackend, DirBackend, ENTRY_SCHEMA, PutOutcome,
+    ReadOnly, RegistryBackend, RemoteEntry, S3Backend,
+};
+use strata_key::{BaseId, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, WorkspaceDigest};
+use strata_oci::OciDigest;
+use strata_testkit::Server;
+
+/// A backend under test, with whatever keeps it alive.
+struct Subject {
+    backend: Arc<dyn CacheBackend>,
+    /// The same kind of backend, pointed where no server is.
+    unreachable: Box<dyn CacheBackend>,
+    _server: Option<Server>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn dir_subject() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    Subject {
+        backend: Arc::new(DirBackend::new(dir.path())),
+        unreachable: Box::new(DirBackend::new(&dir.path().join("not-mounted"))),
+        _server: None,
+        _dir: Some(dir),
+    }
+}
+
+fn s3_backend(endpoint: &str) -> S3Backend {
+    S3Backend::new(
+        endpoint,
+        "strata-ci",
+        "strata/test",
+        "us-east-1",
+        true,
+        Some(rusty_s3::Credentials::new(
+            strata_testkit::S3_ACCESS_KEY,
+            strata_testkit::S3_SECRET_KEY,
+        )),
+    )
+    .unwrap()
+}
+
+fn s3_subject() -> Subject {
+    let server = Server::s3("strata-ci");
+    let closed = format!("http://127.0.0.1:{}", strata_testkit::free_port());
+    Subject {
+        backend: Arc::new(s3_backend(&server.endpoint())),
+        unreachable: Box::new(s3_backend(&closed)),
+        _server: Some(server),
+        _dir: None,
+    }
+}
+
+fn registry_subject() -> Subject {
+    let server = Server::registry();
+    let closed = format!("127.0.0.1:{}", strata_testkit::free_port());
+    Subject {
+        backend: Arc::new(RegistryBackend::new(&server.host(), "team/cache")),
+        unreachable: Box::new(RegistryBackend::new(&closed, "team/cache")),
+        _server: Some(server),
+        _dir: None,
+    }
+}
+
+fn inputs(command: &str) -> KeyInputs {
+    KeyInputs {
+        version: KEY_VERSION,
+        base: BaseId::from_hash(blake3::hash(b"base")),
+        parents: Vec::new(),
+        workspace: WorkspaceDigest::from_hash(blake3::hash(b"ws")),
+        env: BTreeMap::from([("CI".to_string(), EnvInput::Value("true".into()))]),
+        command: command.to_string(),
+        executor: "sandbox/1".to_string(),
+    }
+}
+
+/// Stores a layer blob and a log blob and returns an entry naming them.
+fn stored_entry(b: &dyn CacheBackend, command: &str, duration_ms: u64) -> RemoteEntry {
+    let layer = format!("layer of {command} {duration_ms}").into_bytes();
+    let log = format!("log of {command}").into_bytes();
+    let (ld, gd) = (OciDigest::of(&layer), OciDigest::of(&log));
+    b.put_blob(&ld, layer.len() as u64, &mut &layer[..])
+        .unwrap();
+    b.put_blob(&gd, log.len() as u64, &mut &log[..]).unwrap();
+    let inputs = inputs(command);
+    RemoteEntry {
+        schema: ENTRY_SCHEMA,
+        key: inputs.key(),
+        task: "build".into(),
+        layer: strata_key::LayerDigest::from_hash(blake3::hash(&layer)),
+        archive: ArchiveRef {
+            digest: ld,
+            size: layer.len() as u64,
+            diff_id: ld,
+        },
+        env: ExportedEnv::default(),
+        inputs,
+        workspace_files: Vec::new(),
+        exit_code: 0,
+        duration_ms,
+        log: BlobRef {
+            digest: gd,
+            size: log.len() as u64,
+        },
+        created_at_ms: 1,
+    }
+}
+
+fn read_all(b: &dyn CacheBackend, d: &OciDigest) -> Option<Vec<u8>> {
+    let mut r = b.get_blob(d).unwrap()?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).unwrap();
+    Some(out)
+}
+
+fn misses_are_values(s: Subject) {
+    let b = s.backend.as_ref();
+    let key = inputs("never stored").key();
+    assert!(b.get_entry(&key).unwrap().is_none());
+    let d = OciDigest::of(b"never stored");
+    assert!(!b.has_blob(&d).unwrap());
+    assert!(b.get_blob(&d).unwrap().is_none());
+}
+
+fn blobs_round_trip_and_are_stored_once(s: Subject) {
+    let b = s.backend.as_ref();
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let d = OciDigest::of(&content);
+    b.put_blob(&d, content.len() as u64, &mut &content[..])
+        .unwrap();
+    assert!(b.has_blob(&d).unwrap());
+    assert_eq!(read_all(b, &d).unwrap(), content);
+    // A second upload of a blob the cache has reads nothing from its source.
+    let mut untouched = CountingReader(&content[..], 0);
+    b.put_blob(&d, content.len() as u64, &mut untouched)
+        .unwrap();
+    assert_eq!(untouched.1, 0, "an existing blob was uploaded again");
+}
+
+struct CountingReader<'a>(&'a [u8], usize);
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1 += n;
+        Ok(n)
+    }
+}
+
+fn content_that_does_not_match_its_digest_is_refused(s: Subject) {
+    let b = s.backend.as_ref();
+    let claimed = OciDigest::of(b"what was promised");
+    let actual = b"what was sent";
+    assert!(
+        b.put_blob(&claimed, actual.len() as u64, &mut &actual[..])
+            .is_err()
+    );
+    assert!(!b.has_blob(&claimed).unwrap(), "a mismatched blob was kept");
+}
+
+fn entries_round_trip_and_the_first_writer_wins(s: Subject) {
+    let b = s.backend.as_ref();
+    let first = stored_entry(b, "make", 100);
+    assert_eq!(b.put_entry(&first).unwrap(), PutOutcome::Stored);
+    assert_eq!(b.get_entry(&first.key).unwrap(), Some(first.clone()));
+    let second = stored_entry(b, "make", 200);
+    assert_eq!(first.key, second.key);
+    assert_eq!(b.put_entry(&second).unwrap(), PutOutcome::AlreadyPresent);
+    assert_eq!(b.get_entry(&first.key).unwrap(), Some(first));
+}
+
+fn concurrent_publishers_leave_one_complete_entry(s: Subject) {
+    let entries: Vec<RemoteEntry> = (0..6)
+        .map(|i| stored_entry(s.backend.as_ref(), "race", i))
+        .collect();
+    let key = entries[0].key;
+    let outcomes: Vec<PutOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                let b = Arc::clone(&s.backend);
+                scope.spawn(move || b.put_entry(e).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(outcomes.contains(&PutOutcome::Stored), "{outcomes:?}");
+    let got = s.backend.get_entry(&key).unwrap().expect("an entry");
+    assert!(
+        entries.contains(&got),
+        "the stored entry is none of those written"
+    );
+    // Whatever won names blobs that are all there.
+    assert!(s.backend.has_blob(&got.archive.digest).unwrap());
+    assert!(s.backend.has_blob(&got.log.digest).unwrap());
+}
+
+fn read_only_never_writes(s: Subject) {
+    let ro = ReadOnly(Box::new(SharedBackend(Arc::clone(&s.backend))));
+    let content = b"read-only content";
+    let d = OciDigest::of(content);
+    assert!(matches!(
+        ro.put_blob(&d, content.len() as u64, &mut &content[..]),
+        Err(BackendError::ReadOnly { .. })
+    ));
+    assert!(!s.backend.has_blob(&d).unwrap());
+    let entry = stored_entry(s.backend.as_ref(), "ro", 1);
+    assert!(matches!(
+        ro.put_entry(&entry),
+        Err(BackendError::ReadOnly { .. })
+    ));
+    assert!(s.backend.get_entry(&entry.key).unwrap().is_none());
+    // Reads pass through.
+    assert!(ro.has_blob(&entry.archive.digest).unwrap());
+}
+
+struct SharedBackend(Arc<dyn CacheBackend>);
+
+impl CacheBackend for SharedBackend {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn get_entry(&self, key: &strata_key::CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+        self.0.get_entry(key)
+    }
+    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+        self.0.put_entry(entry)
+    }
+    fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
+        self.0.has_blob(digest)
+    }
+    fn get_blob(
+        &self,
+        digest: &OciDigest,
+    ) -> Result<Option<strata_cache::BlobReader>, BackendError> {
+        self.0.get_blob(digest)
+    }
+    fn put_blob(&self, d: &OciDigest, size: u64, c: &mut dyn Read) -> Result<(), BackendError> {
+        self.0.put_blob(d, size, c)
+    }
+}
+
+fn unreachable_is_not_a_miss(s: Subject) {
+    let key = inputs("anything").key();
+    let err = s.unreachable.get_entry(&key).unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    let err = s.unreachable.has_blob(&OciDigest::of(b"x")).unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+}
+
+macro_rules! conformance {
+    ($module:ident, $subject:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn misses_are_values() {
+                super::misses_are_values($subject);
+            }
+            #[test]
+            fn blobs_round_trip_and_are_stored_once() {
+                super::blobs_round_trip_and_are_stored_once($subject);
+            }
+            #[test]
+            fn content_that_does_not_match_its_digest_is_refused() {
+                super::content_that_does_not_match_its_digest_is_refused($subject);
+            }
+            #[test]
+            fn entries_round_trip_and_the_first_writer_wins() {
+                super::entries_round_trip_and_the_first_writer_wins($subject);
+            }
+            #[test]
+            fn concurrent_publishers_leave_one_complete_entry() {
+                super::concurrent_publishers_leave_one_complete_entry($subject);
+            }
+            #[test]
+            fn read_only_never_writes() {
+                super::read_only_never_writes($subject);
+            }
+            #[test]
+            fn unreachable_is_not_a_miss() {
+                super::unreachable_is_not_a_miss($subject);
+            }
+        }
+    };
+}
+
+conformance!(dir, dir_subject());
+conformance!(s3, s3_subject());
+conformance!(registry, registry_subject());
+
+#[test]
+fn an_entry_whose_inputs_do_not_hash_to_its_key_is_ignored() {
+    let s = dir_subject();
+    let mut entry = stored_entry(s.backend.as_ref(), "honest", 1);
+    entry.inputs.command = "tampered".into();
+    s.backend.put_entry(&entry).unwrap();
+    assert!(s.backend.get_entry(&entry.key).unwrap().is_none());
+}

@@ -1,0 +1,85 @@
+//! Layers that arrive from elsewhere (a shared cache, an image): unpacked into a private
+//! directory under `tmp/`, then published under their digest in one rename, so that a layer
+//! directory either is complete or does not exist.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+use strata_key::LayerDigest;
+
+use crate::error::{StoreError, io};
+use crate::local::LocalCache;
+
+/// The OCI archive a layer was last shipped as (digests in `sha256:<hex>` form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRecord {
+    pub digest: String,
+    pub size: u64,
+    pub diff_id: String,
+}
+
+impl LocalCache {
+    /// A new empty directory to unpack a layer into; hand it to [`LocalCache::publish_layer`]
+    /// when complete, or remove it.
+    pub fn import_dir(&self) -> Result<PathBuf, StoreError> {
+        let dir = self.tmp_path("import");
+        std::fs::create_dir(&dir).map_err(io(&dir))?;
+        Ok(dir)
+    }
+
+    /// Publishes a completely unpacked layer under `digest`. When the cache already has it, the
+    /// new copy is removed.
+    pub fn publish_layer(&self, dir: &Path, digest: &LayerDigest) -> Result<(), StoreError> {
+        let dest = self.layer_path(digest);
+        if dest.exists() {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+            return Ok(());
+        }
+        match std::fs::rename(dir, &dest) {
+            Ok(()) => Ok(()),
+            Err(_) if dest.is_dir() => std::fs::remove_dir_all(dir).map_err(io(dir)),
+            Err(e) => Err(io(&dest)(e)),
+        }
+    }
+
+    /// A path under the cache's `tmp/` for a temporary file (same filesystem as the cache).
+    pub fn temp_file(&self, hint: &str) -> PathBuf {
+        self.tmp_path(hint)
+    }
+
+    pub fn record_archive(
+        &self,
+        layer: &LayerDigest,
+        archive: &ArchiveRecord,
+    ) -> Result<(), StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "INSERT OR REPLACE INTO archives (layer, digest, size, diff_id) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                layer.to_hex(),
+                archive.digest,
+                archive.size as i64,
+                archive.diff_id
+            ],
+        )
+        .map_err(self.index_err("record a layer archive"))?;
+        Ok(())
+    }
+
+    pub fn archive_of(&self, layer: &LayerDigest) -> Result<Option<ArchiveRecord>, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.query_row(
+            "SELECT digest, size, diff_id FROM archives WHERE layer = ?1",
+            params![layer.to_hex()],
+            |r| {
+                Ok(ArchiveRecord {
+                    digest: r.get(0)?,
+                    size: r.get::<_, i64>(1)?.max(0) as u64,
+                    diff_id: r.get(2)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(self.index_err("read a layer archive record"))
+    }
+}

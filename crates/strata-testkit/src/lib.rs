@@ -1,0 +1,142 @@
+//! Real servers for integration tests: an S3-compatible server (`s3s-fs`) and an OCI registry
+//! (Debian's `docker-registry`), each started on a free loopback port in its own temporary
+//! directory and killed when dropped. `scripts/test` installs both; a test that cannot start one
+//! fails loudly, never skips.
+//!
+//! Test support only: no strata crate depends on this outside `[dev-dependencies]`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const S3_ACCESS_KEY: &str = "strata-test";
+pub const S3_SECRET_KEY: &str = "strata-test-secret";
+
+/// A server process, killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("local addr").port()
+}
+
+fn find_binary(name: &str) -> PathBuf {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([
+            PathBuf::from("/usr/bin"),
+            PathBuf::from("/usr/local/bin"),
+            PathBuf::from("/root/.cargo/bin"),
+        ]);
+    for dir in candidates {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is not installed; `scripts/test` installs it (this test needs the real server)"
+    );
+}
+
+fn wait_for_port(port: u16, child: &mut Child, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited with {status} before listening on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{name} did not listen on port {port} within 20 s");
+}
+
+fn base_dir() -> &'static Path {
+    // Not /tmp: some tests pivot or mount there; /var/tmp is on the root filesystem.
+    Path::new("/var/tmp")
+}
+
+impl Server {
+    /// `s3s-fs` serving one bucket, `bucket`, with the test credentials.
+    pub fn s3(bucket: &str) -> Server {
+        let bin = find_binary("s3s-fs");
+        let dir = tempfile::Builder::new()
+            .prefix("strata-s3-")
+            .tempdir_in(base_dir())
+            .expect("temp dir");
+        std::fs::create_dir(dir.path().join(bucket)).expect("bucket dir");
+        let port = free_port();
+        let mut child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        wait_for_port(port, &mut child, "s3s-fs");
+        Server { child, port, dir }
+    }
+
+    /// Debian's `docker-registry` (distribution 2.8) on loopback, storing in a temp dir.
+    pub fn registry() -> Server {
+        let bin = find_binary("docker-registry");
+        let dir = tempfile::Builder::new()
+            .prefix("strata-registry-")
+            .tempdir_in(base_dir())
+            .expect("temp dir");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        wait_for_port(port, &mut child, "docker-registry");
+        Server { child, port, dir }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Sets the AWS variables the S3 backend reads to the test server's credentials.
+pub fn use_s3_credentials() {
+    // SAFETY: tests call this before starting threads that read the environment.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
+    }
+}
