@@ -40,6 +40,15 @@ pub struct Publication<'a> {
     pub log: &'a [u8],
 }
 
+/// What publishing reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Remotes that now have the entry.
+    pub remotes: usize,
+    /// Layer archive bytes uploaded (0 when every remote had the layer).
+    pub bytes: u64,
+}
+
 /// What restoring an entry from a remote took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {
@@ -222,16 +231,16 @@ impl CacheChain {
     }
 
     /// Publishes a task result to every writable remote that is up: the layer archive and the
-    /// log first (each skipped when the remote has it), the entry last. Returns the bytes
-    /// uploaded.
-    pub fn publish(&self, local: &LocalCache, p: &Publication<'_>, warn: Warn<'_>) -> u64 {
+    /// log first (each skipped when the remote has it), the entry last.
+    pub fn publish(&self, local: &LocalCache, p: &Publication<'_>, warn: Warn<'_>) -> Published {
         let targets: Vec<&Remote> = self
             .up()
             .map(|(_, r)| r)
             .filter(|r| r.backend.access() == Access::ReadWrite)
             .collect();
+        let mut published = Published::default();
         if targets.is_empty() {
-            return 0;
+            return published;
         }
         // The archive: known from an earlier upload or download (then built only if a remote
         // lacks it), or built now into a temporary file shared by every remote.
@@ -239,14 +248,13 @@ impl CacheChain {
             Ok(a) => a,
             Err(e) => {
                 warn(&e);
-                return 0;
+                return published;
             }
         };
         let log = BlobRef {
             digest: OciDigest::of(p.log),
             size: p.log.len() as u64,
         };
-        let mut uploaded = 0;
         for remote in targets {
             let mut result = || -> Result<u64, BackendError> {
                 let mut sent = 0;
@@ -288,14 +296,17 @@ impl CacheChain {
                 Ok(sent)
             };
             match result() {
-                Ok(n) => uploaded += n,
+                Ok(n) => {
+                    published.remotes += 1;
+                    published.bytes += n;
+                }
                 Err(e) => self.failed(remote, e, warn),
             }
         }
         if let Some(path) = archive.1 {
             let _ = std::fs::remove_file(path);
         }
-        uploaded
+        published
     }
 
     /// The archive of a local layer: from the record of an earlier upload or download (no file),

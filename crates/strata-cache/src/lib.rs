@@ -15,14 +15,16 @@ mod backend;
 mod chain;
 mod dir;
 mod entry;
+mod image;
 mod registry;
 mod s3;
 mod spec;
 
 pub use backend::{Access, BackendError, BlobReader, CacheBackend, PutOutcome, ReadOnly};
-pub use chain::{CacheChain, Publication, Remote, Restored};
+pub use chain::{CacheChain, Publication, Published, Remote, Restored};
 pub use dir::DirBackend;
+pub use image::{ImageError, ImageSource, PulledImage, pull_image};
 pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
 pub use registry::RegistryBackend;
 pub use s3::S3Backend;
-pub use spec::{RemoteSpec, SpecError, open_backend, parse_specs};
+pub use spec::{RemoteSpec, SpecError, open_backend, parse_spec, parse_specs};

@@ -6,10 +6,11 @@ use std::sync::atomic::AtomicBool;
 
 use strata_engine::{Explanation, PlanStatus, RunContext, RunOptions};
 use strata_pipeline::{Pipeline, TaskName};
+use strata_cache::CacheChain;
 use strata_store::LocalCache;
 
 use crate::PipelineArgs;
-use crate::reporter::{JsonReporter, TerminalReporter};
+use crate::reporter::{JsonReporter, TerminalReporter, WarningsOnly};
 
 pub(crate) const EXIT_TASK_FAILED: u8 = 1;
 pub(crate) const EXIT_BAD_INPUT: u8 = 2;
@@ -86,16 +87,82 @@ fn require_root() -> Result<(), CliError> {
 struct Session {
     pipeline: Pipeline,
     cache: LocalCache,
+    remotes: CacheChain,
 }
 
 fn open(file: Option<PathBuf>, args: &PipelineArgs) -> Result<Session, CliError> {
     let pipeline = load(file)?;
+    let remotes = remote_caches(&pipeline, args)?;
     let dir = args
         .cache_dir
         .clone()
         .unwrap_or_else(strata_store::default_cache_dir);
     let cache = LocalCache::open(&dir).map_err(|e| CliError::internal(&e))?;
-    Ok(Session { pipeline, cache })
+    Ok(Session {
+        pipeline,
+        cache,
+        remotes,
+    })
+}
+
+/// The config file: `$STRATA_CONFIG`, else the first of `$XDG_CONFIG_HOME/strata/config.yaml`
+/// (`~/.config/...`) and `/etc/strata/config.yaml` that exists.
+fn config_file() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STRATA_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let user = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("strata/config.yaml"));
+    user.into_iter()
+        .chain([PathBuf::from("/etc/strata/config.yaml")])
+        .find(|p| p.is_file())
+}
+
+/// The shared caches after the local one. The first of these that says anything decides:
+/// `--no-remote`; `--remote URL`...; `$STRATA_CACHE` (`none` for no remote); otherwise the
+/// pipeline's `cache:` list followed by the config file's.
+fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain, CliError> {
+    let specs = if args.no_remote {
+        Vec::new()
+    } else if !args.remotes.is_empty() {
+        args.remotes
+            .iter()
+            .map(|r| strata_cache::parse_spec(r))
+            .collect::<Result<_, _>>()
+            .map_err(|e| CliError::bad_input(format!("error: --remote: {e}")))?
+    } else if let Ok(list) = std::env::var("STRATA_CACHE") {
+        if matches!(list.trim(), "" | "none" | "off") {
+            Vec::new()
+        } else {
+            strata_cache::parse_specs(&list)
+                .map_err(|e| CliError::bad_input(format!("error: $STRATA_CACHE: {e}")))?
+        }
+    } else {
+        let mut decls = pipeline.caches.clone();
+        if let Some(path) = config_file() {
+            let config = strata_pipeline::load_config(&path)
+                .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))?;
+            decls.extend(config.caches);
+        }
+        let mut specs: Vec<strata_cache::RemoteSpec> = Vec::new();
+        for d in decls {
+            let spec = strata_cache::parse_spec(&d.spec)
+                .map_err(|e| CliError::bad_input(format!("error: {e}")))?;
+            if !specs.iter().any(|s| s.url == spec.url) {
+                specs.push(spec);
+            }
+        }
+        specs
+    };
+    let backends = specs
+        .iter()
+        .map(strata_cache::open_backend)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::bad_input(format!("error: {e}")))?;
+    Ok(CacheChain::new(backends))
 }
 
 fn options(
@@ -147,7 +214,13 @@ pub(crate) fn run(
         let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, interrupted.clone());
         let _ = signal_hook::flag::register(sig, interrupted.clone());
     }
-    let ctx = RunContext::new(&session.pipeline, &session.cache, opts, interrupted)
+    let ctx = RunContext::new(
+        &session.pipeline,
+        &session.cache,
+        &session.remotes,
+        opts,
+        interrupted,
+    )
         .map_err(|e| CliError::internal(&e))?;
     let summary = if json {
         strata_engine::run(&ctx, &JsonReporter::default())
@@ -184,6 +257,7 @@ fn context<'a>(
     RunContext::new(
         &session.pipeline,
         &session.cache,
+        &session.remotes,
         opts,
         Arc::new(AtomicBool::new(false)),
     )
@@ -198,13 +272,14 @@ pub(crate) fn plan(
 ) -> CliResult {
     let session = open(file, args)?;
     let ctx = context(&session, args, targets)?;
-    let planned = strata_engine::plan(&ctx);
+    let planned = strata_engine::plan(&ctx, &WarningsOnly);
     if json {
         let rows: Vec<serde_json::Value> = planned
             .iter()
             .map(|p| {
                 let (status, parent) = match &p.status {
                     PlanStatus::Hit => ("hit", None),
+                    PlanStatus::RemoteHit { from } => ("remote-hit", Some(from.clone())),
                     PlanStatus::Miss => ("miss", None),
                     PlanStatus::Uncached => ("uncached", None),
                     PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
@@ -213,7 +288,8 @@ pub(crate) fn plan(
                     "task": p.task,
                     "key": p.key.map(|k| k.to_hex()),
                     "status": status,
-                    "waits_for": parent,
+                    "waits_for": if matches!(p.status, PlanStatus::Unknown { .. }) { parent.clone() } else { None },
+                    "from": if matches!(p.status, PlanStatus::RemoteHit { .. }) { parent } else { None },
                     "uses": session.pipeline.task(&p.task).map(|t| t.uses.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
                 })
             })
@@ -232,6 +308,7 @@ pub(crate) fn plan(
         let key = p.key.map_or("-".to_string(), |k| k.short());
         let status = match &p.status {
             PlanStatus::Hit => "hit: would be restored".to_string(),
+            PlanStatus::RemoteHit { from } => format!("hit: would be restored from {from}"),
             PlanStatus::Miss => "miss: would run".to_string(),
             PlanStatus::Uncached => "would run (cache disabled)".to_string(),
             PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
@@ -256,7 +333,8 @@ fn open_for_task(file: PathBuf, args: &PipelineArgs, task: &str) -> Result<Sessi
 pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {
     let session = open_for_task(file, args, task)?;
     let ctx = context(&session, args, Vec::new())?;
-    let explanation = strata_engine::explain(&ctx, task).map_err(|e| CliError::internal(&e))?;
+    let explanation =
+        strata_engine::explain(&ctx, task, &WarningsOnly).map_err(|e| CliError::internal(&e))?;
     let print_all = |diffs: &[strata_key::Difference]| {
         for d in diffs {
             println!("  - {d}");

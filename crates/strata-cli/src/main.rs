@@ -35,6 +35,14 @@ pub(crate) struct PipelineArgs {
     /// The cache directory (default: $STRATA_CACHE_DIR, /var/cache/strata as root).
     #[arg(long, env = "STRATA_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// A shared cache to use after the local one (repeatable; replaces $STRATA_CACHE and the
+    /// `cache:` lists): s3://BUCKET[/PREFIX], oci://HOST[:PORT]/REPO, file:///DIR, with an
+    /// optional `,ro` suffix.
+    #[arg(long = "remote", value_name = "URL")]
+    remotes: Vec<String>,
+    /// Use the local cache only, whatever else is configured.
+    #[arg(long)]
+    no_remote: bool,
 }
 
 #[derive(Subcommand)]

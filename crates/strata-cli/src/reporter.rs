@@ -25,8 +25,37 @@ impl Reporter for JsonReporter {
     }
 }
 
+/// Warnings only, on stderr: for commands that are not runs (`plan`, `explain`, `export`).
+pub(crate) struct WarningsOnly;
+
+impl Reporter for WarningsOnly {
+    fn event(&self, event: &Event) {
+        if let Event::Warning { message } = event {
+            eprintln!("warning: {message}");
+        }
+    }
+}
+
+/// `12.3 MB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: &[&str] = &["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 struct Display {
     running: BTreeMap<String, Instant>,
+    /// Layers downloading: task -> (bytes so far, total).
+    restoring: BTreeMap<String, (u64, u64)>,
     finished: usize,
     total: usize,
     status_shown: bool,
@@ -58,6 +87,7 @@ impl TerminalReporter {
         Arc::new(TerminalReporter {
             display: Mutex::new(Display {
                 running: BTreeMap::new(),
+                restoring: BTreeMap::new(),
                 finished: 0,
                 total: pipeline.tasks.len(),
                 status_shown: false,
@@ -92,15 +122,23 @@ impl TerminalReporter {
             .iter()
             .map(|(t, since)| format!("{t} {}", seconds(since.elapsed().as_millis() as u64)))
             .collect();
-        self.paint(
-            "2",
-            &format!(
-                "[{}/{}] running: {}",
-                d.finished,
-                d.total,
-                running.join(", ")
-            ),
-        )
+        let mut line = format!("[{}/{}]", d.finished, d.total);
+        if !running.is_empty() {
+            line.push_str(&format!(" running: {}", running.join(", ")));
+        }
+        if !d.restoring.is_empty() {
+            let (done, total) = d
+                .restoring
+                .values()
+                .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+            line.push_str(&format!(
+                " restoring {} layers: {} of {}",
+                d.restoring.len(),
+                bytes(done),
+                bytes(total)
+            ));
+        }
+        self.paint("2", &line)
     }
 
     /// Redraws the status line a few times a second so that durations move.
@@ -147,14 +185,68 @@ impl TerminalReporter {
                     self.paint("2", &format!("(key {})", &key[..12]))
                 )]
             }
-            Event::TaskCached { task, saved_ms, .. } => {
+            Event::TaskCached {
+                task,
+                saved_ms,
+                from,
+                ..
+            } => {
                 d.finished += 1;
+                let whence = if from == "local" {
+                    String::new()
+                } else {
+                    format!("from {from}, ")
+                };
                 vec![format!(
                     "{} {} {}",
                     name(task),
                     self.paint("32", "✓ cached"),
-                    self.paint("2", &format!("(saved {})", seconds(*saved_ms)))
+                    self.paint("2", &format!("({whence}saved {})", seconds(*saved_ms)))
                 )]
+            }
+            Event::RestoreProgress { task, bytes, total } => {
+                d.restoring.insert(task.clone(), (*bytes, *total));
+                Vec::new()
+            }
+            Event::LayerRestored {
+                task,
+                bytes: n,
+                duration_ms,
+                ..
+            } => {
+                d.restoring.remove(task);
+                if *n == 0 {
+                    return Vec::new();
+                }
+                vec![format!(
+                    "{} {} {} in {}",
+                    name(task),
+                    self.paint("36", "↓ restored"),
+                    bytes(*n),
+                    seconds(*duration_ms)
+                )]
+            }
+            Event::TaskPushed {
+                task,
+                bytes: n,
+                remotes,
+                duration_ms,
+            } => {
+                let what = if *n == 0 {
+                    "entry (the layer was there already)".to_string()
+                } else {
+                    bytes(*n)
+                };
+                let caches = if *remotes == 1 { "cache" } else { "caches" };
+                vec![format!(
+                    "{} {} {what} to {remotes} shared {caches} in {}",
+                    name(task),
+                    self.paint("36", "↑ pushed"),
+                    seconds(*duration_ms)
+                )]
+            }
+            Event::Warning { message } => {
+                vec![self.paint("33", &format!("warning: {message}"))]
             }
             Event::TaskPassed {
                 task, duration_ms, ..
@@ -218,6 +310,13 @@ impl TerminalReporter {
                     "{verdict}: {} ran, {} restored, {} failed, {} skipped in {} (restoring saved {})",
                     s.ran, s.cached, s.failed, s.skipped, seconds(s.duration_ms), seconds(s.saved_ms)
                 ));
+                if s.restored_bytes > 0 || s.pushed_bytes > 0 {
+                    lines.push(format!(
+                        "shared caches: {} downloaded, {} uploaded",
+                        bytes(s.restored_bytes),
+                        bytes(s.pushed_bytes)
+                    ));
+                }
                 let failed: Vec<&str> = s
                     .tasks
                     .iter()
@@ -253,7 +352,8 @@ impl Reporter for TerminalReporter {
             let _ = writeln!(err, "{line}");
         }
         let finished = matches!(event, Event::RunFinished(_));
-        d.status_shown = self.tty && !finished && !d.running.is_empty();
+        d.status_shown =
+            self.tty && !finished && (!d.running.is_empty() || !d.restoring.is_empty());
         if d.status_shown {
             let _ = write!(err, "{}", self.status_line(&d));
         }

@@ -2,10 +2,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use strata_cache::CacheChain;
 use strata_key::{BaseId, Workspace};
 use strata_pipeline::{Base, Pipeline, TaskName};
 use strata_store::{LocalCache, RunDir, StoreError};
 
+use crate::transfer::Transfers;
 use crate::workspace_tree::WorkspaceTrees;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,8 @@ pub enum EngineError {
     BaseMissing(PathBuf),
     #[error("no task named `{0}` in the pipeline")]
     UnknownTask(String),
+    #[error("failed to prepare the base image")]
+    Image(#[from] strata_cache::ImageError),
 }
 
 #[derive(Debug, Clone)]
@@ -40,12 +44,19 @@ pub struct RunOptions {
 pub struct RunContext<'a> {
     pub pipeline: &'a Pipeline,
     pub cache: &'a LocalCache,
+    /// Shared caches after the local one (possibly none).
+    pub remotes: &'a CacheChain,
     pub options: RunOptions,
     pub workspace: Workspace,
     pub base_id: BaseId,
     pub base_root: PathBuf,
+    /// The layers of a base image, top first, between the task's stack and `base_root`.
+    pub base_layers: Vec<PathBuf>,
+    /// Environment a base image sets (its config's `Env`), under the task's own.
+    pub base_env: Vec<(String, String)>,
     pub run_dir: RunDir,
     pub(crate) trees: WorkspaceTrees,
+    pub(crate) transfers: Transfers,
     pub interrupted: Arc<AtomicBool>,
 }
 
@@ -54,6 +65,7 @@ impl<'a> RunContext<'a> {
     pub fn new(
         pipeline: &'a Pipeline,
         cache: &'a LocalCache,
+        remotes: &'a CacheChain,
         options: RunOptions,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
@@ -62,22 +74,59 @@ impl<'a> RunContext<'a> {
                 return Err(EngineError::UnknownTask(t.to_string()));
             }
         }
-        let base_root = match &pipeline.base {
-            Base::Host => PathBuf::from("/"),
-            Base::Rootfs(dir) if dir.is_dir() => dir.clone(),
+        let mut base_layers = Vec::new();
+        let mut base_env = Vec::new();
+        let (base_root, base_id) = match &pipeline.base {
+            Base::Host => (
+                PathBuf::from("/"),
+                strata_key::base_identity(&pipeline.base).map_err(EngineError::Base)?,
+            ),
+            Base::Rootfs(dir) if dir.is_dir() => (
+                dir.clone(),
+                strata_key::base_identity(&pipeline.base).map_err(EngineError::Base)?,
+            ),
             Base::Rootfs(dir) => return Err(EngineError::BaseMissing(dir.clone())),
+            Base::Image(reference) => {
+                let dir = pipeline.path.parent().unwrap_or(std::path::Path::new("."));
+                let source = strata_cache::ImageSource::parse(reference, dir)?;
+                let image = strata_cache::pull_image(cache, &source)?;
+                base_layers = image.layers.iter().rev().map(|l| cache.layer_path(l)).collect();
+                base_env = image
+                    .config
+                    .config
+                    .env
+                    .iter()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                // Everything comes from the image's layers: the bottom is an empty directory.
+                let empty = cache.root().join("empty-base");
+                std::fs::create_dir_all(&empty).map_err(|source| {
+                    EngineError::Store(StoreError::Io {
+                        path: empty.clone(),
+                        source,
+                    })
+                })?;
+                (
+                    empty,
+                    strata_key::image_identity(&image.manifest.to_string()),
+                )
+            }
         };
-        let base_id = strata_key::base_identity(&pipeline.base).map_err(EngineError::Base)?;
         let workspace = Workspace::capture(&options.workspace, &[cache.root().to_path_buf()])?;
         let run_dir = cache.begin_run()?;
         Ok(RunContext {
             pipeline,
             cache,
+            remotes,
             options,
             workspace,
             base_id,
             base_root,
+            base_layers,
+            base_env,
             trees: WorkspaceTrees::default(),
+            transfers: Transfers::default(),
             run_dir,
             interrupted,
         })

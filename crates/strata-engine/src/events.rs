@@ -18,6 +18,35 @@ pub enum Event {
         layer: String,
         /// How long the command took when it ran.
         saved_ms: u64,
+        /// `local`, or the shared cache the entry came from (its layer then downloads in the
+        /// background: see `layer-restored`).
+        from: String,
+    },
+    /// Bytes of a layer downloaded so far.
+    RestoreProgress {
+        task: String,
+        bytes: u64,
+        total: u64,
+    },
+    /// A layer from a shared cache is now in the local cache.
+    LayerRestored {
+        task: String,
+        layer: String,
+        /// Compressed bytes downloaded (0 when the layer was already here).
+        bytes: u64,
+        duration_ms: u64,
+    },
+    /// A task's result reached the writable shared caches.
+    TaskPushed {
+        task: String,
+        /// Layer archive bytes uploaded (0 when the caches had the layer already).
+        bytes: u64,
+        remotes: usize,
+        duration_ms: u64,
+    },
+    /// Something went wrong that does not fail the run (a shared cache is unreachable, ...).
+    Warning {
+        message: String,
     },
     TaskStarted {
         task: String,
@@ -77,6 +106,10 @@ pub struct Summary {
     pub duration_ms: u64,
     /// Sum of the recorded durations of restored tasks.
     pub saved_ms: u64,
+    /// Compressed bytes downloaded from shared caches.
+    pub restored_bytes: u64,
+    /// Compressed bytes uploaded to shared caches.
+    pub pushed_bytes: u64,
     pub interrupted: bool,
     pub tasks: BTreeMap<String, TaskSummary>,
 }

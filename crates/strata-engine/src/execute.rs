@@ -7,7 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use strata_key::{CacheKey, ParentInput};
+use std::thread::Scope;
+
+use strata_cache::RemoteEntry;
+use strata_key::{CacheKey, ExportedEnv, LayerDigest, ParentInput};
 use strata_pipeline::Task;
 use strata_sandbox::{Outcome, RunningSandbox, SandboxSpec};
 use strata_store::{Entry, NewEntry};
@@ -15,6 +18,7 @@ use strata_store::{Entry, NewEntry};
 use crate::context::RunContext;
 use crate::events::{Event, Reporter};
 use crate::inputs::{ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
+use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
 
 /// Lines of log shown with a failure.
 const LOG_TAIL_LINES: usize = 20;
@@ -40,21 +44,79 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-/// The cached entry for this task, if it may be used.
-pub(crate) fn usable_entry(ctx: &RunContext<'_>, task: &Task, key: &CacheKey) -> Option<Entry> {
+/// A usable cache entry: in the local index, or in a shared cache.
+pub(crate) enum Found {
+    Local(Entry),
+    Remote { remote: usize, entry: RemoteEntry },
+}
+
+impl Found {
+    pub(crate) fn layer(&self) -> LayerDigest {
+        match self {
+            Found::Local(e) => e.layer,
+            Found::Remote { entry, .. } => entry.layer,
+        }
+    }
+
+    pub(crate) fn env(&self) -> ExportedEnv {
+        match self {
+            Found::Local(e) => e.env.clone(),
+            Found::Remote { entry, .. } => entry.env.clone(),
+        }
+    }
+
+    fn duration(&self) -> Duration {
+        match self {
+            Found::Local(e) => e.duration,
+            Found::Remote { entry, .. } => Duration::from_millis(entry.duration_ms),
+        }
+    }
+
+    fn created_at(&self) -> SystemTime {
+        match self {
+            Found::Local(e) => e.created_at,
+            Found::Remote { entry, .. } => {
+                SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at_ms)
+            }
+        }
+    }
+
+    /// `local`, or the location of the shared cache.
+    pub(crate) fn source(&self, ctx: &RunContext<'_>) -> String {
+        match self {
+            Found::Local(_) => "local".to_string(),
+            Found::Remote { remote, .. } => ctx.remotes.remotes()[*remote].location(),
+        }
+    }
+}
+
+/// The cached entry for this task, if it may be used: the local cache first, then the shared
+/// caches in order.
+pub(crate) fn usable_entry(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    key: &CacheKey,
+    reporter: &dyn Reporter,
+) -> Option<Found> {
     if !task.cache.enabled || ctx.options.no_cache {
         return None;
     }
-    let entry = ctx.cache.lookup(key).ok().flatten()?;
-    if let Some(ttl) = task.cache.ttl {
+    let fresh = |found: Found| {
+        let Some(ttl) = task.cache.ttl else {
+            return Some(found);
+        };
         let age = SystemTime::now()
-            .duration_since(entry.created_at)
+            .duration_since(found.created_at())
             .unwrap_or_default();
-        if age > ttl {
-            return None;
-        }
+        (age <= ttl).then_some(found)
+    };
+    if let Some(entry) = ctx.cache.lookup(key).ok().flatten()
+        && let Some(found) = fresh(Found::Local(entry))
+    {
+        return Some(found);
     }
-    Some(entry)
+    let (remote, entry) = remote_lookup(ctx, key, reporter)?;
+    fresh(Found::Remote { remote, entry })
 }
 
 pub(crate) fn result_of(
@@ -71,29 +133,32 @@ pub(crate) fn result_of(
     TaskResult { stack, env }
 }
 
-pub(crate) fn execute(
-    ctx: &RunContext<'_>,
+pub(crate) fn execute<'scope, 'env>(
+    ctx: &'env RunContext<'env>,
     task: &Task,
     parents: &[&TaskResult],
-    reporter: &dyn Reporter,
+    reporter: &'env dyn Reporter,
+    scope: &'scope Scope<'scope, 'env>,
 ) -> TaskOutcome {
     let resolved = resolve(ctx, task, parents);
     let key = resolved.key;
-    if let Some(entry) = usable_entry(ctx, task, &key) {
+    if let Some(found) = usable_entry(ctx, task, &key, reporter) {
+        let saved = found.duration();
         reporter.event(&Event::TaskCached {
             task: task.name.to_string(),
             key: key.to_hex(),
-            layer: entry.layer.to_hex(),
-            saved_ms: ms(entry.duration),
+            layer: found.layer().to_hex(),
+            saved_ms: ms(saved),
+            from: found.source(ctx),
         });
-        return TaskOutcome::Cached {
-            result: result_of(task, &resolved, entry.layer, entry.env),
-            key,
-            saved: entry.duration,
-        };
+        let result = result_of(task, &resolved, found.layer(), found.env());
+        if let Found::Remote { remote, entry } = found {
+            start_restore(scope, ctx, reporter, remote, entry);
+        }
+        return TaskOutcome::Cached { result, key, saved };
     }
     let start = Instant::now();
-    match run_in_sandbox(ctx, task, &resolved, reporter, start) {
+    match run_in_sandbox(ctx, task, &resolved, reporter, start, scope) {
         Ok(result) => TaskOutcome::Ran {
             result,
             key,
@@ -146,14 +211,19 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn run_in_sandbox(
-    ctx: &RunContext<'_>,
+fn run_in_sandbox<'scope, 'env>(
+    ctx: &'env RunContext<'env>,
     task: &Task,
     resolved: &ResolvedInputs,
-    reporter: &dyn Reporter,
+    reporter: &'env dyn Reporter,
     start: Instant,
+    scope: &'scope Scope<'scope, 'env>,
 ) -> Result<TaskResult, Failure> {
     let name = task.name.to_string();
+    // Layers restored from a shared cache may still be on their way.
+    ctx.transfers
+        .wait_for(ctx, &resolved.stack_layers())
+        .map_err(Failure::infra)?;
     let scratch = ctx.run_dir.path().join("tasks").join(&name);
     let files: Vec<_> = resolved.files.iter().collect();
     let ws_tree = ctx
@@ -176,6 +246,7 @@ fn run_in_sandbox(
         .map_err(|e| Failure::infra(format!("failed to create {}: {e}", env_dir.display())))?;
     let mut lowerdirs = mounts.lowerdirs.clone();
     lowerdirs.push(ws_tree);
+    lowerdirs.extend(ctx.base_layers.iter().cloned());
     let spec = SandboxSpec {
         task: name.clone(),
         base: ctx.base_root.clone(),
@@ -269,27 +340,43 @@ fn run_in_sandbox(
         ctx,
         task,
         resolved,
-        &scratch,
-        &mounts.upperdir,
-        &env_dir,
-        &log,
-        start,
+        &Finished {
+            scratch: &scratch,
+            upper: &mounts.upperdir,
+            env_dir: &env_dir,
+            log,
+            start,
+        },
         reporter,
+        scope,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn commit(
-    ctx: &RunContext<'_>,
+/// What a task that exited successfully left behind.
+struct Finished<'a> {
+    scratch: &'a Path,
+    upper: &'a Path,
+    env_dir: &'a Path,
+    log: Vec<u8>,
+    start: Instant,
+}
+
+fn commit<'scope, 'env>(
+    ctx: &'env RunContext<'env>,
     task: &Task,
     resolved: &ResolvedInputs,
-    scratch: &Path,
-    upper: &Path,
-    env_dir: &Path,
-    log: &[u8],
-    start: Instant,
-    reporter: &dyn Reporter,
+    finished: &Finished<'_>,
+    reporter: &'env dyn Reporter,
+    scope: &'scope Scope<'scope, 'env>,
 ) -> Result<TaskResult, Failure> {
+    let Finished {
+        scratch,
+        upper,
+        env_dir,
+        log,
+        start,
+    } = finished;
+    let (scratch, upper, env_dir, log, start) = (*scratch, *upper, *env_dir, log.as_slice(), *start);
     let exports = read_exports(env_dir).map_err(Failure::infra)?;
     let env = resolved.inherited.clone().with_exports(exports);
     // Mount points the sandbox had to create are not the task's doing.
@@ -322,6 +409,23 @@ fn commit(
         store().map_err(|e| {
             Failure::infra(format!("failed to record the cache entry: {}", chain(&e)))
         })?;
+        if ctx.remotes.has_writable() {
+            start_publish(
+                scope,
+                ctx,
+                reporter,
+                Outgoing {
+                    key: resolved.key,
+                    task: task.name.to_string(),
+                    layer,
+                    env: env.clone(),
+                    inputs: resolved.inputs.clone(),
+                    files: resolved.files.clone(),
+                    duration,
+                    log: log.to_vec(),
+                },
+            );
+        }
     }
     reporter.event(&Event::TaskPassed {
         task: task.name.to_string(),

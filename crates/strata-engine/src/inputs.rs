@@ -72,10 +72,19 @@ pub(crate) fn resolve(
     ] {
         env.insert(k.into(), (v.into(), true));
     }
+    // A base image's own environment comes next (its PATH is the default PATH).
+    let mut default_path = DEFAULT_PATH.to_string();
+    for (k, v) in &ctx.base_env {
+        if k == "PATH" {
+            default_path = v.clone();
+        } else {
+            env.insert(k.clone(), (v.clone(), true));
+        }
+    }
     for (k, v) in &inherited.vars {
         env.insert(k.clone(), (v.clone(), true));
     }
-    env.insert("PATH".into(), (inherited.path_value(DEFAULT_PATH), true));
+    env.insert("PATH".into(), (inherited.path_value(&default_path), true));
     for var in &task.env {
         let keyed = matches!(var.value, EnvValue::Keyed(_));
         env.insert(var.name.clone(), (var.value.value().to_string(), keyed));

@@ -15,6 +15,7 @@ mod execute;
 mod inputs;
 mod plan;
 mod scheduler;
+mod transfer;
 mod workspace_tree;
 
 pub use context::{EngineError, RunContext, RunOptions};

@@ -3,13 +3,16 @@
 use strata_key::{Difference, RecordedInputs, compare};
 
 use crate::context::{EngineError, RunContext};
-use crate::execute::{result_of, usable_entry};
+use crate::events::Reporter;
+use crate::execute::{Found, result_of, usable_entry};
 use crate::inputs::{TaskResult, resolve};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanStatus {
-    /// Would be restored from this entry.
+    /// Would be restored from the local cache.
     Hit,
+    /// Would be restored from this shared cache.
+    RemoteHit { from: String },
     /// Would run: no usable entry for its key.
     Miss,
     /// `cache: false` or `--no-cache`: always runs.
@@ -25,16 +28,20 @@ pub struct PlannedTask {
     pub status: PlanStatus,
 }
 
-/// Every wanted task in run order, with its key when it can be known now.
-pub fn plan(ctx: &RunContext<'_>) -> Vec<PlannedTask> {
-    plan_with_results(ctx).0
+/// Every wanted task in run order, with its key when it can be known now. Shared caches are
+/// asked too; problems with them are reported to `reporter` as warnings.
+pub fn plan(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Vec<PlannedTask> {
+    plan_with_results(ctx, reporter).0
 }
 
 type Restored = Option<Result<TaskResult, String>>;
 
 /// The plan, and for each task what it would hand its children when restored (`Err(name)`: the
 /// task `name` upstream must run first).
-fn plan_with_results(ctx: &RunContext<'_>) -> (Vec<PlannedTask>, Vec<Restored>) {
+fn plan_with_results(
+    ctx: &RunContext<'_>,
+    reporter: &dyn Reporter,
+) -> (Vec<PlannedTask>, Vec<Restored>) {
     let pipeline = ctx.pipeline;
     let wanted = if ctx.options.targets.is_empty() {
         vec![true; pipeline.tasks.len()]
@@ -79,10 +86,15 @@ fn plan_with_results(ctx: &RunContext<'_>) -> (Vec<PlannedTask>, Vec<Restored>) 
         let (status, result) = if !task.cache.enabled || ctx.options.no_cache {
             (PlanStatus::Uncached, Err(task.name.to_string()))
         } else {
-            match usable_entry(ctx, task, &resolved.key) {
-                Some(entry) => (
-                    PlanStatus::Hit,
-                    Ok(result_of(task, &resolved, entry.layer, entry.env)),
+            match usable_entry(ctx, task, &resolved.key, reporter) {
+                Some(found) => (
+                    match &found {
+                        Found::Local(_) => PlanStatus::Hit,
+                        Found::Remote { .. } => PlanStatus::RemoteHit {
+                            from: found.source(ctx),
+                        },
+                    },
+                    Ok(result_of(task, &resolved, found.layer(), found.env())),
                 ),
                 None => (PlanStatus::Miss, Err(task.name.to_string())),
             }
@@ -113,17 +125,21 @@ pub enum Explanation {
 }
 
 /// Why `task` would miss: which of its recorded inputs differ from its latest entry.
-pub fn explain(ctx: &RunContext<'_>, task_name: &str) -> Result<Explanation, EngineError> {
+pub fn explain(
+    ctx: &RunContext<'_>,
+    task_name: &str,
+    reporter: &dyn Reporter,
+) -> Result<Explanation, EngineError> {
     let pipeline = ctx.pipeline;
     let task = pipeline
         .task(task_name)
         .ok_or_else(|| EngineError::UnknownTask(task_name.to_string()))?;
-    let (planned, results) = plan_with_results(ctx);
+    let (planned, results) = plan_with_results(ctx, reporter);
     let p = planned
         .iter()
         .find(|p| p.task == task_name)
         .expect("every task is planned when there are no targets");
-    if p.status == PlanStatus::Hit {
+    if matches!(p.status, PlanStatus::Hit | PlanStatus::RemoteHit { .. }) {
         return Ok(Explanation::WouldHit {
             key: p.key.expect("hits have keys"),
         });

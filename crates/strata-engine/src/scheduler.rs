@@ -57,6 +57,8 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
         skipped: 0,
         duration_ms: 0,
         saved_ms: 0,
+        restored_bytes: 0,
+        pushed_bytes: 0,
         interrupted: false,
         tasks: BTreeMap::new(),
     };
@@ -119,7 +121,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                     let tx = tx.clone();
                     scope.spawn(move || {
                         let refs: Vec<&TaskResult> = parents.iter().collect();
-                        let outcome = execute(ctx, task, &refs, reporter);
+                        let outcome = execute(ctx, task, &refs, reporter, scope);
                         let _ = tx.send((i, outcome));
                     });
                 }
@@ -163,6 +165,9 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
             );
         }
     });
+    // The scope has joined every background restore and publication by now.
+    summary.restored_bytes = ctx.transfers.restored_bytes.load(Ordering::Relaxed);
+    summary.pushed_bytes = ctx.transfers.pushed_bytes.load(Ordering::Relaxed);
     summary.interrupted = ctx.interrupted.load(Ordering::SeqCst);
     summary.duration_ms = started.elapsed().as_millis() as u64;
     reporter.event(&Event::RunFinished(summary.clone()));

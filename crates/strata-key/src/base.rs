@@ -20,13 +20,26 @@ const HOST_IDENTITY_FILES: &[&str] = &[
 
 /// `host`: the OS release, the package databases and the architecture of the root at `/`.
 /// `rootfs`: the content digest of the directory tree.
+/// `image`: known only once the reference is resolved: see [`image_identity`].
 pub fn base_identity(base: &Base) -> Result<BaseId, TreeError> {
     match base {
         Base::Host => host_identity(Path::new("/")),
         Base::Rootfs(dir) => Ok(BaseId::from_hash(blake3::hash(
             format!("rootfs\0{}", tree_digest(dir)?).as_bytes(),
         ))),
+        Base::Image(reference) => Err(TreeError {
+            path: reference.into(),
+            source: std::io::Error::other(
+                "an image base is identified by its manifest digest once pulled",
+            ),
+        }),
     }
+}
+
+/// An image base: its manifest digest (`sha256:...`), which names its layers and config exactly.
+/// A tag that moves to another image changes the identity.
+pub fn image_identity(manifest_digest: &str) -> BaseId {
+    BaseId::from_hash(blake3::hash(format!("image\0{manifest_digest}").as_bytes()))
 }
 
 fn host_identity(root: &Path) -> Result<BaseId, TreeError> {

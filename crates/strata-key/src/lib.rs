@@ -16,7 +16,7 @@ mod recipe;
 mod tree;
 mod workspace;
 
-pub use base::base_identity;
+pub use base::{base_identity, image_identity};
 pub use diff::{Difference, compare};
 pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;

@@ -7,6 +7,7 @@
 //!
 //! Must not touch: the filesystem beyond reading the one pipeline file, the cache, or processes.
 
+mod config;
 mod diagnostic;
 mod duration;
 mod filter;
@@ -18,5 +19,8 @@ mod yaml;
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use duration::parse_duration;
 pub use filter::Filter;
-pub use model::{Base, CachePolicy, EnvValue, EnvVar, Pipeline, Task, TaskName};
+pub use config::{Config, load_config};
+pub use model::{
+    Base, CachePolicy, EnvValue, EnvVar, Pipeline, RemoteCacheDecl, Task, TaskName,
+};
 pub use parse::{load, parse_str};

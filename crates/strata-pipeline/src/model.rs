@@ -31,6 +31,16 @@ pub enum Base {
     Host,
     /// A directory holding a root filesystem (relative paths are relative to the pipeline file).
     Rootfs(PathBuf),
+    /// An OCI image: `registry/repository[:tag|@digest]`, or `oci:DIR[:TAG]` for an image layout
+    /// directory (relative to the pipeline file).
+    Image(String),
+}
+
+/// A shared cache named in a pipeline or config file (`URL[,ro|,rw]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCacheDecl {
+    pub spec: String,
+    pub at: Location,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +112,8 @@ pub struct Pipeline {
     /// The file this pipeline was read from.
     pub path: PathBuf,
     pub base: Base,
+    /// Shared caches to use after the local one, in order.
+    pub caches: Vec<RemoteCacheDecl>,
     /// Tasks in file order; validation guarantees unique names, known references, no cycles.
     pub tasks: Vec<Task>,
 }

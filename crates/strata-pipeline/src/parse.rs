@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::duration::parse_duration;
 use crate::filter::Filter;
-use crate::model::{Base, CachePolicy, EnvValue, EnvVar, Pipeline, RefSpan, Task, TaskName};
+use crate::model::{
+    Base, CachePolicy, EnvValue, EnvVar, Pipeline, RefSpan, RemoteCacheDecl, Task, TaskName,
+};
 use crate::validate::validate_graph;
 use crate::yaml::{self, Node, Value, is_null};
 
-const TOP_LEVEL_KEYS: &[&str] = &["base", "tasks"];
+const TOP_LEVEL_KEYS: &[&str] = &["base", "cache", "tasks"];
 const TASK_KEYS: &[&str] = &[
     "key", "run", "use", "after", "filter", "env", "cache", "timeout",
 ];
@@ -170,6 +172,7 @@ fn duration(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Option<std
 fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Option<Pipeline> {
     let entries = as_map(root, "the pipeline file", errors)?;
     let mut base = Base::Host;
+    let mut caches = Vec::new();
     let mut tasks = None;
     for (key, value) in entries {
         let Some(name) = as_string(key, "a key", errors) else {
@@ -182,6 +185,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
                 }
             }
             "tasks" => tasks = Some(build_tasks(value, errors)),
+            "cache" => caches = remote_caches(value, "`cache`", errors),
             other => errors.push(unknown_key(key, other, "the pipeline file", TOP_LEVEL_KEYS)),
         }
     }
@@ -195,6 +199,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     Some(Pipeline {
         path: path.to_path_buf(),
         base,
+        caches,
         tasks,
     })
 }
@@ -216,10 +221,14 @@ fn build_base(path: &Path, node: &Node, errors: &mut Vec<Diagnostic>) -> Option<
                     Some(Base::Rootfs(dir))
                 }
                 "image" => {
-                    errors.push(
-                        key.error("`base.image` is not supported by this version of strata yet"),
-                    );
-                    None
+                    let image = as_string(value, "`base.image`", errors)?;
+                    if image.trim().is_empty() {
+                        errors.push(value.error("`base.image` is empty").with_help(
+                            "name an image (`registry/repository:tag`) or a layout (`oci:DIR[:TAG]`)",
+                        ));
+                        return None;
+                    }
+                    Some(Base::Image(image))
                 }
                 other => {
                     errors.push(unknown_key(key, other, "`base`", &["rootfs", "image"]));
@@ -229,8 +238,10 @@ fn build_base(path: &Path, node: &Node, errors: &mut Vec<Diagnostic>) -> Option<
         }
         _ => {
             errors.push(
-                node.error("`base` must be `host` or a mapping with one key, `rootfs`")
-                    .with_help("for example `base: host` or `base: {rootfs: ./rootfs}`"),
+                node.error("`base` must be `host` or a mapping with one key, `rootfs` or `image`")
+                    .with_help(
+                        "for example `base: host`, `base: {rootfs: ./rootfs}` or `base: {image: localhost:5000/debian:12}`",
+                    ),
             );
             None
         }
@@ -477,4 +488,42 @@ fn build_cache(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<CachePolicy>
         }
         _ => as_bool(node, "`cache`", errors).map(|enabled| CachePolicy { enabled, ttl: None }),
     }
+}
+
+/// Shared caches (`cache:` in a pipeline or config file): a URL or a list of URLs, each
+/// `s3://...`, `oci://...`, `file://...` or an absolute path, optionally with `,ro` or `,rw`.
+pub(crate) fn remote_caches(
+    node: &Node,
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<RemoteCacheDecl> {
+    let mut out = Vec::new();
+    for (item, spec) in as_string_list(node, what, errors) {
+        let url = match spec.rsplit_once(',') {
+            Some((url, "ro" | "rw")) => url,
+            Some((_, access)) => {
+                errors.push(
+                    item.error(format!("unknown cache access `,{access}`"))
+                        .with_help("end the URL with `,ro` for a read-only cache, or `,rw`"),
+                );
+                continue;
+            }
+            None => spec.as_str(),
+        };
+        if !["s3://", "oci://", "file:///", "/"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            errors.push(
+                item.error(format!("`{url}` is not a cache URL"))
+                    .with_help("use s3://BUCKET[/PREFIX], oci://HOST[:PORT]/REPOSITORY, file:///DIR or an absolute path"),
+            );
+            continue;
+        }
+        out.push(RemoteCacheDecl {
+            spec,
+            at: item.at,
+        });
+    }
+    out
 }

@@ -82,4 +82,61 @@ impl LocalCache {
         .optional()
         .map_err(self.index_err("read a layer archive record"))
     }
+
+    /// The layer unpacked from the archive `digest`, if the cache has it.
+    pub fn layer_for_archive(&self, digest: &str) -> Result<Option<LayerDigest>, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        let layer: Option<String> = db
+            .query_row(
+                "SELECT layer FROM archives WHERE digest = ?1",
+                params![digest],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.index_err("read a layer archive record"))?;
+        drop(db);
+        Ok(layer
+            .and_then(|l| LayerDigest::parse(&l))
+            .filter(|l| self.has_layer(l)))
+    }
+
+    /// Records a pulled image: its layers (bottom first) and its config document.
+    pub fn record_image(
+        &self,
+        manifest: &str,
+        layers: &[LayerDigest],
+        config: &str,
+    ) -> Result<(), StoreError> {
+        let layers: Vec<String> = layers.iter().map(|l| l.to_hex()).collect();
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "INSERT OR REPLACE INTO images (manifest, layers, config) VALUES (?1, ?2, ?3)",
+            params![manifest, serde_json::to_string(&layers).expect("serializes"), config],
+        )
+        .map_err(self.index_err("record an image"))?;
+        Ok(())
+    }
+
+    /// A pulled image's layers (bottom first) and config, if every layer is still here.
+    pub fn image(&self, manifest: &str) -> Result<Option<(Vec<LayerDigest>, String)>, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        let row: Option<(String, String)> = db
+            .query_row(
+                "SELECT layers, config FROM images WHERE manifest = ?1",
+                params![manifest],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.index_err("read an image"))?;
+        drop(db);
+        let Some((layers, config)) = row else {
+            return Ok(None);
+        };
+        let layers: Vec<String> = serde_json::from_str(&layers).unwrap_or_default();
+        let layers: Option<Vec<LayerDigest>> =
+            layers.iter().map(|l| LayerDigest::parse(l)).collect();
+        Ok(layers
+            .filter(|ls| ls.iter().all(|l| self.has_layer(l)))
+            .map(|ls| (ls, config)))
+    }
 }

@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS archives (
     size INTEGER NOT NULL,
     diff_id TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS archives_by_digest ON archives (digest);
+CREATE TABLE IF NOT EXISTS images (
+    manifest TEXT PRIMARY KEY,
+    layers TEXT NOT NULL,
+    config TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workspaces (
     digest TEXT PRIMARY KEY,
     files TEXT NOT NULL

@@ -1,0 +1,206 @@
+//! Traffic with the shared caches during a run. A remote hit is reported at once (its key and
+//! layer digest are all its children need to compute their keys) while its layer downloads in
+//! the background, so the layers of a stack arrive in parallel; a task that has to run waits
+//! only for the layers under it. A task that ran is published in the background too. The
+//! scheduler's thread scope joins all of it before the run is reported finished.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::Scope;
+use std::time::{Duration, Instant};
+
+use strata_cache::{BackendError, Publication, RemoteEntry};
+use strata_key::{ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
+
+use crate::context::RunContext;
+use crate::events::{Event, Reporter};
+
+/// One layer being restored: done once `result` is set.
+#[derive(Default)]
+struct Slot {
+    result: Mutex<Option<Result<(), String>>>,
+    done: Condvar,
+}
+
+impl Slot {
+    fn finish(&self, result: Result<(), String>) {
+        *self.result.lock().expect("slot lock") = Some(result);
+        self.done.notify_all();
+    }
+
+    fn wait(&self) -> Result<(), String> {
+        let mut r = self.result.lock().expect("slot lock");
+        while r.is_none() {
+            r = self.done.wait(r).expect("slot lock");
+        }
+        r.clone().expect("set before notify")
+    }
+}
+
+/// Restores in flight, and byte counts for the summary.
+#[derive(Default)]
+pub(crate) struct Transfers {
+    slots: Mutex<HashMap<LayerDigest, Arc<Slot>>>,
+    pub(crate) restored_bytes: AtomicU64,
+    pub(crate) pushed_bytes: AtomicU64,
+}
+
+fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 'a {
+    move |e: &BackendError| {
+        reporter.event(&Event::Warning {
+            message: format!("{e}; carrying on without it"),
+        })
+    }
+}
+
+impl Transfers {
+    /// Waits until every layer of `stack` is in the local cache.
+    pub(crate) fn wait_for(
+        &self,
+        ctx: &RunContext<'_>,
+        stack: &[LayerDigest],
+    ) -> Result<(), String> {
+        for layer in stack {
+            if ctx.cache.has_layer(layer) {
+                continue;
+            }
+            let slot = self.slots.lock().expect("slots lock").get(layer).cloned();
+            match slot {
+                Some(slot) => slot.wait().map_err(|e| {
+                    format!("layer {} could not be restored: {e}", layer.short())
+                })?,
+                None => return Err(format!("layer {} is not in the local cache", layer.short())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts restoring a remote entry: its layer (unless already here), log and local entry.
+pub(crate) fn start_restore<'scope, 'env>(
+    scope: &'scope Scope<'scope, 'env>,
+    ctx: &'env RunContext<'env>,
+    reporter: &'env dyn Reporter,
+    remote: usize,
+    entry: RemoteEntry,
+) {
+    let slot = Arc::new(Slot::default());
+    let earlier = {
+        let mut slots = ctx.transfers.slots.lock().expect("slots lock");
+        match slots.get(&entry.layer) {
+            Some(existing) => Some(Arc::clone(existing)),
+            None => {
+                slots.insert(entry.layer, Arc::clone(&slot));
+                None
+            }
+        }
+    };
+    scope.spawn(move || {
+        // Another task restores the same layer: let it finish, then only write the entry.
+        if let Some(earlier) = &earlier {
+            let _ = earlier.wait();
+        }
+        let start = Instant::now();
+        let progress = |bytes: u64| {
+            reporter.event(&Event::RestoreProgress {
+                task: entry.task.clone(),
+                bytes,
+                total: entry.archive.size,
+            })
+        };
+        let result = ctx.remotes.restore(
+            ctx.cache,
+            remote,
+            &entry,
+            &ctx.pipeline_id(),
+            &progress,
+        );
+        let outcome = match result {
+            Ok(restored) => {
+                ctx.transfers
+                    .restored_bytes
+                    .fetch_add(restored.bytes, Ordering::Relaxed);
+                reporter.event(&Event::LayerRestored {
+                    task: entry.task.clone(),
+                    layer: entry.layer.to_hex(),
+                    bytes: restored.bytes,
+                    duration_ms: start.elapsed().as_millis() as u64,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                reporter.event(&Event::Warning {
+                    message: format!("failed to restore `{}` from the shared cache: {e}", entry.task),
+                });
+                Err(e.to_string())
+            }
+        };
+        if earlier.is_none() {
+            slot.finish(outcome);
+        }
+    });
+}
+
+/// What a task that ran hands to the publisher.
+pub(crate) struct Outgoing {
+    pub(crate) key: strata_key::CacheKey,
+    pub(crate) task: String,
+    pub(crate) layer: LayerDigest,
+    pub(crate) env: ExportedEnv,
+    pub(crate) inputs: KeyInputs,
+    pub(crate) files: Vec<WorkspaceFile>,
+    pub(crate) duration: Duration,
+    pub(crate) log: Vec<u8>,
+}
+
+/// Publishes a task result to the writable remotes in the background.
+pub(crate) fn start_publish<'scope, 'env>(
+    scope: &'scope Scope<'scope, 'env>,
+    ctx: &'env RunContext<'env>,
+    reporter: &'env dyn Reporter,
+    out: Outgoing,
+) {
+    scope.spawn(move || {
+        let start = Instant::now();
+        let warn = warn_with(reporter);
+        let published = ctx.remotes.publish(
+            ctx.cache,
+            &Publication {
+                key: out.key,
+                task: &out.task,
+                layer: out.layer,
+                env: &out.env,
+                inputs: &out.inputs,
+                workspace_files: &out.files,
+                duration: out.duration,
+                log: &out.log,
+            },
+            &warn,
+        );
+        ctx.transfers
+            .pushed_bytes
+            .fetch_add(published.bytes, Ordering::Relaxed);
+        if published.remotes > 0 {
+            reporter.event(&Event::TaskPushed {
+                task: out.task,
+                bytes: published.bytes,
+                remotes: published.remotes,
+                duration_ms: start.elapsed().as_millis() as u64,
+            });
+        }
+    });
+}
+
+/// Looks a key up in the remotes, warning about (and then skipping) unreachable ones.
+pub(crate) fn remote_lookup(
+    ctx: &RunContext<'_>,
+    key: &strata_key::CacheKey,
+    reporter: &dyn Reporter,
+) -> Option<(usize, RemoteEntry)> {
+    if ctx.remotes.is_empty() {
+        return None;
+    }
+    let warn = warn_with(reporter);
+    ctx.remotes.lookup(key, &warn)
+}
