@@ -1,0 +1,295 @@
+//! Shared caches end to end: two "machines" (two local caches) share one remote — a real S3
+//! server, a real registry, or a directory — started by the test.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Counter, Fixture, RunResult};
+use strata_testkit::Server;
+
+fn pipeline(counter: &Counter) -> String {
+    format!(
+        r#"tasks:
+  - key: deps
+    filter: [deps.txt]
+    run: |
+      {}
+      mkdir -p /opt/deps/bin
+      cp deps.txt /opt/deps/
+      head -c 3000000 /dev/urandom > /opt/deps/blob
+      ln /opt/deps/blob /opt/deps/blob-link
+      printf '#!/bin/sh\necho tool ok\n' > /opt/deps/bin/tool && chmod 755 /opt/deps/bin/tool
+      echo /opt/deps/bin > $STRATA_ENV/PATH
+  - key: build
+    use: [deps]
+    filter: [src]
+    run: |
+      {}
+      cat src/* > /opt/app
+      rm /opt/deps/deps.txt
+  - key: lint
+    use: [deps]
+    filter: [lint.cfg]
+    run: {}; tool
+  - key: test
+    use: [build]
+    filter: [src]
+    run: |
+      {}
+      test -f /opt/app && test ! -e /opt/deps/deps.txt
+      cmp /opt/deps/blob /opt/deps/blob-link
+      tool
+"#,
+        counter.ping("deps"),
+        counter.ping("build"),
+        counter.ping("lint"),
+        counter.ping("test")
+    )
+}
+
+/// A second machine: the same workspace, its own local cache.
+struct Machine {
+    cache: tempfile::TempDir,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        Machine {
+            cache: tempfile::Builder::new()
+                .prefix("strata-cache-b-")
+                .tempdir_in("/var/tmp")
+                .unwrap(),
+        }
+    }
+}
+
+fn run(f: &Fixture, cache: &Path, remote: &str, extra: &[&str]) -> RunResult {
+    let mut args = vec!["run", "--json", "--remote", remote];
+    args.extend_from_slice(extra);
+    let out = f
+        .command(&args)
+        .env("STRATA_CACHE_DIR", cache)
+        .env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    RunResult {
+        code: out.status.code().unwrap_or(-1),
+        events: stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        wall: std::time::Duration::ZERO,
+    }
+}
+
+fn from(r: &RunResult, task: &str) -> String {
+    r.event("task-cached", task)
+        .map(|e| e["from"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| format!("not cached ({})", r.status(task)))
+}
+
+fn all_tasks() -> [&'static str; 4] {
+    ["deps", "build", "lint", "test"]
+}
+
+/// The scenario every backend must pass.
+fn two_machines_share(remote: &str, location: &str) {
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write("strata.yml", &pipeline(&counter));
+    f.write("deps.txt", "left-pad 1.3\n");
+    f.write("src/main.c", "int main() { return 0; }\n");
+    f.write("lint.cfg", "strict\n");
+    let machine_a = f.cache.path();
+    let machine_b = Machine::new();
+
+    // Machine A runs everything and publishes it.
+    let a = run(&f, machine_a, remote, &[]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert_eq!(counter.take(), vec!["build", "deps", "lint", "test"]);
+    for t in all_tasks() {
+        assert!(a.event("task-pushed", t).is_some(), "{t} was not pushed: {}", a.stderr);
+    }
+    assert!(a.summary()["pushed_bytes"].as_u64().unwrap() > 1_000_000);
+
+    // Machine B, with an empty local cache, restores everything: no command runs.
+    let b = run(&f, machine_b.cache.path(), remote, &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert_eq!(counter.take(), Vec::<String>::new(), "a command ran on machine B");
+    for t in all_tasks() {
+        assert_eq!(from(&b, t), location, "{t}");
+    }
+    assert!(b.summary()["restored_bytes"].as_u64().unwrap() > 1_000_000);
+    // The hits were written back: B's next run is all local.
+    let b2 = run(&f, machine_b.cache.path(), remote, &[]);
+    for t in all_tasks() {
+        assert_eq!(from(&b2, t), "local", "{t}");
+    }
+    // B holds exactly the layers A built (`lint` and `test` write nothing: one empty layer).
+    let layers = |cache: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(cache.join("layers"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(layers(machine_b.cache.path()), layers(machine_a));
+    assert_eq!(layers(machine_a).len(), 3);
+
+    // A change on machine A: only the tasks it affects run there...
+    f.write("src/main.c", "int main() { return 1; }\n");
+    let a = run(&f, machine_a, remote, &[]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert_eq!(counter.take(), vec!["build", "test"]);
+    // ...and machine B restores exactly those from the shared cache, the rest locally.
+    let b = run(&f, machine_b.cache.path(), remote, &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert_eq!(counter.take(), Vec::<String>::new());
+    assert_eq!(from(&b, "deps"), "local");
+    assert_eq!(from(&b, "lint"), "local");
+    assert_eq!(from(&b, "build"), location);
+    assert_eq!(from(&b, "test"), location);
+
+    // A change nobody has built yet: B runs only what it affects, over restored layers.
+    f.write("lint.cfg", "lenient\n");
+    let b = run(&f, machine_b.cache.path(), remote, &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert_eq!(counter.take(), vec!["lint"]);
+}
+
+#[test]
+fn two_machines_share_an_s3_bucket() {
+    let server = Server::s3("strata-ci");
+    let url = format!("s3://strata-ci/team?endpoint={}", server.endpoint());
+    two_machines_share(&url, "s3://strata-ci/team");
+}
+
+#[test]
+fn two_machines_share_a_registry() {
+    let server = Server::registry();
+    let url = format!("oci://{}/ci/cache", server.host());
+    two_machines_share(&url, &url);
+}
+
+#[test]
+fn two_machines_share_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    two_machines_share(&url, &url);
+}
+
+#[test]
+fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write("strata.yml", &pipeline(&counter));
+    f.write("deps.txt", "x\n");
+    f.write("src/main.c", "x\n");
+    f.write("lint.cfg", "x\n");
+    let closed = format!(
+        "s3://strata-ci?endpoint=http://127.0.0.1:{}",
+        strata_testkit::free_port()
+    );
+    let r = run(&f, f.cache.path(), &closed, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(counter.take().len(), 4);
+    let warnings: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]["message"].as_str().unwrap().contains("unreachable"),
+        "{warnings:?}"
+    );
+    // The local cache still works.
+    let r = run(&f, f.cache.path(), &closed, &[]);
+    assert!(all_tasks().iter().all(|t| from(&r, t) == "local"));
+}
+
+#[test]
+fn a_read_only_remote_is_never_written() {
+    let server = Server::s3("strata-ci");
+    let url = format!("s3://strata-ci/ro?endpoint={}", server.endpoint());
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write("strata.yml", &pipeline(&counter));
+    f.write("deps.txt", "x\n");
+    f.write("src/main.c", "x\n");
+    f.write("lint.cfg", "x\n");
+    let r = run(&f, f.cache.path(), &format!("{url},ro"), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.events.iter().all(|e| e["event"] != "task-pushed"));
+    let objects = walk_files(&server.dir.path().join("strata-ci"));
+    assert!(objects.is_empty(), "the read-only cache was written: {objects:?}");
+    // A machine with the same cache read-write does publish.
+    let other = Machine::new();
+    let r = run(&f, other.cache.path(), &url, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!walk_files(&server.dir.path().join("strata-ci")).is_empty());
+}
+
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_tampered_layer_is_refused_and_never_applied() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote_dir.path().display());
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write("strata.yml", &pipeline(&counter));
+    f.write("deps.txt", "x\n");
+    f.write("src/main.c", "x\n");
+    f.write("lint.cfg", "x\n");
+    assert_eq!(run(&f, f.cache.path(), &url, &[]).code, 0);
+    counter.take();
+    // Flip a byte in the middle of every blob of more than 1 MB (the deps layer).
+    for blob in walk_files(&remote_dir.path().join("blobs")) {
+        let mut bytes = std::fs::read(&blob).unwrap();
+        if bytes.len() > 1_000_000 {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&blob, bytes).unwrap();
+        }
+    }
+    let b = Machine::new();
+    let r = run(&f, b.cache.path(), &url, &["--target", "lint"]);
+    let warned = r.events.iter().any(|e| {
+        e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("deps")
+    });
+    assert!(warned, "no warning about the tampered layer: {:?}", r.events);
+    // Nothing of it reached the local cache.
+    let layers: Vec<_> = std::fs::read_dir(b.cache.path().join("layers"))
+        .unwrap()
+        .flatten()
+        .collect();
+    let deps_layer = r.event("task-cached", "deps").unwrap()["layer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        layers.iter().all(|l| l.file_name().to_string_lossy() != deps_layer),
+        "the tampered layer was published"
+    );
+    let tmp = std::fs::read_dir(b.cache.path().join("tmp")).unwrap().count();
+    assert_eq!(tmp, 0, "the half-unpacked layer was left behind");
+}
