@@ -351,6 +351,7 @@ impl CacheChain {
         let written = write_layer(
             &local.layer_path(layer),
             std::io::BufWriter::with_capacity(1 << 20, file),
+            Compression::Zstd,
             threads,
         );
         let written = match written {

@@ -35,13 +35,13 @@ pub enum ImageError {
         image: String,
         digest: OciDigest,
         #[source]
-        source: strata_oci::ApplyError,
+        source: Box<strata_oci::ApplyError>,
     },
     #[error("failed to store image {image} in the local cache")]
     Store {
         image: String,
         #[source]
-        source: strata_store::StoreError,
+        source: Box<strata_store::StoreError>,
     },
 }
 
@@ -149,9 +149,8 @@ impl Fetch for FromLayout {
 
     fn blob(&self, digest: &OciDigest) -> Result<Box<dyn Read + Send + Sync>, ImageError> {
         let path = self.layout.blob_path(digest);
-        let file = std::fs::File::open(&path).map_err(|source| {
-            ImageError::Layout(strata_oci::LayoutError::Io { path, source })
-        })?;
+        let file = std::fs::File::open(&path)
+            .map_err(|source| ImageError::Layout(strata_oci::LayoutError::Io { path, source }))?;
         Ok(Box::new(file))
     }
 }
@@ -191,13 +190,14 @@ fn pull(
 ) -> Result<PulledImage, ImageError> {
     let store_err = |source| ImageError::Store {
         image: name.to_string(),
-        source,
+        source: Box::new(source),
     };
-    let (mut bytes, mut digest) = fetch
-        .manifest(reference)?
-        .ok_or_else(|| ImageError::NotFound {
-            image: name.to_string(),
-        })?;
+    let (mut bytes, mut digest) =
+        fetch
+            .manifest(reference)?
+            .ok_or_else(|| ImageError::NotFound {
+                image: name.to_string(),
+            })?;
     // An index (a multi-platform image): take this machine's platform.
     if let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes)
         && !index.manifests.is_empty()
@@ -273,19 +273,26 @@ fn pull(
                     {
                         return Ok(layer);
                     }
-                    let compression = Compression::from_media_type(&desc.media_type)
-                        .ok_or_else(|| {
-                            invalid(name, format!("layer type `{}` is not supported", desc.media_type))
+                    let compression =
+                        Compression::from_media_type(&desc.media_type).ok_or_else(|| {
+                            invalid(
+                                name,
+                                format!("layer type `{}` is not supported", desc.media_type),
+                            )
                         })?;
                     let dir = local.import_dir().map_err(store_err)?;
                     let unpack = || -> Result<LayerDigest, ImageError> {
-                        let applied =
-                            apply_layer(fetch.blob(&desc.digest)?, compression, &dir, Some(desc.digest))
-                                .map_err(|source| ImageError::Apply {
-                                    image: name.to_string(),
-                                    digest: desc.digest,
-                                    source,
-                                })?;
+                        let applied = apply_layer(
+                            fetch.blob(&desc.digest)?,
+                            compression,
+                            &dir,
+                            Some(desc.digest),
+                        )
+                        .map_err(|source| ImageError::Apply {
+                            image: name.to_string(),
+                            digest: desc.digest,
+                            source: Box::new(source),
+                        })?;
                         if applied.diff_id != *diff_id {
                             return Err(invalid(
                                 name,

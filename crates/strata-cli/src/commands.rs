@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use strata_cache::CacheChain;
 use strata_engine::{Explanation, PlanStatus, RunContext, RunOptions};
 use strata_pipeline::{Pipeline, TaskName};
-use strata_cache::CacheChain;
 use strata_store::LocalCache;
 
 use crate::PipelineArgs;
@@ -221,7 +221,7 @@ pub(crate) fn run(
         opts,
         interrupted,
     )
-        .map_err(|e| CliError::internal(&e))?;
+    .map_err(|e| CliError::internal(&e))?;
     let summary = if json {
         strata_engine::run(&ctx, &JsonReporter::default())
     } else {
@@ -386,5 +386,78 @@ pub(crate) fn logs(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult 
         .map_err(|e| CliError::internal(&e))?;
     use std::io::Write;
     let _ = std::io::stdout().write_all(&log);
+    Ok(0)
+}
+
+pub(crate) struct ExportArgs {
+    pub(crate) oci: Option<PathBuf>,
+    pub(crate) tag: String,
+    pub(crate) push: Option<String>,
+    pub(crate) cmd: Vec<String>,
+    pub(crate) compression: String,
+}
+
+pub(crate) fn export(file: PathBuf, args: &PipelineArgs, task: &str, e: ExportArgs) -> CliResult {
+    let ExportArgs {
+        oci,
+        tag,
+        push,
+        cmd,
+        compression,
+    } = e;
+    let compression = match compression.as_str() {
+        "gzip" => strata_oci::Compression::Gzip,
+        "zstd" => strata_oci::Compression::Zstd,
+        other => {
+            return Err(CliError::bad_input(format!(
+                "error: unknown --compression `{other}` (gzip or zstd)"
+            )));
+        }
+    };
+    let target = match (oci, push) {
+        (Some(dir), _) => strata_engine::ExportTarget::Layout { dir, tag },
+        (None, Some(reference)) => strata_engine::ExportTarget::Push(
+            strata_oci::ImageRef::parse(&reference)
+                .map_err(|e| CliError::bad_input(format!("error: {e}")))?,
+        ),
+        (None, None) => unreachable!("clap requires --oci or --push"),
+    };
+    let session = open_for_task(file, args, task)?;
+    require_root()?;
+    let opts = options(&session.pipeline, args, vec![task.to_string()])?;
+    let ctx = RunContext::new(
+        &session.pipeline,
+        &session.cache,
+        &session.remotes,
+        opts,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| CliError::internal(&e))?;
+    // Build or restore the task and everything under it first.
+    let reporter = TerminalReporter::new(&session.pipeline);
+    let summary = {
+        let _ticker = reporter.start_ticker();
+        strata_engine::run(&ctx, &*reporter)
+    };
+    if !summary.success() {
+        return Ok(EXIT_TASK_FAILED);
+    }
+    let options = strata_engine::ExportOptions {
+        cmd: (!cmd.is_empty()).then_some(cmd),
+        compression,
+    };
+    let exported = strata_engine::export(&ctx, task, &target, &options, &WarningsOnly)
+        .map_err(|e| CliError::internal(&e))?;
+    let whence = match &target {
+        strata_engine::ExportTarget::Layout { dir, tag } => format!("oci:{}:{tag}", dir.display()),
+        strata_engine::ExportTarget::Push(r) => r.to_string(),
+    };
+    eprintln!(
+        "exported `{task}` to {whence}: {} layers, {}, manifest {}",
+        exported.layers,
+        crate::reporter::bytes(exported.bytes),
+        exported.manifest
+    );
+    println!("{}", exported.manifest);
     Ok(0)
 }

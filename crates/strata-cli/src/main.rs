@@ -91,6 +91,33 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Write a task's whole filesystem (base, workspace, parents, task) as an OCI image. The
+    /// task is built or restored first, like `strata run --target TASK`.
+    #[command(group(clap::ArgGroup::new("dest").required(true).args(["oci", "push"])))]
+    Export {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The task to export.
+        task: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Write an OCI image layout to this directory (created if needed).
+        #[arg(long, value_name = "DIR")]
+        oci: Option<PathBuf>,
+        /// The tag to give the image in the layout.
+        #[arg(long, default_value = "latest", requires = "oci")]
+        tag: String,
+        /// Push to a registry (`host[:port]/repository[:tag]`).
+        #[arg(long, value_name = "REF")]
+        push: Option<String>,
+        /// The image's default command (`--cmd sh --cmd -c --cmd 'echo hi'`).
+        #[arg(long = "cmd", value_name = "ARG")]
+        cmd: Vec<String>,
+        /// Layer compression: gzip (read by every image tool) or zstd (smaller, faster; needs
+        /// Docker 23+, podman or containerd 1.5+).
+        #[arg(long, value_name = "gzip|zstd", default_value = "gzip")]
+        compression: String,
+    },
     /// Print the saved log of a task's latest cached run.
     Logs {
         /// The pipeline file.
@@ -136,6 +163,27 @@ fn main() -> ExitCode {
             task,
             pipeline,
         } => commands::logs(file, &pipeline, &task),
+        Command::Export {
+            file,
+            task,
+            pipeline,
+            oci,
+            tag,
+            push,
+            cmd,
+            compression,
+        } => commands::export(
+            file,
+            &pipeline,
+            &task,
+            commands::ExportArgs {
+                oci,
+                tag,
+                push,
+                cmd,
+                compression,
+            },
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code),

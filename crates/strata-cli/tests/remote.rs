@@ -112,14 +112,22 @@ fn two_machines_share(remote: &str, location: &str) {
     assert_eq!(a.code, 0, "{}", a.stderr);
     assert_eq!(counter.take(), vec!["build", "deps", "lint", "test"]);
     for t in all_tasks() {
-        assert!(a.event("task-pushed", t).is_some(), "{t} was not pushed: {}", a.stderr);
+        assert!(
+            a.event("task-pushed", t).is_some(),
+            "{t} was not pushed: {}",
+            a.stderr
+        );
     }
     assert!(a.summary()["pushed_bytes"].as_u64().unwrap() > 1_000_000);
 
     // Machine B, with an empty local cache, restores everything: no command runs.
     let b = run(&f, machine_b.cache.path(), remote, &[]);
     assert_eq!(b.code, 0, "{}", b.stderr);
-    assert_eq!(counter.take(), Vec::<String>::new(), "a command ran on machine B");
+    assert_eq!(
+        counter.take(),
+        Vec::<String>::new(),
+        "a command ran on machine B"
+    );
     for t in all_tasks() {
         assert_eq!(from(&b, t), location, "{t}");
     }
@@ -205,7 +213,10 @@ fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0]["message"].as_str().unwrap().contains("unreachable"),
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
         "{warnings:?}"
     );
     // The local cache still works.
@@ -227,7 +238,10 @@ fn a_read_only_remote_is_never_written() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.events.iter().all(|e| e["event"] != "task-pushed"));
     let objects = walk_files(&server.dir.path().join("strata-ci"));
-    assert!(objects.is_empty(), "the read-only cache was written: {objects:?}");
+    assert!(
+        objects.is_empty(),
+        "the read-only cache was written: {objects:?}"
+    );
     // A machine with the same cache read-write does publish.
     let other = Machine::new();
     let r = run(&f, other.cache.path(), &url, &[]);
@@ -273,10 +287,15 @@ fn a_tampered_layer_is_refused_and_never_applied() {
     }
     let b = Machine::new();
     let r = run(&f, b.cache.path(), &url, &["--target", "lint"]);
-    let warned = r.events.iter().any(|e| {
-        e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("deps")
-    });
-    assert!(warned, "no warning about the tampered layer: {:?}", r.events);
+    let warned = r
+        .events
+        .iter()
+        .any(|e| e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("deps"));
+    assert!(
+        warned,
+        "no warning about the tampered layer: {:?}",
+        r.events
+    );
     // Nothing of it reached the local cache.
     let layers: Vec<_> = std::fs::read_dir(b.cache.path().join("layers"))
         .unwrap()
@@ -287,9 +306,13 @@ fn a_tampered_layer_is_refused_and_never_applied() {
         .unwrap()
         .to_string();
     assert!(
-        layers.iter().all(|l| l.file_name().to_string_lossy() != deps_layer),
+        layers
+            .iter()
+            .all(|l| l.file_name().to_string_lossy() != deps_layer),
         "the tampered layer was published"
     );
-    let tmp = std::fs::read_dir(b.cache.path().join("tmp")).unwrap().count();
+    let tmp = std::fs::read_dir(b.cache.path().join("tmp"))
+        .unwrap()
+        .count();
     assert_eq!(tmp, 0, "the half-unpacked layer was left behind");
 }

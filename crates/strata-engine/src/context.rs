@@ -90,7 +90,12 @@ impl<'a> RunContext<'a> {
                 let dir = pipeline.path.parent().unwrap_or(std::path::Path::new("."));
                 let source = strata_cache::ImageSource::parse(reference, dir)?;
                 let image = strata_cache::pull_image(cache, &source)?;
-                base_layers = image.layers.iter().rev().map(|l| cache.layer_path(l)).collect();
+                base_layers = image
+                    .layers
+                    .iter()
+                    .rev()
+                    .map(|l| cache.layer_path(l))
+                    .collect();
                 base_env = image
                     .config
                     .config

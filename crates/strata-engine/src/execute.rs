@@ -376,7 +376,8 @@ fn commit<'scope, 'env>(
         log,
         start,
     } = finished;
-    let (scratch, upper, env_dir, log, start) = (*scratch, *upper, *env_dir, log.as_slice(), *start);
+    let (scratch, upper, env_dir, log, start) =
+        (*scratch, *upper, *env_dir, log.as_slice(), *start);
     let exports = read_exports(env_dir).map_err(Failure::infra)?;
     let env = resolved.inherited.clone().with_exports(exports);
     // Mount points the sandbox had to create are not the task's doing.

@@ -12,6 +12,7 @@
 mod context;
 mod events;
 mod execute;
+mod export;
 mod inputs;
 mod plan;
 mod scheduler;
@@ -20,5 +21,6 @@ mod workspace_tree;
 
 pub use context::{EngineError, RunContext, RunOptions};
 pub use events::{Event, Reporter, Summary, TaskStatus, TaskSummary};
+pub use export::{ExportError, ExportOptions, ExportTarget, Exported, export};
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
 pub use scheduler::run;

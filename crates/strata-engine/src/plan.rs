@@ -38,7 +38,7 @@ type Restored = Option<Result<TaskResult, String>>;
 
 /// The plan, and for each task what it would hand its children when restored (`Err(name)`: the
 /// task `name` upstream must run first).
-fn plan_with_results(
+pub(crate) fn plan_with_results(
     ctx: &RunContext<'_>,
     reporter: &dyn Reporter,
 ) -> (Vec<PlannedTask>, Vec<Restored>) {

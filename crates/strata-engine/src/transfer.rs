@@ -67,9 +67,9 @@ impl Transfers {
             }
             let slot = self.slots.lock().expect("slots lock").get(layer).cloned();
             match slot {
-                Some(slot) => slot.wait().map_err(|e| {
-                    format!("layer {} could not be restored: {e}", layer.short())
-                })?,
+                Some(slot) => slot
+                    .wait()
+                    .map_err(|e| format!("layer {} could not be restored: {e}", layer.short()))?,
                 None => return Err(format!("layer {} is not in the local cache", layer.short())),
             }
         }
@@ -109,13 +109,9 @@ pub(crate) fn start_restore<'scope, 'env>(
                 total: entry.archive.size,
             })
         };
-        let result = ctx.remotes.restore(
-            ctx.cache,
-            remote,
-            &entry,
-            &ctx.pipeline_id(),
-            &progress,
-        );
+        let result = ctx
+            .remotes
+            .restore(ctx.cache, remote, &entry, &ctx.pipeline_id(), &progress);
         let outcome = match result {
             Ok(restored) => {
                 ctx.transfers
@@ -131,7 +127,10 @@ pub(crate) fn start_restore<'scope, 'env>(
             }
             Err(e) => {
                 reporter.event(&Event::Warning {
-                    message: format!("failed to restore `{}` from the shared cache: {e}", entry.task),
+                    message: format!(
+                        "failed to restore `{}` from the shared cache: {e}",
+                        entry.task
+                    ),
                 });
                 Err(e.to_string())
             }

@@ -231,7 +231,7 @@ fn round_trip(children: &[(String, Node)], threads: u32) {
     // Directory mtimes change as children are created: set them last.
     fix_dir_times(src.path());
     let mut blob = Vec::new();
-    let written = write_layer(src.path(), &mut blob, threads).unwrap();
+    let written = write_layer(src.path(), &mut blob, Compression::Zstd, threads).unwrap();
     assert_eq!(written.size, blob.len() as u64);
     assert_eq!(written.digest, OciDigest::of(&blob));
     let dest = tempfile::tempdir().unwrap();
@@ -414,7 +414,7 @@ fn a_tampered_blob_is_detected_by_digest() {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("f"), b"content").unwrap();
     let mut blob = Vec::new();
-    let written = write_layer(src.path(), &mut blob, 0).unwrap();
+    let written = write_layer(src.path(), &mut blob, Compression::Zstd, 0).unwrap();
     let dest = tempfile::tempdir().unwrap();
     let wrong = OciDigest::of(b"something else");
     let err = apply_layer(&blob[..], Compression::Zstd, dest.path(), Some(wrong)).unwrap_err();
@@ -468,7 +468,7 @@ fn whiteouts_and_opaque_dirs_map_to_oci_names() {
     )
     .unwrap();
     let mut blob = Vec::new();
-    write_layer(src.path(), &mut blob, 0).unwrap();
+    write_layer(src.path(), &mut blob, Compression::Zstd, 0).unwrap();
     let plain = zstd::decode_all(&blob[..]).unwrap();
     let mut names = Vec::new();
     for e in tar::Archive::new(&plain[..]).entries().unwrap() {
@@ -486,4 +486,42 @@ fn whiteouts_and_opaque_dirs_map_to_oci_names() {
             ("opaque/.wh..wh..opq".to_string(), tar::EntryType::Regular),
         ]
     );
+}
+
+#[test]
+fn gzip_and_plain_layers_round_trip_too() {
+    assert_root();
+    let tree = vec![(
+        "d".to_string(),
+        Node::Dir {
+            children: vec![
+                (
+                    "f".into(),
+                    Node::File {
+                        content: b"gzip me".to_vec(),
+                        mode: 0o640,
+                    },
+                ),
+                ("gone".into(), Node::Whiteout),
+            ],
+            opaque: true,
+        },
+    )];
+    for compression in [Compression::Gzip, Compression::None] {
+        let src = tempfile::tempdir().unwrap();
+        let (mut first, mut n) = (None, 0);
+        build(src.path(), &tree, &mut first, &mut n);
+        fix_dir_times(src.path());
+        let mut blob = Vec::new();
+        let written = write_layer(src.path(), &mut blob, compression, 0).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let applied =
+            apply_layer(&blob[..], compression, dest.path(), Some(written.digest)).unwrap();
+        assert_eq!(applied.diff_id, written.diff_id, "{compression:?}");
+        assert_eq!(
+            snapshot(src.path()),
+            snapshot(dest.path()),
+            "{compression:?}"
+        );
+    }
 }

@@ -16,11 +16,9 @@ mod parse;
 mod validate;
 mod yaml;
 
+pub use config::{Config, load_config};
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use duration::parse_duration;
 pub use filter::Filter;
-pub use config::{Config, load_config};
-pub use model::{
-    Base, CachePolicy, EnvValue, EnvVar, Pipeline, RemoteCacheDecl, Task, TaskName,
-};
+pub use model::{Base, CachePolicy, EnvValue, EnvVar, Pipeline, RemoteCacheDecl, Task, TaskName};
 pub use parse::{load, parse_str};

@@ -520,10 +520,7 @@ pub(crate) fn remote_caches(
             );
             continue;
         }
-        out.push(RemoteCacheDecl {
-            spec,
-            at: item.at,
-        });
+        out.push(RemoteCacheDecl { spec, at: item.at });
     }
     out
 }

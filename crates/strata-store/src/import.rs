@@ -111,7 +111,11 @@ impl LocalCache {
         let db = self.db.lock().expect("index lock poisoned");
         db.execute(
             "INSERT OR REPLACE INTO images (manifest, layers, config) VALUES (?1, ?2, ?3)",
-            params![manifest, serde_json::to_string(&layers).expect("serializes"), config],
+            params![
+                manifest,
+                serde_json::to_string(&layers).expect("serializes"),
+                config
+            ],
         )
         .map_err(self.index_err("record an image"))?;
         Ok(())

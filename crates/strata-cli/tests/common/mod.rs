@@ -168,6 +168,11 @@ impl Counter {
         format!("echo {name} > /dev/tcp/127.0.0.1/{}", self.port)
     }
 
+    /// The same for a shell without `/dev/tcp` (busybox `sh` in a base image), with `nc`.
+    pub fn ping_nc(&self, name: &str) -> String {
+        format!("echo {name} | nc 127.0.0.1 {}", self.port)
+    }
+
     /// Names reported so far (sorted), and forgets them.
     pub fn take(&self) -> Vec<String> {
         // Connections are accepted asynchronously: give the last ones a moment.

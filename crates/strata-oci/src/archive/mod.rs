@@ -17,6 +17,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The OCI media type of a layer compressed this way.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => MEDIA_LAYER_TAR,
+            Compression::Gzip => MEDIA_LAYER_GZIP,
+            Compression::Zstd => MEDIA_LAYER_ZSTD,
+        }
+    }
+
     /// The compression a layer media type implies (OCI and Docker names), if it is a layer type
     /// strata can read.
     pub fn from_media_type(media_type: &str) -> Option<Compression> {

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, PAX_XATTR_PREFIX, WHITEOUT_PREFIX};
+use super::{Compression, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, PAX_XATTR_PREFIX, WHITEOUT_PREFIX};
 use crate::digest::{DigestWriter, OciDigest};
 
 /// A finished layer archive.
@@ -39,18 +39,29 @@ fn err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
     }
 }
 
-/// Writes the layer directory `root` to `out` as a zstd-compressed OCI layer, compressing with
-/// `threads` worker threads (0: in the calling thread).
+/// Writes the layer directory `root` to `out` as an OCI layer, compressed as asked (zstd with
+/// `threads` worker threads, 0 meaning the calling thread; gzip for tools that predate zstd).
 pub fn write_layer<W: Write>(
     root: &Path,
     out: W,
+    compression: Compression,
     threads: u32,
 ) -> Result<LayerArchive, ArchiveError> {
     let compressed = DigestWriter::new(out);
-    let mut encoder = zstd::Encoder::new(compressed, 3).map_err(err(root))?;
-    if threads > 0 {
-        encoder.multithread(threads).map_err(err(root))?;
-    }
+    let encoder = match compression {
+        Compression::Zstd => {
+            let mut e = zstd::Encoder::new(compressed, 3).map_err(err(root))?;
+            if threads > 0 {
+                e.multithread(threads).map_err(err(root))?;
+            }
+            Encoder::Zstd(e)
+        }
+        Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+            compressed,
+            flate2::Compression::default(),
+        )),
+        Compression::None => Encoder::Plain(compressed),
+    };
     let plain = DigestWriter::new(encoder);
     let mut builder = tar::Builder::new(plain);
     let mut writer = TreeWriter {
@@ -68,6 +79,40 @@ pub fn write_layer<W: Write>(
         size,
         diff_id,
     })
+}
+
+enum Encoder<W: Write> {
+    Zstd(zstd::Encoder<'static, W>),
+    Gzip(flate2::write::GzEncoder<W>),
+    Plain(W),
+}
+
+impl<W: Write> Encoder<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Plain(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Plain(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Plain(w) => w.flush(),
+        }
+    }
 }
 
 struct TreeWriter<'a, W: Write> {

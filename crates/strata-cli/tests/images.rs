@@ -1,0 +1,285 @@
+//! Base images and image export, with independent tools on both sides: images are built with
+//! umoci and pushed with skopeo to a real `docker-registry`; exported images are checked with
+//! skopeo and unpacked with umoci.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Counter, Fixture};
+use strata_testkit::Server;
+
+fn sh(cmd: &str) {
+    let out = Command::new("bash").arg("-ec").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A busybox image built with umoci in the layout `dir`, tagged `tag`, with `extra` (a shell
+/// snippet run in the rootfs directory) applied.
+fn busybox_image(dir: &Path, tag: &str, extra: &str) {
+    let bundle = dir.with_extension(format!("bundle-{tag}"));
+    let layout = dir.display();
+    let b = bundle.display();
+    sh(&format!(
+        "[ -d {layout} ] || umoci init --layout {layout}
+         umoci new --image {layout}:{tag}
+         umoci unpack --image {layout}:{tag} {b}
+         cd {b}/rootfs
+         mkdir -p bin etc
+         cp /bin/busybox bin/busybox
+         for a in $(/bin/busybox --list); do [ -e bin/$a ] || ln -s busybox bin/$a; done
+         echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd
+         {extra}
+         cd /
+         umoci repack --image {layout}:{tag} {b}
+         umoci config --image {layout}:{tag} --config.env PATH=/bin:/usr/bin --config.workingdir /
+         rm -rf {b}"
+    ));
+}
+
+fn push(layout: &Path, tag: &str, registry: &Server, reference: &str) {
+    sh(&format!(
+        "skopeo copy --quiet --dest-tls-verify=false oci:{}:{tag} docker://{}/{reference}",
+        layout.display(),
+        registry.host()
+    ));
+}
+
+fn image_pipeline(base: &str, counter: &Counter) -> String {
+    format!(
+        r#"base: {{image: "{base}"}}
+tasks:
+  - key: greet
+    run: |
+      {}
+      echo "PATH=$PATH"
+      test ! -e /usr/bin/apt-get
+      echo hello > /greeting
+  - key: read
+    use: [greet]
+    run: {}; cat /greeting; busybox | head -1
+"#,
+        counter.ping_nc("greet"),
+        counter.ping_nc("read")
+    )
+}
+
+#[test]
+fn a_pipeline_runs_on_an_image_pulled_from_a_registry() {
+    let f = Fixture::new();
+    let registry = Server::registry();
+    let layout = f.ws().join("img");
+    busybox_image(&layout, "1", "");
+    push(&layout, "1", &registry, "tools/busybox:1");
+    std::fs::remove_dir_all(&layout).unwrap();
+    let counter = Counter::start();
+    let base = format!("{}/tools/busybox:1", registry.host());
+    f.write("strata.yml", &image_pipeline(&base, &counter));
+
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(counter.take(), vec!["greet", "read"]);
+    assert_eq!(r.output("greet"), vec!["PATH=/bin:/usr/bin"]);
+    assert_eq!(r.output("read")[0], "hello");
+    assert!(
+        r.output("read")[1].starts_with("BusyBox"),
+        "{:?}",
+        r.output("read")
+    );
+    // Unchanged: restored.
+    let r = f.run(&[]);
+    assert_eq!(r.status("greet"), "cached");
+    assert_eq!(r.status("read"), "cached");
+    assert!(counter.take().is_empty());
+
+    // The tag moves to another image: the base identity changes, everything runs again.
+    let layout = f.ws().join("img2");
+    busybox_image(&layout, "1", "echo v2 > etc/release");
+    push(&layout, "1", &registry, "tools/busybox:1");
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(counter.take(), vec!["greet", "read"]);
+}
+
+#[test]
+fn a_pipeline_runs_on_an_image_layout_directory() {
+    let f = Fixture::new();
+    let counter = Counter::start();
+    busybox_image(&f.ws().join("img"), "stable", "");
+    f.write("strata.yml", &image_pipeline("oci:img:stable", &counter));
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("read")[0], "hello");
+    let r = f.run(&[]);
+    assert_eq!(r.status("read"), "cached");
+}
+
+#[test]
+fn a_missing_image_is_a_clear_error() {
+    let f = Fixture::new();
+    let registry = Server::registry();
+    let counter = Counter::start();
+    f.write(
+        "strata.yml",
+        &image_pipeline(&format!("{}/nothing/here:1", registry.host()), &counter),
+    );
+    let r = f.run(&[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("nothing/here"), "{}", r.stderr);
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+}
+
+/// Lists a filesystem with busybox tools, the same way inside the sandbox and outside.
+const LISTING: &str = r#"cd / && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run \) -prune -o -print | sort | while read f; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo "$f $(stat -c '%a %u %g %s' "$f") $(md5sum < "$f" | cut -c1-32)"; elif [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(stat -c '%F %a %u %g' "$f")"; fi; done"#;
+
+#[test]
+fn an_exported_image_is_valid_and_holds_what_the_task_saw() {
+    let f = Fixture::new();
+    busybox_image(
+        &f.ws().join("img"),
+        "1",
+        "mkdir -p opt && echo base > opt/base-file",
+    );
+    f.write("src/app.txt", "workspace file\n");
+    f.write(
+        "strata.yml",
+        &format!(
+            r#"base: {{image: "oci:img:1"}}
+tasks:
+  - key: a
+    run: |
+      mkdir -p /opt/a && echo from-a > /opt/a/file
+      echo /opt/a/bin > $STRATA_ENV/PATH
+      echo yes > $STRATA_ENV/FROM_A
+  - key: b
+    use: [a]
+    filter: [src]
+    run: |
+      rm /opt/base-file /bin/true
+      echo from-b > /opt/b && chmod 750 /opt/b
+      ln /opt/b /opt/b-link
+      {LISTING}
+"#
+        ),
+    );
+    let out_dir = f.ws().join("out");
+    let out = f.output(&[
+        "export",
+        "strata.yml",
+        "b",
+        "--oci",
+        out_dir.to_str().unwrap(),
+        "--tag",
+        "v1",
+        "--cmd",
+        "sh",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // What the task saw, from its log.
+    let log = f.output(&["logs", "strata.yml", "b"]);
+    let saw = String::from_utf8_lossy(&log.stdout).into_owned();
+    assert!(saw.contains("./opt/a/file"), "{saw}");
+
+    // skopeo accepts the image and reads its config.
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:v1", out_dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let env: Vec<&str> = config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"FROM_A=yes"), "{env:?}");
+    assert!(env.contains(&"PATH=/opt/a/bin:/bin:/usr/bin"), "{env:?}");
+    assert_eq!(config["config"]["WorkingDir"], "/workspace");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+
+    // umoci unpacks it into exactly the filesystem the task saw.
+    let bundle: PathBuf = f.ws().join("bundle");
+    sh(&format!(
+        "umoci unpack --image {}:v1 {}",
+        out_dir.display(),
+        bundle.display()
+    ));
+    let listed = Command::new("chroot")
+        .arg(bundle.join("rootfs"))
+        .args(["/bin/busybox", "sh", "-c", LISTING])
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let exported = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(!exported.contains("./opt/base-file"), "a whiteout was lost");
+    assert!(exported.contains("./workspace/src/app.txt"));
+    assert_eq!(exported, saw);
+}
+
+#[test]
+fn export_pushes_to_a_registry() {
+    let f = Fixture::new();
+    let registry = Server::registry();
+    busybox_image(&f.ws().join("img"), "1", "");
+    f.write(
+        "strata.yml",
+        "base: {image: \"oci:img:1\"}\ntasks:\n  - key: a\n    run: echo a > /a\n",
+    );
+    let reference = format!("{}/exports/a:v1", registry.host());
+    let out = f.output(&[
+        "export",
+        "strata.yml",
+        "a",
+        "--push",
+        &reference,
+        "--compression",
+        "zstd",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    // Base layer, workspace layer, the task's layer.
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{manifest}");
+    assert!(
+        layers
+            .iter()
+            .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd")
+    );
+    // And skopeo can copy it out of the registry (reading every blob) into a layout.
+    let copy = f.ws().join("copy");
+    sh(&format!(
+        "skopeo copy --quiet --src-tls-verify=false docker://{reference} oci:{}:v1",
+        copy.display()
+    ));
+}
