@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Condvar, Mutex, mpsc};
 
 use rustix::fs::{FileType, Mode, Timespec, Timestamps};
 
@@ -67,49 +68,252 @@ fn sys_err(path: &Path) -> impl FnOnce(rustix::io::Errno) -> ApplyError + '_ {
 /// Unpacks the layer archive read from `input` into `dest` (a new, empty directory), converting
 /// `.wh.` whiteouts to overlay whiteouts. When `expected` is given, the compressed stream must
 /// have that digest.
-pub fn apply_layer<R: Read>(
+///
+/// Three stages overlap: one thread reads, hashes and decompresses; the calling thread hashes
+/// the tar stream, checks every entry and creates directories, links and special files; a few
+/// writer threads write file contents and metadata (file creation, not decompression, is what a
+/// tree of many small files waits on).
+pub fn apply_layer<R: Read + Send>(
     input: R,
     compression: Compression,
     dest: &Path,
     expected: Option<OciDigest>,
 ) -> Result<AppliedLayer, ApplyError> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    let (job_tx, job_rx) = mpsc::sync_channel::<FileJob>(256);
+    let job_rx = Mutex::new(job_rx);
+    let pool = PoolState::default();
+    std::thread::scope(|s| {
+        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+        let producer = s.spawn(move || produce(input, compression, chunk_tx));
+        for _ in 0..workers {
+            s.spawn(|| pool.work(&job_rx));
+        }
+        let consumed = consume(ChannelReader::new(chunk_rx), dest, job_tx, &pool);
+        let produced = producer.join().expect("decompression thread panicked");
+        let diff_id = consumed?;
+        let (digest, size) = produced.map_err(ApplyError::Malformed)?;
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            return Err(ApplyError::DigestMismatch {
+                expected,
+                actual: digest,
+            });
+        }
+        Ok(AppliedLayer {
+            digest,
+            size,
+            diff_id,
+        })
+    })
+}
+
+/// Reads, hashes and decompresses `input` into chunks; returns the compressed stream's digest.
+fn produce<R: Read>(
+    input: R,
+    compression: Compression,
+    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<(OciDigest, u64)> {
     let mut compressed = DigestReader::new(input);
-    let diff_id = {
-        let decoder: Box<dyn Read + '_> = match compression {
-            Compression::Zstd => {
-                Box::new(zstd::Decoder::new(&mut compressed).map_err(ApplyError::Malformed)?)
-            }
+    {
+        let mut decoder: Box<dyn Read + '_> = match compression {
+            Compression::Zstd => Box::new(zstd::Decoder::new(&mut compressed)?),
             Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
             Compression::None => Box::new(&mut compressed),
         };
-        let mut plain = DigestReader::new(decoder);
-        {
-            let mut archive = tar::Archive::new(&mut plain);
-            let mut applier = Applier::new(dest);
-            for entry in archive.entries().map_err(ApplyError::Malformed)? {
-                let entry = entry.map_err(ApplyError::Malformed)?;
-                applier.entry(entry)?;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match decoder.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
+                }
             }
-            applier.finish()?;
+            if filled == 0 {
+                break;
+            }
+            buf.truncate(filled);
+            if tx.send(Ok(buf)).is_err() {
+                // The consumer stopped (a refused entry): its error is the one to report.
+                return Err(io::Error::other("the archive was not read to its end"));
+            }
         }
-        plain.drain().map_err(ApplyError::Malformed)?;
-        plain.finish().0
-    };
-    compressed.drain().map_err(ApplyError::Malformed)?;
-    let (digest, size) = compressed.finish();
-    if let Some(expected) = expected
-        && expected != digest
-    {
-        return Err(ApplyError::DigestMismatch {
-            expected,
-            actual: digest,
-        });
     }
-    Ok(AppliedLayer {
-        digest,
-        size,
-        diff_id,
-    })
+    compressed.drain()?;
+    Ok(compressed.finish())
+}
+
+/// Applies the tar stream; returns its digest (the `diff_id`).
+fn consume(
+    reader: ChannelReader,
+    dest: &Path,
+    jobs: mpsc::SyncSender<FileJob>,
+    pool: &PoolState,
+) -> Result<OciDigest, ApplyError> {
+    let mut plain = DigestReader::new(reader);
+    {
+        let mut archive = tar::Archive::new(&mut plain);
+        let mut applier = Applier::new(dest, Pool { jobs, state: pool });
+        for entry in archive.entries().map_err(ApplyError::Malformed)? {
+            let entry = entry.map_err(ApplyError::Malformed)?;
+            applier.entry(entry)?;
+        }
+        applier.finish()?;
+    }
+    plain.drain().map_err(ApplyError::Malformed)?;
+    Ok(plain.finish().0)
+}
+
+/// The decompressed stream, as chunks from the decompression thread.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Files up to this size are handed to the writer threads; larger ones are written in place.
+const POOLED_FILE_MAX: u64 = 1 << 20;
+
+/// A regular file to create, with its metadata.
+struct FileJob {
+    path: PathBuf,
+    data: Vec<u8>,
+    meta: Meta,
+}
+
+/// What `owner_and_times` and the xattrs set on an entry.
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+    chown: bool,
+}
+
+#[derive(Default)]
+struct PoolState {
+    pending: Mutex<usize>,
+    idle: Condvar,
+    error: Mutex<Option<ApplyError>>,
+}
+
+impl PoolState {
+    fn work(&self, rx: &Mutex<mpsc::Receiver<FileJob>>) {
+        loop {
+            let job = rx.lock().expect("job queue lock").recv();
+            let Ok(job) = job else { return };
+            if let Err(e) = write_file(&job) {
+                self.error.lock().expect("error lock").get_or_insert(e);
+            }
+            let mut pending = self.pending.lock().expect("pending lock");
+            *pending -= 1;
+            if *pending == 0 {
+                self.idle.notify_all();
+            }
+        }
+    }
+}
+
+struct Pool<'a> {
+    jobs: mpsc::SyncSender<FileJob>,
+    state: &'a PoolState,
+}
+
+impl Pool<'_> {
+    fn failed(&self) -> Result<(), ApplyError> {
+        match self.state.error.lock().expect("error lock").take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn submit(&self, job: FileJob) -> Result<(), ApplyError> {
+        self.failed()?;
+        *self.state.pending.lock().expect("pending lock") += 1;
+        self.jobs
+            .send(job)
+            .map_err(|_| ApplyError::Malformed(io::Error::other("file writers stopped")))
+    }
+
+    /// Waits until every submitted file is written.
+    fn flush(&self) -> Result<(), ApplyError> {
+        let mut pending = self.state.pending.lock().expect("pending lock");
+        while *pending > 0 {
+            pending = self.state.idle.wait(pending).expect("pending lock");
+        }
+        drop(pending);
+        self.failed()
+    }
+}
+
+fn write_file(job: &FileJob) -> Result<(), ApplyError> {
+    let path = &job.path;
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    io::Write::write_all(&mut file, &job.data).map_err(io_err(path))?;
+    drop(file);
+    apply_meta(path, &job.meta, false)
+}
+
+/// Owner, then mode (chown clears set-id bits), then xattrs (chown drops
+/// `security.capability`), then mtime.
+fn apply_meta(path: &Path, meta: &Meta, symlink: bool) -> Result<(), ApplyError> {
+    if meta.chown {
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            path,
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(sys_err(path))?;
+    }
+    if !symlink {
+        rustix::fs::chmod(path, Mode::from_raw_mode(meta.mode)).map_err(sys_err(path))?;
+    }
+    for (name, value) in &meta.xattrs {
+        set_xattr(path, name, value)?;
+    }
+    set_mtime(path, meta.mtime)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,10 +330,11 @@ struct Applier<'a> {
     /// Directories whose mtime is set at the end (creating children changes it).
     dir_times: Vec<(PathBuf, u64)>,
     is_root: bool,
+    pool: Pool<'a>,
 }
 
 impl<'a> Applier<'a> {
-    fn new(root: &'a Path) -> Self {
+    fn new(root: &'a Path, pool: Pool<'a>) -> Self {
         let mut seen = HashMap::new();
         seen.insert(PathBuf::new(), Kind::Dir);
         Applier {
@@ -137,7 +342,23 @@ impl<'a> Applier<'a> {
             seen,
             dir_times: Vec::new(),
             is_root: rustix::process::geteuid().is_root(),
+            pool,
         }
+    }
+
+    fn meta(
+        &self,
+        header: &tar::Header,
+        xattrs: Vec<(String, Vec<u8>)>,
+    ) -> Result<Meta, ApplyError> {
+        Ok(Meta {
+            uid: header.uid().map_err(ApplyError::Malformed)? as u32,
+            gid: header.gid().map_err(ApplyError::Malformed)? as u32,
+            mode: header.mode().map_err(ApplyError::Malformed)? & 0o7777,
+            mtime: header.mtime().unwrap_or(0),
+            xattrs,
+            chown: self.is_root,
+        })
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), ApplyError> {
@@ -178,7 +399,7 @@ impl<'a> Applier<'a> {
                 0,
             )
             .map_err(sys_err(&path))?;
-            return self.owner_and_times(&path, &header, false);
+            return apply_meta(&path, &self.meta(&header, Vec::new())?, false);
         }
 
         let pax = read_pax_xattrs(&mut entry)?;
@@ -197,6 +418,15 @@ impl<'a> Applier<'a> {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 self.claim(&rel, Kind::File).map_err(unsafe_entry)?;
+                let size = header.size().map_err(ApplyError::Malformed)?;
+                if size <= POOLED_FILE_MAX {
+                    let mut data = Vec::with_capacity(size as usize);
+                    entry
+                        .read_to_end(&mut data)
+                        .map_err(ApplyError::Malformed)?;
+                    let meta = self.meta(&header, pax)?;
+                    return self.pool.submit(FileJob { path, data, meta });
+                }
                 let mut file = File::options()
                     .write(true)
                     .create_new(true)
@@ -226,6 +456,8 @@ impl<'a> Applier<'a> {
                     ));
                 }
                 self.claim(&rel, Kind::File).map_err(unsafe_entry)?;
+                // The file it names may still be with a writer thread.
+                self.pool.flush()?;
                 let from = self.root.join(&target);
                 std::fs::hard_link(&from, &path).map_err(io_err(&path))?;
                 // A hard link shares its metadata with the file it names.
@@ -251,11 +483,8 @@ impl<'a> Applier<'a> {
             }
             _ => return Err(unsafe_entry("unsupported entry type")),
         }
-        self.owner_and_times(&path, &header, kind == tar::EntryType::Symlink)?;
-        // After chown, which drops `security.capability`.
-        for (name, value) in &pax {
-            set_xattr(&path, name, value)?;
-        }
+        let meta = self.meta(&header, pax)?;
+        apply_meta(&path, &meta, kind == tar::EntryType::Symlink)?;
         if kind == tar::EntryType::Directory {
             let mtime = header.mtime().unwrap_or(0);
             self.dir_times.push((path, mtime));
@@ -290,34 +519,8 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    fn owner_and_times(
-        &self,
-        path: &Path,
-        header: &tar::Header,
-        symlink: bool,
-    ) -> Result<(), ApplyError> {
-        let uid = header.uid().map_err(ApplyError::Malformed)?;
-        let gid = header.gid().map_err(ApplyError::Malformed)?;
-        if self.is_root {
-            rustix::fs::chownat(
-                rustix::fs::CWD,
-                path,
-                Some(rustix::fs::Uid::from_raw(uid as u32)),
-                Some(rustix::fs::Gid::from_raw(gid as u32)),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(sys_err(path))?;
-        }
-        if !symlink {
-            // After chown, which clears set-id bits.
-            let mode = header.mode().map_err(ApplyError::Malformed)? & 0o7777;
-            rustix::fs::chmod(path, Mode::from_raw_mode(mode)).map_err(sys_err(path))?;
-        }
-        let mtime = header.mtime().unwrap_or(0);
-        set_mtime(path, mtime)
-    }
-
     fn finish(&mut self) -> Result<(), ApplyError> {
+        self.pool.flush()?;
         // Deepest first is not needed: setting a directory's mtime does not touch its parent.
         for (path, mtime) in std::mem::take(&mut self.dir_times) {
             set_mtime(&path, mtime)?;
