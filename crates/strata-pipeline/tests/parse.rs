@@ -152,3 +152,33 @@ fn render_shows_source_line_and_caret() {
     let e = errors("tasks:\n  - key: a\n    run: x\n    filtr: [a]\n");
     assert!(e.contains("4 |     filtr: [a]\n  |     ^^^^^"), "{e}");
 }
+
+#[test]
+fn shared_caches_and_image_bases_parse() {
+    let p = parse_str(
+        Path::new("strata.yml"),
+        "base: {image: \"localhost:5000/debian:12\"}\ncache:\n  - s3://ci/strata\n  - oci://localhost:5000/cache,ro\ntasks:\n  - key: a\n    run: x\n",
+    )
+    .unwrap();
+    assert_eq!(p.base, Base::Image("localhost:5000/debian:12".into()));
+    let specs: Vec<&str> = p.caches.iter().map(|c| c.spec.as_str()).collect();
+    assert_eq!(specs, ["s3://ci/strata", "oci://localhost:5000/cache,ro"]);
+    // A single URL is a list of one.
+    let p = parse_str(
+        Path::new("strata.yml"),
+        "cache: /mnt/shared\ntasks:\n  - key: a\n    run: x\n",
+    )
+    .unwrap();
+    assert_eq!(p.caches.len(), 1);
+}
+
+#[test]
+fn bad_cache_urls_are_located() {
+    let e = errors("cache:\n  - ftp://nope\n  - s3://b,readonly\ntasks:\n  - key: a\n    run: x\n");
+    assert!(e.contains("strata.yml:2:5"), "{e}");
+    assert!(e.contains("`ftp://nope` is not a cache URL"), "{e}");
+    assert!(e.contains("strata.yml:3:5"), "{e}");
+    assert!(e.contains("unknown cache access `,readonly`"), "{e}");
+    let e = errors("base: {image: \"\"}\ntasks:\n  - key: a\n    run: x\n");
+    assert!(e.contains("`base.image` is empty"), "{e}");
+}
