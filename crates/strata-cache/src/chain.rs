@@ -105,8 +105,18 @@ impl CacheChain {
     }
 
     /// The first remote entry for `key`, and which remote has it.
-    pub fn lookup(&self, key: &CacheKey, warn: Warn<'_>) -> Option<(usize, RemoteEntry)> {
+    /// Remotes for which `skip(location)` is true are not asked (their entry for this key was
+    /// found broken before).
+    pub fn lookup(
+        &self,
+        key: &CacheKey,
+        skip: &dyn Fn(&str) -> bool,
+        warn: Warn<'_>,
+    ) -> Option<(usize, RemoteEntry)> {
         for (i, remote) in self.up() {
+            if skip(&remote.location()) {
+                continue;
+            }
             match remote.backend.get_entry(key) {
                 Ok(Some(entry)) => return Some((i, entry)),
                 Ok(None) => {}

@@ -315,4 +315,80 @@ fn a_tampered_layer_is_refused_and_never_applied() {
         .unwrap()
         .count();
     assert_eq!(tmp, 0, "the half-unpacked layer was left behind");
+    counter.take();
+
+    // The broken entry is remembered: the next run on that machine builds the task instead.
+    let r = run(&f, b.cache.path(), &url, &["--target", "lint"]);
+    assert_eq!(r.code, 0, "{:?}", r.events);
+    assert_eq!(r.status("deps"), "ran", "{:?}", r.events);
+    assert_eq!(counter.take(), vec!["deps", "lint"]);
+}
+
+#[test]
+fn a_registry_that_wants_credentials() {
+    let registry = Server::registry_with_auth("ci", "s3cret");
+    let url = format!("oci://{}/ci/cache", registry.host());
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write("strata.yml", &pipeline(&counter));
+    f.write("deps.txt", "x\n");
+    f.write("src/main.c", "x\n");
+    f.write("lint.cfg", "x\n");
+
+    // No credentials: a warning that says what to do; the run itself succeeds.
+    let r = run(&f, f.cache.path(), &url, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let warning = r
+        .events
+        .iter()
+        .find(|e| e["event"] == "warning")
+        .expect("a warning about credentials");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("STRATA_REGISTRY_USERNAME"),
+        "{warning}"
+    );
+    counter.take();
+
+    // Credentials from the environment: published.
+    let out = f
+        .command(&["run", "--json", "--no-cache", "--remote", &url])
+        .env("STRATA_REGISTRY_USERNAME", "ci")
+        .env("STRATA_REGISTRY_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"task-pushed\""));
+    counter.take();
+
+    // Credentials from Docker's config file: another machine restores everything.
+    let docker = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docker.path().join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "Y2k6czNjcmV0"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let b = Machine::new();
+    let out = f
+        .command(&["run", "--json", "--remote", &url])
+        .env("STRATA_CACHE_DIR", b.cache.path())
+        .env("DOCKER_CONFIG", docker.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        counter.take().is_empty(),
+        "a command ran on the second machine"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("\"event\":\"layer-restored\"").count(),
+        4,
+        "{stdout}"
+    );
 }

@@ -126,13 +126,23 @@ pub(crate) fn start_restore<'scope, 'env>(
                 Ok(())
             }
             Err(e) => {
+                // A broken entry (a blob missing or corrupt) is not asked for again; an
+                // unreachable server may be back next time.
+                let location = ctx.remotes.remotes()[remote].location();
+                let remembered =
+                    !e.is_unreachable() && ctx.cache.mark_unusable(&entry.key, &location).is_ok();
+                let next = if remembered {
+                    "; the next run will build it instead"
+                } else {
+                    ""
+                };
                 reporter.event(&Event::Warning {
                     message: format!(
-                        "failed to restore `{}` from the shared cache: {e}",
+                        "failed to restore `{}` from the shared cache: {e}{next}",
                         entry.task
                     ),
                 });
-                Err(e.to_string())
+                Err(format!("{e}{next}"))
             }
         };
         if earlier.is_none() {
@@ -201,5 +211,6 @@ pub(crate) fn remote_lookup(
         return None;
     }
     let warn = warn_with(reporter);
-    ctx.remotes.lookup(key, &warn)
+    ctx.remotes
+        .lookup(key, &|location| ctx.cache.is_unusable(key, location), &warn)
 }

@@ -34,7 +34,9 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("registry {registry} asked for authentication that strata cannot do: {challenge}")]
+    #[error(
+        "registry {registry} wants credentials ({challenge}): set STRATA_REGISTRY_USERNAME and STRATA_REGISTRY_PASSWORD, or log in with `docker login`"
+    )]
     Auth { registry: String, challenge: String },
 }
 

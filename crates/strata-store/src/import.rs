@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
-use strata_key::LayerDigest;
+use strata_key::{CacheKey, LayerDigest};
 
 use crate::error::{StoreError, io};
 use crate::local::LocalCache;
@@ -142,5 +142,30 @@ impl LocalCache {
         Ok(layers
             .filter(|ls| ls.iter().all(|l| self.has_layer(l)))
             .map(|ls| (ls, config)))
+    }
+
+    /// Remembers that the entry for `key` in the shared cache at `location` could not be
+    /// restored (a blob missing or corrupt), so that later runs build the task instead.
+    pub fn mark_unusable(&self, key: &CacheKey, location: &str) -> Result<(), StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "INSERT OR REPLACE INTO unusable_remote (key, location) VALUES (?1, ?2)",
+            params![key.to_hex(), location],
+        )
+        .map_err(self.index_err("record an unusable shared entry"))?;
+        Ok(())
+    }
+
+    pub fn is_unusable(&self, key: &CacheKey, location: &str) -> bool {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.query_row(
+            "SELECT 1 FROM unusable_remote WHERE key = ?1 AND location = ?2",
+            params![key.to_hex(), location],
+            |_| Ok(()),
+        )
+        .optional()
+        .ok()
+        .flatten()
+        .is_some()
     }
 }

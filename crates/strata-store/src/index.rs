@@ -37,6 +37,11 @@ CREATE TABLE IF NOT EXISTS images (
     layers TEXT NOT NULL,
     config TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unusable_remote (
+    key TEXT NOT NULL,
+    location TEXT NOT NULL,
+    PRIMARY KEY (key, location)
+);
 CREATE TABLE IF NOT EXISTS workspaces (
     digest TEXT PRIMARY KEY,
     files TEXT NOT NULL

@@ -97,6 +97,15 @@ impl Server {
 
     /// Debian's `docker-registry` (distribution 2.8) on loopback, storing in a temp dir.
     pub fn registry() -> Server {
+        Server::registry_with(None)
+    }
+
+    /// The same, accepting only `user`/`password` (HTTP basic auth from an htpasswd file).
+    pub fn registry_with_auth(user: &str, password: &str) -> Server {
+        Server::registry_with(Some((user, password)))
+    }
+
+    fn registry_with(auth: Option<(&str, &str)>) -> Server {
         let bin = find_binary("docker-registry");
         let dir = tempfile::Builder::new()
             .prefix("strata-registry-")
@@ -104,14 +113,20 @@ impl Server {
             .expect("temp dir");
         let port = free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("registry config");
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 5).expect("bcrypt");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).expect("registry config");
         let mut child = Command::new(bin)
             .arg("serve")
             .arg(&config)
