@@ -329,3 +329,39 @@ fn a_rootfs_base_is_the_bottom_of_the_stack_and_part_of_the_key() {
     assert_eq!(r.status("look"), "ran");
     assert_eq!(r.output("look")[0], "changed");
 }
+
+#[test]
+fn an_edit_that_keeps_size_and_mtime_is_still_seen() {
+    // The stat cache reuses digests of unchanged files; an edit that restores the old mtime
+    // (`touch -r`, an editor that preserves it, a checkout) must still be noticed.
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write(
+        "strata.yml",
+        &format!(
+            "tasks:\n  - key: t\n    filter: [input]\n    run: {}; cat input\n",
+            counter.ping("t")
+        ),
+    );
+    f.write("input", "aaaa\n");
+    // Old enough to be trusted by the next capture.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let set_old = || {
+        std::fs::File::options()
+            .write(true)
+            .open(f.ws().join("input"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    };
+    set_old();
+    assert_eq!(f.run(&[]).code, 0);
+    assert_eq!(f.run(&[]).status("t"), "cached");
+    assert_eq!(counter.take(), vec!["t"]);
+    std::thread::sleep(Duration::from_millis(20));
+    f.write("input", "bbbb\n");
+    set_old();
+    let r = f.run(&[]);
+    assert_eq!(r.status("t"), "ran");
+    assert_eq!(r.output("t"), vec!["bbbb"]);
+}

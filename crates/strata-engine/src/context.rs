@@ -118,7 +118,11 @@ impl<'a> RunContext<'a> {
                 )
             }
         };
-        let workspace = Workspace::capture(&options.workspace, &[cache.root().to_path_buf()])?;
+        let known = strata_key::StatCache::from_bytes(&cache.load_stat_cache(&options.workspace));
+        let (workspace, stats) =
+            Workspace::capture_with(&options.workspace, &[cache.root().to_path_buf()], &known)?;
+        // Only a cache: failing to keep it costs the next run some reading, nothing else.
+        let _ = cache.save_stat_cache(&options.workspace, &stats.to_bytes());
         let run_dir = cache.begin_run()?;
         Ok(RunContext {
             pipeline,

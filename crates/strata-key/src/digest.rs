@@ -13,6 +13,12 @@ macro_rules! digest_type {
             pub fn from_hash(hash: blake3::Hash) -> Self {
                 $name(*hash.as_bytes())
             }
+            pub fn from_bytes(bytes: [u8; 32]) -> Self {
+                $name(bytes)
+            }
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
             pub fn to_hex(&self) -> String {
                 blake3::Hash::from(self.0).to_hex().to_string()
             }

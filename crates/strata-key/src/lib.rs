@@ -13,6 +13,7 @@ mod diff;
 mod digest;
 mod env;
 mod recipe;
+mod stat_cache;
 mod tree;
 mod workspace;
 
@@ -21,5 +22,6 @@ pub use diff::{Difference, compare};
 pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;
 pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
+pub use stat_cache::StatCache;
 pub use tree::{TreeError, tree_digest};
 pub use workspace::{FileKind, Workspace, WorkspaceError, WorkspaceFile};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use strata_pipeline::Filter;
 
 use crate::digest::{ContentDigest, WorkspaceDigest};
+use crate::stat_cache::{Stamp, StatCache};
 use crate::tree::hash_file;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,17 @@ impl Workspace {
     /// Walks and hashes the workspace. `exclude` lists absolute paths to leave out (the cache
     /// directory when it lives inside the workspace).
     pub fn capture(root: &Path, exclude: &[PathBuf]) -> Result<Workspace, WorkspaceError> {
+        Self::capture_with(root, exclude, &StatCache::default()).map(|(ws, _)| ws)
+    }
+
+    /// The same, reading only files that `known` cannot vouch for; returns the stat cache to keep
+    /// for the next capture.
+    pub fn capture_with(
+        root: &Path,
+        exclude: &[PathBuf],
+        known: &StatCache,
+    ) -> Result<(Workspace, StatCache), WorkspaceError> {
+        let mut fresh = StatCache::starting_now();
         let root = root.to_path_buf();
         let exclude = exclude.to_vec();
         let walker = ignore::WalkBuilder::new(&root)
@@ -92,8 +104,15 @@ impl Workspace {
             found.push((rel, ft.is_symlink()));
         }
         found.sort();
-        let files = hash_in_parallel(&root, &found)?;
-        Ok(Workspace { root, files })
+        let hashed = hash_in_parallel(&root, &found, known)?;
+        let mut files = Vec::with_capacity(hashed.len());
+        for (file, stamp) in hashed {
+            if let (Some(stamp), FileKind::File { digest, .. }) = (stamp, &file.kind) {
+                fresh.insert(file.path.clone(), stamp, *digest);
+            }
+            files.push(file);
+        }
+        Ok((Workspace { root, files }, fresh))
     }
 
     /// The files a task with this filter sees.
@@ -122,39 +141,55 @@ impl Workspace {
     }
 }
 
-fn hash_one(root: &Path, rel: &str, is_symlink: bool) -> Result<WorkspaceFile, WorkspaceError> {
+/// One file, and the stamp its digest can be remembered under (regular files only).
+fn hash_one(
+    root: &Path,
+    rel: &str,
+    is_symlink: bool,
+    known: &StatCache,
+) -> Result<(WorkspaceFile, Option<Stamp>), WorkspaceError> {
     let path = root.join(rel);
     let read_err = |source| WorkspaceError::Read {
         path: path.clone(),
         source,
     };
     let meta = std::fs::symlink_metadata(&path).map_err(read_err)?;
+    let mut stamp = None;
     let kind = if is_symlink {
         let target = std::fs::read_link(&path).map_err(read_err)?;
         FileKind::Symlink {
             target: target.to_string_lossy().into_owned(),
         }
     } else {
-        let digest = hash_file(&path).map_err(|e| WorkspaceError::Read {
-            path: e.path,
-            source: e.source,
-        })?;
+        let now = Stamp::of(&meta);
+        let digest = match known.lookup(rel, &now) {
+            Some(d) => d,
+            None => hash_file(&path).map_err(|e| WorkspaceError::Read {
+                path: e.path,
+                source: e.source,
+            })?,
+        };
+        stamp = Some(now);
         FileKind::File {
             digest,
             size: meta.len(),
         }
     };
-    Ok(WorkspaceFile {
-        path: rel.to_string(),
-        mode: meta.mode() & 0o7777,
-        kind,
-    })
+    Ok((
+        WorkspaceFile {
+            path: rel.to_string(),
+            mode: meta.mode() & 0o7777,
+            kind,
+        },
+        stamp,
+    ))
 }
 
 fn hash_in_parallel(
     root: &Path,
     found: &[(String, bool)],
-) -> Result<Vec<WorkspaceFile>, WorkspaceError> {
+    known: &StatCache,
+) -> Result<Vec<(WorkspaceFile, Option<Stamp>)>, WorkspaceError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = found.len().div_ceil(threads).max(64);
     std::thread::scope(|s| {
@@ -163,7 +198,7 @@ fn hash_in_parallel(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(rel, link)| hash_one(root, rel, *link))
+                        .map(|(rel, link)| hash_one(root, rel, *link, known))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })
@@ -179,6 +214,7 @@ fn hash_in_parallel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn honours_gitignore_and_skips_git() {
@@ -195,6 +231,45 @@ mod tests {
         let ws = Workspace::capture(root, &[]).unwrap();
         let paths: Vec<&str> = ws.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, vec![".gitignore", "src/main.c"]);
+    }
+
+    #[test]
+    fn unchanged_files_are_not_read_again() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "one").unwrap();
+        std::fs::write(d.path().join("b"), "two").unwrap();
+        let (_, cache) = Workspace::capture_with(d.path(), &[], &StatCache::default()).unwrap();
+        assert_eq!(cache.len(), 2);
+        // A cache that vouches for `a` with a made-up digest: a capture that trusts it reports
+        // the made-up digest, which proves it did not read `a`.
+        let made_up = ContentDigest::from_hash(blake3::hash(b"made up"));
+        let cache = cache.settled_with("a", made_up);
+        let digest_of = |ws: &Workspace, i: usize| match &ws.files[i].kind {
+            FileKind::File { digest, .. } => *digest,
+            FileKind::Symlink { .. } => unreachable!(),
+        };
+        let (ws, _) = Workspace::capture_with(d.path(), &[], &cache).unwrap();
+        assert_eq!(digest_of(&ws, 0), made_up);
+        // Any change to the file (content, size, mode: ctime moves) makes it read again.
+        std::fs::write(d.path().join("a"), "one!").unwrap();
+        let (ws, _) = Workspace::capture_with(d.path(), &[], &cache).unwrap();
+        assert_eq!(
+            digest_of(&ws, 0),
+            ContentDigest::from_hash(blake3::hash(b"one!"))
+        );
+        std::fs::set_permissions(d.path().join("b"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let cache = Workspace::capture_with(d.path(), &[], &StatCache::default())
+            .unwrap()
+            .1
+            .settled_with("b", made_up);
+        std::fs::set_permissions(d.path().join("b"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let (ws, _) = Workspace::capture_with(d.path(), &[], &cache).unwrap();
+        assert_eq!(
+            digest_of(&ws, 1),
+            ContentDigest::from_hash(blake3::hash(b"two"))
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::index;
 /// logs/<digest>       task logs
 /// runs/<id>/          scratch of a running strata process (held by a lock, removed when stale)
 /// failed/<task>/      the upper dir of the last failed run of a task, kept for inspection
+/// statcache/<root>    remembered workspace file digests, per workspace root
 /// tmp/                temp files, renamed into place when complete
 /// ```
 pub struct LocalCache {
@@ -37,7 +38,15 @@ pub fn default_cache_dir() -> PathBuf {
     base.join("strata")
 }
 
-pub(crate) const SUBDIRS: &[&str] = &["layers", "files", "logs", "runs", "failed", "tmp"];
+pub(crate) const SUBDIRS: &[&str] = &[
+    "layers",
+    "files",
+    "logs",
+    "runs",
+    "failed",
+    "statcache",
+    "tmp",
+];
 
 impl LocalCache {
     /// Opens (creating if needed) the cache at `root`.
@@ -65,6 +74,25 @@ impl LocalCache {
         self.root
             .join("tmp")
             .join(format!("{hint}.{}.{n}", std::process::id()))
+    }
+
+    fn stat_cache_path(&self, workspace: &Path) -> PathBuf {
+        let name = blake3::hash(workspace.as_os_str().as_encoded_bytes()).to_hex();
+        self.root.join("statcache").join(name.as_str())
+    }
+
+    /// The stat cache saved for a workspace root (empty when there is none).
+    pub fn load_stat_cache(&self, workspace: &Path) -> Vec<u8> {
+        std::fs::read(self.stat_cache_path(workspace)).unwrap_or_default()
+    }
+
+    /// Replaces the stat cache of a workspace root (atomically; concurrent runs: last one wins,
+    /// which is fine for a cache of digests).
+    pub fn save_stat_cache(&self, workspace: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let dest = self.stat_cache_path(workspace);
+        let tmp = self.tmp_path("statcache");
+        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))
     }
 
     /// Flushes everything written to the cache's filesystem, so that an entry is never durable
