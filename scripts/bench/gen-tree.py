@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Writes a deterministic tree shaped like a dependency directory (node_modules, a toolchain):
 ~45,000 files, ~650 MB, in nested package directories; mostly small text-like files that
-compress about 3x, some larger partly-binary ones. Usage: gen-tree.py DEST [SCALE]."""
+compress about 3x, some larger partly-binary ones. Usage: gen-tree.py DEST [SCALE] [small].
+SCALE multiplies the number of files; `small` makes every file a small text file (a source tree:
+100,000 files is SCALE 2.23)."""
 import os
 import random
 import sys
 
 dest = sys.argv[1]
 scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+small_only = len(sys.argv) > 3 and sys.argv[3] == "small"
 rng = random.Random(42)
 
 words = [
@@ -32,7 +35,7 @@ for i in range(files):
     d = os.path.join(dest, f"pkg{i // 400:03d}", f"mod{(i // 40) % 10}")
     if i % 40 == 0:
         os.makedirs(d, exist_ok=True)
-    if i % 20 == 19:
+    if i % 20 == 19 and not small_only:
         n = int(rng.lognormvariate(11.95, 0.6))  # ~185 kB, partly binary
         n = min(n, 4 << 20)
         a = rng.randrange(len(text) - n)

@@ -62,6 +62,8 @@ pub enum Event {
         key: String,
         layer: String,
         duration_ms: u64,
+        /// Of which committing the layer and writing the entry (after the command exited).
+        commit_ms: u64,
         /// Whether an entry was written (false for `cache: false`).
         stored: bool,
     },

@@ -378,6 +378,7 @@ fn commit<'scope, 'env>(
     } = finished;
     let (scratch, upper, env_dir, log, start) =
         (*scratch, *upper, *env_dir, log.as_slice(), *start);
+    let committing = Instant::now();
     let exports = read_exports(env_dir).map_err(Failure::infra)?;
     let env = resolved.inherited.clone().with_exports(exports);
     // Mount points the sandbox had to create are not the task's doing.
@@ -432,7 +433,8 @@ fn commit<'scope, 'env>(
         task: task.name.to_string(),
         key: resolved.key.to_hex(),
         layer: layer.to_hex(),
-        duration_ms: ms(duration),
+        duration_ms: ms(start.elapsed()),
+        commit_ms: ms(committing.elapsed()),
         stored,
     });
     Ok(result_of(task, resolved, layer, env))

@@ -26,10 +26,19 @@ fn err(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
 }
 
 /// Hashes the tree under `root` (not `root`'s own metadata).
+///
+/// The digest is BLAKE3 over one record per entry, in sorted path order. The walk is sequential
+/// (it fixes the order); the records — file contents and xattrs being the costly part — are
+/// computed on all CPUs, then fed to the hasher in order.
 pub fn tree_digest(root: &Path) -> Result<LayerDigest, TreeError> {
+    let mut items = Vec::new();
+    collect(root, "", &mut items)?;
+    let records = records_in_parallel(&items)?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"strata-tree-v1\0");
-    walk(root, "", &mut hasher)?;
+    for r in &records {
+        hasher.update(r);
+    }
     Ok(LayerDigest::from_hash(hasher.finalize()))
 }
 
@@ -40,7 +49,14 @@ pub(crate) fn hash_file(path: &Path) -> Result<ContentDigest, TreeError> {
     Ok(ContentDigest::from_hash(hasher.finalize()))
 }
 
-fn walk(dir: &Path, rel: &str, hasher: &mut blake3::Hasher) -> Result<(), TreeError> {
+struct Item {
+    rel: String,
+    path: PathBuf,
+    meta: std::fs::Metadata,
+}
+
+/// Every entry under `dir`, each directory followed by its contents, names sorted.
+fn collect(dir: &Path, rel: &str, items: &mut Vec<Item>) -> Result<(), TreeError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(err(dir))?
         .collect::<Result<_, _>>()
@@ -48,38 +64,90 @@ fn walk(dir: &Path, rel: &str, hasher: &mut blake3::Hasher) -> Result<(), TreeEr
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
-        let name = entry.file_name();
-        let rel = format!("{rel}/{}", name.to_string_lossy());
+        let rel = format!("{rel}/{}", entry.file_name().to_string_lossy());
         let meta = std::fs::symlink_metadata(&path).map_err(err(&path))?;
-        let ft = meta.file_type();
-        hasher.update(rel.as_bytes());
-        hasher.update(b"\0");
-        let header = format!("{:o} {} {}\0", meta.mode() & 0o7777, meta.uid(), meta.gid());
-        hasher.update(header.as_bytes());
-        if ft.is_dir() {
-            hasher.update(b"d\0");
-        } else if ft.is_file() {
-            let digest = hash_file(&path)?;
-            hasher.update(format!("f {} {}\0", meta.len(), digest).as_bytes());
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(err(&path))?;
-            hasher.update(b"l ");
-            hasher.update(target.as_os_str().as_encoded_bytes());
-            hasher.update(b"\0");
-        } else if ft.is_char_device() || ft.is_block_device() {
-            let kind = if ft.is_char_device() { 'c' } else { 'b' };
-            hasher.update(format!("{kind} {}\0", meta.rdev()).as_bytes());
-        } else if ft.is_fifo() {
-            hasher.update(b"p\0");
-        } else {
-            hasher.update(b"s\0");
-        }
-        hash_xattrs(&path, hasher)?;
-        if ft.is_dir() {
-            walk(&path, &rel, hasher)?;
+        let is_dir = meta.file_type().is_dir();
+        items.push(Item {
+            rel: rel.clone(),
+            path: path.clone(),
+            meta,
+        });
+        if is_dir {
+            collect(&path, &rel, items)?;
         }
     }
     Ok(())
+}
+
+fn records_in_parallel(items: &[Item]) -> Result<Vec<Vec<u8>>, TreeError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || items.len() < 64 {
+        return items.iter().map(record).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let parts: Vec<Result<Vec<(usize, Vec<u8>)>, TreeError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        // Small batches: big files and small ones even out.
+                        let start = next.fetch_add(16, Ordering::Relaxed);
+                        if start >= items.len() {
+                            return Ok(done);
+                        }
+                        for (i, item) in items.iter().enumerate().skip(start).take(16) {
+                            done.push((i, record(item)?));
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("hashing thread panicked"))
+            .collect()
+    });
+    let mut records = vec![Vec::new(); items.len()];
+    for part in parts {
+        for (i, r) in part? {
+            records[i] = r;
+        }
+    }
+    Ok(records)
+}
+
+/// The bytes one entry contributes to the digest.
+fn record(item: &Item) -> Result<Vec<u8>, TreeError> {
+    let Item { rel, path, meta } = item;
+    let ft = meta.file_type();
+    let mut out = Vec::with_capacity(rel.len() + 96);
+    out.extend_from_slice(rel.as_bytes());
+    out.push(0);
+    out.extend_from_slice(
+        format!("{:o} {} {}\0", meta.mode() & 0o7777, meta.uid(), meta.gid()).as_bytes(),
+    );
+    if ft.is_dir() {
+        out.extend_from_slice(b"d\0");
+    } else if ft.is_file() {
+        let digest = hash_file(path)?;
+        out.extend_from_slice(format!("f {} {}\0", meta.len(), digest).as_bytes());
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(path).map_err(err(path))?;
+        out.extend_from_slice(b"l ");
+        out.extend_from_slice(target.as_os_str().as_encoded_bytes());
+        out.push(0);
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let kind = if ft.is_char_device() { 'c' } else { 'b' };
+        out.extend_from_slice(format!("{kind} {}\0", meta.rdev()).as_bytes());
+    } else if ft.is_fifo() {
+        out.extend_from_slice(b"p\0");
+    } else {
+        out.extend_from_slice(b"s\0");
+    }
+    xattr_record(path, &mut out)?;
+    Ok(out)
 }
 
 /// Overlay's bookkeeping xattrs that describe how a file was copied up, not what it is.
@@ -87,7 +155,7 @@ fn is_bookkeeping_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") && name != b"trusted.overlay.opaque"
 }
 
-fn hash_xattrs(path: &Path, hasher: &mut blake3::Hasher) -> Result<(), TreeError> {
+fn xattr_record(path: &Path, out: &mut Vec<u8>) -> Result<(), TreeError> {
     let mut names = vec![0u8; 4096];
     let n = match rustix::fs::llistxattr(path, &mut names) {
         Ok(n) => n,
@@ -104,11 +172,11 @@ fn hash_xattrs(path: &Path, hasher: &mut blake3::Hasher) -> Result<(), TreeError
         let mut value = vec![0u8; 65536];
         let len = rustix::fs::lgetxattr(path, cname.as_c_str(), &mut value)
             .map_err(|e| err(path)(e.into()))?;
-        hasher.update(b"x ");
-        hasher.update(name);
-        hasher.update(b"=");
-        hasher.update(&value[..len]);
-        hasher.update(b"\0");
+        out.extend_from_slice(b"x ");
+        out.extend_from_slice(name);
+        out.push(b'=');
+        out.extend_from_slice(&value[..len]);
+        out.push(0);
     }
     Ok(())
 }
@@ -154,5 +222,36 @@ mod tests {
         assert_ne!(second, third);
         std::fs::rename(d.path().join("f"), d.path().join("g")).unwrap();
         assert_ne!(third, tree_digest(d.path()).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod stable {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Layer digests name layers in every cache: the encoding must not change by accident
+    /// (it changes only with `strata-tree-v1` and `KEY_VERSION`).
+    #[test]
+    fn the_digest_of_a_fixed_tree_is_stable() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir(root.join("dir")).unwrap();
+        for i in 0..100 {
+            std::fs::write(root.join(format!("dir/f{i:03}")), format!("content {i}")).unwrap();
+        }
+        std::os::unix::fs::symlink("dir/f001", root.join("link")).unwrap();
+        for p in std::fs::read_dir(root.join("dir")).unwrap() {
+            std::fs::set_permissions(p.unwrap().path(), std::fs::Permissions::from_mode(0o640))
+                .unwrap();
+        }
+        std::fs::set_permissions(root.join("dir"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "owners are part of the digest: this test runs as root"
+        );
+        let digest = tree_digest(root).unwrap().to_hex();
+        assert_eq!(&digest[..16], "fff81e84daf48fb5");
     }
 }
