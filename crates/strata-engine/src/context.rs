@@ -122,7 +122,9 @@ impl<'a> RunContext<'a> {
         let (workspace, stats) =
             Workspace::capture_with(&options.workspace, &[cache.root().to_path_buf()], &known)?;
         // Only a cache: failing to keep it costs the next run some reading, nothing else.
-        let _ = cache.save_stat_cache(&options.workspace, &stats.to_bytes());
+        if let Some(stats) = stats {
+            let _ = cache.save_stat_cache(&options.workspace, &stats.to_bytes());
+        }
         let run_dir = cache.begin_run()?;
         Ok(RunContext {
             pipeline,

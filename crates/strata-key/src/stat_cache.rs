@@ -7,7 +7,7 @@
 //! This crate only encodes and decodes the cache; the store keeps the bytes.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::digest::ContentDigest;
 
@@ -25,7 +25,20 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
+    pub(crate) fn of_stat(st: &rustix::fs::Stat) -> Stamp {
+        Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
+            mode: st.st_mode,
+        }
+    }
+
+    #[cfg(test)]
     pub(crate) fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
         Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -42,7 +55,30 @@ impl Stamp {
 pub struct StatCache {
     /// When the capture that recorded these began (seconds, nanoseconds since the epoch).
     taken_at: (i64, u32),
-    entries: HashMap<String, (Stamp, ContentDigest)>,
+    entries: HashMap<String, (Stamp, ContentDigest), BuildHasherDefault<PathHasher>>,
+}
+
+/// A fast, non-cryptographic hasher for the map of workspace paths (the Fx hash of rustc):
+/// the keys are our own paths, not attacker-chosen, and the map is hit once per file per run.
+#[derive(Default)]
+struct PathHasher(u64);
+
+impl Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl StatCache {
@@ -53,7 +89,7 @@ impl StatCache {
             .unwrap_or_default();
         StatCache {
             taken_at: (now.as_secs() as i64, now.subsec_nanos()),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 
@@ -117,7 +153,10 @@ impl StatCache {
         let mut r = Reader(bytes.strip_prefix(MAGIC)?);
         let taken_at = (r.i64()?, r.u32()?);
         let count = r.u64()?;
-        let mut entries = HashMap::with_capacity(count.min(1 << 24) as usize);
+        let mut entries = HashMap::with_capacity_and_hasher(
+            count.min(1 << 24) as usize,
+            BuildHasherDefault::default(),
+        );
         for _ in 0..count {
             let len = r.u32()? as usize;
             let path = std::str::from_utf8(r.take(len)?).ok()?.to_string();

@@ -86,7 +86,8 @@ fn records_in_parallel(items: &[Item]) -> Result<Vec<Vec<u8>>, TreeError> {
         return items.iter().map(record).collect();
     }
     let next = AtomicUsize::new(0);
-    let parts: Vec<Result<Vec<(usize, Vec<u8>)>, TreeError>> = std::thread::scope(|s| {
+    type Part = Result<Vec<(usize, Vec<u8>)>, TreeError>;
+    let parts: Vec<Part> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
@@ -245,8 +246,7 @@ mod stable {
             std::fs::set_permissions(p.unwrap().path(), std::fs::Permissions::from_mode(0o640))
                 .unwrap();
         }
-        std::fs::set_permissions(root.join("dir"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(root.join("dir"), std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(
             rustix::process::geteuid().is_root(),
             "owners are part of the digest: this test runs as root"

@@ -1,7 +1,6 @@
 //! The workspace as captured when a run starts: every file the pipeline may see (honouring
 //! `.gitignore`, never `.git`), with its mode and content digest.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +8,6 @@ use strata_pipeline::Filter;
 
 use crate::digest::{ContentDigest, WorkspaceDigest};
 use crate::stat_cache::{Stamp, StatCache};
-use crate::tree::hash_file;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {
@@ -58,61 +56,28 @@ impl Workspace {
         Self::capture_with(root, exclude, &StatCache::default()).map(|(ws, _)| ws)
     }
 
-    /// The same, reading only files that `known` cannot vouch for; returns the stat cache to keep
-    /// for the next capture.
+    /// The same, reading only files that `known` cannot vouch for; also returns the stat cache
+    /// to keep for the next capture, or `None` when `known` is still exactly right.
     pub fn capture_with(
         root: &Path,
         exclude: &[PathBuf],
         known: &StatCache,
-    ) -> Result<(Workspace, StatCache), WorkspaceError> {
+    ) -> Result<(Workspace, Option<StatCache>), WorkspaceError> {
         let mut fresh = StatCache::starting_now();
         let root = root.to_path_buf();
-        let exclude = exclude.to_vec();
-        let walker = ignore::WalkBuilder::new(&root)
-            .hidden(false)
-            .git_ignore(true)
-            .git_exclude(true)
-            .git_global(false)
-            .require_git(false)
-            .parents(false)
-            .filter_entry(move |e| {
-                e.file_name() != ".git" && !exclude.iter().any(|x| e.path() == x)
-            })
-            .build();
-        let mut found = Vec::new();
-        for entry in walker {
-            let entry = entry.map_err(|source| WorkspaceError::Walk {
-                root: root.clone(),
-                source,
-            })?;
-            let Some(ft) = entry.file_type() else {
-                continue;
-            };
-            if ft.is_dir() || !(ft.is_file() || ft.is_symlink()) {
-                continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(&root)
-                .expect("walk stays under its root");
-            let rel = rel
-                .to_str()
-                .ok_or_else(|| WorkspaceError::NotUtf8 {
-                    path: entry.path().to_path_buf(),
-                })?
-                .to_string();
-            found.push((rel, ft.is_symlink()));
-        }
-        found.sort();
+        let found = walk(&root, exclude)?;
         let hashed = hash_in_parallel(&root, &found, known)?;
         let mut files = Vec::with_capacity(hashed.len());
+        let mut changed = known.len() != hashed.len();
         for (file, stamp) in hashed {
-            if let (Some(stamp), FileKind::File { digest, .. }) = (stamp, &file.kind) {
+            if let (Some((stamp, reused)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
+                changed |= !reused;
                 fresh.insert(file.path.clone(), stamp, *digest);
             }
             files.push(file);
         }
-        Ok((Workspace { root, files }, fresh))
+        // Nothing new to remember: the old cache (and the time it was taken) stays valid.
+        Ok((Workspace { root, files }, changed.then_some(fresh)))
     }
 
     /// The files a task with this filter sees.
@@ -127,58 +92,176 @@ impl Workspace {
 
     /// Digest of a selection of files: paths, modes and contents, in path order.
     pub fn digest<'a>(files: impl Iterator<Item = &'a WorkspaceFile>) -> WorkspaceDigest {
+        use std::fmt::Write;
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"strata-workspace-v1\0");
+        // One reused buffer: this runs over every file of the workspace for every task.
+        let mut buf = String::new();
         for f in files {
-            hasher.update(f.path.as_bytes());
-            hasher.update(format!("\0{:o}\0", f.mode).as_bytes());
+            buf.clear();
+            buf.push_str(&f.path);
+            let _ = write!(buf, "\0{:o}\0", f.mode);
             match &f.kind {
-                FileKind::File { digest, .. } => hasher.update(format!("f {digest}\0").as_bytes()),
-                FileKind::Symlink { target } => hasher.update(format!("l {target}\0").as_bytes()),
-            };
+                FileKind::File { digest, .. } => {
+                    buf.push_str("f ");
+                    buf.push_str(blake3::Hash::from(*digest.as_bytes()).to_hex().as_str());
+                }
+                FileKind::Symlink { target } => {
+                    buf.push_str("l ");
+                    buf.push_str(target);
+                }
+            }
+            buf.push('\0');
+            hasher.update(buf.as_bytes());
         }
         WorkspaceDigest::from_hash(hasher.finalize())
     }
 }
 
-/// One file, and the stamp its digest can be remembered under (regular files only).
+/// A file found by the walk: its relative path and whether it is a symlink.
+type Found = (String, bool);
+
+/// A hashed file, with the stamp its digest can be remembered under (regular files only) and
+/// whether that digest came from the stat cache.
+type Hashed = (WorkspaceFile, Option<(Stamp, bool)>);
+
+/// Lists the workspace's files (sorted), walking directories on all CPUs.
+fn walk(root: &Path, exclude: &[PathBuf]) -> Result<Vec<Found>, WorkspaceError> {
+    use std::sync::Mutex;
+    let exclude = exclude.to_vec();
+    let walker = ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .git_ignore(true)
+        .git_exclude(true)
+        .git_global(false)
+        .require_git(false)
+        .parents(false)
+        .threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .filter_entry(move |e| e.file_name() != ".git" && !exclude.iter().any(|x| e.path() == x))
+        .build_parallel();
+    let found: Mutex<Vec<Found>> = Mutex::new(Vec::new());
+    let failure: Mutex<Option<WorkspaceError>> = Mutex::new(None);
+
+    /// A walker thread's findings, handed over in batches (and when the thread is done).
+    struct Batch<'a> {
+        items: Vec<Found>,
+        into: &'a Mutex<Vec<Found>>,
+    }
+    impl Drop for Batch<'_> {
+        fn drop(&mut self) {
+            self.into.lock().expect("walk lock").append(&mut self.items);
+        }
+    }
+
+    walker.run(|| {
+        let mut batch = Batch {
+            items: Vec::with_capacity(1024),
+            into: &found,
+        };
+        let failure = &failure;
+        Box::new(move |entry| {
+            let fail = |e: WorkspaceError| {
+                failure.lock().expect("walk lock").get_or_insert(e);
+                ignore::WalkState::Quit
+            };
+            let entry = match entry {
+                Ok(e) => e,
+                Err(source) => {
+                    return fail(WorkspaceError::Walk {
+                        root: root.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            let Some(ft) = entry.file_type() else {
+                return ignore::WalkState::Continue;
+            };
+            if ft.is_dir() || !(ft.is_file() || ft.is_symlink()) {
+                return ignore::WalkState::Continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .expect("walk stays under its root");
+            let Some(rel) = rel.to_str() else {
+                return fail(WorkspaceError::NotUtf8 {
+                    path: entry.path().to_path_buf(),
+                });
+            };
+            batch.items.push((rel.to_string(), ft.is_symlink()));
+            if batch.items.len() >= 1024 {
+                batch
+                    .into
+                    .lock()
+                    .expect("walk lock")
+                    .append(&mut batch.items);
+            }
+            ignore::WalkState::Continue
+        })
+    });
+    if let Some(e) = failure.into_inner().expect("walk lock") {
+        return Err(e);
+    }
+    let mut found = found.into_inner().expect("walk lock");
+    found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+/// One file, and the stamp its digest can be remembered under (regular files only), with
+/// whether the digest came from the stat cache. `dir` is the file's directory, opened once for
+/// all its files: a lookup relative to it is much cheaper than one of the whole path.
 fn hash_one(
     root: &Path,
-    rel: &str,
-    is_symlink: bool,
+    dir: &rustix::fd::OwnedFd,
+    (rel, is_symlink): &Found,
     known: &StatCache,
-) -> Result<(WorkspaceFile, Option<Stamp>), WorkspaceError> {
-    let path = root.join(rel);
-    let read_err = |source| WorkspaceError::Read {
-        path: path.clone(),
-        source,
+) -> Result<Hashed, WorkspaceError> {
+    let name = rel.rsplit_once('/').map_or(rel.as_str(), |(_, n)| n);
+    let read_err = |e: rustix::io::Errno| WorkspaceError::Read {
+        path: root.join(rel),
+        source: e.into(),
     };
-    let meta = std::fs::symlink_metadata(&path).map_err(read_err)?;
+    let st =
+        rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(read_err)?;
     let mut stamp = None;
-    let kind = if is_symlink {
-        let target = std::fs::read_link(&path).map_err(read_err)?;
+    let kind = if *is_symlink {
+        let target = rustix::fs::readlinkat(dir, name, Vec::new()).map_err(read_err)?;
         FileKind::Symlink {
             target: target.to_string_lossy().into_owned(),
         }
     } else {
-        let now = Stamp::of(&meta);
-        let digest = match known.lookup(rel, &now) {
+        let now = Stamp::of_stat(&st);
+        let cached = known.lookup(rel, &now);
+        let digest = match cached {
             Some(d) => d,
-            None => hash_file(&path).map_err(|e| WorkspaceError::Read {
-                path: e.path,
-                source: e.source,
-            })?,
+            None => {
+                let fd = rustix::fs::openat(
+                    dir,
+                    name,
+                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(read_err)?;
+                let mut hasher = blake3::Hasher::new();
+                hasher
+                    .update_reader(std::fs::File::from(fd))
+                    .map_err(|source| WorkspaceError::Read {
+                        path: root.join(rel),
+                        source,
+                    })?;
+                ContentDigest::from_hash(hasher.finalize())
+            }
         };
-        stamp = Some(now);
+        stamp = Some((now, cached.is_some()));
         FileKind::File {
             digest,
-            size: meta.len(),
+            size: st.st_size as u64,
         }
     };
     Ok((
         WorkspaceFile {
             path: rel.to_string(),
-            mode: meta.mode() & 0o7777,
+            mode: st.st_mode & 0o7777,
             kind,
         },
         stamp,
@@ -187,9 +270,9 @@ fn hash_one(
 
 fn hash_in_parallel(
     root: &Path,
-    found: &[(String, bool)],
+    found: &[Found],
     known: &StatCache,
-) -> Result<Vec<(WorkspaceFile, Option<Stamp>)>, WorkspaceError> {
+) -> Result<Vec<Hashed>, WorkspaceError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = found.len().div_ceil(threads).max(64);
     std::thread::scope(|s| {
@@ -197,9 +280,30 @@ fn hash_in_parallel(
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
-                    part.iter()
-                        .map(|(rel, link)| hash_one(root, rel, *link, known))
-                        .collect::<Result<Vec<_>, _>>()
+                    // Sorted paths: a directory's files are next to each other.
+                    let mut dir: Option<(&str, rustix::fd::OwnedFd)> = None;
+                    let mut out = Vec::with_capacity(part.len());
+                    for f in part {
+                        let parent = f.0.rsplit_once('/').map_or("", |(p, _)| p);
+                        if dir.as_ref().is_none_or(|(p, _)| *p != parent) {
+                            let path = root.join(parent);
+                            let fd = rustix::fs::open(
+                                &path,
+                                rustix::fs::OFlags::PATH
+                                    | rustix::fs::OFlags::DIRECTORY
+                                    | rustix::fs::OFlags::CLOEXEC,
+                                rustix::fs::Mode::empty(),
+                            )
+                            .map_err(|e| WorkspaceError::Read {
+                                path,
+                                source: e.into(),
+                            })?;
+                            dir = Some((parent, fd));
+                        }
+                        let (_, fd) = dir.as_ref().expect("opened above");
+                        out.push(hash_one(root, fd, f, known)?);
+                    }
+                    Ok(out)
                 })
             })
             .collect();
@@ -239,6 +343,7 @@ mod tests {
         std::fs::write(d.path().join("a"), "one").unwrap();
         std::fs::write(d.path().join("b"), "two").unwrap();
         let (_, cache) = Workspace::capture_with(d.path(), &[], &StatCache::default()).unwrap();
+        let cache = cache.expect("a first capture has something to remember");
         assert_eq!(cache.len(), 2);
         // A cache that vouches for `a` with a made-up digest: a capture that trusts it reports
         // the made-up digest, which proves it did not read `a`.
@@ -262,6 +367,7 @@ mod tests {
         let cache = Workspace::capture_with(d.path(), &[], &StatCache::default())
             .unwrap()
             .1
+            .expect("a first capture has something to remember")
             .settled_with("b", made_up);
         std::fs::set_permissions(d.path().join("b"), std::fs::Permissions::from_mode(0o644))
             .unwrap();

@@ -1,0 +1,31 @@
+//! Times a workspace capture, cold then warm (with the stat cache of the first): `capture DIR`.
+use std::time::Instant;
+fn main() {
+    let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("DIR"));
+    let t = Instant::now();
+    let (ws, stats) =
+        strata_key::Workspace::capture_with(&dir, &[], &strata_key::StatCache::default()).unwrap();
+    eprintln!("cold: {} files in {:?}", ws.files.len(), t.elapsed());
+    let t = Instant::now();
+    let bytes = stats
+        .expect("a first capture has something to remember")
+        .to_bytes();
+    let back = strata_key::StatCache::from_bytes(&bytes);
+    eprintln!(
+        "stat cache round trip: {} bytes in {:?}",
+        bytes.len(),
+        t.elapsed()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let mut ws = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (w, _) = strata_key::Workspace::capture_with(&dir, &[], &back).unwrap();
+        eprintln!("warm: {} files in {:?}", w.files.len(), t.elapsed());
+        ws = Some(w);
+    }
+    let ws = ws.unwrap();
+    let t = Instant::now();
+    let d = strata_key::Workspace::digest(ws.files.iter());
+    eprintln!("digest {} in {:?}", d.short(), t.elapsed());
+}
