@@ -6,9 +6,6 @@
 //!
 //! This crate only encodes and decodes the cache; the store keeps the bytes.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::digest::ContentDigest;
 
 const MAGIC: &[u8] = b"strata-stat-v1\0";
@@ -50,35 +47,16 @@ impl Stamp {
     }
 }
 
-/// File digests by workspace-relative path, and when they were taken.
+/// File digests by workspace-relative path, and when they were taken. Entries are kept sorted
+/// by path in one string buffer: a workspace's files come sorted, so building the cache is an
+/// append, loading it allocates twice, and a lookup is a binary search.
 #[derive(Debug, Clone, Default)]
 pub struct StatCache {
     /// When the capture that recorded these began (seconds, nanoseconds since the epoch).
     taken_at: (i64, u32),
-    entries: HashMap<String, (Stamp, ContentDigest), BuildHasherDefault<PathHasher>>,
-}
-
-/// A fast, non-cryptographic hasher for the map of workspace paths (the Fx hash of rustc):
-/// the keys are our own paths, not attacker-chosen, and the map is hit once per file per run.
-#[derive(Default)]
-struct PathHasher(u64);
-
-impl Hasher for PathHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    paths: String,
+    /// (start, length) of the path in `paths`, stamp, digest; sorted by path.
+    entries: Vec<(u32, u32, Stamp, ContentDigest)>,
 }
 
 impl StatCache {
@@ -89,7 +67,7 @@ impl StatCache {
             .unwrap_or_default();
         StatCache {
             taken_at: (now.as_secs() as i64, now.subsec_nanos()),
-            entries: HashMap::default(),
+            ..StatCache::default()
         }
     }
 
@@ -101,36 +79,58 @@ impl StatCache {
         self.entries.is_empty()
     }
 
-    /// The recorded digest of `rel`, if the file provably has not changed since.
-    pub(crate) fn lookup(&self, rel: &str, stamp: &Stamp) -> Option<ContentDigest> {
-        let (recorded, digest) = self.entries.get(rel)?;
-        let settled = stamp.mtime < self.taken_at && stamp.ctime < self.taken_at;
-        (recorded == stamp && settled).then_some(*digest)
+    fn path(&self, i: usize) -> &str {
+        let (start, len, ..) = self.entries[i];
+        &self.paths[start as usize..(start + len) as usize]
     }
 
-    pub(crate) fn insert(&mut self, rel: String, stamp: Stamp, digest: ContentDigest) {
-        self.entries.insert(rel, (stamp, digest));
+    fn find(&self, rel: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.entries.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.path(mid).cmp(rel) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// The recorded digest of `rel`, if the file provably has not changed since.
+    pub(crate) fn lookup(&self, rel: &str, stamp: &Stamp) -> Option<ContentDigest> {
+        let (_, _, recorded, digest) = self.entries[self.find(rel)?];
+        let settled = stamp.mtime < self.taken_at && stamp.ctime < self.taken_at;
+        (recorded == *stamp && settled).then_some(digest)
+    }
+
+    /// Records a file; files must come in increasing path order (as a capture lists them).
+    pub(crate) fn insert(&mut self, rel: &str, stamp: Stamp, digest: ContentDigest) {
+        debug_assert!(self.entries.is_empty() || self.path(self.entries.len() - 1) < rel);
+        let start = self.paths.len() as u32;
+        self.paths.push_str(rel);
+        self.entries.push((start, rel.len() as u32, stamp, digest));
     }
 
     /// For tests: a cache that trusts every recorded stamp, with `rel` said to have `digest`.
     #[cfg(test)]
     pub(crate) fn settled_with(mut self, rel: &str, digest: ContentDigest) -> StatCache {
         self.taken_at = (i64::MAX, 0);
-        if let Some(entry) = self.entries.get_mut(rel) {
-            entry.1 = digest;
+        if let Some(i) = self.find(rel) {
+            self.entries[i].3 = digest;
         }
         self
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(MAGIC.len() + 20 + self.entries.len() * 120);
+        let mut out = Vec::with_capacity(MAGIC.len() + 20 + self.paths.len() + self.len() * 96);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.taken_at.0.to_le_bytes());
         out.extend_from_slice(&self.taken_at.1.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        for (path, (s, digest)) in &self.entries {
-            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-            out.extend_from_slice(path.as_bytes());
+        for (i, (_, len, s, digest)) in self.entries.iter().enumerate() {
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(self.path(i).as_bytes());
             for v in [s.dev, s.ino, s.size] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
@@ -153,13 +153,17 @@ impl StatCache {
         let mut r = Reader(bytes.strip_prefix(MAGIC)?);
         let taken_at = (r.i64()?, r.u32()?);
         let count = r.u64()?;
-        let mut entries = HashMap::with_capacity_and_hasher(
-            count.min(1 << 24) as usize,
-            BuildHasherDefault::default(),
-        );
+        let mut cache = StatCache {
+            taken_at,
+            paths: String::with_capacity(bytes.len() / 2),
+            entries: Vec::with_capacity(count.min(1 << 24) as usize),
+        };
         for _ in 0..count {
             let len = r.u32()? as usize;
-            let path = std::str::from_utf8(r.take(len)?).ok()?.to_string();
+            let path = std::str::from_utf8(r.take(len)?).ok()?;
+            if !cache.is_empty() && cache.path(cache.len() - 1) >= path {
+                return None;
+            }
             let stamp = Stamp {
                 dev: r.u64()?,
                 ino: r.u64()?,
@@ -169,9 +173,9 @@ impl StatCache {
                 mode: r.u32()?,
             };
             let digest = ContentDigest::from_bytes(r.take(32)?.try_into().ok()?);
-            entries.insert(path, (stamp, digest));
+            cache.insert(path, stamp, digest);
         }
-        r.0.is_empty().then_some(StatCache { taken_at, entries })
+        r.0.is_empty().then_some(cache)
     }
 }
 

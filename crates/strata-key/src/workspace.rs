@@ -66,13 +66,13 @@ impl Workspace {
         let mut fresh = StatCache::starting_now();
         let root = root.to_path_buf();
         let found = walk(&root, exclude)?;
-        let hashed = hash_in_parallel(&root, &found, known)?;
+        let hashed = hash_in_parallel(&root, found, known)?;
         let mut files = Vec::with_capacity(hashed.len());
         let mut changed = known.len() != hashed.len();
         for (file, stamp) in hashed {
             if let (Some((stamp, reused)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
                 changed |= !reused;
-                fresh.insert(file.path.clone(), stamp, *digest);
+                fresh.insert(&file.path, stamp, *digest);
             }
             files.push(file);
         }
@@ -213,25 +213,25 @@ fn walk(root: &Path, exclude: &[PathBuf]) -> Result<Vec<Found>, WorkspaceError> 
 fn hash_one(
     root: &Path,
     dir: &rustix::fd::OwnedFd,
-    (rel, is_symlink): &Found,
+    (rel, is_symlink): Found,
     known: &StatCache,
 ) -> Result<Hashed, WorkspaceError> {
     let name = rel.rsplit_once('/').map_or(rel.as_str(), |(_, n)| n);
     let read_err = |e: rustix::io::Errno| WorkspaceError::Read {
-        path: root.join(rel),
+        path: root.join(&rel),
         source: e.into(),
     };
     let st =
         rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(read_err)?;
     let mut stamp = None;
-    let kind = if *is_symlink {
+    let kind = if is_symlink {
         let target = rustix::fs::readlinkat(dir, name, Vec::new()).map_err(read_err)?;
         FileKind::Symlink {
             target: target.to_string_lossy().into_owned(),
         }
     } else {
         let now = Stamp::of_stat(&st);
-        let cached = known.lookup(rel, &now);
+        let cached = known.lookup(&rel, &now);
         let digest = match cached {
             Some(d) => d,
             None => {
@@ -246,7 +246,7 @@ fn hash_one(
                 hasher
                     .update_reader(std::fs::File::from(fd))
                     .map_err(|source| WorkspaceError::Read {
-                        path: root.join(rel),
+                        path: root.join(&rel),
                         source,
                     })?;
                 ContentDigest::from_hash(hasher.finalize())
@@ -260,7 +260,7 @@ fn hash_one(
     };
     Ok((
         WorkspaceFile {
-            path: rel.to_string(),
+            path: rel,
             mode: st.st_mode & 0o7777,
             kind,
         },
@@ -270,22 +270,31 @@ fn hash_one(
 
 fn hash_in_parallel(
     root: &Path,
-    found: &[Found],
+    found: Vec<Found>,
     known: &StatCache,
 ) -> Result<Vec<Hashed>, WorkspaceError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = found.len().div_ceil(threads).max(64);
+    // Owned parts: each path moves into its `WorkspaceFile` rather than being copied.
+    let mut parts = Vec::new();
+    let mut rest = found;
+    while rest.len() > chunk {
+        let tail = rest.split_off(chunk);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
     std::thread::scope(|s| {
-        let handles: Vec<_> = found
-            .chunks(chunk)
+        let handles: Vec<_> = parts
+            .into_iter()
             .map(|part| {
                 s.spawn(move || {
                     // Sorted paths: a directory's files are next to each other.
-                    let mut dir: Option<(&str, rustix::fd::OwnedFd)> = None;
+                    let mut dir: Option<(String, rustix::fd::OwnedFd)> = None;
                     let mut out = Vec::with_capacity(part.len());
                     for f in part {
                         let parent = f.0.rsplit_once('/').map_or("", |(p, _)| p);
-                        if dir.as_ref().is_none_or(|(p, _)| *p != parent) {
+                        if dir.as_ref().is_none_or(|(p, _)| p != parent) {
                             let path = root.join(parent);
                             let fd = rustix::fs::open(
                                 &path,
@@ -298,7 +307,7 @@ fn hash_in_parallel(
                                 path,
                                 source: e.into(),
                             })?;
-                            dir = Some((parent, fd));
+                            dir = Some((parent.to_string(), fd));
                         }
                         let (_, fd) = dir.as_ref().expect("opened above");
                         out.push(hash_one(root, fd, f, known)?);
@@ -307,7 +316,7 @@ fn hash_in_parallel(
                 })
             })
             .collect();
-        let mut files = Vec::with_capacity(found.len());
+        let mut files = Vec::new();
         for h in handles {
             files.extend(h.join().expect("hashing thread panicked")?);
         }
