@@ -212,11 +212,7 @@ mod tests {
         std::fs::write(&f, "x").unwrap();
         let stamp = Stamp::of(&std::fs::metadata(&f).unwrap());
         let mut c = StatCache::starting_now();
-        c.insert(
-            "f".into(),
-            stamp,
-            ContentDigest::from_hash(blake3::hash(b"x")),
-        );
+        c.insert("f", stamp, ContentDigest::from_hash(blake3::hash(b"x")));
         let back = StatCache::from_bytes(&c.to_bytes());
         assert_eq!(back.len(), 1);
         assert_eq!(back.entries, c.entries);
@@ -235,11 +231,7 @@ mod tests {
         std::fs::write(&f, "x").unwrap();
         let stamp = Stamp::of(&std::fs::metadata(&f).unwrap());
         let mut c = c;
-        c.insert(
-            "f".into(),
-            stamp,
-            ContentDigest::from_hash(blake3::hash(b"x")),
-        );
+        c.insert("f", stamp, ContentDigest::from_hash(blake3::hash(b"x")));
         // Written after the capture began: it could change again within the same mtime.
         assert_eq!(c.lookup("f", &stamp), None);
         let later = StatCache {
