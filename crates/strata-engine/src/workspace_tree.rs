@@ -39,14 +39,14 @@ impl WorkspaceTrees {
         let ws = root.join("workspace");
         std::fs::create_dir_all(&ws).map_err(io(&ws))?;
         for f in files {
-            let dest = ws.join(&f.path);
+            let dest = ws.join(&*f.path);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
             match &f.kind {
                 FileKind::File { digest, .. } => {
                     let blob =
-                        cache.workspace_blob(&workspace_root.join(&f.path), digest, f.mode)?;
+                        cache.workspace_blob(&workspace_root.join(&*f.path), digest, f.mode)?;
                     std::fs::hard_link(&blob, &dest).map_err(io(&dest))?;
                 }
                 FileKind::Symlink { target } => {

@@ -156,8 +156,8 @@ fn compare_parents(old: &[ParentInput], new: &[ParentInput], out: &mut Vec<Diffe
 }
 
 fn compare_files(old: &[WorkspaceFile], new: &[WorkspaceFile], out: &mut Vec<Difference>) {
-    let old: BTreeMap<&str, &WorkspaceFile> = old.iter().map(|f| (f.path.as_str(), f)).collect();
-    let new: BTreeMap<&str, &WorkspaceFile> = new.iter().map(|f| (f.path.as_str(), f)).collect();
+    let old: BTreeMap<&str, &WorkspaceFile> = old.iter().map(|f| (&*f.path, f)).collect();
+    let new: BTreeMap<&str, &WorkspaceFile> = new.iter().map(|f| (&*f.path, f)).collect();
     for (path, n) in &new {
         match old.get(path) {
             None => out.push(Difference::FileAdded {

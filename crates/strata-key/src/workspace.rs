@@ -17,8 +17,9 @@ pub enum FileKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceFile {
-    /// Relative to the workspace root, `/`-separated.
-    pub path: String,
+    /// Relative to the workspace root, `/`-separated. Shared, not copied, when every task's
+    /// selection of a large workspace is made.
+    pub path: std::sync::Arc<str>,
     /// Permission bits (`0o7777`).
     pub mode: u32,
     pub kind: FileKind,
@@ -260,7 +261,7 @@ fn hash_one(
     };
     Ok((
         WorkspaceFile {
-            path: rel,
+            path: rel.into(),
             mode: st.st_mode & 0o7777,
             kind,
         },
@@ -342,7 +343,7 @@ mod tests {
         std::fs::create_dir(root.join("src")).unwrap();
         std::fs::write(root.join("src/main.c"), "int main;").unwrap();
         let ws = Workspace::capture(root, &[]).unwrap();
-        let paths: Vec<&str> = ws.files.iter().map(|f| f.path.as_str()).collect();
+        let paths: Vec<&str> = ws.files.iter().map(|f| &*f.path).collect();
         assert_eq!(paths, vec![".gitignore", "src/main.c"]);
     }
 
