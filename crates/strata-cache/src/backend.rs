@@ -77,6 +77,18 @@ pub trait CacheBackend: Send + Sync {
         size: u64,
         content: &mut dyn Read,
     ) -> Result<(), BackendError>;
+
+    /// Stores a blob that strata hashed itself while writing it (a layer archive it just built)
+    /// and that the caller knows the cache lacks. A backend that has to hash content on its own
+    /// to check it (S3 does not check our digests) may skip that here.
+    fn put_own_blob(
+        &self,
+        digest: &OciDigest,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<(), BackendError> {
+        self.put_blob(digest, size, content)
+    }
 }
 
 /// A backend used for reading only: every write is refused before it reaches the server.
@@ -110,6 +122,12 @@ impl CacheBackend for ReadOnly {
     }
 
     fn put_blob(&self, _: &OciDigest, _: u64, _: &mut dyn Read) -> Result<(), BackendError> {
+        Err(BackendError::ReadOnly {
+            location: self.location(),
+        })
+    }
+
+    fn put_own_blob(&self, _: &OciDigest, _: u64, _: &mut dyn Read) -> Result<(), BackendError> {
         Err(BackendError::ReadOnly {
             location: self.location(),
         })

@@ -274,14 +274,16 @@ impl CacheChain {
                         archive = (built, Some(path));
                     }
                     let path = archive.1.as_deref().expect("an archive file was built");
-                    let mut file = std::fs::File::open(path).map_err(|e| BackendError::Failed {
+                    let file = std::fs::File::open(path).map_err(|e| BackendError::Failed {
                         location: format!("local cache {}", local.root().display()),
                         action: "read a layer archive".into(),
                         message: e.to_string(),
                     })?;
+                    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+                    // Hashed as it was written a moment ago, and the remote lacks it.
                     remote
                         .backend
-                        .put_blob(&archive.0.digest, archive.0.size, &mut file)?;
+                        .put_own_blob(&archive.0.digest, archive.0.size, &mut file)?;
                     sent += archive.0.size;
                 }
                 remote

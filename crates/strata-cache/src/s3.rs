@@ -221,4 +221,23 @@ impl CacheBackend for S3Backend {
         }
         Ok(())
     }
+
+    fn put_own_blob(
+        &self,
+        digest: &OciDigest,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<(), BackendError> {
+        let url = self
+            .bucket
+            .put_object(self.credentials.as_ref(), &self.blob_object(digest))
+            .sign(SIGNATURE_LIFETIME);
+        self.agent
+            .put(url.as_str())
+            .set("Content-Length", &size.to_string())
+            .set("Content-Type", "application/octet-stream")
+            .send(content.take(size))
+            .map_err(|e| self.error("write a blob", e))?;
+        Ok(())
+    }
 }
