@@ -86,13 +86,11 @@ impl CacheChain {
             .any(|r| r.backend.access() == Access::ReadWrite)
     }
 
-    /// Reports a failure; an unreachable remote is reported once and then skipped.
+    /// Reports a failure once and leaves the remote out for the rest of the run: whether it is
+    /// unreachable or refuses us (credentials, permissions, a server error), asking again for
+    /// every task would only repeat the warning.
     fn failed(&self, remote: &Remote, e: BackendError, warn: Warn<'_>) {
-        if e.is_unreachable() {
-            if !remote.down.swap(true, Ordering::SeqCst) {
-                warn(&e);
-            }
-        } else {
+        if !remote.down.swap(true, Ordering::SeqCst) {
             warn(&e);
         }
     }
