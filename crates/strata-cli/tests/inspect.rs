@@ -110,3 +110,46 @@ fn the_terminal_display_prefixes_output_and_ends_with_a_summary() {
     assert!(err.contains("hello ✓ cached"), "{err}");
     assert!(err.contains("success: 0 ran, 1 restored"), "{err}");
 }
+
+#[test]
+fn on_a_terminal_a_status_line_shows_running_tasks_and_restored_bytes() {
+    // `script` gives strata a pseudo-terminal, as an interactive shell would.
+    let f = Fixture::new();
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: slow\n    run: head -c 4000000 /dev/urandom > /blob; sleep 1.2\n",
+    );
+    let on_tty = |cache: &std::path::Path| {
+        let cmd = format!(
+            "STRATA_CACHE_DIR={} {} run --remote {url} {}",
+            cache.display(),
+            env!("CARGO_BIN_EXE_strata"),
+            f.pipeline().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_tty(f.cache.path());
+    // The status line is redrawn in place (carriage return, erase line) while the task runs.
+    assert!(shown.contains("\r\x1b[2K"), "{shown:?}");
+    assert!(shown.contains("running: slow"), "{shown:?}");
+    assert!(shown.contains("↑ pushed"), "{shown:?}");
+    // Another machine restores it: the layer's size is shown as it arrives.
+    let other = tempfile::tempdir().unwrap();
+    let shown = on_tty(other.path());
+    assert!(shown.contains("✓ cached"), "{shown:?}");
+    assert!(shown.contains("↓ restored"), "{shown:?}");
+    assert!(shown.contains("4.0 MB"), "{shown:?}");
+    assert!(shown.contains("downloaded"), "{shown:?}");
+}
