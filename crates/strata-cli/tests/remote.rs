@@ -48,6 +48,17 @@ fn pipeline(counter: &Counter) -> String {
     )
 }
 
+/// A workspace with the pipeline above and its three inputs, and the counter its tasks ping.
+fn workspace(deps: &str, main_c: &str, lint: &str) -> (Fixture, Counter) {
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write("strata.yml", &pipeline(&counter));
+    f.write("deps.txt", deps);
+    f.write("src/main.c", main_c);
+    f.write("lint.cfg", lint);
+    (f, counter)
+}
+
 /// A second machine: the same workspace, its own local cache.
 struct Machine {
     cache: tempfile::TempDir,
@@ -98,12 +109,7 @@ fn all_tasks() -> [&'static str; 4] {
 
 /// The scenario every backend must pass.
 fn two_machines_share(remote: &str, location: &str) {
-    let f = Fixture::new();
-    let counter = Counter::start();
-    f.write("strata.yml", &pipeline(&counter));
-    f.write("deps.txt", "left-pad 1.3\n");
-    f.write("src/main.c", "int main() { return 0; }\n");
-    f.write("lint.cfg", "strict\n");
+    let (f, counter) = workspace("left-pad 1.3\n", "int main() { return 0; }\n", "strict\n");
     let machine_a = f.cache.path();
     let machine_b = Machine::new();
 
@@ -193,12 +199,7 @@ fn two_machines_share_a_directory() {
 
 #[test]
 fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
-    let f = Fixture::new();
-    let counter = Counter::start();
-    f.write("strata.yml", &pipeline(&counter));
-    f.write("deps.txt", "x\n");
-    f.write("src/main.c", "x\n");
-    f.write("lint.cfg", "x\n");
+    let (f, counter) = workspace("x\n", "x\n", "x\n");
     let closed = format!(
         "s3://strata-ci?endpoint=http://127.0.0.1:{}",
         strata_testkit::free_port()
@@ -228,12 +229,7 @@ fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
 fn a_read_only_remote_is_never_written() {
     let server = Server::s3("strata-ci");
     let url = format!("s3://strata-ci/ro?endpoint={}", server.endpoint());
-    let f = Fixture::new();
-    let counter = Counter::start();
-    f.write("strata.yml", &pipeline(&counter));
-    f.write("deps.txt", "x\n");
-    f.write("src/main.c", "x\n");
-    f.write("lint.cfg", "x\n");
+    let (f, _counter) = workspace("x\n", "x\n", "x\n");
     let r = run(&f, f.cache.path(), &format!("{url},ro"), &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.events.iter().all(|e| e["event"] != "task-pushed"));
@@ -268,12 +264,7 @@ fn walk_files(dir: &Path) -> Vec<String> {
 fn a_tampered_layer_is_refused_and_never_applied() {
     let remote_dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", remote_dir.path().display());
-    let f = Fixture::new();
-    let counter = Counter::start();
-    f.write("strata.yml", &pipeline(&counter));
-    f.write("deps.txt", "x\n");
-    f.write("src/main.c", "x\n");
-    f.write("lint.cfg", "x\n");
+    let (f, counter) = workspace("x\n", "x\n", "x\n");
     assert_eq!(run(&f, f.cache.path(), &url, &[]).code, 0);
     counter.take();
     // Flip a byte in the middle of every blob of more than 1 MB (the deps layer).
@@ -328,12 +319,7 @@ fn a_tampered_layer_is_refused_and_never_applied() {
 fn a_registry_that_wants_credentials() {
     let registry = Server::registry_with_auth("ci", "s3cret");
     let url = format!("oci://{}/ci/cache", registry.host());
-    let f = Fixture::new();
-    let counter = Counter::start();
-    f.write("strata.yml", &pipeline(&counter));
-    f.write("deps.txt", "x\n");
-    f.write("src/main.c", "x\n");
-    f.write("lint.cfg", "x\n");
+    let (f, counter) = workspace("x\n", "x\n", "x\n");
 
     // No credentials: one warning that says what to do; the run itself succeeds.
     let r = run(&f, f.cache.path(), &url, &[]);

@@ -9,9 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::diagnostic::Diagnostics;
 use crate::model::RemoteCacheDecl;
-use crate::parse::remote_caches;
+use crate::parse::{read_source, remote_caches};
 use crate::yaml::{self, Value};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,17 +22,7 @@ pub struct Config {
 
 /// Reads a config file. Unknown keys are errors, as in pipeline files.
 pub fn load_config(path: &Path) -> Result<Config, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics::new(
-            path,
-            "",
-            vec![Diagnostic::new(
-                Location { line: 0, column: 0 },
-                0,
-                format!("cannot read config file: {e}"),
-            )],
-        )
-    })?;
+    let text = read_source(path, "config file")?;
     let mut errors = Vec::new();
     let mut config = Config {
         path: path.to_path_buf(),

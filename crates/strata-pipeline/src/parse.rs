@@ -26,18 +26,22 @@ const RESERVED_ENV: &[&str] = &["STRATA_ENV", "MINT_ENV", "RWX_ENV"];
 
 /// Reads and validates a pipeline file.
 pub fn load(path: &Path) -> Result<Pipeline, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    parse_str(path, &read_source(path, "pipeline file")?)
+}
+
+/// A file's text, or a diagnostic naming it (`what`: "pipeline file", "config file").
+pub(crate) fn read_source(path: &Path, what: &str) -> Result<String, Diagnostics> {
+    std::fs::read_to_string(path).map_err(|e| {
         Diagnostics::new(
             path,
             "",
             vec![Diagnostic::new(
                 Location { line: 0, column: 0 },
                 1,
-                format!("cannot read pipeline file: {e}"),
+                format!("cannot read {what}: {e}"),
             )],
         )
-    })?;
-    parse_str(path, &text)
+    })
 }
 
 /// Parses and validates pipeline text; `path` is used for messages and relative paths.
