@@ -78,6 +78,13 @@ pub trait CacheBackend: Send + Sync {
         content: &mut dyn Read,
     ) -> Result<(), BackendError>;
 
+    /// Starts uploading a blob whose digest will be known only at the end (a layer archive
+    /// being built), so that uploading overlaps with producing it. `None`: this backend takes
+    /// whole blobs only (`put_blob`).
+    fn begin_upload(&self) -> Option<Result<Box<dyn BlobUpload + '_>, BackendError>> {
+        None
+    }
+
     /// Stores a blob that strata hashed itself while writing it (a layer archive it just built)
     /// and that the caller knows the cache lacks. A backend that has to hash content on its own
     /// to check it (S3 does not check our digests) may skip that here.
@@ -89,6 +96,15 @@ pub trait CacheBackend: Send + Sync {
     ) -> Result<(), BackendError> {
         self.put_blob(digest, size, content)
     }
+}
+
+/// A blob being uploaded while it is produced. Nothing is visible under its digest before
+/// `finish`; dropping it unfinished abandons the upload.
+pub trait BlobUpload: Send {
+    /// Appends bytes; parts may be sent in the background.
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError>;
+    /// Publishes what was written as the blob `digest` of `size` bytes.
+    fn finish(self: Box<Self>, digest: &OciDigest, size: u64) -> Result<(), BackendError>;
 }
 
 /// A backend used for reading only: every write is refused before it reaches the server.

@@ -10,7 +10,7 @@ use strata_key::{CacheKey, ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
 use strata_oci::{Compression, OciDigest, apply_layer, write_layer};
 use strata_store::{ArchiveRecord, LocalCache, NewEntry};
 
-use crate::backend::{Access, BackendError, CacheBackend};
+use crate::backend::{Access, BackendError, BlobUpload, CacheBackend};
 use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
 
 pub struct Remote {
@@ -239,135 +239,167 @@ impl CacheChain {
     }
 
     /// Publishes a task result to every writable remote that is up: the layer archive and the
-    /// log first (each skipped when the remote has it), the entry last.
+    /// log first (each skipped when the remote has it), the entry last. The archive is built
+    /// once, streamed to the remotes that take streams while it is being built (so uploading
+    /// overlaps with compressing), and written to a temporary file for the others.
     pub fn publish(&self, local: &LocalCache, p: &Publication<'_>, warn: Warn<'_>) -> Published {
+        let mut published = Published::default();
         let targets: Vec<&Remote> = self
             .up()
             .map(|(_, r)| r)
             .filter(|r| r.backend.access() == Access::ReadWrite)
             .collect();
-        let mut published = Published::default();
         if targets.is_empty() {
             return published;
         }
-        // The archive: known from an earlier upload or download (then built only if a remote
-        // lacks it), or built now into a temporary file shared by every remote.
-        let mut archive = match self.archive_for(local, &p.layer) {
-            Ok(a) => a,
-            Err(e) => {
-                warn(&e);
-                return published;
+        // Which remotes still need the layer: all of them, unless an earlier upload or download
+        // says which archive this layer is and the remote has it.
+        let known = self.archive_record(local, &p.layer);
+        let mut have: Vec<Option<ArchiveRef>> = Vec::new();
+        let mut alive: Vec<bool> = Vec::new();
+        for remote in &targets {
+            let has = match &known {
+                Some(a) => remote.backend.has_blob(&a.digest),
+                None => Ok(false),
+            };
+            match has {
+                Ok(h) => {
+                    have.push(h.then(|| known.expect("checked above")));
+                    alive.push(true);
+                }
+                Err(e) => {
+                    self.failed(remote, e, warn);
+                    have.push(None);
+                    alive.push(false);
+                }
             }
-        };
+        }
+        let needing: Vec<usize> = (0..targets.len())
+            .filter(|&i| alive[i] && have[i].is_none())
+            .collect();
+        if !needing.is_empty() {
+            match self.upload_archive(local, &p.layer, &targets, &needing) {
+                Ok((archive, results)) => {
+                    for (i, result) in needing.iter().zip(results) {
+                        match result {
+                            Ok(()) => {
+                                have[*i] = Some(archive);
+                                published.bytes += archive.size;
+                            }
+                            Err(e) => {
+                                self.failed(targets[*i], e, warn);
+                                alive[*i] = false;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn(&e);
+                    return published;
+                }
+            }
+        }
         let log = BlobRef {
             digest: OciDigest::of(p.log),
             size: p.log.len() as u64,
         };
-        for remote in targets {
-            let mut result = || -> Result<u64, BackendError> {
-                let mut sent = 0;
-                if !remote.backend.has_blob(&archive.0.digest)? {
-                    if archive.1.is_none() {
-                        let (built, path) = self.build_archive(local, &p.layer)?;
-                        archive = (built, Some(path));
-                    }
-                    let path = archive.1.as_deref().expect("an archive file was built");
-                    let file = std::fs::File::open(path).map_err(|e| BackendError::Failed {
-                        location: format!("local cache {}", local.root().display()),
-                        action: "read a layer archive".into(),
-                        message: e.to_string(),
-                    })?;
-                    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
-                    // Hashed as it was written a moment ago, and the remote lacks it.
-                    remote
-                        .backend
-                        .put_own_blob(&archive.0.digest, archive.0.size, &mut file)?;
-                    sent += archive.0.size;
-                }
-                remote
-                    .backend
-                    .put_blob(&log.digest, log.size, &mut &p.log[..])?;
-                remote.backend.put_entry(&RemoteEntry {
-                    schema: ENTRY_SCHEMA,
-                    key: p.key,
-                    task: p.task.to_string(),
-                    layer: p.layer,
-                    archive: archive.0,
-                    env: p.env.clone(),
-                    inputs: p.inputs.clone(),
-                    workspace_files: p.workspace_files.to_vec(),
-                    exit_code: 0,
-                    duration_ms: p.duration.as_millis() as u64,
-                    log,
-                    created_at_ms: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
-                })?;
-                Ok(sent)
+        for (i, remote) in targets.iter().enumerate() {
+            let Some(archive) = have[i].filter(|_| alive[i]) else {
+                continue;
             };
-            match result() {
-                Ok(n) => {
-                    published.remotes += 1;
-                    published.bytes += n;
-                }
+            let result = remote
+                .backend
+                .put_blob(&log.digest, log.size, &mut &p.log[..])
+                .and_then(|()| {
+                    remote.backend.put_entry(&RemoteEntry {
+                        schema: ENTRY_SCHEMA,
+                        key: p.key,
+                        task: p.task.to_string(),
+                        layer: p.layer,
+                        archive,
+                        env: p.env.clone(),
+                        inputs: p.inputs.clone(),
+                        workspace_files: p.workspace_files.to_vec(),
+                        exit_code: 0,
+                        duration_ms: p.duration.as_millis() as u64,
+                        log,
+                        created_at_ms: SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                    })
+                });
+            match result {
+                Ok(_) => published.remotes += 1,
                 Err(e) => self.failed(remote, e, warn),
             }
-        }
-        if let Some(path) = archive.1 {
-            let _ = std::fs::remove_file(path);
         }
         published
     }
 
-    /// The archive of a local layer: from the record of an earlier upload or download (no file),
-    /// or built now into a temporary file.
-    fn archive_for(
-        &self,
-        local: &LocalCache,
-        layer: &LayerDigest,
-    ) -> Result<(ArchiveRef, Option<std::path::PathBuf>), BackendError> {
-        if let Ok(Some(rec)) = local.archive_of(layer)
-            && let (Some(digest), Some(diff_id)) = (
-                OciDigest::parse(&rec.digest),
-                OciDigest::parse(&rec.diff_id),
-            )
-        {
-            return Ok((
-                ArchiveRef {
-                    digest,
-                    size: rec.size,
-                    diff_id,
-                },
-                None,
-            ));
-        }
-        let (archive, path) = self.build_archive(local, layer)?;
-        Ok((archive, Some(path)))
+    /// The archive an earlier upload or download recorded for this layer.
+    fn archive_record(&self, local: &LocalCache, layer: &LayerDigest) -> Option<ArchiveRef> {
+        let rec = local.archive_of(layer).ok()??;
+        Some(ArchiveRef {
+            digest: OciDigest::parse(&rec.digest)?,
+            size: rec.size,
+            diff_id: OciDigest::parse(&rec.diff_id)?,
+        })
     }
 
-    fn build_archive(
+    /// Builds the layer's archive once and uploads it to `targets[needing]`: streamed to those
+    /// that take streams, from a temporary file to the others. Returns the archive and, per
+    /// remote in `needing`, how its upload went.
+    fn upload_archive(
         &self,
         local: &LocalCache,
         layer: &LayerDigest,
-    ) -> Result<(ArchiveRef, std::path::PathBuf), BackendError> {
+        targets: &[&Remote],
+        needing: &[usize],
+    ) -> Result<(ArchiveRef, Vec<Result<(), BackendError>>), BackendError> {
         let fail = |e: &dyn std::error::Error| BackendError::Failed {
             location: format!("local cache {}", local.root().display()),
             action: format!("archive layer {}", layer.short()),
             message: error_chain(e),
         };
-        let path = local.temp_file("archive");
-        let file = std::fs::File::create(&path).map_err(|e| fail(&e))?;
+        let mut results: Vec<Option<Result<(), BackendError>>> =
+            needing.iter().map(|_| None).collect();
+        let mut streams = Vec::new();
+        let mut by_file = Vec::new();
+        for (n, &i) in needing.iter().enumerate() {
+            match targets[i].backend.begin_upload() {
+                Some(Ok(upload)) => streams.push((n, upload)),
+                Some(Err(e)) => results[n] = Some(Err(e)),
+                None => by_file.push(n),
+            }
+        }
+        let path = (!by_file.is_empty()).then(|| local.temp_file("archive"));
+        let file = match &path {
+            Some(p) => Some(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(p).map_err(|e| fail(&e))?,
+            )),
+            None => None,
+        };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let mut tee = Tee {
+            file,
+            streams: streams.iter_mut().map(|(_, u)| u).collect(),
+            failed: Vec::new(),
+        };
         let written = write_layer(
             &local.layer_path(layer),
-            std::io::BufWriter::with_capacity(1 << 20, file),
+            &mut tee,
             Compression::Zstd,
             threads,
         );
+        let failed_streams = std::mem::take(&mut tee.failed);
+        drop(tee);
         let written = match written {
             Ok(w) => w,
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                if let Some(p) = &path {
+                    let _ = std::fs::remove_file(p);
+                }
                 return Err(fail(&e));
             }
         };
@@ -379,14 +411,79 @@ impl CacheChain {
                 diff_id: written.diff_id.to_string(),
             },
         );
+        for (k, (n, upload)) in streams.into_iter().enumerate() {
+            results[n] = Some(match failed_streams.iter().find(|(j, _)| *j == k) {
+                Some((_, e)) => Err(BackendError::Failed {
+                    location: targets[needing[n]].location(),
+                    action: "stream a layer archive".into(),
+                    message: e.clone(),
+                }),
+                None => upload.finish(&written.digest, written.size),
+            });
+        }
+        if let Some(p) = &path {
+            for &n in &by_file {
+                let upload = std::fs::File::open(p).map_err(|e| fail(&e)).and_then(|f| {
+                    let mut f = std::io::BufReader::with_capacity(1 << 20, f);
+                    // Hashed as it was written a moment ago, and the remote lacks it.
+                    targets[needing[n]]
+                        .backend
+                        .put_own_blob(&written.digest, written.size, &mut f)
+                });
+                results[n] = Some(upload);
+            }
+            let _ = std::fs::remove_file(p);
+        }
         Ok((
             ArchiveRef {
                 digest: written.digest,
                 size: written.size,
                 diff_id: written.diff_id,
             },
-            path,
+            results
+                .into_iter()
+                .map(|r| r.expect("every remote has a result"))
+                .collect(),
         ))
+    }
+}
+
+/// Writes an archive to a file and to streamed uploads at once. A stream that fails is dropped
+/// (its remote is reported); the others go on.
+struct Tee<'a, 'b> {
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    streams: Vec<&'a mut Box<dyn BlobUpload + 'b>>,
+    /// (index in `streams`, error) of streams that failed.
+    failed: Vec<(usize, String)>,
+}
+
+impl std::io::Write for Tee<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(f) = &mut self.file {
+            f.write_all(buf)?;
+        }
+        for (k, s) in self.streams.iter_mut().enumerate() {
+            if self.failed.iter().any(|(j, _)| *j == k) {
+                continue;
+            }
+            if let Err(e) = s.write_all(buf) {
+                self.failed.push((k, e.to_string()));
+            }
+        }
+        if self.file.is_none()
+            && !self.streams.is_empty()
+            && self.failed.len() == self.streams.len()
+        {
+            return Err(std::io::Error::other("every upload failed"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
     }
 }
 

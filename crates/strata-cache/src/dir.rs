@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use strata_key::CacheKey;
 use strata_oci::{DigestReader, OciDigest};
 
-use crate::backend::{BackendError, BlobReader, CacheBackend, PutOutcome};
+use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
 use crate::entry::RemoteEntry;
 
 pub struct DirBackend {
@@ -110,6 +110,20 @@ impl CacheBackend for DirBackend {
         }
     }
 
+    fn begin_upload(&self) -> Option<Result<Box<dyn BlobUpload + '_>, BackendError>> {
+        let start = || -> Result<Box<dyn BlobUpload + '_>, BackendError> {
+            let tmp = self.tmp()?;
+            let file =
+                std::fs::File::create(&tmp).map_err(|e| self.fail("start an upload", &tmp, e))?;
+            Ok(Box::new(DirUpload {
+                backend: self,
+                tmp,
+                file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            }))
+        };
+        Some(start())
+    }
+
     fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
         if !self.root.is_dir() {
             return Err(self.fail(
@@ -161,5 +175,39 @@ impl CacheBackend for DirBackend {
             });
         }
         std::fs::rename(&tmp, &dest).map_err(|e| self.fail("publish a blob", &dest, e))
+    }
+}
+
+/// A blob written to `tmp/` as it is produced, renamed to its digest at the end.
+struct DirUpload<'a> {
+    backend: &'a DirBackend,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl BlobUpload for DirUpload<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        let file = self.file.as_mut().expect("open until finished");
+        file.write_all(bytes)
+            .map_err(|e| self.backend.fail("write a blob", &self.tmp, e))
+    }
+
+    fn finish(mut self: Box<Self>, digest: &OciDigest, _size: u64) -> Result<(), BackendError> {
+        let file = self.file.take().expect("open until finished");
+        let done = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all());
+        done.map_err(|e| self.backend.fail("write a blob", &self.tmp, e))?;
+        let dest = self.backend.blob_path(digest);
+        self.backend.ensure_parent(&dest)?;
+        std::fs::rename(&self.tmp, &dest).map_err(|e| self.backend.fail("publish a blob", &dest, e))
+    }
+}
+
+impl Drop for DirUpload<'_> {
+    fn drop(&mut self) {
+        // Renamed away when finished; otherwise abandoned.
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }

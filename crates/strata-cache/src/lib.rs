@@ -20,7 +20,9 @@ mod registry;
 mod s3;
 mod spec;
 
-pub use backend::{Access, BackendError, BlobReader, CacheBackend, PutOutcome, ReadOnly};
+pub use backend::{
+    Access, BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, ReadOnly,
+};
 pub use chain::{CacheChain, Publication, Published, Remote, Restored};
 pub use dir::DirBackend;
 pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};

@@ -19,10 +19,21 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use strata_key::CacheKey;
 use strata_oci::{DigestReader, OciDigest};
 
-use crate::backend::{BackendError, BlobReader, CacheBackend, PutOutcome};
+use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
 use crate::entry::RemoteEntry;
 
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
+/// Streamed uploads go up in parts of this size (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 << 20;
+
+/// `blobs/sha256/<hex>.ref`: where a streamed blob lives. A streamed upload cannot be named by a
+/// digest known only at its end, and S3 has no rename, so it keeps its upload name and this
+/// small document, written once the digest is known, points to it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BlobRefDoc {
+    object: String,
+    size: u64,
+}
 
 pub struct S3Backend {
     bucket: Bucket,
@@ -75,6 +86,81 @@ impl S3Backend {
         } else {
             format!("{}/{name}", self.prefix)
         }
+    }
+
+    fn ref_object(&self, digest: &OciDigest) -> String {
+        self.object(&format!("blobs/sha256/{}.ref", digest.hex()))
+    }
+
+    fn start_multipart(&self) -> Result<Multipart<'_>, BackendError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let object = self.object(&format!(
+            "uploads/{nanos:x}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let url = self
+            .bucket
+            .create_multipart_upload(self.credentials.as_ref(), &object)
+            .sign(SIGNATURE_LIFETIME);
+        let resp = self
+            .agent
+            .post(url.as_str())
+            .call()
+            .map_err(|e| self.error("start an upload", e))?;
+        let body = resp.into_string().map_err(|e| BackendError::Unreachable {
+            location: self.location.clone(),
+            message: e.to_string(),
+        })?;
+        let upload_id = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
+            .map_err(|e| BackendError::Failed {
+                location: self.location.clone(),
+                action: "start an upload".into(),
+                message: e.to_string(),
+            })?
+            .upload_id()
+            .to_string();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(2);
+        let sender = {
+            let (bucket, credentials, agent) = (
+                self.bucket.clone(),
+                self.credentials.clone(),
+                self.agent.clone(),
+            );
+            let (object, upload_id, location) =
+                (object.clone(), upload_id.clone(), self.location.clone());
+            std::thread::spawn(move || -> Result<Vec<String>, BackendError> {
+                let mut etags = Vec::new();
+                for (number, part) in rx {
+                    let url = bucket
+                        .upload_part(credentials.as_ref(), &object, number, &upload_id)
+                        .sign(SIGNATURE_LIFETIME);
+                    let resp = agent.put(url.as_str()).send_bytes(&part).map_err(|e| {
+                        BackendError::Failed {
+                            location: location.clone(),
+                            action: format!("upload part {number}"),
+                            message: e.to_string(),
+                        }
+                    })?;
+                    let etag = resp.header("ETag").unwrap_or_default().to_string();
+                    etags.push(etag);
+                }
+                Ok(etags)
+            })
+        };
+        Ok(Multipart {
+            backend: self,
+            object,
+            upload_id,
+            part: Vec::with_capacity(PART_SIZE),
+            next_part: 1,
+            parts: Some(tx),
+            sender: Some(sender),
+        })
     }
 
     fn entry_object(&self, key: &CacheKey) -> String {
@@ -176,13 +262,38 @@ impl CacheBackend for S3Backend {
     }
 
     fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
-        self.exists(&self.blob_object(digest), "look up a blob")
+        Ok(self.exists(&self.blob_object(digest), "look up a blob")?
+            || self.exists(&self.ref_object(digest), "look up a blob")?)
     }
 
     fn get_blob(&self, digest: &OciDigest) -> Result<Option<BlobReader>, BackendError> {
-        Ok(self
-            .get(&self.blob_object(digest), "read a blob")?
-            .map(|r| r.into_reader()))
+        if let Some(resp) = self.get(&self.blob_object(digest), "read a blob")? {
+            return Ok(Some(resp.into_reader()));
+        }
+        // A streamed upload: the blob lives under its upload name.
+        let Some(resp) = self.get(&self.ref_object(digest), "read a blob")? else {
+            return Ok(None);
+        };
+        let text = resp.into_string().map_err(|e| BackendError::Unreachable {
+            location: self.location.clone(),
+            message: format!("reading a blob reference: {e}"),
+        })?;
+        let object = serde_json::from_str::<BlobRefDoc>(&text)
+            .ok()
+            .filter(|r| r.object.starts_with(&self.object("uploads/")))
+            .ok_or_else(|| BackendError::Corrupt {
+                location: self.location.clone(),
+                digest: *digest,
+            })?
+            .object;
+        Ok(self.get(&object, "read a blob")?.map(|r| r.into_reader()))
+    }
+
+    fn begin_upload(&self) -> Option<Result<Box<dyn BlobUpload + '_>, BackendError>> {
+        Some(
+            self.start_multipart()
+                .map(|u| Box::new(u) as Box<dyn BlobUpload + '_>),
+        )
     }
 
     fn put_blob(
@@ -239,5 +350,114 @@ impl CacheBackend for S3Backend {
             .send(content.take(size))
             .map_err(|e| self.error("write a blob", e))?;
         Ok(())
+    }
+}
+
+/// A multipart upload fed as the blob is produced; full parts go to a sender thread, so that
+/// producing and uploading overlap.
+struct Multipart<'a> {
+    backend: &'a S3Backend,
+    object: String,
+    upload_id: String,
+    part: Vec<u8>,
+    next_part: u16,
+    parts: Option<std::sync::mpsc::SyncSender<(u16, Vec<u8>)>>,
+    sender: Option<std::thread::JoinHandle<Result<Vec<String>, BackendError>>>,
+}
+
+impl Multipart<'_> {
+    fn send_part(&mut self) -> Result<(), BackendError> {
+        let part = std::mem::replace(&mut self.part, Vec::with_capacity(PART_SIZE));
+        let number = self.next_part;
+        self.next_part += 1;
+        let sent = self
+            .parts
+            .as_ref()
+            .is_some_and(|tx| tx.send((number, part)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The sender stopped: its error says why.
+            Err(self.join().err().unwrap_or_else(|| BackendError::Failed {
+                location: self.backend.location.clone(),
+                action: "upload a part".into(),
+                message: "the upload stopped".into(),
+            }))
+        }
+    }
+
+    fn join(&mut self) -> Result<Vec<String>, BackendError> {
+        self.parts = None;
+        match self.sender.take() {
+            Some(h) => h.join().expect("upload thread panicked"),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl BlobUpload for Multipart<'_> {
+    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), BackendError> {
+        while !bytes.is_empty() {
+            let n = (PART_SIZE - self.part.len()).min(bytes.len());
+            self.part.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.part.len() == PART_SIZE {
+                self.send_part()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, digest: &OciDigest, size: u64) -> Result<(), BackendError> {
+        if !self.part.is_empty() || self.next_part == 1 {
+            self.send_part()?;
+        }
+        let etags = self.join()?;
+        let b = self.backend;
+        let complete = b.bucket.complete_multipart_upload(
+            b.credentials.as_ref(),
+            &self.object,
+            &self.upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = complete.sign(SIGNATURE_LIFETIME);
+        b.agent
+            .post(url.as_str())
+            .send_string(&complete.body())
+            .map_err(|e| b.error("complete an upload", e))?;
+        self.upload_id.clear();
+        let doc = serde_json::to_vec(&BlobRefDoc {
+            object: self.object.clone(),
+            size,
+        })
+        .expect("serializes");
+        let url = b
+            .bucket
+            .put_object(b.credentials.as_ref(), &b.ref_object(digest))
+            .sign(SIGNATURE_LIFETIME);
+        match b
+            .agent
+            .put(url.as_str())
+            .set("If-None-Match", "*")
+            .send_bytes(&doc)
+        {
+            Ok(_) | Err(ureq::Error::Status(412, _)) => Ok(()),
+            Err(e) => Err(b.error("publish a blob", e)),
+        }
+    }
+}
+
+impl Drop for Multipart<'_> {
+    fn drop(&mut self) {
+        // Unfinished: abandon the upload so the server drops its parts.
+        if !self.upload_id.is_empty() {
+            let _ = self.join();
+            let b = self.backend;
+            let url = b
+                .bucket
+                .abort_multipart_upload(b.credentials.as_ref(), &self.object, &self.upload_id)
+                .sign(SIGNATURE_LIFETIME);
+            let _ = b.agent.delete(url.as_str()).call();
+        }
     }
 }

@@ -257,6 +257,37 @@ impl CacheBackend for SharedBackend {
     }
 }
 
+/// A blob uploaded while it is produced is invisible until finished, complete afterwards, and
+/// gone without a trace when abandoned.
+fn streamed_uploads_appear_only_when_finished(s: Subject, streams: bool) {
+    let b = s.backend.as_ref();
+    let Some(upload) = b.begin_upload() else {
+        assert!(!streams, "{} should take streamed uploads", b.location());
+        return;
+    };
+    assert!(
+        streams,
+        "{} takes streams now: update the suite",
+        b.location()
+    );
+    let mut upload = upload.unwrap();
+    // Several of S3's parts, and a short last one.
+    let content: Vec<u8> = (0..(19u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let d = OciDigest::of(&content);
+    for chunk in content.chunks(3 << 20) {
+        upload.write_all(chunk).unwrap();
+    }
+    assert!(!b.has_blob(&d).unwrap(), "visible before it was finished");
+    upload.finish(&d, content.len() as u64).unwrap();
+    assert!(b.has_blob(&d).unwrap());
+    assert_eq!(read_all(b, &d).unwrap(), content);
+    // Abandoned halfway: nothing appears.
+    let mut upload = b.begin_upload().unwrap().unwrap();
+    upload.write_all(b"half of something").unwrap();
+    drop(upload);
+    assert!(!b.has_blob(&OciDigest::of(b"half of something")).unwrap());
+}
+
 fn unreachable_is_not_a_miss(s: Subject) {
     let key = inputs("anything").key();
     let err = s.unreachable.get_entry(&key).unwrap_err();
@@ -266,7 +297,7 @@ fn unreachable_is_not_a_miss(s: Subject) {
 }
 
 macro_rules! conformance {
-    ($module:ident, $subject:expr) => {
+    ($module:ident, $subject:expr, streams: $streams:expr) => {
         mod $module {
             use super::*;
 
@@ -295,6 +326,10 @@ macro_rules! conformance {
                 super::read_only_never_writes($subject);
             }
             #[test]
+            fn streamed_uploads_appear_only_when_finished() {
+                super::streamed_uploads_appear_only_when_finished($subject, $streams);
+            }
+            #[test]
             fn unreachable_is_not_a_miss() {
                 super::unreachable_is_not_a_miss($subject);
             }
@@ -302,9 +337,9 @@ macro_rules! conformance {
     };
 }
 
-conformance!(dir, dir_subject());
-conformance!(s3, s3_subject());
-conformance!(registry, registry_subject());
+conformance!(dir, dir_subject(), streams: true);
+conformance!(s3, s3_subject(), streams: true);
+conformance!(registry, registry_subject(), streams: false);
 
 #[test]
 fn an_entry_whose_inputs_do_not_hash_to_its_key_is_ignored() {
