@@ -4,25 +4,30 @@
 //! alive, and registry tools can list and delete entries like any image.
 
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::mpsc;
 
 use strata_key::CacheKey;
 use strata_oci::{Descriptor, ImageManifest, MEDIA_LAYER_ZSTD, OciDigest, Registry, RegistryError};
 
-use crate::backend::{BackendError, BlobReader, CacheBackend, PutOutcome};
+use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
 use crate::entry::RemoteEntry;
 
 pub const MEDIA_ENTRY: &str = "application/vnd.strata.entry.v1+json";
 pub const MEDIA_LOG: &str = "application/vnd.strata.log.v1";
 
 pub struct RegistryBackend {
-    registry: Registry,
+    registry: Arc<Registry>,
     repository: String,
 }
+
+/// Streamed uploads go up in chunks of this size.
+const CHUNK_SIZE: usize = 8 << 20;
 
 impl RegistryBackend {
     pub fn new(host: &str, repository: &str) -> RegistryBackend {
         RegistryBackend {
-            registry: Registry::new(host),
+            registry: Arc::new(Registry::new(host)),
             repository: repository.to_string(),
         }
     }
@@ -115,6 +120,35 @@ impl CacheBackend for RegistryBackend {
         Ok(PutOutcome::Stored)
     }
 
+    fn begin_upload(&self) -> Option<Result<Box<dyn BlobUpload + '_>, BackendError>> {
+        let start = || -> Result<Box<dyn BlobUpload + '_>, BackendError> {
+            let location = self
+                .registry
+                .start_upload(&self.repository)
+                .map_err(|e| self.error("start an upload", e))?;
+            // Chunks go up in order from a sender thread, which carries the session's location
+            // from one PATCH to the next.
+            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
+            let registry = Arc::clone(&self.registry);
+            let sender = std::thread::spawn(move || -> Result<String, RegistryError> {
+                let (mut location, mut offset) = (location, 0u64);
+                for chunk in rx {
+                    location = registry.upload_chunk(&location, offset, &chunk)?;
+                    offset += chunk.len() as u64;
+                }
+                Ok(location)
+            });
+            Ok(Box::new(RegistryUpload {
+                backend: self,
+                chunk: Vec::with_capacity(CHUNK_SIZE),
+                chunks: Some(tx),
+                sender: Some(sender),
+                finished: false,
+            }))
+        };
+        Some(start())
+    }
+
     fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
         self.registry
             .has_blob(&self.repository, digest)
@@ -138,5 +172,84 @@ impl CacheBackend for RegistryBackend {
         self.registry
             .put_blob(&self.repository, digest, size, content)
             .map_err(|e| self.error("write a blob", e))
+    }
+}
+
+/// A blob sent to the registry in chunks as it is produced; the registry checks the digest
+/// when the session is closed.
+struct RegistryUpload<'a> {
+    backend: &'a RegistryBackend,
+    chunk: Vec<u8>,
+    chunks: Option<mpsc::SyncSender<Vec<u8>>>,
+    sender: Option<std::thread::JoinHandle<Result<String, RegistryError>>>,
+    finished: bool,
+}
+
+impl RegistryUpload<'_> {
+    fn send_chunk(&mut self) -> Result<(), BackendError> {
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_SIZE));
+        let sent = self
+            .chunks
+            .as_ref()
+            .is_some_and(|tx| tx.send(chunk).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The sender stopped: its error says why.
+        Err(match self.join() {
+            Err(e) => self.backend.error("upload a chunk", e),
+            Ok(_) => BackendError::Failed {
+                location: self.backend.location(),
+                action: "upload a chunk".into(),
+                message: "the upload stopped".into(),
+            },
+        })
+    }
+
+    fn join(&mut self) -> Result<String, RegistryError> {
+        self.chunks = None;
+        match self.sender.take() {
+            Some(h) => h.join().expect("upload thread panicked"),
+            None => Ok(String::new()),
+        }
+    }
+}
+
+impl BlobUpload for RegistryUpload<'_> {
+    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), BackendError> {
+        while !bytes.is_empty() {
+            let n = (CHUNK_SIZE - self.chunk.len()).min(bytes.len());
+            self.chunk.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.chunk.len() == CHUNK_SIZE {
+                self.send_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, digest: &OciDigest, _size: u64) -> Result<(), BackendError> {
+        if !self.chunk.is_empty() {
+            self.send_chunk()?;
+        }
+        let location = self
+            .join()
+            .map_err(|e| self.backend.error("upload a chunk", e))?;
+        self.finished = true;
+        self.backend
+            .registry
+            .finish_upload(&location, digest)
+            .map_err(|e| self.backend.error("publish a blob", e))
+    }
+}
+
+impl Drop for RegistryUpload<'_> {
+    fn drop(&mut self) {
+        if !self.finished
+            && let Ok(location) = self.join()
+            && !location.is_empty()
+        {
+            self.backend.registry.cancel_upload(&location);
+        }
     }
 }

@@ -339,7 +339,7 @@ macro_rules! conformance {
 
 conformance!(dir, dir_subject(), streams: true);
 conformance!(s3, s3_subject(), streams: true);
-conformance!(registry, registry_subject(), streams: false);
+conformance!(registry, registry_subject(), streams: true);
 
 #[test]
 fn an_entry_whose_inputs_do_not_hash_to_its_key_is_ignored() {

@@ -233,6 +233,23 @@ impl Registry {
         if self.has_blob(repo, digest)? {
             return Ok(());
         }
+        let location = self.start_upload(repo)?;
+        let url = with_digest(&location, digest);
+        let length = size.to_string();
+        self.call(
+            "PUT",
+            &url,
+            &|r| {
+                r.set("Content-Type", "application/octet-stream")
+                    .set("Content-Length", &length)
+            },
+            Body::Stream(content),
+        )?;
+        Ok(())
+    }
+
+    /// Opens an upload session; returns where to send its content.
+    pub fn start_upload(&self, repo: &str) -> Result<String, RegistryError> {
         let start = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let resp = self
             .call(
@@ -247,25 +264,63 @@ impl Registry {
                 status: 404,
                 body: "repository not found".into(),
             })?;
+        Ok(self.location_of(&resp))
+    }
+
+    fn location_of(&self, resp: &ureq::Response) -> String {
         let location = resp.header("Location").unwrap_or_default().to_string();
-        let location = if location.starts_with("http://") || location.starts_with("https://") {
+        if location.starts_with("http://") || location.starts_with("https://") {
             location
         } else {
             self.url(&location)
-        };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{sep}digest={digest}");
-        let length = size.to_string();
-        self.call(
-            "PUT",
-            &url,
-            &|r| {
-                r.set("Content-Type", "application/octet-stream")
-                    .set("Content-Length", &length)
-            },
-            Body::Stream(content),
-        )?;
+        }
+    }
+
+    /// Sends the bytes at `offset` of an upload session; returns where to send the next ones.
+    pub fn upload_chunk(
+        &self,
+        location: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<String, RegistryError> {
+        let range = format!("{offset}-{}", offset + bytes.len() as u64 - 1);
+        let length = bytes.len().to_string();
+        let resp = self
+            .call(
+                "PATCH",
+                location,
+                &|r| {
+                    r.set("Content-Type", "application/octet-stream")
+                        .set("Content-Range", &range)
+                        .set("Content-Length", &length)
+                },
+                Body::Bytes(bytes),
+            )?
+            .ok_or_else(|| RegistryError::Status {
+                method: "PATCH",
+                url: location.to_string(),
+                status: 404,
+                body: "upload session not found".into(),
+            })?;
+        Ok(self.location_of(&resp))
+    }
+
+    /// Closes an upload session as the blob `digest` (the registry checks it).
+    pub fn finish_upload(&self, location: &str, digest: &OciDigest) -> Result<(), RegistryError> {
+        let url = with_digest(location, digest);
+        self.call("PUT", &url, &|r| r.set("Content-Length", "0"), Body::Empty)?
+            .ok_or_else(|| RegistryError::Status {
+                method: "PUT",
+                url,
+                status: 404,
+                body: "upload session not found".into(),
+            })?;
         Ok(())
+    }
+
+    /// Abandons an upload session.
+    pub fn cancel_upload(&self, location: &str) {
+        let _ = self.call("DELETE", location, &|r| r, Body::Empty);
     }
 
     /// A manifest (or index) by tag or digest, or `None` when there is no such reference.
@@ -335,6 +390,11 @@ impl Registry {
         })?;
         Ok(())
     }
+}
+
+fn with_digest(location: &str, digest: &OciDigest) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
 }
 
 fn is_loopback(host: &str) -> bool {
