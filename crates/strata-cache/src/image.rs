@@ -86,6 +86,9 @@ impl std::fmt::Display for ImageSource {
 #[derive(Debug, Clone)]
 pub struct PulledImage {
     pub manifest: OciDigest,
+    /// The registry could not be reached: this is the image the reference resolved to when it
+    /// was last pulled.
+    pub offline: bool,
     /// Its layers, bottom first.
     pub layers: Vec<LayerDigest>,
     pub config: ImageConfig,
@@ -164,7 +167,18 @@ pub fn pull_image(local: &LocalCache, source: &ImageSource) -> Result<PulledImag
                 registry: Registry::new(&image.registry),
                 image,
             };
-            pull(local, &fetch, &image.reference_str(), &name)
+            match pull(local, &fetch, &image.reference_str(), &name) {
+                Ok(pulled) => {
+                    let _ = local.record_image_tag(&name, &pulled.manifest.to_string());
+                    Ok(pulled)
+                }
+                // No registry: the image as last pulled, if every layer is still here.
+                Err(ImageError::Registry {
+                    source: source @ strata_oci::RegistryError::Unreachable { .. },
+                    image,
+                }) => last_pulled(local, &name).ok_or(ImageError::Registry { image, source }),
+                Err(e) => Err(e),
+            }
         }
         ImageSource::Layout { dir, tag } => {
             let fetch = FromLayout {
@@ -173,6 +187,17 @@ pub fn pull_image(local: &LocalCache, source: &ImageSource) -> Result<PulledImag
             pull(local, &fetch, tag.as_deref().unwrap_or(""), &name)
         }
     }
+}
+
+fn last_pulled(local: &LocalCache, name: &str) -> Option<PulledImage> {
+    let manifest = local.image_tag(name)?;
+    let (layers, config) = local.image(&manifest).ok()??;
+    Some(PulledImage {
+        manifest: OciDigest::parse(&manifest)?,
+        offline: true,
+        layers,
+        config: serde_json::from_str(&config).ok()?,
+    })
 }
 
 fn invalid(image: &str, reason: impl Into<String>) -> ImageError {
@@ -236,6 +261,7 @@ fn pull(
     {
         return Ok(PulledImage {
             manifest: digest,
+            offline: false,
             layers,
             config,
         });
@@ -337,6 +363,7 @@ fn pull(
         .map_err(store_err)?;
     Ok(PulledImage {
         manifest: digest,
+        offline: false,
         layers,
         config,
     })

@@ -283,3 +283,31 @@ fn export_pushes_to_a_registry() {
         copy.display()
     ));
 }
+
+#[test]
+fn without_its_registry_a_pipeline_uses_the_image_as_last_pulled() {
+    let f = Fixture::new();
+    let registry = Server::registry();
+    busybox_image(&f.ws().join("img"), "1", "");
+    push(&f.ws().join("img"), "1", &registry, "tools/busybox:1");
+    let counter = Counter::start();
+    let base = format!("{}/tools/busybox:1", registry.host());
+    f.write("strata.yml", &image_pipeline(&base, &counter));
+    assert_eq!(f.run(&[]).code, 0);
+    counter.take();
+    drop(registry);
+    // The registry is gone: the run goes on with the image it last resolved to, and says so.
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("read"), "cached");
+    let warned = r.events.iter().any(|e| {
+        e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("unreachable")
+    });
+    assert!(warned, "{:?}", r.events);
+    // A reference never pulled cannot be guessed: a clear error.
+    let other = format!("{}/tools/never:1", base.split('/').next().unwrap());
+    f.write("strata.yml", &image_pipeline(&other, &counter));
+    let r = f.run(&[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("unreachable"), "{}", r.stderr);
+}

@@ -57,6 +57,8 @@ pub struct RunContext<'a> {
     pub run_dir: RunDir,
     pub(crate) trees: WorkspaceTrees,
     pub(crate) transfers: Transfers,
+    /// Things to tell the user once the run starts (a base image used offline, ...).
+    pub(crate) notices: Vec<String>,
     pub interrupted: Arc<AtomicBool>,
 }
 
@@ -76,6 +78,7 @@ impl<'a> RunContext<'a> {
         }
         let mut base_layers = Vec::new();
         let mut base_env = Vec::new();
+        let mut notices = Vec::new();
         let (base_root, base_id) = match &pipeline.base {
             Base::Host => (
                 PathBuf::from("/"),
@@ -90,6 +93,12 @@ impl<'a> RunContext<'a> {
                 let dir = pipeline.path.parent().unwrap_or(std::path::Path::new("."));
                 let source = strata_cache::ImageSource::parse(reference, dir)?;
                 let image = strata_cache::pull_image(cache, &source)?;
+                if image.offline {
+                    notices.push(format!(
+                        "the registry of base image {source} is unreachable; using the image it named when last pulled ({})",
+                        image.manifest
+                    ));
+                }
                 base_layers = image
                     .layers
                     .iter()
@@ -138,6 +147,7 @@ impl<'a> RunContext<'a> {
             base_env,
             trees: WorkspaceTrees::default(),
             transfers: Transfers::default(),
+            notices,
             run_dir,
             interrupted,
         })

@@ -31,6 +31,11 @@ pub struct PlannedTask {
 /// Every wanted task in run order, with its key when it can be known now. Shared caches are
 /// asked too; problems with them are reported to `reporter` as warnings.
 pub fn plan(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Vec<PlannedTask> {
+    for message in &ctx.notices {
+        reporter.event(&crate::events::Event::Warning {
+            message: message.clone(),
+        });
+    }
     plan_with_results(ctx, reporter).0
 }
 

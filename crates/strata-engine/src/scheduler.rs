@@ -48,6 +48,11 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
             .collect(),
         jobs: ctx.options.jobs,
     });
+    for message in &ctx.notices {
+        reporter.event(&Event::Warning {
+            message: message.clone(),
+        });
+    }
 
     let mut states: Vec<State> = pipeline.tasks.iter().map(|_| State::Pending).collect();
     let mut summary = Summary {

@@ -168,4 +168,28 @@ impl LocalCache {
         .flatten()
         .is_some()
     }
+
+    /// Remembers which manifest an image reference resolved to, for runs without the registry.
+    pub fn record_image_tag(&self, reference: &str, manifest: &str) -> Result<(), StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "INSERT OR REPLACE INTO image_tags (reference, manifest) VALUES (?1, ?2)",
+            params![reference, manifest],
+        )
+        .map_err(self.index_err("record an image tag"))?;
+        Ok(())
+    }
+
+    /// The manifest an image reference last resolved to.
+    pub fn image_tag(&self, reference: &str) -> Option<String> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.query_row(
+            "SELECT manifest FROM image_tags WHERE reference = ?1",
+            params![reference],
+            |r| r.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten()
+    }
 }

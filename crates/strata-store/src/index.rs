@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS images (
     layers TEXT NOT NULL,
     config TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS image_tags (
+    reference TEXT PRIMARY KEY,
+    manifest TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS unusable_remote (
     key TEXT NOT NULL,
     location TEXT NOT NULL,
