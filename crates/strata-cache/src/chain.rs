@@ -104,18 +104,28 @@ impl CacheChain {
 
     /// The first remote entry for `key`, and which remote has it.
     /// Remotes for which `skip(location)` is true are not asked (their entry for this key was
-    /// found broken before).
+    /// found broken before). An entry whose layer archive the remote no longer has (removed by
+    /// a clean-up of the bucket or registry) is a miss, unless `have_layer` says the layer is
+    /// here already: announcing a hit whose layer cannot arrive would fail the tasks above it.
     pub fn lookup(
         &self,
         key: &CacheKey,
         skip: &dyn Fn(&str) -> bool,
+        have_layer: &dyn Fn(&LayerDigest) -> bool,
         warn: Warn<'_>,
     ) -> Option<(usize, RemoteEntry)> {
         for (i, remote) in self.up() {
             if skip(&remote.location()) {
                 continue;
             }
-            match remote.backend.get_entry(key) {
+            let found = remote.backend.get_entry(key).and_then(|entry| match entry {
+                Some(e) if !have_layer(&e.layer) => remote
+                    .backend
+                    .has_blob(&e.archive.digest)
+                    .map(|has| has.then_some(e)),
+                other => Ok(other),
+            });
+            match found {
                 Ok(Some(entry)) => return Some((i, entry)),
                 Ok(None) => {}
                 Err(e) => self.failed(remote, e, warn),

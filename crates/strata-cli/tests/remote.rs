@@ -380,3 +380,32 @@ fn a_registry_that_wants_credentials() {
         "{stdout}"
     );
 }
+
+#[test]
+fn an_entry_whose_layer_was_cleaned_up_is_a_miss() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote_dir.path().display());
+    let (f, counter) = workspace("x\n", "x\n", "x\n");
+    assert_eq!(run(&f, f.cache.path(), &url, &[]).code, 0);
+    counter.take();
+    // Someone cleans the bucket of big blobs: the deps layer's archive is gone, its entry stays.
+    for blob in walk_files(&remote_dir.path().join("blobs")) {
+        if std::fs::metadata(&blob).unwrap().len() > 1_000_000 {
+            std::fs::remove_file(&blob).unwrap();
+        }
+    }
+    let b = Machine::new();
+    let r = run(&f, b.cache.path(), &url, &["--target", "lint"]);
+    assert_eq!(r.code, 0, "{:?}", r.events);
+    assert_eq!(
+        r.status("deps"),
+        "ran",
+        "a hit was announced whose layer cannot arrive"
+    );
+    assert!(
+        r.events.iter().all(|e| e["event"] != "warning"),
+        "{:?}",
+        r.events
+    );
+    assert_eq!(counter.take(), vec!["deps", "lint"]);
+}

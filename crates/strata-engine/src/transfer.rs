@@ -211,6 +211,10 @@ pub(crate) fn remote_lookup(
         return None;
     }
     let warn = warn_with(reporter);
-    ctx.remotes
-        .lookup(key, &|location| ctx.cache.is_unusable(key, location), &warn)
+    ctx.remotes.lookup(
+        key,
+        &|location| ctx.cache.is_unusable(key, location),
+        &|layer| ctx.cache.has_layer(layer),
+        &warn,
+    )
 }
