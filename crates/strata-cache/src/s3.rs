@@ -25,6 +25,8 @@ use crate::entry::RemoteEntry;
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
 /// Streamed uploads go up in parts of this size (S3's minimum is 5 MiB).
 const PART_SIZE: usize = 8 << 20;
+/// How many parts of a streamed upload are sent at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// `blobs/sha256/<hex>.ref`: where a streamed blob lives. A streamed upload cannot be named by a
 /// digest known only at its end, and S3 has no rename, so it keeps its upload name and this
@@ -124,34 +126,41 @@ impl S3Backend {
             })?
             .upload_id()
             .to_string();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(2);
-        let sender = {
-            let (bucket, credentials, agent) = (
-                self.bucket.clone(),
-                self.credentials.clone(),
-                self.agent.clone(),
-            );
-            let (object, upload_id, location) =
-                (object.clone(), upload_id.clone(), self.location.clone());
-            std::thread::spawn(move || -> Result<Vec<String>, BackendError> {
-                let mut etags = Vec::new();
-                for (number, part) in rx {
-                    let url = bucket
-                        .upload_part(credentials.as_ref(), &object, number, &upload_id)
-                        .sign(SIGNATURE_LIFETIME);
-                    let resp = agent.put(url.as_str()).send_bytes(&part).map_err(|e| {
-                        BackendError::Failed {
-                            location: location.clone(),
-                            action: format!("upload part {number}"),
-                            message: e.to_string(),
-                        }
-                    })?;
-                    let etag = resp.header("ETag").unwrap_or_default().to_string();
-                    etags.push(etag);
-                }
-                Ok(etags)
+        // Several parts in flight, as S3 clients do: one connection rarely fills the pipe.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(PARTS_IN_FLIGHT);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let senders = (0..PARTS_IN_FLIGHT)
+            .map(|_| {
+                let (bucket, credentials, agent) = (
+                    self.bucket.clone(),
+                    self.credentials.clone(),
+                    self.agent.clone(),
+                );
+                let (object, upload_id, location) =
+                    (object.clone(), upload_id.clone(), self.location.clone());
+                let rx = std::sync::Arc::clone(&rx);
+                std::thread::spawn(move || -> Result<Vec<(u16, String)>, BackendError> {
+                    let mut etags = Vec::new();
+                    loop {
+                        let next = rx.lock().expect("parts lock").recv();
+                        let Ok((number, part)) = next else {
+                            return Ok(etags);
+                        };
+                        let url = bucket
+                            .upload_part(credentials.as_ref(), &object, number, &upload_id)
+                            .sign(SIGNATURE_LIFETIME);
+                        let resp = agent.put(url.as_str()).send_bytes(&part).map_err(|e| {
+                            BackendError::Failed {
+                                location: location.clone(),
+                                action: format!("upload part {number}"),
+                                message: e.to_string(),
+                            }
+                        })?;
+                        etags.push((number, resp.header("ETag").unwrap_or_default().to_string()));
+                    }
+                })
             })
-        };
+            .collect();
         Ok(Multipart {
             backend: self,
             object,
@@ -159,7 +168,7 @@ impl S3Backend {
             part: Vec::with_capacity(PART_SIZE),
             next_part: 1,
             parts: Some(tx),
-            sender: Some(sender),
+            senders,
         })
     }
 
@@ -362,7 +371,7 @@ struct Multipart<'a> {
     part: Vec<u8>,
     next_part: u16,
     parts: Option<std::sync::mpsc::SyncSender<(u16, Vec<u8>)>>,
-    sender: Option<std::thread::JoinHandle<Result<Vec<String>, BackendError>>>,
+    senders: Vec<std::thread::JoinHandle<Result<Vec<(u16, String)>, BackendError>>>,
 }
 
 impl Multipart<'_> {
@@ -386,12 +395,22 @@ impl Multipart<'_> {
         }
     }
 
+    /// Waits for every part to be sent; returns their ETags in part order.
     fn join(&mut self) -> Result<Vec<String>, BackendError> {
         self.parts = None;
-        match self.sender.take() {
-            Some(h) => h.join().expect("upload thread panicked"),
-            None => Ok(Vec::new()),
+        let mut etags = Vec::new();
+        let mut failure = None;
+        for h in self.senders.drain(..) {
+            match h.join().expect("upload thread panicked") {
+                Ok(mut e) => etags.append(&mut e),
+                Err(e) => failure = failure.or(Some(e)),
+            }
         }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        etags.sort();
+        Ok(etags.into_iter().map(|(_, etag)| etag).collect())
     }
 }
 
