@@ -28,6 +28,9 @@ const PART_SIZE: usize = 8 << 20;
 /// How many parts of a streamed upload are sent at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
+/// A thread sending parts; it returns the (part number, ETag) of each part it sent.
+type PartSender = std::thread::JoinHandle<Result<Vec<(u16, String)>, BackendError>>;
+
 /// `blobs/sha256/<hex>.ref`: where a streamed blob lives. A streamed upload cannot be named by a
 /// digest known only at its end, and S3 has no rename, so it keeps its upload name and this
 /// small document, written once the digest is known, points to it.
@@ -371,7 +374,7 @@ struct Multipart<'a> {
     part: Vec<u8>,
     next_part: u16,
     parts: Option<std::sync::mpsc::SyncSender<(u16, Vec<u8>)>>,
-    senders: Vec<std::thread::JoinHandle<Result<Vec<(u16, String)>, BackendError>>>,
+    senders: Vec<PartSender>,
 }
 
 impl Multipart<'_> {
