@@ -13,6 +13,7 @@
 
 mod backend;
 mod chain;
+mod chunks;
 mod dir;
 mod entry;
 mod image;

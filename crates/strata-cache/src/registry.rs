@@ -5,12 +5,12 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use strata_key::CacheKey;
 use strata_oci::{Descriptor, ImageManifest, MEDIA_LAYER_ZSTD, OciDigest, Registry, RegistryError};
 
 use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
+use crate::chunks::{ChunkedUpload, Chunks};
 use crate::entry::RemoteEntry;
 
 pub const MEDIA_ENTRY: &str = "application/vnd.strata.entry.v1+json";
@@ -19,6 +19,20 @@ pub const MEDIA_LOG: &str = "application/vnd.strata.log.v1";
 pub struct RegistryBackend {
     registry: Arc<Registry>,
     repository: String,
+}
+
+fn backend_error(location: &str, action: &str, e: RegistryError) -> BackendError {
+    match e {
+        RegistryError::Unreachable { source, .. } => BackendError::Unreachable {
+            location: location.to_string(),
+            message: source.to_string(),
+        },
+        other => BackendError::Failed {
+            location: location.to_string(),
+            action: action.to_string(),
+            message: other.to_string(),
+        },
+    }
 }
 
 /// Streamed uploads go up in chunks of this size.
@@ -37,17 +51,7 @@ impl RegistryBackend {
     }
 
     fn error(&self, action: &str, e: RegistryError) -> BackendError {
-        match e {
-            RegistryError::Unreachable { source, .. } => BackendError::Unreachable {
-                location: self.location(),
-                message: source.to_string(),
-            },
-            other => BackendError::Failed {
-                location: self.location(),
-                action: action.to_string(),
-                message: other.to_string(),
-            },
-        }
+        backend_error(&self.location(), action, e)
     }
 }
 
@@ -126,23 +130,28 @@ impl CacheBackend for RegistryBackend {
                 .registry
                 .start_upload(&self.repository)
                 .map_err(|e| self.error("start an upload", e))?;
-            // Chunks go up in order from a sender thread, which carries the session's location
+            // Chunks go up in order from one sender thread, which carries the session's location
             // from one PATCH to the next.
-            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
-            let registry = Arc::clone(&self.registry);
-            let sender = std::thread::spawn(move || -> Result<String, RegistryError> {
-                let (mut location, mut offset) = (location, 0u64);
-                for chunk in rx {
-                    location = registry.upload_chunk(&location, offset, &chunk)?;
-                    offset += chunk.len() as u64;
-                }
-                Ok(location)
+            let chunks = ChunkedUpload::start(self.location(), CHUNK_SIZE, 1, |chunks: Chunks| {
+                let registry = Arc::clone(&self.registry);
+                let (mut location, where_) = (location.clone(), self.location());
+                std::thread::spawn(move || {
+                    let mut offset = 0u64;
+                    loop {
+                        let next = chunks.lock().expect("chunks lock").recv();
+                        let Ok((_, chunk)) = next else {
+                            return Ok(location);
+                        };
+                        location = registry
+                            .upload_chunk(&location, offset, &chunk)
+                            .map_err(|e| backend_error(&where_, "upload a chunk", e))?;
+                        offset += chunk.len() as u64;
+                    }
+                })
             });
             Ok(Box::new(RegistryUpload {
                 backend: self,
-                chunk: Vec::with_capacity(CHUNK_SIZE),
-                chunks: Some(tx),
-                sender: Some(sender),
+                chunks,
                 finished: false,
             }))
         };
@@ -179,62 +188,19 @@ impl CacheBackend for RegistryBackend {
 /// when the session is closed.
 struct RegistryUpload<'a> {
     backend: &'a RegistryBackend,
-    chunk: Vec<u8>,
-    chunks: Option<mpsc::SyncSender<Vec<u8>>>,
-    sender: Option<std::thread::JoinHandle<Result<String, RegistryError>>>,
+    /// The sender returns the session's last location.
+    chunks: ChunkedUpload<String>,
     finished: bool,
 }
 
-impl RegistryUpload<'_> {
-    fn send_chunk(&mut self) -> Result<(), BackendError> {
-        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_SIZE));
-        let sent = self
-            .chunks
-            .as_ref()
-            .is_some_and(|tx| tx.send(chunk).is_ok());
-        if sent {
-            return Ok(());
-        }
-        // The sender stopped: its error says why.
-        Err(match self.join() {
-            Err(e) => self.backend.error("upload a chunk", e),
-            Ok(_) => BackendError::Failed {
-                location: self.backend.location(),
-                action: "upload a chunk".into(),
-                message: "the upload stopped".into(),
-            },
-        })
-    }
-
-    fn join(&mut self) -> Result<String, RegistryError> {
-        self.chunks = None;
-        match self.sender.take() {
-            Some(h) => h.join().expect("upload thread panicked"),
-            None => Ok(String::new()),
-        }
-    }
-}
-
 impl BlobUpload for RegistryUpload<'_> {
-    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), BackendError> {
-        while !bytes.is_empty() {
-            let n = (CHUNK_SIZE - self.chunk.len()).min(bytes.len());
-            self.chunk.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.chunk.len() == CHUNK_SIZE {
-                self.send_chunk()?;
-            }
-        }
-        Ok(())
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.chunks.write_all(bytes)
     }
 
     fn finish(mut self: Box<Self>, digest: &OciDigest, _size: u64) -> Result<(), BackendError> {
-        if !self.chunk.is_empty() {
-            self.send_chunk()?;
-        }
-        let location = self
-            .join()
-            .map_err(|e| self.backend.error("upload a chunk", e))?;
+        self.chunks.flush(false)?;
+        let location = self.chunks.join()?.pop().unwrap_or_default();
         self.finished = true;
         self.backend
             .registry
@@ -246,8 +212,8 @@ impl BlobUpload for RegistryUpload<'_> {
 impl Drop for RegistryUpload<'_> {
     fn drop(&mut self) {
         if !self.finished
-            && let Ok(location) = self.join()
-            && !location.is_empty()
+            && let Ok(mut locations) = self.chunks.join()
+            && let Some(location) = locations.pop()
         {
             self.backend.registry.cancel_upload(&location);
         }

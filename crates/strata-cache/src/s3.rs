@@ -20,6 +20,7 @@ use strata_key::CacheKey;
 use strata_oci::{DigestReader, OciDigest};
 
 use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
+use crate::chunks::{ChunkedUpload, Chunks};
 use crate::entry::RemoteEntry;
 
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
@@ -27,9 +28,6 @@ const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
 const PART_SIZE: usize = 8 << 20;
 /// How many parts of a streamed upload are sent at once.
 const PARTS_IN_FLIGHT: usize = 4;
-
-/// A thread sending parts; it returns the (part number, ETag) of each part it sent.
-type PartSender = std::thread::JoinHandle<Result<Vec<(u16, String)>, BackendError>>;
 
 /// `blobs/sha256/<hex>.ref`: where a streamed blob lives. A streamed upload cannot be named by a
 /// digest known only at its end, and S3 has no rename, so it keeps its upload name and this
@@ -130,10 +128,11 @@ impl S3Backend {
             .upload_id()
             .to_string();
         // Several parts in flight, as S3 clients do: one connection rarely fills the pipe.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(PARTS_IN_FLIGHT);
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let senders = (0..PARTS_IN_FLIGHT)
-            .map(|_| {
+        let parts = ChunkedUpload::start(
+            self.location.clone(),
+            PART_SIZE,
+            PARTS_IN_FLIGHT,
+            |chunks: Chunks| {
                 let (bucket, credentials, agent) = (
                     self.bucket.clone(),
                     self.credentials.clone(),
@@ -141,11 +140,10 @@ impl S3Backend {
                 );
                 let (object, upload_id, location) =
                     (object.clone(), upload_id.clone(), self.location.clone());
-                let rx = std::sync::Arc::clone(&rx);
-                std::thread::spawn(move || -> Result<Vec<(u16, String)>, BackendError> {
+                std::thread::spawn(move || {
                     let mut etags = Vec::new();
                     loop {
-                        let next = rx.lock().expect("parts lock").recv();
+                        let next = chunks.lock().expect("parts lock").recv();
                         let Ok((number, part)) = next else {
                             return Ok(etags);
                         };
@@ -162,16 +160,13 @@ impl S3Backend {
                         etags.push((number, resp.header("ETag").unwrap_or_default().to_string()));
                     }
                 })
-            })
-            .collect();
+            },
+        );
         Ok(Multipart {
             backend: self,
             object,
             upload_id,
-            part: Vec::with_capacity(PART_SIZE),
-            next_part: 1,
-            parts: Some(tx),
-            senders,
+            parts,
         })
     }
 
@@ -365,82 +360,31 @@ impl CacheBackend for S3Backend {
     }
 }
 
-/// A multipart upload fed as the blob is produced; full parts go to a sender thread, so that
+/// A multipart upload fed as the blob is produced; full parts go to sender threads, so that
 /// producing and uploading overlap.
 struct Multipart<'a> {
     backend: &'a S3Backend,
     object: String,
     upload_id: String,
-    part: Vec<u8>,
-    next_part: u16,
-    parts: Option<std::sync::mpsc::SyncSender<(u16, Vec<u8>)>>,
-    senders: Vec<PartSender>,
-}
-
-impl Multipart<'_> {
-    fn send_part(&mut self) -> Result<(), BackendError> {
-        let part = std::mem::replace(&mut self.part, Vec::with_capacity(PART_SIZE));
-        let number = self.next_part;
-        self.next_part += 1;
-        let sent = self
-            .parts
-            .as_ref()
-            .is_some_and(|tx| tx.send((number, part)).is_ok());
-        if sent {
-            Ok(())
-        } else {
-            // The sender stopped: its error says why.
-            Err(self.join().err().unwrap_or_else(|| BackendError::Failed {
-                location: self.backend.location.clone(),
-                action: "upload a part".into(),
-                message: "the upload stopped".into(),
-            }))
-        }
-    }
-
-    /// Waits for every part to be sent; returns their ETags in part order.
-    fn join(&mut self) -> Result<Vec<String>, BackendError> {
-        self.parts = None;
-        let mut etags = Vec::new();
-        let mut failure = None;
-        for h in self.senders.drain(..) {
-            match h.join().expect("upload thread panicked") {
-                Ok(mut e) => etags.append(&mut e),
-                Err(e) => failure = failure.or(Some(e)),
-            }
-        }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        etags.sort();
-        Ok(etags.into_iter().map(|(_, etag)| etag).collect())
-    }
+    /// Each sender returns the (part number, ETag) of the parts it sent.
+    parts: ChunkedUpload<Vec<(u16, String)>>,
 }
 
 impl BlobUpload for Multipart<'_> {
-    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), BackendError> {
-        while !bytes.is_empty() {
-            let n = (PART_SIZE - self.part.len()).min(bytes.len());
-            self.part.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.part.len() == PART_SIZE {
-                self.send_part()?;
-            }
-        }
-        Ok(())
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.parts.write_all(bytes)
     }
 
     fn finish(mut self: Box<Self>, digest: &OciDigest, size: u64) -> Result<(), BackendError> {
-        if !self.part.is_empty() || self.next_part == 1 {
-            self.send_part()?;
-        }
-        let etags = self.join()?;
+        self.parts.flush(true)?;
+        let mut etags: Vec<(u16, String)> = self.parts.join()?.into_iter().flatten().collect();
+        etags.sort();
         let b = self.backend;
         let complete = b.bucket.complete_multipart_upload(
             b.credentials.as_ref(),
             &self.object,
             &self.upload_id,
-            etags.iter().map(String::as_str),
+            etags.iter().map(|(_, etag)| etag.as_str()),
         );
         let url = complete.sign(SIGNATURE_LIFETIME);
         b.agent
@@ -473,7 +417,7 @@ impl Drop for Multipart<'_> {
     fn drop(&mut self) {
         // Unfinished: abandon the upload so the server drops its parts.
         if !self.upload_id.is_empty() {
-            let _ = self.join();
+            let _ = self.parts.join();
             let b = self.backend;
             let url = b
                 .bucket

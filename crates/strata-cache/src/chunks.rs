@@ -1,0 +1,101 @@
+//! A blob being produced, cut into fixed-size chunks that background threads send, so that
+//! producing and uploading overlap (S3 multipart parts, registry upload chunks).
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::backend::BackendError;
+
+/// A chunk and its number (from 1, in the order written).
+pub(crate) type Chunk = (u16, Vec<u8>);
+
+/// Where sender threads take chunks from.
+pub(crate) type Chunks = Arc<Mutex<Receiver<Chunk>>>;
+
+pub(crate) struct ChunkedUpload<R> {
+    size: usize,
+    location: String,
+    chunk: Vec<u8>,
+    next: u16,
+    tx: Option<SyncSender<Chunk>>,
+    senders: Vec<JoinHandle<Result<R, BackendError>>>,
+}
+
+impl<R> ChunkedUpload<R> {
+    /// Starts `threads` senders (`spawn` starts one); chunks are `size` bytes but the last.
+    pub(crate) fn start(
+        location: String,
+        size: usize,
+        threads: usize,
+        spawn: impl Fn(Chunks) -> JoinHandle<Result<R, BackendError>>,
+    ) -> Self {
+        let (tx, rx) = sync_channel(threads);
+        let rx = Arc::new(Mutex::new(rx));
+        ChunkedUpload {
+            size,
+            location,
+            chunk: Vec::with_capacity(size),
+            next: 1,
+            tx: Some(tx),
+            senders: (0..threads).map(|_| spawn(Arc::clone(&rx))).collect(),
+        }
+    }
+
+    pub(crate) fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), BackendError> {
+        while !bytes.is_empty() {
+            let n = (self.size - self.chunk.len()).min(bytes.len());
+            self.chunk.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.chunk.len() == self.size {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the last, partial chunk; with `even_empty`, an empty one when nothing was written
+    /// at all (S3 wants at least one part).
+    pub(crate) fn flush(&mut self, even_empty: bool) -> Result<(), BackendError> {
+        if !self.chunk.is_empty() || (even_empty && self.next == 1) {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), BackendError> {
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.size));
+        let number = self.next;
+        self.next += 1;
+        if self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send((number, chunk)).is_ok())
+        {
+            return Ok(());
+        }
+        // Every sender stopped: theirs is the error to report.
+        Err(self.join().err().unwrap_or_else(|| BackendError::Failed {
+            location: self.location.clone(),
+            action: "upload a blob".into(),
+            message: "the upload stopped".into(),
+        }))
+    }
+
+    /// Waits for every chunk to be sent; returns what each sender returned.
+    pub(crate) fn join(&mut self) -> Result<Vec<R>, BackendError> {
+        self.tx = None;
+        let mut results = Vec::new();
+        let mut failure = None;
+        for h in self.senders.drain(..) {
+            match h.join().expect("upload thread panicked") {
+                Ok(r) => results.push(r),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
+    }
+}
