@@ -91,14 +91,6 @@ impl<R: Read> DigestReader<R> {
         io::copy(self, &mut io::sink()).map(|_| ())
     }
 
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn finish(self) -> (OciDigest, u64) {
         (OciDigest(self.hasher.finalize().into()), self.len)
     }
@@ -127,14 +119,6 @@ impl<W: Write> DigestWriter<W> {
             hasher: Sha256::new(),
             len: 0,
         }
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn finish(self) -> (W, OciDigest, u64) {

@@ -76,16 +76,8 @@ impl OciLayout {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn blob_path(&self, digest: &OciDigest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
-    }
-
-    pub fn has_blob(&self, digest: &OciDigest) -> bool {
-        self.blob_path(digest).is_file()
     }
 
     /// Stores `bytes` as a blob and returns its digest.

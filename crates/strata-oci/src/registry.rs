@@ -194,12 +194,6 @@ impl Registry {
         Ok(format!("Bearer {token}"))
     }
 
-    /// Whether the registry answers at all (`GET /v2/`).
-    pub fn ping(&self) -> Result<(), RegistryError> {
-        self.call("GET", &self.url("/v2/"), &|r| r, Body::Empty)
-            .map(|_| ())
-    }
-
     pub fn has_blob(&self, repo: &str, digest: &OciDigest) -> Result<bool, RegistryError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         Ok(self.call("HEAD", &url, &|r| r, Body::Empty)?.is_some())
