@@ -10,18 +10,36 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     for round in 0..3 {
         let prefix = format!("publish/{}-{round}", std::process::id());
-        let b = strata_cache::S3Backend::new(&endpoint, &bucket, &prefix, "us-east-1", true, rusty_s3::Credentials::from_env()).unwrap();
+        let b = strata_cache::S3Backend::new(
+            &endpoint,
+            &bucket,
+            &prefix,
+            "us-east-1",
+            true,
+            rusty_s3::Credentials::from_env(),
+        )
+        .unwrap();
         // File, then one PUT.
         let t = std::time::Instant::now();
         let path = std::env::temp_dir().join(format!("publish-{}.tar.zst", std::process::id()));
-        let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
-        let w = strata_oci::write_layer(&dir, file, strata_oci::Compression::Zstd, threads).unwrap();
+        let file =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
+        let w =
+            strata_oci::write_layer(&dir, file, strata_oci::Compression::Zstd, threads).unwrap();
         let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&path).unwrap());
         b.put_own_blob(&w.digest, w.size, &mut f).unwrap();
         std::fs::remove_file(&path).unwrap();
         let file_then_put = t.elapsed();
         // Streamed.
-        let b = strata_cache::S3Backend::new(&endpoint, &bucket, &format!("{prefix}-s"), "us-east-1", true, rusty_s3::Credentials::from_env()).unwrap();
+        let b = strata_cache::S3Backend::new(
+            &endpoint,
+            &bucket,
+            &format!("{prefix}-s"),
+            "us-east-1",
+            true,
+            rusty_s3::Credentials::from_env(),
+        )
+        .unwrap();
         let t = std::time::Instant::now();
         struct W<'a>(Box<dyn strata_cache::BlobUpload + 'a>);
         impl Write for W<'_> {
@@ -29,10 +47,13 @@ fn main() {
                 self.0.write_all(buf).map_err(std::io::Error::other)?;
                 Ok(buf.len())
             }
-            fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
         }
         let mut up = W(b.begin_upload().unwrap().unwrap());
-        let w = strata_oci::write_layer(&dir, &mut up, strata_oci::Compression::Zstd, threads).unwrap();
+        let w =
+            strata_oci::write_layer(&dir, &mut up, strata_oci::Compression::Zstd, threads).unwrap();
         up.0.finish(&w.digest, w.size).unwrap();
         let streamed = t.elapsed();
         eprintln!("round {round}: file then PUT {file_then_put:?}, streamed {streamed:?}");
