@@ -51,6 +51,21 @@ fn push(layout: &Path, tag: &str, registry: &Server, reference: &str) {
     ));
 }
 
+/// `skopeo inspect ARGS`, which must succeed, as JSON.
+fn skopeo_inspect(args: &[String]) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn image_pipeline(base: &str, counter: &Counter) -> String {
     format!(
         r#"base: {{image: "{base}"}}
@@ -188,17 +203,7 @@ tasks:
     assert!(saw.contains("./opt/a/file"), "{saw}");
 
     // skopeo accepts the image and reads its config.
-    let inspect = Command::new("skopeo")
-        .args(["inspect", "--config"])
-        .arg(format!("oci:{}:v1", out_dir.display()))
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "{}",
-        String::from_utf8_lossy(&inspect.stderr)
-    );
-    let config: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let config = skopeo_inspect(&["--config".into(), format!("oci:{}:v1", out_dir.display())]);
     let env: Vec<&str> = config["config"]["Env"]
         .as_array()
         .unwrap()
@@ -257,17 +262,11 @@ fn export_pushes_to_a_registry() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let inspect = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "{}",
-        String::from_utf8_lossy(&inspect.stderr)
-    );
-    let manifest: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let manifest = skopeo_inspect(&[
+        "--raw".into(),
+        "--tls-verify=false".into(),
+        format!("docker://{reference}"),
+    ]);
     // Base layer, workspace layer, the task's layer.
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3, "{manifest}");

@@ -59,6 +59,16 @@ fn workspace(deps: &str, main_c: &str, lint: &str) -> (Fixture, Counter) {
     (f, counter)
 }
 
+/// A workspace whose pipeline ran once and was published to a directory cache.
+fn published_to_a_directory() -> (tempfile::TempDir, String, Fixture, Counter) {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote_dir.path().display());
+    let (f, counter) = workspace("x\n", "x\n", "x\n");
+    assert_eq!(run(&f, f.cache.path(), &url, &[]).code, 0);
+    counter.take();
+    (remote_dir, url, f, counter)
+}
+
 /// A second machine: the same workspace, its own local cache.
 struct Machine {
     cache: tempfile::TempDir,
@@ -262,11 +272,7 @@ fn walk_files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_tampered_layer_is_refused_and_never_applied() {
-    let remote_dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", remote_dir.path().display());
-    let (f, counter) = workspace("x\n", "x\n", "x\n");
-    assert_eq!(run(&f, f.cache.path(), &url, &[]).code, 0);
-    counter.take();
+    let (remote_dir, url, f, counter) = published_to_a_directory();
     // Flip a byte in the middle of every blob of more than 1 MB (the deps layer).
     for blob in walk_files(&remote_dir.path().join("blobs")) {
         let mut bytes = std::fs::read(&blob).unwrap();
@@ -383,11 +389,7 @@ fn a_registry_that_wants_credentials() {
 
 #[test]
 fn an_entry_whose_layer_was_cleaned_up_is_a_miss() {
-    let remote_dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", remote_dir.path().display());
-    let (f, counter) = workspace("x\n", "x\n", "x\n");
-    assert_eq!(run(&f, f.cache.path(), &url, &[]).code, 0);
-    counter.take();
+    let (remote_dir, url, f, counter) = published_to_a_directory();
     // Someone cleans the bucket of big blobs: the deps layer's archive is gone, its entry stays.
     for blob in walk_files(&remote_dir.path().join("blobs")) {
         if std::fs::metadata(&blob).unwrap().len() > 1_000_000 {
