@@ -63,7 +63,25 @@ impl<R> ChunkedUpload<R> {
         Ok(())
     }
 
+    /// How many chunks went to the senders so far.
+    pub(crate) fn sent(&self) -> u16 {
+        self.next - 1
+    }
+
+    /// Everything written, when it all fits in one chunk and nothing was sent yet: a blob that
+    /// small is better stored in one request.
+    pub(crate) fn take_whole(&mut self) -> Option<Vec<u8>> {
+        (self.next == 1).then(|| std::mem::take(&mut self.chunk))
+    }
+
     fn send(&mut self) -> Result<(), BackendError> {
+        if self.next == u16::MAX {
+            return Err(BackendError::Failed {
+                location: self.location.clone(),
+                action: "upload a blob".into(),
+                message: format!("blobs are limited to {} chunks", u16::MAX - 1),
+            });
+        }
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.size));
         let number = self.next;
         self.next += 1;

@@ -18,6 +18,8 @@ struct Subject {
     backend: Arc<dyn CacheBackend>,
     /// The same kind of backend, pointed where no server is.
     unreachable: Box<dyn CacheBackend>,
+    /// Where the backend (or its server) keeps what it stores.
+    storage: std::path::PathBuf,
     _server: Option<Server>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -27,6 +29,7 @@ fn dir_subject() -> Subject {
     Subject {
         backend: Arc::new(DirBackend::new(dir.path())),
         unreachable: Box::new(DirBackend::new(&dir.path().join("not-mounted"))),
+        storage: dir.path().to_path_buf(),
         _server: None,
         _dir: Some(dir),
     }
@@ -53,6 +56,8 @@ fn s3_subject() -> Subject {
     Subject {
         backend: Arc::new(s3_backend(&server.endpoint())),
         unreachable: Box::new(s3_backend(&closed)),
+        // The objects (the server keeps its own metadata beside them).
+        storage: server.dir.path().join("strata-ci"),
         _server: Some(server),
         _dir: None,
     }
@@ -64,6 +69,7 @@ fn registry_subject() -> Subject {
     Subject {
         backend: Arc::new(RegistryBackend::new(&server.host(), "team/cache")),
         unreachable: Box::new(RegistryBackend::new(&closed, "team/cache")),
+        storage: server.dir.path().to_path_buf(),
         _server: Some(server),
         _dir: None,
     }
@@ -271,7 +277,7 @@ fn streamed_uploads_appear_only_when_finished(s: Subject, streams: bool) {
         b.location()
     );
     let mut upload = upload.unwrap();
-    // Several of S3's parts, and a short last one.
+    // Several chunks (of S3's 8 MiB, of the registry's), and a short last one.
     let content: Vec<u8> = (0..(19u32 << 20)).map(|i| (i % 251) as u8).collect();
     let d = OciDigest::of(&content);
     for chunk in content.chunks(3 << 20) {
@@ -281,11 +287,42 @@ fn streamed_uploads_appear_only_when_finished(s: Subject, streams: bool) {
     upload.finish(&d, content.len() as u64).unwrap();
     assert!(b.has_blob(&d).unwrap());
     assert_eq!(read_all(b, &d).unwrap(), content);
-    // Abandoned halfway: nothing appears.
+    // A blob smaller than one chunk.
+    let small: Vec<u8> = (0..100_000u32).map(|i| (i % 13) as u8).collect();
+    let d = OciDigest::of(&small);
     let mut upload = b.begin_upload().unwrap().unwrap();
-    upload.write_all(b"half of something").unwrap();
+    upload.write_all(&small).unwrap();
+    assert!(!b.has_blob(&d).unwrap(), "visible before it was finished");
+    upload.finish(&d, small.len() as u64).unwrap();
+    assert_eq!(read_all(b, &d).unwrap(), small);
+    // Abandoned after several chunks went up: nothing appears, nothing is left behind.
+    let before = stored_files(&s.storage);
+    let mut upload = b.begin_upload().unwrap().unwrap();
+    upload.write_all(&content[..(17 << 20)]).unwrap();
     drop(upload);
-    assert!(!b.has_blob(&OciDigest::of(b"half of something")).unwrap());
+    assert!(!b.has_blob(&OciDigest::of(&content[..(17 << 20)])).unwrap());
+    let after = stored_files(&s.storage);
+    // docker-registry's DELETE of an upload session rewrites one hash-state file (bookkeeping,
+    // not content) into the session directory it has just removed.
+    let left: Vec<_> = after
+        .iter()
+        .filter(|(p, _)| !before.contains_key(*p) && !p.to_string_lossy().contains("/hashstates/"))
+        .collect();
+    assert!(left.is_empty(), "an abandoned upload left files: {left:?}");
+}
+
+/// Every file under `dir`, with its size.
+fn stored_files(dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            out.extend(stored_files(&entry.path()));
+        } else {
+            out.insert(entry.path(), meta.len());
+        }
+    }
+    out
 }
 
 fn unreachable_is_not_a_miss(s: Subject) {

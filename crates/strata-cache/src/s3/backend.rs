@@ -1,0 +1,215 @@
+//! The S3 backend: entries and whole blobs as single objects; streamed blobs through `stream`.
+
+use std::io::Read;
+use std::time::Duration;
+
+use rusty_s3::{Bucket, Credentials, UrlStyle};
+use strata_key::CacheKey;
+use strata_oci::{DigestReader, OciDigest};
+
+use super::client::Client;
+use super::stream::{ChunkList, StreamedBlob};
+use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
+use crate::entry::RemoteEntry;
+
+/// Object names under the cache's prefix.
+#[derive(Clone)]
+pub(super) struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn object(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    fn entry(&self, key: &CacheKey) -> String {
+        self.object(&format!("entries/{}.json", key.to_hex()))
+    }
+
+    pub fn blob(&self, digest: &OciDigest) -> String {
+        self.object(&format!("blobs/sha256/{}", digest.hex()))
+    }
+
+    pub fn chunk_list(&self, digest: &OciDigest) -> String {
+        self.object(&format!("blobs/sha256/{}.chunks", digest.hex()))
+    }
+
+    /// Where the chunks of one streamed upload go: `<prefix>/chunks/<upload>/`.
+    pub fn chunks_dir(&self, upload: &str) -> String {
+        self.object(&format!("chunks/{upload}/"))
+    }
+}
+
+pub struct S3Backend {
+    client: Client,
+    names: Names,
+}
+
+impl S3Backend {
+    /// `endpoint` is the server's base URL (`https://s3.eu-west-1.amazonaws.com`,
+    /// `http://127.0.0.1:8014`); `prefix` has no leading or trailing `/`.
+    pub fn new(
+        endpoint: &str,
+        bucket: &str,
+        prefix: &str,
+        region: &str,
+        path_style: bool,
+        credentials: Option<Credentials>,
+    ) -> Result<S3Backend, String> {
+        let url = url::Url::parse(endpoint).map_err(|e| format!("endpoint `{endpoint}`: {e}"))?;
+        let style = if path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket_handle = Bucket::new(url, style, bucket.to_string(), region.to_string())
+            .map_err(|e| format!("bucket `{bucket}` at `{endpoint}`: {e}"))?;
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout_read(Duration::from_secs(300))
+            .build();
+        let location = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
+        Ok(S3Backend {
+            client: Client {
+                bucket: bucket_handle,
+                credentials,
+                agent,
+                location,
+            },
+            names: Names {
+                prefix: prefix.to_string(),
+            },
+        })
+    }
+}
+
+impl CacheBackend for S3Backend {
+    fn location(&self) -> String {
+        self.client.location.clone()
+    }
+
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+        let Some(resp) = self.client.get(&self.names.entry(key), "read an entry")? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(64 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| BackendError::Unreachable {
+                location: self.client.location.clone(),
+                message: format!("reading an entry: {e}"),
+            })?;
+        Ok(RemoteEntry::from_json(&bytes, key))
+    }
+
+    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+        let object = self.names.entry(&entry.key);
+        if self.client.exists(&object, "look up an entry")? {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        match self
+            .client
+            .agent
+            .put(&self.client.put_url(&object))
+            .set("If-None-Match", "*")
+            .set("Content-Type", "application/json")
+            .send_bytes(&entry.to_json())
+        {
+            Ok(_) => Ok(PutOutcome::Stored),
+            Err(ureq::Error::Status(412, _)) => Ok(PutOutcome::AlreadyPresent),
+            Err(e) => Err(self.client.error("write an entry", e)),
+        }
+    }
+
+    fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
+        Ok(self
+            .client
+            .exists(&self.names.blob(digest), "look up a blob")?
+            || self
+                .client
+                .exists(&self.names.chunk_list(digest), "look up a blob")?)
+    }
+
+    fn get_blob(&self, digest: &OciDigest) -> Result<Option<BlobReader>, BackendError> {
+        if let Some(resp) = self.client.get(&self.names.blob(digest), "read a blob")? {
+            return Ok(Some(resp.into_reader()));
+        }
+        let Some(resp) = self
+            .client
+            .get(&self.names.chunk_list(digest), "read a blob")?
+        else {
+            return Ok(None);
+        };
+        let mut text = Vec::new();
+        resp.into_reader()
+            .take(64 << 20)
+            .read_to_end(&mut text)
+            .map_err(|e| BackendError::Unreachable {
+                location: self.client.location.clone(),
+                message: format!("reading a blob's chunk list: {e}"),
+            })?;
+        let list = ChunkList::parse(&text, &self.names.object("chunks/")).ok_or_else(|| {
+            BackendError::Corrupt {
+                location: self.client.location.clone(),
+                digest: *digest,
+            }
+        })?;
+        Ok(Some(list.reader(self.client.clone())))
+    }
+
+    fn begin_upload(&self) -> Option<Result<Box<dyn BlobUpload + '_>, BackendError>> {
+        Some(Ok(Box::new(StreamedBlob::start(
+            self.client.clone(),
+            self.names.clone(),
+        ))))
+    }
+
+    fn put_blob(
+        &self,
+        digest: &OciDigest,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<(), BackendError> {
+        let object = self.names.blob(digest);
+        if self.client.exists(&object, "look up a blob")? {
+            return Ok(());
+        }
+        let mut reader = DigestReader::new(content.take(size));
+        self.client
+            .put(&object, size, &mut reader, "write a blob")?;
+        let (actual, len) = reader.finish();
+        if actual != *digest || len != size {
+            // S3 does not check content against our digest: take the object back.
+            self.client.delete(&object);
+            return Err(BackendError::Corrupt {
+                location: self.client.location.clone(),
+                digest: *digest,
+            });
+        }
+        Ok(())
+    }
+
+    fn put_own_blob(
+        &self,
+        digest: &OciDigest,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<(), BackendError> {
+        self.client.put(
+            &self.names.blob(digest),
+            size,
+            content.take(size),
+            "write a blob",
+        )
+    }
+}
