@@ -284,36 +284,80 @@ impl Pool<'_> {
 
 fn write_file(job: &FileJob) -> Result<(), ApplyError> {
     let path = &job.path;
-    let mut file = File::options()
+    let mut file = create_file(path)?;
+    io::Write::write_all(&mut file, &job.data).map_err(io_err(path))?;
+    apply_meta(Target::File(&file, path), &job.meta)
+}
+
+fn create_file(path: &Path) -> Result<File, ApplyError> {
+    File::options()
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(io_err(path))?;
-    io::Write::write_all(&mut file, &job.data).map_err(io_err(path))?;
-    drop(file);
-    apply_meta(path, &job.meta, false)
+        .map_err(io_err(path))
+}
+
+/// What metadata is set on: a file just written, through its descriptor (no more path
+/// lookups), or anything else by path, without following a symlink.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    File(&'a File, &'a Path),
+    Path { path: &'a Path, symlink: bool },
+}
+
+impl Target<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Target::File(_, path) | Target::Path { path, .. } => path,
+        }
+    }
 }
 
 /// Owner, then mode (chown clears set-id bits), then xattrs (chown drops
 /// `security.capability`), then mtime.
-fn apply_meta(path: &Path, meta: &Meta, symlink: bool) -> Result<(), ApplyError> {
-    if meta.chown {
-        rustix::fs::chownat(
-            rustix::fs::CWD,
-            path,
-            Some(rustix::fs::Uid::from_raw(meta.uid)),
-            Some(rustix::fs::Gid::from_raw(meta.gid)),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(sys_err(path))?;
+fn apply_meta(target: Target<'_>, meta: &Meta) -> Result<(), ApplyError> {
+    use rustix::fs::{AtFlags, CWD, Gid, Uid, XattrFlags};
+    let path = target.path();
+    let (uid, gid) = (Uid::from_raw(meta.uid), Gid::from_raw(meta.gid));
+    let mode = Mode::from_raw_mode(meta.mode);
+    let t = Timespec {
+        tv_sec: meta.mtime as i64,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    match target {
+        Target::File(file, _) => {
+            if meta.chown {
+                rustix::fs::fchown(file, Some(uid), Some(gid)).map_err(sys_err(path))?;
+            }
+            rustix::fs::fchmod(file, mode).map_err(sys_err(path))?;
+            for (name, value) in &meta.xattrs {
+                let name = xattr_name(path, name)?;
+                rustix::fs::fsetxattr(file, name.as_c_str(), value, XattrFlags::empty())
+                    .map_err(sys_err(path))?;
+            }
+            rustix::fs::futimens(file, &times).map_err(sys_err(path))
+        }
+        Target::Path { symlink, .. } => {
+            if meta.chown {
+                rustix::fs::chownat(CWD, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(sys_err(path))?;
+            }
+            if !symlink {
+                rustix::fs::chmod(path, mode).map_err(sys_err(path))?;
+            }
+            for (name, value) in &meta.xattrs {
+                let name = xattr_name(path, name)?;
+                rustix::fs::lsetxattr(path, name.as_c_str(), value, XattrFlags::empty())
+                    .map_err(sys_err(path))?;
+            }
+            rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(sys_err(path))
+        }
     }
-    if !symlink {
-        rustix::fs::chmod(path, Mode::from_raw_mode(meta.mode)).map_err(sys_err(path))?;
-    }
-    for (name, value) in &meta.xattrs {
-        set_xattr(path, name, value)?;
-    }
-    set_mtime(path, meta.mtime)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,7 +443,15 @@ impl<'a> Applier<'a> {
                 0,
             )
             .map_err(sys_err(&path))?;
-            return apply_meta(&path, &self.meta(&header, Vec::new())?, false);
+            let meta = self.meta(&header, Vec::new())?;
+            let symlink = false;
+            return apply_meta(
+                Target::Path {
+                    path: &path,
+                    symlink,
+                },
+                &meta,
+            );
         }
 
         let pax = read_pax_xattrs(&mut entry)?;
@@ -427,12 +479,10 @@ impl<'a> Applier<'a> {
                     let meta = self.meta(&header, pax)?;
                     return self.pool.submit(FileJob { path, data, meta });
                 }
-                let mut file = File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
+                let mut file = create_file(&path)?;
                 io::copy(&mut entry, &mut file).map_err(io_err(&path))?;
+                let meta = self.meta(&header, pax)?;
+                return apply_meta(Target::File(&file, &path), &meta);
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -484,7 +534,14 @@ impl<'a> Applier<'a> {
             _ => return Err(unsafe_entry("unsupported entry type")),
         }
         let meta = self.meta(&header, pax)?;
-        apply_meta(&path, &meta, kind == tar::EntryType::Symlink)?;
+        let symlink = kind == tar::EntryType::Symlink;
+        apply_meta(
+            Target::Path {
+                path: &path,
+                symlink,
+            },
+            &meta,
+        )?;
         if kind == tar::EntryType::Directory {
             let mtime = header.mtime().unwrap_or(0);
             self.dir_times.push((path, mtime));
@@ -561,14 +618,18 @@ fn read_pax_xattrs<R: Read>(
     Ok(out)
 }
 
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), ApplyError> {
-    let cname = CString::new(name).map_err(|_| ApplyError::Unsafe {
+fn xattr_name(path: &Path, name: &str) -> Result<CString, ApplyError> {
+    CString::new(name).map_err(|_| ApplyError::Unsafe {
         entry: path.display().to_string(),
         reason: "an xattr name contains NUL",
-    })?;
+    })
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), ApplyError> {
+    let name = xattr_name(path, name)?;
     rustix::fs::lsetxattr(
         path,
-        cname.as_c_str(),
+        name.as_c_str(),
         value,
         rustix::fs::XattrFlags::empty(),
     )
