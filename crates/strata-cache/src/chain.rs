@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use strata_key::{CacheKey, ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
-use strata_oci::{Compression, OciDigest, apply_layer, write_layer};
+use strata_oci::{Compression, Expected, OciDigest, apply_layer, write_layer};
 use strata_store::{ArchiveRecord, LocalCache, NewEntry};
 
 use crate::backend::{Access, BackendError, BlobUpload, CacheBackend};
@@ -166,7 +166,13 @@ impl CacheChain {
                 .import_dir()
                 .map_err(|e| local_err("make an import directory", &e))?;
             let counted = Progress::new(blob, progress);
-            let applied = apply_layer(counted, Compression::Zstd, &dir, Some(entry.archive.digest));
+            // The blob's digest is checked, and the entry is what names it: its diff_id is kept
+            // as recorded (for images built from it), not recomputed.
+            let expected = Expected {
+                digest: Some(entry.archive.digest),
+                diff_id: None,
+            };
+            let applied = apply_layer(counted, Compression::Zstd, &dir, expected);
             let applied = match applied {
                 Ok(a) => a,
                 Err(e) => {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use strata_key::LayerDigest;
 use strata_oci::{
-    Compression, ImageConfig, ImageIndex, ImageManifest, ImageRef, OciDigest, OciLayout, Platform,
-    Registry, apply_layer,
+    Compression, Expected, ImageConfig, ImageIndex, ImageManifest, ImageRef, OciDigest, OciLayout,
+    Platform, Registry, apply_layer,
 };
 use strata_store::{ArchiveRecord, LocalCache};
 
@@ -308,23 +308,16 @@ fn pull(
                         })?;
                     let dir = local.import_dir().map_err(store_err)?;
                     let unpack = || -> Result<LayerDigest, ImageError> {
-                        let applied = apply_layer(
-                            fetch.blob(&desc.digest)?,
-                            compression,
-                            &dir,
-                            Some(desc.digest),
-                        )
-                        .map_err(|source| ImageError::Apply {
-                            image: name.to_string(),
-                            digest: desc.digest,
-                            source: Box::new(source),
-                        })?;
-                        if applied.diff_id != *diff_id {
-                            return Err(invalid(
-                                name,
-                                format!("layer {} does not match its diff_id", desc.digest),
-                            ));
-                        }
+                        let expected = Expected {
+                            digest: Some(desc.digest),
+                            diff_id: Some(*diff_id),
+                        };
+                        apply_layer(fetch.blob(&desc.digest)?, compression, &dir, expected)
+                            .map_err(|source| ImageError::Apply {
+                                image: name.to_string(),
+                                digest: desc.digest,
+                                source: Box::new(source),
+                            })?;
                         let layer = strata_key::tree_digest(&dir)
                             .map_err(|e| store_err(strata_store::StoreError::Tree(e)))?;
                         local.publish_layer(&dir, &layer).map_err(store_err)?;

@@ -9,7 +9,7 @@ fn main() {
         std::io::BufReader::with_capacity(1 << 20, file),
         strata_oci::Compression::Zstd,
         std::path::Path::new(&dir),
-        None,
+        strata_oci::Expected::default(),
     )
     .expect("apply");
     eprintln!("{} bytes in {:?}", applied.size, start.elapsed());

@@ -18,7 +18,8 @@ mod reference;
 mod registry;
 
 pub use archive::{
-    AppliedLayer, ApplyError, ArchiveError, Compression, LayerArchive, apply_layer, write_layer,
+    AppliedLayer, ApplyError, ArchiveError, Compression, Expected, LayerArchive, apply_layer,
+    write_layer,
 };
 pub use digest::{DigestReader, DigestWriter, OciDigest};
 pub use image::{

@@ -24,12 +24,20 @@ use rustix::fs::{FileType, Mode, Timespec, Timestamps};
 use super::{Compression, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, PAX_XATTR_PREFIX, WHITEOUT_PREFIX};
 use crate::digest::{DigestReader, OciDigest};
 
-/// What was applied: the digests of the stream as read.
+/// What was applied: the digest and size of the stream as read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppliedLayer {
     pub digest: OciDigest,
     pub size: u64,
-    pub diff_id: OciDigest,
+}
+
+/// What the archive must hash to. The tar stream is hashed only when its `diff_id` is to be
+/// checked (an image's config lists them); for a blob already checked by its digest, that second
+/// SHA-256 over the uncompressed stream would prove nothing more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub digest: Option<OciDigest>,
+    pub diff_id: Option<OciDigest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +51,11 @@ pub enum ApplyError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    #[error("layer archive diff_id mismatch: expected {expected}, got {actual}")]
+    DiffIdMismatch {
+        expected: OciDigest,
+        actual: OciDigest,
     },
     #[error("layer archive digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -66,34 +79,43 @@ fn sys_err(path: &Path) -> impl FnOnce(rustix::io::Errno) -> ApplyError + '_ {
 }
 
 /// Unpacks the layer archive read from `input` into `dest` (a new, empty directory), converting
-/// `.wh.` whiteouts to overlay whiteouts. When `expected` is given, the compressed stream must
-/// have that digest.
+/// `.wh.` whiteouts to overlay whiteouts. The compressed stream is always hashed; it must have
+/// `expected.digest` and, uncompressed, `expected.diff_id`, when they are given.
 ///
-/// Three stages overlap: one thread reads, hashes and decompresses; the calling thread hashes
-/// the tar stream, checks every entry and creates directories, links and special files; a few
+/// Three stages overlap: one thread reads, hashes and decompresses; the calling thread (hashing
+/// the tar stream if its `diff_id` is expected) checks every entry and creates directories, links and special files; a few
 /// writer threads write file contents and metadata (file creation, not decompression, is what a
 /// tree of many small files waits on).
 pub fn apply_layer<R: Read + Send>(
     input: R,
     compression: Compression,
     dest: &Path,
-    expected: Option<OciDigest>,
+    expected: Expected,
 ) -> Result<AppliedLayer, ApplyError> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
-    let (job_tx, job_rx) = mpsc::sync_channel::<FileJob>(256);
+    let (job_tx, job_rx) = mpsc::sync_channel::<Vec<FileJob>>(8);
     let job_rx = Mutex::new(job_rx);
     let pool = PoolState::default();
     std::thread::scope(|s| {
         let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
-        let producer = s.spawn(move || produce(input, compression, chunk_tx));
+        // Read chunks go back to the producer to be filled again.
+        let (spent_tx, spent_rx) = mpsc::sync_channel::<Vec<u8>>(8);
+        let producer = s.spawn(move || produce(input, compression, chunk_tx, spent_rx));
         for _ in 0..workers {
             s.spawn(|| pool.work(&job_rx));
         }
-        let consumed = consume(ChannelReader::new(chunk_rx), dest, job_tx, &pool);
+        let reader = ChannelReader::new(chunk_rx, spent_tx);
+        let consumed = match expected.diff_id {
+            Some(_) => {
+                let mut plain = DigestReader::new(reader);
+                consume(&mut plain, dest, job_tx, &pool).map(|()| Some(plain.finish().0))
+            }
+            None => consume(&mut { reader }, dest, job_tx, &pool).map(|()| None),
+        };
         let produced = producer.join().expect("decompression thread panicked");
         let diff_id = consumed?;
         let (digest, size) = produced.map_err(ApplyError::Malformed)?;
-        if let Some(expected) = expected
+        if let Some(expected) = expected.digest
             && expected != digest
         {
             return Err(ApplyError::DigestMismatch {
@@ -101,11 +123,12 @@ pub fn apply_layer<R: Read + Send>(
                 actual: digest,
             });
         }
-        Ok(AppliedLayer {
-            digest,
-            size,
-            diff_id,
-        })
+        if let (Some(expected), Some(actual)) = (expected.diff_id, diff_id)
+            && expected != actual
+        {
+            return Err(ApplyError::DiffIdMismatch { expected, actual });
+        }
+        Ok(AppliedLayer { digest, size })
     })
 }
 
@@ -114,6 +137,7 @@ fn produce<R: Read>(
     input: R,
     compression: Compression,
     tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    spent: mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<(OciDigest, u64)> {
     let mut compressed = DigestReader::new(input);
     {
@@ -123,7 +147,8 @@ fn produce<R: Read>(
             Compression::None => Box::new(&mut compressed),
         };
         loop {
-            let mut buf = vec![0u8; 1 << 20];
+            let mut buf = spent.try_recv().unwrap_or_default();
+            buf.resize(1 << 20, 0);
             let mut filled = 0;
             while filled < buf.len() {
                 match decoder.read(&mut buf[filled..]) {
@@ -150,38 +175,45 @@ fn produce<R: Read>(
     Ok(compressed.finish())
 }
 
-/// Applies the tar stream; returns its digest (the `diff_id`).
+/// Applies the tar stream, read to its end.
 fn consume(
-    reader: ChannelReader,
+    plain: &mut dyn Read,
     dest: &Path,
-    jobs: mpsc::SyncSender<FileJob>,
+    jobs: mpsc::SyncSender<Vec<FileJob>>,
     pool: &PoolState,
-) -> Result<OciDigest, ApplyError> {
-    let mut plain = DigestReader::new(reader);
+) -> Result<(), ApplyError> {
     {
-        let mut archive = tar::Archive::new(&mut plain);
-        let mut applier = Applier::new(dest, Pool { jobs, state: pool });
+        let mut archive = tar::Archive::new(&mut *plain);
+        let pool = Pool {
+            jobs,
+            state: pool,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        };
+        let mut applier = Applier::new(dest, pool);
         for entry in archive.entries().map_err(ApplyError::Malformed)? {
             let entry = entry.map_err(ApplyError::Malformed)?;
             applier.entry(entry)?;
         }
         applier.finish()?;
     }
-    plain.drain().map_err(ApplyError::Malformed)?;
-    Ok(plain.finish().0)
+    io::copy(plain, &mut io::sink()).map_err(ApplyError::Malformed)?;
+    Ok(())
 }
 
 /// The decompressed stream, as chunks from the decompression thread.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    spent: mpsc::SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
 
 impl ChannelReader {
-    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>, spent: mpsc::SyncSender<Vec<u8>>) -> Self {
         ChannelReader {
             rx,
+            spent,
             chunk: Vec::new(),
             pos: 0,
         }
@@ -193,7 +225,8 @@ impl Read for ChannelReader {
         if self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(chunk) => {
-                    self.chunk = chunk?;
+                    let read = std::mem::replace(&mut self.chunk, chunk?);
+                    let _ = self.spent.try_send(read);
                     self.pos = 0;
                 }
                 Err(_) => return Ok(0),
@@ -233,13 +266,21 @@ struct PoolState {
     error: Mutex<Option<ApplyError>>,
 }
 
+/// Files go to the writers in batches of up to this many files or bytes: handing over each
+/// small file on its own costs a thread wake-up per file.
+const BATCH_FILES: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+
 impl PoolState {
-    fn work(&self, rx: &Mutex<mpsc::Receiver<FileJob>>) {
+    fn work(&self, rx: &Mutex<mpsc::Receiver<Vec<FileJob>>>) {
         loop {
-            let job = rx.lock().expect("job queue lock").recv();
-            let Ok(job) = job else { return };
-            if let Err(e) = write_file(&job) {
-                self.error.lock().expect("error lock").get_or_insert(e);
+            let batch = rx.lock().expect("job queue lock").recv();
+            let Ok(batch) = batch else { return };
+            for job in &batch {
+                if let Err(e) = write_file(job) {
+                    self.error.lock().expect("error lock").get_or_insert(e);
+                    break;
+                }
             }
             let mut pending = self.pending.lock().expect("pending lock");
             *pending -= 1;
@@ -251,8 +292,11 @@ impl PoolState {
 }
 
 struct Pool<'a> {
-    jobs: mpsc::SyncSender<FileJob>,
+    jobs: mpsc::SyncSender<Vec<FileJob>>,
     state: &'a PoolState,
+    /// Files not yet handed over.
+    batch: Vec<FileJob>,
+    batch_bytes: usize,
 }
 
 impl Pool<'_> {
@@ -263,16 +307,31 @@ impl Pool<'_> {
         }
     }
 
-    fn submit(&self, job: FileJob) -> Result<(), ApplyError> {
+    fn submit(&mut self, job: FileJob) -> Result<(), ApplyError> {
+        self.batch_bytes += job.data.len();
+        self.batch.push(job);
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), ApplyError> {
         self.failed()?;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
         *self.state.pending.lock().expect("pending lock") += 1;
         self.jobs
-            .send(job)
+            .send(batch)
             .map_err(|_| ApplyError::Malformed(io::Error::other("file writers stopped")))
     }
 
     /// Waits until every submitted file is written.
-    fn flush(&self) -> Result<(), ApplyError> {
+    fn flush(&mut self) -> Result<(), ApplyError> {
+        self.send()?;
         let mut pending = self.state.pending.lock().expect("pending lock");
         while *pending > 0 {
             pending = self.state.idle.wait(pending).expect("pending lock");
