@@ -229,6 +229,7 @@ pub(crate) fn run(
         let _ticker = reporter.start_ticker();
         strata_engine::run(&ctx, &*reporter)
     };
+    settle_in_background(&session.cache);
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.success() {
@@ -236,6 +237,33 @@ pub(crate) fn run(
     } else {
         EXIT_TASK_FAILED
     })
+}
+
+/// Layers and logs this run published are usable at once but not yet on disk: a detached
+/// process flushes them, so that neither this run nor the next waits for the disk (see
+/// `strata-store`'s `durability.rs` for what a crash before that costs).
+fn settle_in_background(cache: &LocalCache) {
+    use std::os::unix::process::CommandExt;
+    if !cache.has_unsynced() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let _ = std::process::Command::new(exe)
+        .arg("settle-cache")
+        .arg(cache.root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
+pub(crate) fn settle_cache(dir: &Path) -> CliResult {
+    let cache = LocalCache::open(dir).map_err(|e| CliError::internal(&e))?;
+    cache.settle().map_err(|e| CliError::internal(&e))?;
+    Ok(0)
 }
 
 pub(crate) fn check(file: Option<PathBuf>) -> CliResult {
@@ -439,6 +467,7 @@ pub(crate) fn export(file: PathBuf, args: &PipelineArgs, task: &str, e: ExportAr
         let _ticker = reporter.start_ticker();
         strata_engine::run(&ctx, &*reporter)
     };
+    settle_in_background(&session.cache);
     if !summary.success() {
         return Ok(EXIT_TASK_FAILED);
     }

@@ -127,6 +127,10 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Flush the cache's filesystem and forget what the flush covered (started detached after a
+    /// run that published something).
+    #[command(hide = true)]
+    SettleCache { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
             json,
         } => commands::run(file, &pipeline, targets, no_cache, fail_fast, jobs, json),
         Command::Check { file } => commands::check(file),
+        Command::SettleCache { dir } => commands::settle_cache(&dir),
         Command::Plan {
             file,
             pipeline,

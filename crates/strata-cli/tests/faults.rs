@@ -198,3 +198,30 @@ fn check_accepts_a_valid_file() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 tasks)"));
 }
+
+/// A run does not wait for the disk: what it published is flushed by a detached process, which
+/// then forgets it (so a crash after that drops nothing).
+#[test]
+fn what_a_run_publishes_is_flushed_after_it_by_a_detached_process() {
+    common::assert_root();
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: t\n    run: echo out > /out\n",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("t"), "ran");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cache = strata_store::LocalCache::open(f.cache.path()).unwrap();
+        if !cache.has_unsynced() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the layer and log were never settled"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -17,6 +17,7 @@ impl LocalCache {
         if !dest.exists() {
             let tmp = self.tmp_path("log");
             std::fs::write(&tmp, content).map_err(io(&tmp))?;
+            self.note_unsynced(&format!("logs/{}", digest.to_hex()))?;
             std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
         }
         Ok(digest)
@@ -32,7 +33,8 @@ impl LocalCache {
     }
 
     /// The blob holding a workspace file with this content and mode, copying it from `src` if
-    /// the cache does not have it yet. The copy is checked against `digest`, so a file edited
+    /// the cache does not have it yet (bracket a batch of these with
+    /// [`LocalCache::note_unsynced_files`]). The copy is checked against `digest`, so a file edited
     /// between hashing and copying is reported rather than cached under the wrong name.
     pub fn workspace_blob(
         &self,

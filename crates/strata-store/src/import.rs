@@ -35,6 +35,7 @@ impl LocalCache {
             std::fs::remove_dir_all(dir).map_err(io(dir))?;
             return Ok(());
         }
+        self.note_unsynced(&format!("layers/{}", digest.to_hex()))?;
         match std::fs::rename(dir, &dest) {
             Ok(()) => Ok(()),
             Err(_) if dest.is_dir() => std::fs::remove_dir_all(dir).map_err(io(dir)),

@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS unusable_remote (
     location TEXT NOT NULL,
     PRIMARY KEY (key, location)
 );
+CREATE TABLE IF NOT EXISTS unsynced (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    boot TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workspaces (
     digest TEXT PRIMARY KEY,
     files TEXT NOT NULL

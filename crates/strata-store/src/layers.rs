@@ -55,6 +55,7 @@ impl LocalCache {
             std::fs::remove_dir_all(upper).map_err(io(upper))?;
             return Ok(digest);
         }
+        self.note_unsynced(&format!("layers/{}", digest.to_hex()))?;
         match std::fs::rename(upper, &dest) {
             Ok(()) => Ok(digest),
             // Another process committed the same content first.

@@ -9,6 +9,7 @@
 //! applies them), or the pipeline model.
 
 mod blobs;
+mod durability;
 mod error;
 mod import;
 mod index;

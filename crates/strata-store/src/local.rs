@@ -19,6 +19,8 @@ use crate::index;
 pub struct LocalCache {
     pub(crate) root: PathBuf,
     pub(crate) db: Mutex<rusqlite::Connection>,
+    /// This machine's boot, when known: publishing then defers flushing (`durability.rs`).
+    pub(crate) boot: Option<String>,
 }
 
 /// `$STRATA_CACHE_DIR`, else `/var/cache/strata` for root, else `$XDG_CACHE_HOME/strata`
@@ -49,18 +51,29 @@ pub(crate) const SUBDIRS: &[&str] = &[
 ];
 
 impl LocalCache {
-    /// Opens (creating if needed) the cache at `root`.
+    /// Opens (creating if needed) the cache at `root`, dropping whatever an earlier boot
+    /// published but never flushed.
     pub fn open(root: &Path) -> Result<LocalCache, StoreError> {
+        Self::open_in_boot(root, crate::durability::boot_id())
+    }
+
+    /// [`LocalCache::open`] as if this machine's boot were `boot` (for tests of crash recovery;
+    /// `None`: a machine whose boot cannot be identified, where publishing syncs at once).
+    #[doc(hidden)]
+    pub fn open_in_boot(root: &Path, boot: Option<String>) -> Result<LocalCache, StoreError> {
         for sub in SUBDIRS {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
         let root = std::fs::canonicalize(root).map_err(io(root))?;
         let db = index::open(&root.join("index.sqlite"))?;
-        Ok(LocalCache {
+        let cache = LocalCache {
             root,
             db: Mutex::new(db),
-        })
+            boot,
+        };
+        cache.recover()?;
+        Ok(cache)
     }
 
     pub fn root(&self) -> &Path {
@@ -95,10 +108,13 @@ impl LocalCache {
         std::fs::rename(&tmp, &dest).map_err(io(&dest))
     }
 
-    /// Flushes everything written to the cache's filesystem, so that an entry is never durable
-    /// before the layer it names.
+    /// Call before recording an entry: what it names must survive a crash, or the entry must
+    /// not. Where the boot is known that is already arranged (objects were noted as unsynced when
+    /// published, `durability.rs`); elsewhere this flushes the filesystem.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let dir = std::fs::File::open(&self.root).map_err(io(&self.root))?;
-        rustix::fs::syncfs(&dir).map_err(|e| io(&self.root)(e.into()))
+        match self.boot {
+            Some(_) => Ok(()),
+            None => self.sync_now(),
+        }
     }
 }

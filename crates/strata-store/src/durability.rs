@@ -1,0 +1,205 @@
+//! Deferred durability. A layer, log or workspace blob is usable by every process on this machine
+//! as soon as it is renamed into place: until the machine goes down, the page cache is the truth.
+//! Only a crash can lose what the kernel has not written back yet, so nobody waits for the disk
+//! (a `syncfs` after a 700 MB restore costs most of a second here, several on a cloud volume).
+//! Instead:
+//!
+//! - before an object is renamed into place, a row in `unsynced` names it and this boot
+//!   (`/proc/sys/kernel/random/boot_id`); for workspace blobs, which come by the thousand, one
+//!   row covers every blob written since it (`files/`, with its time);
+//! - `settle` (run detached after a run that wrote something) flushes the filesystem, then drops
+//!   the rows it covered;
+//! - `open` in a later boot finds rows left by an earlier one: those objects may be torn, so they
+//!   are moved out of sight, the entries and records naming them are dropped, and they are
+//!   deleted. Their tasks run (or are restored) again; nothing torn is ever used.
+//!
+//! Where the boot cannot be identified, publishing syncs at once, as before.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::params;
+
+use crate::error::{StoreError, io};
+use crate::local::LocalCache;
+
+/// The row that covers workspace blobs written since its time.
+const FILES: &str = "files/";
+
+/// This boot's identity, when the kernel offers one.
+pub(crate) fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl LocalCache {
+    /// Records that `rel` (`layers/<hex>`, `logs/<hex>`) is about to be published before it is
+    /// on disk. Call it after the object's content is written and before the rename.
+    pub(crate) fn note_unsynced(&self, rel: &str) -> Result<(), StoreError> {
+        let Some(boot) = &self.boot else {
+            return Ok(());
+        };
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "INSERT INTO unsynced (path, boot, at_ms) VALUES (?1, ?2, ?3)",
+            params![rel, boot, now_ms()],
+        )
+        .map_err(self.index_err("record an unsynced object"))?;
+        Ok(())
+    }
+
+    /// Records that workspace blobs are being written: call it before writing a batch of them
+    /// and again after (so that a `settle` running meanwhile in another process cannot cover
+    /// blobs written after its flush began).
+    pub fn note_unsynced_files(&self) -> Result<(), StoreError> {
+        self.note_unsynced(FILES)
+    }
+
+    /// Whether anything published on this machine since the last `settle` may not be on disk.
+    pub fn has_unsynced(&self) -> bool {
+        let Some(boot) = &self.boot else {
+            return false;
+        };
+        let db = self.db.lock().expect("index lock poisoned");
+        db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM unsynced WHERE boot = ?1)",
+            params![boot],
+            |r| r.get(0),
+        )
+        .unwrap_or(false)
+    }
+
+    /// Flushes the cache's filesystem, then forgets the objects that flush covered.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let Some(boot) = &self.boot else {
+            return self.sync_now();
+        };
+        let last: Option<i64> = {
+            let db = self.db.lock().expect("index lock poisoned");
+            db.query_row(
+                "SELECT MAX(id) FROM unsynced WHERE boot = ?1",
+                params![boot],
+                |r| r.get(0),
+            )
+            .map_err(self.index_err("read unsynced objects"))?
+        };
+        let Some(last) = last else { return Ok(()) };
+        // Rows noted after this point may name objects the flush misses: they stay.
+        self.sync_now()?;
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "DELETE FROM unsynced WHERE boot = ?1 AND id <= ?2",
+            params![boot, last],
+        )
+        .map_err(self.index_err("forget synced objects"))?;
+        Ok(())
+    }
+
+    /// Drops what earlier boots published but never flushed: it may be torn.
+    pub(crate) fn recover(&self) -> Result<(), StoreError> {
+        let Some(boot) = &self.boot else {
+            return Ok(());
+        };
+        let mut db = self.db.lock().expect("index lock poisoned");
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.index_err("begin a transaction"))?;
+        let rows: Vec<(String, i64)> = {
+            let mut stmt = tx
+                .prepare("SELECT path, at_ms FROM unsynced WHERE boot != ?1")
+                .map_err(self.index_err("read unsynced objects"))?;
+            stmt.query_map(params![boot], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<Result<_, _>>())
+                .map_err(self.index_err("read unsynced objects"))?
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Out of sight first (a rename each), so that no process finds them while the index
+        // still names them; deleted once the index no longer does.
+        let mut doomed = Vec::new();
+        let mut files_since = None::<i64>;
+        for (rel, at_ms) in &rows {
+            if rel == FILES {
+                files_since = Some(files_since.map_or(*at_ms, |t| t.min(*at_ms)));
+                continue;
+            }
+            let hex = rel.rsplit('/').next().unwrap_or_default().to_string();
+            if rel.starts_with("layers/") {
+                tx.execute("DELETE FROM entries WHERE layer = ?1", params![hex])
+                    .and_then(|_| tx.execute("DELETE FROM archives WHERE layer = ?1", params![hex]))
+                    .and_then(|_| {
+                        tx.execute(
+                            "DELETE FROM images WHERE instr(layers, ?1) > 0",
+                            params![hex],
+                        )
+                    })
+                    .map_err(self.index_err("drop entries of a torn layer"))?;
+            } else if rel.starts_with("logs/") {
+                tx.execute("DELETE FROM entries WHERE log = ?1", params![hex])
+                    .map_err(self.index_err("drop entries of a torn log"))?;
+            }
+            let from = self.root.join(rel);
+            let to = self.tmp_path("torn");
+            match std::fs::rename(&from, &to) {
+                Ok(()) => doomed.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&from)(e)),
+            }
+        }
+        if let Some(since) = files_since {
+            // Workspace blobs are a copy of workspace files: any of them written since the mark
+            // goes (ctime has one-second granularity on some filesystems: one second of slack).
+            doomed.extend(self.move_out_files_since(since - 1000)?);
+        }
+        tx.execute("DELETE FROM unsynced WHERE boot != ?1", params![boot])
+            .map_err(self.index_err("forget unsynced objects"))?;
+        tx.commit().map_err(self.index_err("drop torn objects"))?;
+        drop(db);
+        for path in doomed {
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+        Ok(())
+    }
+
+    fn move_out_files_since(&self, since_ms: i64) -> Result<Vec<PathBuf>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.root.join("files");
+        let mut moved = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let entry = entry.map_err(io(&dir))?;
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.ctime() * 1000 + meta.ctime_nsec() / 1_000_000 >= since_ms {
+                let to = self.tmp_path("torn");
+                if std::fs::rename(&path, &to).is_ok() {
+                    moved.push(to);
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    pub(crate) fn sync_now(&self) -> Result<(), StoreError> {
+        sync_fs(&self.root)
+    }
+}
+
+fn sync_fs(root: &Path) -> Result<(), StoreError> {
+    let dir = std::fs::File::open(root).map_err(io(root))?;
+    rustix::fs::syncfs(&dir).map_err(|e| io(root)(e.into()))
+}

@@ -1,0 +1,161 @@
+//! Deferred durability: what a boot published but never flushed is dropped by the next boot, with
+//! every entry naming it; what was settled survives.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use strata_key::{BaseId, ContentDigest, KEY_VERSION, KeyInputs, LayerDigest, WorkspaceDigest};
+use strata_store::{LocalCache, NewEntry};
+
+fn inputs(command: &str) -> KeyInputs {
+    KeyInputs {
+        version: KEY_VERSION,
+        base: BaseId::from_hash(blake3::hash(b"base")),
+        parents: Vec::new(),
+        workspace: WorkspaceDigest::from_hash(blake3::hash(b"ws")),
+        env: BTreeMap::new(),
+        command: command.to_string(),
+        executor: "sandbox/1".to_string(),
+    }
+}
+
+/// Runs a "task": commits a layer holding `content`, stores its log and records the entry.
+fn task(
+    cache: &LocalCache,
+    scratch: &Path,
+    command: &str,
+    content: &str,
+) -> (KeyInputs, LayerDigest) {
+    let upper = scratch.join(command);
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::write(upper.join("out"), content).unwrap();
+    let layer = cache.commit(&upper).unwrap();
+    let log = cache
+        .put_log(format!("log of {command}\n").as_bytes())
+        .unwrap();
+    cache.sync().unwrap();
+    let inputs = inputs(command);
+    cache
+        .put(&NewEntry {
+            key: inputs.key(),
+            pipeline: "p",
+            task: command,
+            layer,
+            env: &Default::default(),
+            inputs: &inputs,
+            workspace_files: &[],
+            exit_code: 0,
+            duration: Duration::from_millis(5),
+            log,
+        })
+        .unwrap();
+    (inputs, layer)
+}
+
+fn boot(name: &str) -> Option<String> {
+    Some(name.to_string())
+}
+
+#[test]
+fn what_a_crashed_boot_never_flushed_is_dropped_with_its_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = LocalCache::open_in_boot(dir.path(), boot("one")).unwrap();
+    let (settled, settled_layer) = task(&cache, scratch.path(), "settled", "a");
+    assert!(cache.has_unsynced());
+    cache.settle().unwrap();
+    assert!(!cache.has_unsynced());
+    let (torn, torn_layer) = task(&cache, scratch.path(), "torn", "b");
+    assert!(cache.has_unsynced(), "a new layer is noted as unsynced");
+    // Usable at once, in this boot.
+    assert!(cache.lookup(&torn.key()).unwrap().is_some());
+    assert!(cache.has_layer(&torn_layer));
+    drop(cache);
+
+    // The same boot (another process): nothing is lost.
+    let cache = LocalCache::open_in_boot(dir.path(), boot("one")).unwrap();
+    assert!(cache.lookup(&torn.key()).unwrap().is_some());
+    drop(cache);
+
+    // The machine went down before anything flushed the second layer.
+    let cache = LocalCache::open_in_boot(dir.path(), boot("two")).unwrap();
+    assert!(
+        cache.lookup(&torn.key()).unwrap().is_none(),
+        "an entry naming a torn layer survived"
+    );
+    assert!(
+        !cache.has_layer(&torn_layer),
+        "the torn layer is still there"
+    );
+    let entry = cache
+        .lookup(&settled.key())
+        .unwrap()
+        .expect("the settled entry is kept");
+    assert_eq!(entry.layer, settled_layer);
+    assert!(cache.has_layer(&settled_layer));
+    assert!(!cache.has_unsynced());
+    let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+    assert_eq!(
+        leftovers, 0,
+        "torn objects were moved aside but not deleted"
+    );
+}
+
+#[test]
+fn a_torn_log_takes_its_entry_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = LocalCache::open_in_boot(dir.path(), boot("one")).unwrap();
+    // The layer was settled long ago (another task made it); this entry's log was not.
+    let (_, layer) = task(&cache, scratch.path(), "first", "same");
+    cache.settle().unwrap();
+    let (second, second_layer) = task(&cache, scratch.path(), "second", "same");
+    assert_eq!(layer, second_layer, "same content, same layer");
+    drop(cache);
+    let cache = LocalCache::open_in_boot(dir.path(), boot("two")).unwrap();
+    assert!(cache.lookup(&second.key()).unwrap().is_none());
+    assert!(cache.has_layer(&layer), "a settled layer is kept");
+}
+
+#[test]
+fn workspace_blobs_written_after_the_last_flush_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let old = src.path().join("old");
+    std::fs::write(&old, "old").unwrap();
+    let cache = LocalCache::open_in_boot(dir.path(), boot("one")).unwrap();
+    let digest = |p: &Path| ContentDigest::from_hash(blake3::hash(&std::fs::read(p).unwrap()));
+    cache.note_unsynced_files().unwrap();
+    let old_blob = cache.workspace_blob(&old, &digest(&old), 0o644).unwrap();
+    cache.note_unsynced_files().unwrap();
+    cache.settle().unwrap();
+    // ctime has one-second granularity on some filesystems.
+    std::thread::sleep(Duration::from_millis(2100));
+    let new = src.path().join("new");
+    std::fs::write(&new, "new").unwrap();
+    cache.note_unsynced_files().unwrap();
+    let new_blob = cache.workspace_blob(&new, &digest(&new), 0o644).unwrap();
+    cache.note_unsynced_files().unwrap();
+    drop(cache);
+    let cache = LocalCache::open_in_boot(dir.path(), boot("two")).unwrap();
+    assert!(old_blob.exists(), "a flushed blob was dropped");
+    assert!(!new_blob.exists(), "an unflushed blob survived the crash");
+    // It comes back from the workspace when needed.
+    assert_eq!(
+        cache.workspace_blob(&new, &digest(&new), 0o644).unwrap(),
+        new_blob
+    );
+}
+
+#[test]
+fn without_a_known_boot_publishing_flushes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = LocalCache::open_in_boot(dir.path(), None).unwrap();
+    let (inputs, _) = task(&cache, scratch.path(), "t", "x");
+    assert!(!cache.has_unsynced());
+    drop(cache);
+    let cache = LocalCache::open_in_boot(dir.path(), boot("any")).unwrap();
+    assert!(cache.lookup(&inputs.key()).unwrap().is_some());
+}
