@@ -38,7 +38,12 @@ impl WorkspaceTrees {
         let root = run_dir.join("ws").join(digest.to_hex());
         let ws = root.join("workspace");
         std::fs::create_dir_all(&ws).map_err(io(&ws))?;
-        cache.note_unsynced_files()?;
+        let blobs = files
+            .iter()
+            .any(|f| matches!(f.kind, FileKind::File { .. }));
+        if blobs {
+            cache.note_unsynced_files()?;
+        }
         for f in files {
             let dest = ws.join(&*f.path);
             if let Some(parent) = dest.parent() {
@@ -55,7 +60,9 @@ impl WorkspaceTrees {
                 }
             }
         }
-        cache.note_unsynced_files()?;
+        if blobs {
+            cache.note_unsynced_files()?;
+        }
         built.insert(digest, root.clone());
         Ok(root)
     }
