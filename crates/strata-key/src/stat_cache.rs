@@ -60,13 +60,14 @@ pub struct StatCache {
 }
 
 impl StatCache {
-    /// An empty cache for a capture starting now.
+    /// An empty cache for a capture starting now. "Now" as the filesystem's timestamps see it:
+    /// the kernel stamps files from its coarse clock, which can lag the precise one by a tick,
+    /// so a file written just after a precise "now" could carry an earlier mtime and pass for
+    /// settled. Against the coarse clock, a later write never stamps earlier.
     pub(crate) fn starting_now() -> StatCache {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
         StatCache {
-            taken_at: (now.as_secs() as i64, now.subsec_nanos()),
+            taken_at: (now.tv_sec, now.tv_nsec as u32),
             ..StatCache::default()
         }
     }
