@@ -261,12 +261,7 @@ fn settle_in_background(cache: &LocalCache) {
 }
 
 pub(crate) fn settle_cache(dir: &Path) -> CliResult {
-    // The cache may be gone by now (a temporary one): opening would create it again.
-    if !dir.join("index.sqlite").is_file() {
-        return Ok(0);
-    }
-    let cache = LocalCache::open(dir).map_err(|e| CliError::internal(&e))?;
-    cache.settle().map_err(|e| CliError::internal(&e))?;
+    LocalCache::settle_at(dir).map_err(|e| CliError::internal(&e))?;
     Ok(0)
 }
 

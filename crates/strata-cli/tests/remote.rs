@@ -71,16 +71,13 @@ fn published_to_a_directory() -> (tempfile::TempDir, String, Fixture, Counter) {
 
 /// A second machine: the same workspace, its own local cache.
 struct Machine {
-    cache: tempfile::TempDir,
+    cache: common::CacheDir,
 }
 
 impl Machine {
     fn new() -> Machine {
         Machine {
-            cache: tempfile::Builder::new()
-                .prefix("strata-cache-b-")
-                .tempdir_in("/var/tmp")
-                .unwrap(),
+            cache: common::CacheDir::new("strata-cache-b-"),
         }
     }
 }

@@ -54,10 +54,7 @@ fn two_processes_share_one_cache_at_once() {
 fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
     common::assert_root();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wordfreq/strata.yml");
-    let cache = tempfile::Builder::new()
-        .prefix("strata-cache-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let cache = common::CacheDir::new("strata-cache-");
     let run = || {
         let out = strata()
             .args(["run", "--json"])

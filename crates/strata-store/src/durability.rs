@@ -79,21 +79,52 @@ impl LocalCache {
 
     /// Flushes the cache's filesystem, then forgets the objects that flush covered.
     pub fn settle(&self) -> Result<(), StoreError> {
-        let Some(boot) = &self.boot else {
-            return self.sync_now();
+        let Some(last) = self.last_unsynced()? else {
+            return Ok(());
         };
-        let last: Option<i64> = {
-            let db = self.db.lock().expect("index lock poisoned");
-            db.query_row(
-                "SELECT MAX(id) FROM unsynced WHERE boot = ?1",
-                params![boot],
-                |r| r.get(0),
-            )
-            .map_err(self.index_err("read unsynced objects"))?
-        };
-        let Some(last) = last else { return Ok(()) };
-        // Rows noted after this point may name objects the flush misses: they stay.
         self.sync_now()?;
+        self.forget_unsynced_through(last)
+    }
+
+    /// [`LocalCache::settle`] for the cache at `root`, holding the index open only to read and
+    /// to update it, not during the flush (a detached process must not keep a cache that its
+    /// owner is deleting). A cache that is gone is left alone.
+    pub fn settle_at(root: &Path) -> Result<(), StoreError> {
+        let exists = || root.join("index.sqlite").is_file();
+        if !exists() {
+            return Ok(());
+        }
+        let Some(last) = LocalCache::open(root)?.last_unsynced()? else {
+            return Ok(());
+        };
+        sync_fs(root)?;
+        if exists() {
+            LocalCache::open(root)?.forget_unsynced_through(last)?;
+        }
+        Ok(())
+    }
+
+    /// The newest note of this boot: a flush that starts after reading it covers it and every
+    /// older one (notes are written after their object's content).
+    fn last_unsynced(&self) -> Result<Option<i64>, StoreError> {
+        let Some(boot) = &self.boot else {
+            // Nothing is noted: flushing is all there is to do.
+            self.sync_now()?;
+            return Ok(None);
+        };
+        let db = self.db.lock().expect("index lock poisoned");
+        db.query_row(
+            "SELECT MAX(id) FROM unsynced WHERE boot = ?1",
+            params![boot],
+            |r| r.get(0),
+        )
+        .map_err(self.index_err("read unsynced objects"))
+    }
+
+    fn forget_unsynced_through(&self, last: i64) -> Result<(), StoreError> {
+        let Some(boot) = &self.boot else {
+            return Ok(());
+        };
         let db = self.db.lock().expect("index lock poisoned");
         db.execute(
             "DELETE FROM unsynced WHERE boot = ?1 AND id <= ?2",

@@ -159,3 +159,18 @@ fn without_a_known_boot_publishing_flushes_at_once() {
     let cache = LocalCache::open_in_boot(dir.path(), boot("any")).unwrap();
     assert!(cache.lookup(&inputs.key()).unwrap().is_some());
 }
+
+#[test]
+fn settling_a_cache_by_its_path_forgets_what_it_flushed_and_leaves_a_missing_one_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = LocalCache::open(dir.path()).unwrap();
+    task(&cache, scratch.path(), "t", "x");
+    assert!(cache.has_unsynced(), "this machine's boot id is readable");
+    drop(cache);
+    LocalCache::settle_at(dir.path()).unwrap();
+    assert!(!LocalCache::open(dir.path()).unwrap().has_unsynced());
+    let gone = dir.path().join("deleted-cache");
+    LocalCache::settle_at(&gone).unwrap();
+    assert!(!gone.exists(), "settling recreated a deleted cache");
+}

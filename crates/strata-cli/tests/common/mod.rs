@@ -30,7 +30,36 @@ unsafe extern "C" {
 
 pub struct Fixture {
     pub workspace: tempfile::TempDir,
-    pub cache: tempfile::TempDir,
+    pub cache: CacheDir,
+}
+
+/// A temporary local cache. strata flushes what a run published from a detached process
+/// (`settle-cache`); the directory is removed once no such process uses it any more.
+pub struct CacheDir(tempfile::TempDir);
+
+impl CacheDir {
+    pub fn new(prefix: &str) -> CacheDir {
+        CacheDir(
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in("/var/tmp")
+                .unwrap(),
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for CacheDir {
+    fn drop(&mut self) {
+        let needle = format!("settle-cache {}", self.path().display());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !processes_with(&needle).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 pub struct RunResult {
@@ -85,10 +114,7 @@ impl Fixture {
                 .prefix("strata-ws-")
                 .tempdir_in("/var/tmp")
                 .unwrap(),
-            cache: tempfile::Builder::new()
-                .prefix("strata-cache-")
-                .tempdir_in("/var/tmp")
-                .unwrap(),
+            cache: CacheDir::new("strata-cache-"),
         }
     }
 
