@@ -8,6 +8,41 @@ use rusty_s3::{Bucket, Credentials, S3Action};
 use crate::backend::BackendError;
 
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
+/// Tries per request. S3 answers a busy moment with 500, 503 or 429, or drops a connection, and
+/// expects clients to try again (every SDK does); a server that cannot be reached at all is not
+/// tried again, so that a cache that is down costs one warning, not a wait.
+const ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a failed request may succeed if sent again.
+pub(super) fn transient(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Status(code, _) => *code >= 500 || *code == 429,
+        ureq::Error::Transport(t) => !matches!(
+            t.kind(),
+            ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns | ureq::ErrorKind::InvalidUrl
+        ),
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or has been tried `ATTEMPTS` times, with
+/// a growing pause between tries.
+pub(super) fn with_retries<T, E>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let mut pause = FIRST_BACKOFF;
+    for _ in 1..ATTEMPTS {
+        match attempt() {
+            Err(e) if transient(&e) => {
+                std::thread::sleep(pause);
+                pause *= 4;
+            }
+            done => return done,
+        }
+    }
+    attempt()
+}
 
 #[derive(Clone)]
 pub(super) struct Client {
@@ -49,10 +84,28 @@ impl Client {
         }
     }
 
+    /// Sends a request, with `body` if given (again, after a transient failure). The error is
+    /// boxed: ureq's is large.
+    fn call(
+        &self,
+        request: impl Fn() -> ureq::Request,
+        body: Option<&[u8]>,
+    ) -> Result<ureq::Response, Box<ureq::Error>> {
+        let send = || {
+            let request = request();
+            match body {
+                Some(bytes) => request.send_bytes(bytes),
+                None => request.call(),
+            }
+            .map_err(Box::new)
+        };
+        with_retries(send, |e| transient(e))
+    }
+
     /// HEAD: whether the object exists.
     pub fn exists(&self, object: &str, action: &str) -> Result<bool, BackendError> {
         let url = self.sign(self.bucket.head_object(self.credentials.as_ref(), object));
-        match self.agent.head(&url).call() {
+        match self.call(|| self.agent.head(&url), None).map_err(|e| *e) {
             Ok(_) => Ok(true),
             Err(ureq::Error::Status(404, _)) => Ok(false),
             Err(e) => Err(self.error(action, e)),
@@ -61,14 +114,28 @@ impl Client {
 
     pub fn get(&self, object: &str, action: &str) -> Result<Option<ureq::Response>, BackendError> {
         let url = self.sign(self.bucket.get_object(self.credentials.as_ref(), object));
-        match self.agent.get(&url).call() {
+        match self.call(|| self.agent.get(&url), None).map_err(|e| *e) {
             Ok(resp) => Ok(Some(resp)),
             Err(ureq::Error::Status(404, _)) => Ok(None),
             Err(e) => Err(self.error(action, e)),
         }
     }
 
-    /// Stores `size` bytes from `content` as one object.
+    /// Stores `bytes` as one object, trying again after a transient failure.
+    pub fn put_bytes(&self, object: &str, bytes: &[u8], action: &str) -> Result<(), BackendError> {
+        let url = self.put_url(object);
+        let put = || {
+            self.agent
+                .put(&url)
+                .set("Content-Type", "application/octet-stream")
+        };
+        self.call(put, Some(bytes))
+            .map_err(|e| self.error(action, *e))?;
+        Ok(())
+    }
+
+    /// Stores `size` bytes streamed from `content` as one object (tried once: a stream cannot be
+    /// read again).
     pub fn put(
         &self,
         object: &str,
@@ -88,6 +155,102 @@ impl Client {
     /// Deletes an object, best effort: for cleaning up after an upload that did not finish.
     pub fn delete(&self, object: &str) {
         let url = self.sign(self.bucket.delete_object(self.credentials.as_ref(), object));
-        let _ = self.agent.delete(&url).call();
+        let _ = self.call(|| self.agent.delete(&url), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A server answering one request per connection with the next of `replies` (status,
+    /// body); returns the methods it saw.
+    fn server(replies: Vec<(u16, &'static str)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (status, body) in replies {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                seen.push(line.split(' ').next().unwrap_or_default().to_string());
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut content = vec![0; length];
+                reader.read_exact(&mut content).unwrap();
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+            seen
+        });
+        (endpoint, handle)
+    }
+
+    fn client(endpoint: &str) -> Client {
+        let url = url::Url::parse(endpoint).unwrap();
+        Client {
+            bucket: Bucket::new(url, rusty_s3::UrlStyle::Path, "b", "us-east-1").unwrap(),
+            credentials: None,
+            agent: ureq::AgentBuilder::new().build(),
+            location: "s3://b".into(),
+        }
+    }
+
+    #[test]
+    fn a_busy_server_is_asked_again() {
+        let (endpoint, seen) = server(vec![(503, "busy"), (500, "oops"), (200, "")]);
+        client(&endpoint)
+            .put_bytes("o", b"content", "write")
+            .unwrap();
+        assert_eq!(seen.join().unwrap(), ["PUT", "PUT", "PUT"]);
+        let (endpoint, seen) = server(vec![(429, ""), (200, "hello")]);
+        let resp = client(&endpoint).get("o", "read").unwrap().unwrap();
+        assert_eq!(resp.into_string().unwrap(), "hello");
+        assert_eq!(seen.join().unwrap(), ["GET", "GET"]);
+    }
+
+    #[test]
+    fn a_refusal_is_final_and_so_is_a_server_that_cannot_be_reached() {
+        let (endpoint, seen) = server(vec![(403, "denied")]);
+        let err = client(&endpoint).put_bytes("o", b"x", "write").unwrap_err();
+        assert!(err.to_string().contains("403"), "{err}");
+        assert_eq!(seen.join().unwrap(), ["PUT"]);
+        let (endpoint, seen) = server(vec![(503, ""), (503, ""), (503, "still busy")]);
+        let err = client(&endpoint).put_bytes("o", b"x", "write").unwrap_err();
+        assert!(err.to_string().contains("still busy"), "{err}");
+        assert_eq!(seen.join().unwrap().len(), ATTEMPTS as usize);
+        // Nothing listens there: tried once, and reported as unreachable.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let start = std::time::Instant::now();
+        let err = client(&format!("http://127.0.0.1:{port}"))
+            .put_bytes("o", b"x", "write")
+            .unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+        assert!(
+            start.elapsed() < FIRST_BACKOFF,
+            "an unreachable server was tried again"
+        );
     }
 }

@@ -85,27 +85,52 @@ impl ChunkList {
 /// A chunk to fetch, and where its content goes.
 type Ticket = (usize, SyncSender<io::Result<Vec<u8>>>);
 
+/// A whole chunk, tried again when the transfer breaks off (the request itself is retried by
+/// the client).
 fn fetch(client: &Client, chunk: &ChunkRef) -> io::Result<Vec<u8>> {
-    let resp = client
-        .get(&chunk.object, "read a blob chunk")
-        .map_err(io::Error::other)?
-        .ok_or_else(|| io::Error::other(format!("chunk {} is missing", chunk.object)))?;
-    let mut bytes = Vec::with_capacity(chunk.size as usize);
-    resp.into_reader()
-        .take(chunk.size + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 != chunk.size {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "chunk {} has {} bytes, its list says {}",
-                chunk.object,
-                bytes.len(),
-                chunk.size
-            ),
-        ));
-    }
-    Ok(bytes)
+    let missing = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("chunk {} is missing", chunk.object),
+        )
+    };
+    super::client::with_retries(
+        || {
+            let resp = client
+                .get(&chunk.object, "read a blob chunk")
+                .map_err(io::Error::other)?
+                .ok_or_else(missing)?;
+            let mut bytes = Vec::with_capacity(chunk.size as usize);
+            resp.into_reader()
+                .take(chunk.size + 1)
+                .read_to_end(&mut bytes)?;
+            if bytes.len() as u64 != chunk.size {
+                // Short: the transfer broke off (try again); long: the chunk is not what its
+                // list says (final).
+                let kind = if (bytes.len() as u64) < chunk.size {
+                    io::ErrorKind::UnexpectedEof
+                } else {
+                    io::ErrorKind::InvalidData
+                };
+                return Err(io::Error::new(
+                    kind,
+                    format!(
+                        "chunk {} has {} bytes, its list says {}",
+                        chunk.object,
+                        bytes.len(),
+                        chunk.size
+                    ),
+                ));
+            }
+            Ok(bytes)
+        },
+        |e| {
+            !matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::InvalidData | io::ErrorKind::Other
+            )
+        },
+    )
 }
 
 struct ChunkReader {
@@ -201,7 +226,7 @@ impl StreamedBlob {
                         };
                         let size = bytes.len() as u64;
                         let action = format!("upload chunk {number}");
-                        client.put(&format!("{dir}{number}"), size, &bytes[..], &action)?;
+                        client.put_bytes(&format!("{dir}{number}"), &bytes, &action)?;
                         stored.push((number, size));
                     }
                 })
@@ -226,7 +251,8 @@ impl BlobUpload for StreamedBlob {
         if let Some(whole) = self.chunks.take_whole() {
             self.chunks.join()?;
             let object = self.names.blob(digest);
-            self.client.put(&object, size, &whole[..], "write a blob")?;
+            debug_assert_eq!(whole.len() as u64, size);
+            self.client.put_bytes(&object, &whole, "write a blob")?;
             self.published = true;
             return Ok(());
         }
