@@ -140,6 +140,17 @@ impl LocalCache {
             return Ok(());
         };
         let mut db = self.db.lock().expect("index lock poisoned");
+        // The common case, nothing to recover, costs a read and no write lock.
+        let earlier_boot: bool = db
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM unsynced WHERE boot != ?1)",
+                params![boot],
+                |r| r.get(0),
+            )
+            .map_err(self.index_err("read unsynced objects"))?;
+        if !earlier_boot {
+            return Ok(());
+        }
         let tx = db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(self.index_err("begin a transaction"))?;
