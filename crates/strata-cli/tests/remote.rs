@@ -125,10 +125,14 @@ fn two_machines_share(remote: &str, location: &str) {
     assert_eq!(a.code, 0, "{}", a.stderr);
     assert_eq!(counter.take(), vec!["build", "deps", "lint", "test"]);
     for t in all_tasks() {
+        let warnings: Vec<_> = a
+            .events
+            .iter()
+            .filter(|e| e["event"] == "warning")
+            .collect();
         assert!(
             a.event("task-pushed", t).is_some(),
-            "{t} was not pushed: {}",
-            a.stderr
+            "{t} was not pushed: {warnings:?}"
         );
     }
     assert!(a.summary()["pushed_bytes"].as_u64().unwrap() > 1_000_000);
@@ -351,7 +355,8 @@ fn a_registry_that_wants_credentials() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"task-pushed\""));
+    let published = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(published.contains("\"task-pushed\""));
     counter.take();
 
     // Credentials from Docker's config file: another machine restores everything.
@@ -374,7 +379,8 @@ fn a_registry_that_wants_credentials() {
     assert!(out.status.success());
     assert!(
         counter.take().is_empty(),
-        "a command ran on the second machine"
+        "a command ran on the second machine: {}\npublished by:\n{published}",
+        String::from_utf8_lossy(&out.stdout)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(

@@ -16,6 +16,7 @@ mod image;
 mod layout;
 mod reference;
 mod registry;
+pub mod retry;
 
 pub use archive::{
     AppliedLayer, ApplyError, ArchiveError, Compression, Expected, LayerArchive, apply_layer,

@@ -100,7 +100,8 @@ impl Registry {
         format!("{}{path}", self.base)
     }
 
-    /// Sends a request, answering one authentication challenge if the registry makes one.
+    /// Sends a request, answering one authentication challenge if the registry makes one, and
+    /// sending an idempotent one again after a transient failure (`crate::retry`).
     fn call(
         &self,
         method: &'static str,
@@ -108,7 +109,13 @@ impl Registry {
         prepare: &dyn Fn(ureq::Request) -> ureq::Request,
         mut body: Body<'_>,
     ) -> Result<Option<ureq::Response>, RegistryError> {
-        for attempt in 0..2 {
+        // A stream cannot be sent twice; a chunk appended with PATCH must not be.
+        let repeatable =
+            !matches!(body, Body::Stream(_)) && matches!(method, "GET" | "HEAD" | "PUT" | "DELETE");
+        let mut answered = false;
+        let mut failures = 0;
+        let mut pause = crate::retry::FIRST_BACKOFF;
+        loop {
             let mut req = prepare(self.agent.request(method, url));
             if let Some(auth) = self.auth.lock().expect("auth lock").clone() {
                 req = req.set("Authorization", &auth);
@@ -121,10 +128,20 @@ impl Registry {
             match result {
                 Ok(resp) => return Ok(Some(resp)),
                 Err(ureq::Error::Status(404, _)) => return Ok(None),
-                Err(ureq::Error::Status(401, resp)) if attempt == 0 => {
+                Err(ureq::Error::Status(401, resp)) if !answered => {
+                    answered = true;
                     let challenge = resp.header("WWW-Authenticate").unwrap_or("").to_string();
                     let auth = self.answer(&challenge)?;
                     *self.auth.lock().expect("auth lock") = Some(auth);
+                }
+                Err(e)
+                    if repeatable
+                        && failures + 1 < crate::retry::ATTEMPTS
+                        && crate::retry::transient(&e) =>
+                {
+                    failures += 1;
+                    std::thread::sleep(pause);
+                    pause *= 4;
                 }
                 Err(ureq::Error::Status(status, resp)) => {
                     let body = resp.into_string().unwrap_or_default();
@@ -143,7 +160,6 @@ impl Registry {
                 }
             }
         }
-        unreachable!("the loop returns on its second attempt")
     }
 
     /// The `Authorization` header for a `WWW-Authenticate` challenge.
@@ -494,6 +510,21 @@ fn base64_decode(input: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_registry_is_asked_again_but_an_append_is_never_repeated() {
+        let digest = OciDigest::of(b"x");
+        let (endpoint, seen) = strata_testkit::scripted_http(vec![(500, "busy"), (200, "")]);
+        let registry = Registry::new(endpoint.trim_start_matches("http://"));
+        assert!(registry.has_blob("r", &digest).unwrap());
+        assert_eq!(seen.join().unwrap(), ["HEAD", "HEAD"]);
+        // A PATCH appends to an upload: sent once, whatever the answer.
+        let (endpoint, seen) = strata_testkit::scripted_http(vec![(503, "busy")]);
+        let registry = Registry::new(endpoint.trim_start_matches("http://"));
+        let location = format!("{endpoint}/v2/r/blobs/uploads/u");
+        assert!(registry.upload_chunk(&location, 0, b"chunk").is_err());
+        assert_eq!(seen.join().unwrap(), ["PATCH"]);
+    }
 
     #[test]
     fn base64_round_trips() {

@@ -155,3 +155,45 @@ pub fn use_s3_credentials() {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
     }
 }
+
+/// An HTTP server on loopback that answers one request per connection with the next of
+/// `replies` (status, body), then stops; joining the handle gives the methods it saw. For
+/// testing how clients react to failures a real server will not produce on demand.
+pub fn scripted_http(
+    replies: Vec<(u16, &'static str)>,
+) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let endpoint = format!("http://{}", listener.local_addr().expect("local address"));
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for (status, body) in replies {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("request line");
+            seen.push(line.split(' ').next().unwrap_or_default().to_string());
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).expect("header");
+                if header == "\r\n" || header.is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().expect("content length");
+                }
+            }
+            let mut content = vec![0; length];
+            reader.read_exact(&mut content).expect("body");
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("reply");
+        }
+        seen
+    });
+    (endpoint, handle)
+}

@@ -5,45 +5,11 @@ use std::time::Duration;
 
 use rusty_s3::{Bucket, Credentials, S3Action};
 
+use strata_oci::retry::{transient, with_retries};
+
 use crate::backend::BackendError;
 
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
-/// Tries per request. S3 answers a busy moment with 500, 503 or 429, or drops a connection, and
-/// expects clients to try again (every SDK does); a server that cannot be reached at all is not
-/// tried again, so that a cache that is down costs one warning, not a wait.
-const ATTEMPTS: u32 = 3;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Whether a failed request may succeed if sent again.
-pub(super) fn transient(e: &ureq::Error) -> bool {
-    match e {
-        ureq::Error::Status(code, _) => *code >= 500 || *code == 429,
-        ureq::Error::Transport(t) => !matches!(
-            t.kind(),
-            ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns | ureq::ErrorKind::InvalidUrl
-        ),
-    }
-}
-
-/// Runs `attempt` until it succeeds, fails for good, or has been tried `ATTEMPTS` times, with
-/// a growing pause between tries.
-pub(super) fn with_retries<T, E>(
-    mut attempt: impl FnMut() -> Result<T, E>,
-    transient: impl Fn(&E) -> bool,
-) -> Result<T, E> {
-    let mut pause = FIRST_BACKOFF;
-    for _ in 1..ATTEMPTS {
-        match attempt() {
-            Err(e) if transient(&e) => {
-                std::thread::sleep(pause);
-                pause *= 4;
-            }
-            done => return done,
-        }
-    }
-    attempt()
-}
-
 #[derive(Clone)]
 pub(super) struct Client {
     pub bucket: Bucket,
@@ -161,48 +127,11 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
 
-    use super::*;
+    use strata_testkit::scripted_http as server;
 
-    /// A server answering one request per connection with the next of `replies` (status,
-    /// body); returns the methods it saw.
-    fn server(replies: Vec<(u16, &'static str)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let handle = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for (status, body) in replies {
-                let (mut stream, _) = listener.accept().unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                seen.push(line.split(' ').next().unwrap_or_default().to_string());
-                let mut length = 0;
-                loop {
-                    let mut header = String::new();
-                    reader.read_line(&mut header).unwrap();
-                    if header == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap();
-                    }
-                }
-                let mut content = vec![0; length];
-                reader.read_exact(&mut content).unwrap();
-                write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .unwrap();
-            }
-            seen
-        });
-        (endpoint, handle)
-    }
+    use super::*;
 
     fn client(endpoint: &str) -> Client {
         let url = url::Url::parse(endpoint).unwrap();
@@ -236,7 +165,10 @@ mod tests {
         let (endpoint, seen) = server(vec![(503, ""), (503, ""), (503, "still busy")]);
         let err = client(&endpoint).put_bytes("o", b"x", "write").unwrap_err();
         assert!(err.to_string().contains("still busy"), "{err}");
-        assert_eq!(seen.join().unwrap().len(), ATTEMPTS as usize);
+        assert_eq!(
+            seen.join().unwrap().len(),
+            strata_oci::retry::ATTEMPTS as usize
+        );
         // Nothing listens there: tried once, and reported as unreachable.
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -249,7 +181,7 @@ mod tests {
             .unwrap_err();
         assert!(err.is_unreachable(), "{err}");
         assert!(
-            start.elapsed() < FIRST_BACKOFF,
+            start.elapsed() < strata_oci::retry::FIRST_BACKOFF,
             "an unreachable server was tried again"
         );
     }

@@ -94,7 +94,7 @@ fn fetch(client: &Client, chunk: &ChunkRef) -> io::Result<Vec<u8>> {
             format!("chunk {} is missing", chunk.object),
         )
     };
-    super::client::with_retries(
+    strata_oci::retry::with_retries(
         || {
             let resp = client
                 .get(&chunk.object, "read a blob chunk")
