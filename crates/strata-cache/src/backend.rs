@@ -12,6 +12,28 @@ use crate::entry::RemoteEntry;
 /// A blob being read from a backend. The reader verifies its digest.
 pub type BlobReader = Box<dyn Read + Send + Sync>;
 
+/// The largest small document (entry, chunk list) read from a remote: anything longer is
+/// truncated, and then fails to parse.
+const SMALL_DOCUMENT_MAX: u64 = 64 << 20;
+
+/// Reads a small document (`what`, for the message) from a remote at `location`. A transfer that
+/// breaks off counts as the remote being unreachable.
+pub(crate) fn read_small(
+    reader: impl Read,
+    location: &str,
+    what: &str,
+) -> Result<Vec<u8>, BackendError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(SMALL_DOCUMENT_MAX)
+        .read_to_end(&mut bytes)
+        .map_err(|e| BackendError::Unreachable {
+            location: location.to_string(),
+            message: format!("reading {what}: {e}"),
+        })?;
+    Ok(bytes)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     ReadWrite,

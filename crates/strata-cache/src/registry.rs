@@ -9,7 +9,7 @@ use std::sync::Arc;
 use strata_key::CacheKey;
 use strata_oci::{Descriptor, ImageManifest, MEDIA_LAYER_ZSTD, OciDigest, Registry, RegistryError};
 
-use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
+use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, read_small};
 use crate::chunks::{ChunkedUpload, Chunks};
 use crate::entry::RemoteEntry;
 
@@ -74,17 +74,10 @@ impl CacheBackend for RegistryBackend {
         if manifest.config.media_type != MEDIA_ENTRY {
             return Ok(None);
         }
-        let Some(mut blob) = self.get_blob(&manifest.config.digest)? else {
+        let Some(blob) = self.get_blob(&manifest.config.digest)? else {
             return Ok(None);
         };
-        let mut bytes = Vec::new();
-        blob.by_ref()
-            .take(64 << 20)
-            .read_to_end(&mut bytes)
-            .map_err(|e| BackendError::Unreachable {
-                location: self.location(),
-                message: format!("reading an entry: {e}"),
-            })?;
+        let bytes = read_small(blob, &self.location(), "an entry")?;
         if OciDigest::of(&bytes) != manifest.config.digest {
             return Err(BackendError::Corrupt {
                 location: self.location(),

@@ -9,7 +9,7 @@ use strata_oci::{DigestReader, OciDigest};
 
 use super::client::Client;
 use super::stream::{ChunkList, StreamedBlob};
-use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
+use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, read_small};
 use crate::entry::RemoteEntry;
 
 /// Object names under the cache's prefix.
@@ -101,14 +101,7 @@ impl CacheBackend for S3Backend {
         let Some(resp) = self.client.get(&self.names.entry(key), "read an entry")? else {
             return Ok(None);
         };
-        let mut bytes = Vec::new();
-        resp.into_reader()
-            .take(64 << 20)
-            .read_to_end(&mut bytes)
-            .map_err(|e| BackendError::Unreachable {
-                location: self.client.location.clone(),
-                message: format!("reading an entry: {e}"),
-            })?;
+        let bytes = read_small(resp.into_reader(), &self.client.location, "an entry")?;
         Ok(RemoteEntry::from_json(&bytes, key))
     }
 
@@ -150,14 +143,11 @@ impl CacheBackend for S3Backend {
         else {
             return Ok(None);
         };
-        let mut text = Vec::new();
-        resp.into_reader()
-            .take(64 << 20)
-            .read_to_end(&mut text)
-            .map_err(|e| BackendError::Unreachable {
-                location: self.client.location.clone(),
-                message: format!("reading a blob's chunk list: {e}"),
-            })?;
+        let text = read_small(
+            resp.into_reader(),
+            &self.client.location,
+            "a blob's chunk list",
+        )?;
         let list = ChunkList::parse(&text, &self.names.object("chunks/")).ok_or_else(|| {
             BackendError::Corrupt {
                 location: self.client.location.clone(),
