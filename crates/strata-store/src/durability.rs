@@ -79,6 +79,10 @@ impl LocalCache {
 
     /// Flushes the cache's filesystem, then forgets the objects that flush covered.
     pub fn settle(&self) -> Result<(), StoreError> {
+        if self.boot.is_none() {
+            // Nothing is noted without a boot id: flushing is all there is to do.
+            return self.sync_now();
+        }
         let Some(last) = self.last_unsynced()? else {
             return Ok(());
         };
@@ -94,9 +98,14 @@ impl LocalCache {
         if !exists() {
             return Ok(());
         }
-        let Some(last) = LocalCache::open(root)?.last_unsynced()? else {
+        let cache = LocalCache::open(root)?;
+        if cache.boot.is_none() {
+            return cache.sync_now();
+        }
+        let Some(last) = cache.last_unsynced()? else {
             return Ok(());
         };
+        drop(cache);
         sync_fs(root)?;
         if exists() {
             LocalCache::open(root)?.forget_unsynced_through(last)?;
@@ -108,8 +117,6 @@ impl LocalCache {
     /// older one (notes are written after their object's content).
     fn last_unsynced(&self) -> Result<Option<i64>, StoreError> {
         let Some(boot) = &self.boot else {
-            // Nothing is noted: flushing is all there is to do.
-            self.sync_now()?;
             return Ok(None);
         };
         let db = self.db.lock().expect("index lock poisoned");
