@@ -40,7 +40,8 @@ impl CliError {
         let code = match e.downcast_ref::<strata_engine::EngineError>() {
             Some(
                 strata_engine::EngineError::UnknownTask(_)
-                | strata_engine::EngineError::BaseMissing(_),
+                | strata_engine::EngineError::BaseMissing(_)
+                | strata_engine::EngineError::Task { .. },
             ) => EXIT_BAD_INPUT,
             _ => EXIT_INTERNAL,
         };
@@ -165,19 +166,89 @@ fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain,
     Ok(CacheChain::new(backends))
 }
 
+/// The workspace: `--workspace`, else for an RWX file (under `.rwx/` or `.mint/`) the git
+/// checkout holding it (or the directory holding `.rwx/`), else the pipeline file's directory.
+fn workspace_dir(pipeline: &Pipeline, args: &PipelineArgs) -> PathBuf {
+    if let Some(w) = &args.workspace {
+        return w.clone();
+    }
+    let dir = pipeline.path.parent().unwrap_or(Path::new("."));
+    if pipeline.dialect == strata_pipeline::Dialect::Rwx {
+        if let Some(top) = strata_engine::git_toplevel(dir) {
+            return top;
+        }
+        let mut d = dir;
+        while let Some(parent) = d.parent() {
+            if matches!(
+                d.file_name().and_then(|n| n.to_str()),
+                Some(".rwx" | ".mint")
+            ) {
+                return parent.to_path_buf();
+            }
+            d = parent;
+        }
+    }
+    dir.to_path_buf()
+}
+
+/// Host variables for every task: the config file's `env`, then `--env` and `--env-excluded`.
+fn passed_env(args: &PipelineArgs) -> Result<Vec<strata_engine::PassedEnv>, CliError> {
+    let mut wanted: Vec<strata_pipeline::ConfigEnv> = Vec::new();
+    if let Some(path) = config_file() {
+        let config = strata_pipeline::load_config(&path)
+            .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))?;
+        wanted.extend(config.env);
+    }
+    wanted.extend(args.env.iter().map(|e| strata_pipeline::plain_env(e)));
+    wanted.extend(
+        args.env_excluded
+            .iter()
+            .map(|e| strata_pipeline::ConfigEnv {
+                excluded: true,
+                ..strata_pipeline::plain_env(e)
+            }),
+    );
+    let mut out: Vec<strata_engine::PassedEnv> = Vec::new();
+    for e in wanted {
+        let valid = e
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && e.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(CliError::bad_input(format!(
+                "error: --env {}: not a variable name",
+                e.name
+            )));
+        }
+        let value = match e.value {
+            Some(v) => v,
+            None => std::env::var(&e.name).map_err(|_| {
+                CliError::bad_input(format!(
+                    "error: --env {0}: `{0}` is not set in strata's environment (give a value with --env {0}=VALUE)",
+                    e.name
+                ))
+            })?,
+        };
+        out.retain(|p| p.name != e.name);
+        out.push(strata_engine::PassedEnv {
+            name: e.name,
+            value,
+            keyed: !e.excluded,
+        });
+    }
+    Ok(out)
+}
+
 fn options(
     pipeline: &Pipeline,
     args: &PipelineArgs,
     targets: Vec<String>,
 ) -> Result<RunOptions, CliError> {
-    let workspace = match &args.workspace {
-        Some(w) => w.clone(),
-        None => pipeline
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf(),
-    };
+    let workspace = workspace_dir(pipeline, args);
     let workspace = std::fs::canonicalize(&workspace).map_err(|e| {
         CliError::bad_input(format!("error: workspace {}: {e}", workspace.display()))
     })?;
@@ -188,7 +259,15 @@ fn options(
         fail_fast: false,
         workspace,
         exe: std::env::current_exe().map_err(|e| CliError::internal(&e))?,
+        pass_env: passed_env(args)?,
     })
+}
+
+/// Notes about the file (keys with no effect in strata), on stderr.
+fn print_notes(pipeline: &Pipeline) {
+    if let Some(notes) = pipeline.notes_report() {
+        eprintln!("{}", notes.to_string().trim_end());
+    }
 }
 
 pub(crate) fn run(
@@ -201,6 +280,14 @@ pub(crate) fn run(
     json: bool,
 ) -> CliResult {
     let session = open(file, args)?;
+    if let Some(message) = session.pipeline.unsupported_report() {
+        return Err(CliError::bad_input(format!(
+            "error: {message}\n(`strata check` accepts them; nothing was run)"
+        )));
+    }
+    if !json {
+        print_notes(&session.pipeline);
+    }
     require_root()?;
     let mut opts = options(&session.pipeline, args, targets)?;
     opts.no_cache = no_cache;
@@ -267,6 +354,10 @@ pub(crate) fn settle_cache(dir: &Path) -> CliResult {
 
 pub(crate) fn check(file: Option<PathBuf>) -> CliResult {
     let pipeline = load(file)?;
+    print_notes(&pipeline);
+    if let Some(message) = pipeline.unsupported_report() {
+        eprintln!("note: {message}\n(`strata run` refuses the file until they are supported)");
+    }
     println!(
         "{}: ok ({} tasks)",
         pipeline.path.display(),
@@ -310,6 +401,7 @@ pub(crate) fn plan(
                     PlanStatus::Miss => ("miss", None),
                     PlanStatus::Uncached => ("uncached", None),
                     PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
+                    PlanStatus::Workspace => ("workspace", None),
                 };
                 serde_json::json!({
                     "task": p.task,
@@ -318,6 +410,7 @@ pub(crate) fn plan(
                     "waits_for": if matches!(p.status, PlanStatus::Unknown { .. }) { parent.clone() } else { None },
                     "from": if matches!(p.status, PlanStatus::RemoteHit { .. }) { parent } else { None },
                     "uses": session.pipeline.task(&p.task).map(|t| t.uses.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
+                    "workspace_files": p.workspace_files,
                 })
             })
             .collect();
@@ -330,7 +423,7 @@ pub(crate) fn plan(
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:width$}  {:12}  STATUS", "TASK", "KEY");
+    println!("{:width$}  {:12}  {:>8}  STATUS", "TASK", "KEY", "FILES");
     for p in &planned {
         let key = p.key.map_or("-".to_string(), |k| k.short());
         let status = match &p.status {
@@ -339,8 +432,14 @@ pub(crate) fn plan(
             PlanStatus::Miss => "miss: would run".to_string(),
             PlanStatus::Uncached => "would run (cache disabled)".to_string(),
             PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
+            PlanStatus::Workspace => "served from the workspace checkout".to_string(),
         };
-        println!("{:width$}  {key:12}  {status}", p.task);
+        let files = if matches!(p.status, PlanStatus::Unknown { .. }) {
+            "-".to_string()
+        } else {
+            p.workspace_files.to_string()
+        };
+        println!("{:width$}  {key:12}  {files:>8}  {status}", p.task);
     }
     Ok(0)
 }

@@ -43,6 +43,13 @@ pub(crate) struct PipelineArgs {
     /// Use the local cache only, whatever else is configured.
     #[arg(long)]
     no_remote: bool,
+    /// Give every task this host variable (its value here, or VALUE), keyed by its value
+    /// (repeatable; the config file's `env` list adds more).
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// The same, keyed by its name only (a token whose value must not change the keys).
+    #[arg(long = "env-excluded", value_name = "NAME[=VALUE]")]
+    env_excluded: Vec<String>,
 }
 
 #[derive(Subcommand)]

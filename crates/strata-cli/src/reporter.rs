@@ -192,6 +192,13 @@ impl TerminalReporter {
                 ..
             } => {
                 d.finished += 1;
+                if from == "workspace" {
+                    return vec![format!(
+                        "{} {}",
+                        name(task),
+                        self.paint("32", "✓ workspace checkout")
+                    )];
+                }
                 let whence = if from == "local" {
                     String::new()
                 } else {
@@ -266,6 +273,7 @@ impl TerminalReporter {
                 duration_ms,
                 log_tail,
                 kept_upper,
+                errors,
                 ..
             } => {
                 d.running.remove(task);
@@ -276,6 +284,12 @@ impl TerminalReporter {
                     self.paint("31;1", "✗ failed"),
                     seconds(*duration_ms)
                 )];
+                for error in errors {
+                    lines.extend(error.lines().enumerate().map(|(i, l)| {
+                        let lead = if i == 0 { "error:" } else { "      " };
+                        format!("{} {} {l}", name(task), self.paint("31;1", lead))
+                    }));
+                }
                 if !log_tail.is_empty() {
                     lines.push(format!("{} last lines of its log:", name(task)));
                     lines.extend(

@@ -315,7 +315,7 @@ fn a_rootfs_base_is_the_bottom_of_the_stack_and_part_of_the_key() {
     f.write(".gitignore", "rootfs/\n");
     f.write(
         "strata.yml",
-        "base: {rootfs: rootfs}\ntasks:\n  - key: look\n    run: cat /marker; test ! -e /bin/bash && echo no-bash; ls /workspace\n",
+        "base: {rootfs: rootfs}\ntasks:\n  - key: look\n    workspace: true\n    run: cat /marker; test ! -e /bin/bash && echo no-bash; ls /workspace\n",
     );
     let r = f.run(&[]);
     assert_eq!(r.code, 0, "{}\n{:?}", r.stderr, r.events);

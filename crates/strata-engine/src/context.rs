@@ -7,6 +7,8 @@ use strata_key::{BaseId, Workspace};
 use strata_pipeline::{Base, Pipeline, TaskName};
 use strata_store::{LocalCache, RunDir, StoreError};
 
+use crate::checkout::Checkout;
+use crate::sources::{SourceMount, WorkspacePlan};
 use crate::transfer::Transfers;
 use crate::workspace_tree::WorkspaceTrees;
 
@@ -24,6 +26,19 @@ pub enum EngineError {
     UnknownTask(String),
     #[error("failed to prepare the base image")]
     Image(#[from] strata_cache::ImageError),
+    /// A problem with a task found before anything runs (a `git/clone` of the workspace whose
+    /// `ref` is not the checkout's, ...).
+    #[error("task `{task}`: {message}")]
+    Task { task: String, message: String },
+}
+
+/// A variable of the host's environment passed into every task (`--env`, the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedEnv {
+    pub name: String,
+    pub value: String,
+    /// Whether its value enters the keys (else its name only).
+    pub keyed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +52,8 @@ pub struct RunOptions {
     pub workspace: PathBuf,
     /// The `strata` binary, re-executed as the sandbox helper.
     pub exe: PathBuf,
+    /// Host variables given to every task.
+    pub pass_env: Vec<PassedEnv>,
 }
 
 /// What every task of one run shares: the pipeline, the cache, the captured workspace and the
@@ -55,6 +72,10 @@ pub struct RunContext<'a> {
     /// Environment a base image sets (its config's `Env`), under the task's own.
     pub base_env: Vec<(String, String)>,
     pub run_dir: RunDir,
+    /// Which tasks see the workspace, and where.
+    pub(crate) sources: WorkspacePlan,
+    /// The git checkout the workspace is, if it is one.
+    pub checkout: Option<Checkout>,
     pub(crate) trees: WorkspaceTrees,
     pub(crate) transfers: Transfers,
     /// Things to tell the user once the run starts (a base image used offline, ...).
@@ -127,13 +148,39 @@ impl<'a> RunContext<'a> {
                 )
             }
         };
-        let known = strata_key::StatCache::from_bytes(&cache.load_stat_cache(&options.workspace));
-        let (workspace, stats) =
-            Workspace::capture_with(&options.workspace, &[cache.root().to_path_buf()], &known)?;
-        // Only a cache: failing to keep it costs the next run some reading, nothing else.
-        if let Some(stats) = stats {
-            let _ = cache.save_stat_cache(&options.workspace, &stats.to_bytes());
-        }
+        let wanted = if options.targets.is_empty() {
+            vec![true; pipeline.tasks.len()]
+        } else {
+            pipeline.closure(&options.targets)
+        };
+        let checkout = Checkout::inspect(&options.workspace);
+        let sources = plan_sources(pipeline, &wanted, checkout.as_ref(), &mut notices)?;
+        let workspace = if sources.needs_capture() {
+            let known =
+                strata_key::StatCache::from_bytes(&cache.load_stat_cache(&options.workspace));
+            let wants = |p: &str| sources.wants(p);
+            let selection = strata_key::Selection {
+                files: Some(&wants),
+                git_dir: sources.needs_git_dir(),
+            };
+            let (workspace, stats) = Workspace::capture_selected(
+                &options.workspace,
+                &[cache.root().to_path_buf()],
+                &known,
+                &selection,
+            )?;
+            // Only a cache: failing to keep it costs the next run some reading, nothing else.
+            if let Some(stats) = stats {
+                let _ = cache.save_stat_cache(&options.workspace, &stats.to_bytes());
+            }
+            workspace
+        } else {
+            // No task sees the workspace: nothing is read.
+            Workspace {
+                root: options.workspace.clone(),
+                files: Vec::new(),
+            }
+        };
         let run_dir = cache.begin_run()?;
         Ok(RunContext {
             pipeline,
@@ -149,11 +196,115 @@ impl<'a> RunContext<'a> {
             transfers: Transfers::default(),
             notices,
             run_dir,
+            sources,
+            checkout,
             interrupted,
         })
+    }
+
+    /// The position of `task` in the pipeline.
+    pub(crate) fn index_of(&self, task: &strata_pipeline::Task) -> Option<usize> {
+        self.pipeline.tasks.iter().position(|t| t.name == task.name)
     }
 
     pub(crate) fn pipeline_id(&self) -> String {
         self.pipeline.path.display().to_string()
     }
+}
+
+/// Checks every wanted `git/clone` of the workspace against the checkout and works out where
+/// each places it.
+fn plan_sources(
+    pipeline: &Pipeline,
+    wanted: &[bool],
+    checkout: Option<&Checkout>,
+    notices: &mut Vec<String>,
+) -> Result<WorkspacePlan, EngineError> {
+    let mut warned_no_git = false;
+    WorkspacePlan::new(pipeline, wanted, |i| {
+        let task = &pipeline.tasks[i];
+        let strata_pipeline::TaskKind::Source(source) = &task.kind else {
+            unreachable!("only sources have mounts")
+        };
+        if wanted[i] {
+            check_source(
+                task.name.as_str(),
+                source,
+                checkout,
+                notices,
+                &mut warned_no_git,
+            )?;
+        }
+        let path = source.path.as_ref().map_or("./", |t| t.raw.as_str());
+        let git_dir = source
+            .preserve_git_dir
+            .as_ref()
+            .is_some_and(|t| t.raw.trim() == "true");
+        SourceMount::at(path, git_dir)
+    })
+    .map_err(|(i, message)| EngineError::Task {
+        task: pipeline.tasks[i].name.to_string(),
+        message,
+    })
+}
+
+fn check_source(
+    task: &str,
+    source: &strata_pipeline::WorkspaceSource,
+    checkout: Option<&Checkout>,
+    notices: &mut Vec<String>,
+    warned_no_git: &mut bool,
+) -> Result<(), String> {
+    let Some(checkout) = checkout else {
+        if !*warned_no_git {
+            *warned_no_git = true;
+            notices.push(format!(
+                "the workspace is not a git checkout: `{task}` serves its files as they are, with no commit to check `ref` against"
+            ));
+        }
+        return Ok(());
+    };
+    if let Some(repo) = &source.repository {
+        let url = repo.raw.trim();
+        if !url.is_empty() && !url.contains("${{") && !checkout.has_remote(url) {
+            return Err(format!(
+                "`repository: {url}` is not a remote of the workspace ({}); a clone of another repository is a package call, which this version of strata cannot run yet",
+                if checkout.remotes.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    checkout.remotes.join(", ")
+                }
+            ));
+        }
+    }
+    if let Some(reference) = &source.reference {
+        let r = reference.raw.trim();
+        let is_sha = r.len() >= 7 && r.len() <= 40 && r.bytes().all(|b| b.is_ascii_hexdigit());
+        if r.is_empty() || r.contains("${{") {
+        } else if is_sha {
+            if !checkout.sha.starts_with(&r.to_ascii_lowercase()) {
+                return Err(format!(
+                    "`ref: {r}` is not the commit checked out in the workspace ({}); strata serves the clone from the checkout, so check out {r} first",
+                    checkout.sha
+                ));
+            }
+        } else {
+            let name = r
+                .strip_prefix("refs/heads/")
+                .or_else(|| r.strip_prefix("refs/tags/"))
+                .unwrap_or(r);
+            let matches =
+                checkout.branch.as_deref() == Some(name) || checkout.tag.as_deref() == Some(name);
+            if !matches {
+                notices.push(format!(
+                    "task `{task}`: `ref: {r}` is not what the workspace has checked out ({}); using the checkout as it is",
+                    checkout
+                        .branch
+                        .as_deref()
+                        .map_or_else(|| checkout.sha.clone(), |b| format!("branch {b} at {}", &checkout.sha[..12.min(checkout.sha.len())]))
+                ));
+            }
+        }
+    }
+    Ok(())
 }

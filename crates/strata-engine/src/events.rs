@@ -75,6 +75,9 @@ pub enum Event {
         log_tail: Vec<String>,
         /// Where the files the task wrote were kept.
         kept_upper: Option<String>,
+        /// What the task wrote into `$RWX_ERRORS`, one entry per file.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<String>,
     },
     TaskSkipped {
         task: String,

@@ -11,7 +11,7 @@ use std::thread::Scope;
 
 use strata_cache::RemoteEntry;
 use strata_key::{CacheKey, ExportedEnv, LayerDigest, ParentInput};
-use strata_pipeline::Task;
+use strata_pipeline::{Task, TaskKind};
 use strata_sandbox::{Outcome, RunningSandbox, SandboxSpec};
 use strata_store::{Entry, NewEntry};
 
@@ -119,18 +119,22 @@ pub(crate) fn usable_entry(
     fresh(Found::Remote { remote, entry })
 }
 
+/// What a task that produced `entry_layer` and exported `own` hands on.
 pub(crate) fn result_of(
     task: &Task,
     resolved: &ResolvedInputs,
     entry_layer: strata_key::LayerDigest,
-    env: strata_key::ExportedEnv,
+    own: &ExportedEnv,
 ) -> TaskResult {
     let mut stack = resolved.inputs.parents.clone();
     stack.push(ParentInput {
         task: task.name.to_string(),
         layer: entry_layer,
     });
-    TaskResult { stack, env }
+    TaskResult {
+        stack,
+        env: ExportedEnv::inherit(&resolved.inherited, own),
+    }
 }
 
 pub(crate) fn execute<'scope, 'env>(
@@ -140,6 +144,9 @@ pub(crate) fn execute<'scope, 'env>(
     reporter: &'env dyn Reporter,
     scope: &'scope Scope<'scope, 'env>,
 ) -> TaskOutcome {
+    if let TaskKind::Source(_) = &task.kind {
+        return serve_workspace(ctx, task, parents, reporter);
+    }
     let resolved = resolve(ctx, task, parents);
     let key = resolved.key;
     if let Some(found) = usable_entry(ctx, task, &key, reporter) {
@@ -151,7 +158,7 @@ pub(crate) fn execute<'scope, 'env>(
             saved_ms: ms(saved),
             from: found.source(ctx),
         });
-        let result = result_of(task, &resolved, found.layer(), found.env());
+        let result = result_of(task, &resolved, found.layer(), &found.env());
         if let Found::Remote { remote, entry } = found {
             start_restore(scope, ctx, reporter, remote, entry);
         }
@@ -172,6 +179,7 @@ pub(crate) fn execute<'scope, 'env>(
                 duration_ms: ms(start.elapsed()),
                 log_tail: failure.log_tail,
                 kept_upper: failure.kept_upper.map(|p| p.display().to_string()),
+                errors: failure.errors,
             });
             TaskOutcome::Failed {
                 key,
@@ -181,14 +189,118 @@ pub(crate) fn execute<'scope, 'env>(
     }
 }
 
+/// A `git/clone` of the workspace: nothing runs and nothing is cached. Its dependents see the
+/// checkout (`sources.rs`) and get what the real package exports, out of their keys.
+fn serve_workspace(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    parents: &[&TaskResult],
+    reporter: &dyn Reporter,
+) -> TaskOutcome {
+    let resolved = resolve(ctx, task, parents);
+    reporter.event(&Event::TaskCached {
+        task: task.name.to_string(),
+        key: resolved.key.to_hex(),
+        layer: String::new(),
+        saved_ms: 0,
+        from: "workspace".into(),
+    });
+    TaskOutcome::Cached {
+        result: source_result(ctx, task, &resolved),
+        key: resolved.key,
+        saved: Duration::ZERO,
+    }
+}
+
+/// What a `git/clone` of the workspace hands on: its parents' stack and env (it adds no layer),
+/// and what the package exports.
+pub(crate) fn source_result(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    resolved: &ResolvedInputs,
+) -> TaskResult {
+    TaskResult {
+        stack: resolved.inputs.parents.clone(),
+        env: ExportedEnv::inherit(&resolved.inherited, &clone_exports(ctx, task)),
+    }
+}
+
+/// What the `git/clone` package exports (its `$RWX_CACHE_KEY_EXCLUDED_ENV` and values), from
+/// the checkout.
+fn clone_exports(ctx: &RunContext<'_>, task: &Task) -> ExportedEnv {
+    let mut own = ExportedEnv::default();
+    let TaskKind::Source(source) = &task.kind else {
+        return own;
+    };
+    let path = source.path.as_ref().map_or("./", |t| t.raw.as_str());
+    let dir = path.trim_start_matches("./").trim_end_matches('/');
+    own.values.insert(
+        "git-dir-path".into(),
+        if dir.is_empty() || dir == "." {
+            ".git".into()
+        } else {
+            format!("{dir}/.git")
+        },
+    );
+    let Some(c) = &ctx.checkout else {
+        return own;
+    };
+    let repository = source
+        .repository
+        .as_ref()
+        .map(|t| t.raw.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .or_else(|| c.remotes.first().cloned())
+        .unwrap_or_default();
+    let name = crate::checkout::normalize_remote(&repository);
+    let name: Vec<&str> = name.rsplit('/').take(2).collect();
+    let git_ref = source
+        .meta_ref
+        .as_ref()
+        .map(|t| t.raw.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| c.git_ref());
+    let ref_name = git_ref
+        .strip_prefix("refs/")
+        .and_then(|r| r.split_once('/'))
+        .map_or(git_ref.as_str(), |(_, n)| n)
+        .to_string();
+    let summary = c.message.lines().next().unwrap_or_default();
+    let cut = |s: &str| s.chars().take(1024).collect::<String>();
+    for (k, v) in [
+        ("RWX_GIT_REPOSITORY_URL", repository.clone()),
+        (
+            "RWX_GIT_REPOSITORY_NAME",
+            name.iter().rev().copied().collect::<Vec<_>>().join("/"),
+        ),
+        ("RWX_GIT_COMMIT_MESSAGE", cut(&c.message)),
+        ("RWX_GIT_COMMIT_SUMMARY", cut(summary)),
+        ("RWX_GIT_COMMITTER_NAME", c.committer_name.clone()),
+        ("RWX_GIT_COMMITTER_EMAIL", c.committer_email.clone()),
+        ("RWX_GIT_COMMIT_SHA", c.sha.clone()),
+        ("RWX_GIT_REF", git_ref.clone()),
+        ("RWX_GIT_REF_NAME", ref_name),
+    ] {
+        own.excluded.insert(k.into(), v);
+    }
+    own
+}
+
 struct Failure {
     reason: String,
     exit_code: Option<i32>,
     log_tail: Vec<String>,
     kept_upper: Option<PathBuf>,
+    /// What the task wrote into `$RWX_ERRORS`.
+    errors: Vec<String>,
 }
 
 impl Failure {
+    /// The task did something wrong after its command passed (a bad export name).
+    fn task(reason: impl std::fmt::Display) -> Failure {
+        Failure::infra(reason)
+    }
+
     /// strata itself could not do its part (the command may not have run).
     fn infra(reason: impl std::fmt::Display) -> Failure {
         Failure {
@@ -196,6 +308,7 @@ impl Failure {
             exit_code: None,
             log_tail: Vec::new(),
             kept_upper: None,
+            errors: Vec::new(),
         }
     }
 }
@@ -225,7 +338,6 @@ fn run_in_sandbox<'scope, 'env>(
         .wait_for(ctx, &resolved.stack_layers())
         .map_err(Failure::infra)?;
     let scratch = ctx.run_dir.path().join("tasks").join(&name);
-    let files: Vec<_> = resolved.files.iter().collect();
     let ws_tree = ctx
         .trees
         .get(
@@ -233,17 +345,21 @@ fn run_in_sandbox<'scope, 'env>(
             ctx.run_dir.path(),
             &ctx.workspace.root,
             resolved.workspace,
-            &files,
+            &resolved.files,
+            &resolved.origins,
         )
         .map_err(|e| Failure::infra(format!("failed to prepare the workspace: {}", chain(&e))))?;
     let mounts = ctx
         .cache
         .prepare(&scratch, &resolved.stack_layers())
         .map_err(|e| Failure::infra(chain(&e)))?;
-    let env_dir = scratch.join("env");
-    let _ = std::fs::remove_dir_all(&env_dir);
-    std::fs::create_dir_all(&env_dir)
-        .map_err(|e| Failure::infra(format!("failed to create {}: {e}", env_dir.display())))?;
+    let outputs_dir = scratch.join("outputs");
+    let _ = std::fs::remove_dir_all(&outputs_dir);
+    for (dir, _) in SandboxSpec::OUTPUTS {
+        let d = outputs_dir.join(dir);
+        std::fs::create_dir_all(&d)
+            .map_err(|e| Failure::infra(format!("failed to create {}: {e}", d.display())))?;
+    }
     let mut lowerdirs = mounts.lowerdirs.clone();
     lowerdirs.push(ws_tree);
     lowerdirs.extend(ctx.base_layers.iter().cloned());
@@ -254,9 +370,9 @@ fn run_in_sandbox<'scope, 'env>(
         upperdir: mounts.upperdir.clone(),
         workdir: mounts.workdir.clone(),
         scratch: scratch.clone(),
-        env_dir: env_dir.clone(),
+        outputs_dir: outputs_dir.clone(),
         cwd: PathBuf::from(WORKSPACE_DIR),
-        command: task.run.clone(),
+        command: resolved.command.clone(),
         env: resolved.env.clone(),
     };
     reporter.event(&Event::TaskStarted {
@@ -316,11 +432,17 @@ fn run_in_sandbox<'scope, 'env>(
     let tail = || log_tail(&log);
     let fail = |reason: String, exit_code: Option<i32>| -> Failure {
         let kept = keep_upper(ctx, task, &mounts.upperdir);
+        let reason = if resolved.files.is_empty() && !sees_workspace(ctx, task) {
+            format!("{reason}; {}", no_workspace_hint(ctx))
+        } else {
+            reason
+        };
         Failure {
             reason,
             exit_code,
             log_tail: tail(),
             kept_upper: kept,
+            errors: read_errors(&outputs_dir.join("errors")),
         }
     };
     match (outcome, stopped_because) {
@@ -343,7 +465,7 @@ fn run_in_sandbox<'scope, 'env>(
         &Finished {
             scratch: &scratch,
             upper: &mounts.upperdir,
-            env_dir: &env_dir,
+            outputs_dir: &outputs_dir,
             log,
             start,
         },
@@ -356,7 +478,7 @@ fn run_in_sandbox<'scope, 'env>(
 struct Finished<'a> {
     scratch: &'a Path,
     upper: &'a Path,
-    env_dir: &'a Path,
+    outputs_dir: &'a Path,
     log: Vec<u8>,
     start: Instant,
 }
@@ -372,15 +494,18 @@ fn commit<'scope, 'env>(
     let Finished {
         scratch,
         upper,
-        env_dir,
+        outputs_dir,
         log,
         start,
     } = finished;
-    let (scratch, upper, env_dir, log, start) =
-        (*scratch, *upper, *env_dir, log.as_slice(), *start);
+    let (scratch, upper, outputs_dir, log, start) =
+        (*scratch, *upper, *outputs_dir, log.as_slice(), *start);
     let committing = Instant::now();
-    let exports = read_exports(env_dir).map_err(Failure::infra)?;
-    let env = resolved.inherited.clone().with_exports(exports);
+    // The entry keeps the task's own exports; what it inherited is merged in at every run.
+    let mut env =
+        ExportedEnv::default().with_exports(read_exports(&outputs_dir.join("env"), true)?);
+    env.excluded = read_exports(&outputs_dir.join("cache-key-excluded-env"), true)?;
+    env.values = read_exports(&outputs_dir.join("values"), false)?;
     // Mount points the sandbox had to create are not the task's doing.
     for mp in RunningSandbox::created_mountpoints(scratch) {
         let _ = std::fs::remove_dir(upper.join(mp));
@@ -437,34 +562,78 @@ fn commit<'scope, 'env>(
         commit_ms: ms(committing.elapsed()),
         stored,
     });
-    Ok(result_of(task, resolved, layer, env))
+    Ok(result_of(task, resolved, layer, &env))
 }
 
-/// `$STRATA_ENV/NAME` files -> variables (content with one trailing newline trimmed).
-fn read_exports(dir: &Path) -> Result<BTreeMap<String, String>, String> {
+/// `$STRATA_ENV/NAME` (or `$RWX_VALUES/NAME`) files -> name and value (content with one
+/// trailing newline trimmed). A bad name is the task's mistake: it fails, naming the file.
+fn read_exports(dir: &Path, env_names: bool) -> Result<BTreeMap<String, String>, Failure> {
+    let what = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("outputs");
     let mut out = BTreeMap::new();
     let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("failed to read exported env {}: {e}", dir.display()))?;
+        .map_err(|e| Failure::infra(format!("failed to read {what} {}: {e}", dir.display())))?;
     for entry in entries {
-        let entry =
-            entry.map_err(|e| format!("failed to read exported env {}: {e}", dir.display()))?;
+        let entry = entry
+            .map_err(|e| Failure::infra(format!("failed to read {what} {}: {e}", dir.display())))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid = if env_names {
+            name.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        } else {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        };
         if !valid || !entry.path().is_file() {
-            return Err(format!(
-                "exported env `{name}` is not a valid variable name (a file per variable in $STRATA_ENV)"
-            ));
+            return Err(Failure::task(format!(
+                "`{name}` in {what} is not a valid name (one file per {}, named after it)",
+                if env_names { "variable" } else { "value" }
+            )));
         }
         let value = std::fs::read_to_string(entry.path())
-            .map_err(|e| format!("exported env `{name}` is not readable text: {e}"))?;
+            .map_err(|e| Failure::task(format!("`{name}` in {what} is not readable text: {e}")))?;
         let value = value.strip_suffix('\n').unwrap_or(&value).to_string();
         out.insert(name, value);
     }
     Ok(out)
+}
+
+/// What the task wrote into `$RWX_ERRORS`: each file's text, for the failure summary.
+fn read_errors(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn sees_workspace(ctx: &RunContext<'_>, task: &Task) -> bool {
+    ctx.index_of(task)
+        .is_some_and(|i| ctx.sources.sees_workspace(i))
+}
+
+/// Said when a task that sees no workspace fails: often the reason it failed.
+fn no_workspace_hint(ctx: &RunContext<'_>) -> &'static str {
+    match ctx.pipeline.dialect {
+        strata_pipeline::Dialect::Rwx => {
+            "this task sees no workspace files (in an RWX file only tasks that `use` a `git/clone` task see them)"
+        }
+        strata_pipeline::Dialect::Strata => {
+            "this task sees no workspace files (a task sees them with `filter`, `workspace: true`, or by using a task that sees them)"
+        }
+    }
 }
 
 fn log_tail(log: &[u8]) -> Vec<String> {

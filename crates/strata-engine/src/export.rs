@@ -113,7 +113,6 @@ pub fn export(
         Base::Rootfs(_) => vec![ctx.base_root.clone()],
         Base::Image(_) => ctx.base_layers.iter().rev().cloned().collect(),
     };
-    let files: Vec<_> = resolved.files.iter().collect();
     dirs.push(
         ctx.trees
             .get(
@@ -121,7 +120,8 @@ pub fn export(
                 ctx.run_dir.path(),
                 &ctx.workspace.root,
                 resolved.workspace,
-                &files,
+                &resolved.files,
+                &resolved.origins,
             )
             .map_err(EngineError::Store)?,
     );

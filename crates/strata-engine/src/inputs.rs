@@ -10,18 +10,20 @@ use strata_pipeline::{EnvValue, Task};
 use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
+use crate::sources::VisibleFile;
 
 /// The working directory of every task.
 pub(crate) const WORKSPACE_DIR: &str = "/workspace";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How the sandbox runs a command; part of every key (see docs/cache-key.md).
-const EXECUTOR: &str = "sandbox/1 cwd=/workspace shell=bash-e|sh-e";
+const EXECUTOR: &str = "sandbox/2 cwd=/workspace shell=bash-e-pipefail|sh-e";
 
 /// What a finished (or restored) task hands to the tasks that `use` it.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskResult {
-    /// Its whole stack, bottom first, its own layer last.
+    /// Its whole stack, bottom first, its own layer last (a source adds none).
     pub(crate) stack: Vec<ParentInput>,
+    /// What it inherited with its own exports on top.
     pub(crate) env: ExportedEnv,
 }
 
@@ -29,9 +31,14 @@ pub(crate) struct ResolvedInputs {
     pub(crate) inputs: KeyInputs,
     pub(crate) key: CacheKey,
     pub(crate) inherited: ExportedEnv,
+    /// The command as it runs (expressions resolved).
+    pub(crate) command: String,
     /// The complete environment the command runs with.
     pub(crate) env: Vec<(String, String)>,
+    /// The workspace files the task sees, at the paths it sees them (what its key covers).
     pub(crate) files: Vec<WorkspaceFile>,
+    /// Where each of `files` is in the captured workspace.
+    pub(crate) origins: Vec<std::sync::Arc<str>>,
     pub(crate) workspace: WorkspaceDigest,
 }
 
@@ -55,6 +62,15 @@ pub(crate) fn flatten_stack(parents: &[&TaskResult]) -> Vec<ParentInput> {
     stack
 }
 
+/// Every variable a task's command sees, and how each enters the key.
+enum Keyed {
+    Value,
+    /// By name only (`cache-key: excluded`, secrets).
+    NameOnly,
+    /// Not at all (`$RWX_CACHE_KEY_EXCLUDED_ENV` exports, such as a clone's commit sha).
+    Not,
+}
+
 pub(crate) fn resolve(
     ctx: &RunContext<'_>,
     task: &Task,
@@ -63,14 +79,14 @@ pub(crate) fn resolve(
     let stack = flatten_stack(parents);
     let inherited = ExportedEnv::merge(parents.iter().map(|p| &p.env));
 
-    let mut env: BTreeMap<String, (String, bool)> = BTreeMap::new();
+    let mut env: BTreeMap<String, (String, Keyed)> = BTreeMap::new();
     for (k, v) in [
         ("HOME", "/root"),
         ("USER", "root"),
         ("LOGNAME", "root"),
         ("LANG", "C.UTF-8"),
     ] {
-        env.insert(k.into(), (v.into(), true));
+        env.insert(k.into(), (v.into(), Keyed::Value));
     }
     // A base image's own environment comes next (its PATH is the default PATH).
     let mut default_path = DEFAULT_PATH.to_string();
@@ -78,54 +94,85 @@ pub(crate) fn resolve(
         if k == "PATH" {
             default_path = v.clone();
         } else {
-            env.insert(k.clone(), (v.clone(), true));
+            env.insert(k.clone(), (v.clone(), Keyed::Value));
         }
     }
-    for (k, v) in &inherited.vars {
-        env.insert(k.clone(), (v.clone(), true));
+    // Host variables passed in with `--env` (or the config file).
+    for pass in &ctx.options.pass_env {
+        let keyed = if pass.keyed {
+            Keyed::Value
+        } else {
+            Keyed::NameOnly
+        };
+        if pass.name == "PATH" {
+            default_path = pass.value.clone();
+        } else {
+            env.insert(pass.name.clone(), (pass.value.clone(), keyed));
+        }
     }
-    env.insert("PATH".into(), (inherited.path_value(&default_path), true));
+    for (k, v) in &inherited.excluded {
+        env.insert(k.clone(), (v.clone(), Keyed::Not));
+    }
+    for (k, v) in &inherited.vars {
+        env.insert(k.clone(), (v.clone(), Keyed::Value));
+    }
+    env.insert(
+        "PATH".into(),
+        (inherited.path_value(&default_path), Keyed::Value),
+    );
     for var in &task.env {
-        let keyed = matches!(var.value, EnvValue::Keyed(_));
+        let keyed = match var.value {
+            EnvValue::Keyed(_) => Keyed::Value,
+            EnvValue::Excluded(_) => Keyed::NameOnly,
+        };
         env.insert(var.name.clone(), (var.value.value().to_string(), keyed));
     }
     let keyed_env = env
         .iter()
-        .map(|(k, (v, keyed))| {
-            let input = if *keyed {
-                EnvInput::Value(v.clone())
-            } else {
-                EnvInput::Excluded
+        .filter_map(|(k, (v, keyed))| {
+            let input = match keyed {
+                Keyed::Value => EnvInput::Value(v.clone()),
+                Keyed::NameOnly => EnvInput::Excluded,
+                Keyed::Not => return None,
             };
-            (k.clone(), input)
+            Some((k.clone(), input))
         })
         .collect();
     let mut full_env: Vec<(String, String)> = env.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    for name in ["STRATA_ENV", "MINT_ENV", "RWX_ENV"] {
-        full_env.push((name.into(), SandboxSpec::ENV_DIR.into()));
+    for (dir, names) in SandboxSpec::OUTPUTS {
+        for name in *names {
+            full_env.push((
+                (*name).into(),
+                format!("{}/{dir}", SandboxSpec::OUTPUTS_DIR),
+            ));
+        }
     }
 
-    let files: Vec<WorkspaceFile> = ctx
-        .workspace
-        .select(task.filter.as_ref())
-        .cloned()
-        .collect();
+    let visible: Vec<VisibleFile> = match ctx.index_of(task) {
+        Some(i) => ctx.sources.visible(&ctx.workspace, i, task),
+        None => Vec::new(),
+    };
+    let (files, origins): (Vec<WorkspaceFile>, Vec<std::sync::Arc<str>>) =
+        visible.into_iter().map(|v| (v.file, v.origin)).unzip();
     let workspace = Workspace::digest(files.iter());
+    let command = task.run.raw.clone();
     let inputs = KeyInputs {
         version: KEY_VERSION,
         base: ctx.base_id,
         parents: stack,
         workspace,
         env: keyed_env,
-        command: task.run.clone(),
+        command: command.clone(),
         executor: EXECUTOR.into(),
     };
     ResolvedInputs {
         key: inputs.key(),
         inputs,
         inherited,
+        command,
         env: full_env,
         files,
+        origins,
         workspace,
     }
 }

@@ -9,6 +9,7 @@
 //! Must not touch: YAML (it gets a validated `Pipeline`), mount syscalls (the sandbox crate), the
 //! cache's on-disk layout (the store crate).
 
+mod checkout;
 mod context;
 mod events;
 mod execute;
@@ -16,10 +17,12 @@ mod export;
 mod inputs;
 mod plan;
 mod scheduler;
+mod sources;
 mod transfer;
 mod workspace_tree;
 
-pub use context::{EngineError, RunContext, RunOptions};
+pub use checkout::{Checkout, git_toplevel};
+pub use context::{EngineError, PassedEnv, RunContext, RunOptions};
 pub use events::{Event, Reporter, Summary, TaskStatus, TaskSummary};
 pub use export::{ExportError, ExportOptions, ExportTarget, Exported, export};
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};

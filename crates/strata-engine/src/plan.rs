@@ -19,6 +19,8 @@ pub enum PlanStatus {
     Uncached,
     /// Its key depends on what this parent produces, which is unknown until it runs.
     Unknown { parent: String },
+    /// A `git/clone` of the workspace: served from the checkout, nothing to run or restore.
+    Workspace,
 }
 
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct PlannedTask {
     pub task: String,
     pub key: Option<strata_key::CacheKey>,
     pub status: PlanStatus,
+    /// How many workspace files the task sees and is keyed on (0: it sees no workspace).
+    pub workspace_files: usize,
 }
 
 /// Every wanted task in run order, with its key when it can be known now. Shared caches are
@@ -83,11 +87,22 @@ pub(crate) fn plan_with_results(
                     task: task.name.to_string(),
                     key: None,
                     status: PlanStatus::Unknown { parent },
+                    workspace_files: 0,
                 });
                 continue;
             }
         };
         let resolved = resolve(ctx, task, &parents);
+        if task.is_source() {
+            results[i] = Some(Ok(crate::execute::source_result(ctx, task, &resolved)));
+            out.push(PlannedTask {
+                task: task.name.to_string(),
+                key: None,
+                status: PlanStatus::Workspace,
+                workspace_files: resolved.files.len(),
+            });
+            continue;
+        }
         let (status, result) = if !task.cache.enabled || ctx.options.no_cache {
             (PlanStatus::Uncached, Err(task.name.to_string()))
         } else {
@@ -99,7 +114,7 @@ pub(crate) fn plan_with_results(
                             from: found.source(ctx),
                         },
                     },
-                    Ok(result_of(task, &resolved, found.layer(), found.env())),
+                    Ok(result_of(task, &resolved, found.layer(), &found.env())),
                 ),
                 None => (PlanStatus::Miss, Err(task.name.to_string())),
             }
@@ -109,6 +124,7 @@ pub(crate) fn plan_with_results(
             task: task.name.to_string(),
             key: Some(resolved.key),
             status,
+            workspace_files: resolved.files.len(),
         });
     }
     (out, results)

@@ -22,14 +22,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl WorkspaceTrees {
-    /// A directory whose `workspace/` holds exactly `files`.
+    /// A directory whose `workspace/` holds exactly `files` (`origins`: where each is in the
+    /// captured workspace).
     pub(crate) fn get(
         &self,
         cache: &LocalCache,
         run_dir: &Path,
         workspace_root: &Path,
         digest: WorkspaceDigest,
-        files: &[&WorkspaceFile],
+        files: &[WorkspaceFile],
+        origins: &[std::sync::Arc<str>],
     ) -> Result<PathBuf, StoreError> {
         let mut built = self.built.lock().expect("tree lock poisoned");
         if let Some(p) = built.get(&digest) {
@@ -44,7 +46,7 @@ impl WorkspaceTrees {
         if blobs {
             cache.note_unsynced_files()?;
         }
-        for f in files {
+        for (f, origin) in files.iter().zip(origins) {
             let dest = ws.join(&*f.path);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -52,7 +54,7 @@ impl WorkspaceTrees {
             match &f.kind {
                 FileKind::File { digest, .. } => {
                     let blob =
-                        cache.workspace_blob(&workspace_root.join(&*f.path), digest, f.mode)?;
+                        cache.workspace_blob(&workspace_root.join(&**origin), digest, f.mode)?;
                     std::fs::hard_link(&blob, &dest).map_err(io(&dest))?;
                 }
                 FileKind::Symlink { target } => {

@@ -2,13 +2,22 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The environment a task hands to the tasks that `use` it: what its parents handed it, then
-/// what it wrote into `$STRATA_ENV`. `PATH` is kept apart as a list of directories, most
-/// important first, because exported `PATH`s are joined, not replaced.
+/// What a task hands to the tasks that `use` it besides its files: the variables it wrote into
+/// `$STRATA_ENV` (`$RWX_ENV`), those it wrote into `$RWX_CACHE_KEY_EXCLUDED_ENV`, and its values
+/// (`$RWX_VALUES`, read with `${{ tasks.X.values.NAME }}`). An entry stores a task's own
+/// exports; what it inherited is merged in again at every run, so an excluded value (a commit
+/// sha) is always the current one. `PATH` is kept apart as a list of directories, most important
+/// first, because exported `PATH`s are joined, not replaced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportedEnv {
     pub vars: BTreeMap<String, String>,
     pub path: Vec<String>,
+    /// Given to dependents but never part of their keys (neither name nor value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded: BTreeMap<String, String>,
+    /// Values for `${{ tasks.X.values.NAME }}`: a task's own, never inherited.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
 }
 
 impl ExportedEnv {
@@ -17,13 +26,29 @@ impl ExportedEnv {
     pub fn merge<'a>(parents: impl IntoIterator<Item = &'a ExportedEnv>) -> ExportedEnv {
         let mut out = ExportedEnv::default();
         for p in parents {
-            out.vars
-                .extend(p.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // A variable exported the usual way replaces an excluded one of the same name, and
+            // the other way round.
+            for (k, v) in &p.vars {
+                out.excluded.remove(k);
+                out.vars.insert(k.clone(), v.clone());
+            }
+            for (k, v) in &p.excluded {
+                out.vars.remove(k);
+                out.excluded.insert(k.clone(), v.clone());
+            }
             let mut path = p.path.clone();
             path.append(&mut out.path);
             out.path = path;
         }
         out.dedup_path();
+        out
+    }
+
+    /// What a task hands on: what it inherited, then its own exports (`own`) on top. Values
+    /// are not inherited: `tasks.X.values` names X's own.
+    pub fn inherit(inherited: &ExportedEnv, own: &ExportedEnv) -> ExportedEnv {
+        let mut out = ExportedEnv::merge([inherited, own]);
+        out.values = own.values.clone();
         out
     }
 
@@ -81,5 +106,26 @@ mod tests {
         assert_eq!(m.vars["X"], "b");
         assert_eq!(m.path, vec!["/b/bin", "/usr/bin", "/a/bin"]);
         assert_eq!(m.path_value("/usr/bin:/bin"), "/b/bin:/usr/bin:/a/bin:/bin");
+    }
+
+    #[test]
+    fn excluded_and_values_travel_apart() {
+        let clone = ExportedEnv {
+            excluded: BTreeMap::from([("RWX_GIT_COMMIT_SHA".into(), "abc".into())]),
+            values: BTreeMap::from([("git-dir-path".into(), ".git".into())]),
+            ..ExportedEnv::default()
+        };
+        let own =
+            ExportedEnv::default().with_exports(BTreeMap::from([("BUILT".into(), "yes".into())]));
+        let handed = ExportedEnv::inherit(&clone, &own);
+        assert_eq!(handed.excluded["RWX_GIT_COMMIT_SHA"], "abc");
+        assert_eq!(handed.vars["BUILT"], "yes");
+        assert!(handed.values.is_empty(), "values are a task's own");
+        // A later export of the same name as a key-excluded variable replaces it.
+        let over = ExportedEnv::default()
+            .with_exports(BTreeMap::from([("RWX_GIT_COMMIT_SHA".into(), "x".into())]));
+        let m = ExportedEnv::merge([&handed, &over]);
+        assert!(!m.excluded.contains_key("RWX_GIT_COMMIT_SHA"));
+        assert_eq!(m.vars["RWX_GIT_COMMIT_SHA"], "x");
     }
 }

@@ -24,4 +24,4 @@ pub use env::ExportedEnv;
 pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use stat_cache::StatCache;
 pub use tree::{TreeError, tree_digest};
-pub use workspace::{FileKind, Workspace, WorkspaceError, WorkspaceFile};
+pub use workspace::{FileKind, Selection, Workspace, WorkspaceError, WorkspaceFile};

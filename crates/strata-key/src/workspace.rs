@@ -43,6 +43,16 @@ pub enum WorkspaceError {
     NotUtf8 { path: PathBuf },
 }
 
+/// Which files a capture keeps: only those some task will see are read and hashed.
+#[derive(Default)]
+pub struct Selection<'a> {
+    /// Keep a file (by its relative path) or not; all files when `None`.
+    pub files: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+    /// Include the top-level `.git` directory (`preserve-git-dir`), whose files are then found
+    /// under `.git/`.
+    pub git_dir: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Workspace {
     pub root: PathBuf,
@@ -64,9 +74,22 @@ impl Workspace {
         exclude: &[PathBuf],
         known: &StatCache,
     ) -> Result<(Workspace, Option<StatCache>), WorkspaceError> {
+        Self::capture_selected(root, exclude, known, &Selection::default())
+    }
+
+    /// The same, keeping (and reading) only the files `selection` asks for.
+    pub fn capture_selected(
+        root: &Path,
+        exclude: &[PathBuf],
+        known: &StatCache,
+        selection: &Selection<'_>,
+    ) -> Result<(Workspace, Option<StatCache>), WorkspaceError> {
         let mut fresh = StatCache::starting_now();
         let root = root.to_path_buf();
-        let found = walk(&root, exclude)?;
+        let mut found = walk(&root, exclude, selection.git_dir)?;
+        if let Some(wanted) = selection.files {
+            found.retain(|(rel, _)| wanted(rel));
+        }
         let hashed = hash_in_parallel(&root, found, known)?;
         let mut files = Vec::with_capacity(hashed.len());
         let mut changed = known.len() != hashed.len();
@@ -132,7 +155,7 @@ type Found = (String, bool);
 type Hashed = (WorkspaceFile, Option<(Stamp, bool)>);
 
 /// Lists the workspace's files (sorted), walking directories on all CPUs.
-fn walk(root: &Path, exclude: &[PathBuf]) -> Result<Vec<Found>, WorkspaceError> {
+fn walk(root: &Path, exclude: &[PathBuf], git_dir: bool) -> Result<Vec<Found>, WorkspaceError> {
     use std::sync::Mutex;
     let exclude = exclude.to_vec();
     let walker = ignore::WalkBuilder::new(root)
@@ -143,7 +166,10 @@ fn walk(root: &Path, exclude: &[PathBuf]) -> Result<Vec<Found>, WorkspaceError> 
         .require_git(false)
         .parents(false)
         .threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .filter_entry(move |e| e.file_name() != ".git" && !exclude.iter().any(|x| e.path() == x))
+        .filter_entry(move |e| {
+            (e.file_name() != ".git" || (git_dir && e.depth() == 1))
+                && !exclude.iter().any(|x| e.path() == x)
+        })
         .build_parallel();
     let found: Mutex<Vec<Found>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<WorkspaceError>> = Mutex::new(None);
@@ -391,6 +417,25 @@ mod tests {
             digest_of(&ws, 1),
             ContentDigest::from_hash(blake3::hash(b"two"))
         );
+    }
+
+    #[test]
+    fn a_selection_reads_only_what_it_keeps() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::write(root.join(".git/HEAD"), "ref").unwrap();
+        std::fs::write(root.join("keep.c"), "k").unwrap();
+        std::fs::write(root.join("skip.c"), "s").unwrap();
+        let only_keep = |p: &str| p != "skip.c";
+        let selection = Selection {
+            files: Some(&only_keep),
+            git_dir: true,
+        };
+        let (ws, _) =
+            Workspace::capture_selected(root, &[], &StatCache::default(), &selection).unwrap();
+        let paths: Vec<&str> = ws.files.iter().map(|f| &*f.path).collect();
+        assert_eq!(paths, vec![".git/HEAD", "keep.c"]);
     }
 
     #[test]

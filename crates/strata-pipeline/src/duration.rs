@@ -1,9 +1,11 @@
 use std::time::Duration;
 
 /// Parses a duration the way CI files write them: `90` (seconds), `30s`, `10m`, `1h30m`, `7d`,
-/// `500ms`.
+/// `500ms`, and RWX's long forms: `1 day`, `2 hours`, `30 minutes`, `1 hr`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let rest_text = compact.as_str();
     if text.is_empty() {
         return Err("empty duration".into());
     }
@@ -11,7 +13,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     let mut total = Duration::ZERO;
-    let mut rest = text;
+    let mut rest = rest_text;
     while !rest.is_empty() {
         let digits = rest
             .find(|c: char| !c.is_ascii_digit())
@@ -32,10 +34,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         let part = match unit {
             "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86400),
+            "s" | "sec" | "secs" | "second" | "seconds" => Duration::from_secs(n),
+            "m" | "min" | "mins" | "minute" | "minutes" => Duration::from_secs(n * 60),
+            "h" | "hr" | "hrs" | "hour" | "hours" => Duration::from_secs(n * 3600),
+            "d" | "day" | "days" => Duration::from_secs(n * 86400),
             "" => return Err(format!("invalid duration `{text}`: missing unit after {n}")),
             other => {
                 return Err(format!(
@@ -59,6 +61,9 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1 day"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("2 hours"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1 hr 30 min"), Ok(Duration::from_secs(5400)));
     }
 
     #[test]

@@ -13,12 +13,17 @@ mod duration;
 mod filter;
 mod model;
 mod parse;
+mod triggers;
 mod validate;
 mod yaml;
 
-pub use config::{Config, load_config};
-pub use diagnostic::{Diagnostic, Diagnostics, Location};
+pub use config::{Config, ConfigEnv, load_config, plain_env};
+pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
 pub use filter::Filter;
-pub use model::{Base, CachePolicy, EnvValue, EnvVar, Pipeline, RemoteCacheDecl, Task, TaskName};
-pub use parse::{load, parse_str};
+pub use model::{
+    Base, CachePolicy, Dialect, EnvValue, EnvVar, Note, Pipeline, RemoteCacheDecl, Task, TaskKind,
+    TaskName, Text, Unsupported, WorkspaceSource,
+};
+pub use parse::{dialect_of, load, parse_str};
+pub use triggers::{Trigger, TriggerEvent, Triggers};

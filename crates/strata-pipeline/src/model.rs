@@ -43,19 +43,42 @@ pub struct RemoteCacheDecl {
     pub at: Location,
 }
 
+/// A string from the file as written, with where it starts: `run`, an env value, a `with`
+/// parameter. It may hold `${{ … }}` expressions, resolved when the run starts (or, for
+/// `tasks.X.values.Y`, when the task starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text {
+    pub raw: String,
+    pub at: Location,
+}
+
+impl Text {
+    pub fn new(raw: impl Into<String>, at: Location) -> Self {
+        Text {
+            raw: raw.into(),
+            at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvValue {
     /// Part of the cache key.
-    Keyed(String),
-    /// Given to the task but left out of the key (secrets, tokens).
-    Excluded(String),
+    Keyed(Text),
+    /// Given to the task but left out of the key (tokens): it enters by name only.
+    Excluded(Text),
 }
 
 impl EnvValue {
-    pub fn value(&self) -> &str {
+    pub fn text(&self) -> &Text {
         match self {
             EnvValue::Keyed(v) | EnvValue::Excluded(v) => v,
         }
+    }
+
+    /// The value as written (before expressions are resolved).
+    pub fn value(&self) -> &str {
+        &self.text().raw
     }
 }
 
@@ -63,6 +86,63 @@ impl EnvValue {
 pub struct EnvVar {
     pub name: String,
     pub value: EnvValue,
+}
+
+/// Which language rules a file follows. Both dialects share one syntax; they differ in where the
+/// workspace enters (README: "Where the workspace enters").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// strata's own files: a task sees the workspace when it has a `filter`, `workspace: true`,
+    /// or uses a task that sees it.
+    Strata,
+    /// RWX run definitions (files under `.rwx/` or `.mint/`): only tasks that reach a `git/clone`
+    /// of the workspace through `use` see it.
+    Rwx,
+}
+
+/// A `git/clone` (or `mint/git-clone`) call of the workspace's own repository: strata serves it
+/// from the checkout it captured instead of cloning. It has no layer of its own; the tasks that
+/// use it see the workspace at `path`.
+#[derive(Debug, Clone)]
+pub struct WorkspaceSource {
+    /// `with.path`: where the checkout appears under the workspace directory.
+    pub path: Option<Text>,
+    /// `with.ref`: checked against the checkout's HEAD.
+    pub reference: Option<Text>,
+    /// `with.repository`: when set, it must name a remote of the checkout (checked at run time).
+    pub repository: Option<Text>,
+    /// `with.preserve-git-dir`: whether the checkout's `.git` is present (and keyed).
+    pub preserve_git_dir: Option<Text>,
+    /// `with.meta-ref`: overrides `RWX_GIT_REF`.
+    pub meta_ref: Option<Text>,
+}
+
+/// What a task does.
+#[derive(Debug, Clone)]
+pub enum TaskKind {
+    /// Runs its `run` command.
+    Command,
+    /// Serves the workspace: see [`WorkspaceSource`].
+    Source(WorkspaceSource),
+    /// A package or embedded run: accepted by `check`, refused by `run` until packages exist.
+    Call { target: Text },
+}
+
+/// A key that `check` accepts but this version cannot honour yet: `run` refuses the file with
+/// one message naming them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The key as written (`parallel`, `outputs`, `call: nodejs/install 1.1.0`, ...).
+    pub key: String,
+    pub task: Option<TaskName>,
+    pub at: Location,
+}
+
+/// Something in the file that has no effect in strata (a key of RWX's cloud), said once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub at: Location,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +166,18 @@ pub struct Task {
     pub name: TaskName,
     /// Where `key:` is, for errors that concern the task as a whole.
     pub at: Location,
-    pub run: String,
+    pub kind: TaskKind,
+    /// The command (empty for sources and calls).
+    pub run: Text,
     /// Tasks whose filesystem and env this task builds on, in order: the last one wins.
     pub uses: Vec<TaskName>,
     /// Tasks that must finish first, without their filesystem or env.
     pub after: Vec<TaskName>,
-    /// Which workspace files the task sees (and is keyed on); `None` means all of them.
+    /// Narrows which workspace files the task sees (and is keyed on); `None`: all it can see.
+    /// In strata's own files it also asks for the workspace.
     pub filter: Option<Filter>,
+    /// `workspace: true` (strata's own files): the task sees the whole workspace.
+    pub workspace: bool,
     pub env: Vec<EnvVar>,
     pub cache: CachePolicy,
     pub timeout: Option<Duration>,
@@ -111,14 +196,80 @@ pub(crate) struct RefSpan {
 pub struct Pipeline {
     /// The file this pipeline was read from.
     pub path: PathBuf,
+    pub dialect: Dialect,
+    /// `on:`: what starts a run and the init values it gives.
+    pub triggers: crate::triggers::Triggers,
     pub base: Base,
     /// Shared caches to use after the local one, in order.
     pub caches: Vec<RemoteCacheDecl>,
     /// Tasks in file order; validation guarantees unique names, known references, no cycles.
     pub tasks: Vec<Task>,
+    /// Keys this version accepts but cannot run yet.
+    pub unsupported: Vec<Unsupported>,
+    /// Keys that have no effect in strata.
+    pub notes: Vec<Note>,
+    /// The file's text, to show notes in context.
+    pub source_text: String,
+}
+
+impl Task {
+    /// Everything that must finish before this task starts: `use`, then `after`.
+    pub fn dependencies(&self) -> impl Iterator<Item = &TaskName> {
+        self.uses.iter().chain(&self.after)
+    }
+
+    /// Whether this task serves the workspace (a `git/clone` of the checkout).
+    pub fn is_source(&self) -> bool {
+        matches!(self.kind, TaskKind::Source(_))
+    }
 }
 
 impl Pipeline {
+    /// The notes, ready to print like diagnostics (`None` when there are none).
+    pub fn notes_report(&self) -> Option<crate::diagnostic::Diagnostics> {
+        (!self.notes.is_empty()).then(|| {
+            crate::diagnostic::Diagnostics::new(
+                &self.path,
+                &self.source_text,
+                self.notes
+                    .iter()
+                    .map(|n| crate::diagnostic::Diagnostic::note(n.at, 1, n.message.clone()))
+                    .collect(),
+            )
+        })
+    }
+
+    /// What `run` cannot do yet, as one message naming every key (`None`: it can run).
+    pub fn unsupported_report(&self) -> Option<String> {
+        if self.unsupported.is_empty() {
+            return None;
+        }
+        let mut lines = vec![format!(
+            "{} uses {} this version of strata accepts but cannot run yet:",
+            self.path.display(),
+            if self.unsupported.len() == 1 {
+                "a feature"
+            } else {
+                "features"
+            }
+        )];
+        for u in &self.unsupported {
+            let task = u
+                .task
+                .as_ref()
+                .map(|t| format!(" (task `{t}`)"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "  {}:{}:{}: {}{task}",
+                self.path.display(),
+                u.at.line,
+                u.at.column,
+                u.key
+            ));
+        }
+        Some(lines.join("\n"))
+    }
+
     pub fn task(&self, name: &str) -> Option<&Task> {
         self.tasks.iter().find(|t| t.name.as_str() == name)
     }
@@ -136,9 +287,7 @@ impl Pipeline {
                     continue;
                 }
                 let ready = task
-                    .uses
-                    .iter()
-                    .chain(&task.after)
+                    .dependencies()
                     .all(|d| index(d).is_none_or(|j| done[j]));
                 if ready {
                     done[i] = true;
@@ -162,7 +311,7 @@ impl Pipeline {
                 && !wanted[i]
             {
                 wanted[i] = true;
-                stack.extend(self.tasks[i].uses.iter().chain(&self.tasks[i].after));
+                stack.extend(self.tasks[i].dependencies());
             }
         }
         wanted

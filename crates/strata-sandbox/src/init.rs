@@ -93,12 +93,17 @@ fn run_pid1(spec: &SandboxSpec) -> ! {
     if let Err(e) = sys.pivot_root(&root) {
         fail(e.to_string());
     }
-    let shell = ["/bin/bash", "/usr/bin/bash"]
+    // As RWX runs commands: bash, stopping at the first failing command, and a pipeline fails
+    // when any part of it fails (`make | tee log`). Plain `sh -e` where there is no bash.
+    let bash = ["/bin/bash", "/usr/bin/bash"]
         .into_iter()
-        .find(|s| Path::new(s).exists())
-        .unwrap_or("/bin/sh");
+        .find(|s| Path::new(s).exists());
+    let (shell, flags): (&str, &[&str]) = match bash {
+        Some(bash) => (bash, &["-e", "-o", "pipefail"]),
+        None => ("/bin/sh", &["-e"]),
+    };
     let err = std::process::Command::new(shell)
-        .arg("-e")
+        .args(flags)
         .arg("-c")
         .arg(&spec.command)
         .env_clear()

@@ -83,9 +83,9 @@ pub fn setup_root(
     sys.bind(Path::new("/sys"), &merged.join("sys"), true)?;
     sys.mount_tmpfs(&merged.join("tmp"), "mode=1777")?;
     sys.mount_tmpfs(&merged.join("run"), "mode=755")?;
-    let env_dir = merged.join(SandboxSpec::ENV_DIR.trim_start_matches('/'));
-    sys.mkdir_all(&env_dir)?;
-    sys.bind(&spec.env_dir, &env_dir, false)?;
+    let outputs = merged.join(SandboxSpec::OUTPUTS_DIR.trim_start_matches('/'));
+    sys.mkdir_all(&outputs)?;
+    sys.bind(&spec.outputs_dir, &outputs, false)?;
     Ok((merged, created))
 }
 
@@ -106,7 +106,7 @@ mod tests {
             upperdir: "/s/upper".into(),
             workdir: "/s/work".into(),
             scratch: "/s".into(),
-            env_dir: "/s/env".into(),
+            outputs_dir: "/s/out".into(),
             cwd: "/workspace".into(),
             command: "true".into(),
             env: vec![],
@@ -141,7 +141,7 @@ mod tests {
         );
         assert!(calls.contains(&"proc /s/merged/proc".to_string()));
         assert!(calls.contains(&"bind /sys /s/merged/sys ro".to_string()));
-        assert!(calls.contains(&"bind /s/env /s/merged/run/strata/env".to_string()));
+        assert!(calls.contains(&"bind /s/out /s/merged/run/strata".to_string()));
         assert!(calls.contains(&"tmpfs /s/merged/tmp mode=1777".to_string()));
     }
 

@@ -16,8 +16,9 @@ pub struct SandboxSpec {
     pub workdir: PathBuf,
     /// A directory for the helper's own mount points (base view, merged root).
     pub scratch: PathBuf,
-    /// Host directory mounted at [`SandboxSpec::ENV_DIR`] for the task's exported env.
-    pub env_dir: PathBuf,
+    /// Host directory mounted at [`SandboxSpec::OUTPUTS_DIR`]: what the task hands on besides
+    /// its files (exported env, values, errors), one subdirectory each.
+    pub outputs_dir: PathBuf,
     /// The working directory inside the sandbox.
     pub cwd: PathBuf,
     pub command: String,
@@ -26,6 +27,17 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
-    /// Where `$STRATA_ENV` points inside the sandbox.
-    pub const ENV_DIR: &str = "/run/strata/env";
+    /// Where the outputs directory is mounted inside the sandbox.
+    pub const OUTPUTS_DIR: &str = "/run/strata";
+    /// Subdirectories of the outputs directory, and the variables that name them inside the
+    /// sandbox (RWX's names and the older `MINT_` ones).
+    pub const OUTPUTS: &[(&str, &[&str])] = &[
+        ("env", &["STRATA_ENV", "RWX_ENV", "MINT_ENV"]),
+        ("values", &["RWX_VALUES", "MINT_VALUES"]),
+        (
+            "cache-key-excluded-env",
+            &["RWX_CACHE_KEY_EXCLUDED_ENV", "MINT_CACHE_KEY_EXCLUDED_ENV"],
+        ),
+        ("errors", &["RWX_ERRORS", "MINT_ERRORS"]),
+    ];
 }

@@ -1,0 +1,285 @@
+//! From the YAML tree to the typed model, collecting every problem rather than stopping at the
+//! first, so that a user fixes a file in one pass.
+
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::model::{Base, Dialect, Note, Pipeline, RemoteCacheDecl, Unsupported};
+use crate::parse::catalog::{self, KeyStatus};
+use crate::parse::scalars::{as_map, as_string, as_string_list, key_name, unknown_key};
+use crate::parse::task::{TaskExtras, build_task};
+use crate::triggers::{Triggers, parse_triggers};
+use crate::validate::validate_graph;
+use crate::yaml::{self, Node, Value};
+
+/// Reads and validates a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, Diagnostics> {
+    parse_str(path, &read_source(path, "pipeline file")?)
+}
+
+/// A file's text, or a diagnostic naming it (`what`: "pipeline file", "config file").
+pub(crate) fn read_source(path: &Path, what: &str) -> Result<String, Diagnostics> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics::new(
+            path,
+            "",
+            vec![Diagnostic::new(
+                Location { line: 0, column: 0 },
+                1,
+                format!("cannot read {what}: {e}"),
+            )],
+        )
+    })
+}
+
+/// Parses and validates pipeline text; `path` is used for messages and relative paths.
+pub fn parse_str(path: &Path, text: &str) -> Result<Pipeline, Diagnostics> {
+    let mut errors = Vec::new();
+    let mut pipeline = match yaml::parse(text) {
+        Ok(root) => build_pipeline(path, &root, &mut errors),
+        Err(d) => {
+            errors.push(d);
+            None
+        }
+    };
+    if let Some(p) = &mut pipeline {
+        p.source_text = text.to_string();
+        validate_graph(p, &mut errors);
+    }
+    match pipeline {
+        Some(p) if errors.is_empty() => Ok(p),
+        _ => Err(Diagnostics::new(path, text, errors)),
+    }
+}
+
+/// RWX's rules apply to files under `.rwx/` or `.mint/` (where RWX looks for them).
+pub fn dialect_of(path: &Path) -> Dialect {
+    let in_rwx_dir = path
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .any(|c| matches!(c.as_os_str().to_str(), Some(".rwx" | ".mint")));
+    if in_rwx_dir {
+        Dialect::Rwx
+    } else {
+        Dialect::Strata
+    }
+}
+
+fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Option<Pipeline> {
+    if let Value::Scalar {
+        text,
+        quoted: false,
+    } = &root.value
+        && yaml::is_null(text)
+    {
+        errors.push(
+            Diagnostic::new(root.at, 1, "the pipeline file is empty")
+                .with_help("add `tasks:` with a list of tasks, each with a `key` and a `run`"),
+        );
+        return None;
+    }
+    let entries = as_map(root, "the pipeline file", errors)?;
+    let dialect = dialect_of(path);
+    let mut base = Base::Host;
+    let mut caches = Vec::new();
+    let mut tasks = None;
+    let mut triggers = Triggers::default();
+    let mut unsupported = Vec::new();
+    let mut notes = Vec::new();
+    for (key, value) in entries {
+        let Some(name) = key_name(key, errors) else {
+            continue;
+        };
+        match name.as_str() {
+            "base" => {
+                if let Some(b) = build_base(path, value, errors, &mut notes) {
+                    base = b;
+                }
+            }
+            "tasks" => {
+                let Value::Seq(items) = &value.value else {
+                    errors.push(
+                        value.error(format!("`tasks` must be a list, found {}", value.kind())),
+                    );
+                    tasks = Some(Vec::new());
+                    continue;
+                };
+                let mut extras = TaskExtras {
+                    unsupported: &mut unsupported,
+                    notes: &mut notes,
+                };
+                tasks = Some(
+                    items
+                        .iter()
+                        .filter_map(|item| build_task(item, dialect, errors, &mut extras))
+                        .collect(),
+                );
+            }
+            "cache" => caches = remote_caches(value, "`cache`", errors),
+            "on" => triggers = parse_triggers(value, errors),
+            // Anchors to be used elsewhere in the file: anything goes.
+            "aliases" => {}
+            other => match catalog::top_level_key(other) {
+                Some(KeyStatus::NoEffect) => notes.push(Note {
+                    at: key.at,
+                    message: format!(
+                        "`{other}` has no effect in strata (it configures RWX's cloud)"
+                    ),
+                }),
+                Some(KeyStatus::Ignored(why)) => notes.push(Note {
+                    at: key.at,
+                    message: format!("`{other}` is ignored for now: {why}"),
+                }),
+                Some(KeyStatus::Later) => unsupported.push(Unsupported {
+                    key: format!("`{other}`"),
+                    task: None,
+                    at: key.at,
+                }),
+                None => errors.push(unknown_key(
+                    key,
+                    other,
+                    "the pipeline file",
+                    catalog::TOP_LEVEL_KEYS,
+                )),
+            },
+        }
+    }
+    let Some(tasks) = tasks else {
+        errors.push(
+            Diagnostic::new(root.at, 1, "the pipeline file has no `tasks`")
+                .with_help("add `tasks:` with a list of tasks, each with a `key` and a `run`"),
+        );
+        return None;
+    };
+    Some(Pipeline {
+        path: path.to_path_buf(),
+        dialect,
+        triggers,
+        base,
+        caches,
+        tasks,
+        unsupported,
+        notes,
+        source_text: String::new(),
+    })
+}
+
+/// RWX's base layer keys: which OS image of RWX's cloud to run on.
+const RWX_BASE_KEYS: &[&str] = &["os", "tag", "arch", "config"];
+
+fn build_base(
+    path: &Path,
+    node: &Node,
+    errors: &mut Vec<Diagnostic>,
+    notes: &mut Vec<Note>,
+) -> Option<Base> {
+    let relative = |dir: PathBuf| {
+        if dir.is_relative() {
+            path.parent().unwrap_or(Path::new(".")).join(dir)
+        } else {
+            dir
+        }
+    };
+    match &node.value {
+        Value::Scalar { text, .. } if text == "host" => Some(Base::Host),
+        Value::Map(entries) => {
+            let mut base = None;
+            let mut rwx_only = Vec::new();
+            for (key, value) in entries {
+                let Some(name) = as_string(key, "a key", errors) else {
+                    continue;
+                };
+                match name.as_str() {
+                    "rootfs" => {
+                        let dir = PathBuf::from(as_string(value, "`base.rootfs`", errors)?);
+                        base = Some(Base::Rootfs(relative(dir)));
+                    }
+                    "image" => {
+                        let image = as_string(value, "`base.image`", errors)?;
+                        if image.trim().is_empty() {
+                            errors.push(value.error("`base.image` is empty").with_help(
+                                "name an image (`registry/repository:tag`) or a layout (`oci:DIR[:TAG]`)",
+                            ));
+                            return None;
+                        }
+                        base = Some(Base::Image(image));
+                    }
+                    k if RWX_BASE_KEYS.contains(&k) => rwx_only.push((k.to_string(), key.at)),
+                    other => {
+                        let mut allowed = vec!["rootfs", "image"];
+                        allowed.extend(RWX_BASE_KEYS);
+                        errors.push(unknown_key(key, other, "`base`", &allowed));
+                    }
+                }
+            }
+            if let Some((_, at)) = rwx_only.first() {
+                let keys: Vec<String> = rwx_only.iter().map(|(k, _)| format!("`{k}`")).collect();
+                notes.push(Note {
+                    at: *at,
+                    message: format!(
+                        "`base` {} name{} an image of RWX's cloud and ha{} no effect: {}",
+                        keys.join(", "),
+                        if keys.len() == 1 { "s" } else { "" },
+                        if keys.len() == 1 { "s" } else { "ve" },
+                        if base.is_some() {
+                            "the image named by `base.image` is used"
+                        } else {
+                            "tasks run on this machine's own filesystem (`base: host`)"
+                        }
+                    ),
+                });
+            }
+            if base.is_none() && rwx_only.is_empty() && errors.is_empty() {
+                errors.push(node.error("`base` names no base").with_help(
+                    "for example `base: host`, `base: {rootfs: ./rootfs}` or `base: {image: localhost:5000/debian:12}`",
+                ));
+            }
+            Some(base.unwrap_or(Base::Host))
+        }
+        _ => {
+            errors.push(
+                node.error("`base` must be `host` or a mapping (`rootfs`, `image`, or RWX's `os` and `tag`)")
+                    .with_help(
+                        "for example `base: host`, `base: {rootfs: ./rootfs}` or `base: {image: localhost:5000/debian:12}`",
+                    ),
+            );
+            None
+        }
+    }
+}
+
+/// Shared caches (`cache:` in a pipeline or config file): a URL or a list of URLs, each
+/// `s3://...`, `oci://...`, `file://...` or an absolute path, optionally with `,ro` or `,rw`.
+pub(crate) fn remote_caches(
+    node: &Node,
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<RemoteCacheDecl> {
+    let mut out = Vec::new();
+    for (item, spec) in as_string_list(node, what, errors) {
+        let url = match spec.rsplit_once(',') {
+            Some((url, "ro" | "rw")) => url,
+            Some((_, access)) => {
+                errors.push(
+                    item.error(format!("unknown cache access `,{access}`"))
+                        .with_help("end the URL with `,ro` for a read-only cache, or `,rw`"),
+                );
+                continue;
+            }
+            None => spec.as_str(),
+        };
+        if !["s3://", "oci://", "file:///", "/"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            errors.push(
+                item.error(format!("`{url}` is not a cache URL"))
+                    .with_help("use s3://BUCKET[/PREFIX], oci://HOST[:PORT]/REPOSITORY, file:///DIR or an absolute path"),
+            );
+            continue;
+        }
+        out.push(RemoteCacheDecl { spec, at: item.at });
+    }
+    out
+}
