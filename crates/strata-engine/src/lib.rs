@@ -20,7 +20,7 @@ mod transfer;
 mod workspace_tree;
 
 pub use context::{EngineError, RunContext, RunOptions};
-pub use events::{Event, Reporter, Summary, TaskStatus, TaskSummary};
+pub use events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary};
 pub use export::{ExportError, ExportOptions, ExportTarget, Exported, export};
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
 pub use scheduler::run;

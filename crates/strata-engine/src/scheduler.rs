@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::context::RunContext;
-use crate::events::{Event, Reporter, Summary, TaskStatus, TaskSummary};
+use crate::events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary};
 use crate::execute::{TaskOutcome, execute};
 use crate::inputs::TaskResult;
 
@@ -60,6 +60,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
         cached: 0,
         failed: 0,
         skipped: 0,
+        skipped_by_condition: 0,
         duration_ms: 0,
         saved_ms: 0,
         restored_bytes: 0,
@@ -74,9 +75,9 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
         loop {
             let interrupted = ctx.interrupted.load(Ordering::SeqCst);
             let stop_reason = if interrupted {
-                Some("the run was interrupted")
+                Some(SkipReason::Interrupted)
             } else if ctx.options.fail_fast && summary.failed > 0 {
-                Some("an earlier task failed and --fail-fast is set")
+                Some(SkipReason::FailFast)
             } else {
                 None
             };
@@ -89,26 +90,33 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                 let blocked = deps
                     .iter()
                     .find(|&&d| matches!(states[d], State::Failed | State::Skipped));
-                let because = match (blocked, stop_reason) {
-                    (Some(&d), _) => Some(format!("`{}` did not succeed", pipeline.tasks[d].name)),
-                    (None, Some(reason)) => Some(reason.to_string()),
+                let reason = match (blocked, &stop_reason) {
+                    (Some(&d), _) => {
+                        let dependency = pipeline.tasks[d].name.to_string();
+                        Some(match states[d] {
+                            State::Failed => SkipReason::DependencyFailed { dependency },
+                            _ => SkipReason::DependencySkipped { dependency },
+                        })
+                    }
+                    (None, Some(reason)) => Some(reason.clone()),
                     (None, None) => None,
                 };
-                if let Some(because) = because {
+                if let Some(reason) = reason {
                     states[i] = State::Skipped;
                     summary.skipped += 1;
+                    reporter.event(&Event::TaskSkipped {
+                        task: task.name.to_string(),
+                        because: reason.to_string(),
+                    });
                     summary.tasks.insert(
                         task.name.to_string(),
                         TaskSummary {
                             status: TaskStatus::Skipped,
                             duration_ms: 0,
                             key: None,
+                            skip_reason: Some(reason),
                         },
                     );
-                    reporter.event(&Event::TaskSkipped {
-                        task: task.name.to_string(),
-                        because,
-                    });
                     continue;
                 }
                 let ready = deps.iter().all(|&d| matches!(states[d], State::Done(_)));
@@ -166,6 +174,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                     status,
                     duration_ms: duration.as_millis() as u64,
                     key: Some(key.to_hex()),
+                    skip_reason: None,
                 },
             );
         }
