@@ -93,14 +93,14 @@ pub enum TaskStatus {
     Skipped,
 }
 
-/// Why a task was not started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Why a task was not started. `T` names a task: its name here, its index in the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum SkipReason {
+pub enum SkipReason<T = String> {
     /// A task in its `use` or `after` failed.
-    DependencyFailed { dependency: String },
+    DependencyFailed { dependency: T },
     /// A task in its `use` or `after` was skipped because of a failure or an interruption.
-    DependencySkipped { dependency: String },
+    DependencySkipped { dependency: T },
     /// A task failed and `--fail-fast` is set: nothing new starts.
     FailFast,
     /// The run was interrupted: nothing new starts.
@@ -109,10 +109,10 @@ pub enum SkipReason {
     ConditionFalse,
     /// A task in its `use` or `after` was skipped by a condition (its own or one further up).
     /// Not a failure.
-    DependencySkippedByCondition { dependency: String },
+    DependencySkippedByCondition { dependency: T },
 }
 
-impl SkipReason {
+impl<T> SkipReason<T> {
     /// Whether the task was skipped by a condition, as the pipeline asked, rather than because
     /// something went wrong.
     pub fn by_condition(&self) -> bool {
@@ -121,9 +121,29 @@ impl SkipReason {
             SkipReason::ConditionFalse | SkipReason::DependencySkippedByCondition { .. }
         )
     }
+
+    /// The same reason with the dependency, if any, named another way.
+    pub(crate) fn map<U>(self, name: impl FnOnce(T) -> U) -> SkipReason<U> {
+        match self {
+            SkipReason::DependencyFailed { dependency } => SkipReason::DependencyFailed {
+                dependency: name(dependency),
+            },
+            SkipReason::DependencySkipped { dependency } => SkipReason::DependencySkipped {
+                dependency: name(dependency),
+            },
+            SkipReason::DependencySkippedByCondition { dependency } => {
+                SkipReason::DependencySkippedByCondition {
+                    dependency: name(dependency),
+                }
+            }
+            SkipReason::FailFast => SkipReason::FailFast,
+            SkipReason::Interrupted => SkipReason::Interrupted,
+            SkipReason::ConditionFalse => SkipReason::ConditionFalse,
+        }
+    }
 }
 
-impl std::fmt::Display for SkipReason {
+impl<T: std::fmt::Display> std::fmt::Display for SkipReason<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SkipReason::DependencyFailed { dependency }
@@ -150,7 +170,7 @@ pub struct TaskSummary {
     pub skip_reason: Option<SkipReason>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub ran: usize,
     pub cached: usize,

@@ -2,7 +2,8 @@
 //! the misses in the sandbox and commits what they produce.
 //!
 //! Owns: the per-task flow (inputs -> key -> lookup -> restore or run -> commit), the parallel
-//! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption), `plan` and `explain`,
+//! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption) and the state machine
+//! that makes its decisions (the dispatcher), `plan` and `explain`,
 //! and the typed [`Event`]s through which every fact reaches the user. The terminal display and
 //! `--json` are two consumers of the same events; the engine never prints.
 //!
@@ -10,6 +11,7 @@
 //! cache's on-disk layout (the store crate).
 
 mod context;
+mod dispatch;
 mod events;
 mod execute;
 mod export;
