@@ -690,4 +690,324 @@ mod tests {
             outcome: Outcome::Ran,
         });
     }
+
+    /// Random pipelines, targets, limits, rules, outcomes and interruptions: every run ends,
+    /// and every action the dispatcher takes is one the rules allow.
+    mod random_runs {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        #[derive(Debug, Clone, Copy)]
+        enum Rule {
+            AllSucceeded,
+            /// `if:` false.
+            Never,
+            Always,
+            /// `after: ${{ x.failed }}`.
+            WhenSomeDependencyFailed,
+        }
+
+        fn allows(rule: Rule, dependencies: &[(Dependency, Conclusion)]) -> bool {
+            match rule {
+                Rule::AllSucceeded => dependencies.iter().all(|(_, c)| c.succeeded()),
+                Rule::Never => false,
+                Rule::Always => true,
+                Rule::WhenSomeDependencyFailed => {
+                    dependencies.iter().any(|&(_, c)| c == Conclusion::Failed)
+                }
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        struct RandomRun {
+            dependencies: Vec<Vec<Dependency>>,
+            rules: Vec<Rule>,
+            outcomes: Vec<Outcome>,
+            targets: Vec<bool>,
+            limits: Limits,
+            /// Before which event the run is interrupted.
+            interrupt_at: Option<usize>,
+            /// Which running task finishes at each event.
+            picks: Vec<usize>,
+        }
+
+        const MAX_TASKS: usize = 10;
+
+        fn random_run() -> impl Strategy<Value = RandomRun> {
+            (1..=MAX_TASKS).prop_flat_map(|n| {
+                let rule = prop_oneof![
+                    3 => Just(Rule::AllSucceeded),
+                    1 => Just(Rule::Never),
+                    1 => Just(Rule::Always),
+                    1 => Just(Rule::WhenSomeDependencyFailed),
+                ];
+                let outcome = prop_oneof![
+                    Just(Outcome::Ran),
+                    Just(Outcome::Cached),
+                    Just(Outcome::Failed)
+                ];
+                (
+                    // Each task's dependencies among the tasks before it...
+                    vec(vec((any::<Index>(), any::<bool>()), 0..3), n),
+                    // ...then the tasks shuffled, so that file order is not dependency order.
+                    Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
+                    vec(rule, n),
+                    vec(outcome, n),
+                    prop_oneof![Just(vec![true; n]), vec(any::<bool>(), n)],
+                    (0..4usize, any::<bool>()),
+                    proptest::option::of(0..MAX_TASKS + 2),
+                    vec(any::<usize>(), MAX_TASKS + 2),
+                )
+                    .prop_map(
+                        |(picked, label, rules, outcomes, targets, limits, interrupt_at, picks)| {
+                            let mut dependencies = vec![Vec::new(); label.len()];
+                            for (i, picked) in picked.iter().enumerate().skip(1) {
+                                for &(j, uses) in picked {
+                                    let kind = if uses { Use } else { After };
+                                    let task = label[j.index(i)];
+                                    dependencies[label[i]].push(Dependency { task, kind });
+                                }
+                            }
+                            let (jobs, fail_fast) = limits;
+                            RandomRun {
+                                dependencies,
+                                rules,
+                                outcomes,
+                                targets,
+                                limits: Limits { jobs, fail_fast },
+                                interrupt_at,
+                                picks,
+                            }
+                        },
+                    )
+            })
+        }
+
+        fn dispatcher_for(run: &RandomRun) -> Dispatcher {
+            let tasks = run
+                .dependencies
+                .iter()
+                .zip(&run.rules)
+                .map(|(dependencies, &rule)| TaskSpec {
+                    dependencies: dependencies.clone(),
+                    rule: match rule {
+                        Rule::AllSucceeded => StartRule::AllSucceeded,
+                        custom => StartRule::Custom(Box::new(move |d| allows(custom, d))),
+                    },
+                })
+                .collect();
+            Dispatcher::new(tasks, run.targets.clone(), run.limits)
+        }
+
+        /// The targets and everything they depend on.
+        fn closure(run: &RandomRun) -> Vec<bool> {
+            let mut wanted = run.targets.clone();
+            loop {
+                let before = wanted.clone();
+                for (i, dependencies) in run.dependencies.iter().enumerate() {
+                    if wanted[i] {
+                        for d in dependencies {
+                            wanted[d.task] = true;
+                        }
+                    }
+                }
+                if wanted == before {
+                    return wanted;
+                }
+            }
+        }
+
+        /// What the test knows of the run so far.
+        struct Seen<'a> {
+            run: &'a RandomRun,
+            conclusions: Vec<Option<Conclusion>>,
+            started: Vec<bool>,
+            running: Vec<usize>,
+            failed: bool,
+            interrupted: bool,
+        }
+
+        impl Seen<'_> {
+            fn concluded(&self, task: usize) -> Option<Vec<(Dependency, Conclusion)>> {
+                self.run.dependencies[task]
+                    .iter()
+                    .map(|&d| Some((d, self.conclusions[d.task]?)))
+                    .collect()
+            }
+
+            fn check_start(&self, task: usize) -> Result<(), TestCaseError> {
+                prop_assert!(!self.started[task], "task {} started twice", task);
+                prop_assert!(
+                    self.conclusions[task].is_none(),
+                    "{} started after it was skipped",
+                    task
+                );
+                prop_assert!(!self.interrupted, "{} started after an interruption", task);
+                prop_assert!(
+                    !(self.failed && self.run.limits.fail_fast),
+                    "{} started after a failure with --fail-fast",
+                    task
+                );
+                let concluded = self.concluded(task);
+                prop_assert!(
+                    concluded.is_some(),
+                    "{} started before its dependencies ended",
+                    task
+                );
+                let concluded = concluded.unwrap();
+                let rule = self.run.rules[task];
+                prop_assert!(
+                    allows(rule, &concluded),
+                    "{} started against its rule",
+                    task
+                );
+                prop_assert!(
+                    concluded
+                        .iter()
+                        .all(|(d, c)| d.kind == After || c.succeeded()),
+                    "{} started though something it uses did not succeed",
+                    task
+                );
+                Ok(())
+            }
+
+            fn check_skip(
+                &self,
+                task: usize,
+                reason: SkipReason<usize>,
+            ) -> Result<(), TestCaseError> {
+                prop_assert!(!self.started[task], "{} skipped after it started", task);
+                prop_assert!(self.conclusions[task].is_none(), "{} skipped twice", task);
+                // How a dependency that had to succeed ended.
+                let conclusion_of = |dependency: usize| {
+                    let all_must_succeed = matches!(self.run.rules[task], Rule::AllSucceeded);
+                    let must_succeed = self.run.dependencies[task]
+                        .iter()
+                        .any(|d| d.task == dependency && (all_must_succeed || d.kind == Use));
+                    must_succeed
+                        .then_some(self.conclusions[dependency])
+                        .flatten()
+                };
+                let justified = match reason {
+                    SkipReason::DependencyFailed { dependency } => {
+                        conclusion_of(dependency) == Some(Conclusion::Failed)
+                    }
+                    SkipReason::DependencySkipped { dependency } => matches!(
+                        conclusion_of(dependency),
+                        Some(Conclusion::Skipped(why)) if !why.by_condition()
+                    ),
+                    SkipReason::DependencySkippedByCondition { dependency } => matches!(
+                        conclusion_of(dependency),
+                        Some(Conclusion::Skipped(why)) if why.by_condition()
+                    ),
+                    SkipReason::FailFast => {
+                        self.run.limits.fail_fast && self.failed && !self.interrupted
+                    }
+                    SkipReason::Interrupted => self.interrupted,
+                    SkipReason::ConditionFalse => {
+                        !matches!(self.run.rules[task], Rule::AllSucceeded)
+                            && self
+                                .concluded(task)
+                                .is_some_and(|c| !allows(self.run.rules[task], &c))
+                    }
+                };
+                prop_assert!(justified, "{} skipped without reason: {:?}", task, reason);
+                Ok(())
+            }
+        }
+
+        fn check(run: &RandomRun) -> Result<(), TestCaseError> {
+            let n = run.dependencies.len();
+            let wanted = closure(run);
+            let mut d = dispatcher_for(run);
+
+            let order = d.order().to_vec();
+            let expected: Vec<usize> = (0..n).filter(|&i| wanted[i]).collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            prop_assert_eq!(sorted, expected);
+            for (at, &i) in order.iter().enumerate() {
+                for dep in &run.dependencies[i] {
+                    prop_assert!(
+                        order[..at].contains(&dep.task),
+                        "{} ordered before {}",
+                        i,
+                        dep.task
+                    );
+                }
+            }
+
+            let mut seen = Seen {
+                run,
+                conclusions: vec![None; n],
+                started: vec![false; n],
+                running: Vec::new(),
+                failed: false,
+                interrupted: false,
+            };
+            // One event per wanted task at most, and one interruption.
+            for event in 0..=n + 1 {
+                let actions = d.next_actions();
+                for (at, &action) in actions.iter().enumerate() {
+                    match action {
+                        Start(task) => {
+                            prop_assert!(wanted[task], "{} is not wanted", task);
+                            seen.check_start(task)?;
+                            seen.started[task] = true;
+                            seen.running.push(task);
+                            prop_assert!(
+                                seen.running.len() <= run.limits.jobs.max(1),
+                                "more tasks run than -j allows"
+                            );
+                        }
+                        Skip { task, reason } => {
+                            prop_assert!(wanted[task], "{} is not wanted", task);
+                            seen.check_skip(task, reason)?;
+                            seen.conclusions[task] = Some(Conclusion::Skipped(reason));
+                        }
+                        Done => {
+                            prop_assert_eq!(at, actions.len() - 1, "actions after Done");
+                            prop_assert!(seen.running.is_empty(), "Done while tasks run");
+                            let concluded: Vec<bool> =
+                                seen.conclusions.iter().map(Option::is_some).collect();
+                            prop_assert_eq!(&concluded, &wanted, "the wanted tasks, all concluded");
+                            return Ok(());
+                        }
+                    }
+                }
+                prop_assert!(
+                    !seen.running.is_empty(),
+                    "nothing runs, yet the run is not over"
+                );
+                if run.interrupt_at == Some(event) {
+                    d.record(DispatchEvent::Interrupted);
+                    seen.interrupted = true;
+                    continue;
+                }
+                let task = seen
+                    .running
+                    .swap_remove(run.picks[event] % seen.running.len());
+                let outcome = run.outcomes[task];
+                d.record(DispatchEvent::TaskFinished { task, outcome });
+                seen.failed |= outcome == Outcome::Failed;
+                seen.conclusions[task] = Some(match outcome {
+                    Outcome::Ran => Conclusion::Ran,
+                    Outcome::Cached => Conclusion::Cached,
+                    Outcome::Failed => Conclusion::Failed,
+                });
+            }
+            prop_assert!(false, "the run is not over after every task finished");
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+            #[test]
+            fn every_run_ends_and_every_action_is_allowed(run in random_run()) {
+                check(&run)?;
+            }
+        }
+    }
 }
