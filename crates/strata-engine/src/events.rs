@@ -81,6 +81,7 @@ pub enum Event {
     },
     TaskSkipped {
         task: String,
+        /// Why, for people (the summary's `skip_reason` has it typed).
         because: String,
     },
     RunFinished(Summary),
@@ -95,19 +96,94 @@ pub enum TaskStatus {
     Skipped,
 }
 
+/// Why a task was not started. `T` names a task: its name here, its index in the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SkipReason<T = String> {
+    /// A task in its `use` or `after` failed.
+    DependencyFailed { dependency: T },
+    /// A task in its `use` or `after` was skipped because of a failure or an interruption.
+    DependencySkipped { dependency: T },
+    /// A task failed and `--fail-fast` is set: nothing new starts.
+    FailFast,
+    /// The run was interrupted: nothing new starts.
+    Interrupted,
+    /// The task's condition is false. Not a failure.
+    ConditionFalse,
+    /// A task in its `use` or `after` was skipped by a condition (its own or one further up).
+    /// Not a failure.
+    DependencySkippedByCondition { dependency: T },
+}
+
+impl<T> SkipReason<T> {
+    /// Whether the task was skipped by a condition, as the pipeline asked, rather than because
+    /// something went wrong.
+    pub fn by_condition(&self) -> bool {
+        matches!(
+            self,
+            SkipReason::ConditionFalse | SkipReason::DependencySkippedByCondition { .. }
+        )
+    }
+
+    /// The same reason with the dependency, if any, named another way.
+    pub(crate) fn map<U>(self, name: impl FnOnce(T) -> U) -> SkipReason<U> {
+        match self {
+            SkipReason::DependencyFailed { dependency } => SkipReason::DependencyFailed {
+                dependency: name(dependency),
+            },
+            SkipReason::DependencySkipped { dependency } => SkipReason::DependencySkipped {
+                dependency: name(dependency),
+            },
+            SkipReason::DependencySkippedByCondition { dependency } => {
+                SkipReason::DependencySkippedByCondition {
+                    dependency: name(dependency),
+                }
+            }
+            SkipReason::FailFast => SkipReason::FailFast,
+            SkipReason::Interrupted => SkipReason::Interrupted,
+            SkipReason::ConditionFalse => SkipReason::ConditionFalse,
+        }
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for SkipReason<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::DependencyFailed { dependency }
+            | SkipReason::DependencySkipped { dependency } => {
+                write!(f, "`{dependency}` did not succeed")
+            }
+            SkipReason::FailFast => f.write_str("an earlier task failed and --fail-fast is set"),
+            SkipReason::Interrupted => f.write_str("the run was interrupted"),
+            SkipReason::ConditionFalse => f.write_str("its condition is false"),
+            SkipReason::DependencySkippedByCondition { dependency } => {
+                write!(f, "`{dependency}` was skipped by a condition")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskSummary {
     pub status: TaskStatus,
     pub duration_ms: u64,
     pub key: Option<String>,
+    /// Why, for a skipped task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub ran: usize,
     pub cached: usize,
     pub failed: usize,
+    /// Tasks skipped because of a failure or an interruption (not those in
+    /// `skipped_by_condition`).
     pub skipped: usize,
+    /// Tasks skipped because a condition was false, theirs or a dependency's: the pipeline
+    /// asked for it, so the run still succeeds.
+    pub skipped_by_condition: usize,
     pub duration_ms: u64,
     /// Sum of the recorded durations of restored tasks.
     pub saved_ms: u64,
@@ -120,6 +196,8 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Nothing failed, nothing was skipped because of a failure, and the run was not
+    /// interrupted. Tasks skipped by a condition do not count against it.
     pub fn success(&self) -> bool {
         self.failed == 0 && self.skipped == 0 && !self.interrupted
     }

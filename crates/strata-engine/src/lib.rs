@@ -2,7 +2,8 @@
 //! the misses in the sandbox and commits what they produce.
 //!
 //! Owns: the per-task flow (inputs -> key -> lookup -> restore or run -> commit), the parallel
-//! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption), `plan` and `explain`,
+//! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption) and the state machine
+//! that makes its decisions (the dispatcher), `plan` and `explain`,
 //! and the typed [`Event`]s through which every fact reaches the user. The terminal display and
 //! `--json` are two consumers of the same events; the engine never prints.
 //!
@@ -11,6 +12,7 @@
 
 mod checkout;
 mod context;
+mod dispatch;
 mod events;
 mod execute;
 mod export;
@@ -23,7 +25,7 @@ mod workspace_tree;
 
 pub use checkout::{Checkout, git_toplevel};
 pub use context::{EngineError, PassedEnv, RunContext, RunOptions};
-pub use events::{Event, Reporter, Summary, TaskStatus, TaskSummary};
+pub use events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary};
 pub use export::{ExportError, ExportOptions, ExportTarget, Exported, export};
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
 pub use scheduler::run;
