@@ -18,3 +18,25 @@ impl ExprError {
         }
     }
 }
+
+/// A problem found while evaluating a template against a scope: a name that is not defined, a
+/// property read from null, an invalid regular expression. Positions are byte offsets into the
+/// template text. Messages never quote a value, only the template's own text, so an error can
+/// never reveal a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EvalError {
+    pub offset: usize,
+    pub len: usize,
+    pub message: String,
+}
+
+impl EvalError {
+    pub(crate) fn new(offset: usize, len: usize, message: impl Into<String>) -> Self {
+        EvalError {
+            offset,
+            len,
+            message: message.into(),
+        }
+    }
+}
