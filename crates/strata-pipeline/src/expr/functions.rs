@@ -5,7 +5,9 @@
 //! method, `init.ref.starts-with('v')`, passes the receiver as the first argument.
 
 use super::date::strftime;
+use super::error::ExprError;
 use super::scope::Scope;
+use super::template::Template;
 use super::value::{Val, Value};
 
 pub(crate) struct Function {
@@ -80,6 +82,67 @@ pub fn function_names() -> impl Iterator<Item = &'static str> {
     FUNCTIONS.iter().map(|f| f.name)
 }
 
+/// Every call in `template` to a function that does not exist (with the nearest name when one is
+/// close) or with the wrong number of arguments, a method call's receiver counting as the first.
+pub fn check_functions(template: &Template) -> Vec<ExprError> {
+    let mut errors = Vec::new();
+    for call in template.functions() {
+        let Some(function) = lookup(&call.name) else {
+            let mut message = format!("unknown function `{}`", call.name);
+            if let Some(near) = nearest(&call.name) {
+                message.push_str(&format!("; did you mean `{near}`?"));
+            } else {
+                let names: Vec<_> = function_names().collect();
+                message.push_str(&format!("; the functions are {}", names.join(", ")));
+            }
+            errors.push(ExprError::new(call.offset, call.len, message));
+            continue;
+        };
+        if call.args != function.params.len() {
+            let receiver = if call.method {
+                " (counting the value before the dot)"
+            } else {
+                ""
+            };
+            errors.push(ExprError::new(
+                call.offset,
+                call.len,
+                format!(
+                    "`{}` takes {}, found {}{receiver}",
+                    function.signature(),
+                    arguments(function.params.len()),
+                    call.args
+                ),
+            ));
+        }
+    }
+    errors
+}
+
+fn arguments(n: usize) -> String {
+    match n {
+        1 => "1 argument".into(),
+        n => format!("{n} arguments"),
+    }
+}
+
+fn nearest(name: &str) -> Option<&'static str> {
+    function_names()
+        .map(|f| (strsim::damerau_levenshtein(name, f), f))
+        .filter(|(d, f)| *d <= 2.max(f.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, f)| f)
+        .or_else(|| {
+            // `startsWith`, `StartsWith`, `starts_with`: the GitHub Actions spellings.
+            let folded: String = name
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect();
+            function_names().find(|f| f.replace('-', "") == folded)
+        })
+}
+
 fn one(args: &[Val]) -> Result<&Val, String> {
     match args {
         [a] => Ok(a),
@@ -133,6 +196,7 @@ fn date(args: &[Val], scope: &Scope) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expr::template::parse_template;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn call(name: &str, args: &[Val]) -> Result<Val, String> {
@@ -247,6 +311,29 @@ mod tests {
             call("contains", &[s("a")]),
             Err("takes 2 arguments, found 1".into())
         );
+    }
+
+    #[test]
+    fn check_finds_unknown_names_and_wrong_counts() {
+        let t = parse_template(
+            "${{ strats-with(a, 'x') }} ${{ startsWith(a, 'x') }} ${{ frob() }} \
+             ${{ lower(a, b) }} ${{ a.b.upper(1) }} ${{ a.starts-with('v') }}",
+        )
+        .unwrap();
+        let errors = check_functions(&t);
+        let messages: Vec<_> = errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "unknown function `strats-with`; did you mean `starts-with`?",
+                "unknown function `startsWith`; did you mean `starts-with`?",
+                "unknown function `frob`; the functions are contains, date, ends-with, lower, \
+                 starts-with, upper",
+                "`lower(str)` takes 1 argument, found 2",
+                "`upper(str)` takes 1 argument, found 2 (counting the value before the dot)",
+            ]
+        );
+        assert_eq!((errors[0].offset, errors[0].len), (4, 11));
     }
 
     #[test]

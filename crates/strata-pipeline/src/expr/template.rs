@@ -645,6 +645,9 @@ mod tests {
                         for r in t.references() {
                             prop_assert!(text.get(r.offset..r.offset + r.len).is_some());
                         }
+                        for e in crate::expr::check_functions(&t) {
+                            prop_assert!(text.get(e.offset..e.offset + e.len).is_some());
+                        }
                     }
                     // The span lies within the text, on character boundaries.
                     Err(e) => prop_assert!(text.get(e.offset..e.offset + e.len).is_some()),
