@@ -1,15 +1,17 @@
 //! The pipeline model: reads a pipeline file (our dialect of RWX Mint's run definitions) into a
 //! validated, typed [`Pipeline`].
 //!
-//! Owns: YAML parsing with source positions, the task model, `filter` globs, durations, and every
-//! check that can be made before anything runs (unknown keys, types, references, cycles). Every
-//! problem is a [`Diagnostic`] that points at a file, line and column.
+//! Owns: YAML parsing with source positions, the task model, `filter` globs, durations, RWX's
+//! `${{ … }}` expression language ([`expr`]), and every check that can be made before anything
+//! runs (unknown keys, types, references, cycles). Every problem is a [`Diagnostic`] that points
+//! at a file, line and column.
 //!
 //! Must not touch: the filesystem beyond reading the one pipeline file, the cache, or processes.
 
 mod config;
 mod diagnostic;
 mod duration;
+pub mod expr;
 mod filter;
 mod model;
 mod parse;
