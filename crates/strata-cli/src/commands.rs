@@ -41,7 +41,8 @@ impl CliError {
             Some(
                 strata_engine::EngineError::UnknownTask(_)
                 | strata_engine::EngineError::BaseMissing(_)
-                | strata_engine::EngineError::Task { .. },
+                | strata_engine::EngineError::Task { .. }
+                | strata_engine::EngineError::Invocation(_),
             ) => EXIT_BAD_INPUT,
             _ => EXIT_INTERNAL,
         };
@@ -260,6 +261,20 @@ fn options(
         workspace,
         exe: std::env::current_exe().map_err(|e| CliError::internal(&e))?,
         pass_env: passed_env(args)?,
+        invocation: strata_engine::InvocationOptions {
+            init: args
+                .init
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| {
+                            CliError::bad_input(format!("error: --init {kv}: expected NAME=VALUE"))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            secrets_file: args.secrets.clone(),
+        },
     })
 }
 
@@ -309,6 +324,11 @@ pub(crate) fn run(
         interrupted,
     )
     .map_err(|e| CliError::internal(&e))?;
+    if let Some(why) = &ctx.invocation.skip {
+        // The trigger says this event runs nothing: that is a success.
+        eprintln!("nothing to run: {why}");
+        return Ok(0);
+    }
     let summary = if json {
         strata_engine::run(&ctx, &JsonReporter::default())
     } else {

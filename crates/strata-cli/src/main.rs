@@ -50,6 +50,14 @@ pub(crate) struct PipelineArgs {
     /// The same, keyed by its name only (a token whose value must not change the keys).
     #[arg(long = "env-excluded", value_name = "NAME[=VALUE]")]
     env_excluded: Vec<String>,
+    /// An init value (`${{ init.NAME }}`), over what the trigger or `on.cli.init` gives
+    /// (repeatable).
+    #[arg(long = "init", value_name = "NAME=VALUE")]
+    init: Vec<String>,
+    /// A file of secrets, `NAME=VALUE` per line, for `${{ secrets.NAME }}` (after
+    /// `$STRATA_SECRET_<NAME>`).
+    #[arg(long = "secrets", value_name = "FILE")]
+    secrets: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -30,6 +30,10 @@ pub enum EngineError {
     /// `ref` is not the checkout's, ...).
     #[error("task `{task}`: {message}")]
     Task { task: String, message: String },
+    /// A value the run needs that was not given (an init value, a secret), or a trigger that
+    /// cannot be evaluated.
+    #[error("{0}")]
+    Invocation(String),
 }
 
 /// A variable of the host's environment passed into every task (`--env`, the config file).
@@ -54,6 +58,8 @@ pub struct RunOptions {
     pub exe: PathBuf,
     /// Host variables given to every task.
     pub pass_env: Vec<PassedEnv>,
+    /// `--init` values and the secrets file.
+    pub invocation: crate::invocation::InvocationOptions,
 }
 
 /// What every task of one run shares: the pipeline, the cache, the captured workspace and the
@@ -76,6 +82,8 @@ pub struct RunContext<'a> {
     pub(crate) sources: WorkspacePlan,
     /// The git checkout the workspace is, if it is one.
     pub checkout: Option<Checkout>,
+    /// What expressions read (`init`, `event`, `run`, `secrets`, ...), and the trigger.
+    pub invocation: crate::invocation::Invocation,
     pub(crate) trees: WorkspaceTrees,
     pub(crate) transfers: Transfers,
     /// Things to tell the user once the run starts (a base image used offline, ...).
@@ -148,13 +156,45 @@ impl<'a> RunContext<'a> {
                 )
             }
         };
+        let checkout = Checkout::inspect(&options.workspace);
+        let env = |k: &str| std::env::var(k).ok();
+        let invocation =
+            crate::invocation::invoke(pipeline, checkout.as_ref(), &options.invocation, &env)
+                .map_err(EngineError::Invocation)?;
+        let mut options = options;
+        if options.targets.is_empty() && !invocation.targets.is_empty() {
+            for t in &invocation.targets {
+                if pipeline.task(t).is_none() {
+                    return Err(EngineError::Invocation(format!(
+                        "the trigger targets `{t}`, which is not a task"
+                    )));
+                }
+            }
+            options.targets = invocation
+                .targets
+                .iter()
+                .map(|t| TaskName::new(t.clone()))
+                .collect();
+        }
         let wanted = if options.targets.is_empty() {
             vec![true; pipeline.tasks.len()]
         } else {
             pipeline.closure(&options.targets)
         };
-        let checkout = Checkout::inspect(&options.workspace);
-        let sources = plan_sources(pipeline, &wanted, checkout.as_ref(), &mut notices)?;
+        let missing = crate::invocation::missing_init(pipeline, &wanted, &invocation.scope);
+        if !missing.is_empty() && invocation.skip.is_none() {
+            return Err(EngineError::Invocation(format!(
+                "init values not given: {} (give them with --init NAME=VALUE or `on.cli.init`)",
+                missing.join(", ")
+            )));
+        }
+        let sources = plan_sources(
+            pipeline,
+            &wanted,
+            checkout.as_ref(),
+            &invocation.scope,
+            &mut notices,
+        )?;
         let workspace = if sources.needs_capture() {
             let known =
                 strata_key::StatCache::from_bytes(&cache.load_stat_cache(&options.workspace));
@@ -198,6 +238,7 @@ impl<'a> RunContext<'a> {
             run_dir,
             sources,
             checkout,
+            invocation,
             interrupted,
         })
     }
@@ -218,6 +259,7 @@ fn plan_sources(
     pipeline: &Pipeline,
     wanted: &[bool],
     checkout: Option<&Checkout>,
+    scope: &strata_pipeline::expr::Scope,
     notices: &mut Vec<String>,
 ) -> Result<WorkspacePlan, EngineError> {
     let mut warned_no_git = false;
@@ -226,6 +268,7 @@ fn plan_sources(
         let strata_pipeline::TaskKind::Source(source) = &task.kind else {
             unreachable!("only sources have mounts")
         };
+        let source = &crate::expressions::resolve_source(source, scope)?;
         if wanted[i] {
             check_source(
                 task.name.as_str(),

@@ -17,6 +17,7 @@ use strata_store::{Entry, NewEntry};
 
 use crate::context::RunContext;
 use crate::events::{Event, Reporter};
+use crate::expressions::{TaskValues, mask};
 use crate::inputs::{ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
 use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
 
@@ -141,14 +142,30 @@ pub(crate) fn execute<'scope, 'env>(
     ctx: &'env RunContext<'env>,
     task: &Task,
     parents: &[&TaskResult],
+    values: &TaskValues,
     reporter: &'env dyn Reporter,
     scope: &'scope Scope<'scope, 'env>,
 ) -> TaskOutcome {
     if let TaskKind::Source(_) = &task.kind {
-        return serve_workspace(ctx, task, parents, reporter);
+        return serve_workspace(ctx, task, parents, values, reporter);
     }
-    let resolved = resolve(ctx, task, parents);
+    let resolved = resolve(ctx, task, parents, values);
     let key = resolved.key;
+    if let Some(error) = &resolved.error {
+        reporter.event(&Event::TaskFailed {
+            task: task.name.to_string(),
+            reason: format!("failed to resolve an expression: {error}"),
+            exit_code: None,
+            duration_ms: 0,
+            log_tail: Vec::new(),
+            kept_upper: None,
+            errors: Vec::new(),
+        });
+        return TaskOutcome::Failed {
+            key,
+            duration: Duration::ZERO,
+        };
+    }
     if let Some(found) = usable_entry(ctx, task, &key, reporter) {
         let saved = found.duration();
         reporter.event(&Event::TaskCached {
@@ -195,9 +212,10 @@ fn serve_workspace(
     ctx: &RunContext<'_>,
     task: &Task,
     parents: &[&TaskResult],
+    values: &TaskValues,
     reporter: &dyn Reporter,
 ) -> TaskOutcome {
-    let resolved = resolve(ctx, task, parents);
+    let resolved = resolve(ctx, task, parents, values);
     reporter.event(&Event::TaskCached {
         task: task.name.to_string(),
         key: resolved.key.to_hex(),
@@ -232,6 +250,8 @@ fn clone_exports(ctx: &RunContext<'_>, task: &Task) -> ExportedEnv {
     let TaskKind::Source(source) = &task.kind else {
         return own;
     };
+    let resolved = crate::expressions::resolve_source(source, &ctx.invocation.scope);
+    let source = resolved.as_ref().unwrap_or(source);
     let path = source.path.as_ref().map_or("./", |t| t.raw.as_str());
     let dir = path.trim_start_matches("./").trim_end_matches('/');
     own.values.insert(
@@ -393,12 +413,19 @@ fn run_in_sandbox<'scope, 'env>(
             let mut log = Vec::new();
             let mut reader = std::io::BufReader::new(output);
             let mut line = Vec::new();
+            let secrets = &ctx.invocation.secret_values;
             while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-                log.extend_from_slice(&line);
                 let text = String::from_utf8_lossy(&line);
+                // Secrets never reach the terminal, the events or the saved log.
+                if secrets.is_empty() {
+                    log.extend_from_slice(&line);
+                } else {
+                    log.extend_from_slice(mask(&text, secrets).as_bytes());
+                }
+                let shown = mask(text.trim_end_matches(['\n', '\r']), secrets).into_owned();
                 reporter.event(&Event::TaskOutput {
                     task: name.clone(),
-                    line: text.trim_end_matches(['\n', '\r']).to_string(),
+                    line: shown,
                 });
                 line.clear();
             }

@@ -98,7 +98,11 @@ pub fn export(
         .iter()
         .filter_map(|u| results[index(u.as_str())?].as_ref()?.as_ref().ok())
         .collect();
-    let resolved = resolve(ctx, task, &parents);
+    let values = crate::inputs::values_for(task, |n| {
+        results[index(n.as_str())?].as_ref()?.as_ref().ok()
+    })
+    .unwrap_or_default();
+    let resolved = resolve(ctx, task, &parents, &values);
 
     // The layers, bottom first.
     let mut dirs: Vec<PathBuf> = match &pipeline.base {

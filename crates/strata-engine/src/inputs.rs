@@ -10,6 +10,7 @@ use strata_pipeline::{EnvValue, Task};
 use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
+use crate::expressions::{TaskValues, resolve as resolve_text, with_values};
 use crate::sources::VisibleFile;
 
 /// The working directory of every task.
@@ -40,6 +41,8 @@ pub(crate) struct ResolvedInputs {
     /// Where each of `files` is in the captured workspace.
     pub(crate) origins: Vec<std::sync::Arc<str>>,
     pub(crate) workspace: WorkspaceDigest,
+    /// An expression of the task that could not be resolved: the task fails with this.
+    pub(crate) error: Option<String>,
 }
 
 impl ResolvedInputs {
@@ -62,6 +65,18 @@ pub(crate) fn flatten_stack(parents: &[&TaskResult]) -> Vec<ParentInput> {
     stack
 }
 
+/// The values of the tasks `task` reads, from their results (`result_of(name)`).
+pub(crate) fn values_for<'a>(
+    task: &Task,
+    result_of: impl Fn(&strata_pipeline::TaskName) -> Option<&'a TaskResult>,
+) -> Option<TaskValues> {
+    let mut out = TaskValues::new();
+    for dep in &task.value_deps {
+        out.insert(dep.to_string(), result_of(dep)?.env.values.clone());
+    }
+    Some(out)
+}
+
 /// Every variable a task's command sees, and how each enters the key.
 enum Keyed {
     Value,
@@ -75,7 +90,20 @@ pub(crate) fn resolve(
     ctx: &RunContext<'_>,
     task: &Task,
     parents: &[&TaskResult],
+    values: &TaskValues,
 ) -> ResolvedInputs {
+    let (scope, key_scope) = if values.is_empty() {
+        (
+            ctx.invocation.scope.clone(),
+            ctx.invocation.key_scope.clone(),
+        )
+    } else {
+        (
+            with_values(&ctx.invocation.scope, values),
+            with_values(&ctx.invocation.key_scope, values),
+        )
+    };
+    let mut error = None;
     let stack = flatten_stack(parents);
     let inherited = ExportedEnv::merge(parents.iter().map(|p| &p.env));
 
@@ -121,11 +149,19 @@ pub(crate) fn resolve(
         (inherited.path_value(&default_path), Keyed::Value),
     );
     for var in &task.env {
-        let keyed = match var.value {
-            EnvValue::Keyed(_) => Keyed::Value,
-            EnvValue::Excluded(_) => Keyed::NameOnly,
+        let value = match resolve_text(var.value.text(), &scope, &key_scope) {
+            Ok(v) => v,
+            Err(e) => {
+                error.get_or_insert(format!("`env.{}`: {e}", var.name));
+                continue;
+            }
         };
-        env.insert(var.name.clone(), (var.value.value().to_string(), keyed));
+        // A value derived from a secret enters the key by name only.
+        let keyed = match var.value {
+            EnvValue::Keyed(_) if !value.secret => Keyed::Value,
+            _ => Keyed::NameOnly,
+        };
+        env.insert(var.name.clone(), (value.text, keyed));
     }
     let keyed_env = env
         .iter()
@@ -155,14 +191,20 @@ pub(crate) fn resolve(
     let (files, origins): (Vec<WorkspaceFile>, Vec<std::sync::Arc<str>>) =
         visible.into_iter().map(|v| (v.file, v.origin)).unzip();
     let workspace = Workspace::digest(files.iter());
-    let command = task.run.raw.clone();
+    let (command, keyed_command) = match resolve_text(&task.run, &scope, &key_scope) {
+        Ok(r) => (r.text, r.keyed),
+        Err(e) => {
+            error.get_or_insert(format!("`run`: {e}"));
+            (String::new(), task.run.raw.clone())
+        }
+    };
     let inputs = KeyInputs {
         version: KEY_VERSION,
         base: ctx.base_id,
         parents: stack,
         workspace,
         env: keyed_env,
-        command: command.clone(),
+        command: keyed_command,
         executor: EXECUTOR.into(),
     };
     ResolvedInputs {
@@ -174,6 +216,7 @@ pub(crate) fn resolve(
         files,
         origins,
         workspace,
+        error,
     }
 }
 

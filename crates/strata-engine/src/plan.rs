@@ -92,7 +92,29 @@ pub(crate) fn plan_with_results(
                 continue;
             }
         };
-        let resolved = resolve(ctx, task, &parents);
+        let values = crate::inputs::values_for(task, |n| {
+            let j = pipeline.tasks.iter().position(|t| &t.name == n)?;
+            results[j].as_ref()?.as_ref().ok()
+        });
+        let Some(values) = values else {
+            let parent = task
+                .value_deps
+                .iter()
+                .find(|n| {
+                    let j = pipeline.tasks.iter().position(|t| &t.name == *n);
+                    !matches!(j.and_then(|j| results[j].as_ref()), Some(Ok(_)))
+                })
+                .map_or_else(String::new, |n| n.to_string());
+            results[i] = Some(Err(parent.clone()));
+            out.push(PlannedTask {
+                task: task.name.to_string(),
+                key: None,
+                status: PlanStatus::Unknown { parent },
+                workspace_files: 0,
+            });
+            continue;
+        };
+        let resolved = resolve(ctx, task, &parents, &values);
         if task.is_source() {
             results[i] = Some(Ok(crate::execute::source_result(ctx, task, &resolved)));
             out.push(PlannedTask {
@@ -177,7 +199,12 @@ pub fn explain(
             results[j].as_ref()?.as_ref().ok()
         })
         .collect();
-    let resolved = resolve(ctx, task, &parents);
+    let values = crate::inputs::values_for(task, |n| {
+        let j = pipeline.tasks.iter().position(|t| &t.name == n)?;
+        results[j].as_ref()?.as_ref().ok()
+    })
+    .unwrap_or_default();
+    let resolved = resolve(ctx, task, &parents, &values);
     let mut new = RecordedInputs {
         inputs: resolved.inputs,
         workspace_files: resolved.files,

@@ -59,10 +59,14 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                                     .expect("a task starts once what it uses has succeeded")
                             })
                             .collect();
+                        let values = crate::inputs::values_for(task, |n| {
+                            results[index(pipeline, n)].as_ref()
+                        })
+                        .expect("a task starts once the tasks whose values it reads succeeded");
                         let tx = tx.clone();
                         scope.spawn(move || {
                             let refs: Vec<&TaskResult> = parents.iter().collect();
-                            let outcome = execute(ctx, task, &refs, reporter, scope);
+                            let outcome = execute(ctx, task, &refs, &values, reporter, scope);
                             let _ = tx.send((i, outcome));
                         });
                     }
@@ -112,6 +116,7 @@ fn dispatcher(ctx: &RunContext<'_>) -> Dispatcher {
         .map(|t| TaskSpec {
             dependencies: (t.uses.iter().map(depend(DependencyKind::Use)))
                 .chain(t.after.iter().map(depend(DependencyKind::After)))
+                .chain(t.value_deps.iter().map(depend(DependencyKind::After)))
                 .collect(),
             rule: StartRule::AllSucceeded,
         })

@@ -27,5 +27,6 @@ pub use model::{
     Base, CachePolicy, Dialect, EnvValue, EnvVar, Note, Pipeline, RemoteCacheDecl, Task, TaskKind,
     TaskName, Text, Unsupported, WorkspaceSource,
 };
+pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
 pub use parse::{dialect_of, load, parse_str};
 pub use triggers::{Trigger, TriggerEvent, Triggers};

@@ -173,6 +173,8 @@ pub struct Task {
     pub uses: Vec<TaskName>,
     /// Tasks that must finish first, without their filesystem or env.
     pub after: Vec<TaskName>,
+    /// Tasks whose values (`${{ tasks.X.values.Y }}`) this task reads: they finish first.
+    pub value_deps: Vec<TaskName>,
     /// Narrows which workspace files the task sees (and is keyed on); `None`: all it can see.
     /// In strata's own files it also asks for the workspace.
     pub filter: Option<Filter>,
@@ -213,9 +215,10 @@ pub struct Pipeline {
 }
 
 impl Task {
-    /// Everything that must finish before this task starts: `use`, then `after`.
+    /// Everything that must finish before this task starts: `use`, then `after`, then the
+    /// tasks whose values it reads.
     pub fn dependencies(&self) -> impl Iterator<Item = &TaskName> {
-        self.uses.iter().chain(&self.after)
+        self.uses.iter().chain(&self.after).chain(&self.value_deps)
     }
 
     /// Whether this task serves the workspace (a `git/clone` of the checkout).

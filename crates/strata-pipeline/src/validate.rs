@@ -80,9 +80,7 @@ fn find_cycle(pipeline: &Pipeline) -> Option<Vec<usize>> {
         .tasks
         .iter()
         .map(|t| {
-            t.uses
-                .iter()
-                .chain(&t.after)
+            t.dependencies()
                 .filter_map(|n| index.get(n).copied())
                 .collect()
         })

@@ -44,6 +44,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Pipeline, Diagnostics> {
     };
     if let Some(p) = &mut pipeline {
         p.source_text = text.to_string();
+        crate::parse::expressions::check_pipeline(p, text, &mut errors);
         validate_graph(p, &mut errors);
     }
     match pipeline {

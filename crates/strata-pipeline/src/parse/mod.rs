@@ -2,6 +2,7 @@
 //! first, so that a user fixes a file in one pass.
 
 mod catalog;
+pub(crate) mod expressions;
 mod file;
 pub(crate) mod scalars;
 mod task;

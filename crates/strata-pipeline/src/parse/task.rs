@@ -207,6 +207,7 @@ pub(crate) fn build_task(
         run: t.run.unwrap_or_else(|| Text::new("", at)),
         uses: t.uses,
         after: t.after,
+        value_deps: Vec::new(),
         filter: t.filter,
         workspace: t.workspace,
         env: t.env,

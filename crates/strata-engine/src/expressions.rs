@@ -1,0 +1,139 @@
+//! Resolving a task's `${{ … }}` at run time: its text with the run's scope (and the values of
+//! the tasks it reads), once as it runs and once as it is keyed (secrets by name only), and
+//! masking secrets in what the task prints.
+
+use std::collections::BTreeMap;
+
+use strata_pipeline::expr::{Rendered, Scope, Value, parse_template};
+use strata_pipeline::{Text, WorkspaceSource};
+
+/// The values of the tasks a task reads: task name -> value name -> value.
+pub(crate) type TaskValues = BTreeMap<String, BTreeMap<String, String>>;
+
+/// A text as it runs and as it is keyed.
+pub(crate) struct Resolved {
+    pub(crate) text: String,
+    pub(crate) keyed: String,
+    pub(crate) secret: bool,
+}
+
+/// The run's scope with `tasks.X.values.*` of the tasks this one reads.
+pub(crate) fn with_values(scope: &Scope, values: &TaskValues) -> Scope {
+    let mut scope = scope.clone();
+    for (task, vals) in values {
+        let obj: BTreeMap<String, Value> = vals
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+            .collect();
+        scope.insert(&["tasks", task, "values"], Value::Object(obj));
+    }
+    scope
+}
+
+pub(crate) fn render(text: &Text, scope: &Scope) -> Result<Rendered, String> {
+    if !text.raw.contains("${{") && !text.raw.contains("\\${{") {
+        return Ok(Rendered {
+            text: text.raw.clone(),
+            secret: false,
+        });
+    }
+    let template = parse_template(&text.raw).map_err(|e| e.message)?;
+    template.render(scope).map_err(|e| e.message)
+}
+
+/// `text` rendered with `scope` (as it runs) and `key_scope` (as it is keyed).
+pub(crate) fn resolve(text: &Text, scope: &Scope, key_scope: &Scope) -> Result<Resolved, String> {
+    let run = render(text, scope)?;
+    let keyed = if run.secret {
+        render(text, key_scope)?.text
+    } else {
+        run.text.clone()
+    };
+    Ok(Resolved {
+        text: run.text,
+        keyed,
+        secret: run.secret,
+    })
+}
+
+/// A `git/clone`'s parameters with their expressions resolved.
+pub(crate) fn resolve_source(
+    source: &WorkspaceSource,
+    scope: &Scope,
+) -> Result<WorkspaceSource, String> {
+    let r = |t: &Option<Text>, name: &str| -> Result<Option<Text>, String> {
+        t.as_ref()
+            .map(|t| {
+                render(t, scope)
+                    .map(|v| Text::new(v.text, t.at))
+                    .map_err(|e| format!("`with.{name}`: {e}"))
+            })
+            .transpose()
+    };
+    Ok(WorkspaceSource {
+        path: r(&source.path, "path")?,
+        reference: r(&source.reference, "ref")?,
+        repository: r(&source.repository, "repository")?,
+        preserve_git_dir: r(&source.preserve_git_dir, "preserve-git-dir")?,
+        meta_ref: r(&source.meta_ref, "meta-ref")?,
+    })
+}
+
+/// `line` with every secret replaced by `***`. `secrets` are longest first, so a secret that
+/// contains another is masked whole.
+pub(crate) fn mask<'a>(line: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str> {
+    let mut out = std::borrow::Cow::Borrowed(line);
+    for s in secrets {
+        // A secret of one or two characters would mask half of every log.
+        if s.len() < 3 {
+            continue;
+        }
+        for part in s.lines().filter(|p| p.len() >= 3) {
+            if out.contains(part) {
+                out = std::borrow::Cow::Owned(out.replace(part, "***"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_pipeline::Location;
+
+    #[test]
+    fn secrets_are_keyed_by_name_and_masked() {
+        let mut scope = Scope::new();
+        scope.insert(&["init", "env"], Value::from("prod"));
+        scope.insert_secret(&["secrets", "TOKEN"], Value::from("hunter22"));
+        let mut key_scope = scope.clone();
+        key_scope.insert(&["secrets", "TOKEN"], Value::from("${{ secrets.TOKEN }}"));
+        let text = Text::new(
+            "deploy --env ${{ init.env }} --token ${{ secrets.TOKEN }}",
+            Location::default(),
+        );
+        let r = resolve(&text, &scope, &key_scope).unwrap();
+        assert!(r.secret);
+        assert_eq!(r.text, "deploy --env prod --token hunter22");
+        assert_eq!(r.keyed, "deploy --env prod --token ${{ secrets.TOKEN }}");
+        assert_eq!(
+            mask("token is hunter22, ok", &["hunter22".into()]),
+            "token is ***, ok"
+        );
+        assert_eq!(mask("ab", &["ab".into()]), "ab");
+    }
+
+    #[test]
+    fn values_of_other_tasks_are_readable() {
+        let scope = with_values(
+            &Scope::new(),
+            &BTreeMap::from([(
+                "build".to_string(),
+                BTreeMap::from([("version".to_string(), "1.2".to_string())]),
+            )]),
+        );
+        let t = Text::new("v=${{ tasks.build.values.version }}", Location::default());
+        assert_eq!(render(&t, &scope).unwrap().text, "v=1.2");
+    }
+}

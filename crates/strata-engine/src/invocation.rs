@@ -1,0 +1,683 @@
+//! What started this run and the values it gives expressions: the trigger chosen from the CI
+//! strata runs in (GitHub Actions, GitLab CI, or by hand), its `if`, its `init` computed from
+//! `event.*`, `--init` overrides, secrets, and `run.*`. Everything an expression can read before
+//! any task runs is in the [`Scope`] built here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use strata_pipeline::expr::{Scope, Value, parse_template};
+use strata_pipeline::{Pipeline, Text, Trigger, TriggerEvent};
+
+use crate::checkout::Checkout;
+
+/// Where the run's inputs come from besides the pipeline file.
+#[derive(Debug, Clone, Default)]
+pub struct InvocationOptions {
+    /// `--init NAME=VALUE`, over every trigger's.
+    pub init: Vec<(String, String)>,
+    /// `--secrets FILE`: `NAME=VALUE` lines.
+    pub secrets_file: Option<PathBuf>,
+}
+
+/// The outcome: the scope, and what the trigger decided.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub scope: Scope,
+    /// The same scope with every secret replaced by its name (`${{ secrets.TOKEN }}`): what a
+    /// key is computed with, so that a secret enters keys by name only.
+    pub key_scope: Scope,
+    /// The trigger chosen, if any (`None`: started by hand).
+    pub trigger: Option<TriggerEvent>,
+    /// Tasks the trigger targets (all when empty).
+    pub targets: Vec<String>,
+    /// Why nothing runs: the trigger's `if` was false, or no trigger answers this event.
+    pub skip: Option<String>,
+    /// Every secret value, to be masked wherever output is shown or kept.
+    pub secret_values: Vec<String>,
+}
+
+/// The environment of the process, as a lookup (so tests can give their own).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// `run.*`: `dir` is the directory of the definition file (and `mint-dir` its older name).
+fn run_namespace(pipeline: &Pipeline, env: EnvLookup<'_>) -> Value {
+    let dir = pipeline
+        .path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .display()
+        .to_string();
+    let id = env("GITHUB_RUN_ID")
+        .or_else(|| env("CI_PIPELINE_ID"))
+        .unwrap_or_else(|| format!("local-{}", std::process::id()));
+    let mut run = BTreeMap::new();
+    run.insert("dir".into(), Value::from(dir.clone()));
+    run.insert("mint-dir".into(), Value::from(dir));
+    run.insert("id".into(), Value::from(id));
+    run.insert(
+        "definition-path".into(),
+        Value::from(pipeline.path.display().to_string()),
+    );
+    Value::Object(run)
+}
+
+/// `event.git.*` from the checkout (what a push of it would say).
+fn git_event(checkout: Option<&Checkout>) -> BTreeMap<String, Value> {
+    let mut git = BTreeMap::new();
+    if let Some(c) = checkout {
+        git.insert("sha".into(), Value::from(c.sha.clone()));
+        git.insert("ref".into(), Value::from(c.git_ref()));
+        if let Some(b) = &c.branch {
+            git.insert("branch".into(), Value::from(b.clone()));
+        }
+        if let Some(t) = &c.tag {
+            git.insert("tag".into(), Value::from(t.clone()));
+        }
+        if let Some(u) = c.remotes.first() {
+            git.insert("repository-url".into(), Value::from(u.clone()));
+            git.insert("url".into(), Value::from(u.clone()));
+        }
+    }
+    git
+}
+
+fn json_to_value(v: serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(b),
+        serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Value::String(s),
+        serde_json::Value::Array(a) => Value::Array(a.into_iter().map(json_to_value).collect()),
+        serde_json::Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, json_to_value(v))).collect())
+        }
+    }
+}
+
+/// The CI event strata runs for: which trigger answers it, `event.*`, and the pull request
+/// action if there is one.
+struct CiEvent {
+    event: TriggerEvent,
+    /// What the trigger's `event.*` holds.
+    tree: BTreeMap<String, Value>,
+    action: Option<String>,
+}
+
+fn github_event(env: EnvLookup<'_>, checkout: Option<&Checkout>) -> Option<CiEvent> {
+    if env("GITHUB_ACTIONS").as_deref() != Some("true") {
+        return None;
+    }
+    let name = env("GITHUB_EVENT_NAME").unwrap_or_default();
+    let event = match name.as_str() {
+        "push" => TriggerEvent::GithubPush,
+        "pull_request" | "pull_request_target" => TriggerEvent::GithubPullRequest,
+        "merge_group" => TriggerEvent::GithubMergeGroup,
+        "schedule" => TriggerEvent::Cron,
+        "workflow_dispatch" => TriggerEvent::Dispatch,
+        _ => return None,
+    };
+    let payload: serde_json::Value = env("GITHUB_EVENT_PATH")
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let action = payload
+        .get("action")
+        .and_then(|a| a.as_str())
+        .map(str::to_string);
+    let mut git = git_event(checkout);
+    let pr_head = payload.pointer("/pull_request/head");
+    if let Some(sha) = pr_head
+        .and_then(|h| h.get("sha"))
+        .and_then(|s| s.as_str())
+        .map(str::to_string)
+        .or_else(|| env("GITHUB_SHA"))
+    {
+        git.insert("sha".into(), Value::from(sha));
+    }
+    let branch = env("GITHUB_HEAD_REF")
+        .filter(|b| !b.is_empty())
+        .or_else(|| match env("GITHUB_REF_TYPE").as_deref() {
+            Some("branch") => env("GITHUB_REF_NAME"),
+            _ => None,
+        });
+    if let Some(b) = branch {
+        git.insert("branch".into(), Value::from(b));
+    }
+    if env("GITHUB_REF_TYPE").as_deref() == Some("tag")
+        && let Some(t) = env("GITHUB_REF_NAME")
+    {
+        git.insert("tag".into(), Value::from(t));
+    }
+    if let Some(r) = env("GITHUB_REF") {
+        git.insert("ref".into(), Value::from(r));
+    }
+    if let (Some(server), Some(repo)) = (env("GITHUB_SERVER_URL"), env("GITHUB_REPOSITORY")) {
+        let url = format!("{server}/{repo}.git");
+        git.insert("repository-url".into(), Value::from(url.clone()));
+        git.insert("url".into(), Value::from(url));
+    }
+    let mut github = BTreeMap::new();
+    let key = match event {
+        TriggerEvent::GithubPullRequest => "pull_request",
+        TriggerEvent::GithubMergeGroup => "merge_group",
+        TriggerEvent::Cron => "schedule",
+        TriggerEvent::Dispatch => "workflow_dispatch",
+        _ => "push",
+    };
+    github.insert(key.to_string(), json_to_value(payload));
+    let mut tree = BTreeMap::new();
+    tree.insert("git".into(), Value::Object(git));
+    tree.insert("github".into(), Value::Object(github));
+    Some(CiEvent {
+        event,
+        tree,
+        action,
+    })
+}
+
+fn gitlab_event(env: EnvLookup<'_>, checkout: Option<&Checkout>) -> Option<CiEvent> {
+    if env("GITLAB_CI").as_deref() != Some("true") {
+        return None;
+    }
+    let source = env("CI_PIPELINE_SOURCE").unwrap_or_default();
+    let tag = env("CI_COMMIT_TAG").filter(|t| !t.is_empty());
+    let event = match (source.as_str(), &tag) {
+        ("merge_request_event", _) => TriggerEvent::GitlabMergeRequest,
+        ("push", Some(_)) => TriggerEvent::GitlabTagPush,
+        ("push", None) => TriggerEvent::GitlabPush,
+        ("schedule", _) => TriggerEvent::Cron,
+        _ => return None,
+    };
+    let mut git = git_event(checkout);
+    if let Some(sha) = env("CI_COMMIT_SHA") {
+        git.insert("sha".into(), Value::from(sha));
+    }
+    if let Some(b) = env("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME").or_else(|| env("CI_COMMIT_BRANCH"))
+    {
+        git.insert("branch".into(), Value::from(b.clone()));
+        git.insert("ref".into(), Value::from(format!("refs/heads/{b}")));
+    }
+    if let Some(t) = &tag {
+        git.insert("tag".into(), Value::from(t.clone()));
+        git.insert("ref".into(), Value::from(format!("refs/tags/{t}")));
+    }
+    if let Some(url) = env("CI_REPOSITORY_URL") {
+        git.insert("repository-url".into(), Value::from(url));
+    }
+    let mut gitlab = BTreeMap::new();
+    for (k, v) in [
+        ("project-path", "CI_PROJECT_PATH"),
+        ("merge-request-iid", "CI_MERGE_REQUEST_IID"),
+        ("pipeline-source", "CI_PIPELINE_SOURCE"),
+    ] {
+        if let Some(value) = env(v) {
+            gitlab.insert(k.to_string(), Value::from(value));
+        }
+    }
+    let mut tree = BTreeMap::new();
+    tree.insert("git".into(), Value::Object(git));
+    tree.insert("gitlab".into(), Value::Object(gitlab));
+    Some(CiEvent {
+        event,
+        tree,
+        action: None,
+    })
+}
+
+/// `STRATA_SECRET_<NAME>` (name upper-cased, `-` as `_`), else the secrets file.
+fn secret_lookup(
+    env: EnvLookup<'_>,
+    file: &BTreeMap<String, String>,
+    name: &str,
+) -> Option<String> {
+    let var = format!(
+        "STRATA_SECRET_{}",
+        name.to_ascii_uppercase().replace(['-', '.'], "_")
+    );
+    env(&var).or_else(|| file.get(name).cloned())
+}
+
+fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read secrets file {}: {e}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("{}:{}: expected NAME=VALUE", path.display(), i + 1));
+        };
+        out.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Every secret name the pipeline's expressions read: `secrets.N` and `vaults.V.secrets.N`.
+fn referenced_secrets(texts: &[&Text]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for t in texts {
+        let Ok(template) = parse_template(&t.raw) else {
+            continue;
+        };
+        for r in template.references() {
+            let path = match r.path.first().map(String::as_str) {
+                Some("secrets") if r.path.len() >= 2 => r.path[..2].to_vec(),
+                Some("vaults") if r.path.len() >= 4 && r.path[2] == "secrets" => {
+                    r.path[..4].to_vec()
+                }
+                _ => continue,
+            };
+            if !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Every text of the pipeline an expression may be in.
+pub(crate) fn all_texts(pipeline: &Pipeline) -> Vec<&Text> {
+    let mut texts: Vec<&Text> = Vec::new();
+    for task in &pipeline.tasks {
+        texts.push(&task.run);
+        texts.extend(task.env.iter().map(|v| v.value.text()));
+        if let strata_pipeline::TaskKind::Source(s) = &task.kind {
+            texts.extend(
+                [
+                    &s.path,
+                    &s.reference,
+                    &s.repository,
+                    &s.preserve_git_dir,
+                    &s.meta_ref,
+                ]
+                .into_iter()
+                .flatten(),
+            );
+        }
+    }
+    for t in &pipeline.triggers.triggers {
+        texts.extend(t.init.iter().map(|(_, v)| v));
+        texts.extend(t.condition.iter());
+    }
+    texts.extend(pipeline.triggers.cli_init.iter().map(|(_, v)| v));
+    texts
+}
+
+fn render(text: &Text, scope: &Scope) -> Result<strata_pipeline::expr::Rendered, String> {
+    let template = parse_template(&text.raw).map_err(|e| e.message)?;
+    template.render(scope).map_err(|e| e.message)
+}
+
+/// Works out the run's scope and trigger. `env` is the process environment.
+pub fn invoke(
+    pipeline: &Pipeline,
+    checkout: Option<&Checkout>,
+    options: &InvocationOptions,
+    env: EnvLookup<'_>,
+) -> Result<Invocation, String> {
+    let mut scope = Scope::new();
+    scope.insert(&["run"], run_namespace(pipeline, env));
+    // Secrets first: trigger values may read them.
+    let file = match &options.secrets_file {
+        Some(p) => read_secrets_file(p)?,
+        None => BTreeMap::new(),
+    };
+    let texts = all_texts(pipeline);
+    let mut secret_values = Vec::new();
+    let mut secret_paths: Vec<Vec<String>> = Vec::new();
+    let mut missing = Vec::new();
+    scope.mark_secret(&["secrets"]);
+    for path in referenced_secrets(&texts) {
+        let name = path.last().expect("secret paths name a secret").clone();
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        scope.mark_secret(&p);
+        match secret_lookup(env, &file, &name) {
+            Some(v) => {
+                secret_values.push(v.clone());
+                scope.insert_secret(&p, Value::from(v));
+                secret_paths.push(path.clone());
+            }
+            None => missing.push(format!(
+                "`{}` (set STRATA_SECRET_{} or give it in --secrets FILE)",
+                p.join("."),
+                name.to_ascii_uppercase().replace(['-', '.'], "_")
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!("secrets not given: {}", missing.join(", ")));
+    }
+    if let Some(token) = env("GITHUB_TOKEN") {
+        secret_values.push(token.clone());
+        scope.insert_secret(&["github", "token"], Value::from(token));
+        secret_paths.push(vec!["github".into(), "token".into()]);
+    }
+
+    let ci = github_event(env, checkout).or_else(|| gitlab_event(env, checkout));
+    let mut init: BTreeMap<String, strata_pipeline::expr::Rendered> = BTreeMap::new();
+    let mut trigger = None;
+    let mut targets = Vec::new();
+    let mut skip = None;
+    match &ci {
+        Some(ci) => {
+            scope.insert(&["event"], Value::Object(ci.tree.clone()));
+            let candidates: Vec<&Trigger> = pipeline
+                .triggers
+                .for_event(ci.event)
+                .filter(|t| {
+                    t.actions.is_empty()
+                        || ci
+                            .action
+                            .as_ref()
+                            .is_none_or(|a| t.actions.iter().any(|x| x == a))
+                })
+                .collect();
+            if candidates.is_empty() && !pipeline.triggers.triggers.is_empty() {
+                skip = Some(format!(
+                    "no trigger in {} answers {} (its `on:` names {})",
+                    pipeline.path.display(),
+                    ci.event.name(),
+                    trigger_names(pipeline)
+                ));
+            }
+            // The first trigger whose `if` holds.
+            let mut chosen = None;
+            for t in &candidates {
+                match &t.condition {
+                    Some(c) => {
+                        let template = parse_template(&c.raw).map_err(|e| e.message)?;
+                        let v = template
+                            .evaluate(&scope)
+                            .map_err(|e| format!("`on.{}.if`: {}", t.event.name(), e.message))?;
+                        if v.truthy() {
+                            chosen = Some(*t);
+                            break;
+                        }
+                    }
+                    None => {
+                        chosen = Some(*t);
+                        break;
+                    }
+                }
+            }
+            match chosen {
+                Some(t) => {
+                    trigger = Some(t.event);
+                    targets = t.target.iter().map(|(n, _)| n.clone()).collect();
+                    for (name, text) in &t.init {
+                        let v = render(text, &scope)
+                            .map_err(|e| format!("`on.{}.init.{name}`: {e}", t.event.name()))?;
+                        init.insert(name.clone(), v);
+                    }
+                }
+                None if skip.is_none() && !candidates.is_empty() => {
+                    skip = Some(format!(
+                        "the `if` of every {} trigger is false",
+                        ci.event.name()
+                    ));
+                }
+                None => {}
+            }
+        }
+        None => {
+            // By hand: `event.git.*` describes the checkout, and the init values that push
+            // triggers derive from it are derived the same way; then `on.cli.init`.
+            let git = git_event(checkout);
+            let mut event = BTreeMap::new();
+            event.insert("git".to_string(), Value::Object(git));
+            scope.insert(&["event"], Value::Object(event));
+            let push = pipeline.triggers.triggers.iter().find(|t| {
+                matches!(
+                    t.event,
+                    TriggerEvent::GithubPush
+                        | TriggerEvent::GitlabPush
+                        | TriggerEvent::ForgejoPush
+                        | TriggerEvent::OriginPush
+                )
+            });
+            if let Some(t) = push {
+                for (name, text) in &t.init {
+                    let only_git = parse_template(&text.raw).is_ok_and(|tp| {
+                        tp.references().iter().all(|r| {
+                            r.path.first().map(String::as_str) == Some("event")
+                                && r.path.get(1).map(String::as_str) == Some("git")
+                        })
+                    });
+                    if only_git && let Ok(v) = render(text, &scope) {
+                        init.insert(name.clone(), v);
+                    }
+                }
+            }
+            for (name, text) in &pipeline.triggers.cli_init {
+                let v = render(text, &scope).map_err(|e| format!("`on.cli.init.{name}`: {e}"))?;
+                init.insert(name.clone(), v);
+            }
+        }
+    }
+    for (k, v) in &options.init {
+        init.insert(
+            k.clone(),
+            strata_pipeline::expr::Rendered {
+                text: v.clone(),
+                secret: false,
+            },
+        );
+    }
+    scope.insert(&["init"], Value::Object(BTreeMap::new()));
+    for (k, v) in init {
+        if v.secret {
+            // An init value computed from a secret is a secret too.
+            scope.insert_secret(&["init", &k], Value::from(v.text));
+            secret_paths.push(vec!["init".into(), k]);
+        } else {
+            scope.insert(&["init", &k], Value::from(v.text));
+        }
+    }
+    let mut key_scope = scope.clone();
+    for path in &secret_paths {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        key_scope.insert(&p, Value::from(format!("${{{{ {} }}}}", path.join("."))));
+    }
+    secret_values.retain(|v| !v.is_empty());
+    secret_values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    secret_values.dedup();
+    Ok(Invocation {
+        scope,
+        key_scope,
+        trigger,
+        targets,
+        skip,
+        secret_values,
+    })
+}
+
+fn trigger_names(pipeline: &Pipeline) -> String {
+    let mut names: Vec<&str> = pipeline
+        .triggers
+        .triggers
+        .iter()
+        .map(|t| t.event.name())
+        .collect();
+    names.dedup();
+    names.join(", ")
+}
+
+/// Init values the wanted tasks read that nobody gave: an error before anything runs.
+pub(crate) fn missing_init(pipeline: &Pipeline, wanted: &[bool], scope: &Scope) -> Vec<String> {
+    let mut missing: Vec<String> = Vec::new();
+    for (i, task) in pipeline.tasks.iter().enumerate() {
+        if !wanted[i] {
+            continue;
+        }
+        let mut texts: Vec<&Text> = vec![&task.run];
+        texts.extend(task.env.iter().map(|v| v.value.text()));
+        if let strata_pipeline::TaskKind::Source(s) = &task.kind {
+            texts.extend(
+                [
+                    &s.path,
+                    &s.reference,
+                    &s.repository,
+                    &s.preserve_git_dir,
+                    &s.meta_ref,
+                ]
+                .into_iter()
+                .flatten(),
+            );
+        }
+        for text in texts {
+            let Ok(t) = parse_template(&text.raw) else {
+                continue;
+            };
+            for r in t.references() {
+                if r.path.first().map(String::as_str) == Some("init")
+                    && let Some(name) = r.path.get(1)
+                    && scope.get(&["init", name]).is_none()
+                    && !text.raw[r.offset..].starts_with(&format!("init?.{name}"))
+                {
+                    let m = format!(
+                        "`init.{name}` (task `{}`, line {})",
+                        task.name, text.at.line
+                    );
+                    if !missing.contains(&m) {
+                        missing.push(m);
+                    }
+                }
+            }
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(text: &str) -> Pipeline {
+        strata_pipeline::parse_str(Path::new("/repo/.rwx/ci.yml"), text).unwrap()
+    }
+
+    fn checkout() -> Checkout {
+        Checkout {
+            sha: "a".repeat(40),
+            branch: Some("main".into()),
+            remotes: vec!["https://github.com/o/r.git".into()],
+            ..Checkout::default()
+        }
+    }
+
+    const FILE: &str = "on:
+  github:
+    push:
+      - if: ${{ event.git.branch == 'main' }}
+        init: {commit-sha: '${{ event.git.sha }}', deploy: 'yes'}
+        target: [deploy]
+      - init: {commit-sha: '${{ event.git.sha }}', deploy: 'no'}
+    pull_request:
+      init: {commit-sha: '${{ event.git.sha }}', pr: '${{ event.github.pull_request.number }}'}
+  cli:
+    init: {deploy: maybe}
+tasks:
+  - key: deploy
+    run: echo ${{ init.commit-sha }} ${{ init.deploy }}
+";
+
+    #[test]
+    fn github_push_picks_the_first_trigger_whose_if_holds() {
+        let p = pipeline(FILE);
+        let dir = tempfile::tempdir().unwrap();
+        let payload = dir.path().join("event.json");
+        std::fs::write(&payload, r#"{"head_commit": {"message": "hi"}}"#).unwrap();
+        let vars: BTreeMap<&str, String> = BTreeMap::from([
+            ("GITHUB_ACTIONS", "true".to_string()),
+            ("GITHUB_EVENT_NAME", "push".into()),
+            ("GITHUB_EVENT_PATH", payload.display().to_string()),
+            ("GITHUB_SHA", "b".repeat(40)),
+            ("GITHUB_REF", "refs/heads/main".into()),
+            ("GITHUB_REF_NAME", "main".into()),
+            ("GITHUB_REF_TYPE", "branch".into()),
+        ]);
+        let env = |k: &str| vars.get(k).cloned();
+        let inv = invoke(&p, Some(&checkout()), &InvocationOptions::default(), &env).unwrap();
+        assert_eq!(inv.trigger, Some(TriggerEvent::GithubPush));
+        assert_eq!(inv.targets, ["deploy"]);
+        assert_eq!(
+            inv.scope.get(&["init", "commit-sha"]),
+            Some(&Value::from("b".repeat(40)))
+        );
+        assert_eq!(
+            inv.scope.get(&["init", "deploy"]),
+            Some(&Value::from("yes"))
+        );
+        assert_eq!(
+            inv.scope
+                .get(&["event", "github", "push", "head_commit", "message"]),
+            Some(&Value::from("hi"))
+        );
+        // Another branch: the second trigger.
+        let mut vars = vars.clone();
+        vars.insert("GITHUB_REF_NAME", "topic".into());
+        let env = |k: &str| vars.get(k).cloned();
+        let inv = invoke(&p, Some(&checkout()), &InvocationOptions::default(), &env).unwrap();
+        assert_eq!(inv.scope.get(&["init", "deploy"]), Some(&Value::from("no")));
+        assert!(inv.targets.is_empty());
+    }
+
+    #[test]
+    fn by_hand_init_comes_from_the_checkout_then_cli_then_flags() {
+        let p = pipeline(FILE);
+        let env = |_: &str| None;
+        let opts = InvocationOptions {
+            init: vec![("extra".into(), "1".into())],
+            secrets_file: None,
+        };
+        let inv = invoke(&p, Some(&checkout()), &opts, &env).unwrap();
+        assert_eq!(inv.trigger, None);
+        assert_eq!(
+            inv.scope.get(&["init", "commit-sha"]),
+            Some(&Value::from("a".repeat(40)))
+        );
+        assert_eq!(
+            inv.scope.get(&["init", "deploy"]),
+            Some(&Value::from("maybe"))
+        );
+        assert_eq!(inv.scope.get(&["init", "extra"]), Some(&Value::from("1")));
+    }
+
+    #[test]
+    fn a_false_if_everywhere_skips_the_run() {
+        let p = pipeline(
+            "on:\n  github:\n    push:\n      if: ${{ false }}\ntasks:\n  - key: a\n    run: x\n",
+        );
+        let vars = BTreeMap::from([
+            ("GITHUB_ACTIONS", "true".to_string()),
+            ("GITHUB_EVENT_NAME", "push".to_string()),
+        ]);
+        let env = |k: &str| vars.get(k).cloned();
+        let inv = invoke(&p, None, &InvocationOptions::default(), &env).unwrap();
+        assert!(inv.skip.unwrap().contains("false"));
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_are_secret() {
+        let p = pipeline(
+            "tasks:\n  - key: a\n    run: deploy ${{ secrets.api-key }} ${{ vaults.prod.secrets.DB }}\n",
+        );
+        let env = |k: &str| match k {
+            "STRATA_SECRET_API_KEY" => Some("s3cr3t".to_string()),
+            "STRATA_SECRET_DB" => Some("dbpass".to_string()),
+            _ => None,
+        };
+        let inv = invoke(&p, None, &InvocationOptions::default(), &env).unwrap();
+        assert_eq!(inv.secret_values.len(), 2);
+        let t = parse_template(&p.tasks[0].run.raw).unwrap();
+        let r = t.render(&inv.scope).unwrap();
+        assert!(r.secret);
+        assert_eq!(r.text, "deploy s3cr3t dbpass");
+        let none = |_: &str| None;
+        let err = invoke(&p, None, &InvocationOptions::default(), &none).unwrap_err();
+        assert!(err.contains("STRATA_SECRET_API_KEY"), "{err}");
+    }
+}

@@ -1,0 +1,248 @@
+//! Every `${{ … }}` in the file, parsed and checked before anything runs: syntax, functions,
+//! namespaces and task names, each error at its line and column. A reference to a task's
+//! values orders the tasks.
+
+use crate::diagnostic::{Diagnostic, Location};
+use crate::expr::{Template, check_functions, parse_template};
+use crate::model::{Pipeline, TaskKind, TaskName, Text, Unsupported};
+
+/// The namespaces an expression may start with.
+pub const NAMESPACES: &[&str] = &[
+    "init", "run", "event", "github", "tasks", "secrets", "vaults", "parallel", "params",
+];
+/// What `run.*` holds.
+pub const RUN_FIELDS: &[&str] = &["dir", "mint-dir", "id", "title", "definition-path"];
+
+/// Where the byte `offset` of a scalar's text starting at `at` is in the source: found by
+/// searching the source from the scalar's start for the text around `offset`, so quoted and
+/// block scalars are located too. Falls back to the scalar's start.
+pub(crate) fn locate(source: &str, at: Location, text: &str, offset: usize) -> Location {
+    let start = line_start(source, at.line) + at.column.saturating_sub(1);
+    let needle: &str = text
+        .get(offset..)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_default();
+    if needle.is_empty() || start > source.len() {
+        return at;
+    }
+    let Some(found) = source[start..].find(needle).map(|i| start + i) else {
+        return at;
+    };
+    let line = source[..found].matches('\n').count() + 1;
+    let column = found - line_start(source, line) + 1;
+    Location { line, column }
+}
+
+fn line_start(source: &str, line: usize) -> usize {
+    if line <= 1 {
+        return 0;
+    }
+    source
+        .match_indices('\n')
+        .nth(line - 2)
+        .map_or(source.len(), |(i, _)| i + 1)
+}
+
+/// Checks every expression of the pipeline; returns for each task the tasks whose values it
+/// reads (added to its dependencies by the caller).
+pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut Vec<Diagnostic>) {
+    let names: Vec<String> = pipeline.tasks.iter().map(|t| t.name.to_string()).collect();
+    let mut unsupported = Vec::new();
+    let mut value_deps: Vec<Vec<TaskName>> = Vec::new();
+    for task in &pipeline.tasks {
+        let mut deps = Vec::new();
+        let mut texts: Vec<&Text> = vec![&task.run];
+        texts.extend(task.env.iter().map(|v| v.value.text()));
+        match &task.kind {
+            TaskKind::Source(s) => texts.extend(
+                [
+                    &s.path,
+                    &s.reference,
+                    &s.repository,
+                    &s.preserve_git_dir,
+                    &s.meta_ref,
+                ]
+                .into_iter()
+                .flatten(),
+            ),
+            TaskKind::Call { target } => texts.push(target),
+            TaskKind::Command => {}
+        }
+        for text in texts {
+            let Some(template) = parse_checked(text, source, errors) else {
+                continue;
+            };
+            for r in template.references() {
+                let at = locate(source, text.at, &text.raw, r.offset);
+                let d = |message: String| Diagnostic::new(at, r.len, message);
+                match r.path.first().map(String::as_str) {
+                    Some("tasks") => match (r.path.get(1), r.path.get(2).map(String::as_str)) {
+                        (Some(t), _) if !names.contains(t) => {
+                            let mut e = d(format!("`tasks.{t}`: there is no task `{t}`"));
+                            if let Some(h) = crate::parse::scalars::suggest(
+                                t,
+                                &names.iter().map(String::as_str).collect::<Vec<_>>(),
+                            ) {
+                                e = e.with_help(h);
+                            }
+                            errors.push(e);
+                        }
+                        (Some(t), Some("values")) => {
+                            if t == task.name.as_str() {
+                                errors.push(d(format!(
+                                    "task `{t}` reads its own values; values come from tasks it depends on"
+                                )));
+                            } else if !deps.iter().any(|n: &TaskName| n.as_str() == t) {
+                                deps.push(TaskName::new(t.clone()));
+                            }
+                        }
+                        (Some(t), other) => unsupported.push(Unsupported {
+                            key: format!(
+                                "`tasks.{t}.{}` (only `tasks.{t}.values.NAME` for now)",
+                                other.unwrap_or("…")
+                            ),
+                            task: Some(task.name.clone()),
+                            at,
+                        }),
+                        (None, _) => {
+                            errors.push(d("`tasks` needs a task: `tasks.NAME.values.VALUE`".into()))
+                        }
+                    },
+                    Some("params") => errors.push(
+                        d("`params` is only available in the tasks of a package".into())
+                            .with_help("a run definition passes values to its tasks with `init`"),
+                    ),
+                    Some("parallel") => unsupported.push(Unsupported {
+                        key: "`parallel.*` expressions".into(),
+                        task: Some(task.name.clone()),
+                        at,
+                    }),
+                    Some("run") => {
+                        if let Some(field) = r.path.get(1)
+                            && !RUN_FIELDS.contains(&field.as_str())
+                        {
+                            let mut e = d(format!("`run.{field}` is not defined"));
+                            if let Some(h) = crate::parse::scalars::suggest(field, RUN_FIELDS) {
+                                e = e.with_help(h);
+                            }
+                            errors.push(e);
+                        }
+                    }
+                    Some(ns) if NAMESPACES.contains(&ns) => {}
+                    Some(ns) => errors.push(unknown_namespace(d, ns)),
+                    None => {}
+                }
+            }
+        }
+        value_deps.push(deps);
+    }
+    for trigger in &pipeline.triggers.triggers {
+        for text in trigger
+            .init
+            .iter()
+            .map(|(_, t)| t)
+            .chain(trigger.condition.iter())
+        {
+            check_text(
+                text,
+                source,
+                errors,
+                &["event", "github", "init", "run", "secrets", "vaults"],
+            );
+        }
+    }
+    for (_, text) in &pipeline.triggers.cli_init {
+        check_text(
+            text,
+            source,
+            errors,
+            &["event", "github", "run", "secrets", "vaults"],
+        );
+    }
+    for (task, deps) in pipeline.tasks.iter_mut().zip(value_deps) {
+        task.value_deps = deps;
+    }
+    pipeline.unsupported.extend(unsupported);
+}
+
+fn unknown_namespace(d: impl Fn(String) -> Diagnostic, ns: &str) -> Diagnostic {
+    let e = d(format!("unknown name `{ns}` in an expression"));
+    match crate::parse::scalars::suggest(ns, NAMESPACES) {
+        Some(h) => e.with_help(h),
+        None => e.with_help(format!(
+            "expressions start with one of: {}",
+            NAMESPACES.join(", ")
+        )),
+    }
+}
+
+/// A trigger's `init` or `if`: only the namespaces known when a run starts.
+fn check_text(text: &Text, source: &str, errors: &mut Vec<Diagnostic>, allowed: &[&str]) {
+    let Some(template) = parse_checked(text, source, errors) else {
+        return;
+    };
+    for r in template.references() {
+        let at = locate(source, text.at, &text.raw, r.offset);
+        if let Some(ns) = r.path.first()
+            && !allowed.contains(&ns.as_str())
+        {
+            let d = |m: String| Diagnostic::new(at, r.len, m);
+            errors.push(if NAMESPACES.contains(&ns.as_str()) {
+                d(format!("`{ns}` is not available in a trigger")).with_help(format!(
+                    "a trigger's values may use: {}",
+                    allowed.join(", ")
+                ))
+            } else {
+                unknown_namespace(d, ns)
+            });
+        }
+    }
+}
+
+/// Parses a text's expressions, reporting syntax and function errors where they are.
+fn parse_checked(text: &Text, source: &str, errors: &mut Vec<Diagnostic>) -> Option<Template> {
+    if !text.raw.contains("${{") {
+        return None;
+    }
+    match parse_template(&text.raw) {
+        Ok(t) => {
+            for e in check_functions(&t) {
+                errors.push(Diagnostic::new(
+                    locate(source, text.at, &text.raw, e.offset),
+                    e.len,
+                    e.message,
+                ));
+            }
+            Some(t)
+        }
+        Err(e) => {
+            errors.push(Diagnostic::new(
+                locate(source, text.at, &text.raw, e.offset),
+                e.len,
+                format!("invalid expression: {}", e.message),
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_inside_plain_quoted_and_block_scalars() {
+        let src = "a: x ${{ y }}\nb: \"q ${{ z }}\"\nc: |\n  one\n  two ${{ w }}\n";
+        let l = locate(src, Location { line: 1, column: 4 }, "x ${{ y }}", 2);
+        assert_eq!(l, Location { line: 1, column: 6 });
+        let l = locate(src, Location { line: 2, column: 4 }, "q ${{ z }}", 2);
+        assert_eq!(l, Location { line: 2, column: 7 });
+        let l = locate(
+            src,
+            Location { line: 3, column: 4 },
+            "one\ntwo ${{ w }}\n",
+            8,
+        );
+        assert_eq!(l, Location { line: 5, column: 7 });
+    }
+}
