@@ -156,7 +156,9 @@ impl<'a> RunContext<'a> {
                 )
             }
         };
-        let checkout = Checkout::inspect(&options.workspace);
+        let checkout = crate::invocation::needs_checkout(pipeline)
+            .then(|| Checkout::inspect(&options.workspace))
+            .flatten();
         let env = |k: &str| std::env::var(k).ok();
         let invocation =
             crate::invocation::invoke(pipeline, checkout.as_ref(), &options.invocation, &env)

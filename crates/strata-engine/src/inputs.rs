@@ -1,5 +1,6 @@
 //! A task's inputs, from its parents' results and the run context.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use strata_key::{
@@ -92,15 +93,17 @@ pub(crate) fn resolve(
     parents: &[&TaskResult],
     values: &TaskValues,
 ) -> ResolvedInputs {
+    // Most tasks read no values: they share the run's scope rather than copy it (it holds the
+    // event payload).
     let (scope, key_scope) = if values.is_empty() {
         (
-            ctx.invocation.scope.clone(),
-            ctx.invocation.key_scope.clone(),
+            Cow::Borrowed(&ctx.invocation.scope),
+            Cow::Borrowed(&ctx.invocation.key_scope),
         )
     } else {
         (
-            with_values(&ctx.invocation.scope, values),
-            with_values(&ctx.invocation.key_scope, values),
+            Cow::Owned(with_values(&ctx.invocation.scope, values)),
+            Cow::Owned(with_values(&ctx.invocation.key_scope, values)),
         )
     };
     let mut error = None;

@@ -280,24 +280,7 @@ fn referenced_secrets(texts: &[&Text]) -> Vec<Vec<String>> {
 
 /// Every text of the pipeline an expression may be in.
 pub(crate) fn all_texts(pipeline: &Pipeline) -> Vec<&Text> {
-    let mut texts: Vec<&Text> = Vec::new();
-    for task in &pipeline.tasks {
-        texts.push(&task.run);
-        texts.extend(task.env.iter().map(|v| v.value.text()));
-        if let strata_pipeline::TaskKind::Source(s) = &task.kind {
-            texts.extend(
-                [
-                    &s.path,
-                    &s.reference,
-                    &s.repository,
-                    &s.preserve_git_dir,
-                    &s.meta_ref,
-                ]
-                .into_iter()
-                .flatten(),
-            );
-        }
-    }
+    let mut texts: Vec<&Text> = pipeline.tasks.iter().flat_map(|t| t.texts()).collect();
     for t in &pipeline.triggers.triggers {
         texts.extend(t.init.iter().map(|(_, v)| v));
         texts.extend(t.condition.iter());
@@ -494,6 +477,18 @@ pub fn invoke(
     })
 }
 
+/// Whether anything of the run needs to know the checkout's commit: a `git/clone` of it, a
+/// trigger, or an expression reading `event`. Asking git costs a few processes, which a
+/// pipeline without any of these should not pay on every run.
+pub(crate) fn needs_checkout(pipeline: &Pipeline) -> bool {
+    !pipeline.triggers.triggers.is_empty()
+        || !pipeline.triggers.cli_init.is_empty()
+        || pipeline.tasks.iter().any(|t| t.is_source())
+        || all_texts(pipeline)
+            .iter()
+            .any(|t| t.raw.contains("${{") && t.raw.contains("event"))
+}
+
 fn trigger_names(pipeline: &Pipeline) -> String {
     let mut names: Vec<&str> = pipeline
         .triggers
@@ -512,22 +507,7 @@ pub(crate) fn missing_init(pipeline: &Pipeline, wanted: &[bool], scope: &Scope) 
         if !wanted[i] {
             continue;
         }
-        let mut texts: Vec<&Text> = vec![&task.run];
-        texts.extend(task.env.iter().map(|v| v.value.text()));
-        if let strata_pipeline::TaskKind::Source(s) = &task.kind {
-            texts.extend(
-                [
-                    &s.path,
-                    &s.reference,
-                    &s.repository,
-                    &s.preserve_git_dir,
-                    &s.meta_ref,
-                ]
-                .into_iter()
-                .flatten(),
-            );
-        }
-        for text in texts {
+        for text in task.texts() {
             let Ok(t) = parse_template(&text.raw) else {
                 continue;
             };

@@ -64,47 +64,18 @@ pub(crate) fn plan_with_results(
             continue;
         }
         let task = &pipeline.tasks[i];
-        let parents: Result<Vec<&TaskResult>, String> = task
-            .uses
-            .iter()
-            .map(|u| {
-                let j = pipeline
-                    .tasks
-                    .iter()
-                    .position(|t| &t.name == u)
-                    .expect("validated");
-                match results[j].as_ref().expect("parents come first") {
-                    Ok(r) => Ok(r),
-                    Err(name) => Err(name.clone()),
-                }
-            })
-            .collect();
-        let parents = match parents {
-            Ok(p) => p,
-            Err(parent) => {
-                results[i] = Some(Err(parent.clone()));
-                out.push(PlannedTask {
-                    task: task.name.to_string(),
-                    key: None,
-                    status: PlanStatus::Unknown { parent },
-                    workspace_files: 0,
-                });
-                continue;
-            }
-        };
-        let values = crate::inputs::values_for(task, |n| {
-            let j = pipeline.tasks.iter().position(|t| &t.name == n)?;
-            results[j].as_ref()?.as_ref().ok()
-        });
-        let Some(values) = values else {
-            let parent = task
-                .value_deps
+        let index = |n: &strata_pipeline::TaskName| {
+            pipeline
+                .tasks
                 .iter()
-                .find(|n| {
-                    let j = pipeline.tasks.iter().position(|t| &t.name == *n);
-                    !matches!(j.and_then(|j| results[j].as_ref()), Some(Ok(_)))
-                })
-                .map_or_else(String::new, |n| n.to_string());
+                .position(|t| &t.name == n)
+                .expect("validated")
+        };
+        // A parent or a task whose values it reads must run first: the key is unknown.
+        if let Some(parent) = task.uses.iter().chain(&task.value_deps).find_map(|n| {
+            let r = results[index(n)].as_ref().expect("dependencies come first");
+            r.as_ref().err().cloned()
+        }) {
             results[i] = Some(Err(parent.clone()));
             out.push(PlannedTask {
                 task: task.name.to_string(),
@@ -113,7 +84,14 @@ pub(crate) fn plan_with_results(
                 workspace_files: 0,
             });
             continue;
-        };
+        }
+        let parents: Vec<&TaskResult> = task
+            .uses
+            .iter()
+            .filter_map(|u| results[index(u)].as_ref()?.as_ref().ok())
+            .collect();
+        let values = crate::inputs::values_for(task, |n| results[index(n)].as_ref()?.as_ref().ok())
+            .expect("every task whose values it reads has a result");
         let resolved = resolve(ctx, task, &parents, &values);
         if task.is_source() {
             results[i] = Some(Ok(crate::execute::source_result(ctx, task, &resolved)));

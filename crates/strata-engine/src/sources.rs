@@ -4,6 +4,7 @@
 //! strata's own files, a task with a `filter` or `workspace: true`. What it sees is narrowed by
 //! its own `filter`, and only that enters its key.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -142,7 +143,7 @@ impl WorkspacePlan {
                 if let Some(path) = sees(m, task.filter.as_ref(), &f.path) {
                     let origin = f.path.clone();
                     let mut file = f.clone();
-                    if !m.prefix.is_empty() {
+                    if let Cow::Owned(path) = path {
                         file.path = path.into();
                     }
                     out.push(VisibleFile { file, origin });
@@ -163,12 +164,16 @@ fn asks_for_workspace(dialect: Dialect, task: &Task) -> bool {
 }
 
 /// The path at which a task with `filter` sees the captured file `path` through mount `m`, if
-/// it sees it at all.
-fn sees(m: &SourceMount, filter: Option<&Filter>, path: &str) -> Option<String> {
+/// it sees it at all. Runs for every file and task: the path is copied only under a prefix.
+fn sees<'p>(m: &SourceMount, filter: Option<&Filter>, path: &'p str) -> Option<Cow<'p, str>> {
     if !m.git_dir && (path == ".git" || path.starts_with(".git/")) {
         return None;
     }
-    let seen = format!("{}{path}", m.prefix);
+    let seen = if m.prefix.is_empty() {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(format!("{}{path}", m.prefix))
+    };
     filter.is_none_or(|f| f.matches(&seen)).then_some(seen)
 }
 

@@ -221,6 +221,29 @@ impl Task {
         self.uses.iter().chain(&self.after).chain(&self.value_deps)
     }
 
+    /// Every text of the task an expression may be in: `run`, env values, `call` and the
+    /// parameters of a workspace clone.
+    pub fn texts(&self) -> Vec<&Text> {
+        let mut texts = vec![&self.run];
+        texts.extend(self.env.iter().map(|v| v.value.text()));
+        match &self.kind {
+            TaskKind::Source(s) => texts.extend(
+                [
+                    &s.path,
+                    &s.reference,
+                    &s.repository,
+                    &s.preserve_git_dir,
+                    &s.meta_ref,
+                ]
+                .into_iter()
+                .flatten(),
+            ),
+            TaskKind::Call { target } => texts.push(target),
+            TaskKind::Command => {}
+        }
+        texts
+    }
+
     /// Whether this task serves the workspace (a `git/clone` of the checkout).
     pub fn is_source(&self) -> bool {
         matches!(self.kind, TaskKind::Source(_))

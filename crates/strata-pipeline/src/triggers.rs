@@ -115,6 +115,17 @@ pub(crate) fn parse_triggers(node: &Node, errors: &mut Vec<Diagnostic>) -> Trigg
         let Some(name) = key_name(key, errors) else {
             continue;
         };
+        // Systems with one kind of event: a trigger (or a list of them) right under the name.
+        let single = [
+            ("cron", TriggerEvent::Cron),
+            ("dispatch", TriggerEvent::Dispatch),
+            ("cache-rebuild", TriggerEvent::CacheRebuild),
+            ("webhook", TriggerEvent::Webhook),
+        ];
+        if let Some((_, event)) = single.iter().find(|(n, _)| *n == name) {
+            triggers_of(value, *event, &mut out, errors);
+            continue;
+        }
         let per_system: &[(&str, TriggerEvent)] = match name.as_str() {
             "github" => &[
                 ("push", TriggerEvent::GithubPush),
@@ -134,22 +145,6 @@ pub(crate) fn parse_triggers(node: &Node, errors: &mut Vec<Diagnostic>) -> Trigg
                 ("push", TriggerEvent::OriginPush),
                 ("pull-request", TriggerEvent::OriginPullRequest),
             ],
-            "cron" => {
-                triggers_of(value, TriggerEvent::Cron, &mut out, errors);
-                continue;
-            }
-            "dispatch" => {
-                triggers_of(value, TriggerEvent::Dispatch, &mut out, errors);
-                continue;
-            }
-            "cache-rebuild" => {
-                triggers_of(value, TriggerEvent::CacheRebuild, &mut out, errors);
-                continue;
-            }
-            "webhook" => {
-                triggers_of(value, TriggerEvent::Webhook, &mut out, errors);
-                continue;
-            }
             "cli" => {
                 if let Some(fields) = as_map(value, "`on.cli`", errors) {
                     for (k, v) in fields {
@@ -207,6 +202,15 @@ fn triggers_of(node: &Node, event: TriggerEvent, out: &mut Triggers, errors: &mu
 
 fn trigger(node: &Node, event: TriggerEvent, errors: &mut Vec<Diagnostic>) -> Option<Trigger> {
     let within = format!("`on.{}`", event.name());
+    let mut t = Trigger {
+        event,
+        at: node.at,
+        init: Vec::new(),
+        condition: None,
+        target: Vec::new(),
+        actions: Vec::new(),
+        key: None,
+    };
     // `push: {}` and a bare `push:` both mean "on every push".
     if let Value::Scalar {
         text,
@@ -214,15 +218,7 @@ fn trigger(node: &Node, event: TriggerEvent, errors: &mut Vec<Diagnostic>) -> Op
     } = &node.value
         && crate::yaml::is_null(text)
     {
-        return Some(Trigger {
-            event,
-            at: node.at,
-            init: Vec::new(),
-            condition: None,
-            target: Vec::new(),
-            actions: Vec::new(),
-            key: None,
-        });
+        return Some(t);
     }
     let fields = as_map(node, &within, errors)?;
     let extra: &[&str] = match event {
@@ -236,15 +232,6 @@ fn trigger(node: &Node, event: TriggerEvent, errors: &mut Vec<Diagnostic>) -> Op
         TriggerEvent::Webhook => WEBHOOK_KEYS,
         TriggerEvent::CacheRebuild => CACHE_REBUILD_KEYS,
         _ => &[],
-    };
-    let mut t = Trigger {
-        event,
-        at: node.at,
-        init: Vec::new(),
-        condition: None,
-        target: Vec::new(),
-        actions: Vec::new(),
-        key: None,
     };
     for (k, v) in fields {
         let Some(name) = key_name(k, errors) else {

@@ -4,7 +4,7 @@
 
 use crate::diagnostic::{Diagnostic, Location};
 use crate::expr::{Template, check_functions, parse_template};
-use crate::model::{Pipeline, TaskKind, TaskName, Text, Unsupported};
+use crate::model::{Pipeline, TaskName, Text, Unsupported};
 
 /// The namespaces an expression may start with.
 pub const NAMESPACES: &[&str] = &[
@@ -51,24 +51,7 @@ pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut
     let mut value_deps: Vec<Vec<TaskName>> = Vec::new();
     for task in &pipeline.tasks {
         let mut deps = Vec::new();
-        let mut texts: Vec<&Text> = vec![&task.run];
-        texts.extend(task.env.iter().map(|v| v.value.text()));
-        match &task.kind {
-            TaskKind::Source(s) => texts.extend(
-                [
-                    &s.path,
-                    &s.reference,
-                    &s.repository,
-                    &s.preserve_git_dir,
-                    &s.meta_ref,
-                ]
-                .into_iter()
-                .flatten(),
-            ),
-            TaskKind::Call { target } => texts.push(target),
-            TaskKind::Command => {}
-        }
-        for text in texts {
+        for text in task.texts() {
             let Some(template) = parse_checked(text, source, errors) else {
                 continue;
             };
