@@ -153,3 +153,63 @@ fn on_a_terminal_a_status_line_shows_running_tasks_and_restored_bytes() {
     assert!(shown.contains("4.0 MB"), "{shown:?}");
     assert!(shown.contains("downloaded"), "{shown:?}");
 }
+
+#[test]
+fn host_key_paths_join_the_base_and_explain_names_them() {
+    let f = Fixture::new();
+    // Outside /tmp, which is a fresh tmpfs inside the task.
+    let tool = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::write(tool.path().join("version"), "1.0").unwrap();
+    // A toolchain outside the package manager, named by the pipeline.
+    f.write(
+        "strata.yml",
+        &format!(
+            "base:\n  host:\n    key-paths: [{}]\ntasks:\n  - key: build\n    run: cat {}/version > /out\n",
+            tool.path().display(),
+            tool.path().display()
+        ),
+    );
+    assert_eq!(f.run(&[]).status("build"), "ran");
+    assert_eq!(f.run(&[]).status("build"), "cached");
+
+    std::fs::write(tool.path().join("version"), "2.0").unwrap();
+    let out = f.output(&["explain", "strata.yml", "build"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "base: key path {}: content changed",
+            tool.path().display()
+        )),
+        "{text}"
+    );
+    assert_eq!(f.run(&[]).status("build"), "ran");
+
+    // A key path that does not exist is keyed as absent, with a notice.
+    f.write(
+        "strata.yml",
+        "base:\n  host:\n    key-paths: [/nonexistent/strata-tool]\ntasks:\n  - key: build\n    run: echo hi\n",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.status("build"), "ran");
+    let warned = r.events.iter().any(|e| {
+        e["event"] == "warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("/nonexistent/strata-tool does not exist"))
+    });
+    assert!(warned, "{:?}", r.events);
+}
+
+#[test]
+fn base_key_paths_must_be_absolute() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "base:\n  host:\n    key-paths: [opt/tool]\ntasks:\n  - key: a\n    run: 'true'\n",
+    );
+    let out = f.output(&["check", "strata.yml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("key path `opt/tool` is not absolute"), "{err}");
+    assert!(err.contains("strata.yml:3:"), "{err}");
+}

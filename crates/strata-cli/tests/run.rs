@@ -328,6 +328,31 @@ fn a_rootfs_base_is_the_bottom_of_the_stack_and_part_of_the_key() {
     let r = f.run(&[]);
     assert_eq!(r.status("look"), "ran");
     assert_eq!(r.output("look")[0], "changed");
+
+    // A package upgrade in the base: `explain` names the package and both versions.
+    let status = |v: &str| {
+        format!(
+            "Package: tool\nStatus: install ok installed\nArchitecture: all\nVersion: {v}\n\nPackage: gone\nStatus: install ok installed\nVersion: 3\n"
+        )
+    };
+    std::fs::create_dir_all(rootfs.join("var/lib/dpkg")).unwrap();
+    std::fs::write(rootfs.join("var/lib/dpkg/status"), status("1.0")).unwrap();
+    assert_eq!(f.run(&[]).status("look"), "ran");
+    std::fs::write(
+        rootfs.join("var/lib/dpkg/status"),
+        status("1.1").replace(
+            "Package: gone\nStatus: install ok installed\nVersion: 3\n",
+            "",
+        ),
+    )
+    .unwrap();
+    let out = f.output(&["explain", "strata.yml", "look"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("base: package tool: 1.0 -> 1.1"), "{text}");
+    assert!(
+        text.contains("base: package gone: removed (was 3)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -18,6 +18,12 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("failed to capture the workspace")]
     Workspace(#[from] strata_key::WorkspaceError),
+    #[error("failed to read base key path {path}")]
+    KeyPath {
+        path: PathBuf,
+        #[source]
+        source: strata_key::WorkspaceError,
+    },
     #[error("failed to identify the base filesystem")]
     Base(#[source] strata_key::TreeError),
     #[error("base rootfs {0} is not a directory")]
@@ -109,14 +115,16 @@ impl<'a> RunContext<'a> {
         let mut base_env = Vec::new();
         let mut notices = Vec::new();
         let (base_root, base_id) = match &pipeline.base {
-            Base::Host => (
+            Base::Host(host) => (
                 PathBuf::from("/"),
-                strata_key::base_identity(&pipeline.base).map_err(EngineError::Base)?,
+                host_identity(cache, host, &mut notices)?,
             ),
-            Base::Rootfs(dir) if dir.is_dir() => (
-                dir.clone(),
-                strata_key::base_identity(&pipeline.base).map_err(EngineError::Base)?,
-            ),
+            Base::Rootfs(dir) if dir.is_dir() => {
+                let id =
+                    strata_key::base_identity(&pipeline.base, &[]).map_err(EngineError::Base)?;
+                record_inventory(cache, &id, dir, &[])?;
+                (dir.clone(), id)
+            }
             Base::Rootfs(dir) => return Err(EngineError::BaseMissing(dir.clone())),
             Base::Image(reference) => {
                 let dir = pipeline.path.parent().unwrap_or(std::path::Path::new("."));
@@ -204,6 +212,7 @@ impl<'a> RunContext<'a> {
             let selection = strata_key::Selection {
                 files: Some(&wants),
                 git_dir: sources.needs_git_dir(),
+                no_ignore: false,
             };
             let (workspace, stats) = Workspace::capture_selected(
                 &options.workspace,
@@ -253,6 +262,56 @@ impl<'a> RunContext<'a> {
     pub(crate) fn pipeline_id(&self) -> String {
         self.pipeline.path.display().to_string()
     }
+}
+
+/// The identity of `base: host`: its package databases and the content of its key paths (each
+/// read through a stat cache, so an unchanged toolchain costs a walk, not a read). The first run
+/// on a base records its inventory, so that `explain` can later name the packages that changed.
+fn host_identity(
+    cache: &LocalCache,
+    host: &strata_pipeline::HostBase,
+    notices: &mut Vec<String>,
+) -> Result<BaseId, EngineError> {
+    let mut key_paths = Vec::with_capacity(host.key_paths.len());
+    for path in &host.key_paths {
+        let known = strata_key::StatCache::from_bytes(&cache.load_stat_cache(path));
+        let (key_path, stats) =
+            strata_key::KeyPath::capture(path, &[cache.root().to_path_buf()], &known).map_err(
+                |source| EngineError::KeyPath {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+        if let Some(stats) = stats {
+            // Only a cache: losing it costs the next run some reading.
+            let _ = cache.save_stat_cache(path, &stats.to_bytes());
+        }
+        if key_path.digest.is_none() {
+            notices.push(format!(
+                "base key path {} does not exist (keyed as absent)",
+                path.display()
+            ));
+        }
+        key_paths.push(key_path);
+    }
+    let base = Base::Host(host.clone());
+    let id = strata_key::base_identity(&base, &key_paths).map_err(EngineError::Base)?;
+    record_inventory(cache, &id, std::path::Path::new("/"), &key_paths)?;
+    Ok(id)
+}
+
+/// The first run on a base records what it is made of (packages, OS, key paths), so that
+/// `explain` can later name what changed.
+fn record_inventory(
+    cache: &LocalCache,
+    id: &BaseId,
+    root: &std::path::Path,
+    key_paths: &[strata_key::KeyPath],
+) -> Result<(), EngineError> {
+    if !cache.has_base(id)? {
+        cache.record_base(id, &strata_key::HostInventory::read(root, key_paths))?;
+    }
+    Ok(())
 }
 
 /// Checks every wanted `git/clone` of the workspace against the checkout and works out where

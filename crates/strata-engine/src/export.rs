@@ -106,7 +106,7 @@ pub fn export(
 
     // The layers, bottom first.
     let mut dirs: Vec<PathBuf> = match &pipeline.base {
-        Base::Host => {
+        Base::Host(_) => {
             reporter.event(&Event::Warning {
                 message: "`base: host` is the machine's own root filesystem and is not exported; \
                           the image holds the workspace and the tasks' layers only"

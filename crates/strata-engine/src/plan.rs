@@ -201,8 +201,37 @@ pub fn explain(
                 differences: compare(&old, &new),
             })
         }
-        _ => Ok(Explanation::Changed {
-            differences: compare(&old, &new),
-        }),
+        _ => {
+            let base = base_changes(ctx, &old.inputs.base, &new.inputs.base)?;
+            let mut differences = compare(&old, &new);
+            if let Some(i) = differences.iter().position(|d| *d == Difference::Base)
+                && !base.is_empty()
+            {
+                differences.splice(i..=i, base);
+            }
+            Ok(Explanation::Changed { differences })
+        }
     }
+}
+
+/// What changed in a host base, by package and key path, when this machine recorded both.
+fn base_changes(
+    ctx: &RunContext<'_>,
+    old: &strata_key::BaseId,
+    new: &strata_key::BaseId,
+) -> Result<Vec<Difference>, EngineError> {
+    if old == new {
+        return Ok(Vec::new());
+    }
+    let (Some(before), Some(now)) = (
+        ctx.cache.base_inventory(old)?,
+        ctx.cache.base_inventory(new)?,
+    ) else {
+        return Ok(Vec::new());
+    };
+    Ok(now
+        .changes_since(&before)
+        .into_iter()
+        .map(Difference::BaseChanged)
+        .collect())
 }

@@ -13,6 +13,8 @@ pub enum Difference {
         new: u32,
     },
     Base,
+    /// One way a host base changed, when both inventories are recorded (replaces [`Difference::Base`]).
+    BaseChanged(crate::base::BaseChange),
     ParentAdded {
         task: String,
     },
@@ -65,6 +67,7 @@ impl fmt::Display for Difference {
                 write!(f, "key recipe: version {old} -> {new}")
             }
             Difference::Base => write!(f, "base: the base filesystem changed"),
+            Difference::BaseChanged(change) => write!(f, "base: {change}"),
             Difference::ParentAdded { task } => write!(f, "parent `{task}`: added"),
             Difference::ParentRemoved { task } => write!(f, "parent `{task}`: removed"),
             Difference::ParentChanged { task } => {

@@ -17,7 +17,7 @@ mod stat_cache;
 mod tree;
 mod workspace;
 
-pub use base::{base_identity, image_identity};
+pub use base::{BaseChange, HostInventory, KeyPath, base_identity, image_identity};
 pub use diff::{Difference, compare};
 pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;

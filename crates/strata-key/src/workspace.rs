@@ -51,6 +51,9 @@ pub struct Selection<'a> {
     /// Include the top-level `.git` directory (`preserve-git-dir`), whose files are then found
     /// under `.git/`.
     pub git_dir: bool,
+    /// Keep files that `.gitignore` and `.git/info/exclude` would leave out (a host path, not a
+    /// checkout).
+    pub no_ignore: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +89,7 @@ impl Workspace {
     ) -> Result<(Workspace, Option<StatCache>), WorkspaceError> {
         let mut fresh = StatCache::starting_now();
         let root = root.to_path_buf();
-        let mut found = walk(&root, exclude, selection.git_dir)?;
+        let mut found = walk(&root, exclude, selection)?;
         if let Some(wanted) = selection.files {
             found.retain(|(rel, _)| wanted(rel));
         }
@@ -155,13 +158,20 @@ type Found = (String, bool);
 type Hashed = (WorkspaceFile, Option<(Stamp, bool)>);
 
 /// Lists the workspace's files (sorted), walking directories on all CPUs.
-fn walk(root: &Path, exclude: &[PathBuf], git_dir: bool) -> Result<Vec<Found>, WorkspaceError> {
+fn walk(
+    root: &Path,
+    exclude: &[PathBuf],
+    selection: &Selection<'_>,
+) -> Result<Vec<Found>, WorkspaceError> {
     use std::sync::Mutex;
     let exclude = exclude.to_vec();
+    let git_dir = selection.git_dir;
+    let honour = !selection.no_ignore;
     let walker = ignore::WalkBuilder::new(root)
         .hidden(false)
-        .git_ignore(true)
-        .git_exclude(true)
+        .ignore(honour)
+        .git_ignore(honour)
+        .git_exclude(honour)
         .git_global(false)
         .require_git(false)
         .parents(false)
@@ -431,6 +441,7 @@ mod tests {
         let selection = Selection {
             files: Some(&only_keep),
             git_dir: true,
+            ..Selection::default()
         };
         let (ws, _) =
             Workspace::capture_selected(root, &[], &StatCache::default(), &selection).unwrap();

@@ -24,8 +24,8 @@ pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
 pub use filter::Filter;
 pub use model::{
-    Base, CachePolicy, Dialect, EnvValue, EnvVar, Note, Pipeline, RemoteCacheDecl, Task, TaskKind,
-    TaskName, Text, Unsupported, WorkspaceSource,
+    Base, CachePolicy, Dialect, EnvValue, EnvVar, HostBase, Note, Pipeline, RemoteCacheDecl, Task,
+    TaskKind, TaskName, Text, Unsupported, WorkspaceSource,
 };
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
 pub use parse::{dialect_of, load, parse_str};

@@ -28,12 +28,26 @@ impl fmt::Display for TaskName {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Base {
     /// The machine's own root filesystem, read-only under the task's layers.
-    Host,
+    Host(HostBase),
     /// A directory holding a root filesystem (relative paths are relative to the pipeline file).
     Rootfs(PathBuf),
     /// An OCI image: `registry/repository[:tag|@digest]`, or `oci:DIR[:TAG]` for an image layout
     /// directory (relative to the pipeline file).
     Image(String),
+}
+
+impl Default for Base {
+    fn default() -> Base {
+        Base::Host(HostBase::default())
+    }
+}
+
+/// `base: host` and its options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostBase {
+    /// Host paths whose content joins the base identity (`key-paths`): toolchains installed
+    /// outside the package manager (`/usr/local`, `/opt/...`, `~/.rustup`).
+    pub key_paths: Vec<PathBuf>,
 }
 
 /// A shared cache named in a pipeline or config file (`URL[,ro|,rw]`).

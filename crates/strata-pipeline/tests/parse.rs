@@ -30,7 +30,7 @@ tasks:
     timeout: 10m
 "#;
     let p = parse_str(Path::new("strata.yml"), text).unwrap();
-    assert_eq!(p.base, Base::Host);
+    assert_eq!(p.base, Base::default());
     assert_eq!(p.tasks.len(), 2);
     let test = p.task("test").unwrap();
     assert_eq!(test.uses[0].as_str(), "deps");

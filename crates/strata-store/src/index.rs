@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use strata_key::{
-    CacheKey, ContentDigest, ExportedEnv, KeyInputs, LayerDigest, RecordedInputs, WorkspaceFile,
+    BaseId, CacheKey, ContentDigest, ExportedEnv, HostInventory, KeyInputs, LayerDigest,
+    RecordedInputs, WorkspaceFile,
 };
 
 use crate::error::StoreError;
@@ -55,6 +56,10 @@ CREATE TABLE IF NOT EXISTS unsynced (
 CREATE TABLE IF NOT EXISTS workspaces (
     digest TEXT PRIMARY KEY,
     files TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bases (
+    id TEXT PRIMARY KEY,
+    inventory TEXT NOT NULL
 );
 ";
 
@@ -292,6 +297,46 @@ impl LocalCache {
         )
         .map_err(self.index_err("record an entry"))?;
         tx.commit().map_err(self.index_err("commit an entry"))
+    }
+
+    /// Whether the inventory of a host base is recorded.
+    pub fn has_base(&self, id: &BaseId) -> Result<bool, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.query_row(
+            "SELECT 1 FROM bases WHERE id = ?1",
+            params![id.to_hex()],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|found| found.is_some())
+        .map_err(self.index_err("read a base"))
+    }
+
+    /// Records what a host base is made of, for `explain` (the first record of an id wins).
+    pub fn record_base(&self, id: &BaseId, inventory: &HostInventory) -> Result<(), StoreError> {
+        let text = serde_json::to_string(inventory).expect("inventory serializes");
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "INSERT OR IGNORE INTO bases (id, inventory) VALUES (?1, ?2)",
+            params![id.to_hex(), text],
+        )
+        .map(drop)
+        .map_err(self.index_err("record a base"))
+    }
+
+    /// The recorded inventory of a host base; `None` when this machine never ran on it (an entry
+    /// from a shared cache) or it is unreadable.
+    pub fn base_inventory(&self, id: &BaseId) -> Result<Option<HostInventory>, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        let text: Option<String> = db
+            .query_row(
+                "SELECT inventory FROM bases WHERE id = ?1",
+                params![id.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.index_err("read a base"))?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     /// Forgets an entry (its layer stays until garbage collection).

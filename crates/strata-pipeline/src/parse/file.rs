@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
-use crate::model::{Base, Dialect, Note, Pipeline, RemoteCacheDecl, Unsupported};
+use crate::model::{Base, Dialect, HostBase, Note, Pipeline, RemoteCacheDecl, Unsupported};
 use crate::parse::catalog::{self, KeyStatus};
 use crate::parse::scalars::{as_map, as_string, as_string_list, key_name, unknown_key};
 use crate::parse::task::{TaskExtras, build_task};
@@ -82,7 +82,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     }
     let entries = as_map(root, "the pipeline file", errors)?;
     let dialect = dialect_of(path);
-    let mut base = Base::Host;
+    let mut base = Base::Host(HostBase::default());
     let mut caches = Vec::new();
     let mut tasks = None;
     let mut triggers = Triggers::default();
@@ -166,6 +166,43 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     })
 }
 
+/// `base: {host: {key-paths: [...]}}`: host paths whose content joins the base identity.
+fn build_host_base(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<HostBase> {
+    let mut host = HostBase::default();
+    for (key, value) in as_map(node, "`base.host`", errors)? {
+        let Some(name) = key_name(key, errors) else {
+            continue;
+        };
+        if name != "key-paths" {
+            errors.push(unknown_key(key, &name, "`base.host`", &["key-paths"]));
+            continue;
+        }
+        for (item, path) in as_string_list(value, "`base.host.key-paths`", errors) {
+            let path = match path.strip_prefix("~/") {
+                Some(rest) => match std::env::var_os("HOME") {
+                    Some(home) => PathBuf::from(home).join(rest),
+                    None => {
+                        errors.push(item.error(format!("`{path}`: $HOME is not set")));
+                        continue;
+                    }
+                },
+                None => PathBuf::from(&path),
+            };
+            if !path.is_absolute() {
+                errors.push(
+                    item.error(format!("key path `{}` is not absolute", path.display()))
+                        .with_help("name a host path such as `/usr/local` or `~/.rustup`"),
+                );
+                continue;
+            }
+            if !host.key_paths.contains(&path) {
+                host.key_paths.push(path);
+            }
+        }
+    }
+    Some(host)
+}
+
 /// RWX's base layer keys: which OS image of RWX's cloud to run on.
 const RWX_BASE_KEYS: &[&str] = &["os", "tag", "arch", "config"];
 
@@ -183,7 +220,7 @@ fn build_base(
         }
     };
     match &node.value {
-        Value::Scalar { text, .. } if text == "host" => Some(Base::Host),
+        Value::Scalar { text, .. } if text == "host" => Some(Base::Host(HostBase::default())),
         Value::Map(entries) => {
             let mut base = None;
             let mut rwx_only = Vec::new();
@@ -206,9 +243,10 @@ fn build_base(
                         }
                         base = Some(Base::Image(image));
                     }
+                    "host" => base = Some(Base::Host(build_host_base(value, errors)?)),
                     k if RWX_BASE_KEYS.contains(&k) => rwx_only.push((k.to_string(), key.at)),
                     other => {
-                        let mut allowed = vec!["rootfs", "image"];
+                        let mut allowed = vec!["host", "rootfs", "image"];
                         allowed.extend(RWX_BASE_KEYS);
                         errors.push(unknown_key(key, other, "`base`", &allowed));
                     }
@@ -223,7 +261,7 @@ fn build_base(
                         keys.join(", "),
                         if keys.len() == 1 { "s" } else { "" },
                         if keys.len() == 1 { "s" } else { "ve" },
-                        if base.is_some() {
+                        if matches!(base, Some(Base::Image(_))) {
                             "the image named by `base.image` is used"
                         } else {
                             "tasks run on this machine's own filesystem (`base: host`)"
@@ -236,7 +274,7 @@ fn build_base(
                     "for example `base: host`, `base: {rootfs: ./rootfs}` or `base: {image: localhost:5000/debian:12}`",
                 ));
             }
-            Some(base.unwrap_or(Base::Host))
+            Some(base.unwrap_or_default())
         }
         _ => {
             errors.push(
