@@ -191,12 +191,20 @@ impl<'a> RunContext<'a> {
         } else {
             pipeline.closure(&options.targets)
         };
-        let missing = crate::invocation::missing_init(pipeline, &wanted, &invocation.scope);
-        if !missing.is_empty() && invocation.skip.is_none() {
-            return Err(EngineError::Invocation(format!(
-                "init values not given: {} (give them with --init NAME=VALUE or `on.cli.init`)",
-                missing.join(", ")
-            )));
+        let missing = crate::invocation::missing_values(pipeline, &wanted, &invocation);
+        if invocation.skip.is_none() {
+            if !missing.vault.is_empty() {
+                return Err(EngineError::Invocation(format!(
+                    "secrets not given: {}",
+                    missing.vault.join(", ")
+                )));
+            }
+            if !missing.init.is_empty() {
+                return Err(EngineError::Invocation(format!(
+                    "init values not given: {} (give them with --init NAME=VALUE or `on.cli.init`)",
+                    missing.init.join(", ")
+                )));
+            }
         }
         let sources = plan_sources(
             pipeline,

@@ -35,6 +35,9 @@ pub struct Invocation {
     pub skip: Option<String>,
     /// Every secret value, to be masked wherever output is shown or kept.
     pub secret_values: Vec<String>,
+    /// Vault items (secrets, vars, tokens) nobody gave, each with how to give it: an error
+    /// only if a task that runs reads one.
+    pub unresolved: Vec<(Vec<String>, String)>,
 }
 
 /// The environment of the process, as a lookup (so tests can give their own).
@@ -225,17 +228,73 @@ fn gitlab_event(env: EnvLookup<'_>, checkout: Option<&Checkout>) -> Option<CiEve
     })
 }
 
-/// `STRATA_SECRET_<NAME>` (name upper-cased, `-` as `_`), else the secrets file.
-fn secret_lookup(
-    env: EnvLookup<'_>,
-    file: &BTreeMap<String, String>,
-    name: &str,
-) -> Option<String> {
-    let var = format!(
-        "STRATA_SECRET_{}",
-        name.to_ascii_uppercase().replace(['-', '.'], "_")
-    );
-    env(&var).or_else(|| file.get(name).cloned())
+/// A value a vault holds, as an expression reads it.
+#[derive(Debug, Clone, PartialEq)]
+struct VaultItem {
+    /// Where expressions read it (`vaults.prod.secrets.DB`).
+    path: Vec<String>,
+    /// What it is looked up by: `DB` for a secret or var, the path inside the vault for the
+    /// rest (`github-apps.bot.token`).
+    name: String,
+    /// Secrets, tokens and OIDC tokens are secret; `vars` are not.
+    secret: bool,
+}
+
+impl VaultItem {
+    /// `secrets.N`, `vaults.V.secrets.N`, `vaults.V.vars.N`, `vaults.V.<kind>.…` (GitHub app
+    /// tokens, OIDC tokens, service accounts) and `github-apps.A.…`.
+    fn of(path: &[String]) -> Option<VaultItem> {
+        let item = |path: &[String], name: String, secret| VaultItem {
+            path: path.to_vec(),
+            name,
+            secret,
+        };
+        match path.first().map(String::as_str)? {
+            "secrets" if path.len() >= 2 => Some(item(&path[..2], path[1].clone(), true)),
+            "github-apps" if path.len() >= 2 => Some(item(path, path.join("."), true)),
+            "vaults" if path.len() >= 4 => match path[2].as_str() {
+                "secrets" => Some(item(&path[..4], path[3].clone(), true)),
+                "vars" => Some(item(&path[..4], path[3].clone(), false)),
+                _ => Some(item(path, path[2..].join("."), true)),
+            },
+            _ => None,
+        }
+    }
+
+    /// The variable it is read from: `STRATA_SECRET_<NAME>` or `STRATA_VAR_<NAME>`, the name
+    /// upper-cased with `-` and `.` as `_`.
+    fn variable(&self) -> String {
+        let kind = if self.secret { "SECRET" } else { "VAR" };
+        format!(
+            "STRATA_{kind}_{}",
+            self.name.to_ascii_uppercase().replace(['-', '.'], "_")
+        )
+    }
+
+    /// From its variable, else (secrets) the secrets file; a GitHub app's token falls back to
+    /// `$GITHUB_TOKEN`, the token GitHub Actions gives a job.
+    fn lookup(&self, env: EnvLookup<'_>, file: &BTreeMap<String, String>) -> Option<String> {
+        env(&self.variable())
+            .or_else(|| self.secret.then(|| file.get(&self.name).cloned()).flatten())
+            .or_else(|| {
+                let app_token =
+                    self.name.starts_with("github-apps.") && self.name.ends_with(".token");
+                app_token.then(|| env("GITHUB_TOKEN")).flatten()
+            })
+    }
+
+    fn hint(&self) -> String {
+        if self.secret {
+            format!(
+                "`{}` (set {} or give `{}` in --secrets FILE)",
+                self.path.join("."),
+                self.variable(),
+                self.name
+            )
+        } else {
+            format!("`{}` (set {})", self.path.join("."), self.variable())
+        }
+    }
 }
 
 fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
@@ -255,23 +314,18 @@ fn read_secrets_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
-/// Every secret name the pipeline's expressions read: `secrets.N` and `vaults.V.secrets.N`.
-fn referenced_secrets(texts: &[&Text]) -> Vec<Vec<String>> {
-    let mut out: Vec<Vec<String>> = Vec::new();
+/// Every vault item the pipeline's expressions read.
+fn referenced_vault_items(texts: &[&Text]) -> Vec<VaultItem> {
+    let mut out: Vec<VaultItem> = Vec::new();
     for t in texts {
         let Ok(template) = parse_template(&t.raw) else {
             continue;
         };
         for r in template.references() {
-            let path = match r.path.first().map(String::as_str) {
-                Some("secrets") if r.path.len() >= 2 => r.path[..2].to_vec(),
-                Some("vaults") if r.path.len() >= 4 && r.path[2] == "secrets" => {
-                    r.path[..4].to_vec()
-                }
-                _ => continue,
-            };
-            if !out.contains(&path) {
-                out.push(path);
+            if let Some(item) = VaultItem::of(&r.path)
+                && !out.contains(&item)
+            {
+                out.push(item);
             }
         }
     }
@@ -311,27 +365,23 @@ pub fn invoke(
     let texts = all_texts(pipeline);
     let mut secret_values = Vec::new();
     let mut secret_paths: Vec<Vec<String>> = Vec::new();
-    let mut missing = Vec::new();
+    let mut unresolved = Vec::new();
     scope.mark_secret(&["secrets"]);
-    for path in referenced_secrets(&texts) {
-        let name = path.last().expect("secret paths name a secret").clone();
-        let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        scope.mark_secret(&p);
-        match secret_lookup(env, &file, &name) {
-            Some(v) => {
+    for item in referenced_vault_items(&texts) {
+        let p: Vec<&str> = item.path.iter().map(String::as_str).collect();
+        if item.secret {
+            scope.mark_secret(&p);
+        }
+        match item.lookup(env, &file) {
+            Some(v) if item.secret => {
                 secret_values.push(v.clone());
                 scope.insert_secret(&p, Value::from(v));
-                secret_paths.push(path.clone());
+                secret_paths.push(item.path.clone());
             }
-            None => missing.push(format!(
-                "`{}` (set STRATA_SECRET_{} or give it in --secrets FILE)",
-                p.join("."),
-                name.to_ascii_uppercase().replace(['-', '.'], "_")
-            )),
+            Some(v) => scope.insert(&p, Value::from(v)),
+            // Needed only if a task that runs reads it: see `missing_values`.
+            None => unresolved.push((item.path.clone(), item.hint())),
         }
-    }
-    if !missing.is_empty() {
-        return Err(format!("secrets not given: {}", missing.join(", ")));
     }
     if let Some(token) = env("GITHUB_TOKEN") {
         secret_values.push(token.clone());
@@ -474,6 +524,7 @@ pub fn invoke(
         targets,
         skip,
         secret_values,
+        unresolved,
     })
 }
 
@@ -500,9 +551,27 @@ fn trigger_names(pipeline: &Pipeline) -> String {
     names.join(", ")
 }
 
-/// Init values the wanted tasks read that nobody gave: an error before anything runs.
-pub(crate) fn missing_init(pipeline: &Pipeline, wanted: &[bool], scope: &Scope) -> Vec<String> {
-    let mut missing: Vec<String> = Vec::new();
+/// What the tasks that will run read and nobody gave: init values (unless read with `?.`) and
+/// vault items, each named with where it is read or how to give it.
+pub(crate) struct Missing {
+    pub(crate) init: Vec<String>,
+    pub(crate) vault: Vec<String>,
+}
+
+pub(crate) fn missing_values(
+    pipeline: &Pipeline,
+    wanted: &[bool],
+    invocation: &Invocation,
+) -> Missing {
+    let mut missing = Missing {
+        init: Vec::new(),
+        vault: Vec::new(),
+    };
+    let push = |list: &mut Vec<String>, m: String| {
+        if !list.contains(&m) {
+            list.push(m);
+        }
+    };
     for (i, task) in pipeline.tasks.iter().enumerate() {
         if !wanted[i] {
             continue;
@@ -514,15 +583,18 @@ pub(crate) fn missing_init(pipeline: &Pipeline, wanted: &[bool], scope: &Scope) 
             for r in t.references() {
                 if r.path.first().map(String::as_str) == Some("init")
                     && let Some(name) = r.path.get(1)
-                    && scope.get(&["init", name]).is_none()
+                    && invocation.scope.get(&["init", name]).is_none()
                     && !text.raw[r.offset..].starts_with(&format!("init?.{name}"))
                 {
                     let m = format!(
                         "`init.{name}` (task `{}`, line {})",
                         task.name, text.at.line
                     );
-                    if !missing.contains(&m) {
-                        missing.push(m);
+                    push(&mut missing.init, m);
+                }
+                for (path, hint) in &invocation.unresolved {
+                    if r.path.starts_with(path) {
+                        push(&mut missing.vault, hint.clone());
                     }
                 }
             }
@@ -656,8 +728,43 @@ tasks:
         let r = t.render(&inv.scope).unwrap();
         assert!(r.secret);
         assert_eq!(r.text, "deploy s3cr3t dbpass");
+        // Missing ones are an error only for the tasks that run.
         let none = |_: &str| None;
-        let err = invoke(&p, None, &InvocationOptions::default(), &none).unwrap_err();
-        assert!(err.contains("STRATA_SECRET_API_KEY"), "{err}");
+        let inv = invoke(&p, None, &InvocationOptions::default(), &none).unwrap();
+        let missing = missing_values(&p, &[true], &inv);
+        assert!(
+            missing.vault[0].contains("STRATA_SECRET_API_KEY"),
+            "{:?}",
+            missing.vault
+        );
+        assert!(missing_values(&p, &[false], &inv).vault.is_empty());
+    }
+
+    #[test]
+    fn vault_vars_tokens_and_github_apps() {
+        let p = pipeline(
+            "tasks:\n  - key: a\n    run: echo ${{ vaults.v.vars.region }} ${{ github-apps.my-bot.token }} ${{ vaults.v.github-apps.other.token }} ${{ vaults.v.oidc.aws }}\n",
+        );
+        let env = |k: &str| match k {
+            "STRATA_VAR_REGION" => Some("eu-west-1".to_string()),
+            "STRATA_SECRET_GITHUB_APPS_MY_BOT_TOKEN" => Some("app-token".to_string()),
+            "GITHUB_TOKEN" => Some("job-token".to_string()),
+            "STRATA_SECRET_OIDC_AWS" => Some("oidc-jwt".to_string()),
+            _ => None,
+        };
+        let inv = invoke(&p, None, &InvocationOptions::default(), &env).unwrap();
+        let t = parse_template(&p.tasks[0].run.raw).unwrap();
+        let r = t.render(&inv.scope).unwrap();
+        assert_eq!(r.text, "echo eu-west-1 app-token job-token oidc-jwt");
+        assert!(r.secret);
+        // A var is not secret: keyed and shown as it is.
+        let var = parse_template("${{ vaults.v.vars.region }}").unwrap();
+        assert!(!var.render(&inv.scope).unwrap().secret);
+        assert!(!inv.secret_values.contains(&"eu-west-1".to_string()));
+        let missing = |_: &str| None;
+        let inv = invoke(&p, None, &InvocationOptions::default(), &missing).unwrap();
+        let m = missing_values(&p, &[true], &inv).vault.join("\n");
+        assert!(m.contains("STRATA_VAR_REGION"), "{m}");
+        assert!(m.contains("STRATA_SECRET_OIDC_AWS"), "{m}");
     }
 }

@@ -8,7 +8,16 @@ use crate::model::{Pipeline, TaskName, Text, Unsupported};
 
 /// The namespaces an expression may start with.
 pub const NAMESPACES: &[&str] = &[
-    "init", "run", "event", "github", "tasks", "secrets", "vaults", "parallel", "params",
+    "init",
+    "run",
+    "event",
+    "github",
+    "tasks",
+    "secrets",
+    "vaults",
+    "github-apps",
+    "parallel",
+    "params",
 ];
 /// What `run.*` holds.
 pub const RUN_FIELDS: &[&str] = &["dir", "mint-dir", "id", "title", "definition-path"];
@@ -130,7 +139,15 @@ pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut
                 text,
                 source,
                 errors,
-                &["event", "github", "init", "run", "secrets", "vaults"],
+                &[
+                    "event",
+                    "github",
+                    "init",
+                    "run",
+                    "secrets",
+                    "vaults",
+                    "github-apps",
+                ],
             );
         }
     }
@@ -139,7 +156,7 @@ pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut
             text,
             source,
             errors,
-            &["event", "github", "run", "secrets", "vaults"],
+            &["event", "github", "run", "secrets", "vaults", "github-apps"],
         );
     }
     for (task, deps) in pipeline.tasks.iter_mut().zip(value_deps) {
