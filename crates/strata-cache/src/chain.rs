@@ -56,6 +56,49 @@ pub struct Restored {
     pub bytes: u64,
 }
 
+/// Why a remote entry could not be restored. Only [`RestoreError::Corrupt`] and
+/// [`RestoreError::Missing`] say something about the entry itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// What the remote holds is wrong: a blob that does not match its digest, an archive that is
+    /// malformed or unsafe, or one that unpacks to another tree than its entry names.
+    #[error("cache {location} holds a corrupt entry: {what}")]
+    Corrupt { location: String, what: String },
+    /// A blob the entry names is not there (removed by a clean-up).
+    #[error("cache {location} has lost blob {digest}")]
+    Missing { location: String, digest: OciDigest },
+    /// Talking to the remote failed: unreachable, an error answer, a download that broke off.
+    #[error(transparent)]
+    Transport(BackendError),
+    /// This machine's cache could not be written.
+    #[error("local cache {cache} failed to {action}: {message}")]
+    Local {
+        cache: String,
+        action: String,
+        message: String,
+    },
+}
+
+impl RestoreError {
+    fn from_backend(e: BackendError) -> RestoreError {
+        match e {
+            BackendError::Corrupt { location, digest } => RestoreError::Corrupt {
+                location,
+                what: format!("blob {digest} does not match its digest"),
+            },
+            other => RestoreError::Transport(other),
+        }
+    }
+
+    /// Whether the entry itself is broken, so that it is not asked for again for a while.
+    pub fn condemns_entry(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::Corrupt { .. } | RestoreError::Missing { .. }
+        )
+    }
+}
+
 /// Failures are reported through `warn`; the caller decides nothing more.
 pub type Warn<'a> = &'a (dyn Fn(&BackendError) + Sync);
 
@@ -135,8 +178,10 @@ impl CacheChain {
     }
 
     /// Makes a remote entry a local one: downloads, verifies and unpacks its layer (streamed: no
-    /// temporary archive), fetches its log, and writes the entry into the local index.
-    /// `progress` is called with the bytes downloaded so far.
+    /// temporary archive), checks that it unpacked to the tree its entry names, fetches its
+    /// log, and writes the entry into the local index. `progress` is called with the bytes
+    /// downloaded so far. A transport failure also leaves the remote out for the rest of the
+    /// run.
     pub fn restore(
         &self,
         local: &LocalCache,
@@ -144,28 +189,51 @@ impl CacheChain {
         entry: &RemoteEntry,
         pipeline: &str,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Restored, BackendError> {
+    ) -> Result<Restored, RestoreError> {
+        let result = self.restore_from(local, remote, entry, pipeline, progress);
+        if let Err(RestoreError::Transport(_)) = &result {
+            self.remotes[remote].down.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn restore_from(
+        &self,
+        local: &LocalCache,
+        remote: usize,
+        entry: &RemoteEntry,
+        pipeline: &str,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Restored, RestoreError> {
         let backend = &self.remotes[remote].backend;
         let location = backend.location();
-        let local_err = |action: &str, e: &dyn std::error::Error| BackendError::Failed {
-            location: format!("local cache {}", local.root().display()),
+        let local_err = |action: &str, e: &dyn std::error::Error| RestoreError::Local {
+            cache: local.root().display().to_string(),
             action: action.to_string(),
             message: error_chain(e),
         };
+        let corrupt = |what: String| RestoreError::Corrupt {
+            location: location.clone(),
+            what,
+        };
         let mut bytes = 0;
-        if !local.has_layer(&entry.layer) {
-            let blob =
-                backend
-                    .get_blob(&entry.archive.digest)?
-                    .ok_or_else(|| BackendError::Failed {
-                        location: location.clone(),
-                        action: "read a layer".into(),
-                        message: format!("blob {} is missing", entry.archive.digest),
-                    })?;
+        // A layer already here is used only if it is verified (a name alone is never trusted).
+        let present = local
+            .verified_layer(&entry.layer)
+            .map_err(|e| local_err("check a layer", &e))?;
+        if !present {
+            let blob = backend
+                .get_blob(&entry.archive.digest)
+                .map_err(RestoreError::from_backend)?
+                .ok_or_else(|| RestoreError::Missing {
+                    location: location.clone(),
+                    digest: entry.archive.digest,
+                })?;
             let dir = local
                 .import_dir()
                 .map_err(|e| local_err("make an import directory", &e))?;
             let counted = Progress::new(blob, progress);
+            let stream_failed = counted.failed.clone();
             // The blob's digest is checked, and the entry is what names it: its diff_id is kept
             // as recorded (for images built from it), not recomputed.
             let expected = Expected {
@@ -177,23 +245,46 @@ impl CacheChain {
                 Ok(a) => a,
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&dir);
-                    return Err(match e {
-                        strata_oci::ApplyError::DigestMismatch { .. } => BackendError::Corrupt {
+                    let failed = stream_failed.lock().expect("stream lock").take();
+                    return Err(match (e, failed) {
+                        // The download broke off: nothing says the blob is bad.
+                        (_, Some(cause)) => RestoreError::Transport(BackendError::Unreachable {
                             location,
-                            digest: entry.archive.digest,
-                        },
-                        other => BackendError::Failed {
-                            location,
-                            action: format!("restore layer {}", entry.layer.short()),
-                            message: error_chain(&other),
-                        },
+                            message: format!(
+                                "the download of {} broke off: {cause}",
+                                entry.archive.digest
+                            ),
+                        }),
+                        (e @ strata_oci::ApplyError::Io { .. }, None) => {
+                            local_err(&format!("unpack layer {}", entry.layer.short()), &e)
+                        }
+                        (strata_oci::ApplyError::DigestMismatch { .. }, None) => corrupt(format!(
+                            "blob {} does not match its digest",
+                            entry.archive.digest
+                        )),
+                        // The whole blob arrived and is not a valid or safe archive.
+                        (other, None) => corrupt(format!(
+                            "layer archive {}: {}",
+                            entry.archive.digest,
+                            error_chain(&other)
+                        )),
                     });
                 }
             };
             bytes = applied.size;
-            local
-                .publish_layer(&dir, &entry.layer)
-                .map_err(|e| local_err("publish a layer", &e))?;
+            // The archive matched its digest, but the entry names the tree it must unpack to:
+            // an archive swapped in (digests updated, layer name kept) is caught here.
+            match local.publish_layer(&dir, Some(&entry.layer)) {
+                Ok(_) => {}
+                Err(strata_store::StoreError::LayerMismatch { found, .. }) => {
+                    return Err(corrupt(format!(
+                        "its archive unpacks to layer {}, not the {} its entry names",
+                        found.short(),
+                        entry.layer.short()
+                    )));
+                }
+                Err(e) => return Err(local_err("publish a layer", &e)),
+            }
         }
         let _ = local.record_archive(
             &entry.layer,
@@ -228,27 +319,29 @@ impl CacheChain {
         &self,
         backend: &dyn CacheBackend,
         blob: &BlobRef,
-    ) -> Result<Vec<u8>, BackendError> {
+    ) -> Result<Vec<u8>, RestoreError> {
         let mut reader = backend
-            .get_blob(&blob.digest)?
-            .ok_or_else(|| BackendError::Failed {
+            .get_blob(&blob.digest)
+            .map_err(RestoreError::from_backend)?
+            .ok_or_else(|| RestoreError::Missing {
                 location: backend.location(),
-                action: "read a log".into(),
-                message: format!("blob {} is missing", blob.digest),
+                digest: blob.digest,
             })?;
         let mut bytes = Vec::new();
         reader
             .by_ref()
             .take(blob.size + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| BackendError::Unreachable {
-                location: backend.location(),
-                message: e.to_string(),
+            .map_err(|e| {
+                RestoreError::Transport(BackendError::Unreachable {
+                    location: backend.location(),
+                    message: e.to_string(),
+                })
             })?;
         if OciDigest::of(&bytes) != blob.digest {
-            return Err(BackendError::Corrupt {
+            return Err(RestoreError::Corrupt {
                 location: backend.location(),
-                digest: blob.digest,
+                what: format!("blob {} does not match its digest", blob.digest),
             });
         }
         Ok(bytes)
@@ -509,6 +602,8 @@ struct Progress<'a, R> {
     bytes: u64,
     last: std::time::Instant,
     report: &'a (dyn Fn(u64) + Sync),
+    /// Why reading the download failed, if it did: the stream, not its content, is to blame.
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl<'a, R> Progress<'a, R> {
@@ -518,13 +613,16 @@ impl<'a, R> Progress<'a, R> {
             bytes: 0,
             last: std::time::Instant::now(),
             report,
+            failed: Default::default(),
         }
     }
 }
 
 impl<R: Read> Read for Progress<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|e| {
+            *self.failed.lock().expect("stream lock") = Some(e.to_string());
+        })?;
         self.bytes += n as u64;
         if n == 0 || self.last.elapsed() > Duration::from_millis(200) {
             self.last = std::time::Instant::now();

@@ -318,9 +318,7 @@ fn pull(
                                 digest: desc.digest,
                                 source: Box::new(source),
                             })?;
-                        let layer = strata_key::tree_digest(&dir)
-                            .map_err(|e| store_err(strata_store::StoreError::Tree(e)))?;
-                        local.publish_layer(&dir, &layer).map_err(store_err)?;
+                        let layer = local.publish_layer(&dir, None).map_err(store_err)?;
                         local
                             .record_archive(
                                 &layer,

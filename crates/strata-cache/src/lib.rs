@@ -24,7 +24,7 @@ mod spec;
 pub use backend::{
     Access, BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, ReadOnly,
 };
-pub use chain::{CacheChain, Publication, Published, Remote, Restored};
+pub use chain::{CacheChain, Publication, Published, Remote, RestoreError, Restored};
 pub use dir::DirBackend;
 pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
 pub use image::{ImageError, ImageSource, PulledImage, pull_image};

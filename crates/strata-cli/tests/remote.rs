@@ -414,3 +414,109 @@ fn an_entry_whose_layer_was_cleaned_up_is_a_miss() {
     );
     assert_eq!(counter.take(), vec!["deps", "lint"]);
 }
+
+/// The entry document of `task` in a directory cache, and its path.
+fn entry_of(remote: &Path, task: &str) -> (std::path::PathBuf, serde_json::Value) {
+    for path in walk_files(&remote.join("entries")) {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if doc["task"] == task {
+            return (path.into(), doc);
+        }
+    }
+    panic!("no entry for {task} in {}", remote.display());
+}
+
+#[test]
+fn a_swapped_archive_is_caught_by_the_layer_digest_and_never_applied() {
+    // An entry whose archive was replaced by another valid one — archive digest, size and
+    // diff_id updated to match, the layer name kept — passes every blob check. The tree the
+    // archive unpacks to must still be the layer the entry names.
+    let (remote_dir, url, f, counter) = published_to_a_directory();
+    let (deps_path, mut deps) = entry_of(remote_dir.path(), "deps");
+    let (_, lint) = entry_of(remote_dir.path(), "lint");
+    let claimed = deps["layer"].as_str().unwrap().to_string();
+    deps["archive"] = lint["archive"].clone();
+    std::fs::write(&deps_path, serde_json::to_vec(&deps).unwrap()).unwrap();
+
+    let b = Machine::new();
+    let r = run(&f, b.cache.path(), &url, &["--target", "lint"]);
+    let warning = r
+        .events
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.contains("`deps`"))
+        .unwrap_or_else(|| panic!("no warning about deps: {:?}", r.events))
+        .to_string();
+    assert!(
+        warning.contains("corrupt") && warning.contains("not the"),
+        "{warning}"
+    );
+    assert!(
+        !b.cache.path().join("layers").join(&claimed).exists(),
+        "the swapped archive was published under the claimed layer name"
+    );
+    counter.take();
+    // The next run builds deps itself, and its honest layer takes the name.
+    let r = run(&f, b.cache.path(), &url, &["--target", "lint"]);
+    assert_eq!(r.code, 0, "{:?}", r.events);
+    assert_eq!(r.status("deps"), "ran");
+    assert!(counter.take().contains(&"deps".to_string()));
+}
+
+#[test]
+fn sockets_and_opaque_dirs_make_the_same_layer_on_both_machines() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote_dir.path().display());
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        r#"tasks:
+  - key: base
+    run: mkdir -p /opt/tree/old && touch /opt/tree/old/a
+  - key: odd
+    use: [base]
+    run: |
+      perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Type=>SOCK_STREAM(), Local=>"/opt/agent.sock", Listen=>1) or die'
+      test -S /opt/agent.sock
+      rm -rf /opt/tree && mkdir -p /opt/tree && touch /opt/tree/new
+  - key: after
+    use: [odd]
+    run: ls /opt/tree > /opt/listing
+"#,
+    );
+    let a = run(&f, f.cache.path(), &url, &[]);
+    assert_eq!(a.code, 0, "{}\n{:?}", a.stderr, a.events);
+    let (_, entry) = entry_of(remote_dir.path(), "odd");
+    let odd_layer = entry["layer"].as_str().unwrap();
+    // The socket is not part of the layer on this machine either.
+    let local = f.cache.path().join("layers").join(odd_layer);
+    assert!(local.join("opt/tree").is_dir());
+    assert!(
+        !local.join("opt/agent.sock").exists(),
+        "the socket stayed in the local layer"
+    );
+
+    // Another machine restores the same tree: it verifies, and nothing is rebuilt.
+    let b = Machine::new();
+    let r = run(&f, b.cache.path(), &url, &[]);
+    assert_eq!(r.code, 0, "{:?}", r.events);
+    let warnings: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for t in ["base", "odd", "after"] {
+        assert_eq!(r.status(t), "cached", "{t}: {:?}", r.events);
+    }
+    assert!(
+        b.cache
+            .path()
+            .join("layers")
+            .join(odd_layer)
+            .join("opt/tree/new")
+            .exists()
+    );
+}

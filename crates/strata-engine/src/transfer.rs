@@ -126,11 +126,11 @@ pub(crate) fn start_restore<'scope, 'env>(
                 Ok(())
             }
             Err(e) => {
-                // A broken entry (a blob missing or corrupt) is not asked for again; an
-                // unreachable server may be back next time.
+                // A broken entry (a blob missing or corrupt) is not asked for again for a while;
+                // a server that failed to answer may be back next time.
                 let location = ctx.remotes.remotes()[remote].location();
                 let remembered =
-                    !e.is_unreachable() && ctx.cache.mark_unusable(&entry.key, &location).is_ok();
+                    e.condemns_entry() && ctx.cache.mark_unusable(&entry.key, &location).is_ok();
                 let next = if remembered {
                     "; the next run will build it instead"
                 } else {
@@ -213,7 +213,8 @@ pub(crate) fn remote_lookup(
     let warn = warn_with(reporter);
     ctx.remotes.lookup(
         key,
-        &|location| ctx.cache.is_unusable(key, location),
+        // An index that cannot say is not a reason to skip the shared cache.
+        &|location| ctx.cache.is_unusable(key, location).unwrap_or(false),
         &|layer| ctx.cache.has_layer(layer),
         &warn,
     )

@@ -1,8 +1,14 @@
 //! Content digest of a directory tree, as used for layers and `rootfs` bases. Two trees have the
 //! same digest when they hold the same paths with the same kinds, modes, owners, contents, link
 //! targets, device numbers (overlay whiteouts are 0/0 character devices) and xattrs (overlay's
-//! bookkeeping xattrs aside, but its opaque marker kept). Timestamps are left out on purpose: a
-//! task that re-runs and writes the same files must produce the same layer.
+//! bookkeeping xattrs aside, but its opaque marker `y` kept). Timestamps are left out on purpose:
+//! a task that re-runs and writes the same files must produce the same layer.
+//!
+//! The digest covers exactly what a layer archive carries, so that a layer restored from its
+//! archive on another machine has the digest of the original: Unix sockets (which tar cannot
+//! hold, and which mean nothing once the process that bound them is gone) are not part of a
+//! layer — [`tree_digest_listing_sockets`] names them so a commit can remove them — and of
+//! overlay's xattrs only the opaque marker with the value `y` (an archive's `.wh..wh..opq`).
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -31,15 +37,21 @@ fn err(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
 /// (it fixes the order); the records — file contents and xattrs being the costly part — are
 /// computed on all CPUs, then fed to the hasher in order.
 pub fn tree_digest(root: &Path) -> Result<LayerDigest, TreeError> {
+    tree_digest_listing_sockets(root).map(|(digest, _)| digest)
+}
+
+/// The same, also naming the Unix sockets under `root`, which the digest leaves out.
+pub fn tree_digest_listing_sockets(root: &Path) -> Result<(LayerDigest, Vec<PathBuf>), TreeError> {
     let mut items = Vec::new();
-    collect(root, "", &mut items)?;
+    let mut sockets = Vec::new();
+    collect(root, "", &mut items, &mut sockets)?;
     let records = records_in_parallel(&items)?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"strata-tree-v1\0");
     for r in &records {
         hasher.update(r);
     }
-    Ok(LayerDigest::from_hash(hasher.finalize()))
+    Ok((LayerDigest::from_hash(hasher.finalize()), sockets))
 }
 
 pub(crate) fn hash_file(path: &Path) -> Result<ContentDigest, TreeError> {
@@ -56,7 +68,12 @@ struct Item {
 }
 
 /// Every entry under `dir`, each directory followed by its contents, names sorted.
-fn collect(dir: &Path, rel: &str, items: &mut Vec<Item>) -> Result<(), TreeError> {
+fn collect(
+    dir: &Path,
+    rel: &str,
+    items: &mut Vec<Item>,
+    sockets: &mut Vec<PathBuf>,
+) -> Result<(), TreeError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(err(dir))?
         .collect::<Result<_, _>>()
@@ -66,6 +83,10 @@ fn collect(dir: &Path, rel: &str, items: &mut Vec<Item>) -> Result<(), TreeError
         let path = entry.path();
         let rel = format!("{rel}/{}", entry.file_name().to_string_lossy());
         let meta = std::fs::symlink_metadata(&path).map_err(err(&path))?;
+        if meta.file_type().is_socket() {
+            sockets.push(path);
+            continue;
+        }
         let is_dir = meta.file_type().is_dir();
         items.push(Item {
             rel: rel.clone(),
@@ -73,7 +94,7 @@ fn collect(dir: &Path, rel: &str, items: &mut Vec<Item>) -> Result<(), TreeError
             meta,
         });
         if is_dir {
-            collect(&path, &rel, items)?;
+            collect(&path, &rel, items, sockets)?;
         }
     }
     Ok(())
@@ -142,18 +163,19 @@ fn record(item: &Item) -> Result<Vec<u8>, TreeError> {
     } else if ft.is_char_device() || ft.is_block_device() {
         let kind = if ft.is_char_device() { 'c' } else { 'b' };
         out.extend_from_slice(format!("{kind} {}\0", meta.rdev()).as_bytes());
-    } else if ft.is_fifo() {
-        out.extend_from_slice(b"p\0");
     } else {
-        out.extend_from_slice(b"s\0");
+        // A fifo: sockets are left out by `collect`.
+        out.extend_from_slice(b"p\0");
     }
     xattr_record(path, &mut out)?;
     Ok(out)
 }
 
+const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+
 /// Overlay's bookkeeping xattrs that describe how a file was copied up, not what it is.
 fn is_bookkeeping_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") && name != b"trusted.overlay.opaque"
+    name.starts_with(b"trusted.overlay.") && name != OPAQUE_XATTR
 }
 
 fn xattr_record(path: &Path, out: &mut Vec<u8>) -> Result<(), TreeError> {
@@ -173,6 +195,10 @@ fn xattr_record(path: &Path, out: &mut Vec<u8>) -> Result<(), TreeError> {
         let mut value = vec![0u8; 65536];
         let len = rustix::fs::lgetxattr(path, cname.as_c_str(), &mut value)
             .map_err(|e| err(path)(e.into()))?;
+        // Only an opaque directory (`y`) is what an archive's opaque marker carries.
+        if name == OPAQUE_XATTR && &value[..len] != b"y" {
+            continue;
+        }
         out.extend_from_slice(b"x ");
         out.extend_from_slice(name);
         out.push(b'=');

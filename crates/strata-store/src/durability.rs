@@ -34,7 +34,7 @@ pub(crate) fn boot_id() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -21,6 +21,11 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("layer content does not match its name: expected {expected}, found {found}")]
+    LayerMismatch {
+        expected: strata_key::LayerDigest,
+        found: strata_key::LayerDigest,
+    },
     #[error("failed to hash layer")]
     Tree(#[from] strata_key::TreeError),
     #[error("workspace file {path} changed while it was being captured")]

@@ -10,6 +10,9 @@ use strata_key::{CacheKey, LayerDigest};
 use crate::error::{StoreError, io};
 use crate::local::LocalCache;
 
+/// How long an entry of a shared cache found broken is not asked for again.
+pub const BROKEN_ENTRY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The OCI archive a layer was last shipped as (digests in `sha256:<hex>` form).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveRecord {
@@ -27,20 +30,33 @@ impl LocalCache {
         Ok(dir)
     }
 
-    /// Publishes a completely unpacked layer under `digest`. When the cache already has it, the
-    /// new copy is removed.
-    pub fn publish_layer(&self, dir: &Path, digest: &LayerDigest) -> Result<(), StoreError> {
-        let dest = self.layer_path(digest);
-        if dest.exists() {
+    /// Publishes a completely unpacked layer: hashes it, checks the digest against `expected`
+    /// when the sender named one (a mismatch removes the directory and is
+    /// [`StoreError::LayerMismatch`]), and places it under its digest, which it returns. When the
+    /// cache already has a verified layer with this content, the new copy is removed.
+    pub fn publish_layer(
+        &self,
+        dir: &Path,
+        expected: Option<&LayerDigest>,
+    ) -> Result<LayerDigest, StoreError> {
+        let found = match strata_key::tree_digest(dir) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(dir);
+                return Err(e.into());
+            }
+        };
+        if let Some(expected) = expected
+            && *expected != found
+        {
             std::fs::remove_dir_all(dir).map_err(io(dir))?;
-            return Ok(());
+            return Err(StoreError::LayerMismatch {
+                expected: *expected,
+                found,
+            });
         }
-        self.note_unsynced(&format!("layers/{}", digest.to_hex()))?;
-        match std::fs::rename(dir, &dest) {
-            Ok(()) => Ok(()),
-            Err(_) if dest.is_dir() => std::fs::remove_dir_all(dir).map_err(io(dir)),
-            Err(e) => Err(io(&dest)(e)),
-        }
+        self.place_layer(dir, &found)?;
+        Ok(found)
     }
 
     /// A path under the cache's `tmp/` for a temporary file (same filesystem as the cache).
@@ -145,29 +161,39 @@ impl LocalCache {
             .map(|ls| (ls, config)))
     }
 
-    /// Remembers that the entry for `key` in the shared cache at `location` could not be
-    /// restored (a blob missing or corrupt), so that later runs build the task instead.
+    /// Remembers that the entry for `key` in the shared cache at `location` is broken (a blob
+    /// missing or corrupt), so that runs in the next [`BROKEN_ENTRY_TTL`] build the task instead
+    /// of downloading it again. The mark expires: someone may repair the shared cache.
     pub fn mark_unusable(&self, key: &CacheKey, location: &str) -> Result<(), StoreError> {
+        let now = crate::durability::now_ms();
         let db = self.db.lock().expect("index lock poisoned");
         db.execute(
-            "INSERT OR REPLACE INTO unusable_remote (key, location) VALUES (?1, ?2)",
-            params![key.to_hex(), location],
+            "DELETE FROM broken_remote_entries WHERE until_ms <= ?1",
+            params![now],
         )
-        .map_err(self.index_err("record an unusable shared entry"))?;
+        .map_err(self.index_err("forget expired broken shared entries"))?;
+        db.execute(
+            "INSERT OR REPLACE INTO broken_remote_entries (key, location, until_ms) VALUES (?1, ?2, ?3)",
+            params![
+                key.to_hex(),
+                location,
+                now + BROKEN_ENTRY_TTL.as_millis() as i64
+            ],
+        )
+        .map_err(self.index_err("record a broken shared entry"))?;
         Ok(())
     }
 
-    pub fn is_unusable(&self, key: &CacheKey, location: &str) -> bool {
+    pub fn is_unusable(&self, key: &CacheKey, location: &str) -> Result<bool, StoreError> {
         let db = self.db.lock().expect("index lock poisoned");
         db.query_row(
-            "SELECT 1 FROM unusable_remote WHERE key = ?1 AND location = ?2",
-            params![key.to_hex(), location],
+            "SELECT 1 FROM broken_remote_entries WHERE key = ?1 AND location = ?2 AND until_ms > ?3",
+            params![key.to_hex(), location, crate::durability::now_ms()],
             |_| Ok(()),
         )
         .optional()
-        .ok()
-        .flatten()
-        .is_some()
+        .map(|found| found.is_some())
+        .map_err(self.index_err("read broken shared entries"))
     }
 
     /// Remembers which manifest an image reference resolved to, for runs without the registry.

@@ -42,9 +42,11 @@ CREATE TABLE IF NOT EXISTS image_tags (
     reference TEXT PRIMARY KEY,
     manifest TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS unusable_remote (
+DROP TABLE IF EXISTS unusable_remote;
+CREATE TABLE IF NOT EXISTS broken_remote_entries (
     key TEXT NOT NULL,
     location TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
     PRIMARY KEY (key, location)
 );
 CREATE TABLE IF NOT EXISTS unsynced (
@@ -56,6 +58,9 @@ CREATE TABLE IF NOT EXISTS unsynced (
 CREATE TABLE IF NOT EXISTS workspaces (
     digest TEXT PRIMARY KEY,
     files TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verified_layers (
+    digest TEXT PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS bases (
     id TEXT PRIMARY KEY,

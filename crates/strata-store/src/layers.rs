@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rusqlite::{OptionalExtension, params};
 use strata_key::{LayerDigest, tree_digest};
 
 use crate::error::{StoreError, io};
@@ -46,24 +47,79 @@ impl LocalCache {
     }
 
     /// Publishes the finished upper directory `upper` as a layer and returns its digest. The
-    /// directory is moved, not copied; when the cache already has a layer with this content,
-    /// `upper` is removed and the existing layer kept.
+    /// directory is moved, not copied; when the cache already has a verified layer with this
+    /// content, `upper` is removed and the existing layer kept.
+    /// Unix sockets a task left are not part of its layer (an archive cannot carry them):
+    /// they are removed, so that this machine's layer is the tree every other machine restores.
     pub fn commit(&self, upper: &Path) -> Result<LayerDigest, StoreError> {
-        let digest = tree_digest(upper)?;
-        let dest = self.layer_path(&digest);
-        if dest.exists() {
-            std::fs::remove_dir_all(upper).map_err(io(upper))?;
-            return Ok(digest);
+        let (digest, sockets) = strata_key::tree_digest_listing_sockets(upper)?;
+        for socket in sockets {
+            std::fs::remove_file(&socket).map_err(io(&socket))?;
+        }
+        self.place_layer(upper, &digest)?;
+        Ok(digest)
+    }
+
+    /// Moves the hashed directory `dir` to `layers/<digest>` and records it as verified. A
+    /// layer already there is trusted only if it is recorded as verified, or hashes to its name
+    /// now; otherwise it is replaced: a name alone is never trusted.
+    pub(crate) fn place_layer(&self, dir: &Path, digest: &LayerDigest) -> Result<(), StoreError> {
+        let dest = self.layer_path(digest);
+        if dest.exists() && self.verified_layer(digest)? {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+            return Ok(());
         }
         self.note_unsynced(&format!("layers/{}", digest.to_hex()))?;
-        match std::fs::rename(upper, &dest) {
-            Ok(()) => Ok(digest),
-            // Another process committed the same content first.
-            Err(_) if dest.is_dir() => {
-                std::fs::remove_dir_all(upper).map_err(io(upper))?;
-                Ok(digest)
-            }
-            Err(e) => Err(io(&dest)(e)),
+        match std::fs::rename(dir, &dest) {
+            Ok(()) => {}
+            // Another process placed the same content first (and verified it).
+            Err(_) if dest.is_dir() => std::fs::remove_dir_all(dir).map_err(io(dir))?,
+            Err(e) => return Err(io(&dest)(e)),
         }
+        self.record_verified(digest)
+    }
+
+    /// Whether `layers/<digest>` exists and holds what its name says: recorded as verified when
+    /// it entered the cache, or hashed now (a layer from before verification was recorded, or
+    /// put there by something else) and recorded. A layer that does not match is removed.
+    pub fn verified_layer(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
+        let dest = self.layer_path(digest);
+        if !dest.is_dir() {
+            return Ok(false);
+        }
+        if self.is_recorded_verified(digest)? {
+            return Ok(true);
+        }
+        if tree_digest(&dest)? == *digest {
+            self.record_verified(digest)?;
+            return Ok(true);
+        }
+        // Moved aside first, so that no reader ever finds a half-removed layer under the name.
+        let aside = self.tmp_path("bad-layer");
+        std::fs::rename(&dest, &aside).map_err(io(&dest))?;
+        std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
+        Ok(false)
+    }
+
+    fn is_recorded_verified(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.query_row(
+            "SELECT 1 FROM verified_layers WHERE digest = ?1",
+            params![digest.to_hex()],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|found| found.is_some())
+        .map_err(self.index_err("read a layer record"))
+    }
+
+    fn record_verified(&self, digest: &LayerDigest) -> Result<(), StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "INSERT OR IGNORE INTO verified_layers (digest) VALUES (?1)",
+            params![digest.to_hex()],
+        )
+        .map(drop)
+        .map_err(self.index_err("record a verified layer"))
     }
 }

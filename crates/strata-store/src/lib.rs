@@ -18,7 +18,7 @@ mod local;
 mod runs;
 
 pub use error::StoreError;
-pub use import::ArchiveRecord;
+pub use import::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
 pub use local::{LocalCache, default_cache_dir};

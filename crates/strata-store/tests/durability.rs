@@ -174,3 +174,41 @@ fn settling_a_cache_by_its_path_forgets_what_it_flushed_and_leaves_a_missing_one
     LocalCache::settle_at(&gone).unwrap();
     assert!(!gone.exists(), "settling recreated a deleted cache");
 }
+
+#[test]
+fn a_layer_is_trusted_by_its_verification_not_by_its_name() {
+    // Something put a directory under the name of a layer it does not hold (a restore by an
+    // older version, a hand edit): the task that really produces that layer replaces it.
+    let root = tempfile::tempdir().unwrap();
+    let cache = LocalCache::open(root.path()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let honest = scratch.path().join("honest");
+    std::fs::create_dir_all(&honest).unwrap();
+    std::fs::write(honest.join("out"), "the real output").unwrap();
+    let digest = strata_key::tree_digest(&honest).unwrap();
+    let squatter = cache.layer_path(&digest);
+    std::fs::create_dir_all(&squatter).unwrap();
+    std::fs::write(squatter.join("out"), "poison").unwrap();
+
+    assert!(
+        !cache.verified_layer(&digest).unwrap(),
+        "the squatter was trusted"
+    );
+    assert!(!squatter.exists(), "the squatter was not removed");
+    std::fs::create_dir_all(&squatter).unwrap();
+    std::fs::write(squatter.join("out"), "poison").unwrap();
+    assert_eq!(cache.commit(&honest).unwrap(), digest);
+    assert_eq!(
+        std::fs::read_to_string(squatter.join("out")).unwrap(),
+        "the real output"
+    );
+    // Verified once: later checks are a lookup, not a hash.
+    assert!(cache.verified_layer(&digest).unwrap());
+
+    // An import that does not unpack to the layer it claims is refused and removed.
+    let import = cache.import_dir().unwrap();
+    std::fs::write(import.join("out"), "something else").unwrap();
+    let err = cache.publish_layer(&import, Some(&digest)).unwrap_err();
+    assert!(err.to_string().contains("does not match its name"), "{err}");
+    assert!(!import.exists());
+}
