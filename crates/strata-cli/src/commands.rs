@@ -70,8 +70,43 @@ fn find_pipeline(file: Option<PathBuf>) -> Result<PathBuf, CliError> {
 fn load(file: Option<PathBuf>) -> Result<Pipeline, CliError> {
     let path = find_pipeline(file)?;
     let path = std::fs::canonicalize(&path).unwrap_or(path);
-    strata_pipeline::load(&path)
-        .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))
+    let pipeline = strata_pipeline::load(&path)
+        .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))?;
+    check_references(&pipeline)?;
+    Ok(pipeline)
+}
+
+/// The base image reference and the shared caches a file names, read by the same parsers a run
+/// uses (offline: nothing is contacted), so that `check` refuses what `run` would.
+fn check_references(pipeline: &Pipeline) -> Result<(), CliError> {
+    use strata_pipeline::{Diagnostic, Diagnostics, Location};
+    let mut errors = Vec::new();
+    if let strata_pipeline::Base::Image(reference) = &pipeline.base {
+        let dir = pipeline.path.parent().unwrap_or(std::path::Path::new("."));
+        if let Err(e) = strata_cache::ImageSource::parse(reference, dir) {
+            let at = pipeline.base_at.unwrap_or(Location { line: 1, column: 1 });
+            errors.push(
+                Diagnostic::new(at, 1, format!("`base.image`: {e}"))
+                    .with_help("write `registry/repository[:tag][@sha256:...]` or `oci:DIR[:TAG]`"),
+            );
+        }
+    }
+    for decl in &pipeline.caches {
+        let parsed = strata_cache::parse_spec(&decl.spec)
+            .and_then(|spec| strata_cache::open_backend(&spec).map(drop));
+        if let Err(e) = parsed {
+            errors.push(Diagnostic::new(
+                decl.at,
+                decl.spec.len().max(1),
+                format!("shared cache: {e}"),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let d = Diagnostics::new(&pipeline.path, &pipeline.source_text, errors);
+    Err(CliError::bad_input(d.to_string().trim_end().to_string()))
 }
 
 fn require_root() -> Result<(), CliError> {
@@ -92,8 +127,18 @@ struct Session {
     remotes: CacheChain,
 }
 
-fn open(file: Option<PathBuf>, args: &PipelineArgs) -> Result<Session, CliError> {
+/// Loads the pipeline, checks that the `tasks` named on the command line exist, and only then
+/// opens the cache: a mistake touches nothing.
+fn open(file: Option<PathBuf>, args: &PipelineArgs, tasks: &[String]) -> Result<Session, CliError> {
     let pipeline = load(file)?;
+    for task in tasks {
+        if pipeline.task(task).is_none() {
+            return Err(CliError::bad_input(format!(
+                "error: no task named `{task}` in {}",
+                pipeline.path.display()
+            )));
+        }
+    }
     let remotes = remote_caches(&pipeline, args)?;
     let dir = args
         .cache_dir
@@ -143,16 +188,23 @@ fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain,
                 .map_err(|e| CliError::bad_input(format!("error: $STRATA_CACHE: {e}")))?
         }
     } else {
-        let mut decls = pipeline.caches.clone();
+        let mut decls: Vec<_> = pipeline.caches.iter().map(|d| (d.clone(), None)).collect();
         if let Some(path) = config_file() {
             let config = strata_pipeline::load_config(&path)
                 .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))?;
-            decls.extend(config.caches);
+            decls.extend(config.caches.into_iter().map(|d| (d, Some(path.clone()))));
         }
         let mut specs: Vec<strata_cache::RemoteSpec> = Vec::new();
-        for d in decls {
-            let spec = strata_cache::parse_spec(&d.spec)
-                .map_err(|e| CliError::bad_input(format!("error: {e}")))?;
+        for (d, config) in decls {
+            let spec = strata_cache::parse_spec(&d.spec).map_err(|e| match config {
+                Some(path) => CliError::bad_input(format!(
+                    "error: {e}\n --> {}:{}:{}",
+                    path.display(),
+                    d.at.line,
+                    d.at.column
+                )),
+                None => CliError::bad_input(format!("error: {e}")),
+            })?;
             if !specs.iter().any(|s| s.url == spec.url) {
                 specs.push(spec);
             }
@@ -294,7 +346,7 @@ pub(crate) fn run(
     jobs: Option<usize>,
     json: bool,
 ) -> CliResult {
-    let session = open(file, args)?;
+    let session = open(file, args, &targets)?;
     if let Some(message) = session.pipeline.unsupported_report() {
         return Err(CliError::bad_input(format!(
             "error: {message}\n(`strata check` accepts them; nothing was run)"
@@ -408,7 +460,7 @@ pub(crate) fn plan(
     targets: Vec<String>,
     json: bool,
 ) -> CliResult {
-    let session = open(file, args)?;
+    let session = open(file, args, &targets)?;
     let ctx = context(&session, args, targets)?;
     let planned = strata_engine::plan(&ctx, &WarningsOnly);
     if json {
@@ -466,14 +518,7 @@ pub(crate) fn plan(
 
 /// Opens the pipeline and cache for a command about one task, which must exist.
 fn open_for_task(file: PathBuf, args: &PipelineArgs, task: &str) -> Result<Session, CliError> {
-    let session = open(Some(file), args)?;
-    if session.pipeline.task(task).is_none() {
-        return Err(CliError::bad_input(format!(
-            "error: no task named `{task}` in {}",
-            session.pipeline.path.display()
-        )));
-    }
-    Ok(session)
+    open(Some(file), args, &[task.to_string()])
 }
 
 pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {

@@ -155,6 +155,15 @@ fn main() -> ExitCode {
         strata_sandbox::init_main(&spec);
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // Like other Unix tools, a command whose reader went away (`strata plan | head -1`)
+        // ends quietly instead of panicking on the write. A run keeps going without its reader:
+        // its reporters ignore failed writes, and its tasks must finish or be cleaned up.
+        // SAFETY: setting a signal's disposition to its default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Run {
             file,

@@ -160,6 +160,21 @@ fn bad_pipelines_are_rejected_with_positions_and_touch_nothing() {
             "invalid YAML",
             "strata.yml:",
         ),
+        (
+            "base:\n  image: Registry.example/Bad Name\ntasks:\n  - key: a\n    run: x\n",
+            "invalid image reference",
+            "strata.yml:2:",
+        ),
+        (
+            "cache:\n  - ftp://example/cache\ntasks:\n  - key: a\n    run: x\n",
+            "shared cache: invalid cache `ftp://example/cache`",
+            "strata.yml:2:5",
+        ),
+        (
+            "cache:\n  - s3://bucket,readonly\ntasks:\n  - key: a\n    run: x\n",
+            "unknown access `readonly`",
+            "strata.yml:2:5",
+        ),
     ];
     for (yaml, message, position) in cases {
         let f = Fixture::new();
@@ -187,6 +202,29 @@ fn bad_pipelines_are_rejected_with_positions_and_touch_nothing() {
             );
             assert!(!cache.exists(), "bad input must not touch the cache");
         }
+    }
+}
+
+#[test]
+fn an_unknown_target_is_refused_before_the_cache_is_opened() {
+    let f = Fixture::new();
+    f.write("strata.yml", "tasks:\n  - key: a\n    run: x\n");
+    let cache = f.cache.path().join("never-created");
+    for args in [
+        vec!["run", "strata.yml", "--target", "nosuch"],
+        vec!["plan", "strata.yml", "--target", "nosuch"],
+        vec!["explain", "strata.yml", "nosuch"],
+        vec!["logs", "strata.yml", "nosuch"],
+    ] {
+        let out = f
+            .command(&args)
+            .env("STRATA_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("no task named `nosuch`"), "{stderr}");
+        assert!(!cache.exists(), "{args:?} opened the cache");
     }
 }
 

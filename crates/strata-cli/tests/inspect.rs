@@ -213,3 +213,23 @@ fn base_key_paths_must_be_absolute() {
     assert!(err.contains("key path `opt/tool` is not absolute"), "{err}");
     assert!(err.contains("strata.yml:3:"), "{err}");
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_panic() {
+    // `strata plan | head -1`: the pipe closes before strata writes.
+    let f = Fixture::new();
+    f.write("strata.yml", "tasks:\n  - key: a\n    run: 'true'\n");
+    for args in [&["plan", "strata.yml"][..], &["check", "strata.yml"][..]] {
+        let mut child = f
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}

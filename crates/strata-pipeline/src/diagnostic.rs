@@ -33,7 +33,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub(crate) fn new(location: Location, width: usize, message: impl Into<String>) -> Self {
+    pub fn new(location: Location, width: usize, message: impl Into<String>) -> Self {
         Diagnostic {
             level: Level::Error,
             location,
@@ -50,7 +50,7 @@ impl Diagnostic {
         }
     }
 
-    pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }

@@ -216,6 +216,8 @@ pub struct Pipeline {
     /// `on:`: what starts a run and the init values it gives.
     pub triggers: crate::triggers::Triggers,
     pub base: Base,
+    /// Where `base` is written, if it is.
+    pub base_at: Option<Location>,
     /// Shared caches to use after the local one, in order.
     pub caches: Vec<RemoteCacheDecl>,
     /// Tasks in file order; validation guarantees unique names, known references, no cycles.

@@ -83,6 +83,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     let entries = as_map(root, "the pipeline file", errors)?;
     let dialect = dialect_of(path);
     let mut base = Base::Host(HostBase::default());
+    let mut base_at = None;
     let mut caches = Vec::new();
     let mut tasks = None;
     let mut triggers = Triggers::default();
@@ -96,6 +97,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
             "base" => {
                 if let Some(b) = build_base(path, value, errors, &mut notes) {
                     base = b;
+                    base_at = Some(value.at);
                 }
             }
             "tasks" => {
@@ -158,6 +160,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
         dialect,
         triggers,
         base,
+        base_at,
         caches,
         tasks,
         unsupported,
@@ -288,37 +291,16 @@ fn build_base(
     }
 }
 
-/// Shared caches (`cache:` in a pipeline or config file): a URL or a list of URLs, each
-/// `s3://...`, `oci://...`, `file://...` or an absolute path, optionally with `,ro` or `,rw`.
+/// Shared caches (`cache:` in a pipeline or config file): a URL or a list of URLs. Only the
+/// shape is read here: the URLs themselves are parsed by the one parser that opens them
+/// (`strata_cache::parse_spec`), which `strata check` runs too.
 pub(crate) fn remote_caches(
     node: &Node,
     what: &str,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<RemoteCacheDecl> {
-    let mut out = Vec::new();
-    for (item, spec) in as_string_list(node, what, errors) {
-        let url = match spec.rsplit_once(',') {
-            Some((url, "ro" | "rw")) => url,
-            Some((_, access)) => {
-                errors.push(
-                    item.error(format!("unknown cache access `,{access}`"))
-                        .with_help("end the URL with `,ro` for a read-only cache, or `,rw`"),
-                );
-                continue;
-            }
-            None => spec.as_str(),
-        };
-        if !["s3://", "oci://", "file:///", "/"]
-            .iter()
-            .any(|p| url.starts_with(p))
-        {
-            errors.push(
-                item.error(format!("`{url}` is not a cache URL"))
-                    .with_help("use s3://BUCKET[/PREFIX], oci://HOST[:PORT]/REPOSITORY, file:///DIR or an absolute path"),
-            );
-            continue;
-        }
-        out.push(RemoteCacheDecl { spec, at: item.at });
-    }
-    out
+    as_string_list(node, what, errors)
+        .into_iter()
+        .map(|(item, spec)| RemoteCacheDecl { spec, at: item.at })
+        .collect()
 }
