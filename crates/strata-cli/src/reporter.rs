@@ -215,6 +215,13 @@ impl TerminalReporter {
                 d.restoring.insert(task.clone(), (*bytes, *total));
                 Vec::new()
             }
+            Event::TaskWaiting { task, why } => {
+                vec![format!(
+                    "{} {} {why}",
+                    name(task),
+                    self.paint("33", "… waiting:")
+                )]
+            }
             Event::LayerRestored {
                 task,
                 bytes: n,

@@ -5,7 +5,45 @@ mod common;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{Fixture, strata};
+use common::{Counter, Fixture, strata};
+
+#[test]
+fn concurrent_misses_of_one_key_run_it_once() {
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write(
+        "strata.yml",
+        &format!(
+            "tasks:\n  - key: slow\n    run: {}; sleep 1; echo done > /out\n  - key: after\n    use: [slow]\n    run: cat /out\n",
+            counter.ping("slow")
+        ),
+    );
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            f.command(&["run", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut waited = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        waited += stdout
+            .lines()
+            .filter(|l| l.contains("\"task-waiting\""))
+            .count();
+    }
+    assert_eq!(counter.take(), vec!["slow"], "the task ran more than once");
+    assert!(waited >= 1, "no run reported waiting for the key");
+}
 
 #[test]
 fn two_processes_share_one_cache_at_once() {

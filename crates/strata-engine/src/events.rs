@@ -22,6 +22,11 @@ pub enum Event {
         /// background: see `layer-restored`).
         from: String,
     },
+    /// The task waits for another process that runs the same key, to use its result.
+    TaskWaiting {
+        task: String,
+        why: String,
+    },
     /// Bytes of a layer downloaded so far.
     RestoreProgress {
         task: String,

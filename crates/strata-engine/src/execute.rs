@@ -102,15 +102,7 @@ pub(crate) fn usable_entry(
     if !task.cache.enabled || ctx.options.no_cache {
         return None;
     }
-    let fresh = |found: Found| {
-        let Some(ttl) = task.cache.ttl else {
-            return Some(found);
-        };
-        let age = SystemTime::now()
-            .duration_since(found.created_at())
-            .unwrap_or_default();
-        (age <= ttl).then_some(found)
-    };
+    let fresh = |found: Found| fresh_enough(task, &found).then_some(found);
     if let Some(entry) = ctx.cache.lookup(key).ok().flatten()
         && let Some(found) = fresh(Found::Local(entry))
     {
@@ -118,6 +110,17 @@ pub(crate) fn usable_entry(
     }
     let (remote, entry) = remote_lookup(ctx, key, reporter)?;
     fresh(Found::Remote { remote, entry })
+}
+
+/// Whether an entry is within the task's `cache.ttl`.
+fn fresh_enough(task: &Task, found: &Found) -> bool {
+    let Some(ttl) = task.cache.ttl else {
+        return true;
+    };
+    let age = SystemTime::now()
+        .duration_since(found.created_at())
+        .unwrap_or_default();
+    age <= ttl
 }
 
 /// What a task that produced `entry_layer` and exported `own` hands on.
@@ -166,7 +169,53 @@ pub(crate) fn execute<'scope, 'env>(
             duration: Duration::ZERO,
         };
     }
-    if let Some(found) = usable_entry(ctx, task, &key, reporter) {
+    let mut found = usable_entry(ctx, task, &key, reporter);
+    // One execution per key on this machine: a concurrent run with the same key runs it, and
+    // this one waits and then uses its result.
+    let mut _key_lock = None;
+    if found.is_none() && task.cache.enabled && !ctx.options.no_cache {
+        let mut waiting = |first: bool| {
+            if first {
+                reporter.event(&Event::TaskWaiting {
+                    task: task.name.to_string(),
+                    why: "another strata process is running this task with the same key".into(),
+                });
+            }
+            !ctx.interrupted.load(Ordering::SeqCst)
+        };
+        match ctx.cache.lock_key(&key, &mut waiting) {
+            Ok(Some(lock)) => {
+                _key_lock = Some(lock);
+                found = ctx
+                    .cache
+                    .lookup(&key)
+                    .ok()
+                    .flatten()
+                    .map(Found::Local)
+                    .filter(|f| fresh_enough(task, f));
+            }
+            Ok(None) => {
+                reporter.event(&Event::TaskFailed {
+                    task: task.name.to_string(),
+                    reason: "interrupted while waiting for another run of this task".into(),
+                    exit_code: None,
+                    duration_ms: 0,
+                    log_tail: Vec::new(),
+                    kept_upper: None,
+                    errors: Vec::new(),
+                });
+                return TaskOutcome::Failed {
+                    key,
+                    duration: Duration::ZERO,
+                };
+            }
+            // The lock only saves work: without it the task runs, as it always could.
+            Err(e) => reporter.event(&Event::Warning {
+                message: format!("could not take the lock of `{}`'s key: {e}", task.name),
+            }),
+        }
+    }
+    if let Some(found) = found {
         let saved = found.duration();
         reporter.event(&Event::TaskCached {
             task: task.name.to_string(),

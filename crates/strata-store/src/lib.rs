@@ -22,4 +22,4 @@ pub use import::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
 pub use local::{LocalCache, default_cache_dir};
-pub use runs::RunDir;
+pub use runs::{KeyLock, RunDir};

@@ -48,6 +48,7 @@ pub(crate) const SUBDIRS: &[&str] = &[
     "failed",
     "statcache",
     "tmp",
+    "locks",
 ];
 
 impl LocalCache {

@@ -35,7 +35,40 @@ fn lock_file(path: &Path) -> Result<OwnedFd, StoreError> {
     .map_err(|e| io(path)(e.into()))
 }
 
+/// The right to run the task of one cache key on this machine: while one process holds it,
+/// others with the same key wait and then use its result. The kernel releases it when the
+/// holder dies.
+pub struct KeyLock {
+    _lock: OwnedFd,
+}
+
 impl LocalCache {
+    /// Takes the lock of `key`. When another process holds it, `waiting(true)` is called once,
+    /// then `waiting(false)` every 50 ms until the lock is free; returns `None` as soon as
+    /// `waiting` answers `false` (an interrupted run).
+    pub fn lock_key(
+        &self,
+        key: &strata_key::CacheKey,
+        waiting: &mut dyn FnMut(bool) -> bool,
+    ) -> Result<Option<KeyLock>, StoreError> {
+        let path = self.root.join("locks").join(key.to_hex());
+        let lock = lock_file(&path)?;
+        let mut first = true;
+        loop {
+            match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(KeyLock { _lock: lock })),
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    if !waiting(first) {
+                        return Ok(None);
+                    }
+                    first = false;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(io(&path)(e.into())),
+            }
+        }
+    }
+
     /// Removes the scratch of dead runs, then creates this run's.
     pub fn begin_run(&self) -> Result<RunDir, StoreError> {
         self.remove_stale_runs()?;
