@@ -69,9 +69,11 @@ impl LocalCache {
         }
     }
 
-    /// Removes the scratch of dead runs, then creates this run's.
+    /// Removes the scratch of dead runs and the temporary files of dead processes (a restore
+    /// killed half-way), then creates this run's.
     pub fn begin_run(&self) -> Result<RunDir, StoreError> {
         self.remove_stale_runs()?;
+        self.remove_stale_tmp()?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -84,6 +86,37 @@ impl LocalCache {
         let path = self.root.join("runs").join(name);
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         Ok(RunDir { path, _lock: lock })
+    }
+
+    /// `tmp/` holds `HINT.PID.N` (temporary files and unpacking layers) and `PID-NANOS` (a run
+    /// dir being made): whatever a process that no longer exists left there is removed. A name
+    /// whose process lives (or cannot be told) is left alone.
+    fn remove_stale_tmp(&self) -> Result<(), StoreError> {
+        let tmp = self.root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
+            let path = entry.map_err(io(&tmp))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(pid) = owner_pid(name) else {
+                continue;
+            };
+            if pid == std::process::id() || process_exists(pid) {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => {}
+                // Another run cleaned it first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        Ok(())
     }
 
     fn remove_stale_runs(&self) -> Result<(), StoreError> {
@@ -106,5 +139,59 @@ impl LocalCache {
         self.root
             .join("failed")
             .join(format!("{task}-{}", &tag[..12]))
+    }
+}
+
+/// The process that made a `tmp/` entry, from its name.
+fn owner_pid(name: &str) -> Option<u32> {
+    let mut parts = name.rsplitn(3, '.');
+    let (_n, pid) = (parts.next()?, parts.next());
+    match (pid, parts.next()) {
+        (Some(pid), Some(_hint)) => pid.parse().ok(),
+        _ => name.split_once('-')?.0.parse().ok(),
+    }
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_of_tmp_names() {
+        assert_eq!(owner_pid("import.4242.7"), Some(4242));
+        assert_eq!(owner_pid("bad-layer.17.0"), Some(17));
+        assert_eq!(owner_pid("4242-1700000000"), Some(4242));
+        assert_eq!(owner_pid("lost+found"), None);
+    }
+
+    #[test]
+    fn a_dead_process_temp_files_are_removed_a_live_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        // A child that has exited: its pid is free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(tmp.join(format!("import.{dead}.0/usr"))).unwrap();
+        std::fs::write(tmp.join(format!("archive.{dead}.1")), "x").unwrap();
+        let mine = tmp.join(format!("log.{}.9", std::process::id()));
+        std::fs::write(&mine, "x").unwrap();
+        let _run = cache.begin_run().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(left, vec![mine]);
     }
 }
