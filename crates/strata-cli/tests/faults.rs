@@ -263,3 +263,66 @@ fn what_a_run_publishes_is_flushed_after_it_by_a_detached_process() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A tmpfs of `mb` megabytes, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(mb: u32) -> SmallDisk {
+        common::assert_root();
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs failed");
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_failed_task_on_a_full_disk_does_not_wedge_the_next_run() {
+    let disk = SmallDisk::new(200);
+    let cache = disk.dir.path().join("cache");
+    let f = Fixture::new();
+    let run = |yaml: &str| {
+        f.write("strata.yml", yaml);
+        let out = f
+            .command(&["run", "--json"])
+            .env("STRATA_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // A small failure keeps its files for inspection.
+    let (code, events) = run("tasks:\n  - key: small\n    run: echo hi > /note; false\n");
+    assert_eq!(code, Some(1));
+    assert!(events.contains("\"kept_upper\":\"/"), "{events}");
+    // A failure that filled the disk does not keep them.
+    let (code, events) = run(
+        "tasks:\n  - key: big\n    run: dd if=/dev/zero of=/fill bs=1M count=185 status=none; false\n",
+    );
+    assert_eq!(code, Some(1), "{events}");
+    assert!(events.contains("\"kept_upper\":null"), "{events}");
+    // The next run has room to work.
+    let (code, events) = run(
+        "tasks:\n  - key: next\n    run: dd if=/dev/zero of=/data bs=1M count=100 status=none\n",
+    );
+    assert_eq!(code, Some(0), "{events}");
+}

@@ -727,6 +727,11 @@ fn keep_upper(ctx: &RunContext<'_>, task: &Task, upper: &Path) -> Option<PathBuf
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(dest.parent()?).ok()?;
     std::fs::rename(upper, &dest).ok()?;
+    if ctx.cache.disk_is_low() {
+        // Kept, the files would make the next run fail for want of space.
+        let _ = std::fs::remove_dir_all(&dest);
+        return None;
+    }
     Some(dest)
 }
 

@@ -74,6 +74,9 @@ impl LocalCache {
     pub fn begin_run(&self) -> Result<RunDir, StoreError> {
         self.remove_stale_runs()?;
         self.remove_stale_tmp()?;
+        if self.disk_is_low() {
+            self.drop_failed_uppers()?;
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -128,6 +131,35 @@ impl LocalCache {
             };
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
                 std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the cache's filesystem is nearly full: less than 10% of it available, or 1 GiB
+    /// on a filesystem of more than 10 GiB.
+    /// Then the upper dirs of failed tasks are not kept: a debugging aid must never be what
+    /// makes the next run fail.
+    pub fn disk_is_low(&self) -> bool {
+        match rustix::fs::statvfs(&self.root) {
+            Ok(st) => {
+                let available = st.f_bavail.saturating_mul(st.f_frsize);
+                let total = st.f_blocks.saturating_mul(st.f_frsize);
+                available < (total / 10).min(1 << 30)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Removes every kept upper dir of failed tasks (when the disk is low).
+    pub fn drop_failed_uppers(&self) -> Result<(), StoreError> {
+        let failed = self.root.join("failed");
+        for entry in std::fs::read_dir(&failed).map_err(io(&failed))? {
+            let path = entry.map_err(io(&failed))?.path();
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
             }
         }
         Ok(())
