@@ -504,7 +504,8 @@ fn trigger_names(pipeline: &Pipeline) -> String {
 pub(crate) fn missing_init(pipeline: &Pipeline, wanted: &[bool], scope: &Scope) -> Vec<String> {
     let mut missing: Vec<String> = Vec::new();
     for (i, task) in pipeline.tasks.iter().enumerate() {
-        if !wanted[i] {
+        // A called task reads its call's `init`, not the run's.
+        if !wanted[i] || task.scope.is_some() {
             continue;
         }
         for text in task.texts() {

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::calls::LoadOptions;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::model::{Base, Dialect, Note, Pipeline, RemoteCacheDecl, Unsupported};
 use crate::parse::catalog::{self, KeyStatus};
@@ -15,6 +16,11 @@ use crate::yaml::{self, Node, Value};
 /// Reads and validates a pipeline file.
 pub fn load(path: &Path) -> Result<Pipeline, Diagnostics> {
     parse_str(path, &read_source(path, "pipeline file")?)
+}
+
+/// Reads and validates a pipeline file, resolving its calls of packages from `opts`.
+pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
+    parse_with(path, &read_source(path, "pipeline file")?, opts)
 }
 
 /// A file's text, or a diagnostic naming it (`what`: "pipeline file", "config file").
@@ -34,6 +40,23 @@ pub(crate) fn read_source(path: &Path, what: &str) -> Result<String, Diagnostics
 
 /// Parses and validates pipeline text; `path` is used for messages and relative paths.
 pub fn parse_str(path: &Path, text: &str) -> Result<Pipeline, Diagnostics> {
+    parse_with(path, text, &LoadOptions::default())
+}
+
+/// [`parse_str`], resolving calls of packages from `opts`.
+pub fn parse_with(path: &Path, text: &str, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
+    let mut p = parse_file(path, text, opts, &[path.to_path_buf()])?;
+    crate::calls::strip_package_use(&mut p);
+    Ok(p)
+}
+
+/// One file of a run (the run's own, or one it calls: `stack` is the chain of calls).
+fn parse_file(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+    stack: &[PathBuf],
+) -> Result<Pipeline, Diagnostics> {
     let mut errors = Vec::new();
     let mut pipeline = match yaml::parse(text) {
         Ok(root) => build_pipeline(path, &root, &mut errors),
@@ -45,6 +68,10 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Pipeline, Diagnostics> {
     if let Some(p) = &mut pipeline {
         p.source_text = text.to_string();
         crate::parse::expressions::check_pipeline(p, text, &mut errors);
+        let read = |called: &Path, stack: &[PathBuf]| {
+            parse_file(called, &read_source(called, "called file")?, opts, stack)
+        };
+        crate::calls::expand(p, opts, stack, &read, &mut errors);
         validate_graph(p, &mut errors);
     }
     match pipeline {
@@ -88,6 +115,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     let mut triggers = Triggers::default();
     let mut unsupported = Vec::new();
     let mut notes = Vec::new();
+    let mut package = None;
     for (key, value) in entries {
         let Some(name) = key_name(key, errors) else {
             continue;
@@ -121,6 +149,9 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
             "on" => triggers = parse_triggers(value, errors),
             // Anchors to be used elsewhere in the file: anything goes.
             "aliases" => {}
+            k if crate::calls::PACKAGE_KEYS.contains(&k) => {
+                crate::calls::declare(k, value, &mut package, errors)
+            }
             other => match catalog::top_level_key(other) {
                 Some(KeyStatus::NoEffect) => notes.push(Note {
                     at: key.at,
@@ -163,6 +194,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
         unsupported,
         notes,
         source_text: String::new(),
+        package,
     })
 }
 

@@ -1,0 +1,590 @@
+//! A call becomes tasks of the calling pipeline: the called file is read (a package from a
+//! package source, or another run definition), checked on its own, and its tasks are added
+//! as `caller.inner` with the call's scope; the calling task then stands for them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::diagnostic::Diagnostic;
+use crate::expr::{Scope, Value, parse_template};
+use crate::model::{Note, Pipeline, Task, TaskKind, TaskName, Unsupported};
+
+use super::sources::Lookup;
+use super::{CallArg, CallOutputs, CallScope, CallSpec, Called, LoadOptions};
+
+/// The name inside a local package for whatever its caller `use`s.
+pub(crate) const PACKAGE_USE: &str = "package.use";
+
+/// What a `call:` names.
+enum Target {
+    Package {
+        name: String,
+        version: String,
+    },
+    Digest(String),
+    File(PathBuf),
+    /// Known only when the run starts (`${{ tasks.x.artifacts.y }}`).
+    AtRunTime,
+}
+
+fn classify(spec: &CallSpec, file: &Path) -> Target {
+    let raw = spec.target.raw.trim();
+    let mut words = raw.split_whitespace();
+    if let (Some(name), Some(version), None) = (words.next(), words.next(), words.next())
+        && is_package_name(name)
+    {
+        return Target::Package {
+            name: name.to_string(),
+            version: version.to_string(),
+        };
+    }
+    if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Target::Digest(raw.to_ascii_lowercase());
+    }
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let path = if raw.contains("${{") {
+        // Only the file's own directory is known before the run starts.
+        let mut scope = Scope::new();
+        for field in ["dir", "mint-dir"] {
+            scope.insert(&["run", field], Value::from(dir.display().to_string()));
+        }
+        let only_run_dir = parse_template(raw).ok().filter(|t| {
+            t.references()
+                .iter()
+                .all(|r| r.path.first().map(String::as_str) == Some("run"))
+        });
+        match only_run_dir.and_then(|t| t.render(&scope).ok()) {
+            Some(r) => PathBuf::from(r.text),
+            None => return Target::AtRunTime,
+        }
+    } else {
+        PathBuf::from(raw)
+    };
+    Target::File(if path.is_relative() {
+        dir.join(path)
+    } else {
+        path
+    })
+}
+
+/// `namespace/name`, as RWX spells packages.
+fn is_package_name(s: &str) -> bool {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    matches!(s.split_once('/'), Some((a, b)) if ok(a) && ok(b))
+}
+
+/// Reads and checks a called file (with its own calls resolved).
+pub(crate) type ReadFile<'a> =
+    dyn Fn(&Path, &[PathBuf]) -> Result<Pipeline, crate::diagnostic::Diagnostics> + 'a;
+
+/// Resolves every call of `pipeline` (read from `stack.last()`), adding the called tasks.
+pub(crate) fn expand(
+    pipeline: &mut Pipeline,
+    opts: &LoadOptions,
+    stack: &[PathBuf],
+    read: &ReadFile<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    if !pipeline
+        .tasks
+        .iter()
+        .any(|t| matches!(t.kind, TaskKind::Call(_)))
+    {
+        return;
+    }
+    let tasks = std::mem::take(&mut pipeline.tasks);
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let TaskKind::Call(spec) = &task.kind else {
+            out.push(task);
+            continue;
+        };
+        let spec = spec.clone();
+        let refuse = |pipeline: &mut Pipeline, why: String| {
+            pipeline.unsupported.push(Unsupported {
+                key: format!("`call: {}` ({why})", spec.target.raw.trim()),
+                task: Some(task.name.clone()),
+                at: spec.at,
+            })
+        };
+        let at_target = |message: String| {
+            Diagnostic::new(spec.target.at, spec.target.raw.len().max(1), message)
+        };
+        let (called, path) = match classify(&spec, &pipeline.path) {
+            Target::AtRunTime => {
+                refuse(pipeline, "a run definition known only at run time".into());
+                out.push(task);
+                continue;
+            }
+            Target::Package { name, version } => match opts.packages.find(&name, &version) {
+                Ok(Lookup::Found { files, instead_of }) => {
+                    if let Some(asked) = instead_of {
+                        pipeline.notes.push(Note {
+                            at: spec.target.at,
+                            message: format!(
+                                "warning: no package source holds `{name} {asked}`; using {} of the same major version from {}",
+                                files.version,
+                                files.dir.display()
+                            ),
+                        });
+                    }
+                    let path = files.dir.join(super::sources::PACKAGE_FILE);
+                    (Called::Package(Arc::new(files)), path)
+                }
+                Ok(Lookup::Missing) => {
+                    refuse(
+                        pipeline,
+                        if opts.packages.is_empty() {
+                            "no package source: give one with --packages DIR|GIT-URL, $STRATA_PACKAGES or `packages:` in the config file".into()
+                        } else {
+                            format!(
+                                "no package source holds `{name}`; searched {}",
+                                sources_list(opts)
+                            )
+                        },
+                    );
+                    out.push(task);
+                    continue;
+                }
+                Ok(Lookup::NoVersion(found)) => {
+                    errors.push(
+                        at_target(format!(
+                            "no version of `{name}` matches {version}: the package sources hold {}",
+                            found.join(", ")
+                        ))
+                        .with_help(format!(
+                            "call one of those versions, or add a source holding {name} {version} (searched {})",
+                            sources_list(opts)
+                        )),
+                    );
+                    out.push(task);
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(at_target(e));
+                    out.push(task);
+                    continue;
+                }
+            },
+            Target::Digest(digest) => match opts.packages.find_digest(&digest) {
+                Ok(Some(files)) => {
+                    let path = files.dir.join(super::sources::PACKAGE_FILE);
+                    (Called::Package(Arc::new(files)), path)
+                }
+                Ok(None) => {
+                    refuse(
+                        pipeline,
+                        "no package source holds a package with this digest (strata's digest of its files)".into(),
+                    );
+                    out.push(task);
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(at_target(e));
+                    out.push(task);
+                    continue;
+                }
+            },
+            Target::File(path) => {
+                if !path.is_file() {
+                    errors.push(at_target(format!(
+                        "the called run definition {} does not exist",
+                        path.display()
+                    )));
+                    out.push(task);
+                    continue;
+                }
+                let path = std::fs::canonicalize(&path).unwrap_or(path);
+                (
+                    Called::Run {
+                        path: path.clone(),
+                        local_package: false,
+                    },
+                    path,
+                )
+            }
+        };
+        if stack.contains(&path) {
+            errors.push(at_target(format!(
+                "{} calls itself (through {})",
+                path.display(),
+                stack
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            )));
+            out.push(task);
+            continue;
+        }
+        let mut inner_stack = stack.to_vec();
+        inner_stack.push(path.clone());
+        let inner = match read(&path, &inner_stack) {
+            Ok(p) => p,
+            Err(d) => {
+                errors.push(at_target(format!(
+                    "the called file has errors:\n{}",
+                    d.to_string().trim_end()
+                )));
+                out.push(task);
+                continue;
+            }
+        };
+        splice(pipeline, task, &spec, called, inner, &mut out, errors);
+    }
+    pipeline.tasks = out;
+}
+
+fn sources_list(opts: &LoadOptions) -> String {
+    opts.packages
+        .dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The called tasks, renamed and scoped, then the caller standing for them.
+fn splice(
+    pipeline: &mut Pipeline,
+    caller: Task,
+    spec: &CallSpec,
+    called: Called,
+    mut inner: Pipeline,
+    out: &mut Vec<Task>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let before = errors.len();
+    let is_package = matches!(called, Called::Package(_));
+    let called = match called {
+        Called::Run { path, .. } => Called::Run {
+            path,
+            local_package: inner.package.is_some(),
+        },
+        c => c,
+    };
+    let what = match &called {
+        Called::Package(p) => format!("package `{} {}`", p.name, p.version),
+        Called::Run { path, .. } => format!("run definition {}", path.display()),
+    };
+    // `with:` against the package's parameters.
+    let mut params = Vec::new();
+    match &inner.package {
+        None => {
+            if let Some(at) = spec.with_at {
+                errors.push(
+                    Diagnostic::new(
+                        at,
+                        4,
+                        format!("`with` passes parameters to a package, and the {what} is not one"),
+                    )
+                    .with_help("an embedded run gets its values with `init`"),
+                );
+            }
+        }
+        Some(decl) => {
+            let names: Vec<&str> = decl.parameters.iter().map(|p| p.name.as_str()).collect();
+            for arg in &spec.with {
+                if !names.contains(&arg.name.as_str()) {
+                    let d = Diagnostic::new(
+                        arg.at,
+                        arg.name.len(),
+                        format!("the {what} has no parameter `{}`", arg.name),
+                    );
+                    errors.push(match crate::parse::scalars::suggest(&arg.name, &names) {
+                        Some(h) => d.with_help(h),
+                        None if names.is_empty() => d.with_help("it declares no parameters"),
+                        None => d.with_help(format!("its parameters are: {}", names.join(", "))),
+                    });
+                }
+            }
+            for p in &decl.parameters {
+                if let Some(arg) = spec.with.iter().find(|a| a.name == p.name) {
+                    params.push(arg.clone());
+                } else if let Some(default) = &p.default {
+                    params.push(CallArg {
+                        name: p.name.clone(),
+                        value: default.clone(),
+                        at: p.at,
+                    });
+                } else if p.required {
+                    errors.push(
+                        Diagnostic::new(
+                            spec.with_at.unwrap_or(spec.at),
+                            4,
+                            format!("the {what} needs parameter `{}`", p.name),
+                        )
+                        .with_help(format!("give it under `with:`: `{}: VALUE`", p.name)),
+                    );
+                } else {
+                    // An optional parameter without a default reads as an empty string.
+                    params.push(CallArg {
+                        name: p.name.clone(),
+                        value: crate::model::Text::new("", p.at),
+                        at: p.at,
+                    });
+                }
+            }
+        }
+    }
+    if is_package {
+        for (key, at) in [("init", spec.init_at)] {
+            if let Some(at) = at {
+                errors.push(Diagnostic::new(
+                    at,
+                    key.len(),
+                    format!("`{key}` is for embedded runs; a package takes `with`"),
+                ));
+            }
+        }
+    } else if !spec.inherit_init {
+        // Init values the called file reads must be given.
+        for task in &inner.tasks {
+            if task.scope.is_some() {
+                continue;
+            }
+            for name in init_reads(task) {
+                if !spec.init.iter().any(|a| a.name == name) {
+                    errors.push(
+                        Diagnostic::new(
+                            spec.init_at.unwrap_or(spec.at),
+                            4,
+                            format!("the {what} reads `init.{name}` (task `{}`), which this call does not give", task.name),
+                        )
+                        .with_help(format!("add `{name}: VALUE` under `init:`, or `inherit-init: true`")),
+                    );
+                }
+            }
+        }
+    }
+    // `target:` keeps the named tasks and what they need.
+    if !spec.targets.is_empty() {
+        let mut targets = Vec::new();
+        for (t, at) in &spec.targets {
+            if inner.task(t).is_none() {
+                errors.push(Diagnostic::new(
+                    *at,
+                    t.len(),
+                    format!("the {what} has no task `{t}`"),
+                ));
+            } else {
+                targets.push(TaskName::new(t.clone()));
+            }
+        }
+        let keep = inner.closure(&targets);
+        let mut i = 0;
+        inner.tasks.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+    }
+    if errors.len() > before {
+        out.push(caller);
+        return;
+    }
+    let scope = Arc::new(CallScope {
+        caller: caller.name.clone(),
+        called,
+        params,
+        init: spec.init.clone(),
+        inherit_init: spec.inherit_init,
+        parent: None,
+    });
+    let prefix = scope.prefix();
+    let rename = |n: &TaskName| TaskName::new(format!("{prefix}{n}"));
+    let local_package = matches!(
+        scope.called,
+        Called::Run {
+            local_package: true,
+            ..
+        }
+    );
+    // The call's own `use`, `after`, `env` and `filter` apply to a package's tasks; a local
+    // package places its caller's `use` where it says `package.use`; an embedded run is
+    // isolated.
+    let used_inside: BTreeSet<&TaskName> = inner.tasks.iter().flat_map(|t| &t.uses).collect();
+    let finals: Vec<TaskName> = inner
+        .tasks
+        .iter()
+        .filter(|t| !used_inside.contains(&t.name))
+        .map(|t| rename(&t.name))
+        .collect();
+    let others: Vec<TaskName> = inner
+        .tasks
+        .iter()
+        .map(|t| rename(&t.name))
+        .filter(|n| !finals.contains(n))
+        .collect();
+    if matches!(
+        scope.called,
+        Called::Run {
+            local_package: false,
+            ..
+        }
+    ) && let Some(r) = caller
+        .ref_spans
+        .iter()
+        .find(|r| caller.uses.contains(&r.name))
+    {
+        pipeline.notes.push(Note {
+            at: r.at,
+            message: "`use` on an embedded run has no effect: its tasks are isolated from the caller's, as in RWX (pass values with `init`)".into(),
+        });
+    }
+    let mut reparented: HashMap<*const CallScope, Arc<CallScope>> = HashMap::new();
+    for mut t in std::mem::take(&mut inner.tasks) {
+        t.name = rename(&t.name);
+        let mut uses = Vec::new();
+        if is_package {
+            uses.extend(caller.uses.iter().cloned());
+        }
+        for u in &t.uses {
+            if u.as_str() == PACKAGE_USE {
+                if local_package || is_package {
+                    uses.extend(caller.uses.iter().cloned());
+                }
+            } else {
+                uses.push(rename(u));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        uses.retain(|u| seen.insert(u.clone()));
+        t.uses = uses;
+        t.after = t.after.iter().map(&rename).collect();
+        t.value_deps = t.value_deps.iter().map(&rename).collect();
+        if !matches!(
+            scope.called,
+            Called::Run {
+                local_package: false,
+                ..
+            }
+        ) {
+            t.after.extend(caller.after.iter().cloned());
+            for var in &caller.env {
+                if !t.env.iter().any(|v| v.name == var.name) {
+                    t.env.insert(0, var.clone());
+                }
+            }
+            if t.filter.is_none() {
+                t.filter = caller.filter.clone();
+            }
+        }
+        // The arguments of the call are read by every called task.
+        for d in &caller.value_deps {
+            if !t.value_deps.contains(d) {
+                t.value_deps.push(d.clone());
+            }
+        }
+        t.ref_spans.clear();
+        t.scope = Some(match &t.scope {
+            None => scope.clone(),
+            Some(s) => reparent(s, &scope, &prefix, &mut reparented),
+        });
+        if let TaskKind::Called(outputs) = &mut t.kind {
+            outputs.call = reparent(&outputs.call, &scope, &prefix, &mut reparented);
+            outputs.values_from = outputs.values_from.iter().map(&rename).collect();
+        }
+        out.push(t);
+    }
+    let file = match &scope.called {
+        Called::Package(p) => p.dir.join(super::sources::PACKAGE_FILE),
+        Called::Run { path, .. } => path.clone(),
+    };
+    for n in inner.notes {
+        pipeline.notes.push(Note {
+            at: spec.at,
+            message: format!(
+                "{}:{}:{}: {}",
+                file.display(),
+                n.at.line,
+                n.at.column,
+                n.message
+            ),
+        });
+    }
+    for mut u in inner.unsupported {
+        u.key = format!("{} (in {}:{})", u.key, file.display(), u.at.line);
+        u.task = u.task.map(|t| rename(&t));
+        u.at = spec.at;
+        pipeline.unsupported.push(u);
+    }
+    let values_from: Vec<TaskName> = inner
+        .package
+        .as_ref()
+        .map(|d| d.values_from.iter().map(|(n, _)| rename(n)).collect())
+        .unwrap_or_default();
+    let mut caller = caller;
+    for v in &values_from {
+        if !caller.value_deps.contains(v) {
+            caller.value_deps.push(v.clone());
+        }
+    }
+    caller.kind = TaskKind::Called(CallOutputs {
+        call: scope,
+        values_from,
+    });
+    caller.uses = finals;
+    caller.after = others;
+    caller.env.clear();
+    caller.filter = None;
+    caller.ref_spans.clear();
+    out.push(caller);
+}
+
+/// A nested call's scope, moved under `root` (its caller renamed with `prefix`).
+fn reparent(
+    s: &Arc<CallScope>,
+    root: &Arc<CallScope>,
+    prefix: &str,
+    memo: &mut HashMap<*const CallScope, Arc<CallScope>>,
+) -> Arc<CallScope> {
+    if let Some(done) = memo.get(&Arc::as_ptr(s)) {
+        return done.clone();
+    }
+    let parent = match &s.parent {
+        None => root.clone(),
+        Some(p) => reparent(p, root, prefix, memo),
+    };
+    let moved = Arc::new(CallScope {
+        caller: TaskName::new(format!("{prefix}{}", s.caller)),
+        parent: Some(parent),
+        ..(**s).clone()
+    });
+    memo.insert(Arc::as_ptr(s), moved.clone());
+    moved
+}
+
+/// The `init.NAME`s a task of the called file reads (not `init?.NAME`).
+fn init_reads(task: &Task) -> Vec<String> {
+    let mut out = Vec::new();
+    for text in task.texts() {
+        if !text.raw.contains("${{") {
+            continue;
+        }
+        let Ok(t) = parse_template(&text.raw) else {
+            continue;
+        };
+        for r in t.references() {
+            if r.path.first().map(String::as_str) == Some("init")
+                && let Some(name) = r.path.get(1)
+                && !text.raw[r.offset..].starts_with(&format!("init?.{name}"))
+                && !out.contains(name)
+            {
+                out.push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A package file run or checked on its own: `package.use` names nothing.
+pub(crate) fn strip_package_use(pipeline: &mut Pipeline) {
+    for t in &mut pipeline.tasks {
+        t.uses.retain(|u| u.as_str() != PACKAGE_USE);
+    }
+}
