@@ -495,16 +495,26 @@ fn splice(
         Called::Package(p) => p.dir.join(super::sources::PACKAGE_FILE),
         Called::Run { path, .. } => path.clone(),
     };
+    // An embedded run's own `base` is not used (its tasks run on the caller's): its notes
+    // about it would mislead.
+    let embedded = matches!(scope.called, Called::Run { .. });
     for n in inner.notes {
+        if embedded && n.message.starts_with("`base`") {
+            continue;
+        }
+        let message = format!(
+            "{}:{}:{}: {}",
+            file.display(),
+            n.at.line,
+            n.at.column,
+            n.message
+        );
+        if pipeline.notes.iter().any(|o| o.message == message) {
+            continue;
+        }
         pipeline.notes.push(Note {
             at: spec.at,
-            message: format!(
-                "{}:{}:{}: {}",
-                file.display(),
-                n.at.line,
-                n.at.column,
-                n.message
-            ),
+            message,
         });
     }
     for mut u in inner.unsupported {
@@ -586,5 +596,149 @@ fn init_reads(task: &Task) -> Vec<String> {
 pub(crate) fn strip_package_use(pipeline: &mut Pipeline) {
     for t in &mut pipeline.tasks {
         t.uses.retain(|u| u.as_str() != PACKAGE_USE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::PackageSources;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn parse(dir: &Path, text: &str) -> Result<Pipeline, String> {
+        let opts = LoadOptions {
+            packages: PackageSources::new(vec![dir.join("pkgs")]),
+            ..Default::default()
+        };
+        crate::parse_with(&dir.join("ci.yml"), text, &opts).map_err(|d| d.to_string())
+    }
+
+    const PACKAGE: &str = "name: acme/build
+version: 2.3.1
+parameters:
+  target: {required: true}
+outputs:
+  values-from: [compile]
+tasks:
+  - key: deps
+    run: echo deps
+  - key: compile
+    use: deps
+    run: echo ${{ params.target }}
+  - key: lint
+    after: deps
+    run: echo lint
+";
+
+    #[test]
+    fn called_tasks_are_named_after_the_caller_and_it_stands_for_the_final_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "pkgs/acme/build/rwx-package.yml", PACKAGE);
+        let p = parse(
+            dir.path(),
+            "tasks:
+  - key: tools
+    run: echo
+  - key: b
+    use: tools
+    after: [tools]
+    env: {MODE: fast}
+    filter: [src]
+    call: acme/build 2.3.1
+    with: {target: x86}
+  - key: t
+    use: [b, b.deps]
+    run: echo
+",
+        )
+        .unwrap();
+        let names: Vec<&str> = p.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["tools", "b.deps", "b.compile", "b.lint", "b", "t"]);
+        let b = p.task("b").unwrap();
+        let names = |v: &[TaskName]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // Final tasks: used by no other task of the package.
+        assert_eq!(names(&b.uses), ["b.compile", "b.lint"]);
+        assert_eq!(names(&b.after), ["b.deps"]);
+        assert!(b.value_deps.iter().any(|d| d.as_str() == "b.compile"));
+        let compile = p.task("b.compile").unwrap();
+        // The call's `use`, `after`, `env` and `filter` apply to each of its tasks.
+        assert_eq!(names(&compile.uses), ["tools", "b.deps"]);
+        assert!(compile.after.iter().any(|a| a.as_str() == "tools"));
+        assert_eq!(compile.env[0].name, "MODE");
+        assert!(compile.filter.is_some());
+        let scope = compile.scope.as_ref().unwrap();
+        assert_eq!(scope.package().unwrap().version, "2.3.1");
+        assert_eq!(scope.params[0].value.raw, "x86");
+    }
+
+    #[test]
+    fn a_call_inside_an_embedded_run_is_scoped_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "pkgs/acme/build/rwx-package.yml", PACKAGE);
+        write(
+            dir.path(),
+            "sub.yml",
+            "tasks:\n  - key: b\n    call: acme/build 2.0.0\n    with:\n      target: ${{ init.arch }}\n",
+        );
+        let p = parse(
+            dir.path(),
+            "tasks:\n  - key: s\n    call: ${{ run.dir }}/sub.yml\n    init: {arch: arm}\n",
+        )
+        .unwrap();
+        let compile = p.task("s.b.compile").expect("nested names");
+        let scope = compile.scope.as_ref().unwrap();
+        assert_eq!(scope.caller.as_str(), "s.b");
+        let parent = scope
+            .parent
+            .as_ref()
+            .expect("evaluated in the embedded run's scope");
+        assert_eq!(parent.caller.as_str(), "s");
+        assert_eq!(parent.init[0].name, "arch");
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.message.contains("same major version"))
+        );
+    }
+
+    #[test]
+    fn calls_that_cannot_be_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "pkgs/acme/build/rwx-package.yml", PACKAGE);
+        write(
+            dir.path(),
+            "self.yml",
+            "tasks:\n  - key: again\n    call: self.yml\n",
+        );
+        let e = parse(dir.path(), "tasks:\n  - key: s\n    call: self.yml\n").unwrap_err();
+        assert!(e.contains("calls itself"), "{e}");
+        let e = parse(dir.path(), "tasks:\n  - key: s\n    call: missing.yml\n").unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = parse(
+            dir.path(),
+            "tasks:\n  - key: s\n    call: self.yml\n    target: nope\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("called file has errors") || e.contains("no task `nope`"),
+            "{e}"
+        );
+        // A run-time target and a package no source holds are accepted, and refused by `run`.
+        let p = parse(
+            dir.path(),
+            "tasks:\n  - key: x\n    call: ${{ tasks.y.values.file }}\n  - key: y\n    run: echo\n  - key: z\n    call: acme/other 1.0.0\n",
+        )
+        .unwrap();
+        let report = p.unsupported_report().unwrap();
+        assert!(report.contains("known only at run time"), "{report}");
+        assert!(
+            report.contains("no package source holds `acme/other`"),
+            "{report}"
+        );
     }
 }

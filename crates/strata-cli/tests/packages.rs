@@ -1,0 +1,313 @@
+//! Calls end to end: packages from a package directory (parameters, version fallback,
+//! `$RWX_PACKAGE_PATH`, the package's digest in its keys, `use: [caller]`), embedded run
+//! definitions with `init` and `target`, local packages, and the errors of a bad call. As root.
+
+mod common;
+
+use common::{Counter, Fixture};
+
+/// `acme/greet`: `who` required, `how` defaulting to `hello`; a helper script among its
+/// files; `outputs.values-from: [say]`. Version 1.2.0 in the RWX layout
+/// (`NAME/rwx-package.yml`) and 2.0.0 beside it (`NAME/2.0.0/rwx-package.yml`).
+fn write_greet(f: &Fixture, c: &Counter) {
+    let package = |version: &str| {
+        format!(
+            "name: acme/greet
+version: {version}
+description: says hello
+parameters:
+  who:
+    description: whom to greet
+    required: true
+  how:
+    default: hello
+outputs:
+  values-from: [say]
+tasks:
+  - key: prep
+    run: echo prepared > /prep.txt && {}
+  - key: say
+    use: prep
+    run: |
+      \"$RWX_PACKAGE_PATH/bin/greet\" \"${{{{ params.how }}}}\" \"${{{{ params.who }}}}\" > /greeting.txt
+      echo \"${{{{ params.who }}}}\" > \"$RWX_VALUES/who\"
+      echo /opt/greet > \"$RWX_ENV/GREET_HOME\"
+      {}
+",
+            c.ping("prep"),
+            c.ping("say")
+        )
+    };
+    f.write("pkgs/acme/greet/rwx-package.yml", &package("1.2.0"));
+    f.write("pkgs/acme/greet/bin/greet", "#!/bin/sh\necho \"$1, $2!\"\n");
+    f.write("pkgs/acme/greet/2.0.0/rwx-package.yml", &package("2.0.0"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        f.ws().join("pkgs/acme/greet/bin/greet"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+fn packages(f: &Fixture) -> String {
+    f.ws().join("pkgs").display().to_string()
+}
+
+#[test]
+fn a_package_with_required_and_default_parameters_and_a_version_fallback() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    write_greet(&f, &c);
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: name
+    run: echo world > \"$RWX_VALUES/name\"
+  - key: greet
+    call: acme/greet 1.0.0
+    with:
+      who: ${{ tasks.name.values.name }}
+  - key: show
+    use: [greet]
+    run: |
+      cat /greeting.txt /prep.txt
+      echo \"home=$GREET_HOME who=${{ tasks.greet.values.who }} path=${RWX_PACKAGE_PATH:-unset}\"
+",
+    );
+    // 1.0.0 is not there: 1.2.0 (same major) is used, with a warning; 2.0.0 is not.
+    let out = f.output(&["check", "--packages", &packages(&f), "strata.yml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("no package source holds `acme/greet 1.0.0`")
+            && stderr.contains("using 1.2.0")
+            && stderr.contains("strata.yml:5:11"),
+        "{stderr}"
+    );
+    let r = f.run(&["--packages", &packages(&f)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("greet.prep"), "ran");
+    assert_eq!(r.status("greet.say"), "ran");
+    // The required parameter from the caller's values, the default for the other; the
+    // layers of the package's tasks, its env and the values it names.
+    assert_eq!(
+        r.output("show"),
+        [
+            "hello, world!",
+            "prepared",
+            "home=/opt/greet who=world path=unset"
+        ]
+    );
+    assert_eq!(c.take(), ["prep", "say"]);
+    let r = f.run(&["--packages", &packages(&f)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("greet.say"), "cached");
+    assert_eq!(c.take(), Vec::<String>::new());
+}
+
+#[test]
+fn the_package_digest_is_in_its_tasks_keys() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    write_greet(&f, &c);
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: greet
+    call: acme/greet 1.2.0
+    with:
+      who: you
+      how: hi
+  - key: other
+    run: echo other
+",
+    );
+    let args = ["--packages", &packages(&f)];
+    let r = f.run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(c.take(), ["prep", "say"]);
+    assert!(
+        !r.stderr.contains("same major"),
+        "the exact version is used: {}",
+        r.stderr
+    );
+    // A file of the package changes, not its definition: its tasks run again.
+    f.write("pkgs/acme/greet/bin/greet", "#!/bin/sh\necho \"$1 $2.\"\n");
+    let r = f.run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(c.take(), ["prep", "say"]);
+    assert_eq!(r.status("other"), "cached");
+    let r = f.run(&args);
+    assert_eq!(r.status("greet.prep"), "cached");
+    assert_eq!(c.take(), Vec::<String>::new());
+}
+
+#[test]
+fn bad_calls_are_errors_at_their_line() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    write_greet(&f, &c);
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: greet
+    call: acme/greet 1.2.0
+    with:
+      how: hi
+      whom: you
+  - key: later
+    call: acme/greet 3.1.0
+    with:
+      who: x
+",
+    );
+    let out = f.output(&["check", "--packages", &packages(&f), "strata.yml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the package `acme/greet 1.2.0` has no parameter `whom`")
+            && stderr.contains("strata.yml:6:7"),
+        "unknown parameter at its line: {stderr}"
+    );
+    assert!(
+        stderr.contains("needs parameter `who`") && stderr.contains("strata.yml:4:5"),
+        "missing required parameter at the `with:` line: {stderr}"
+    );
+    assert!(
+        stderr.contains("no version of `acme/greet` matches 3.1.0")
+            && stderr.contains("1.2.0, 2.0.0"),
+        "what was found: {stderr}"
+    );
+    assert_eq!(c.take(), Vec::<String>::new());
+    // Without a package source the call is accepted by check and refused by run.
+    let out = f.output(&["run", "strata.yml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no package source"), "{stderr}");
+}
+
+#[test]
+fn an_embedded_run_gets_its_init_and_only_its_targets() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    f.write(
+        "sub.yml",
+        &format!(
+            "base:
+  os: ubuntu 24.04
+  tag: 1.1
+on:
+  github:
+    push: {{}}
+tasks:
+  - key: a
+    run: echo \"a ${{{{ init.version }}}} ${{{{ init.flavour }}}}\" > /a.txt && echo x > \"$RWX_VALUES/x\" && {}
+  - key: b
+    use: a
+    run: echo \"b=$(cat /a.txt) ${{{{ tasks.a.values.x }}}}\" > /b.txt && {}
+  - key: c
+    run: {}
+",
+            c.ping("a"),
+            c.ping("b"),
+            c.ping("c")
+        ),
+    );
+    f.write(
+        "strata.yml",
+        "on:
+  cli:
+    init:
+      flavour: vanilla
+tasks:
+  - key: ver
+    run: echo 7 > \"$RWX_VALUES/v\"
+  - key: sub
+    call: ${{ run.dir }}/sub.yml
+    init:
+      version: ${{ tasks.ver.values.v }}
+    inherit-init: true
+    target: b
+  - key: after
+    use: [sub]
+    run: cat /b.txt; test ! -e /ver-file
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("after"), ["b=a 7 vanilla x"]);
+    assert_eq!(r.status("sub.c"), "absent", "not a target");
+    assert_eq!(c.take(), ["a", "b"]);
+    // An init value the caller computes enters the called tasks' keys.
+    let r = f.run(&["--init", "flavour=mint"]);
+    assert_eq!(r.output("after"), ["b=a 7 mint x"]);
+    assert_eq!(c.take(), ["a", "b"]);
+    // A value the called run reads and the call does not give is an error at the call.
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: sub\n    call: sub.yml\n    init:\n      version: \"1\"\n",
+    );
+    let out = f.output(&["check", "strata.yml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("reads `init.flavour`") && stderr.contains("strata.yml:4:5"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_local_package_gets_its_callers_use_where_it_says_package_use() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    f.write(
+        "packages/setup.yml",
+        &format!(
+            "package: true
+tasks:
+  - key: system
+    run: echo system > /system.txt && {}
+  - key: tools
+    use: [package.use, system]
+    run: cat /base.txt /system.txt > /tools.txt && {}
+",
+            c.ping("system"),
+            c.ping("tools")
+        ),
+    );
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: base
+    run: echo base > /base.txt
+  - key: setup
+    use: base
+    call: packages/setup.yml
+  - key: after
+    use: [setup.tools]
+    run: cat /tools.txt
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("after"), ["base", "system"]);
+    assert_eq!(c.take(), ["system", "tools"]);
+    // `system` does not say `package.use`: a change of `base` does not reach it.
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: base
+    run: echo base2 > /base.txt
+  - key: setup
+    use: base
+    call: packages/setup.yml
+  - key: after
+    use: [setup.tools]
+    run: cat /tools.txt
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.output("after"), ["base2", "system"]);
+    assert_eq!(r.status("setup.system"), "cached");
+    assert_eq!(c.take(), ["tools"]);
+}
