@@ -6,6 +6,7 @@
 //! with the [`CallScope`] its expressions are evaluated in, and the calling task stands for
 //! them ([`CallOutputs`]).
 
+mod base;
 mod declare;
 mod expand;
 mod sources;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use crate::diagnostic::Location;
 use crate::model::{TaskName, Text};
 
+pub use base::BASE_CONFIG_TASK;
+pub(crate) use base::apply_base;
 pub(crate) use declare::{PACKAGE_KEYS, declare};
 pub(crate) use expand::{PACKAGE_USE, expand, strip_package_use};
 pub use sources::{PackageSources, content_digest};

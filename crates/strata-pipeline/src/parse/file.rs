@@ -58,8 +58,13 @@ fn parse_file(
     stack: &[PathBuf],
 ) -> Result<Pipeline, Diagnostics> {
     let mut errors = Vec::new();
+    let mut root = None;
     let mut pipeline = match yaml::parse(text) {
-        Ok(root) => build_pipeline(path, &root, &mut errors),
+        Ok(r) => {
+            let p = build_pipeline(path, &r, &mut errors);
+            root = Some(r);
+            p
+        }
         Err(d) => {
             errors.push(d);
             None
@@ -68,6 +73,10 @@ fn parse_file(
     if let Some(p) = &mut pipeline {
         p.source_text = text.to_string();
         crate::parse::expressions::check_pipeline(p, text, &mut errors);
+        // Only the run's own file has a base: a called run's is not used.
+        if let (Some(root), 1) = (&root, stack.len()) {
+            crate::calls::apply_base(root, p, opts, &mut errors);
+        }
         let read = |called: &Path, stack: &[PathBuf]| {
             parse_file(called, &read_source(called, "called file")?, opts, stack)
         };
