@@ -311,3 +311,58 @@ tasks:
     assert_eq!(r.status("setup.system"), "cached");
     assert_eq!(c.take(), ["tools"]);
 }
+
+#[test]
+fn hooks_a_package_writes_run_around_the_tasks_that_use_it() {
+    let f = Fixture::new();
+    f.write(
+        "pkgs/acme/login/rwx-package.yml",
+        "name: acme/login
+version: 1.0.0
+tasks:
+  - key: hooks
+    run: |
+      printf '#!/bin/sh\\necho \"before as $WHO\"\\n' > \"$RWX_HOOKS_BEFORE_TASK/login.sh\"
+      printf '#!/bin/sh\\necho after\\n' > \"$RWX_HOOKS_AFTER_TASK/logout.sh\"
+      chmod +x \"$RWX_HOOKS_BEFORE_TASK/login.sh\" \"$RWX_HOOKS_AFTER_TASK/logout.sh\"
+",
+    );
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: login
+    call: acme/login 1.0.0
+  - key: work
+    use: [login]
+    env: {WHO: me}
+    run: echo work
+  - key: fails
+    use: [login]
+    run: echo failing; false; echo not reached
+",
+    );
+    let args = ["--packages", &packages(&f)];
+    let r = f.run(&args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.output("work"), ["before as me", "work", "after"]);
+    // The after-task hooks run whatever the command's status, which is the task's.
+    assert_eq!(r.output("fails"), ["before as ", "failing", "after"]);
+    assert_eq!(r.status("fails"), "failed");
+    assert_eq!(r.output("login.hooks"), Vec::<String>::new());
+    // Restored from the cache, the hooks are still in the layer.
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: login
+    call: acme/login 1.0.0
+  - key: work
+    use: [login]
+    env: {WHO: me}
+    run: echo work again
+",
+    );
+    let r = f.run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("login.hooks"), "cached");
+    assert_eq!(r.output("work"), ["before as me", "work again", "after"]);
+}

@@ -422,7 +422,11 @@ fn run_in_sandbox<'scope, 'env>(
         scratch: scratch.clone(),
         outputs_dir: outputs_dir.clone(),
         cwd: PathBuf::from(WORKSPACE_DIR),
-        command: resolved.command.clone(),
+        command: if crate::hooks::present(&mounts.lowerdirs) {
+            crate::hooks::wrap(&resolved.command)
+        } else {
+            resolved.command.clone()
+        },
         env: resolved.env.clone(),
     };
     reporter.event(&Event::TaskStarted {
@@ -567,6 +571,8 @@ fn commit<'scope, 'env>(
     for mp in RunningSandbox::created_mountpoints(scratch) {
         let _ = std::fs::remove_dir(upper.join(mp));
     }
+    crate::hooks::keep(outputs_dir, upper)
+        .map_err(|e| Failure::infra(format!("failed to keep the task's hooks: {e}")))?;
     let layer = ctx
         .cache
         .commit(upper)

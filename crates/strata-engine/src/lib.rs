@@ -17,6 +17,7 @@ mod events;
 mod execute;
 mod export;
 mod expressions;
+mod hooks;
 mod inputs;
 mod invocation;
 mod packages;
