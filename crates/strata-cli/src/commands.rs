@@ -71,10 +71,12 @@ fn load(
     file: Option<PathBuf>,
     packages: &PackageArgs,
     cache_dir: Option<&Path>,
+    workspace: Option<&Path>,
 ) -> Result<Pipeline, CliError> {
     let path = find_pipeline(file)?;
     let path = std::fs::canonicalize(&path).unwrap_or(path);
-    let opts = load_options(packages, cache_dir)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let opts = load_options(packages, cache_dir, workspace.unwrap_or(dir))?;
     strata_pipeline::load_with(&path, &opts)
         .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))
 }
@@ -85,6 +87,7 @@ fn load(
 fn load_options(
     args: &PackageArgs,
     cache_dir: Option<&Path>,
+    workspace: &Path,
 ) -> Result<strata_pipeline::LoadOptions, CliError> {
     let mut specs: Vec<String> = args.packages.clone();
     if let Ok(list) = std::env::var("STRATA_PACKAGES") {
@@ -126,9 +129,18 @@ fn load_options(
     for n in notices {
         eprintln!("warning: {n}");
     }
+    let packages = strata_pipeline::PackageSources::new(dirs);
+    // Only when a clone of another repository could be a call of `git/clone` does it matter
+    // which repository the workspace is.
+    let workspace_remotes = if packages.holds("git/clone") || packages.holds("mint/git-clone") {
+        strata_engine::Checkout::inspect(workspace).map(|c| c.remotes)
+    } else {
+        None
+    };
     Ok(strata_pipeline::LoadOptions {
-        packages: strata_pipeline::PackageSources::new(dirs),
+        packages,
         base_images,
+        workspace_remotes,
     })
 }
 
@@ -155,7 +167,7 @@ fn open(file: Option<PathBuf>, args: &PipelineArgs) -> Result<Session, CliError>
         .cache_dir
         .clone()
         .unwrap_or_else(strata_store::default_cache_dir);
-    let pipeline = load(file, &args.packages, Some(&dir))?;
+    let pipeline = load(file, &args.packages, Some(&dir), args.workspace.as_deref())?;
     let remotes = remote_caches(&pipeline, args)?;
     let cache = LocalCache::open(&dir).map_err(|e| CliError::internal(&e))?;
     Ok(Session {
@@ -432,7 +444,7 @@ pub(crate) fn settle_cache(dir: &Path) -> CliResult {
 
 pub(crate) fn check(file: Option<PathBuf>, packages: &PackageArgs) -> CliResult {
     let cache_dir = std::env::var_os("STRATA_CACHE_DIR").map(PathBuf::from);
-    let pipeline = load(file, packages, cache_dir.as_deref())?;
+    let pipeline = load(file, packages, cache_dir.as_deref(), None)?;
     print_notes(&pipeline);
     if let Some(message) = pipeline.unsupported_report() {
         eprintln!("note: {message}\n(`strata run` refuses the file until they are supported)");

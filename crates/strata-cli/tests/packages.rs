@@ -366,3 +366,95 @@ tasks:
     assert_eq!(r.status("login.hooks"), "cached");
     assert_eq!(r.output("work"), ["before as me", "work again", "after"]);
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .expect("git must be installed for these tests");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_clone_of_another_repository_calls_the_git_clone_package() {
+    let f = Fixture::new();
+    // A stand-in for RWX's `git/clone`, written for this test.
+    f.write(
+        "pkgs/git/clone/rwx-package.yml",
+        "name: git/clone
+version: 1.6.0
+parameters:
+  repository: {required: true}
+  ref: {required: true}
+  path: {default: ./}
+tasks:
+  - key: clone
+    run: mkdir -p \"${{ params.path }}\" && echo \"${{ params.repository }}@${{ params.ref }}\" > \"${{ params.path }}/CLONED\"
+",
+    );
+    f.write(".rwx/src.txt", "mine\n");
+    f.write(
+        ".rwx/ci.yml",
+        "tasks:
+  - key: code
+    call: git/clone 1.6.7
+    with:
+      repository: https://example.com/me/ws.git
+      ref: main
+  - key: lib
+    call: git/clone 1.6.7
+    with:
+      repository: https://example.com/other/lib.git
+      ref: v1
+      path: lib
+  - key: both
+    use: [code, lib]
+    run: cat .rwx/src.txt lib/CLONED
+",
+    );
+    git(f.ws(), &["init", "-q", "-b", "main"]);
+    git(
+        f.ws(),
+        &["remote", "add", "origin", "git@example.com:me/ws.git"],
+    );
+    git(f.ws(), &["add", "."]);
+    git(f.ws(), &["commit", "-q", "-m", "init"]);
+    let r = f.run(&["--packages", &packages(&f), ".rwx/ci.yml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The workspace's own repository is served from the checkout; the other is cloned by the
+    // package (here: the stand-in).
+    assert_eq!(r.status("code.clone"), "absent");
+    assert_eq!(r.status("lib.clone"), "ran");
+    assert_eq!(
+        r.output("both"),
+        ["mine", "https://example.com/other/lib.git@v1"]
+    );
+    // Without a source holding `git/clone` it is an error at the `repository` line.
+    let out = f.output(&["check", ".rwx/ci.yml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no package source: nothing to decide: {stderr}"
+    );
+    std::fs::remove_dir_all(f.ws().join("pkgs/git")).unwrap();
+    f.write(
+        "pkgs/acme/x/rwx-package.yml",
+        "name: acme/x\nversion: 1.0.0\ntasks:\n  - key: a\n    run: echo\n",
+    );
+    let out = f.output(&["run", "--packages", &packages(&f), ".rwx/ci.yml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not a remote of the workspace")
+            && stderr.contains("holding `git/clone`"),
+        "{stderr}"
+    );
+}

@@ -115,6 +115,9 @@ pub struct WorkspaceSource {
     pub preserve_git_dir: Option<Text>,
     /// `with.meta-ref`: overrides `RWX_GIT_REF`.
     pub meta_ref: Option<Text>,
+    /// The call as written: a clone of another repository becomes a call of the `git/clone`
+    /// package when a package source holds it.
+    pub call: Option<crate::calls::CallSpec>,
 }
 
 /// What a task does.

@@ -90,16 +90,20 @@ pub(crate) fn expand(
     read: &ReadFile<'_>,
     errors: &mut Vec<Diagnostic>,
 ) {
+    let clones_elsewhere = opts.workspace_remotes.is_some();
     if !pipeline
         .tasks
         .iter()
-        .any(|t| matches!(t.kind, TaskKind::Call(_)))
+        .any(|t| matches!(t.kind, TaskKind::Call(_)) || (clones_elsewhere && t.is_source()))
     {
         return;
     }
     let tasks = std::mem::take(&mut pipeline.tasks);
     let mut out = Vec::with_capacity(tasks.len());
-    for task in tasks {
+    for mut task in tasks {
+        if let Some(spec) = clone_of_another_repository(&task, opts, errors) {
+            task.kind = TaskKind::Call(spec);
+        }
         let TaskKind::Call(spec) = &task.kind else {
             out.push(task);
             continue;
@@ -238,6 +242,48 @@ pub(crate) fn expand(
         splice(pipeline, task, &spec, called, inner, &mut out, errors);
     }
     pipeline.tasks = out;
+}
+
+/// A `git/clone` whose `repository` is not the workspace's: a call of the package when a
+/// source holds it, an error otherwise (strata serves only the workspace's own repository).
+fn clone_of_another_repository(
+    task: &Task,
+    opts: &LoadOptions,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<CallSpec> {
+    let TaskKind::Source(source) = &task.kind else {
+        return None;
+    };
+    let remotes = opts.workspace_remotes.as_ref()?;
+    let repo = source.repository.as_ref()?;
+    let url = repo.raw.trim();
+    if url.is_empty() || url.contains("${{") {
+        return None;
+    }
+    let want = super::normalize_remote(url);
+    if remotes.iter().any(|r| super::normalize_remote(r) == want) {
+        return None;
+    }
+    let spec = source.call.clone()?;
+    let name = spec
+        .target
+        .raw
+        .split_whitespace()
+        .next()
+        .unwrap_or_default();
+    if !opts.packages.holds(name) {
+        errors.push(
+            Diagnostic::new(repo.at, url.len().max(1), format!(
+                "`repository: {url}` is not the workspace's repository ({}): strata serves only that one from the checkout",
+                if remotes.is_empty() { "it has no remote".to_string() } else { remotes.join(", ") }
+            ))
+            .with_help(format!(
+                "to clone another repository, give a package source holding `{name}` (--packages)"
+            )),
+        );
+        return None;
+    }
+    Some(spec)
 }
 
 fn sources_list(opts: &LoadOptions) -> String {

@@ -135,6 +135,30 @@ pub struct Parameter {
     pub at: Location,
 }
 
+/// `https://github.com/a/b.git`, `git@github.com:a/b` and `ssh://git@github.com/a/b/` all become
+/// `github.com/a/b`.
+pub fn normalize_remote(url: &str) -> String {
+    let mut u = url.trim();
+    if let Some((_, rest)) = u.split_once("://") {
+        u = rest;
+    }
+    if let Some((user, rest)) = u.split_once('@')
+        && !user.contains('/')
+    {
+        u = rest;
+    }
+    let u = u.trim_end_matches('/');
+    let u = u.strip_suffix(".git").unwrap_or(u);
+    // `host:path` (scp-like) is `host/path`; a `host:port/` stays as it is.
+    let u = match u.split_once(':') {
+        Some((host, path)) if !path.starts_with(|c: char| c.is_ascii_digit()) => {
+            format!("{host}/{path}")
+        }
+        _ => u.to_string(),
+    };
+    u.to_ascii_lowercase()
+}
+
 /// Where packages come from, and what the config file says about bases, for reading a file
 /// that calls packages.
 #[derive(Debug, Clone, Default)]
@@ -143,4 +167,7 @@ pub struct LoadOptions {
     /// `base-images` of the config file: RWX's `os` + `tag` (`"ubuntu 24.04"`, or
     /// `"ubuntu 24.04 1.1"`) -> an image reference.
     pub base_images: Vec<(String, String)>,
+    /// The remotes of the workspace's git checkout, when known: a `git/clone` of another
+    /// repository is then a real call of the `git/clone` package, if a source holds it.
+    pub workspace_remotes: Option<Vec<String>>,
 }

@@ -76,6 +76,11 @@ impl PackageSources {
         out
     }
 
+    /// Whether some source holds a version of `name`.
+    pub fn holds(&self, name: &str) -> bool {
+        !self.candidates(name).is_empty()
+    }
+
     /// `name` at `version`: that version, else the highest of the same major version, else
     /// what the sources hold.
     pub(crate) fn find(&self, name: &str, version: &str) -> Result<Lookup, String> {

@@ -271,8 +271,21 @@ fn call_kind(
             .iter()
             .find(|(k, _, _)| k == "with")
             .map(|(_, _, v)| *v);
-        return clone_source(package, with, errors);
+        let mut source = clone_source(package, with, errors);
+        // Parsed again without reporting twice: kept in case it names another repository.
+        source.call = Some(call_spec(target, at, keys, &mut Vec::new()));
+        return TaskKind::Source(source);
     }
+    TaskKind::Call(call_spec(target, at, keys, errors))
+}
+
+/// A call as written.
+fn call_spec(
+    target: Text,
+    at: Location,
+    keys: &[(String, &Node, &Node)],
+    errors: &mut Vec<Diagnostic>,
+) -> crate::calls::CallSpec {
     let mut spec = crate::calls::CallSpec {
         target,
         at,
@@ -304,7 +317,7 @@ fn call_kind(
             }
         }
     }
-    TaskKind::Call(spec)
+    spec
 }
 
 /// `with:` or `init:`: names and values (strings, numbers, booleans).
@@ -330,13 +343,18 @@ fn call_args(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Vec<crate
 }
 
 /// A `git/clone` of the workspace's repository, served from the checkout.
-fn clone_source(package: &str, with: Option<&Node>, errors: &mut Vec<Diagnostic>) -> TaskKind {
+fn clone_source(
+    package: &str,
+    with: Option<&Node>,
+    errors: &mut Vec<Diagnostic>,
+) -> WorkspaceSource {
     let mut source = WorkspaceSource {
         path: None,
         reference: None,
         repository: None,
         preserve_git_dir: None,
         meta_ref: None,
+        call: None,
     };
     if let Some(w) = with
         && let Some(params) = as_map(w, "`with`", errors)
@@ -367,7 +385,7 @@ fn clone_source(package: &str, with: Option<&Node>, errors: &mut Vec<Diagnostic>
             }
         }
     }
-    TaskKind::Source(source)
+    source
 }
 
 /// Task names referenced by `use` or `after`, each with its position for later "no such task"
