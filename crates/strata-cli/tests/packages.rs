@@ -242,18 +242,22 @@ tasks:
     let r = f.run(&["--init", "flavour=mint"]);
     assert_eq!(r.output("after"), ["b=a 7 mint x"]);
     assert_eq!(c.take(), ["a", "b"]);
-    // A value the called run reads and the call does not give is an error at the call.
+    // A value the called run reads and the call does not give is empty, with a warning at
+    // the call's `init:`.
     f.write(
         "strata.yml",
-        "tasks:\n  - key: sub\n    call: sub.yml\n    init:\n      version: \"1\"\n",
+        "tasks:\n  - key: sub\n    call: sub.yml\n    init:\n      version: \"1\"\n    target: a\n",
     );
     let out = f.output(&["check", "strata.yml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains("reads `init.flavour`") && stderr.contains("strata.yml:4:5"),
         "{stderr}"
     );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("sub.a"), "ran");
 }
 
 #[test]

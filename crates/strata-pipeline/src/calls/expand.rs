@@ -28,7 +28,24 @@ enum Target {
     AtRunTime,
 }
 
-fn classify(spec: &CallSpec, file: &Path) -> Target {
+/// `run.dir` (and `run.mint-dir`): the directory of the run's definitions, the `.rwx` (or
+/// `.mint`) directory holding the run's file, else that file's directory. RWX's own files
+/// under `.rwx/integration/` call `${{ run.dir }}/integration/...`.
+pub fn run_dir(file: &Path) -> PathBuf {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    dir.ancestors()
+        .find(|d| {
+            matches!(
+                d.file_name().and_then(|n| n.to_str()),
+                Some(".rwx" | ".mint")
+            )
+        })
+        .unwrap_or(dir)
+        .to_path_buf()
+}
+
+/// What `spec` calls, from `file` in a run whose own file is `run_file`.
+fn classify(spec: &CallSpec, file: &Path, run_file: &Path) -> Target {
     let raw = spec.target.raw.trim();
     let mut words = raw.split_whitespace();
     if let (Some(name), Some(version), None) = (words.next(), words.next(), words.next())
@@ -44,10 +61,13 @@ fn classify(spec: &CallSpec, file: &Path) -> Target {
     }
     let dir = file.parent().unwrap_or(Path::new("."));
     let path = if raw.contains("${{") {
-        // Only the file's own directory is known before the run starts.
+        // Only the run's directory is known before the run starts.
         let mut scope = Scope::new();
         for field in ["dir", "mint-dir"] {
-            scope.insert(&["run", field], Value::from(dir.display().to_string()));
+            scope.insert(
+                &["run", field],
+                Value::from(run_dir(run_file).display().to_string()),
+            );
         }
         let only_run_dir = parse_template(raw).ok().filter(|t| {
             t.references()
@@ -119,7 +139,10 @@ pub(crate) fn expand(
         let at_target = |message: String| {
             Diagnostic::new(spec.target.at, spec.target.raw.len().max(1), message)
         };
-        let (called, path) = match classify(&spec, &pipeline.path) {
+        let run_file = stack
+            .first()
+            .map_or(pipeline.path.as_path(), PathBuf::as_path);
+        let (called, path) = match classify(&spec, &pipeline.path, run_file) {
             Target::AtRunTime => {
                 refuse(pipeline, "a run definition known only at run time".into());
                 out.push(task);
@@ -378,6 +401,7 @@ fn splice(
             }
         }
     }
+    let mut missing_init: Vec<CallArg> = Vec::new();
     if is_package {
         for (key, at) in [("init", spec.init_at)] {
             if let Some(at) = at {
@@ -389,22 +413,34 @@ fn splice(
             }
         }
     } else if !spec.inherit_init {
-        // Init values the called file reads must be given.
+        // Init values the called file reads and the call does not give are empty, with a
+        // warning (RWX's own files do this: an embedded run's triggers are not used).
         for task in &inner.tasks {
             if task.scope.is_some() {
                 continue;
             }
             for name in init_reads(task) {
-                if !spec.init.iter().any(|a| a.name == name) {
-                    errors.push(
-                        Diagnostic::new(
-                            spec.init_at.unwrap_or(spec.at),
-                            4,
-                            format!("the {what} reads `init.{name}` (task `{}`), which this call does not give", task.name),
-                        )
-                        .with_help(format!("add `{name}: VALUE` under `init:`, or `inherit-init: true`")),
-                    );
+                if spec
+                    .init
+                    .iter()
+                    .chain(&missing_init)
+                    .any(|a| a.name == name)
+                {
+                    continue;
                 }
+                let at = spec.init_at.unwrap_or(spec.at);
+                pipeline.notes.push(Note {
+                    at,
+                    message: format!(
+                        "warning: the {what} reads `init.{name}` (task `{}`), which this call does not give: it is empty",
+                        task.name
+                    ),
+                });
+                missing_init.push(CallArg {
+                    name,
+                    value: crate::model::Text::new("", at),
+                    at,
+                });
             }
         }
     }
@@ -437,7 +473,7 @@ fn splice(
         caller: caller.name.clone(),
         called,
         params,
-        init: spec.init.clone(),
+        init: spec.init.iter().cloned().chain(missing_init).collect(),
         inherit_init: spec.inherit_init,
         parent: None,
     });

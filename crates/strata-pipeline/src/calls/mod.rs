@@ -20,6 +20,7 @@ use crate::model::{TaskName, Text};
 pub use base::BASE_CONFIG_TASK;
 pub(crate) use base::apply_base;
 pub(crate) use declare::{PACKAGE_KEYS, declare};
+pub use expand::run_dir;
 pub(crate) use expand::{PACKAGE_USE, expand, strip_package_use};
 pub use sources::{PackageSources, content_digest};
 
