@@ -53,10 +53,10 @@ pub(crate) fn apply_base(
             .map(|t| format!("{os} {t}"))
             .chain([os.clone()])
             .collect();
-        match opts
-            .base_images
+        // `os tag` before `os` alone.
+        match keys
             .iter()
-            .find(|(k, _)| keys.iter().any(|w| w == k))
+            .find_map(|w| opts.base_images.iter().find(|(k, _)| k == w))
         {
             Some((k, image)) => {
                 pipeline.base = Base::Image(image.clone());
