@@ -493,6 +493,7 @@ pub(crate) fn plan(
                     PlanStatus::Uncached => ("uncached", None),
                     PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
                     PlanStatus::Workspace => ("workspace", None),
+                    PlanStatus::Call => ("call", None),
                 };
                 serde_json::json!({
                     "task": p.task,
@@ -524,6 +525,7 @@ pub(crate) fn plan(
             PlanStatus::Uncached => "would run (cache disabled)".to_string(),
             PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
             PlanStatus::Workspace => "served from the workspace checkout".to_string(),
+            PlanStatus::Call => "a call: stands for its tasks".to_string(),
         };
         let files = if matches!(p.status, PlanStatus::Unknown { .. }) {
             "-".to_string()

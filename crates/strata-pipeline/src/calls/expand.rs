@@ -539,6 +539,11 @@ fn splice(
         t.uses = uses;
         t.after = t.after.iter().map(&rename).collect();
         t.value_deps = t.value_deps.iter().map(&rename).collect();
+        // Order crosses into every call, embedded runs included.
+        t.after.extend(caller.after.iter().cloned());
+        if !caller.cache.enabled {
+            t.cache.enabled = false;
+        }
         if !matches!(
             scope.called,
             Called::Run {
@@ -546,7 +551,6 @@ fn splice(
                 ..
             }
         ) {
-            t.after.extend(caller.after.iter().cloned());
             for var in &caller.env {
                 if !t.env.iter().any(|v| v.name == var.name) {
                     t.env.insert(0, var.clone());
@@ -731,6 +735,7 @@ tasks:
     after: [tools]
     env: {MODE: fast}
     filter: [src]
+    cache: false
     call: acme/build 2.3.1
     with: {target: x86}
   - key: t
@@ -753,6 +758,7 @@ tasks:
         assert!(compile.after.iter().any(|a| a.as_str() == "tools"));
         assert_eq!(compile.env[0].name, "MODE");
         assert!(compile.filter.is_some());
+        assert!(!compile.cache.enabled);
         let scope = compile.scope.as_ref().unwrap();
         assert_eq!(scope.package().unwrap().version, "2.3.1");
         assert_eq!(scope.params[0].value.raw, "x86");
