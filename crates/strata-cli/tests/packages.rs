@@ -179,6 +179,14 @@ fn bad_calls_are_errors_at_their_line() {
         "what was found: {stderr}"
     );
     assert_eq!(c.take(), Vec::<String>::new());
+    // A package file is a run definition `check` reads on its own.
+    let out = f.output(&["check", "pkgs/acme/greet/rwx-package.yml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without a package source the call is accepted by check and refused by run.
     let out = f.output(&["run", "strata.yml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -201,7 +209,7 @@ on:
     push: {{}}
 tasks:
   - key: a
-    run: echo \"a ${{{{ init.version }}}} ${{{{ init.flavour }}}}\" > /a.txt && echo x > \"$RWX_VALUES/x\" && {}
+    run: test ! -e /ver-file && echo \"a ${{{{ init.version }}}} ${{{{ init.flavour }}}}\" > /a.txt && echo x > \"$RWX_VALUES/x\" && {}
   - key: b
     use: a
     run: echo \"b=$(cat /a.txt) ${{{{ tasks.a.values.x }}}}\" > /b.txt && {}
@@ -221,8 +229,9 @@ tasks:
       flavour: vanilla
 tasks:
   - key: ver
-    run: echo 7 > \"$RWX_VALUES/v\"
+    run: echo 7 > \"$RWX_VALUES/v\" && echo > /ver-file
   - key: sub
+    use: [ver]
     call: ${{ run.dir }}/sub.yml
     init:
       version: ${{ tasks.ver.values.v }}
@@ -460,5 +469,74 @@ tasks:
         stderr.contains("is not a remote of the workspace")
             && stderr.contains("holding `git/clone`"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn package_sources_from_the_environment_the_config_file_and_git() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    write_greet(&f, &c);
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: greet\n    call: acme/greet 1.2.0\n    with: {who: x}\n",
+    );
+    let check = |envs: &[(&str, String)], extra: &[&str]| {
+        let mut args = vec!["check"];
+        args.extend_from_slice(extra);
+        args.push("strata.yml");
+        let mut cmd = f.command(&args);
+        cmd.env_remove("STRATA_PACKAGES")
+            .env("STRATA_CONFIG", f.ws().join("none.yaml"));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    f.write("none.yaml", "");
+    let (code, stderr) = check(&[], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("no package source"), "{stderr}");
+    let (code, stderr) = check(&[("STRATA_PACKAGES", packages(&f))], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("no package source"), "{stderr}");
+    // The config file's `packages:`, relative to the file.
+    f.write("conf/config.yaml", "packages:\n  - ../pkgs\n");
+    let (code, stderr) = check(
+        &[(
+            "STRATA_CONFIG",
+            f.ws().join("conf/config.yaml").display().to_string(),
+        )],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("no package source"), "{stderr}");
+    // A git repository, cloned into the cache directory.
+    let repo = f.ws().join("repo");
+    std::fs::create_dir_all(repo.join("acme")).unwrap();
+    let copy = std::process::Command::new("cp")
+        .args(["-r"])
+        .arg(f.ws().join("pkgs/acme/greet"))
+        .arg(repo.join("acme/greet"))
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "packages"]);
+    let url = format!("file://{}", repo.display());
+    let r = f.run(&["--packages", &url]);
+    assert_eq!(r.code, 0, "{} {:?}", r.stderr, r.events);
+    assert_eq!(r.status("greet.say"), "ran");
+    assert!(
+        std::fs::read_dir(f.cache.path().join("package-sources"))
+            .unwrap()
+            .next()
+            .is_some(),
+        "the clone is in the cache directory"
     );
 }
