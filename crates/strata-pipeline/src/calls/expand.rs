@@ -612,7 +612,14 @@ fn splice(
     let values_from: Vec<TaskName> = inner
         .package
         .as_ref()
-        .map(|d| d.values_from.iter().map(|(n, _)| rename(n)).collect())
+        .map(|d| {
+            d.values_from
+                .iter()
+                .map(|(n, _)| rename(n))
+                // `target:` may have left a task out.
+                .filter(|n| out.iter().any(|t| &t.name == n))
+                .collect()
+        })
         .unwrap_or_default();
     let mut caller = caller;
     for v in &values_from {
@@ -676,6 +683,22 @@ fn init_reads(task: &Task) -> Vec<String> {
         }
     }
     out
+}
+
+/// `outputs.values-from` names tasks of the package file.
+pub(crate) fn check_outputs(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) {
+    let Some(decl) = &pipeline.package else {
+        return;
+    };
+    for (name, at) in &decl.values_from {
+        if pipeline.task(name.as_str()).is_none() {
+            errors.push(Diagnostic::new(
+                *at,
+                name.as_str().len().max(1),
+                format!("`outputs.values-from` names `{name}`, which is not a task of this file"),
+            ));
+        }
+    }
 }
 
 /// A package file run or checked on its own: `package.use` names nothing.
@@ -827,6 +850,16 @@ tasks:
         assert!(
             report.contains("no package source holds `acme/other`"),
             "{report}"
+        );
+        let e = crate::parse_str(
+            &dir.path().join("p.yml"),
+            "name: a/b\nversion: 1.0.0\noutputs:\n  values-from: [nope]\ntasks:\n  - key: t\n    run: echo\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`outputs.values-from` names `nope`") && e.contains("p.yml:4:17"),
+            "{e}"
         );
     }
 }

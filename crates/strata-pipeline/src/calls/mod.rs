@@ -21,7 +21,7 @@ pub use base::BASE_CONFIG_TASK;
 pub(crate) use base::apply_base;
 pub(crate) use declare::{PACKAGE_KEYS, declare};
 pub use expand::run_dir;
-pub(crate) use expand::{PACKAGE_USE, expand, strip_package_use};
+pub(crate) use expand::{PACKAGE_USE, check_outputs, expand, strip_package_use};
 pub use sources::{PackageSources, content_digest};
 
 /// One `with:` or `init:` entry of a call, as written in the caller's file.

@@ -80,6 +80,7 @@ fn parse_file(
         let read = |called: &Path, stack: &[PathBuf]| {
             parse_file(called, &read_source(called, "called file")?, opts, stack)
         };
+        crate::calls::check_outputs(p, &mut errors);
         crate::calls::expand(p, opts, stack, &read, &mut errors);
         validate_graph(p, &mut errors);
     }
