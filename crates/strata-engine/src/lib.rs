@@ -4,7 +4,8 @@
 //! Owns: the per-task flow (inputs -> key -> lookup -> restore or run -> commit), the parallel
 //! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption) and the state machine
 //! that makes its decisions (the dispatcher), `plan` and `explain`,
-//! and the typed [`Event`]s through which every fact reaches the user. The terminal display and
+//! calls at run time (each called task's `params`/`init` scope, a package's files in its stack,
+//! hooks), and the typed [`Event`]s through which every fact reaches the user. The terminal display and
 //! `--json` are two consumers of the same events; the engine never prints.
 //!
 //! Must not touch: YAML (it gets a validated `Pipeline`), mount syscalls (the sandbox crate), the

@@ -818,6 +818,21 @@ tasks:
     }
 
     #[test]
+    fn a_package_pinned_by_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "pkgs/acme/build/rwx-package.yml", PACKAGE);
+        let (_, digest) =
+            crate::calls::content_digest(&dir.path().join("pkgs/acme/build")).unwrap();
+        let p = parse(
+            dir.path(),
+            &format!("tasks:\n  - key: b\n    call: {digest}\n    with: {{target: x}}\n"),
+        )
+        .unwrap();
+        let scope = p.task("b.compile").unwrap().scope.clone().unwrap();
+        assert_eq!(scope.package().unwrap().digest, digest);
+    }
+
+    #[test]
     fn calls_that_cannot_be_resolved() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "pkgs/acme/build/rwx-package.yml", PACKAGE);
