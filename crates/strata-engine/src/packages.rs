@@ -133,11 +133,11 @@ pub(crate) fn package_lower(
     ctx: &RunContext<'_>,
     package: &PackageFiles,
 ) -> Result<PathBuf, String> {
-    let root = ctx.cache.root().join("packages").join(&package.digest);
+    let root = ctx.cache.package_dir(&package.digest);
     if root.is_dir() {
         return Ok(root);
     }
-    let parent = ctx.cache.root().join("packages");
+    let parent = root.parent().expect("under the cache").to_path_buf();
     std::fs::create_dir_all(&parent)
         .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
     let tmp = parent.join(format!(".tmp-{}-{}", package.digest, std::process::id()));
@@ -179,7 +179,7 @@ pub(crate) fn package_lower(
 }
 
 /// A package source that is a git repository, cloned (or brought up to date) under
-/// `cache_dir/package-sources/`. When fetching fails and a clone is already there, it is used
+/// [`strata_store::package_sources_dir`]. When fetching fails and a clone is already there, it is used
 /// as it is, with a warning in `notices`.
 pub fn git_package_source(
     url: &str,
@@ -191,7 +191,7 @@ pub fn git_package_source(
         _ => (url, None),
     };
     let name = blake3::hash(url.as_bytes()).to_hex();
-    let dir = cache_dir.join("package-sources").join(&name[..16]);
+    let dir = strata_store::package_sources_dir(cache_dir).join(&name[..16]);
     let git = |args: &[&str], cwd: Option<&Path>| -> Result<(), String> {
         let mut c = Command::new("git");
         if let Some(d) = cwd {
