@@ -3,7 +3,7 @@
 //! cloud that the config file may map to an image of one's own (`base-images`).
 
 use crate::diagnostic::{Diagnostic, Location};
-use crate::model::{Base, Dialect, Note, Pipeline, TaskKind, TaskName};
+use crate::model::{Base, Dialect, Note, Pipeline, Task, TaskKind, TaskName};
 use crate::yaml::{Node, Value};
 
 use super::LoadOptions;
@@ -25,20 +25,23 @@ fn scalar<'a>(entries: &'a [(Node, Node)], key: &str) -> Option<(&'a str, Locati
 
 /// Applies `base.config` and `base: {os, tag}` to the pipeline read from `root` (the run's own
 /// file: an embedded run's base is not used).
+/// Returns the call of the base configuration package, to be added with [`use_base_config`]
+/// once the file's own calls are resolved.
 pub(crate) fn apply_base(
     root: &Node,
     pipeline: &mut Pipeline,
     opts: &LoadOptions,
     errors: &mut Vec<Diagnostic>,
-) {
+) -> Option<Task> {
+    let mut config_task = None;
     let Value::Map(top) = &root.value else {
-        return;
+        return None;
     };
     let Some(Value::Map(base)) = top.iter().find_map(|(k, v)| match &k.value {
         Value::Scalar { text, .. } if text == "base" => Some(&v.value),
         _ => None,
     }) else {
-        return;
+        return None;
     };
     // Notes that replace what `base` itself says about `os` and `config`.
     let mut mine: Vec<Note> = Vec::new();
@@ -85,7 +88,7 @@ pub(crate) fn apply_base(
             (Some("none"), None) => {}
             (Some(name), Some(version)) => match opts.packages.find(name, version) {
                 Ok(Lookup::Found { .. }) => {
-                    add_base_config(pipeline, config, at, errors);
+                    config_task = base_config_call(config, at, errors);
                     mine.push(Note {
                         at,
                         message: format!(
@@ -111,19 +114,13 @@ pub(crate) fn apply_base(
         pipeline.notes.retain(|n| !n.message.starts_with("`base`"));
         pipeline.notes.extend(mine);
     }
+    config_task
 }
 
-/// A call of the base configuration package that every task of the file uses first.
-fn add_base_config(
-    pipeline: &mut Pipeline,
-    config: &str,
-    at: Location,
-    errors: &mut Vec<Diagnostic>,
-) {
+/// The call of the base configuration package, as a task named [`BASE_CONFIG_TASK`].
+fn base_config_call(config: &str, at: Location, errors: &mut Vec<Diagnostic>) -> Option<Task> {
     let snippet = format!("key: base-config\ncall: {config}\n");
-    let Ok(node) = crate::yaml::parse(&snippet) else {
-        return;
-    };
+    let node = crate::yaml::parse(&snippet).ok()?;
     let mut unsupported = Vec::new();
     let mut notes = Vec::new();
     let mut extras = crate::parse::task::TaskExtras {
@@ -135,19 +132,42 @@ fn add_base_config(
         crate::parse::task::build_task(&node, Dialect::Rwx, &mut local, &mut extras)
     else {
         errors.extend(local);
-        return;
+        return None;
     };
-    let name = TaskName::new(BASE_CONFIG_TASK);
-    task.name = name.clone();
+    task.name = TaskName::new(BASE_CONFIG_TASK);
     task.at = at;
     if let TaskKind::Call(spec) = &mut task.kind {
         spec.at = at;
         spec.target.at = at;
     }
-    for t in &mut pipeline.tasks {
+    Some(task)
+}
+
+/// Resolves the base configuration call and puts it under every task of the run, the tasks of
+/// its calls included.
+pub(crate) fn use_base_config(
+    pipeline: &mut Pipeline,
+    task: Task,
+    opts: &LoadOptions,
+    stack: &[std::path::PathBuf],
+    read: &super::expand::ReadFile<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let name = task.name.clone();
+    let tasks = std::mem::take(&mut pipeline.tasks);
+    let mut config = pipeline.clone();
+    config.tasks = vec![task];
+    config.notes.clear();
+    config.unsupported.clear();
+    super::expand(&mut config, opts, stack, read, errors);
+    pipeline.notes.extend(config.notes);
+    pipeline.unsupported.extend(config.unsupported);
+    let mut all = config.tasks;
+    for mut t in tasks {
         t.uses.insert(0, name.clone());
+        all.push(t);
     }
-    pipeline.tasks.insert(0, task);
+    pipeline.tasks = all;
 }
 
 #[cfg(test)]
@@ -170,9 +190,14 @@ mod tests {
             "name: acme/base\nversion: 1.0.0\ntasks:\n  - key: configure\n    run: echo\n",
         )
         .unwrap();
-        let text = "base:\n  image: debian:12\n  config: acme/base 1.0.0\ntasks:\n  - key: a\n    run: echo\n";
+        std::fs::write(
+            dir.path().join("sub.yml"),
+            "tasks:\n  - key: inner\n    run: echo\n",
+        )
+        .unwrap();
+        let text = "base:\n  image: debian:12\n  config: acme/base 1.0.0\ntasks:\n  - key: a\n    run: echo\n  - key: s\n    call: sub.yml\n";
         let p = parse(dir.path(), text, &LoadOptions::default());
-        assert_eq!(p.tasks.len(), 1);
+        assert_eq!(p.tasks.len(), 3);
         assert!(p.notes.iter().any(|n| n.message.contains("is not applied")));
         let opts = LoadOptions {
             packages: PackageSources::new(vec![dir.path().join("pkgs")]),
@@ -183,6 +208,10 @@ mod tests {
         assert!(p.task("base.config.configure").is_some());
         let a = p.task("a").unwrap();
         assert_eq!(a.uses[0].as_str(), BASE_CONFIG_TASK);
+        // The tasks of a called run too: the base is the run's.
+        let inner = p.task("s.inner").unwrap();
+        assert_eq!(inner.uses[0].as_str(), BASE_CONFIG_TASK);
+        assert!(p.task("base.config.configure").unwrap().uses.is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::diagnostic::Location;
 use crate::model::{TaskName, Text};
 
 pub use base::BASE_CONFIG_TASK;
-pub(crate) use base::apply_base;
+pub(crate) use base::{apply_base, use_base_config};
 pub(crate) use declare::{PACKAGE_KEYS, declare};
 pub use expand::run_dir;
 pub(crate) use expand::{PACKAGE_USE, check_outputs, expand, strip_package_use};

@@ -74,14 +74,18 @@ fn parse_file(
         p.source_text = text.to_string();
         crate::parse::expressions::check_pipeline(p, text, &mut errors);
         // Only the run's own file has a base: a called run's is not used.
-        if let (Some(root), 1) = (&root, stack.len()) {
-            crate::calls::apply_base(root, p, opts, &mut errors);
-        }
+        let base_config = match (&root, stack.len()) {
+            (Some(root), 1) => crate::calls::apply_base(root, p, opts, &mut errors),
+            _ => None,
+        };
         let read = |called: &Path, stack: &[PathBuf]| {
             parse_file(called, &read_source(called, "called file")?, opts, stack)
         };
         crate::calls::check_outputs(p, &mut errors);
         crate::calls::expand(p, opts, stack, &read, &mut errors);
+        if let Some(task) = base_config {
+            crate::calls::use_base_config(p, task, opts, stack, &read, &mut errors);
+        }
         validate_graph(p, &mut errors);
     }
     match pipeline {
