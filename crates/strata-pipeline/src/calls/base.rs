@@ -92,7 +92,7 @@ pub(crate) fn apply_base(
                     mine.push(Note {
                         at,
                         message: format!(
-                            "`base.config: {config}` is applied: its tasks (`{BASE_CONFIG_TASK}.*`) run under every task of the file"
+                            "`base.config: {config}` is applied: its tasks (`{BASE_CONFIG_TASK}.*`) run under every task of the run"
                         ),
                     });
                 }
