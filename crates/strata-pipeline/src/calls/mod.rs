@@ -10,6 +10,7 @@ mod base;
 mod declare;
 mod expand;
 mod sources;
+mod splice;
 
 use std::path::PathBuf;
 use std::sync::Arc;
