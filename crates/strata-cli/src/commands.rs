@@ -9,8 +9,8 @@ use strata_engine::{Explanation, PlanStatus, RunContext, RunOptions};
 use strata_pipeline::{Pipeline, TaskName};
 use strata_store::LocalCache;
 
-use crate::PipelineArgs;
 use crate::reporter::{JsonReporter, TerminalReporter, WarningsOnly};
+use crate::{PackageArgs, PipelineArgs};
 
 pub(crate) const EXIT_TASK_FAILED: u8 = 1;
 pub(crate) const EXIT_BAD_INPUT: u8 = 2;
@@ -67,10 +67,17 @@ fn find_pipeline(file: Option<PathBuf>) -> Result<PathBuf, CliError> {
         })
 }
 
-fn load(file: Option<PathBuf>) -> Result<Pipeline, CliError> {
+fn load(
+    file: Option<PathBuf>,
+    packages: &PackageArgs,
+    cache_dir: Option<&Path>,
+    workspace: Option<&Path>,
+) -> Result<Pipeline, CliError> {
     let path = find_pipeline(file)?;
     let path = std::fs::canonicalize(&path).unwrap_or(path);
-    let pipeline = strata_pipeline::load(&path)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let opts = load_options(packages, cache_dir, workspace.unwrap_or(dir))?;
+    let pipeline = strata_pipeline::load_with(&path, &opts)
         .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))?;
     check_references(&pipeline)?;
     Ok(pipeline)
@@ -109,6 +116,69 @@ fn check_references(pipeline: &Pipeline) -> Result<(), CliError> {
     Err(CliError::bad_input(d.to_string().trim_end().to_string()))
 }
 
+/// Package sources (`--packages`, then `$STRATA_PACKAGES`, then the config file's
+/// `packages:`; git repositories cloned into the cache directory) and the config file's
+/// `base-images`.
+fn load_options(
+    args: &PackageArgs,
+    cache_dir: Option<&Path>,
+    workspace: &Path,
+) -> Result<strata_pipeline::LoadOptions, CliError> {
+    let mut specs: Vec<String> = args.packages.clone();
+    if let Ok(list) = std::env::var("STRATA_PACKAGES") {
+        specs.extend(
+            list.split(|c: char| c == ':' && !list.contains("://") || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+    }
+    let mut base_images = Vec::new();
+    if let Some(path) = config_file() {
+        let config = strata_pipeline::load_config(&path)
+            .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))?;
+        specs.extend(config.packages);
+        base_images = config.base_images;
+    }
+    let mut dirs = Vec::new();
+    let mut notices = Vec::new();
+    for spec in specs {
+        let dir = if strata_pipeline::is_git_url(&spec) {
+            let cache = cache_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(strata_store::default_cache_dir);
+            strata_engine::git_package_source(&spec, &cache, &mut notices)
+                .map_err(|e| CliError::bad_input(format!("error: {e}")))?
+        } else {
+            let dir = PathBuf::from(&spec);
+            if !dir.is_dir() {
+                return Err(CliError::bad_input(format!(
+                    "error: package source {spec} is not a directory"
+                )));
+            }
+            dir
+        };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    for n in notices {
+        eprintln!("warning: {n}");
+    }
+    let packages = strata_pipeline::PackageSources::new(dirs);
+    // Only when a clone of another repository could be a call of `git/clone` does it matter
+    // which repository the workspace is.
+    let workspace_remotes = if packages.holds("git/clone") || packages.holds("mint/git-clone") {
+        strata_engine::Checkout::inspect(workspace).map(|c| c.remotes)
+    } else {
+        None
+    };
+    Ok(strata_pipeline::LoadOptions {
+        packages,
+        base_images,
+        workspace_remotes,
+    })
+}
+
 fn require_root() -> Result<(), CliError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -130,7 +200,11 @@ struct Session {
 /// Loads the pipeline, checks that the `tasks` named on the command line exist, and only then
 /// opens the cache: a mistake touches nothing.
 fn open(file: Option<PathBuf>, args: &PipelineArgs, tasks: &[String]) -> Result<Session, CliError> {
-    let pipeline = load(file)?;
+    let dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(strata_store::default_cache_dir);
+    let pipeline = load(file, &args.packages, Some(&dir), args.workspace.as_deref())?;
     for task in tasks {
         if pipeline.task(task).is_none() {
             return Err(CliError::bad_input(format!(
@@ -140,10 +214,6 @@ fn open(file: Option<PathBuf>, args: &PipelineArgs, tasks: &[String]) -> Result<
         }
     }
     let remotes = remote_caches(&pipeline, args)?;
-    let dir = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(strata_store::default_cache_dir);
     let cache = LocalCache::open(&dir).map_err(|e| CliError::internal(&e))?;
     Ok(Session {
         pipeline,
@@ -424,8 +494,9 @@ pub(crate) fn settle_cache(dir: &Path) -> CliResult {
     Ok(0)
 }
 
-pub(crate) fn check(file: Option<PathBuf>) -> CliResult {
-    let pipeline = load(file)?;
+pub(crate) fn check(file: Option<PathBuf>, packages: &PackageArgs) -> CliResult {
+    let cache_dir = std::env::var_os("STRATA_CACHE_DIR").map(PathBuf::from);
+    let pipeline = load(file, packages, cache_dir.as_deref(), None)?;
     print_notes(&pipeline);
     if let Some(message) = pipeline.unsupported_report() {
         eprintln!("note: {message}\n(`strata run` refuses the file until they are supported)");
@@ -474,6 +545,7 @@ pub(crate) fn plan(
                     PlanStatus::Uncached => ("uncached", None),
                     PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
                     PlanStatus::Workspace => ("workspace", None),
+                    PlanStatus::Call => ("call", None),
                 };
                 serde_json::json!({
                     "task": p.task,
@@ -505,6 +577,7 @@ pub(crate) fn plan(
             PlanStatus::Uncached => "would run (cache disabled)".to_string(),
             PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
             PlanStatus::Workspace => "served from the workspace checkout".to_string(),
+            PlanStatus::Call => "a call: stands for its tasks".to_string(),
         };
         let files = if matches!(p.status, PlanStatus::Unknown { .. }) {
             "-".to_string()

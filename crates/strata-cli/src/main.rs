@@ -58,6 +58,18 @@ pub(crate) struct PipelineArgs {
     /// `$STRATA_SECRET_<NAME>`).
     #[arg(long = "secrets", value_name = "FILE")]
     secrets: Option<PathBuf>,
+    #[command(flatten)]
+    packages: PackageArgs,
+}
+
+/// Where `call: NAME VERSION` finds packages.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct PackageArgs {
+    /// A package source: a directory of NAME/rwx-package.yml (or NAME/VERSION/rwx-package.yml),
+    /// or a git repository URL (optionally URL#REF) cloned into the cache directory
+    /// (repeatable; searched before $STRATA_PACKAGES and the config file's `packages:`).
+    #[arg(long = "packages", value_name = "DIR|GIT-URL")]
+    packages: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -85,7 +97,11 @@ enum Command {
         json: bool,
     },
     /// Validate a pipeline file without running anything.
-    Check { file: Option<PathBuf> },
+    Check {
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        packages: PackageArgs,
+    },
     /// Show every task with its cache key and whether it would be restored.
     Plan {
         /// The pipeline file (default: strata.yml or strata.yaml in the current directory).
@@ -174,7 +190,7 @@ fn main() -> ExitCode {
             jobs,
             json,
         } => commands::run(file, &pipeline, targets, no_cache, fail_fast, jobs, json),
-        Command::Check { file } => commands::check(file),
+        Command::Check { file, packages } => commands::check(file, &packages),
         Command::SettleCache { dir } => commands::settle_cache(&dir),
         Command::Plan {
             file,

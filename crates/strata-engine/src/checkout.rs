@@ -95,29 +95,8 @@ impl Checkout {
     }
 }
 
-/// `https://github.com/a/b.git`, `git@github.com:a/b` and `ssh://git@github.com/a/b/` all become
-/// `github.com/a/b`.
-pub(crate) fn normalize_remote(url: &str) -> String {
-    let mut u = url.trim();
-    if let Some((_, rest)) = u.split_once("://") {
-        u = rest;
-    }
-    if let Some((user, rest)) = u.split_once('@')
-        && !user.contains('/')
-    {
-        u = rest;
-    }
-    let u = u.trim_end_matches('/');
-    let u = u.strip_suffix(".git").unwrap_or(u);
-    // `host:path` (scp-like) is `host/path`; a `host:port/` stays as it is.
-    let u = match u.split_once(':') {
-        Some((host, path)) if !path.starts_with(|c: char| c.is_ascii_digit()) => {
-            format!("{host}/{path}")
-        }
-        _ => u.to_string(),
-    };
-    u.to_ascii_lowercase()
-}
+/// One spelling per repository (shared with the check of a `git/clone` when the file is read).
+pub(crate) use strata_pipeline::calls::normalize_remote;
 
 #[cfg(test)]
 mod tests {

@@ -380,7 +380,7 @@ fn check_source(
         let url = repo.raw.trim();
         if !url.is_empty() && !url.contains("${{") && !checkout.has_remote(url) {
             return Err(format!(
-                "`repository: {url}` is not a remote of the workspace ({}); a clone of another repository is a package call, which this version of strata cannot run yet",
+                "`repository: {url}` is not a remote of the workspace ({}); strata serves only the workspace's repository from the checkout, and a clone of another repository is a call of the `git/clone` package, which needs a repository known when the file is read and a package source holding `git/clone` (--packages)",
                 if checkout.remotes.is_empty() {
                     "it has none".to_string()
                 } else {

@@ -152,6 +152,9 @@ pub(crate) fn execute<'scope, 'env>(
     if let TaskKind::Source(_) = &task.kind {
         return serve_workspace(ctx, task, parents, values, reporter);
     }
+    if let TaskKind::Called(_) = &task.kind {
+        return stand_for_call(ctx, task, parents, values, reporter);
+    }
     let resolved = resolve(ctx, task, parents, values);
     let key = resolved.key;
     if let Some(error) = &resolved.error {
@@ -274,6 +277,30 @@ fn serve_workspace(
     });
     TaskOutcome::Cached {
         result: source_result(ctx, task, &resolved),
+        key: resolved.key,
+        saved: Duration::ZERO,
+    }
+}
+
+/// A calling task: its call's tasks have run; it hands on what they produced and runs
+/// nothing itself.
+fn stand_for_call(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    parents: &[&TaskResult],
+    values: &TaskValues,
+    reporter: &dyn Reporter,
+) -> TaskOutcome {
+    let resolved = resolve(ctx, task, parents, values);
+    reporter.event(&Event::TaskCached {
+        task: task.name.to_string(),
+        key: resolved.key.to_hex(),
+        layer: String::new(),
+        saved_ms: 0,
+        from: "call".into(),
+    });
+    TaskOutcome::Cached {
+        result: crate::packages::called_result(task, parents, values),
         key: resolved.key,
         saved: Duration::ZERO,
     }
@@ -430,6 +457,9 @@ fn run_in_sandbox<'scope, 'env>(
             .map_err(|e| Failure::infra(format!("failed to create {}: {e}", d.display())))?;
     }
     let mut lowerdirs = mounts.lowerdirs.clone();
+    if let Some(package) = task.scope.as_ref().and_then(|s| s.package()) {
+        lowerdirs.push(crate::packages::package_lower(ctx, package).map_err(Failure::infra)?);
+    }
     lowerdirs.push(ws_tree);
     lowerdirs.extend(ctx.base_layers.iter().cloned());
     let spec = SandboxSpec {
@@ -441,7 +471,11 @@ fn run_in_sandbox<'scope, 'env>(
         scratch: scratch.clone(),
         outputs_dir: outputs_dir.clone(),
         cwd: PathBuf::from(WORKSPACE_DIR),
-        command: resolved.command.clone(),
+        command: if crate::hooks::present(&mounts.lowerdirs) {
+            crate::hooks::wrap(&resolved.command)
+        } else {
+            resolved.command.clone()
+        },
         env: resolved.env.clone(),
     };
     reporter.event(&Event::TaskStarted {
@@ -586,6 +620,8 @@ fn commit<'scope, 'env>(
     for mp in RunningSandbox::created_mountpoints(scratch) {
         let _ = std::fs::remove_dir(upper.join(mp));
     }
+    crate::hooks::keep(outputs_dir, upper)
+        .map_err(|e| Failure::infra(format!("failed to keep the task's hooks: {e}")))?;
     let layer = ctx
         .cache
         .commit(upper)

@@ -76,6 +76,7 @@ pub(crate) fn resolve_source(
         repository: r(&source.repository, "repository")?,
         preserve_git_dir: r(&source.preserve_git_dir, "preserve-git-dir")?,
         meta_ref: r(&source.meta_ref, "meta-ref")?,
+        call: source.call.clone(),
     })
 }
 

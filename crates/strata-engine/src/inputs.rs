@@ -95,7 +95,27 @@ pub(crate) fn resolve(
 ) -> ResolvedInputs {
     // Most tasks read no values: they share the run's scope rather than copy it (it holds the
     // event payload).
-    let (scope, key_scope) = if values.is_empty() {
+    let mut error = None;
+    let called_scope = task.scope.as_ref().map(|call| {
+        crate::packages::call_scopes(
+            &ctx.invocation.scope,
+            &ctx.invocation.key_scope,
+            call,
+            values,
+        )
+    });
+    let (scope, key_scope) = if let Some(called) = called_scope {
+        match called {
+            Ok((s, k)) => (Cow::Owned(s), Cow::Owned(k)),
+            Err(e) => {
+                error = Some(e);
+                (
+                    Cow::Borrowed(&ctx.invocation.scope),
+                    Cow::Borrowed(&ctx.invocation.key_scope),
+                )
+            }
+        }
+    } else if values.is_empty() {
         (
             Cow::Borrowed(&ctx.invocation.scope),
             Cow::Borrowed(&ctx.invocation.key_scope),
@@ -106,7 +126,6 @@ pub(crate) fn resolve(
             Cow::Owned(with_values(&ctx.invocation.key_scope, values)),
         )
     };
-    let mut error = None;
     let stack = flatten_stack(parents);
     let inherited = ExportedEnv::merge(parents.iter().map(|p| &p.env));
 
@@ -165,6 +184,12 @@ pub(crate) fn resolve(
             _ => Keyed::NameOnly,
         };
         env.insert(var.name.clone(), (value.text, keyed));
+    }
+    // A package's files, at a path that names their digest: it enters the key.
+    if let Some(package) = task.scope.as_ref().and_then(|s| s.package()) {
+        let path = crate::packages::package_path(package);
+        env.insert("RWX_PACKAGES_PATH".into(), (path.clone(), Keyed::Value));
+        env.insert("RWX_PACKAGE_PATH".into(), (path, Keyed::Value));
     }
     let keyed_env = env
         .iter()

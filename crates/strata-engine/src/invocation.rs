@@ -43,12 +43,10 @@ pub struct Invocation {
 /// The environment of the process, as a lookup (so tests can give their own).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// `run.*`: `dir` is the directory of the definition file (and `mint-dir` its older name).
+/// `run.*`: `dir` is the directory of the run's definitions (`.rwx`, else the definition
+/// file's own; `mint-dir` is its older name).
 fn run_namespace(pipeline: &Pipeline, env: EnvLookup<'_>) -> Value {
-    let dir = pipeline
-        .path
-        .parent()
-        .unwrap_or(Path::new("."))
+    let dir = strata_pipeline::calls::run_dir(&pipeline.path)
         .display()
         .to_string();
     let id = env("GITHUB_RUN_ID")
@@ -573,7 +571,8 @@ pub(crate) fn missing_values(
         }
     };
     for (i, task) in pipeline.tasks.iter().enumerate() {
-        if !wanted[i] {
+        // A called task reads its call's `init`, not the run's.
+        if !wanted[i] || task.scope.is_some() {
             continue;
         }
         for text in task.texts() {

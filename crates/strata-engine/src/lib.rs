@@ -4,7 +4,8 @@
 //! Owns: the per-task flow (inputs -> key -> lookup -> restore or run -> commit), the parallel
 //! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption) and the state machine
 //! that makes its decisions (the dispatcher), `plan` and `explain`,
-//! and the typed [`Event`]s through which every fact reaches the user. The terminal display and
+//! calls at run time (each called task's `params`/`init` scope, a package's files in its stack,
+//! hooks), and the typed [`Event`]s through which every fact reaches the user. The terminal display and
 //! `--json` are two consumers of the same events; the engine never prints.
 //!
 //! Must not touch: YAML (it gets a validated `Pipeline`), mount syscalls (the sandbox crate), the
@@ -17,8 +18,10 @@ mod events;
 mod execute;
 mod export;
 mod expressions;
+mod hooks;
 mod inputs;
 mod invocation;
+mod packages;
 mod plan;
 mod scheduler;
 mod sources;
@@ -30,5 +33,6 @@ pub use context::{EngineError, PassedEnv, RunContext, RunOptions};
 pub use events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary};
 pub use export::{ExportError, ExportOptions, ExportTarget, Exported, export};
 pub use invocation::{Invocation, InvocationOptions, invoke};
+pub use packages::git_package_source;
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
 pub use scheduler::run;

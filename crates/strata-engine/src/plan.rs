@@ -21,6 +21,8 @@ pub enum PlanStatus {
     Unknown { parent: String },
     /// A `git/clone` of the workspace: served from the checkout, nothing to run or restore.
     Workspace,
+    /// A calling task: it stands for its call's tasks, nothing to run or restore.
+    Call,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,16 @@ pub(crate) fn plan_with_results(
                 key: None,
                 status: PlanStatus::Workspace,
                 workspace_files: resolved.files.len(),
+            });
+            continue;
+        }
+        if let strata_pipeline::TaskKind::Called(_) = &task.kind {
+            results[i] = Some(Ok(crate::packages::called_result(task, &parents, &values)));
+            out.push(PlannedTask {
+                task: task.name.to_string(),
+                key: None,
+                status: PlanStatus::Call,
+                workspace_files: 0,
             });
             continue;
         }

@@ -9,6 +9,11 @@
 //!   - SSL_CERT_FILE                            # the host's value, part of the keys
 //!   - RUSTFLAGS=-Dwarnings                     # this value
 //!   - {name: NPM_TOKEN, cache-key: excluded}   # the host's value, keyed by name only
+//! packages:                                    # where `call: NAME VERSION` finds packages
+//!   - /srv/rwx-packages                        # a directory of NAME/rwx-package.yml
+//!   - https://github.com/rwx-cloud/packages.git   # a git repository, cloned into the cache
+//! base-images:                                 # RWX's `base: {os, tag}` -> an image
+//!   ubuntu 24.04: localhost:5000/ubuntu:24.04
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,6 +28,10 @@ pub struct Config {
     pub path: PathBuf,
     pub caches: Vec<RemoteCacheDecl>,
     pub env: Vec<ConfigEnv>,
+    /// Package sources: directories or git URLs (relative directories: to the config file).
+    pub packages: Vec<String>,
+    /// RWX's `base: {os, tag}` (`"ubuntu 24.04"` or `"ubuntu 24.04 1.1"`) -> image reference.
+    pub base_images: Vec<(String, String)>,
 }
 
 /// A host variable passed into every task.
@@ -101,6 +110,50 @@ pub fn plain_env(text: &str) -> ConfigEnv {
     }
 }
 
+/// `packages:`: a source or a list of them; a relative directory is relative to the file.
+fn package_sources(
+    file: &Path,
+    node: &crate::yaml::Node,
+    errors: &mut Vec<crate::Diagnostic>,
+) -> Vec<String> {
+    crate::parse::scalars::as_string_list(node, "`packages`", errors)
+        .into_iter()
+        .map(|(_, s)| {
+            if is_git_url(&s) || Path::new(&s).is_absolute() {
+                s
+            } else {
+                file.parent()
+                    .unwrap_or(Path::new("."))
+                    .join(s)
+                    .display()
+                    .to_string()
+            }
+        })
+        .collect()
+}
+
+/// Whether a package source names a git repository rather than a directory.
+pub fn is_git_url(s: &str) -> bool {
+    s.contains("://") || s.ends_with(".git") || (s.contains('@') && s.contains(':'))
+}
+
+/// `base-images:`: a mapping from RWX's `os` (and `tag`) to an image reference.
+fn base_images(
+    node: &crate::yaml::Node,
+    errors: &mut Vec<crate::Diagnostic>,
+) -> Vec<(String, String)> {
+    use crate::parse::scalars::{as_map, as_string};
+    as_map(node, "`base-images`", errors)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(k, v)| {
+            let os = as_string(k, "an OS (`ubuntu 24.04`)", errors)?;
+            let image = as_string(v, "an image reference", errors)?;
+            Some((os.split_whitespace().collect::<Vec<_>>().join(" "), image))
+        })
+        .collect()
+}
+
 /// Reads a config file. Unknown keys are errors, as in pipeline files.
 pub fn load_config(path: &Path) -> Result<Config, Diagnostics> {
     let text = read_source(path, "config file")?;
@@ -109,6 +162,8 @@ pub fn load_config(path: &Path) -> Result<Config, Diagnostics> {
         path: path.to_path_buf(),
         caches: Vec::new(),
         env: Vec::new(),
+        packages: Vec::new(),
+        base_images: Vec::new(),
     };
     match yaml::parse(&text) {
         Ok(root) => match &root.value {
@@ -121,9 +176,15 @@ pub fn load_config(path: &Path) -> Result<Config, Diagnostics> {
                         Value::Scalar { text, .. } if text == "env" => {
                             config.env = config_env(value, &mut errors);
                         }
+                        Value::Scalar { text, .. } if text == "packages" => {
+                            config.packages = package_sources(path, value, &mut errors);
+                        }
+                        Value::Scalar { text, .. } if text == "base-images" => {
+                            config.base_images = base_images(value, &mut errors);
+                        }
                         Value::Scalar { text, .. } => errors.push(
                             key.error(format!("unknown key `{text}` in the config file"))
-                                .with_help("the config file has two keys, `cache` and `env`"),
+                                .with_help("the config file's keys are `cache`, `env`, `packages` and `base-images`"),
                         ),
                         _ => errors.push(key.error("config keys must be strings")),
                     }

@@ -6,8 +6,11 @@
 //! runs (unknown keys, types, references, cycles). Every problem is a [`Diagnostic`] that points
 //! at a file, line and column.
 //!
-//! Must not touch: the filesystem beyond reading the one pipeline file, the cache, or processes.
+//! Must not touch: the filesystem beyond reading the pipeline file and the files it calls
+//! (packages in the package directories it is given, other run definitions), the cache, or
+//! processes.
 
+pub mod calls;
 mod config;
 mod diagnostic;
 mod duration;
@@ -19,7 +22,8 @@ mod triggers;
 mod validate;
 mod yaml;
 
-pub use config::{Config, ConfigEnv, load_config, plain_env};
+pub use calls::{LoadOptions, PackageSources};
+pub use config::{Config, ConfigEnv, is_git_url, load_config, plain_env};
 pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
 pub use filter::Filter;
@@ -28,5 +32,5 @@ pub use model::{
     TaskKind, TaskName, Text, Unsupported, WorkspaceSource,
 };
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
-pub use parse::{dialect_of, load, parse_str};
+pub use parse::{dialect_of, load, load_with, parse_str, parse_with};
 pub use triggers::{Trigger, TriggerEvent, Triggers};

@@ -129,6 +129,9 @@ pub struct WorkspaceSource {
     pub preserve_git_dir: Option<Text>,
     /// `with.meta-ref`: overrides `RWX_GIT_REF`.
     pub meta_ref: Option<Text>,
+    /// The call as written: a clone of another repository becomes a call of the `git/clone`
+    /// package when a package source holds it.
+    pub call: Option<crate::calls::CallSpec>,
 }
 
 /// What a task does.
@@ -138,8 +141,14 @@ pub enum TaskKind {
     Command,
     /// Serves the workspace: see [`WorkspaceSource`].
     Source(WorkspaceSource),
-    /// A package or embedded run: accepted by `check`, refused by `run` until packages exist.
-    Call { target: Text },
+    /// A call strata could not resolve when the file was read (no package source holds the
+    /// package, a run definition named by a run-time expression): accepted by `check`, refused
+    /// by `run` (it is listed in [`Pipeline::unsupported`]).
+    Call(crate::calls::CallSpec),
+    /// A resolved call of a package or run definition. Its tasks are in the pipeline, named
+    /// `caller.inner`; this task runs nothing: it stands for them (`use: [caller]`, see
+    /// [`crate::calls::CallOutputs`]).
+    Called(crate::calls::CallOutputs),
 }
 
 /// A key that `check` accepts but this version cannot honour yet: `run` refuses the file with
@@ -199,6 +208,9 @@ pub struct Task {
     pub timeout: Option<Duration>,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
+    /// For a task of a called package or run definition: the call, whose arguments are its
+    /// `params` (or `init`) namespace. `None`: a task of the file itself.
+    pub scope: Option<std::sync::Arc<crate::calls::CallScope>>,
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +240,9 @@ pub struct Pipeline {
     pub notes: Vec<Note>,
     /// The file's text, to show notes in context.
     pub source_text: String,
+    /// What a package file declares (`parameters`, `outputs`, ...): `None` for a run
+    /// definition.
+    pub package: Option<crate::calls::PackageDecl>,
 }
 
 impl Task {
@@ -254,7 +269,14 @@ impl Task {
                 .into_iter()
                 .flatten(),
             ),
-            TaskKind::Call { target } => texts.push(target),
+            TaskKind::Call(spec) => {
+                texts.push(&spec.target);
+                texts.extend(spec.with.iter().chain(&spec.init).map(|a| &a.value));
+            }
+            TaskKind::Called(outputs) => {
+                let call = &outputs.call;
+                texts.extend(call.params.iter().chain(&call.init).map(|a| &a.value));
+            }
             TaskKind::Command => {}
         }
         texts

@@ -32,7 +32,7 @@ pub(crate) fn validate_graph(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) 
                     format!("task `{}` depends on itself", task.name),
                 ));
                 missing = true;
-            } else if !seen.contains_key(&r.name) {
+            } else if !seen.contains_key(&r.name) && !is_package_use(pipeline, &r.name) {
                 let mut d = Diagnostic::new(
                     r.at,
                     r.width,
@@ -66,6 +66,11 @@ pub(crate) fn validate_graph(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) 
             ),
         ));
     }
+}
+
+/// `package.use` in a package file: whatever its caller uses.
+fn is_package_use(pipeline: &Pipeline, name: &TaskName) -> bool {
+    pipeline.package.is_some() && name.as_str() == crate::calls::PACKAGE_USE
 }
 
 /// One cycle among `use`/`after` edges, as task indices in dependency order, if there is one.

@@ -39,5 +39,8 @@ impl SandboxSpec {
             &["RWX_CACHE_KEY_EXCLUDED_ENV", "MINT_CACHE_KEY_EXCLUDED_ENV"],
         ),
         ("errors", &["RWX_ERRORS", "MINT_ERRORS"]),
+        // Scripts that tasks using this one run before and after their command.
+        ("hooks-before-task", &["RWX_HOOKS_BEFORE_TASK"]),
+        ("hooks-after-task", &["RWX_HOOKS_AFTER_TASK"]),
     ];
 }

@@ -21,5 +21,5 @@ pub use error::StoreError;
 pub use import::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
-pub use local::{LocalCache, default_cache_dir};
+pub use local::{LocalCache, default_cache_dir, package_sources_dir};
 pub use runs::{KeyLock, RunDir};

@@ -81,6 +81,12 @@ impl LocalCache {
         &self.root
     }
 
+    /// Where the files of the package with this content digest are kept for the tasks that
+    /// read them (`packages/<digest>`, a tree published whole by a rename).
+    pub fn package_dir(&self, digest: &str) -> PathBuf {
+        self.root.join("packages").join(digest)
+    }
+
     pub(crate) fn tmp_path(&self, hint: &str) -> PathBuf {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -118,4 +124,10 @@ impl LocalCache {
             None => self.sync_now(),
         }
     }
+}
+
+/// Where git package sources are cloned under a cache directory (`package-sources/`): they are
+/// fetched before the pipeline is read, so before the cache is opened.
+pub fn package_sources_dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("package-sources")
 }

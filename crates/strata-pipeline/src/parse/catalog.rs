@@ -26,6 +26,9 @@ const HONOURED_TASK_KEYS: &[&str] = &[
     "timeout-minutes",
     "call",
     "with",
+    "init",
+    "target",
+    "inherit-init",
 ];
 
 const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
@@ -47,9 +50,6 @@ const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
     ("docker", KeyStatus::Later),
     ("app", KeyStatus::Later),
     ("terminate-grace-period-seconds", KeyStatus::Later),
-    ("init", KeyStatus::Later),
-    ("target", KeyStatus::Later),
-    ("inherit-init", KeyStatus::Later),
 ];
 
 /// Every task key of the language, honoured or not.
@@ -80,6 +80,12 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "aliases",
     "package",
     "parameters",
+    "name",
+    "version",
+    "description",
+    "source_code_url",
+    "issue_tracker_url",
+    "outputs",
 ];
 
 pub(crate) fn top_level_key(key: &str) -> Option<KeyStatus> {
@@ -88,7 +94,6 @@ pub(crate) fn top_level_key(key: &str) -> Option<KeyStatus> {
         "tool-cache" => Some(KeyStatus::Ignored(
             "tasks run from scratch on a miss, as without a tool cache",
         )),
-        "package" | "parameters" => Some(KeyStatus::Later),
         _ => None,
     }
 }

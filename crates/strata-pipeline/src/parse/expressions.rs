@@ -100,10 +100,11 @@ pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut
                             errors.push(d("`tasks` needs a task: `tasks.NAME.values.VALUE`".into()))
                         }
                     },
-                    Some("params") => errors.push(
-                        d("`params` is only available in the tasks of a package".into())
-                            .with_help("a run definition passes values to its tasks with `init`"),
-                    ),
+                    Some("params") => {
+                        if let Some(e) = check_param(pipeline.package.as_ref(), r.path.get(1), d) {
+                            errors.push(e);
+                        }
+                    }
                     Some("parallel") => unsupported.push(Unsupported {
                         key: "`parallel.*` expressions".into(),
                         task: Some(task.name.clone()),
@@ -163,6 +164,30 @@ pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut
         task.value_deps = deps;
     }
     pipeline.unsupported.extend(unsupported);
+}
+
+/// `params.NAME`: only in a package, and only a parameter it declares.
+fn check_param(
+    package: Option<&crate::calls::PackageDecl>,
+    name: Option<&String>,
+    d: impl Fn(String) -> Diagnostic,
+) -> Option<Diagnostic> {
+    let Some(package) = package else {
+        return Some(
+            d("`params` is only available in the tasks of a package".into())
+                .with_help("a run definition passes values to its tasks with `init`"),
+        );
+    };
+    let name = name?;
+    let names: Vec<&str> = package.parameters.iter().map(|p| p.name.as_str()).collect();
+    if names.contains(&name.as_str()) {
+        return None;
+    }
+    let e = d(format!("the package declares no parameter `{name}`"));
+    Some(match crate::parse::scalars::suggest(name, &names) {
+        Some(h) => e.with_help(h),
+        None => e.with_help("declare it under `parameters:`"),
+    })
 }
 
 fn unknown_namespace(d: impl Fn(String) -> Diagnostic, ns: &str) -> Diagnostic {

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::calls::LoadOptions;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::model::{Base, Dialect, HostBase, Note, Pipeline, RemoteCacheDecl, Unsupported};
 use crate::parse::catalog::{self, KeyStatus};
@@ -15,6 +16,11 @@ use crate::yaml::{self, Node, Value};
 /// Reads and validates a pipeline file.
 pub fn load(path: &Path) -> Result<Pipeline, Diagnostics> {
     parse_str(path, &read_source(path, "pipeline file")?)
+}
+
+/// Reads and validates a pipeline file, resolving its calls of packages from `opts`.
+pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
+    parse_with(path, &read_source(path, "pipeline file")?, opts)
 }
 
 /// A file's text, or a diagnostic naming it (`what`: "pipeline file", "config file").
@@ -34,9 +40,31 @@ pub(crate) fn read_source(path: &Path, what: &str) -> Result<String, Diagnostics
 
 /// Parses and validates pipeline text; `path` is used for messages and relative paths.
 pub fn parse_str(path: &Path, text: &str) -> Result<Pipeline, Diagnostics> {
+    parse_with(path, text, &LoadOptions::default())
+}
+
+/// [`parse_str`], resolving calls of packages from `opts`.
+pub fn parse_with(path: &Path, text: &str, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
+    let mut p = parse_file(path, text, opts, &[path.to_path_buf()])?;
+    crate::calls::strip_package_use(&mut p);
+    Ok(p)
+}
+
+/// One file of a run (the run's own, or one it calls: `stack` is the chain of calls).
+fn parse_file(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+    stack: &[PathBuf],
+) -> Result<Pipeline, Diagnostics> {
     let mut errors = Vec::new();
+    let mut root = None;
     let mut pipeline = match yaml::parse(text) {
-        Ok(root) => build_pipeline(path, &root, &mut errors),
+        Ok(r) => {
+            let p = build_pipeline(path, &r, &mut errors);
+            root = Some(r);
+            p
+        }
         Err(d) => {
             errors.push(d);
             None
@@ -45,6 +73,19 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Pipeline, Diagnostics> {
     if let Some(p) = &mut pipeline {
         p.source_text = text.to_string();
         crate::parse::expressions::check_pipeline(p, text, &mut errors);
+        // Only the run's own file has a base: a called run's is not used.
+        let base_config = match (&root, stack.len()) {
+            (Some(root), 1) => crate::calls::apply_base(root, p, opts, &mut errors),
+            _ => None,
+        };
+        let read = |called: &Path, stack: &[PathBuf]| {
+            parse_file(called, &read_source(called, "called file")?, opts, stack)
+        };
+        crate::calls::check_outputs(p, &mut errors);
+        crate::calls::expand(p, opts, stack, &read, &mut errors);
+        if let Some(task) = base_config {
+            crate::calls::use_base_config(p, task, opts, stack, &read, &mut errors);
+        }
         validate_graph(p, &mut errors);
     }
     match pipeline {
@@ -89,6 +130,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     let mut triggers = Triggers::default();
     let mut unsupported = Vec::new();
     let mut notes = Vec::new();
+    let mut package = None;
     for (key, value) in entries {
         let Some(name) = key_name(key, errors) else {
             continue;
@@ -123,6 +165,9 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
             "on" => triggers = parse_triggers(value, errors),
             // Anchors to be used elsewhere in the file: anything goes.
             "aliases" => {}
+            k if crate::calls::PACKAGE_KEYS.contains(&k) => {
+                crate::calls::declare(k, value, &mut package, errors)
+            }
             other => match catalog::top_level_key(other) {
                 Some(KeyStatus::NoEffect) => notes.push(Note {
                     at: key.at,
@@ -166,6 +211,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
         unsupported,
         notes,
         source_text: String::new(),
+        package,
     })
 }
 

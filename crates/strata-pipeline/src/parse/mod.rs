@@ -5,7 +5,7 @@ mod catalog;
 pub(crate) mod expressions;
 mod file;
 pub(crate) mod scalars;
-mod task;
+pub(crate) mod task;
 
-pub use file::{dialect_of, load, parse_str};
+pub use file::{dialect_of, load, load_with, parse_str, parse_with};
 pub(crate) use file::{read_source, remote_caches};

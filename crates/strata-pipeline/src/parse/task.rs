@@ -75,7 +75,7 @@ pub(crate) fn build_task(
         None => None,
     };
     let mut t = TaskParts::default();
-    let mut with = None;
+    let mut call_keys: Vec<(String, &Node, &Node)> = Vec::new();
     let mut call = None;
     for (key, value) in entries {
         let Some(k) = key_name(key, errors) else {
@@ -131,7 +131,7 @@ pub(crate) fn build_task(
                 }
             }
             "call" => call = as_text(value, "`call`", errors).map(|c| (c, key.at)),
-            "with" => with = Some(value),
+            "with" | "init" | "target" | "inherit-init" => call_keys.push((k, key, value)),
             "workspace" if dialect == Dialect::Strata => {
                 t.workspace = as_bool(value, "`workspace`", errors).unwrap_or(false)
             }
@@ -181,13 +181,15 @@ pub(crate) fn build_task(
                     .with_help("a task either runs a command or calls a package or run definition"),
                 );
             }
-            call_kind(&name, target, call_at, with, errors, extras)
+            call_kind(target, call_at, &call_keys, errors)
         }
         None => {
-            if let Some(w) = with {
+            if let Some((k, key, _)) = call_keys.first() {
                 errors.push(
-                    w.error(format!("task `{name}` has `with` but no `call`"))
-                        .with_help("`with` passes parameters to a package named by `call`"),
+                    key.error(format!("task `{name}` has `{k}` but no `call`"))
+                        .with_help(format!(
+                            "`{k}` belongs to a call of a package or run definition"
+                        )),
                 );
             }
             if t.run.is_none() && errors.len() == before {
@@ -214,6 +216,7 @@ pub(crate) fn build_task(
         cache: t.cache,
         timeout: t.timeout,
         ref_spans: t.ref_spans,
+        scope: None,
     })
 }
 
@@ -248,33 +251,110 @@ fn run_text(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<Text> {
     }
 }
 
-/// `call:` + `with:`: a clone of the workspace, or a package strata cannot run yet.
+/// `call:` with `with:`, `init:`, `target:`, `inherit-init:`: a clone of the workspace, or a
+/// call of a package or run definition (resolved once the whole file is read:
+/// `crate::calls::expand`).
 fn call_kind(
-    name: &TaskName,
     target: Text,
     at: Location,
-    with: Option<&Node>,
+    keys: &[(String, &Node, &Node)],
     errors: &mut Vec<Diagnostic>,
-    extras: &mut TaskExtras<'_>,
 ) -> TaskKind {
     let package = target.raw.split_whitespace().next().unwrap_or_default();
-    if !CLONE_PACKAGES.contains(&package) {
-        extras.unsupported.push(Unsupported {
-            key: format!("`call: {}`", target.raw.trim()),
-            task: Some(name.clone()),
-            at,
-        });
-        if let Some(w) = with {
-            as_map(w, "`with`", errors);
+    if CLONE_PACKAGES.contains(&package) {
+        for (k, key, _) in keys.iter().filter(|(k, _, _)| k != "with") {
+            errors.push(key.error(format!(
+                "`{k}` is for embedded runs; `{package}` takes `with`"
+            )));
         }
-        return TaskKind::Call { target };
+        let with = keys
+            .iter()
+            .find(|(k, _, _)| k == "with")
+            .map(|(_, _, v)| *v);
+        let mut source = clone_source(package, with, errors);
+        // Parsed again without reporting twice: kept in case it names another repository.
+        source.call = Some(call_spec(target, at, keys, &mut Vec::new()));
+        return TaskKind::Source(source);
     }
+    TaskKind::Call(call_spec(target, at, keys, errors))
+}
+
+/// A call as written.
+fn call_spec(
+    target: Text,
+    at: Location,
+    keys: &[(String, &Node, &Node)],
+    errors: &mut Vec<Diagnostic>,
+) -> crate::calls::CallSpec {
+    let mut spec = crate::calls::CallSpec {
+        target,
+        at,
+        with: Vec::new(),
+        with_at: None,
+        init: Vec::new(),
+        init_at: None,
+        inherit_init: false,
+        targets: Vec::new(),
+    };
+    for (k, key, value) in keys {
+        match k.as_str() {
+            "with" => {
+                spec.with = call_args(value, "`with`", errors);
+                spec.with_at = Some(key.at);
+            }
+            "init" => {
+                spec.init = call_args(value, "`init`", errors);
+                spec.init_at = Some(key.at);
+            }
+            "inherit-init" => {
+                spec.inherit_init = as_bool(value, "`inherit-init`", errors).unwrap_or(false)
+            }
+            _ => {
+                spec.targets = as_string_list(value, "`target`", errors)
+                    .into_iter()
+                    .map(|(n, s)| (s, n.at))
+                    .collect()
+            }
+        }
+    }
+    spec
+}
+
+/// `with:` or `init:`: names and values (strings, numbers, booleans).
+fn call_args(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Vec<crate::calls::CallArg> {
+    let mut out: Vec<crate::calls::CallArg> = Vec::new();
+    for (k, v) in as_map(node, what, errors).unwrap_or_default() {
+        let Some(name) = key_name(k, errors) else {
+            continue;
+        };
+        if out.iter().any(|a| a.name == name) {
+            errors.push(k.error(format!("`{name}` is given twice in {what}")));
+            continue;
+        }
+        if let Some(value) = as_text(v, &format!("`{name}`"), errors) {
+            out.push(crate::calls::CallArg {
+                name,
+                value,
+                at: k.at,
+            });
+        }
+    }
+    out
+}
+
+/// A `git/clone` of the workspace's repository, served from the checkout.
+fn clone_source(
+    package: &str,
+    with: Option<&Node>,
+    errors: &mut Vec<Diagnostic>,
+) -> WorkspaceSource {
     let mut source = WorkspaceSource {
         path: None,
         reference: None,
         repository: None,
         preserve_git_dir: None,
         meta_ref: None,
+        call: None,
     };
     if let Some(w) = with
         && let Some(params) = as_map(w, "`with`", errors)
@@ -305,7 +385,7 @@ fn call_kind(
             }
         }
     }
-    TaskKind::Source(source)
+    source
 }
 
 /// Task names referenced by `use` or `after`, each with its position for later "no such task"
