@@ -18,7 +18,7 @@ use strata_store::{Entry, NewEntry};
 use crate::context::RunContext;
 use crate::events::{Event, Reporter};
 use crate::expressions::{TaskValues, mask};
-use crate::inputs::{ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
+use crate::inputs::{CacheDecision, ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
 use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
 
 /// Lines of log shown with a failure.
@@ -92,18 +92,29 @@ impl Found {
 }
 
 /// The cached entry for this task, if it may be used: the local cache first, then the shared
-/// caches in order.
+/// caches in order. Its `cache` expressions are resolved with the run's scope.
 pub(crate) fn usable_entry(
     ctx: &RunContext<'_>,
     task: &Task,
     key: &CacheKey,
     reporter: &dyn Reporter,
 ) -> Option<Found> {
-    if !task.cache.enabled || ctx.options.no_cache {
+    let decision = crate::inputs::cache_decision(task, &ctx.invocation.scope).ok()?;
+    lookup(ctx, decision, key, reporter)
+}
+
+/// The cached entry for `key`, if `decision` lets the cache be used.
+fn lookup(
+    ctx: &RunContext<'_>,
+    decision: CacheDecision,
+    key: &CacheKey,
+    reporter: &dyn Reporter,
+) -> Option<Found> {
+    if !decision.enabled || ctx.options.no_cache {
         return None;
     }
     let fresh = |found: Found| {
-        let Some(ttl) = task.cache.ttl else {
+        let Some(ttl) = decision.ttl else {
             return Some(found);
         };
         let age = SystemTime::now()
@@ -166,7 +177,7 @@ pub(crate) fn execute<'scope, 'env>(
             duration: Duration::ZERO,
         };
     }
-    if let Some(found) = usable_entry(ctx, task, &key, reporter) {
+    if let Some(found) = lookup(ctx, resolved.cache, &key, reporter) {
         let saved = found.duration();
         reporter.event(&Event::TaskCached {
             task: task.name.to_string(),
@@ -380,6 +391,9 @@ fn run_in_sandbox<'scope, 'env>(
         std::fs::create_dir_all(&d)
             .map_err(|e| Failure::infra(format!("failed to create {}: {e}", d.display())))?;
     }
+    let dotenv = outputs_dir.join(crate::dotenv::DOTENV_FILE);
+    std::fs::write(&dotenv, "")
+        .map_err(|e| Failure::infra(format!("failed to create {}: {e}", dotenv.display())))?;
     let mut lowerdirs = mounts.lowerdirs.clone();
     lowerdirs.push(ws_tree);
     lowerdirs.extend(ctx.base_layers.iter().cloned());
@@ -408,6 +422,7 @@ fn run_in_sandbox<'scope, 'env>(
         let _ = done_tx.send(sandbox.wait());
     });
     let mut stopped_because = None;
+    let mut kill_at: Option<Instant> = None;
     let (outcome, log) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let mut log = Vec::new();
@@ -440,15 +455,31 @@ fn run_in_sandbox<'scope, 'env>(
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if stopped_because.is_none() {
-                if ctx.interrupted.load(Ordering::SeqCst) {
-                    stopped_because = Some("interrupted".to_string());
-                    killer.kill();
+                let reason = if ctx.interrupted.load(Ordering::SeqCst) {
+                    Some("interrupted".to_string())
                 } else if let Some(limit) = task.timeout
                     && start.elapsed() > limit
                 {
-                    stopped_because = Some(format!("timed out after {}", humanize(limit)));
-                    killer.kill();
+                    Some(format!("timed out after {}", humanize(limit)))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    stopped_because = Some(reason);
+                    // `terminate-grace-period-seconds`: SIGTERM first, SIGKILL when it is over.
+                    match task.grace_period.filter(|g| !g.is_zero()) {
+                        Some(grace) => {
+                            killer.terminate();
+                            kill_at = Some(Instant::now() + grace);
+                        }
+                        None => killer.kill(),
+                    }
                 }
+            } else if let Some(at) = kill_at
+                && Instant::now() >= at
+            {
+                killer.kill();
+                kill_at = None;
             }
         };
         // Every process of the task is gone once the helper has exited, so the output ends.
@@ -529,8 +560,9 @@ fn commit<'scope, 'env>(
         (*scratch, *upper, *outputs_dir, log.as_slice(), *start);
     let committing = Instant::now();
     // The entry keeps the task's own exports; what it inherited is merged in at every run.
-    let mut env =
-        ExportedEnv::default().with_exports(read_exports(&outputs_dir.join("env"), true)?);
+    let mut exports = read_exports(&outputs_dir.join("env"), true)?;
+    exports.extend(read_dotenv(&outputs_dir.join(crate::dotenv::DOTENV_FILE))?);
+    let mut env = ExportedEnv::default().with_exports(exports);
     env.excluded = read_exports(&outputs_dir.join("cache-key-excluded-env"), true)?;
     env.values = read_exports(&outputs_dir.join("values"), false)?;
     // Mount points the sandbox had to create are not the task's doing.
@@ -542,7 +574,7 @@ fn commit<'scope, 'env>(
         .commit(upper)
         .map_err(|e| Failure::infra(format!("failed to commit the layer: {}", chain(&e))))?;
     let duration = start.elapsed();
-    let stored = task.cache.enabled;
+    let stored = resolved.cache.enabled;
     if stored {
         let store = || -> Result<(), strata_store::StoreError> {
             let log = ctx.cache.put_log(log)?;
@@ -629,6 +661,21 @@ fn read_exports(dir: &Path, env_names: bool) -> Result<BTreeMap<String, String>,
         out.insert(name, value);
     }
     Ok(out)
+}
+
+/// What the task appended to `$MINT_ENV` used as a dotenv file (see `dotenv.rs`).
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, Failure> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Failure::task(format!(
+                "$MINT_ENV is not readable text: {e}"
+            )));
+        }
+    };
+    crate::dotenv::parse(&text)
+        .map_err(|e| Failure::task(format!("$MINT_ENV (a dotenv file): {e}")))
 }
 
 /// What the task wrote into `$RWX_ERRORS`: each file's text, for the failure summary.

@@ -7,7 +7,7 @@ use strata_key::{
     CacheKey, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, LayerDigest, ParentInput, Workspace,
     WorkspaceDigest, WorkspaceFile,
 };
-use strata_pipeline::{EnvValue, Task};
+use strata_pipeline::{EnvMerge, EnvValue, Task};
 use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
@@ -42,8 +42,100 @@ pub(crate) struct ResolvedInputs {
     /// Where each of `files` is in the captured workspace.
     pub(crate) origins: Vec<std::sync::Arc<str>>,
     pub(crate) workspace: WorkspaceDigest,
+    /// Whether the cache is used for this task, and how old an entry may be (`cache`, its
+    /// expressions resolved).
+    pub(crate) cache: CacheDecision,
     /// An expression of the task that could not be resolved: the task fails with this.
     pub(crate) error: Option<String>,
+}
+
+/// `cache` as it applies to one run of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheDecision {
+    pub(crate) enabled: bool,
+    pub(crate) ttl: Option<std::time::Duration>,
+}
+
+/// The task's `cache` with its expressions resolved in `scope`: `cache: ${{ … }}` must give
+/// `true` or `false`, `ttl: ${{ … }}` a duration.
+pub(crate) fn cache_decision(
+    task: &Task,
+    scope: &strata_pipeline::expr::Scope,
+) -> Result<CacheDecision, String> {
+    let policy = &task.cache;
+    let mut out = CacheDecision {
+        enabled: policy.enabled,
+        ttl: policy.ttl,
+    };
+    if let Some(text) = &policy.enabled_expr {
+        let r = crate::expressions::render(text, scope).map_err(|e| format!("`cache`: {e}"))?;
+        out.enabled = match r.text.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(format!(
+                    "`cache`: `{}` gives `{other}`, not true or false",
+                    text.raw
+                ));
+            }
+        };
+    }
+    if let Some(text) = &policy.ttl_expr {
+        let r = crate::expressions::render(text, scope).map_err(|e| format!("`cache.ttl`: {e}"))?;
+        out.ttl = Some(
+            strata_pipeline::parse_duration(&r.text).map_err(|e| format!("`cache.ttl`: {e}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// What a task inherits from the tasks it uses (`parents`, in `use` order): all of them, or
+/// those `env-config.inherit` names; a later one wins a variable, `PATH`s are joined, and
+/// `env-config.merge` joins other variables (the last used task's value first, as for `PATH`)
+/// or makes `PATH` a plain override.
+pub(crate) fn inherit_env(task: &Task, parents: &[&TaskResult]) -> ExportedEnv {
+    let config = &task.env_config;
+    // `plan` may know only some parents; then nothing can be chosen by name.
+    let chosen: Vec<&ExportedEnv> = if parents.len() == task.uses.len() {
+        task.uses
+            .iter()
+            .zip(parents)
+            .filter(|(name, _)| config.inherit.as_ref().is_none_or(|l| l.contains(name)))
+            .map(|(_, p)| &p.env)
+            .collect()
+    } else {
+        parents.iter().map(|p| &p.env).collect()
+    };
+    let mut out = ExportedEnv::merge(chosen.iter().copied());
+    for (name, how) in &config.merge {
+        match how {
+            // The default for any other variable: the last used task's value.
+            EnvMerge::Override if name != "PATH" => {}
+            EnvMerge::Override => {
+                out.path = chosen
+                    .iter()
+                    .rev()
+                    .find(|e| !e.path.is_empty())
+                    .map(|e| e.path.clone())
+                    .unwrap_or_default();
+            }
+            // `PATH` is joined anyway: its parts are directories, joined by `:`.
+            EnvMerge::Join(_) if name == "PATH" => {}
+            EnvMerge::Join(by) => {
+                let values: Vec<&str> = chosen
+                    .iter()
+                    .rev()
+                    .filter_map(|e| e.vars.get(name))
+                    .map(String::as_str)
+                    .collect();
+                if !values.is_empty() {
+                    out.excluded.remove(name);
+                    out.vars.insert(name.clone(), values.join(by));
+                }
+            }
+        }
+    }
+    out
 }
 
 impl ResolvedInputs {
@@ -108,7 +200,7 @@ pub(crate) fn resolve(
     };
     let mut error = None;
     let stack = flatten_stack(parents);
-    let inherited = ExportedEnv::merge(parents.iter().map(|p| &p.env));
+    let inherited = inherit_env(task, parents);
 
     let mut env: BTreeMap<String, (String, Keyed)> = BTreeMap::new();
     for (k, v) in [
@@ -178,14 +270,35 @@ pub(crate) fn resolve(
         })
         .collect();
     let mut full_env: Vec<(String, String)> = env.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    let (command, keyed_command) = match resolve_text(&task.run, &scope, &key_scope) {
+        Ok(r) => (r.text, r.keyed),
+        Err(e) => {
+            error.get_or_insert(format!("`run`: {e}"));
+            (String::new(), task.run.raw.clone())
+        }
+    };
+    // Old Mint files append `NAME=value` lines to `$MINT_ENV` as a file.
+    let dotenv = crate::dotenv::used_as_file(&command);
     for (dir, names) in SandboxSpec::OUTPUTS {
         for name in *names {
+            let place = if dotenv.contains(name) {
+                crate::dotenv::DOTENV_FILE
+            } else {
+                dir
+            };
             full_env.push((
                 (*name).into(),
-                format!("{}/{dir}", SandboxSpec::OUTPUTS_DIR),
+                format!("{}/{place}", SandboxSpec::OUTPUTS_DIR),
             ));
         }
     }
+    let cache = cache_decision(task, &scope).unwrap_or_else(|e| {
+        error.get_or_insert(e);
+        CacheDecision {
+            enabled: false,
+            ttl: None,
+        }
+    });
 
     let visible: Vec<VisibleFile> = match ctx.index_of(task) {
         Some(i) => ctx.sources.visible(&ctx.workspace, i, task),
@@ -194,13 +307,6 @@ pub(crate) fn resolve(
     let (files, origins): (Vec<WorkspaceFile>, Vec<std::sync::Arc<str>>) =
         visible.into_iter().map(|v| (v.file, v.origin)).unzip();
     let workspace = Workspace::digest(files.iter());
-    let (command, keyed_command) = match resolve_text(&task.run, &scope, &key_scope) {
-        Ok(r) => (r.text, r.keyed),
-        Err(e) => {
-            error.get_or_insert(format!("`run`: {e}"));
-            (String::new(), task.run.raw.clone())
-        }
-    };
     let inputs = KeyInputs {
         version: KEY_VERSION,
         base: ctx.base_id,
@@ -219,6 +325,7 @@ pub(crate) fn resolve(
         files,
         origins,
         workspace,
+        cache,
         error,
     }
 }

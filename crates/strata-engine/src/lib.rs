@@ -13,6 +13,7 @@
 mod checkout;
 mod context;
 mod dispatch;
+mod dotenv;
 mod events;
 mod execute;
 mod export;

@@ -3,18 +3,57 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 /// A task's `filter`: which workspace files it sees. Patterns are globs relative to the
 /// workspace root; a leading `!` excludes; for each file the last matching pattern decides, and a
 /// file no pattern matches is left out. A pattern that matches a directory matches everything in
-/// it, so `src` means `src/**`.
+/// it, so `src` means `src/**`. An entry written `{path: P, cache-key: excluded}` makes the files
+/// it decides visible without entering the task's key.
 #[derive(Debug, Clone)]
 pub struct Filter {
-    patterns: Vec<(bool, String, GlobMatcher)>,
+    patterns: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    include: bool,
+    /// Whether the files this pattern decides enter the key.
+    keyed: bool,
+    text: String,
+    matcher: GlobMatcher,
+}
+
+/// One entry of a `filter` list: a pattern and whether what it selects is keyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterEntry {
+    pub pattern: String,
+    pub keyed: bool,
+}
+
+/// Whether a file is visible through a filter, and whether it enters the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Hidden,
+    Keyed,
+    /// Visible, but left out of the key (`cache-key: excluded`).
+    Unkeyed,
 }
 
 impl Filter {
-    /// Builds a filter; the error names the pattern that is not a valid glob.
+    /// Builds a filter whose every entry is keyed; the error names the pattern that is not a
+    /// valid glob.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Filter, (usize, String)> {
+        let entries: Vec<FilterEntry> = patterns
+            .iter()
+            .map(|p| FilterEntry {
+                pattern: p.as_ref().to_string(),
+                keyed: true,
+            })
+            .collect();
+        Filter::with_entries(&entries)
+    }
+
+    /// Builds a filter from its entries; the error names the entry that is not a valid glob.
+    pub fn with_entries(entries: &[FilterEntry]) -> Result<Filter, (usize, String)> {
         let mut out = Vec::new();
-        for (i, p) in patterns.iter().enumerate() {
-            let p = p.as_ref();
+        for (i, entry) in entries.iter().enumerate() {
+            let p = entry.pattern.as_str();
             let (include, glob) = match p.strip_prefix('!') {
                 Some(rest) => (false, rest),
                 None => (true, p),
@@ -31,22 +70,41 @@ impl Filter {
                 .build()
                 .map(|g: Glob| g.compile_matcher())
                 .map_err(|e| (i, format!("invalid filter pattern `{p}`: {}", e.kind())))?;
-            out.push((include, p.to_string(), matcher));
+            out.push(Pattern {
+                include,
+                keyed: entry.keyed,
+                text: p.to_string(),
+                matcher,
+            });
         }
         Ok(Filter { patterns: out })
     }
 
     /// The patterns as written, for the cache key and for display.
     pub fn patterns(&self) -> Vec<&str> {
-        self.patterns.iter().map(|(_, p, _)| p.as_str()).collect()
+        self.patterns.iter().map(|p| p.text.as_str()).collect()
+    }
+
+    /// Whether some entry is `cache-key: excluded`.
+    pub fn has_unkeyed(&self) -> bool {
+        self.patterns.iter().any(|p| p.include && !p.keyed)
     }
 
     /// Whether the workspace file at `path` (relative, `/`-separated) is visible.
     pub fn matches(&self, path: &str) -> bool {
-        let mut verdict = false;
-        for (include, _, matcher) in &self.patterns {
-            if Self::matches_path_or_ancestor(matcher, path) {
-                verdict = *include;
+        self.visibility(path) != Visibility::Hidden
+    }
+
+    /// Whether the file at `path` is visible and keyed: the last matching entry decides both.
+    pub fn visibility(&self, path: &str) -> Visibility {
+        let mut verdict = Visibility::Hidden;
+        for p in &self.patterns {
+            if Self::matches_path_or_ancestor(&p.matcher, path) {
+                verdict = match (p.include, p.keyed) {
+                    (false, _) => Visibility::Hidden,
+                    (true, true) => Visibility::Keyed,
+                    (true, false) => Visibility::Unkeyed,
+                };
             }
         }
         verdict
@@ -80,6 +138,28 @@ mod tests {
         assert!(f.matches("src/a/b.c"));
         assert!(f.matches("package.json"));
         assert!(!f.matches("sub/package.json"), "* must not cross /");
+    }
+
+    #[test]
+    fn excluded_entries_are_visible_but_unkeyed() {
+        let entry = |p: &str, keyed| FilterEntry {
+            pattern: p.into(),
+            keyed,
+        };
+        let f = Filter::with_entries(&[
+            entry("src", true),
+            entry("src/generated", false),
+            entry("!src/generated/skip.c", true),
+            entry("VERSION", false),
+        ])
+        .unwrap();
+        assert_eq!(f.visibility("src/a.c"), Visibility::Keyed);
+        assert_eq!(f.visibility("src/generated/x.c"), Visibility::Unkeyed);
+        assert_eq!(f.visibility("src/generated/skip.c"), Visibility::Hidden);
+        assert_eq!(f.visibility("VERSION"), Visibility::Unkeyed);
+        assert_eq!(f.visibility("README"), Visibility::Hidden);
+        assert!(f.has_unkeyed());
+        assert!(!Filter::new(&["a"]).unwrap().has_unkeyed());
     }
 
     #[test]

@@ -22,10 +22,10 @@ mod yaml;
 pub use config::{Config, ConfigEnv, load_config, plain_env};
 pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
-pub use filter::Filter;
+pub use filter::{Filter, FilterEntry, Visibility};
 pub use model::{
-    Base, CachePolicy, Dialect, EnvValue, EnvVar, Note, Pipeline, RemoteCacheDecl, Task, TaskKind,
-    TaskName, Text, Unsupported, WorkspaceSource,
+    Base, CachePolicy, Dialect, EnvConfig, EnvMerge, EnvValue, EnvVar, Note, Pipeline,
+    RemoteCacheDecl, Task, TaskKind, TaskName, Text, Unsupported, WorkspaceSource,
 };
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
 pub use parse::{dialect_of, load, parse_str};

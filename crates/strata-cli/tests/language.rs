@@ -1,0 +1,186 @@
+//! The rest of RWX's language end to end: `env-config`, `cache: ${{ … }}`, `<<` merge keys,
+//! `$MINT_ENV` written dotenv-style, `terminate-grace-period-seconds`, and filters (entries
+//! `cache-key: excluded`, files used tasks wrote into the workspace). As root.
+
+mod common;
+
+use common::{Counter, Fixture};
+
+#[test]
+fn env_config_chooses_which_used_tasks_env_is_inherited_and_joins() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: a
+    run: |
+      echo from-a > $STRATA_ENV/ONLY_A
+      echo a > $STRATA_ENV/FLAGS
+      echo /opt/a/bin > $STRATA_ENV/PATH
+  - key: b
+    run: |
+      echo b > $STRATA_ENV/FLAGS
+      echo /opt/b/bin > $STRATA_ENV/PATH
+  - key: joined
+    use: [a, b]
+    env-config:
+      merge:
+        FLAGS: {strategy: join, by: ','}
+        PATH: {strategy: override}
+    run: echo \"flags=$FLAGS only=$ONLY_A path=${PATH%%:*}\"
+  - key: only-b
+    use: [a, b]
+    env-config:
+      inherit: [b]
+    run: echo \"flags=$FLAGS only=${ONLY_A:-unset} path=$PATH\"
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.output("joined"),
+        ["flags=b,a only=from-a path=/opt/b/bin"]
+    );
+    let only_b = r.output("only-b");
+    assert_eq!(only_b.len(), 1);
+    assert!(
+        only_b[0].starts_with("flags=b only=unset path=/opt/b/bin:"),
+        "{only_b:?}"
+    );
+    assert!(!only_b[0].contains("/opt/a/bin"), "{only_b:?}");
+}
+
+#[test]
+fn cache_expression_is_decided_by_the_run() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    f.write(
+        "strata.yml",
+        &format!(
+            "on:
+  cli:
+    init:
+      use-cache: 'true'
+tasks:
+  - key: a
+    cache: ${{{{ init.use-cache }}}}
+    run: {}
+",
+            c.ping("a")
+        ),
+    );
+    assert_eq!(f.run(&[]).code, 0);
+    assert_eq!(c.take(), ["a"]);
+    let r = f.run(&[]);
+    assert_eq!(r.status("a"), "cached");
+    assert!(c.take().is_empty());
+    // The expression is false: the entry is not used, the command runs.
+    let r = f.run(&["--init", "use-cache=false"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(c.take(), ["a"]);
+    // Neither true nor false: the task fails, saying why.
+    let r = f.run(&["--init", "use-cache=maybe"]);
+    assert_eq!(r.code, 1);
+    let failed = r.event("task-failed", "a").expect("a failed");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not true or false"),
+        "{failed}"
+    );
+}
+
+#[test]
+fn merge_keys_and_aliases_shape_tasks() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "aliases:
+  common-env: &common-env
+    GREETING: hello
+    TARGET: world
+  quiet: &quiet
+    cache: false
+tasks:
+  - key: a
+    <<: *quiet
+    env:
+      <<: *common-env
+      TARGET: strata
+    run: echo \"$GREETING $TARGET\"
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("a"), ["hello strata"]);
+    // `cache: false` came through the merge: the task runs again.
+    let r = f.run(&[]);
+    assert_ne!(r.status("a"), "cached");
+}
+
+#[test]
+fn mint_env_written_as_a_dotenv_file_is_read() {
+    let f = Fixture::new();
+    f.write(
+        ".mint/ci.yml",
+        "tasks:
+  - key: old
+    run: |
+      echo \"VERSION=1.2.3\" >> $MINT_ENV
+      echo 'export NAME=\"two words\"' >> \"$MINT_ENV\"
+  - key: new
+    run: echo /opt/new > $MINT_ENV/NEW_DIR
+  - key: show
+    use: [old, new]
+    run: echo \"$VERSION|$NAME|$NEW_DIR\"
+",
+    );
+    let r = f.run(&[".mint/ci.yml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("show"), ["1.2.3|two words|/opt/new"]);
+    // Restored from the cache, the exports are the same.
+    let r = f.run(&[".mint/ci.yml"]);
+    assert_eq!(r.status("old"), "cached");
+    assert_eq!(r.output("show"), Vec::<String>::new());
+    assert_eq!(r.status("show"), "cached");
+}
+
+#[test]
+fn terminate_grace_period_sends_sigterm_first() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: graceful
+    timeout: 1s
+    terminate-grace-period-seconds: 20
+    run: |
+      trap 'echo cleaning up; exit 0' TERM
+      sleep 60 &
+      wait
+  - key: abrupt
+    timeout: 1s
+    run: |
+      trap 'echo cleaning up; exit 0' TERM
+      sleep 60 &
+      wait
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.output("graceful"), ["cleaning up"]);
+    assert!(
+        r.output("abrupt").is_empty(),
+        "SIGKILL without a grace period"
+    );
+    for task in ["graceful", "abrupt"] {
+        let failed = r.event("task-failed", task).expect("failed");
+        assert!(
+            failed["reason"].as_str().unwrap().contains("timed out"),
+            "{failed}"
+        );
+    }
+    // The task ended when its trap did, not at the end of the grace period.
+    assert!(r.wall.as_secs() < 15, "{:?}", r.wall);
+}
