@@ -184,3 +184,93 @@ fn terminate_grace_period_sends_sigterm_first() {
     // The task ended when its trap did, not at the end of the grace period.
     assert!(r.wall.as_secs() < 15, "{:?}", r.wall);
 }
+
+#[test]
+fn a_cache_key_excluded_filter_entry_is_visible_but_not_keyed() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    f.write("src/a.c", "int a;\n");
+    f.write("VERSION", "1\n");
+    f.write("README", "not seen\n");
+    f.write(
+        "strata.yml",
+        &format!(
+            "tasks:
+  - key: build
+    filter:
+      - src
+      - {{path: VERSION, cache-key: excluded}}
+    run: |
+      echo \"version $(cat VERSION), $(cat src/a.c), readme: $(test -e README && echo yes || echo no)\"
+      {}
+",
+            c.ping("build")
+        ),
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("build"), ["version 1, int a;, readme: no"]);
+    assert_eq!(c.take(), ["build"]);
+    // Another VERSION: not part of the key, the task is restored.
+    f.write("VERSION", "2\n");
+    let r = f.run(&[]);
+    assert_eq!(r.status("build"), "cached");
+    assert!(c.take().is_empty());
+    // A keyed file changes: the task runs, and sees the current VERSION.
+    f.write("src/a.c", "int b;\n");
+    let r = f.run(&[]);
+    assert_eq!(r.output("build"), ["version 2, int b;, readme: no"]);
+    assert_eq!(c.take(), ["build"]);
+}
+
+#[test]
+fn a_filter_narrows_what_used_tasks_wrote_into_the_workspace() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    f.write(
+        "strata.yml",
+        &format!(
+            "on:
+  cli:
+    init:
+      kept: one
+      other: x
+tasks:
+  - key: gen
+    run: |
+      mkdir -p out/sub
+      echo ${{{{ init.kept }}}} > out/sub/kept.txt
+      echo ${{{{ init.other }}}} > notes.txt
+  - key: narrow
+    use: gen
+    filter: [out]
+    run: |
+      echo \"kept=$(cat out/sub/kept.txt) notes=$(test -e notes.txt && echo seen || echo hidden)\"
+      {}
+  - key: whole
+    use: gen
+    run: |
+      echo \"notes=$(cat notes.txt)\"
+      {}
+",
+            c.ping("narrow"),
+            c.ping("whole")
+        ),
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("narrow"), ["kept=one notes=hidden"]);
+    assert_eq!(r.output("whole"), ["notes=x"]);
+    assert_eq!(c.take(), ["narrow", "whole"]);
+    // `gen` re-runs and changes only a file outside `narrow`'s filter: `narrow` is restored.
+    let r = f.run(&["--init", "other=y"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("gen"), "ran", "{:?}", r.summary());
+    assert_eq!(r.status("narrow"), "cached");
+    assert_eq!(r.output("whole"), ["notes=y"]);
+    assert_eq!(c.take(), ["whole"]);
+    // A file inside the filter changes: `narrow` runs and sees it.
+    let r = f.run(&["--init", "other=y", "--init", "kept=two"]);
+    assert_eq!(r.output("narrow"), ["kept=two notes=hidden"]);
+    assert_eq!(c.take(), ["narrow", "whole"]);
+}

@@ -138,7 +138,7 @@ pub(crate) fn result_of(
     entry_layer: strata_key::LayerDigest,
     own: &ExportedEnv,
 ) -> TaskResult {
-    let mut stack = resolved.inputs.parents.clone();
+    let mut stack = resolved.stack.clone();
     stack.push(ParentInput {
         task: task.name.to_string(),
         layer: entry_layer,
@@ -249,7 +249,7 @@ pub(crate) fn source_result(
     resolved: &ResolvedInputs,
 ) -> TaskResult {
     TaskResult {
-        stack: resolved.inputs.parents.clone(),
+        stack: resolved.stack.clone(),
         env: ExportedEnv::inherit(&resolved.inherited, &clone_exports(ctx, task)),
     }
 }
@@ -375,9 +375,9 @@ fn run_in_sandbox<'scope, 'env>(
             ctx.cache,
             ctx.run_dir.path(),
             &ctx.workspace.root,
-            resolved.workspace,
-            &resolved.files,
-            &resolved.origins,
+            resolved.tree.digest,
+            &resolved.tree.files,
+            &resolved.tree.origins,
         )
         .map_err(|e| Failure::infra(format!("failed to prepare the workspace: {}", chain(&e))))?;
     let mounts = ctx
@@ -394,8 +394,20 @@ fn run_in_sandbox<'scope, 'env>(
     let dotenv = outputs_dir.join(crate::dotenv::DOTENV_FILE);
     std::fs::write(&dotenv, "")
         .map_err(|e| Failure::infra(format!("failed to create {}: {e}", dotenv.display())))?;
-    let mut lowerdirs = mounts.lowerdirs.clone();
-    lowerdirs.push(ws_tree);
+    let mut lowerdirs = Vec::with_capacity(mounts.lowerdirs.len() + 3);
+    if resolved.masked {
+        // The tree holds the used tasks' workspace files, filtered: above the mask that hides
+        // their layers' own `workspace/`.
+        let mask = ctx.trees.mask(ctx.run_dir.path()).map_err(|e| {
+            Failure::infra(format!("failed to prepare the workspace: {}", chain(&e)))
+        })?;
+        lowerdirs.push(ws_tree);
+        lowerdirs.push(mask);
+        lowerdirs.extend(mounts.lowerdirs.iter().cloned());
+    } else {
+        lowerdirs.extend(mounts.lowerdirs.iter().cloned());
+        lowerdirs.push(ws_tree);
+    }
     lowerdirs.extend(ctx.base_layers.iter().cloned());
     let spec = SandboxSpec {
         task: name.clone(),
@@ -490,7 +502,7 @@ fn run_in_sandbox<'scope, 'env>(
     let tail = || log_tail(&log);
     let fail = |reason: String, exit_code: Option<i32>| -> Failure {
         let kept = keep_upper(ctx, task, &mounts.upperdir);
-        let reason = if resolved.files.is_empty() && !sees_workspace(ctx, task) {
+        let reason = if resolved.tree.files.is_empty() && !sees_workspace(ctx, task) {
             format!("{reason}; {}", no_workspace_hint(ctx))
         } else {
             reason

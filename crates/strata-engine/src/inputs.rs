@@ -12,7 +12,9 @@ use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
 use crate::expressions::{TaskValues, resolve as resolve_text, with_values};
+use crate::layer_parts::LayerParts;
 use crate::sources::VisibleFile;
+use crate::workspace_tree::Origin;
 
 /// The working directory of every task.
 pub(crate) const WORKSPACE_DIR: &str = "/workspace";
@@ -37,11 +39,16 @@ pub(crate) struct ResolvedInputs {
     pub(crate) command: String,
     /// The complete environment the command runs with.
     pub(crate) env: Vec<(String, String)>,
-    /// The workspace files the task sees, at the paths it sees them (what its key covers).
+    /// The workspace files its key covers, at the paths the task sees them.
     pub(crate) files: Vec<WorkspaceFile>,
-    /// Where each of `files` is in the captured workspace.
-    pub(crate) origins: Vec<std::sync::Arc<str>>,
-    pub(crate) workspace: WorkspaceDigest,
+    /// Every workspace file the task sees (`files` and those a `cache-key: excluded` filter
+    /// entry selects), with where each comes from and their digest (which names the tree).
+    pub(crate) tree: WorkspaceView,
+    /// The layers under the task, bottom first, as they are mounted. The key's `parents` differ
+    /// for a filtered task whose used tasks wrote into the workspace (`layer_parts.rs`).
+    pub(crate) stack: Vec<ParentInput>,
+    /// Whether the tree holds the used tasks' workspace files too, and goes above the mask.
+    pub(crate) masked: bool,
     /// Whether the cache is used for this task, and how old an entry may be (`cache`, its
     /// expressions resolved).
     pub(crate) cache: CacheDecision,
@@ -138,9 +145,17 @@ pub(crate) fn inherit_env(task: &Task, parents: &[&TaskResult]) -> ExportedEnv {
     out
 }
 
+/// The workspace files a task sees: what its tree is made of.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkspaceView {
+    pub(crate) digest: WorkspaceDigest,
+    pub(crate) files: Vec<WorkspaceFile>,
+    pub(crate) origins: Vec<Origin>,
+}
+
 impl ResolvedInputs {
     pub(crate) fn stack_layers(&self) -> Vec<LayerDigest> {
-        self.inputs.parents.iter().map(|p| p.layer).collect()
+        self.stack.iter().map(|p| p.layer).collect()
     }
 }
 
@@ -168,6 +183,45 @@ pub(crate) fn values_for<'a>(
         out.insert(dep.to_string(), result_of(dep)?.env.values.clone());
     }
     Some(out)
+}
+
+/// For a task with a filter over layers that wrote into `/workspace`: those layers' parts
+/// (bottom first) and the stack as keyed (such a layer by its system part). `None`: nothing to
+/// narrow, the task is keyed and mounted as usual.
+#[allow(clippy::type_complexity)]
+fn filtered_layers(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    stack: &[ParentInput],
+) -> Result<
+    Option<(
+        Vec<(std::path::PathBuf, std::sync::Arc<LayerParts>)>,
+        Vec<ParentInput>,
+    )>,
+    String,
+> {
+    if task.filter.is_none() || stack.is_empty() {
+        return Ok(None);
+    }
+    // The layers must be here to be read (those restored from a shared cache may be on their
+    // way).
+    let layers: Vec<LayerDigest> = stack.iter().map(|p| p.layer).collect();
+    ctx.transfers.wait_for(ctx, &layers)?;
+    let mut parts = Vec::new();
+    let mut keyed = Vec::with_capacity(stack.len());
+    for p in stack {
+        match ctx.layer_parts.get(ctx.cache, p.layer)? {
+            Some(split) => {
+                keyed.push(ParentInput {
+                    task: p.task.clone(),
+                    layer: split.system,
+                });
+                parts.push((ctx.cache.layer_path(&p.layer), split));
+            }
+            None => keyed.push(p.clone()),
+        }
+    }
+    Ok((!parts.is_empty()).then_some((parts, keyed)))
 }
 
 /// Every variable a task's command sees, and how each enters the key.
@@ -304,13 +358,45 @@ pub(crate) fn resolve(
         Some(i) => ctx.sources.visible(&ctx.workspace, i, task),
         None => Vec::new(),
     };
-    let (files, origins): (Vec<WorkspaceFile>, Vec<std::sync::Arc<str>>) =
-        visible.into_iter().map(|v| (v.file, v.origin)).unzip();
+    let (visible, keyed_stack, masked) = match filtered_layers(ctx, task, &stack) {
+        Ok(Some((layers, keyed_stack))) => {
+            let filter = task.filter.as_ref().expect("only a filtered task");
+            (
+                crate::layer_parts::merged_view(visible, &layers, filter),
+                keyed_stack,
+                true,
+            )
+        }
+        Ok(None) => (visible, stack.clone(), false),
+        Err(e) => {
+            error.get_or_insert(e);
+            (visible, stack.clone(), false)
+        }
+    };
+    let mut files = Vec::with_capacity(visible.len());
+    let mut tree_files = Vec::with_capacity(visible.len());
+    let mut origins = Vec::with_capacity(visible.len());
+    for v in visible {
+        if v.keyed {
+            files.push(v.file.clone());
+        }
+        tree_files.push(v.file);
+        origins.push(v.origin);
+    }
     let workspace = Workspace::digest(files.iter());
+    let tree = WorkspaceView {
+        digest: if tree_files.len() == files.len() {
+            workspace
+        } else {
+            Workspace::digest(tree_files.iter())
+        },
+        files: tree_files,
+        origins,
+    };
     let inputs = KeyInputs {
         version: KEY_VERSION,
         base: ctx.base_id,
-        parents: stack,
+        parents: keyed_stack,
         workspace,
         env: keyed_env,
         command: keyed_command,
@@ -323,8 +409,9 @@ pub(crate) fn resolve(
         command,
         env: full_env,
         files,
-        origins,
-        workspace,
+        tree,
+        stack,
+        masked,
         cache,
         error,
     }

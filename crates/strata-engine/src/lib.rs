@@ -20,6 +20,7 @@ mod export;
 mod expressions;
 mod inputs;
 mod invocation;
+mod layer_parts;
 mod plan;
 mod scheduler;
 mod sources;
