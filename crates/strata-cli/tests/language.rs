@@ -274,3 +274,70 @@ tasks:
     assert_eq!(r.output("narrow"), ["kept=two notes=hidden"]);
     assert_eq!(c.take(), ["narrow", "whole"]);
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .expect("git must be installed for these tests");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rwx_filters_with_expressions_narrow_the_clone_and_what_used_tasks_wrote() {
+    let f = Fixture::new();
+    f.write("src/a.txt", "a");
+    f.write("docs/x.md", "x");
+    f.write(
+        ".rwx/ci.yml",
+        "on:
+  cli:
+    init:
+      dir: src
+tasks:
+  - key: code
+    call: git/clone 2.0.8
+    with:
+      repository: https://example.com/team/app.git
+      ref: main
+  - key: deps
+    use: code
+    run: |
+      mkdir -p vendor
+      echo v1 > vendor/lib.txt
+      echo log > build.log
+  - key: test
+    use: deps
+    filter:
+      - ${{ init.dir }}
+      - vendor
+    run: |
+      echo \"$(cat src/a.txt 2>/dev/null || echo nosrc) $(cat vendor/lib.txt) $(test -e docs/x.md && echo docs || echo nodocs) $(test -e build.log && echo log || echo nolog)\"
+",
+    );
+    git(f.ws(), &["init", "-q", "-b", "main"]);
+    git(
+        f.ws(),
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://example.com/team/app.git",
+        ],
+    );
+    git(f.ws(), &["add", "-A"]);
+    git(f.ws(), &["commit", "-q", "-m", "first"]);
+    let r = f.run(&[".rwx/ci.yml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("test"), ["a v1 nodocs nolog"]);
+    let r = f.run(&[".rwx/ci.yml", "--init", "dir=docs"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("test"), ["nosrc v1 docs nolog"]);
+}

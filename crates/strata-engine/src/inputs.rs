@@ -7,7 +7,7 @@ use strata_key::{
     CacheKey, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, LayerDigest, ParentInput, Workspace,
     WorkspaceDigest, WorkspaceFile,
 };
-use strata_pipeline::{EnvMerge, EnvValue, Task};
+use strata_pipeline::{EnvMerge, EnvValue, Filter, Task};
 use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
@@ -191,7 +191,7 @@ pub(crate) fn values_for<'a>(
 #[allow(clippy::type_complexity)]
 fn filtered_layers(
     ctx: &RunContext<'_>,
-    task: &Task,
+    filter: Option<&Filter>,
     stack: &[ParentInput],
 ) -> Result<
     Option<(
@@ -200,7 +200,7 @@ fn filtered_layers(
     )>,
     String,
 > {
-    if task.filter.is_none() || stack.is_empty() {
+    if filter.is_none() || stack.is_empty() {
         return Ok(None);
     }
     // The layers must be here to be read (those restored from a shared cache may be on their
@@ -354,13 +354,27 @@ pub(crate) fn resolve(
         }
     });
 
+    // A filter's expressions are resolved as the task starts.
+    let filter: Option<Cow<'_, Filter>> = match &task.filter {
+        Some(f) if f.is_templated() => {
+            match f.resolve(|t| crate::expressions::render(t, &scope).map(|r| r.text)) {
+                Ok(f) => Some(Cow::Owned(f)),
+                Err(e) => {
+                    error.get_or_insert(e);
+                    Some(Cow::Borrowed(f))
+                }
+            }
+        }
+        Some(f) => Some(Cow::Borrowed(f)),
+        None => None,
+    };
     let visible: Vec<VisibleFile> = match ctx.index_of(task) {
-        Some(i) => ctx.sources.visible(&ctx.workspace, i, task),
+        Some(i) => ctx.sources.visible(&ctx.workspace, i, filter.as_deref()),
         None => Vec::new(),
     };
-    let (visible, keyed_stack, masked) = match filtered_layers(ctx, task, &stack) {
+    let (visible, keyed_stack, masked) = match filtered_layers(ctx, filter.as_deref(), &stack) {
         Ok(Some((layers, keyed_stack))) => {
-            let filter = task.filter.as_ref().expect("only a filtered task");
+            let filter = filter.as_deref().expect("only a filtered task");
             (
                 crate::layer_parts::merged_view(visible, &layers, filter),
                 keyed_stack,

@@ -335,14 +335,17 @@ mod tests {
             strata_pipeline::FilterEntry {
                 pattern: "src".into(),
                 keyed: true,
+                at: Default::default(),
             },
             strata_pipeline::FilterEntry {
                 pattern: "dist".into(),
                 keyed: true,
+                at: Default::default(),
             },
             strata_pipeline::FilterEntry {
                 pattern: "dist/stamp".into(),
                 keyed: false,
+                at: Default::default(),
             },
         ])
         .unwrap();

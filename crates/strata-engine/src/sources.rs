@@ -107,7 +107,14 @@ impl WorkspacePlan {
             .iter()
             .enumerate()
             .filter(|(i, _)| wanted[*i] && !reach[*i].is_empty())
-            .map(|(i, t)| (t.filter.clone(), reach[i].iter().cloned().collect()))
+            // A filter with expressions is known when the task starts: the capture reads
+            // everything the task could see.
+            .map(|(i, t)| {
+                (
+                    t.filter.clone().filter(|f| !f.is_templated()),
+                    reach[i].iter().cloned().collect(),
+                )
+            })
             .collect();
         Ok(WorkspacePlan { reach, wanted })
     }
@@ -138,12 +145,18 @@ impl WorkspacePlan {
         !self.reach[i].is_empty()
     }
 
-    /// The files task `i` sees, sorted by the path it sees them at.
-    pub(crate) fn visible(&self, ws: &Workspace, i: usize, task: &Task) -> Vec<VisibleFile> {
+    /// The files task `i` sees through `filter` (its own, expressions resolved), sorted by the
+    /// path it sees them at.
+    pub(crate) fn visible(
+        &self,
+        ws: &Workspace,
+        i: usize,
+        filter: Option<&Filter>,
+    ) -> Vec<VisibleFile> {
         let mut out: Vec<VisibleFile> = Vec::new();
         for m in &self.reach[i] {
             for f in &ws.files {
-                if let Some((path, keyed)) = sees(m, task.filter.as_ref(), &f.path) {
+                if let Some((path, keyed)) = sees(m, filter, &f.path) {
                     let origin = Origin::Captured(f.path.clone());
                     let mut file = f.clone();
                     if let Cow::Owned(path) = path {
@@ -255,7 +268,7 @@ mod tests {
         // A filter alone does not bring the workspace in an RWX file.
         assert!(!plan.sees_workspace(0));
         let seen = |i: usize| -> Vec<String> {
-            plan.visible(&w, i, &p.tasks[i])
+            plan.visible(&w, i, p.tasks[i].filter.as_ref())
                 .iter()
                 .map(|v| v.file.path.to_string())
                 .collect()
@@ -290,7 +303,7 @@ mod tests {
         let w = ws(&["README", "src/a.c", "tests/run.sh"]);
         assert!(!plan.sees_workspace(0), "a system task sees no workspace");
         let seen = |i: usize| -> Vec<String> {
-            plan.visible(&w, i, &p.tasks[i])
+            plan.visible(&w, i, p.tasks[i].filter.as_ref())
                 .iter()
                 .map(|v| v.file.path.to_string())
                 .collect()
@@ -341,7 +354,7 @@ mod tests {
         let plan = WorkspacePlan::new(&p, &[true, true], mount_from_with(&p)).unwrap();
         assert!(plan.needs_git_dir());
         let w = ws(&[".git/HEAD", "a"]);
-        assert_eq!(plan.visible(&w, 1, &p.tasks[1]).len(), 2);
+        assert_eq!(plan.visible(&w, 1, p.tasks[1].filter.as_ref()).len(), 2);
         assert!(SourceMount::at("../x", false).is_err());
         assert!(SourceMount::at("/abs", false).is_err());
         assert_eq!(

@@ -1,13 +1,21 @@
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
+use crate::diagnostic::Location;
+use crate::model::Text;
+
 /// A task's `filter`: which workspace files it sees. Patterns are globs relative to the
 /// workspace root; a leading `!` excludes; for each file the last matching pattern decides, and a
 /// file no pattern matches is left out. A pattern that matches a directory matches everything in
 /// it, so `src` means `src/**`. An entry written `{path: P, cache-key: excluded}` makes the files
 /// it decides visible without entering the task's key.
+///
+/// An entry may hold `${{ … }}` expressions: such a filter is *templated* and must be
+/// [resolved](Filter::resolve) before it selects anything.
 #[derive(Debug, Clone)]
 pub struct Filter {
     patterns: Vec<Pattern>,
+    /// The entries with expressions, as written (for checking and resolving).
+    templates: Vec<Text>,
 }
 
 #[derive(Debug, Clone)]
@@ -16,7 +24,8 @@ struct Pattern {
     /// Whether the files this pattern decides enter the key.
     keyed: bool,
     text: String,
-    matcher: GlobMatcher,
+    /// `None` for an entry with expressions, until resolved.
+    matcher: Option<GlobMatcher>,
 }
 
 /// One entry of a `filter` list: a pattern and whether what it selects is keyed.
@@ -24,6 +33,8 @@ struct Pattern {
 pub struct FilterEntry {
     pub pattern: String,
     pub keyed: bool,
+    /// Where it is written (for its expressions).
+    pub at: Location,
 }
 
 /// Whether a file is visible through a filter, and whether it enters the key.
@@ -44,6 +55,7 @@ impl Filter {
             .map(|p| FilterEntry {
                 pattern: p.as_ref().to_string(),
                 keyed: true,
+                at: Location::default(),
             })
             .collect();
         Filter::with_entries(&entries)
@@ -52,8 +64,19 @@ impl Filter {
     /// Builds a filter from its entries; the error names the entry that is not a valid glob.
     pub fn with_entries(entries: &[FilterEntry]) -> Result<Filter, (usize, String)> {
         let mut out = Vec::new();
+        let mut templates = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             let p = entry.pattern.as_str();
+            if p.contains("${{") {
+                templates.push(Text::new(p, entry.at));
+                out.push(Pattern {
+                    include: !p.starts_with('!'),
+                    keyed: entry.keyed,
+                    text: p.to_string(),
+                    matcher: None,
+                });
+                continue;
+            }
             let (include, glob) = match p.strip_prefix('!') {
                 Some(rest) => (false, rest),
                 None => (true, p),
@@ -74,10 +97,50 @@ impl Filter {
                 include,
                 keyed: entry.keyed,
                 text: p.to_string(),
-                matcher,
+                matcher: Some(matcher),
             });
         }
-        Ok(Filter { patterns: out })
+        Ok(Filter {
+            patterns: out,
+            templates,
+        })
+    }
+
+    /// The entries with `${{ … }}` expressions, as written.
+    pub fn templates(&self) -> &[Text] {
+        &self.templates
+    }
+
+    /// Whether some entry has expressions still to resolve.
+    pub fn is_templated(&self) -> bool {
+        !self.templates.is_empty()
+    }
+
+    /// The filter with every entry's expressions replaced by `render(entry)`.
+    pub fn resolve(
+        &self,
+        mut render: impl FnMut(&Text) -> Result<String, String>,
+    ) -> Result<Filter, String> {
+        if !self.is_templated() {
+            return Ok(self.clone());
+        }
+        let mut templates = self.templates.iter();
+        let mut entries = Vec::with_capacity(self.patterns.len());
+        for p in &self.patterns {
+            let pattern = match p.matcher {
+                Some(_) => p.text.clone(),
+                None => {
+                    let text = templates.next().expect("one template per templated entry");
+                    render(text).map_err(|e| format!("`filter` entry `{}`: {e}", text.raw))?
+                }
+            };
+            entries.push(FilterEntry {
+                pattern,
+                keyed: p.keyed,
+                at: Location::default(),
+            });
+        }
+        Filter::with_entries(&entries).map_err(|(_, e)| e)
     }
 
     /// The patterns as written, for the cache key and for display.
@@ -99,7 +162,10 @@ impl Filter {
     pub fn visibility(&self, path: &str) -> Visibility {
         let mut verdict = Visibility::Hidden;
         for p in &self.patterns {
-            if Self::matches_path_or_ancestor(&p.matcher, path) {
+            let Some(matcher) = &p.matcher else {
+                continue;
+            };
+            if Self::matches_path_or_ancestor(matcher, path) {
                 verdict = match (p.include, p.keyed) {
                     (false, _) => Visibility::Hidden,
                     (true, true) => Visibility::Keyed,
@@ -145,6 +211,7 @@ mod tests {
         let entry = |p: &str, keyed| FilterEntry {
             pattern: p.into(),
             keyed,
+            at: Location::default(),
         };
         let f = Filter::with_entries(&[
             entry("src", true),
@@ -160,6 +227,20 @@ mod tests {
         assert_eq!(f.visibility("README"), Visibility::Hidden);
         assert!(f.has_unkeyed());
         assert!(!Filter::new(&["a"]).unwrap().has_unkeyed());
+    }
+
+    #[test]
+    fn entries_with_expressions_are_resolved_later() {
+        let f = Filter::new(&["${{ init.dir }}/**", "!**/*.tmp"]).unwrap();
+        assert!(f.is_templated());
+        assert_eq!(f.templates()[0].raw, "${{ init.dir }}/**");
+        let r = f
+            .resolve(|t| Ok(t.raw.replace("${{ init.dir }}", "app")))
+            .unwrap();
+        assert!(!r.is_templated());
+        assert!(r.matches("app/x.rs") && !r.matches("app/x.tmp") && !r.matches("lib/x.rs"));
+        let err = f.resolve(|_| Err("no such value".into())).unwrap_err();
+        assert!(err.contains("no such value"), "{err}");
     }
 
     #[test]

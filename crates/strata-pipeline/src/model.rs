@@ -259,6 +259,7 @@ impl Task {
         texts.extend(self.env.iter().map(|v| v.value.text()));
         texts.extend(self.cache.enabled_expr.iter());
         texts.extend(self.cache.ttl_expr.iter());
+        texts.extend(self.filter.iter().flat_map(|f| f.templates()));
         match &self.kind {
             TaskKind::Source(s) => texts.extend(
                 [

@@ -701,7 +701,14 @@ fn filter_entries<'a>(
                             }
                         }
                         match path {
-                            Some((v, pattern)) => out.push((v, FilterEntry { pattern, keyed })),
+                            Some((v, pattern)) => out.push((
+                                v,
+                                FilterEntry {
+                                    pattern,
+                                    keyed,
+                                    at: v.at,
+                                },
+                            )),
                             None => errors.push(
                                 item.error("a `filter` entry written as a mapping needs `path`")
                                     .with_help(
@@ -717,6 +724,7 @@ fn filter_entries<'a>(
                                 FilterEntry {
                                     pattern: p,
                                     keyed: true,
+                                    at: item.at,
                                 },
                             ));
                         }
@@ -731,6 +739,7 @@ fn filter_entries<'a>(
                     FilterEntry {
                         pattern: p,
                         keyed: true,
+                        at: node.at,
                     },
                 ));
             }
