@@ -448,6 +448,50 @@ mod tests {
         }
     }
 
+    fn exporting(vars: &[(&str, &str)]) -> TaskResult {
+        TaskResult {
+            stack: Vec::new(),
+            env: ExportedEnv::default().with_exports(
+                vars.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn task(text: &str) -> Task {
+        strata_pipeline::parse_str(std::path::Path::new("strata.yml"), text)
+            .unwrap()
+            .tasks
+            .pop()
+            .unwrap()
+    }
+
+    #[test]
+    fn env_config_chooses_and_joins() {
+        let a = exporting(&[("FLAGS", "-a"), ("ONLY_A", "1"), ("PATH", "/a")]);
+        let b = exporting(&[("FLAGS", "-b"), ("PATH", "/b")]);
+        let base = "tasks:\n  - key: a\n    run: x\n  - key: b\n    run: x\n  - key: c\n    use: [a, b]\n    run: x\n";
+        let plain = inherit_env(&task(base), &[&a, &b]);
+        assert_eq!(plain.vars["FLAGS"], "-b");
+        assert_eq!(plain.path, ["/b", "/a"]);
+        let joined = inherit_env(
+            &task(&format!(
+                "{base}    env-config:\n      merge:\n        FLAGS: {{strategy: join, by: ' '}}\n        PATH: {{strategy: override}}\n"
+            )),
+            &[&a, &b],
+        );
+        assert_eq!(joined.vars["FLAGS"], "-b -a");
+        assert_eq!(joined.path, ["/b"]);
+        let only_a = inherit_env(
+            &task(&format!("{base}    env-config: {{inherit: [a]}}\n")),
+            &[&a, &b],
+        );
+        assert_eq!(only_a.vars["FLAGS"], "-a");
+        assert_eq!(only_a.vars["ONLY_A"], "1");
+        assert_eq!(only_a.path, ["/a"]);
+    }
+
     #[test]
     fn shared_ancestors_appear_once_at_their_first_place() {
         let a = result(&["base", "a"]);

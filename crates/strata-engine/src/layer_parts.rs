@@ -112,10 +112,12 @@ impl LayerPartsCache {
 fn write_memo(path: &Path, parts: &LayerParts) {
     let Some(dir) = path.parent() else { return };
     let _ = std::fs::create_dir_all(dir);
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}-{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("memo"),
-        std::process::id()
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let bytes = serde_json::to_vec(parts).expect("parts serialize");
     if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {

@@ -897,6 +897,14 @@ tasks:
     }
 
     #[test]
+    fn defaults_are_checked_and_noted() {
+        let p = parse("defaults:\n  runner: {cpus: 8}\ntasks:\n  - key: a\n    run: x\n");
+        assert!(p.notes.iter().any(|n| n.message.contains("`defaults`")));
+        let e = error("defaults:\n  envv: {A: b}\ntasks:\n  - key: a\n    run: x\n");
+        assert!(e.contains("unknown key `envv` in `defaults`"), "{e}");
+    }
+
+    #[test]
     fn merge_keys_in_a_task() {
         let p = parse(
             "aliases:
