@@ -341,3 +341,59 @@ tasks:
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.output("test"), ["nosrc v1 docs nolog"]);
 }
+
+#[test]
+fn an_exported_filtered_task_shows_the_used_tasks_workspace_files_through_its_filter() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: gen
+    run: |
+      mkdir -p out && echo kept > out/kept.txt && echo notes > notes.txt
+      mkdir -p /opt/gen && echo tool > /opt/gen/tool
+  - key: narrow
+    use: gen
+    filter: [out]
+    run: echo built > out/built.txt
+",
+    );
+    let out_dir = f.ws().join("image");
+    let out = f.output(&[
+        "export",
+        "strata.yml",
+        "narrow",
+        "--oci",
+        out_dir.to_str().unwrap(),
+        "--tag",
+        "v1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = f.ws().join("bundle");
+    let unpacked = std::process::Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:v1", out_dir.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        unpacked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unpacked.stderr)
+    );
+    let root = bundle.join("rootfs");
+    assert!(root.join("workspace/out/kept.txt").is_file());
+    assert!(root.join("workspace/out/built.txt").is_file());
+    assert!(
+        root.join("opt/gen/tool").is_file(),
+        "the system part is whole"
+    );
+    assert!(
+        !root.join("workspace/notes.txt").exists(),
+        "outside the filter, as the task saw it"
+    );
+}
