@@ -49,6 +49,12 @@ pub(crate) fn build_cache(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<C
     let mut policy = CachePolicy::default();
     match &node.value {
         Value::Map(fields) => {
+            if fields.is_empty() {
+                errors.push(
+                    node.error("`cache` needs `enabled`, `ttl` or both")
+                        .with_help("for example `cache: {enabled: true, ttl: 7 days}`"),
+                );
+            }
             for (key, v) in fields {
                 let Some(k) = key_name(key, errors) else {
                     continue;

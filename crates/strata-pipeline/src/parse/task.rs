@@ -131,7 +131,7 @@ pub(crate) fn build_task(
                     .map(std::time::Duration::from_secs)
             }
             "env-config" => {
-                if let Some(c) = build_env_config(value, errors, &mut t.ref_spans) {
+                if let Some(c) = build_env_config(value, errors, &mut t.inherit_spans) {
                     t.env_config = c;
                 }
             }
@@ -171,7 +171,7 @@ pub(crate) fn build_task(
     if let Some(inherit) = &t.env_config.inherit {
         for n in inherit {
             if !t.uses.contains(n)
-                && let Some(span) = t.ref_spans.iter().rev().find(|s| &s.name == n)
+                && let Some(span) = t.inherit_spans.iter().find(|s| &s.name == n)
             {
                 errors.push(
                     Diagnostic::new(
@@ -260,6 +260,8 @@ struct TaskParts {
     timeout_keys: Vec<Location>,
     grace_period: Option<std::time::Duration>,
     env_config: EnvConfig,
+    /// Where each `env-config.inherit` name is: it must be one of `use`.
+    inherit_spans: Vec<RefSpan>,
     ref_spans: Vec<RefSpan>,
 }
 
