@@ -3,7 +3,7 @@
 
 use crate::diagnostic::{Diagnostic, Location};
 use crate::filter::{Filter, FilterEntry};
-use crate::model::{CachePolicy, EnvConfig, EnvMerge, RefSpan};
+use crate::model::{CachePolicy, EnvConfig, EnvMerge, Note, RefSpan};
 use crate::parse::scalars::{as_bool, as_map, as_string, as_text, duration, key_name, unknown_key};
 use crate::parse::task::{is_expression, task_refs, valid_env_name};
 use crate::yaml::{Node, Value};
@@ -177,6 +177,7 @@ fn build_env_merge(node: &Node, var: &str, errors: &mut Vec<Diagnostic>) -> Opti
 pub(crate) fn build_filter(
     node: &Node,
     errors: &mut Vec<Diagnostic>,
+    notes: &mut Vec<Note>,
 ) -> (Option<Filter>, Vec<(String, Location)>) {
     let mut refused = Vec::new();
     let list = match &node.value {
@@ -214,7 +215,7 @@ pub(crate) fn build_filter(
         _ => node,
     };
     let mut entries: Vec<(&Node, FilterEntry)> = Vec::new();
-    filter_entries(list, errors, &mut entries);
+    filter_entries(list, errors, &mut entries, notes);
     let plain: Vec<FilterEntry> = entries.iter().map(|(_, e)| e.clone()).collect();
     match Filter::with_entries(&plain) {
         Ok(f) => (Some(f), refused),
@@ -225,16 +226,38 @@ pub(crate) fn build_filter(
     }
 }
 
+/// A string entry written `/path` (or `!/path`) is relative to the workspace all the same, as
+/// RWX reads it (with a deprecation warning); a `{path}` entry so written stays an error.
+fn relative_entry(pattern: String, node: &Node, notes: &mut Vec<Note>) -> String {
+    let (bang, rest) = match pattern.strip_prefix('!') {
+        Some(rest) => ("!", rest),
+        None => ("", pattern.as_str()),
+    };
+    match rest.strip_prefix('/') {
+        Some(relative) if !relative.is_empty() => {
+            notes.push(Note {
+                at: node.at,
+                message: format!(
+                    "filter entry `{pattern}`: filter entries are relative to the workspace; read as `{bang}{relative}`"
+                ),
+            });
+            format!("{bang}{relative}")
+        }
+        _ => pattern,
+    }
+}
+
 fn filter_entries<'a>(
     node: &'a Node,
     errors: &mut Vec<Diagnostic>,
     out: &mut Vec<(&'a Node, FilterEntry)>,
+    notes: &mut Vec<Note>,
 ) {
     match &node.value {
         Value::Seq(items) => {
             for item in items {
                 match &item.value {
-                    Value::Seq(_) => filter_entries(item, errors, out),
+                    Value::Seq(_) => filter_entries(item, errors, out, notes),
                     Value::Map(fields) => {
                         let mut path = None;
                         let mut keyed = true;
@@ -284,7 +307,7 @@ fn filter_entries<'a>(
                             out.push((
                                 item,
                                 FilterEntry {
-                                    pattern: p,
+                                    pattern: relative_entry(p, item, notes),
                                     keyed: true,
                                     at: item.at,
                                 },
@@ -299,7 +322,7 @@ fn filter_entries<'a>(
                 out.push((
                     node,
                     FilterEntry {
-                        pattern: p,
+                        pattern: relative_entry(p, node, notes),
                         keyed: true,
                         at: node.at,
                     },
@@ -375,6 +398,12 @@ tasks:
         );
         let e = error("tasks:\n  - key: a\n    filter: {workspaces: [src]}\n    run: x\n");
         assert!(e.contains("did you mean `workspace`"), "{e}");
+        let p = parse("tasks:\n  - key: a\n    filter: ['/src', '!/src/gen']\n    run: x\n");
+        let f = p.tasks[0].filter.as_ref().unwrap();
+        assert!(f.matches("src/a.c") && !f.matches("src/gen/b.c"));
+        assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
+        let e = error("tasks:\n  - key: a\n    filter: [{path: /src}]\n    run: x\n");
+        assert!(e.contains("relative path"), "{e}");
         let e = error("tasks:\n  - key: a\n    filter: [{cache-key: excluded}]\n    run: x\n");
         assert!(e.contains("needs `path`"), "{e}");
         let e =

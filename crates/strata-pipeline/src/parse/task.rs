@@ -100,7 +100,7 @@ pub(crate) fn build_task(
                 }
             }
             "filter" => {
-                let (filter, refused) = build_filter(value, errors);
+                let (filter, refused) = build_filter(value, errors, extras.notes);
                 t.filter = filter;
                 for (what, at) in refused {
                     extras.unsupported.push(Unsupported {
