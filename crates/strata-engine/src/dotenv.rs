@@ -1,8 +1,8 @@
 //! Mint's older way to export env: `echo "NAME=value" >> "$MINT_ENV"`, `$MINT_ENV` being a file of
 //! dotenv lines. strata's `$MINT_ENV` (like `$RWX_ENV`) is a directory with one file per variable,
-//! which is what current files write (`echo value > "$MINT_ENV/NAME"`). A task whose command uses
-//! the variable only as a file (never `$MINT_ENV/…`) gets a file instead, read here when it
-//! succeeds.
+//! which is what current files write (`echo value > "$MINT_ENV/NAME"`). A task whose command
+//! writes the variable as a file (`>> $MINT_ENV`, `tee -a $MINT_ENV`) and never uses it as
+//! `$MINT_ENV/…` gets a file instead, read here when it succeeds.
 
 /// The variables that name the env directory and may be used as a dotenv file instead.
 pub(crate) const DOTENV_NAMES: &[&str] = &["MINT_ENV", "RWX_ENV"];
@@ -10,14 +10,17 @@ pub(crate) const DOTENV_NAMES: &[&str] = &["MINT_ENV", "RWX_ENV"];
 /// The file (in the outputs directory) such a task writes to.
 pub(crate) const DOTENV_FILE: &str = "dotenv";
 
-/// Which of [`DOTENV_NAMES`] `command` uses as a file: every use of it is `$NAME` or `${NAME}`
-/// not followed by `/` (a quote in between counts as nothing: `"$MINT_ENV"/X` is the directory).
+/// Which of [`DOTENV_NAMES`] `command` writes as a file: some use of `$NAME` or `${NAME}` is
+/// the target of a redirection (`>> $MINT_ENV`, `> "${MINT_ENV}"`) or of `tee` (`tee -a
+/// $MINT_ENV`), and no use is followed by `/` (`$MINT_ENV/NAME`, `"$MINT_ENV"/NAME`: the
+/// directory). Other mentions (a comment, an `echo`) decide nothing: a script the command runs
+/// may still write the directory.
 pub(crate) fn used_as_file(command: &str) -> Vec<&'static str> {
     DOTENV_NAMES
         .iter()
         .copied()
         .filter(|name| {
-            let mut uses = 0;
+            let mut written = false;
             let mut as_dir = false;
             for form in [format!("${name}"), format!("${{{name}}}")] {
                 for (i, _) in command.match_indices(&form) {
@@ -31,13 +34,20 @@ pub(crate) fn used_as_file(command: &str) -> Vec<&'static str> {
                     {
                         continue;
                     }
-                    uses += 1;
                     if rest.trim_start_matches(['"', '\'']).starts_with('/') {
                         as_dir = true;
                     }
+                    let before = command[..i].trim_end_matches(['"', '\'']).trim_end();
+                    if before.ends_with('>')
+                        || before.ends_with("tee")
+                        || before.ends_with("tee -a")
+                        || before.ends_with("tee --append")
+                    {
+                        written = true;
+                    }
                 }
             }
-            uses > 0 && !as_dir
+            written && !as_dir
         })
         .collect()
 }
@@ -122,6 +132,10 @@ mod tests {
         assert!(used_as_file("echo bar > \"$RWX_ENV\"/FOO; cat $RWX_ENV/FOO").is_empty());
         assert!(used_as_file("echo x > $MINT_ENV/A; echo B=1 >> $MINT_ENV").is_empty());
         assert!(used_as_file("echo $MINT_ENV_FILE").is_empty());
+        assert_eq!(used_as_file("echo A=1 | tee -a $RWX_ENV"), ["RWX_ENV"]);
+        assert_eq!(used_as_file("echo A=1 >\"$RWX_ENV\""), ["RWX_ENV"]);
+        // A mention is not a write: a script may write the directory.
+        assert!(used_as_file("# exported via $RWX_ENV\nsource ./deploy.sh").is_empty());
         assert!(used_as_file("make").is_empty());
     }
 
