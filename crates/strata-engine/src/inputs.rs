@@ -200,7 +200,10 @@ fn filtered_layers(
     )>,
     String,
 > {
-    if filter.is_none() || stack.is_empty() {
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    if stack.is_empty() {
         return Ok(None);
     }
     // The layers must be here to be read (those restored from a shared cache may be on their
@@ -210,7 +213,7 @@ fn filtered_layers(
     let mut parts = Vec::new();
     let mut keyed = Vec::with_capacity(stack.len());
     for p in stack {
-        match ctx.layer_parts.get(ctx.cache, p.layer)? {
+        match ctx.layer_parts.narrowed(ctx.cache, p.layer, filter)? {
             Some(split) => {
                 keyed.push(ParentInput {
                     task: p.task.clone(),

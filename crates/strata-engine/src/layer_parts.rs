@@ -8,7 +8,9 @@
 //! nothing else (docs/cache-key.md).
 //!
 //! The split of a layer is computed once per machine and kept beside the cache
-//! (`layer-parts/<layer>.json`): layers are immutable, so it never goes stale.
+//! (`layer-parts/<layer>.json`), and so is its workspace part narrowed for each filter that
+//! reads it (`layer-parts/<layer>.<filter>.json`: what can matter to that filter, usually a
+//! small part of a large `node_modules`): layers are immutable, so neither goes stale.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -64,9 +66,88 @@ pub(crate) enum PartKind {
 #[derive(Default)]
 pub(crate) struct LayerPartsCache {
     memo: Mutex<HashMap<LayerDigest, Option<Arc<LayerParts>>>>,
+    narrowed: Mutex<HashMap<(LayerDigest, String), Option<Arc<LayerParts>>>>,
+}
+
+/// A name for what a filter is (its entries and whether each is keyed).
+fn fingerprint(filter: &Filter) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"strata-filter-v1\0");
+    for (text, keyed) in filter.entries() {
+        h.update(text.as_bytes());
+        h.update(if keyed { b"\0k\0" } else { b"\0x\0" });
+    }
+    h.finalize().to_hex()[..32].to_string()
+}
+
+/// The entries of a workspace part that can change what `filter` shows: visible files and
+/// links, whiteouts, opaque directories and files that may hide something visible under them,
+/// and directories at visible paths (they replace a visible file below). [`merged_view`] gives
+/// the same view from these as from all entries.
+pub(crate) fn narrow(parts: &LayerParts, filter: &Filter) -> LayerParts {
+    let workspace = parts
+        .workspace
+        .iter()
+        .filter(|e| match e.kind {
+            PartKind::Dir { opaque: false } => filter.matches(&e.path),
+            _ => filter.matches(&e.path) || filter.may_select_under(&e.path),
+        })
+        .cloned()
+        .collect();
+    LayerParts {
+        system: parts.system,
+        workspace,
+    }
 }
 
 impl LayerPartsCache {
+    /// The layer's parts narrowed for `filter` (see [`narrow`]), or `None` when it wrote
+    /// nothing under `/workspace`.
+    pub(crate) fn narrowed(
+        &self,
+        cache: &LocalCache,
+        layer: LayerDigest,
+        filter: &Filter,
+    ) -> Result<Option<Arc<LayerParts>>, String> {
+        let fp = fingerprint(filter);
+        let key = (layer, fp);
+        if let Some(p) = self.narrowed.lock().expect("memo lock").get(&key) {
+            return Ok(p.clone());
+        }
+        let dir = cache.layer_path(&layer);
+        let parts = if std::fs::symlink_metadata(dir.join(WORKSPACE)).is_err() {
+            if !dir.is_dir() {
+                return Err(format!("layer {} is not in the local cache", layer.short()));
+            }
+            None
+        } else {
+            let memo =
+                cache
+                    .root()
+                    .join("layer-parts")
+                    .join(format!("{}.{}.json", layer.to_hex(), key.1));
+            let read = std::fs::read(&memo)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LayerParts>(&b).ok());
+            Some(Arc::new(match read {
+                Some(p) => p,
+                None => {
+                    let whole = self.get(cache, layer)?.ok_or_else(|| {
+                        format!("layer {} changed while being read", layer.short())
+                    })?;
+                    let p = narrow(&whole, filter);
+                    write_memo(&memo, &p);
+                    p
+                }
+            }))
+        };
+        self.narrowed
+            .lock()
+            .expect("memo lock")
+            .insert(key, parts.clone());
+        Ok(parts)
+    }
+
     /// The layer's parts, or `None` when it wrote nothing under `/workspace`.
     pub(crate) fn get(
         &self,
@@ -393,6 +474,52 @@ mod tests {
             &filter,
         );
         assert_eq!(paths(&view), ["a", "b/y"]);
+    }
+
+    #[test]
+    fn narrowed_parts_give_the_same_view() {
+        let filter = Filter::new(&["src/**/*.c", "dist", "!dist/tmp"]).unwrap();
+        let lower = layer(vec![
+            entry("", PartKind::Dir { opaque: false }),
+            entry("dist", PartKind::Dir { opaque: false }),
+            file("dist/a.js", "a"),
+            file("dist/tmp", "t"),
+            entry("node_modules", PartKind::Dir { opaque: false }),
+            file("node_modules/x.js", "x"),
+            entry("src", PartKind::Dir { opaque: false }),
+            entry("src/gen", PartKind::Dir { opaque: false }),
+            file("src/gen/g.c", "g"),
+        ]);
+        let upper = layer(vec![
+            entry("", PartKind::Dir { opaque: false }),
+            file("src/gen", "a file where a directory was"),
+            entry("node_modules", PartKind::Whiteout),
+            file("notes.txt", "n"),
+        ]);
+        let captured = || vec![captured("src/main.c"), captured("src/gen/old.c")];
+        let whole = merged_view(captured(), &[lower.clone(), upper.clone()], &filter);
+        let narrowed: Vec<(PathBuf, Arc<LayerParts>)> = [lower, upper]
+            .into_iter()
+            .map(|(d, p)| (d, Arc::new(narrow(&p, &filter))))
+            .collect();
+        let small = merged_view(captured(), &narrowed, &filter);
+        assert_eq!(paths(&whole), paths(&small));
+        assert_eq!(paths(&small), ["dist/a.js", "src/main.c"]);
+        assert!(
+            narrowed[0]
+                .1
+                .workspace
+                .iter()
+                .all(|e| !e.path.starts_with("node_modules/"))
+        );
+        assert!(narrowed[1].1.workspace.iter().any(|e| e.path == "src/gen"));
+        assert!(
+            narrowed[1]
+                .1
+                .workspace
+                .iter()
+                .all(|e| e.path != "notes.txt")
+        );
     }
 
     #[test]

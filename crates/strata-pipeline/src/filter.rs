@@ -148,6 +148,36 @@ impl Filter {
         self.patterns.iter().map(|p| p.text.as_str()).collect()
     }
 
+    /// Each entry as written and whether it is keyed: what the filter is, for naming what is
+    /// derived from it.
+    pub fn entries(&self) -> Vec<(&str, bool)> {
+        self.patterns
+            .iter()
+            .map(|p| (p.text.as_str(), p.keyed))
+            .collect()
+    }
+
+    /// Whether some path under the directory `path` might be visible, even if `path` itself is
+    /// not: a conservative answer from the literal directory each including pattern starts
+    /// with (`src/**/*.c` may select under `src/gen`; `docs` never selects under `src`).
+    pub fn may_select_under(&self, path: &str) -> bool {
+        if path.is_empty() {
+            return self.patterns.iter().any(|p| p.include);
+        }
+        let below = format!("{path}/");
+        self.patterns.iter().filter(|p| p.include).any(|p| {
+            let glob = p.text.trim_start_matches("./").trim_end_matches('/');
+            let literal = match glob.find(['*', '?', '[', '{', '\\']) {
+                // Up to the last `/` before the first wildcard.
+                Some(i) => glob[..i].rfind('/').map_or("", |j| &glob[..j]),
+                None => glob,
+            };
+            literal.is_empty()
+                || format!("{literal}/").starts_with(&below)
+                || below.starts_with(&format!("{literal}/"))
+        })
+    }
+
     /// Whether some entry is `cache-key: excluded`.
     pub fn has_unkeyed(&self) -> bool {
         self.patterns.iter().any(|p| p.include && !p.keyed)
@@ -227,6 +257,24 @@ mod tests {
         assert_eq!(f.visibility("README"), Visibility::Hidden);
         assert!(f.has_unkeyed());
         assert!(!Filter::new(&["a"]).unwrap().has_unkeyed());
+    }
+
+    #[test]
+    fn what_may_be_selected_under_a_directory() {
+        let f = Filter::new(&["src/**/*.c", "docs", "!docs/private", "Makefile"]).unwrap();
+        assert!(f.may_select_under("src/gen"));
+        assert!(f.may_select_under("src"));
+        assert!(f.may_select_under(""));
+        assert!(f.may_select_under("docs/private"), "conservative");
+        assert!(!f.may_select_under("node_modules"));
+        assert!(!f.may_select_under("srcx"));
+        assert!(!f.may_select_under("Makefile.d"));
+        assert!(
+            Filter::new(&["*.json"])
+                .unwrap()
+                .may_select_under("anything")
+        );
+        assert!(!Filter::new(&["!x"]).unwrap().may_select_under("x"));
     }
 
     #[test]
