@@ -12,7 +12,7 @@ use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
 use crate::expressions::{TaskValues, resolve as resolve_text, with_values};
-use crate::layer_parts::LayerParts;
+use crate::layer_parts::LayersWithParts;
 use crate::sources::VisibleFile;
 use crate::workspace_tree::Origin;
 
@@ -188,18 +188,11 @@ pub(crate) fn values_for<'a>(
 /// For a task with a filter over layers that wrote into `/workspace`: those layers' parts
 /// (bottom first) and the stack as keyed (such a layer by its system part). `None`: nothing to
 /// narrow, the task is keyed and mounted as usual.
-#[allow(clippy::type_complexity)]
 fn filtered_layers(
     ctx: &RunContext<'_>,
     filter: Option<&Filter>,
     stack: &[ParentInput],
-) -> Result<
-    Option<(
-        Vec<(std::path::PathBuf, std::sync::Arc<LayerParts>)>,
-        Vec<ParentInput>,
-    )>,
-    String,
-> {
+) -> Result<Option<(LayersWithParts, Vec<ParentInput>)>, String> {
     let Some(filter) = filter else {
         return Ok(None);
     };

@@ -63,10 +63,17 @@ pub(crate) enum PartKind {
 }
 
 /// The splits of the layers of one run, read from (or written to) the cache's memo.
+/// A layer's parts (`None`: it wrote nothing under `/workspace`).
+type Parts = Option<Arc<LayerParts>>;
+
+/// Layers (with their directory) and their workspace parts, bottom first.
+pub(crate) type LayersWithParts = Vec<(PathBuf, Arc<LayerParts>)>;
+
 #[derive(Default)]
 pub(crate) struct LayerPartsCache {
-    memo: Mutex<HashMap<LayerDigest, Option<Arc<LayerParts>>>>,
-    narrowed: Mutex<HashMap<(LayerDigest, String), Option<Arc<LayerParts>>>>,
+    memo: Mutex<HashMap<LayerDigest, Parts>>,
+    /// By layer and filter fingerprint.
+    narrowed: Mutex<HashMap<(LayerDigest, String), Parts>>,
 }
 
 /// A name for what a filter is (its entries and whether each is keyed).
