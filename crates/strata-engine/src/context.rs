@@ -91,6 +91,8 @@ pub struct RunContext<'a> {
     /// What expressions read (`init`, `event`, `run`, `secrets`, ...), and the trigger.
     pub invocation: crate::invocation::Invocation,
     pub(crate) trees: WorkspaceTrees,
+    /// The workspace parts of used tasks' layers, for filtered tasks.
+    pub(crate) layer_parts: crate::layer_parts::LayerPartsCache,
     pub(crate) transfers: Transfers,
     /// Things to tell the user once the run starts (a base image used offline, ...).
     pub(crate) notices: Vec<String>,
@@ -252,6 +254,7 @@ impl<'a> RunContext<'a> {
             base_layers,
             base_env,
             trees: WorkspaceTrees::default(),
+            layer_parts: Default::default(),
             transfers: Transfers::default(),
             notices,
             run_dir,

@@ -18,7 +18,7 @@ use strata_store::{Entry, NewEntry};
 use crate::context::RunContext;
 use crate::events::{Event, Reporter};
 use crate::expressions::{TaskValues, mask};
-use crate::inputs::{ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
+use crate::inputs::{CacheDecision, ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
 use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
 
 /// Lines of log shown with a failure.
@@ -92,17 +92,28 @@ impl Found {
 }
 
 /// The cached entry for this task, if it may be used: the local cache first, then the shared
-/// caches in order.
+/// caches in order. Its `cache` expressions are resolved with the run's scope.
 pub(crate) fn usable_entry(
     ctx: &RunContext<'_>,
     task: &Task,
     key: &CacheKey,
     reporter: &dyn Reporter,
 ) -> Option<Found> {
-    if !task.cache.enabled || ctx.options.no_cache {
+    let decision = crate::inputs::cache_decision(task, &ctx.invocation.scope).ok()?;
+    lookup(ctx, decision, key, reporter)
+}
+
+/// The cached entry for `key`, if `decision` lets the cache be used.
+fn lookup(
+    ctx: &RunContext<'_>,
+    decision: CacheDecision,
+    key: &CacheKey,
+    reporter: &dyn Reporter,
+) -> Option<Found> {
+    if !decision.enabled || ctx.options.no_cache {
         return None;
     }
-    let fresh = |found: Found| fresh_enough(task, &found).then_some(found);
+    let fresh = |found: Found| fresh_enough(decision.ttl, &found).then_some(found);
     if let Some(entry) = ctx.cache.lookup(key).ok().flatten()
         && let Some(found) = fresh(Found::Local(entry))
     {
@@ -113,8 +124,8 @@ pub(crate) fn usable_entry(
 }
 
 /// Whether an entry is within the task's `cache.ttl`.
-fn fresh_enough(task: &Task, found: &Found) -> bool {
-    let Some(ttl) = task.cache.ttl else {
+fn fresh_enough(ttl: Option<Duration>, found: &Found) -> bool {
+    let Some(ttl) = ttl else {
         return true;
     };
     let age = SystemTime::now()
@@ -130,7 +141,7 @@ pub(crate) fn result_of(
     entry_layer: strata_key::LayerDigest,
     own: &ExportedEnv,
 ) -> TaskResult {
-    let mut stack = resolved.inputs.parents.clone();
+    let mut stack = resolved.stack.clone();
     stack.push(ParentInput {
         task: task.name.to_string(),
         layer: entry_layer,
@@ -172,11 +183,11 @@ pub(crate) fn execute<'scope, 'env>(
             duration: Duration::ZERO,
         };
     }
-    let mut found = usable_entry(ctx, task, &key, reporter);
+    let mut found = lookup(ctx, resolved.cache, &key, reporter);
     // One execution per key on this machine: a concurrent run with the same key runs it, and
     // this one waits and then uses its result.
     let mut _key_lock = None;
-    if found.is_none() && task.cache.enabled && !ctx.options.no_cache {
+    if found.is_none() && resolved.cache.enabled && !ctx.options.no_cache {
         let mut waiting = |first: bool| {
             if first {
                 reporter.event(&Event::TaskWaiting {
@@ -195,7 +206,7 @@ pub(crate) fn execute<'scope, 'env>(
                     .ok()
                     .flatten()
                     .map(Found::Local)
-                    .filter(|f| fresh_enough(task, f));
+                    .filter(|f| fresh_enough(resolved.cache.ttl, f));
             }
             Ok(None) => {
                 reporter.event(&Event::TaskFailed {
@@ -314,7 +325,7 @@ pub(crate) fn source_result(
     resolved: &ResolvedInputs,
 ) -> TaskResult {
     TaskResult {
-        stack: resolved.inputs.parents.clone(),
+        stack: resolved.stack.clone(),
         env: ExportedEnv::inherit(&resolved.inherited, &clone_exports(ctx, task)),
     }
 }
@@ -440,9 +451,9 @@ fn run_in_sandbox<'scope, 'env>(
             ctx.cache,
             ctx.run_dir.path(),
             &ctx.workspace.root,
-            resolved.workspace,
-            &resolved.files,
-            &resolved.origins,
+            resolved.tree.digest,
+            &resolved.tree.files,
+            &resolved.tree.origins,
         )
         .map_err(|e| Failure::infra(format!("failed to prepare the workspace: {}", chain(&e))))?;
     let mounts = ctx
@@ -456,11 +467,29 @@ fn run_in_sandbox<'scope, 'env>(
         std::fs::create_dir_all(&d)
             .map_err(|e| Failure::infra(format!("failed to create {}: {e}", d.display())))?;
     }
-    let mut lowerdirs = mounts.lowerdirs.clone();
-    if let Some(package) = task.scope.as_ref().and_then(|s| s.package()) {
-        lowerdirs.push(crate::packages::package_lower(ctx, package).map_err(Failure::infra)?);
+    let dotenv = outputs_dir.join(crate::dotenv::DOTENV_FILE);
+    std::fs::write(&dotenv, "")
+        .map_err(|e| Failure::infra(format!("failed to create {}: {e}", dotenv.display())))?;
+    let package = match task.scope.as_ref().and_then(|s| s.package()) {
+        Some(p) => Some(crate::packages::package_lower(ctx, p).map_err(Failure::infra)?),
+        None => None,
+    };
+    let mut lowerdirs = Vec::with_capacity(mounts.lowerdirs.len() + 4);
+    if resolved.masked {
+        // The tree holds the used tasks' workspace files, filtered: above the mask that hides
+        // their layers' own `workspace/`.
+        let mask = ctx.trees.mask(ctx.run_dir.path()).map_err(|e| {
+            Failure::infra(format!("failed to prepare the workspace: {}", chain(&e)))
+        })?;
+        lowerdirs.push(ws_tree);
+        lowerdirs.push(mask);
+        lowerdirs.extend(mounts.lowerdirs.iter().cloned());
+        lowerdirs.extend(package);
+    } else {
+        lowerdirs.extend(mounts.lowerdirs.iter().cloned());
+        lowerdirs.extend(package);
+        lowerdirs.push(ws_tree);
     }
-    lowerdirs.push(ws_tree);
     lowerdirs.extend(ctx.base_layers.iter().cloned());
     let spec = SandboxSpec {
         task: name.clone(),
@@ -491,6 +520,7 @@ fn run_in_sandbox<'scope, 'env>(
         let _ = done_tx.send(sandbox.wait());
     });
     let mut stopped_because = None;
+    let mut kill_at: Option<Instant> = None;
     let (outcome, log) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let mut log = Vec::new();
@@ -523,15 +553,31 @@ fn run_in_sandbox<'scope, 'env>(
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if stopped_because.is_none() {
-                if ctx.interrupted.load(Ordering::SeqCst) {
-                    stopped_because = Some("interrupted".to_string());
-                    killer.kill();
+                let reason = if ctx.interrupted.load(Ordering::SeqCst) {
+                    Some("interrupted".to_string())
                 } else if let Some(limit) = task.timeout
                     && start.elapsed() > limit
                 {
-                    stopped_because = Some(format!("timed out after {}", humanize(limit)));
-                    killer.kill();
+                    Some(format!("timed out after {}", humanize(limit)))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    stopped_because = Some(reason);
+                    // `terminate-grace-period-seconds`: SIGTERM first, SIGKILL when it is over.
+                    match task.grace_period.filter(|g| !g.is_zero()) {
+                        Some(grace) => {
+                            killer.terminate();
+                            kill_at = Some(Instant::now() + grace);
+                        }
+                        None => killer.kill(),
+                    }
                 }
+            } else if let Some(at) = kill_at
+                && Instant::now() >= at
+            {
+                killer.kill();
+                kill_at = None;
             }
         };
         // Every process of the task is gone once the helper has exited, so the output ends.
@@ -542,7 +588,7 @@ fn run_in_sandbox<'scope, 'env>(
     let tail = || log_tail(&log);
     let fail = |reason: String, exit_code: Option<i32>| -> Failure {
         let kept = keep_upper(ctx, task, &mounts.upperdir);
-        let reason = if resolved.files.is_empty() && !sees_workspace(ctx, task) {
+        let reason = if resolved.tree.files.is_empty() && !sees_workspace(ctx, task) {
             format!("{reason}; {}", no_workspace_hint(ctx))
         } else {
             reason
@@ -612,8 +658,9 @@ fn commit<'scope, 'env>(
         (*scratch, *upper, *outputs_dir, log.as_slice(), *start);
     let committing = Instant::now();
     // The entry keeps the task's own exports; what it inherited is merged in at every run.
-    let mut env =
-        ExportedEnv::default().with_exports(read_exports(&outputs_dir.join("env"), true)?);
+    let mut exports = read_exports(&outputs_dir.join("env"), true)?;
+    exports.extend(read_dotenv(&outputs_dir.join(crate::dotenv::DOTENV_FILE))?);
+    let mut env = ExportedEnv::default().with_exports(exports);
     env.excluded = read_exports(&outputs_dir.join("cache-key-excluded-env"), true)?;
     env.values = read_exports(&outputs_dir.join("values"), false)?;
     // Mount points the sandbox had to create are not the task's doing.
@@ -627,7 +674,7 @@ fn commit<'scope, 'env>(
         .commit(upper)
         .map_err(|e| Failure::infra(format!("failed to commit the layer: {}", chain(&e))))?;
     let duration = start.elapsed();
-    let stored = task.cache.enabled;
+    let stored = resolved.cache.enabled;
     if stored {
         let store = || -> Result<(), strata_store::StoreError> {
             let log = ctx.cache.put_log(log)?;
@@ -714,6 +761,21 @@ fn read_exports(dir: &Path, env_names: bool) -> Result<BTreeMap<String, String>,
         out.insert(name, value);
     }
     Ok(out)
+}
+
+/// What the task appended to `$MINT_ENV` used as a dotenv file (see `dotenv.rs`).
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, Failure> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Failure::task(format!(
+                "$MINT_ENV is not readable text: {e}"
+            )));
+        }
+    };
+    crate::dotenv::parse(&text)
+        .map_err(|e| Failure::task(format!("$MINT_ENV (a dotenv file): {e}")))
 }
 
 /// What the task wrote into `$RWX_ERRORS`: each file's text, for the failure summary.

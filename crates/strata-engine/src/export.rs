@@ -117,19 +117,35 @@ pub fn export(
         Base::Rootfs(_) => vec![ctx.base_root.clone()],
         Base::Image(_) => ctx.base_layers.iter().rev().cloned().collect(),
     };
-    dirs.push(
-        ctx.trees
-            .get(
-                ctx.cache,
-                ctx.run_dir.path(),
-                &ctx.workspace.root,
-                resolved.workspace,
-                &resolved.files,
-                &resolved.origins,
-            )
-            .map_err(EngineError::Store)?,
-    );
-    dirs.extend(result.stack.iter().map(|p| ctx.cache.layer_path(&p.layer)));
+    let tree = ctx
+        .trees
+        .get(
+            ctx.cache,
+            ctx.run_dir.path(),
+            &ctx.workspace.root,
+            resolved.tree.digest,
+            &resolved.tree.files,
+            &resolved.tree.origins,
+        )
+        .map_err(EngineError::Store)?;
+    let layer_dirs = result.stack.iter().map(|p| ctx.cache.layer_path(&p.layer));
+    if resolved.masked {
+        // The used tasks' layers, then their workspace files as the task's filter shows them
+        // (above a mask hiding their own), then the task's layer.
+        let mut layer_dirs: Vec<PathBuf> = layer_dirs.collect();
+        let own = layer_dirs.pop();
+        dirs.extend(layer_dirs);
+        dirs.push(
+            ctx.trees
+                .mask(ctx.run_dir.path())
+                .map_err(EngineError::Store)?,
+        );
+        dirs.push(tree);
+        dirs.extend(own);
+    } else {
+        dirs.push(tree);
+        dirs.extend(layer_dirs);
+    }
 
     let sink = Sink::open(target)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);

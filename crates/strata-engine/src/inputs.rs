@@ -7,12 +7,14 @@ use strata_key::{
     CacheKey, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, LayerDigest, ParentInput, Workspace,
     WorkspaceDigest, WorkspaceFile,
 };
-use strata_pipeline::{EnvValue, Task};
+use strata_pipeline::{EnvMerge, EnvValue, Filter, Task};
 use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
 use crate::expressions::{TaskValues, resolve as resolve_text, with_values};
+use crate::layer_parts::LayersWithParts;
 use crate::sources::VisibleFile;
+use crate::workspace_tree::Origin;
 
 /// The working directory of every task.
 pub(crate) const WORKSPACE_DIR: &str = "/workspace";
@@ -37,18 +39,123 @@ pub(crate) struct ResolvedInputs {
     pub(crate) command: String,
     /// The complete environment the command runs with.
     pub(crate) env: Vec<(String, String)>,
-    /// The workspace files the task sees, at the paths it sees them (what its key covers).
+    /// The workspace files its key covers, at the paths the task sees them.
     pub(crate) files: Vec<WorkspaceFile>,
-    /// Where each of `files` is in the captured workspace.
-    pub(crate) origins: Vec<std::sync::Arc<str>>,
-    pub(crate) workspace: WorkspaceDigest,
+    /// Every workspace file the task sees (`files` and those a `cache-key: excluded` filter
+    /// entry selects), with where each comes from and their digest (which names the tree).
+    pub(crate) tree: WorkspaceView,
+    /// The layers under the task, bottom first, as they are mounted. The key's `parents` differ
+    /// for a filtered task whose used tasks wrote into the workspace (`layer_parts.rs`).
+    pub(crate) stack: Vec<ParentInput>,
+    /// Whether the tree holds the used tasks' workspace files too, and goes above the mask.
+    pub(crate) masked: bool,
+    /// Whether the cache is used for this task, and how old an entry may be (`cache`, its
+    /// expressions resolved).
+    pub(crate) cache: CacheDecision,
     /// An expression of the task that could not be resolved: the task fails with this.
     pub(crate) error: Option<String>,
 }
 
+/// `cache` as it applies to one run of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheDecision {
+    pub(crate) enabled: bool,
+    pub(crate) ttl: Option<std::time::Duration>,
+}
+
+/// The task's `cache` with its expressions resolved in `scope`: `cache: ${{ … }}` must give
+/// `true` or `false`, `ttl: ${{ … }}` a duration.
+pub(crate) fn cache_decision(
+    task: &Task,
+    scope: &strata_pipeline::expr::Scope,
+) -> Result<CacheDecision, String> {
+    let policy = &task.cache;
+    let mut out = CacheDecision {
+        enabled: policy.enabled,
+        ttl: policy.ttl,
+    };
+    if let Some(text) = &policy.enabled_expr {
+        let r = crate::expressions::render(text, scope).map_err(|e| format!("`cache`: {e}"))?;
+        out.enabled = match r.text.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(format!(
+                    "`cache`: `{}` gives `{other}`, not true or false",
+                    text.raw
+                ));
+            }
+        };
+    }
+    if let Some(text) = &policy.ttl_expr {
+        let r = crate::expressions::render(text, scope).map_err(|e| format!("`cache.ttl`: {e}"))?;
+        out.ttl = Some(
+            strata_pipeline::parse_duration(&r.text).map_err(|e| format!("`cache.ttl`: {e}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// What a task inherits from the tasks it uses (`parents`, in `use` order): all of them, or
+/// those `env-config.inherit` names; a later one wins a variable, `PATH`s are joined, and
+/// `env-config.merge` joins other variables (the last used task's value first, as for `PATH`)
+/// or makes `PATH` a plain override.
+pub(crate) fn inherit_env(task: &Task, parents: &[&TaskResult]) -> ExportedEnv {
+    let config = &task.env_config;
+    // `plan` may know only some parents; then nothing can be chosen by name.
+    let chosen: Vec<&ExportedEnv> = if parents.len() == task.uses.len() {
+        task.uses
+            .iter()
+            .zip(parents)
+            .filter(|(name, _)| config.inherit.as_ref().is_none_or(|l| l.contains(name)))
+            .map(|(_, p)| &p.env)
+            .collect()
+    } else {
+        parents.iter().map(|p| &p.env).collect()
+    };
+    let mut out = ExportedEnv::merge(chosen.iter().copied());
+    for (name, how) in &config.merge {
+        match how {
+            // The default for any other variable: the last used task's value.
+            EnvMerge::Override if name != "PATH" => {}
+            EnvMerge::Override => {
+                out.path = chosen
+                    .iter()
+                    .rev()
+                    .find(|e| !e.path.is_empty())
+                    .map(|e| e.path.clone())
+                    .unwrap_or_default();
+            }
+            // `PATH` is joined anyway: its parts are directories, joined by `:`.
+            EnvMerge::Join(_) if name == "PATH" => {}
+            EnvMerge::Join(by) => {
+                let values: Vec<&str> = chosen
+                    .iter()
+                    .rev()
+                    .filter_map(|e| e.vars.get(name))
+                    .map(String::as_str)
+                    .collect();
+                if !values.is_empty() {
+                    out.excluded.remove(name);
+                    out.vars.insert(name.clone(), values.join(by));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The workspace files a task sees: what its tree is made of.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkspaceView {
+    pub(crate) digest: WorkspaceDigest,
+    pub(crate) files: Vec<WorkspaceFile>,
+    pub(crate) origins: Vec<Origin>,
+}
+
 impl ResolvedInputs {
     pub(crate) fn stack_layers(&self) -> Vec<LayerDigest> {
-        self.inputs.parents.iter().map(|p| p.layer).collect()
+        self.stack.iter().map(|p| p.layer).collect()
     }
 }
 
@@ -76,6 +183,41 @@ pub(crate) fn values_for<'a>(
         out.insert(dep.to_string(), result_of(dep)?.env.values.clone());
     }
     Some(out)
+}
+
+/// For a task with a filter over layers that wrote into `/workspace`: those layers' parts
+/// (bottom first) and the stack as keyed (such a layer by its system part). `None`: nothing to
+/// narrow, the task is keyed and mounted as usual.
+fn filtered_layers(
+    ctx: &RunContext<'_>,
+    filter: Option<&Filter>,
+    stack: &[ParentInput],
+) -> Result<Option<(LayersWithParts, Vec<ParentInput>)>, String> {
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    if stack.is_empty() {
+        return Ok(None);
+    }
+    // The layers must be here to be read (those restored from a shared cache may be on their
+    // way).
+    let layers: Vec<LayerDigest> = stack.iter().map(|p| p.layer).collect();
+    ctx.transfers.wait_for(ctx, &layers)?;
+    let mut parts = Vec::new();
+    let mut keyed = Vec::with_capacity(stack.len());
+    for p in stack {
+        match ctx.layer_parts.narrowed(ctx.cache, p.layer, filter)? {
+            Some(split) => {
+                keyed.push(ParentInput {
+                    task: p.task.clone(),
+                    layer: split.system,
+                });
+                parts.push((ctx.cache.layer_path(&p.layer), split));
+            }
+            None => keyed.push(p.clone()),
+        }
+    }
+    Ok((!parts.is_empty()).then_some((parts, keyed)))
 }
 
 /// Every variable a task's command sees, and how each enters the key.
@@ -127,7 +269,7 @@ pub(crate) fn resolve(
         )
     };
     let stack = flatten_stack(parents);
-    let inherited = ExportedEnv::merge(parents.iter().map(|p| &p.env));
+    let inherited = inherit_env(task, parents);
 
     let mut env: BTreeMap<String, (String, Keyed)> = BTreeMap::new();
     for (k, v) in [
@@ -203,22 +345,6 @@ pub(crate) fn resolve(
         })
         .collect();
     let mut full_env: Vec<(String, String)> = env.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    for (dir, names) in SandboxSpec::OUTPUTS {
-        for name in *names {
-            full_env.push((
-                (*name).into(),
-                format!("{}/{dir}", SandboxSpec::OUTPUTS_DIR),
-            ));
-        }
-    }
-
-    let visible: Vec<VisibleFile> = match ctx.index_of(task) {
-        Some(i) => ctx.sources.visible(&ctx.workspace, i, task),
-        None => Vec::new(),
-    };
-    let (files, origins): (Vec<WorkspaceFile>, Vec<std::sync::Arc<str>>) =
-        visible.into_iter().map(|v| (v.file, v.origin)).unzip();
-    let workspace = Workspace::digest(files.iter());
     let (command, keyed_command) = match resolve_text(&task.run, &scope, &key_scope) {
         Ok(r) => (r.text, r.keyed),
         Err(e) => {
@@ -226,10 +352,86 @@ pub(crate) fn resolve(
             (String::new(), task.run.raw.clone())
         }
     };
+    // Old Mint files append `NAME=value` lines to `$MINT_ENV` as a file.
+    let dotenv = crate::dotenv::used_as_file(&command);
+    for (dir, names) in SandboxSpec::OUTPUTS {
+        for name in *names {
+            let place = if dotenv.contains(name) {
+                crate::dotenv::DOTENV_FILE
+            } else {
+                dir
+            };
+            full_env.push((
+                (*name).into(),
+                format!("{}/{place}", SandboxSpec::OUTPUTS_DIR),
+            ));
+        }
+    }
+    let cache = cache_decision(task, &scope).unwrap_or_else(|e| {
+        error.get_or_insert(e);
+        CacheDecision {
+            enabled: false,
+            ttl: None,
+        }
+    });
+
+    // A filter's expressions are resolved as the task starts.
+    let filter: Option<Cow<'_, Filter>> = match &task.filter {
+        Some(f) if f.is_templated() => {
+            match f.resolve(|t| crate::expressions::render(t, &scope).map(|r| r.text)) {
+                Ok(f) => Some(Cow::Owned(f)),
+                Err(e) => {
+                    error.get_or_insert(e);
+                    Some(Cow::Borrowed(f))
+                }
+            }
+        }
+        Some(f) => Some(Cow::Borrowed(f)),
+        None => None,
+    };
+    let visible: Vec<VisibleFile> = match ctx.index_of(task) {
+        Some(i) => ctx.sources.visible(&ctx.workspace, i, filter.as_deref()),
+        None => Vec::new(),
+    };
+    let (visible, keyed_stack, masked) = match filtered_layers(ctx, filter.as_deref(), &stack) {
+        Ok(Some((layers, keyed_stack))) => {
+            let filter = filter.as_deref().expect("only a filtered task");
+            (
+                crate::layer_parts::merged_view(visible, &layers, filter),
+                keyed_stack,
+                true,
+            )
+        }
+        Ok(None) => (visible, stack.clone(), false),
+        Err(e) => {
+            error.get_or_insert(e);
+            (visible, stack.clone(), false)
+        }
+    };
+    let mut files = Vec::with_capacity(visible.len());
+    let mut tree_files = Vec::with_capacity(visible.len());
+    let mut origins = Vec::with_capacity(visible.len());
+    for v in visible {
+        if v.keyed {
+            files.push(v.file.clone());
+        }
+        tree_files.push(v.file);
+        origins.push(v.origin);
+    }
+    let workspace = Workspace::digest(files.iter());
+    let tree = WorkspaceView {
+        digest: if tree_files.len() == files.len() {
+            workspace
+        } else {
+            Workspace::digest(tree_files.iter())
+        },
+        files: tree_files,
+        origins,
+    };
     let inputs = KeyInputs {
         version: KEY_VERSION,
         base: ctx.base_id,
-        parents: stack,
+        parents: keyed_stack,
         workspace,
         env: keyed_env,
         command: keyed_command,
@@ -242,8 +444,10 @@ pub(crate) fn resolve(
         command,
         env: full_env,
         files,
-        origins,
-        workspace,
+        tree,
+        stack,
+        masked,
+        cache,
         error,
     }
 }
@@ -263,6 +467,50 @@ mod tests {
                 .collect(),
             env: ExportedEnv::default(),
         }
+    }
+
+    fn exporting(vars: &[(&str, &str)]) -> TaskResult {
+        TaskResult {
+            stack: Vec::new(),
+            env: ExportedEnv::default().with_exports(
+                vars.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn task(text: &str) -> Task {
+        strata_pipeline::parse_str(std::path::Path::new("strata.yml"), text)
+            .unwrap()
+            .tasks
+            .pop()
+            .unwrap()
+    }
+
+    #[test]
+    fn env_config_chooses_and_joins() {
+        let a = exporting(&[("FLAGS", "-a"), ("ONLY_A", "1"), ("PATH", "/a")]);
+        let b = exporting(&[("FLAGS", "-b"), ("PATH", "/b")]);
+        let base = "tasks:\n  - key: a\n    run: x\n  - key: b\n    run: x\n  - key: c\n    use: [a, b]\n    run: x\n";
+        let plain = inherit_env(&task(base), &[&a, &b]);
+        assert_eq!(plain.vars["FLAGS"], "-b");
+        assert_eq!(plain.path, ["/b", "/a"]);
+        let joined = inherit_env(
+            &task(&format!(
+                "{base}    env-config:\n      merge:\n        FLAGS: {{strategy: join, by: ' '}}\n        PATH: {{strategy: override}}\n"
+            )),
+            &[&a, &b],
+        );
+        assert_eq!(joined.vars["FLAGS"], "-b -a");
+        assert_eq!(joined.path, ["/b"]);
+        let only_a = inherit_env(
+            &task(&format!("{base}    env-config: {{inherit: [a]}}\n")),
+            &[&a, &b],
+        );
+        assert_eq!(only_a.vars["FLAGS"], "-a");
+        assert_eq!(only_a.vars["ONLY_A"], "1");
+        assert_eq!(only_a.path, ["/a"]);
     }
 
     #[test]

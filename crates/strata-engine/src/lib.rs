@@ -14,6 +14,7 @@
 mod checkout;
 mod context;
 mod dispatch;
+mod dotenv;
 mod events;
 mod execute;
 mod export;
@@ -21,6 +22,7 @@ mod expressions;
 mod hooks;
 mod inputs;
 mod invocation;
+mod layer_parts;
 mod packages;
 mod plan;
 mod scheduler;

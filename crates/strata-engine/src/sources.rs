@@ -6,10 +6,11 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use strata_key::{Workspace, WorkspaceFile};
-use strata_pipeline::{Dialect, Filter, Pipeline, Task, TaskKind};
+use strata_pipeline::{Dialect, Filter, Pipeline, Task, TaskKind, Visibility};
+
+use crate::workspace_tree::Origin;
 
 /// How one source lays the checkout into `/workspace`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,8 +59,10 @@ impl SourceMount {
 pub(crate) struct VisibleFile {
     /// The captured file, with the path the task sees (the source's prefix added).
     pub(crate) file: WorkspaceFile,
-    /// Its path in the captured workspace.
-    pub(crate) origin: Arc<str>,
+    /// Where it comes from: the captured workspace, or a used task's layer.
+    pub(crate) origin: Origin,
+    /// Whether it enters the key (not when a `cache-key: excluded` filter entry selects it).
+    pub(crate) keyed: bool,
 }
 
 /// For every task, the sources it reaches.
@@ -104,7 +107,14 @@ impl WorkspacePlan {
             .iter()
             .enumerate()
             .filter(|(i, _)| wanted[*i] && !reach[*i].is_empty())
-            .map(|(i, t)| (t.filter.clone(), reach[i].iter().cloned().collect()))
+            // A filter with expressions is known when the task starts: the capture reads
+            // everything the task could see.
+            .map(|(i, t)| {
+                (
+                    t.filter.clone().filter(|f| !f.is_templated()),
+                    reach[i].iter().cloned().collect(),
+                )
+            })
             .collect();
         Ok(WorkspacePlan { reach, wanted })
     }
@@ -135,18 +145,28 @@ impl WorkspacePlan {
         !self.reach[i].is_empty()
     }
 
-    /// The files task `i` sees, sorted by the path it sees them at.
-    pub(crate) fn visible(&self, ws: &Workspace, i: usize, task: &Task) -> Vec<VisibleFile> {
+    /// The files task `i` sees through `filter` (its own, expressions resolved), sorted by the
+    /// path it sees them at.
+    pub(crate) fn visible(
+        &self,
+        ws: &Workspace,
+        i: usize,
+        filter: Option<&Filter>,
+    ) -> Vec<VisibleFile> {
         let mut out: Vec<VisibleFile> = Vec::new();
         for m in &self.reach[i] {
             for f in &ws.files {
-                if let Some(path) = sees(m, task.filter.as_ref(), &f.path) {
-                    let origin = f.path.clone();
+                if let Some((path, keyed)) = sees(m, filter, &f.path) {
+                    let origin = Origin::Captured(f.path.clone());
                     let mut file = f.clone();
                     if let Cow::Owned(path) = path {
                         file.path = path.into();
                     }
-                    out.push(VisibleFile { file, origin });
+                    out.push(VisibleFile {
+                        file,
+                        origin,
+                        keyed,
+                    });
                 }
             }
         }
@@ -164,8 +184,13 @@ fn asks_for_workspace(dialect: Dialect, task: &Task) -> bool {
 }
 
 /// The path at which a task with `filter` sees the captured file `path` through mount `m`, if
-/// it sees it at all. Runs for every file and task: the path is copied only under a prefix.
-fn sees<'p>(m: &SourceMount, filter: Option<&Filter>, path: &'p str) -> Option<Cow<'p, str>> {
+/// it sees it at all, and whether the file is keyed. Runs for every file and task: the path is
+/// copied only under a prefix.
+fn sees<'p>(
+    m: &SourceMount,
+    filter: Option<&Filter>,
+    path: &'p str,
+) -> Option<(Cow<'p, str>, bool)> {
     if !m.git_dir && (path == ".git" || path.starts_with(".git/")) {
         return None;
     }
@@ -174,7 +199,11 @@ fn sees<'p>(m: &SourceMount, filter: Option<&Filter>, path: &'p str) -> Option<C
     } else {
         Cow::Owned(format!("{}{path}", m.prefix))
     };
-    filter.is_none_or(|f| f.matches(&seen)).then_some(seen)
+    match filter.map(|f| f.visibility(&seen)) {
+        None | Some(Visibility::Keyed) => Some((seen, true)),
+        Some(Visibility::Unkeyed) => Some((seen, false)),
+        Some(Visibility::Hidden) => None,
+    }
 }
 
 #[cfg(test)]
@@ -239,7 +268,7 @@ mod tests {
         // A filter alone does not bring the workspace in an RWX file.
         assert!(!plan.sees_workspace(0));
         let seen = |i: usize| -> Vec<String> {
-            plan.visible(&w, i, &p.tasks[i])
+            plan.visible(&w, i, p.tasks[i].filter.as_ref())
                 .iter()
                 .map(|v| v.file.path.to_string())
                 .collect()
@@ -274,7 +303,7 @@ mod tests {
         let w = ws(&["README", "src/a.c", "tests/run.sh"]);
         assert!(!plan.sees_workspace(0), "a system task sees no workspace");
         let seen = |i: usize| -> Vec<String> {
-            plan.visible(&w, i, &p.tasks[i])
+            plan.visible(&w, i, p.tasks[i].filter.as_ref())
                 .iter()
                 .map(|v| v.file.path.to_string())
                 .collect()
@@ -325,7 +354,7 @@ mod tests {
         let plan = WorkspacePlan::new(&p, &[true, true], mount_from_with(&p)).unwrap();
         assert!(plan.needs_git_dir());
         let w = ws(&[".git/HEAD", "a"]);
-        assert_eq!(plan.visible(&w, 1, &p.tasks[1]).len(), 2);
+        assert_eq!(plan.visible(&w, 1, p.tasks[1].filter.as_ref()).len(), 2);
         assert!(SourceMount::at("../x", false).is_err());
         assert!(SourceMount::at("/abs", false).is_err());
         assert_eq!(

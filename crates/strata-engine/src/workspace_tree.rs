@@ -1,10 +1,13 @@
 //! The filtered workspace as a directory tree that can be an overlay lower dir: built once per
 //! distinct selection per run, from hard links to the cache's workspace blobs (so the tree is a
-//! snapshot: later edits to the workspace do not leak into a running task).
+//! snapshot: later edits to the workspace do not leak into a running task) and, for a task whose
+//! filter also narrows what its used tasks wrote into the workspace, to those layers' files.
+//! Such a task's tree goes above a *mask*: a lower dir whose `workspace/` is opaque, hiding the
+//! layers' own `workspace/` parts below it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use strata_key::{FileKind, WorkspaceDigest, WorkspaceFile};
 use strata_store::{LocalCache, StoreError};
@@ -12,6 +15,16 @@ use strata_store::{LocalCache, StoreError};
 #[derive(Default)]
 pub(crate) struct WorkspaceTrees {
     built: Mutex<HashMap<WorkspaceDigest, PathBuf>>,
+    mask: Mutex<Option<PathBuf>>,
+}
+
+/// Where a file of a workspace tree comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The captured workspace, at this path.
+    Captured(Arc<str>),
+    /// A file of a committed layer (immutable): linked as it is.
+    Layer(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -31,7 +44,7 @@ impl WorkspaceTrees {
         workspace_root: &Path,
         digest: WorkspaceDigest,
         files: &[WorkspaceFile],
-        origins: &[std::sync::Arc<str>],
+        origins: &[Origin],
     ) -> Result<PathBuf, StoreError> {
         let mut built = self.built.lock().expect("tree lock poisoned");
         if let Some(p) = built.get(&digest) {
@@ -51,13 +64,19 @@ impl WorkspaceTrees {
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
-            match &f.kind {
-                FileKind::File { digest, .. } => {
+            match (&f.kind, origin) {
+                (FileKind::File { digest, .. }, Origin::Captured(origin)) => {
                     let blob =
                         cache.workspace_blob(&workspace_root.join(&**origin), digest, f.mode)?;
                     std::fs::hard_link(&blob, &dest).map_err(io(&dest))?;
                 }
-                FileKind::Symlink { target } => {
+                (FileKind::File { .. }, Origin::Layer(file)) => {
+                    if std::fs::hard_link(file, &dest).is_err() {
+                        // Another filesystem: a copy (layers are immutable, so it is exact).
+                        std::fs::copy(file, &dest).map_err(io(&dest))?;
+                    }
+                }
+                (FileKind::Symlink { target }, _) => {
                     std::os::unix::fs::symlink(target, &dest).map_err(io(&dest))?;
                 }
             }
@@ -66,6 +85,27 @@ impl WorkspaceTrees {
             cache.note_unsynced_files()?;
         }
         built.insert(digest, root.clone());
+        Ok(root)
+    }
+
+    /// The run's mask: a directory whose `workspace/` is an opaque directory, so that, as a lower
+    /// dir, it hides the `workspace/` of every lower dir below it.
+    pub(crate) fn mask(&self, run_dir: &Path) -> Result<PathBuf, StoreError> {
+        let mut mask = self.mask.lock().expect("mask lock poisoned");
+        if let Some(p) = mask.as_ref() {
+            return Ok(p.clone());
+        }
+        let root = run_dir.join("ws-mask");
+        let ws = root.join("workspace");
+        std::fs::create_dir_all(&ws).map_err(io(&ws))?;
+        rustix::fs::lsetxattr(
+            &ws,
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| io(&ws)(e.into()))?;
+        *mask = Some(root.clone());
         Ok(root)
     }
 }

@@ -23,5 +23,7 @@ pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;
 pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use stat_cache::StatCache;
-pub use tree::{TreeError, tree_digest, tree_digest_listing_sockets};
+pub use tree::{
+    TreeError, content_digest, tree_digest, tree_digest_listing_sockets, tree_digest_without,
+};
 pub use workspace::{FileKind, Selection, Workspace, WorkspaceError, WorkspaceFile};

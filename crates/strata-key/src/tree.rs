@@ -45,13 +45,33 @@ pub fn tree_digest_listing_sockets(root: &Path) -> Result<(LayerDigest, Vec<Path
     let mut items = Vec::new();
     let mut sockets = Vec::new();
     collect(root, "", &mut items, &mut sockets)?;
-    let records = records_in_parallel(&items)?;
+    Ok((digest_items(&items)?, sockets))
+}
+
+/// The digest [`tree_digest`] gives the tree under `root` once its top-level entry `skip` (and
+/// everything under it) is taken away: a layer without its `workspace/` part.
+pub fn tree_digest_without(root: &Path, skip: &str) -> Result<LayerDigest, TreeError> {
+    let mut items = Vec::new();
+    collect(root, "", &mut items, &mut Vec::new())?;
+    let alone = format!("/{skip}");
+    let under = format!("/{skip}/");
+    items.retain(|i| i.rel != alone && !i.rel.starts_with(&under));
+    digest_items(&items)
+}
+
+/// Hashes a file's content as every content digest is made.
+pub fn content_digest(path: &Path) -> Result<ContentDigest, TreeError> {
+    hash_file(path)
+}
+
+fn digest_items(items: &[Item]) -> Result<LayerDigest, TreeError> {
+    let records = records_in_parallel(items)?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"strata-tree-v1\0");
     for r in &records {
         hasher.update(r);
     }
-    Ok((LayerDigest::from_hash(hasher.finalize()), sockets))
+    Ok(LayerDigest::from_hash(hasher.finalize()))
 }
 
 pub(crate) fn hash_file(path: &Path) -> Result<ContentDigest, TreeError> {
@@ -212,6 +232,28 @@ fn xattr_record(path: &Path, out: &mut Vec<u8>) -> Result<(), TreeError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn without_a_top_level_entry_is_the_digest_of_the_rest() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for d in [a.path(), b.path()] {
+            std::fs::create_dir(d.join("etc")).unwrap();
+            std::fs::write(d.join("etc/conf"), "x").unwrap();
+        }
+        std::fs::create_dir(a.path().join("workspace")).unwrap();
+        std::fs::write(a.path().join("workspace/out"), "y").unwrap();
+        std::fs::write(a.path().join("workspaces"), "z").unwrap();
+        std::fs::write(b.path().join("workspaces"), "z").unwrap();
+        assert_eq!(
+            tree_digest_without(a.path(), "workspace").unwrap(),
+            tree_digest(b.path()).unwrap()
+        );
+        assert_ne!(
+            tree_digest(a.path()).unwrap(),
+            tree_digest(b.path()).unwrap()
+        );
+    }
 
     #[test]
     fn same_content_same_digest_whatever_the_mtime() {

@@ -67,6 +67,28 @@ mod tests {
     }
 
     #[test]
+    fn parses_rwx_ttl_forms() {
+        for (text, secs) in [
+            ("1 min", 60),
+            ("1 minute", 60),
+            ("2 mins", 120),
+            ("30 minutes", 1800),
+            ("1 hr", 3600),
+            ("1 hour", 3600),
+            ("2 hrs", 7200),
+            ("2 hours", 7200),
+            ("1 day", 86400),
+            ("7 days", 7 * 86400),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_nonsense() {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));

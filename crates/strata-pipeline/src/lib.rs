@@ -26,10 +26,10 @@ pub use calls::{LoadOptions, PackageSources};
 pub use config::{Config, ConfigEnv, is_git_url, load_config, plain_env};
 pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
-pub use filter::Filter;
+pub use filter::{Filter, FilterEntry, Visibility};
 pub use model::{
-    Base, CachePolicy, Dialect, EnvValue, EnvVar, HostBase, Note, Pipeline, RemoteCacheDecl, Task,
-    TaskKind, TaskName, Text, Unsupported, WorkspaceSource,
+    Base, CachePolicy, Dialect, EnvConfig, EnvMerge, EnvValue, EnvVar, HostBase, Note, Pipeline,
+    RemoteCacheDecl, Task, TaskKind, TaskName, Text, Unsupported, WorkspaceSource,
 };
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
 pub use parse::{dialect_of, load, load_with, parse_str, parse_with};

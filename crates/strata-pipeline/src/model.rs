@@ -173,6 +173,11 @@ pub struct CachePolicy {
     pub enabled: bool,
     /// Entries older than this are not used.
     pub ttl: Option<Duration>,
+    /// `cache: ${{ … }}` or `cache.enabled: ${{ … }}`: whether the cache is used is decided when
+    /// the task starts (the expression must give `true` or `false`); `enabled` is then `true`.
+    pub enabled_expr: Option<Text>,
+    /// `cache.ttl` with an expression, resolved when the task starts.
+    pub ttl_expr: Option<Text>,
 }
 
 impl Default for CachePolicy {
@@ -180,8 +185,29 @@ impl Default for CachePolicy {
         CachePolicy {
             enabled: true,
             ttl: None,
+            enabled_expr: None,
+            ttl_expr: None,
         }
     }
+}
+
+/// `env-config`: how the variables exported by the tasks a task uses are combined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvConfig {
+    /// `inherit`: the used tasks whose exports are inherited (`None`: all of them,
+    /// RWX's `all-used-tasks`).
+    pub inherit: Option<Vec<TaskName>>,
+    /// `merge`: variables combined otherwise than "the last used task wins".
+    pub merge: Vec<(String, EnvMerge)>,
+}
+
+/// How a variable exported by several used tasks is combined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvMerge {
+    /// `strategy: join, by: SEP`: every used task's value, the last used task's first.
+    Join(String),
+    /// `strategy: override`: the last used task's value (for `PATH`, no joining).
+    Override,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +232,11 @@ pub struct Task {
     pub env: Vec<EnvVar>,
     pub cache: CachePolicy,
     pub timeout: Option<Duration>,
+    /// `terminate-grace-period-seconds`: on a timeout or an interruption the task gets SIGTERM
+    /// and this long to finish before SIGKILL (`None`: SIGKILL at once).
+    pub grace_period: Option<Duration>,
+    /// `env-config`.
+    pub env_config: EnvConfig,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
     /// For a task of a called package or run definition: the call, whose arguments are its
@@ -257,6 +288,9 @@ impl Task {
     pub fn texts(&self) -> Vec<&Text> {
         let mut texts = vec![&self.run];
         texts.extend(self.env.iter().map(|v| v.value.text()));
+        texts.extend(self.cache.enabled_expr.iter());
+        texts.extend(self.cache.ttl_expr.iter());
+        texts.extend(self.filter.iter().flat_map(|f| f.templates()));
         match &self.kind {
             TaskKind::Source(s) => texts.extend(
                 [

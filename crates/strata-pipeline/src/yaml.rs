@@ -83,6 +83,73 @@ struct Builder {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
+    /// The first problem that is not a syntax error (a `<<` that merges no mapping).
+    error: Option<Diagnostic>,
+}
+
+fn is_merge_key(key: &Node) -> bool {
+    matches!(&key.value, Value::Scalar { text, quoted: false } if text == "<<")
+}
+
+fn same_key(a: &Node, b: &Node) -> bool {
+    match (&a.value, &b.value) {
+        (Value::Scalar { text: x, .. }, Value::Scalar { text: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+/// Applies the `<<` merge keys of a mapping's entries, as RWX does: entries are taken in the
+/// order they are written and a later one wins, whether it is written or merged (`<<: [*a, *b]`
+/// merges `a`, then `b`). A merged entry keeps the position where it is written in its anchored
+/// mapping, which is where an error in it must point. Two written entries with the same key
+/// stay as they are (the caller reports them where it matters).
+fn apply_merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Diagnostic> {
+    if !entries.iter().any(|(k, _)| is_merge_key(k)) {
+        return Ok(entries);
+    }
+    let mut out: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+    let mut merged: Vec<bool> = Vec::with_capacity(entries.len());
+    let put = |out: &mut Vec<(Node, Node)>, merged: &mut Vec<bool>, k: Node, v: Node, m: bool| {
+        match out.iter().position(|(existing, _)| same_key(existing, &k)) {
+            // A merged entry is replaced by any later one, and any entry by a later merge.
+            Some(i) if m || merged[i] => {
+                out[i] = (k, v);
+                merged[i] = m;
+            }
+            _ => {
+                out.push((k, v));
+                merged.push(m);
+            }
+        }
+    };
+    for (key, value) in entries {
+        if !is_merge_key(&key) {
+            put(&mut out, &mut merged, key, value, false);
+            continue;
+        }
+        let sources: Vec<Node> = match value.value {
+            Value::Map(_) => vec![value],
+            Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Map(_))) => items,
+            _ => {
+                return Err(Diagnostic::new(
+                    value.at,
+                    1,
+                    format!(
+                        "`<<` merges a mapping or a list of mappings into this one, found {}",
+                        value.kind()
+                    ),
+                ));
+            }
+        };
+        for source in sources {
+            if let Value::Map(pairs) = source.value {
+                for (k, v) in pairs {
+                    put(&mut out, &mut merged, k, v, true);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Builder {
@@ -136,6 +203,13 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingEnd => {
                 if let Some(Frame::Map(at, anchor, entries, _)) = self.stack.pop() {
+                    let entries = match apply_merge_keys(entries) {
+                        Ok(entries) => entries,
+                        Err(d) => {
+                            self.error.get_or_insert(d);
+                            Vec::new()
+                        }
+                    };
                     self.push_node(
                         Node {
                             at,
@@ -176,6 +250,9 @@ pub(crate) fn parse(text: &str) -> Result<Node, Diagnostic> {
             format!("invalid YAML: {}", e.info()),
         )
     })?;
+    if let Some(d) = builder.error {
+        return Err(d);
+    }
     Ok(builder.root.unwrap_or(Node {
         at: Location { line: 1, column: 1 },
         value: Value::Map(Vec::new()),
@@ -225,5 +302,79 @@ mod tests {
         };
         assert!(matches!(&entries[1].1.value, Value::Seq(v) if v.len() == 2));
         assert_eq!(entries[1].1.at.line, 2);
+    }
+
+    fn map_of(node: &Node) -> Vec<(String, String, Location)> {
+        let Value::Map(entries) = &node.value else {
+            panic!("not a map: {node:?}")
+        };
+        entries
+            .iter()
+            .map(|(k, v)| {
+                let text = |n: &Node| match &n.value {
+                    Value::Scalar { text, .. } => text.clone(),
+                    _ => "<node>".into(),
+                };
+                (text(k), text(v), v.at)
+            })
+            .collect()
+    }
+
+    fn entry<'a>(root: &'a Node, key: &str) -> &'a Node {
+        let Value::Map(entries) = &root.value else {
+            panic!()
+        };
+        &entries
+            .iter()
+            .find(|(k, _)| matches!(&k.value, Value::Scalar { text, .. } if text == key))
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn merge_keys_merge_in_order_and_keep_positions() {
+        let root = parse(
+            "base: &base\n  A: a\n  B: b\nextra: &extra {B: x, C: c}\nt:\n  <<: *base\n  B: mine\n",
+        )
+        .unwrap();
+        let t = map_of(entry(&root, "t"));
+        assert_eq!(
+            t.iter()
+                .map(|(k, v, _)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            ["A=a", "B=mine"]
+        );
+        // A merged value points where it is written, in the anchored mapping.
+        assert_eq!(t[0].2, Location { line: 2, column: 6 });
+        assert_eq!(t[1].2, Location { line: 7, column: 6 });
+
+        // A list of mappings: merged in order, the later one winning (RWX's rule).
+        let root = parse(
+            "base: &base {A: a, B: b}\nextra: &extra {B: x, C: c}\nt:\n  <<: [*base, *extra]\n  C: mine\n",
+        )
+        .unwrap();
+        let t: Vec<String> = map_of(entry(&root, "t"))
+            .into_iter()
+            .map(|(k, v, _)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(t, ["A=a", "B=x", "C=mine"]);
+
+        // A merge written after a key overrides it, as RWX reads entries in order.
+        let root = parse("base: &base {A: a}\nt:\n  A: mine\n  <<: *base\n").unwrap();
+        let t: Vec<String> = map_of(entry(&root, "t"))
+            .into_iter()
+            .map(|(k, v, _)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(t, ["A=a"]);
+    }
+
+    #[test]
+    fn merging_a_scalar_is_an_error_with_its_position() {
+        let err = parse("a: &a x\nt:\n  <<: *a\n").unwrap_err();
+        assert!(err.message.contains("`<<`"), "{}", err.message);
+        assert_eq!(err.location, Location { line: 3, column: 7 });
+        // A quoted `<<` is an ordinary key.
+        let root = parse("t: {'<<': x}\n").unwrap();
+        assert_eq!(map_of(entry(&root, "t"))[0].0, "<<");
     }
 }

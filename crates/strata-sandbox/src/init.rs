@@ -40,6 +40,16 @@ pub fn init_main(spec_path: &Path) -> ! {
         eprintln!("strata: sandbox setup failed: {message}");
         std::process::exit(SETUP_FAILED)
     };
+    // The helper survives a SIGTERM sent to the task's process group (a grace period before
+    // SIGKILL): a handler, not SIG_IGN, so that the command, after exec, gets the default.
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installing a handler that does nothing is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+    }
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     // SAFETY: the helper is single-threaded; unshare has no memory-safety preconditions.
     if unsafe { libc::unshare(flags) } != 0 {

@@ -44,6 +44,25 @@ pub enum Outcome {
 pub struct Killer(Arc<Option<OwnedFd>>, u32);
 
 impl Killer {
+    /// Asks the task to stop: SIGTERM to every process of its process group (the helper, which
+    /// ignores it, and the task's processes, which all stay in the helper's group: the shell
+    /// runs without job control). The shell is PID 1 of the task's PID namespace, so it gets the
+    /// signal only if it traps it; its children get it as usual. Follow with [`Killer::kill`]
+    /// after a grace period.
+    pub fn terminate(&self) {
+        // The helper is alive while the pidfd says so: only then is its group ours to signal.
+        let alive = match self.0.as_ref() {
+            Some(fd) => {
+                rustix::process::pidfd_send_signal(fd, rustix::process::Signal::CONT).is_ok()
+            }
+            None => true,
+        };
+        if alive {
+            // SAFETY: kill(2) on the process group our child leads (it called setsid).
+            unsafe { libc::kill(-(self.1 as libc::pid_t), libc::SIGTERM) };
+        }
+    }
+
     pub fn kill(&self) {
         match self.0.as_ref() {
             Some(fd) => {

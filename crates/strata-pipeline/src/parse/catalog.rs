@@ -24,6 +24,8 @@ const HONOURED_TASK_KEYS: &[&str] = &[
     "cache",
     "timeout",
     "timeout-minutes",
+    "terminate-grace-period-seconds",
+    "env-config",
     "call",
     "with",
     "init",
@@ -46,10 +48,8 @@ const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
     ("outputs", KeyStatus::Later),
     ("background-processes", KeyStatus::Later),
     ("retry", KeyStatus::Later),
-    ("env-config", KeyStatus::Later),
     ("docker", KeyStatus::Later),
     ("app", KeyStatus::Later),
-    ("terminate-grace-period-seconds", KeyStatus::Later),
 ];
 
 /// Every task key of the language, honoured or not.

@@ -168,6 +168,20 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
             k if crate::calls::PACKAGE_KEYS.contains(&k) => {
                 crate::calls::declare(k, value, &mut package, errors)
             }
+            // RWX's defaults are machine sizes and log retention: nothing changes here.
+            "defaults" => {
+                for (k, _) in as_map(value, "`defaults`", errors).unwrap_or_default() {
+                    if let Some(name) = key_name(k, errors)
+                        && !DEFAULTS_KEYS.contains(&name.as_str())
+                    {
+                        errors.push(unknown_key(k, &name, "`defaults`", DEFAULTS_KEYS));
+                    }
+                }
+                notes.push(Note {
+                    at: key.at,
+                    message: "`defaults` has no effect in strata (machine sizes and log retention of RWX's cloud)".into(),
+                });
+            }
             other => match catalog::top_level_key(other) {
                 Some(KeyStatus::NoEffect) => notes.push(Note {
                     at: key.at,
@@ -251,6 +265,9 @@ fn build_host_base(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<HostBase
     }
     Some(host)
 }
+
+/// What RWX's `defaults` may hold.
+const DEFAULTS_KEYS: &[&str] = &["agent", "runner", "outputs"];
 
 /// RWX's base layer keys: which OS image of RWX's cloud to run on.
 const RWX_BASE_KEYS: &[&str] = &["os", "tag", "arch", "config"];

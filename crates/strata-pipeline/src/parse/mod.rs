@@ -4,6 +4,7 @@
 mod catalog;
 pub(crate) mod expressions;
 mod file;
+mod options;
 pub(crate) mod scalars;
 pub(crate) mod task;
 

@@ -1,19 +1,19 @@
-//! One task: from its YAML mapping to a [`Task`], every problem collected.
+//! One task: from its YAML mapping to a [`Task`], every problem collected (its options: `options.rs`).
 
 use crate::diagnostic::{Diagnostic, Location};
 use crate::filter::Filter;
 use crate::model::{
-    CachePolicy, Dialect, EnvValue, EnvVar, Note, RefSpan, TaskKind, TaskName, Text, Unsupported,
-    WorkspaceSource,
+    CachePolicy, Dialect, EnvConfig, EnvValue, EnvVar, Note, RefSpan, TaskKind, TaskName, Text,
+    Unsupported, WorkspaceSource,
 };
 use crate::parse::catalog::{self, KeyStatus};
+use crate::parse::options::{build_cache, build_env_config, build_filter, whole_number};
 use crate::parse::scalars::{
     as_bool, as_map, as_string, as_string_list, as_text, duration, key_name, unknown_key,
 };
 use crate::yaml::{Node, Value};
 
 const ENV_KEYS: &[&str] = &["value", "cache-key"];
-const CACHE_KEYS: &[&str] = &["enabled", "ttl"];
 /// Set by strata itself for every task.
 pub(crate) const RESERVED_ENV: &[&str] = &[
     "STRATA_ENV",
@@ -99,35 +99,40 @@ pub(crate) fn build_task(
                     t.after = task_refs(value, "`after`", errors, &mut t.ref_spans);
                 }
             }
-            "filter" => match &value.value {
-                Value::Map(_) => later(extras, "`filter` as a mapping".into()),
-                _ => {
-                    let patterns = as_string_list(value, "`filter`", errors);
-                    let texts: Vec<&str> = patterns.iter().map(|(_, s)| s.as_str()).collect();
-                    match Filter::new(&texts) {
-                        Ok(f) => t.filter = Some(f),
-                        Err((i, message)) => errors.push(patterns[i].0.error(message)),
-                    }
+            "filter" => {
+                let (filter, refused) = build_filter(value, errors, extras.notes);
+                t.filter = filter;
+                for (what, at) in refused {
+                    extras.unsupported.push(Unsupported {
+                        key: what,
+                        task: name.as_ref().map(|(n, _)| n.clone()),
+                        at,
+                    });
                 }
-            },
+            }
             "env" => t.env = build_env(value, errors),
             "cache" => {
-                if is_expression(value) {
-                    later(extras, "`cache` as an expression".into());
-                } else if let Some(c) = build_cache(value, errors) {
+                if let Some(c) = build_cache(value, errors) {
                     t.cache = c;
                 }
             }
-            "timeout" => t.timeout = duration(value, "`timeout`", errors),
+            "timeout" => {
+                t.timeout = duration(value, "`timeout`", errors);
+                t.timeout_keys.push(key.at);
+            }
             "timeout-minutes" => {
-                if let Some(text) = as_text(value, "`timeout-minutes`", errors) {
-                    match text.raw.trim().parse::<u64>() {
-                        Ok(m) => t.timeout = Some(std::time::Duration::from_secs(m * 60)),
-                        Err(_) => errors.push(value.error(format!(
-                            "`timeout-minutes` must be a whole number of minutes, found `{}`",
-                            text.raw
-                        ))),
-                    }
+                if let Some(m) = whole_number(value, "`timeout-minutes`", 1, errors) {
+                    t.timeout = Some(std::time::Duration::from_secs(m * 60));
+                }
+                t.timeout_keys.push(key.at);
+            }
+            "terminate-grace-period-seconds" => {
+                t.grace_period = whole_number(value, "`terminate-grace-period-seconds`", 0, errors)
+                    .map(std::time::Duration::from_secs)
+            }
+            "env-config" => {
+                if let Some(c) = build_env_config(value, errors, &mut t.inherit_spans) {
+                    t.env_config = c;
                 }
             }
             "call" => call = as_text(value, "`call`", errors).map(|c| (c, key.at)),
@@ -155,6 +160,28 @@ pub(crate) fn build_task(
                     errors.push(unknown_key(key, other, "a task", &allowed));
                 }
             },
+        }
+    }
+    if let [_, second, ..] = t.timeout_keys.as_slice() {
+        errors.push(
+            Diagnostic::new(*second, 7, "both `timeout` and `timeout-minutes` are set")
+                .with_help("keep one: `timeout: 30m`"),
+        );
+    }
+    if let Some(inherit) = &t.env_config.inherit {
+        for n in inherit {
+            if !t.uses.contains(n)
+                && let Some(span) = t.inherit_spans.iter().find(|s| &s.name == n)
+            {
+                errors.push(
+                    Diagnostic::new(
+                        span.at,
+                        span.width,
+                        format!("`env-config.inherit` names `{n}`, which this task does not `use`"),
+                    )
+                    .with_help("a task inherits env only from the tasks in its `use`"),
+                );
+            }
         }
     }
     let (name, at) = match name {
@@ -215,6 +242,8 @@ pub(crate) fn build_task(
         env: t.env,
         cache: t.cache,
         timeout: t.timeout,
+        grace_period: t.grace_period,
+        env_config: t.env_config,
         ref_spans: t.ref_spans,
         scope: None,
     })
@@ -230,10 +259,16 @@ struct TaskParts {
     env: Vec<EnvVar>,
     cache: CachePolicy,
     timeout: Option<std::time::Duration>,
+    /// Where `timeout` and `timeout-minutes` are (RWX refuses both at once).
+    timeout_keys: Vec<Location>,
+    grace_period: Option<std::time::Duration>,
+    env_config: EnvConfig,
+    /// Where each `env-config.inherit` name is: it must be one of `use`.
+    inherit_spans: Vec<RefSpan>,
     ref_spans: Vec<RefSpan>,
 }
 
-fn is_expression(node: &Node) -> bool {
+pub(crate) fn is_expression(node: &Node) -> bool {
     matches!(&node.value, Value::Scalar { text, .. } if text.trim_start().starts_with("${{"))
 }
 
@@ -390,7 +425,7 @@ fn clone_source(
 
 /// Task names referenced by `use` or `after`, each with its position for later "no such task"
 /// errors.
-fn task_refs(
+pub(crate) fn task_refs(
     node: &Node,
     what: &str,
     errors: &mut Vec<Diagnostic>,
@@ -418,7 +453,7 @@ fn valid_task_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
-fn valid_env_name(name: &str) -> bool {
+pub(crate) fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -504,24 +539,4 @@ fn env_value_with_options(
     } else {
         EnvValue::Keyed(value)
     })
-}
-
-fn build_cache(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<CachePolicy> {
-    match &node.value {
-        Value::Map(fields) => {
-            let mut policy = CachePolicy::default();
-            for (key, v) in fields {
-                let Some(k) = key_name(key, errors) else {
-                    continue;
-                };
-                match k.as_str() {
-                    "enabled" => policy.enabled = as_bool(v, "`cache.enabled`", errors)?,
-                    "ttl" => policy.ttl = Some(duration(v, "`cache.ttl`", errors)?),
-                    other => errors.push(unknown_key(key, other, "`cache`", CACHE_KEYS)),
-                }
-            }
-            Some(policy)
-        }
-        _ => as_bool(node, "`cache`", errors).map(|enabled| CachePolicy { enabled, ttl: None }),
-    }
 }
