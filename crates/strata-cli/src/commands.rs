@@ -422,12 +422,17 @@ pub(crate) fn plan(
                     PlanStatus::Uncached => ("uncached", None),
                     PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
                     PlanStatus::Workspace => ("workspace", None),
+                    PlanStatus::SkippedByCondition { because } => {
+                        ("skipped-by-condition", Some(because.clone()))
+                    }
+                    PlanStatus::PendingExpansion => ("pending-expansion", None),
                 };
                 serde_json::json!({
                     "task": p.task,
                     "key": p.key.map(|k| k.to_hex()),
                     "status": status,
                     "waits_for": if matches!(p.status, PlanStatus::Unknown { .. }) { parent.clone() } else { None },
+                    "because": if matches!(p.status, PlanStatus::SkippedByCondition { .. }) { parent.clone() } else { None },
                     "from": if matches!(p.status, PlanStatus::RemoteHit { .. }) { parent } else { None },
                     "uses": session.pipeline.task(&p.task).map(|t| t.uses.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
                     "workspace_files": p.workspace_files,
@@ -453,8 +458,17 @@ pub(crate) fn plan(
             PlanStatus::Uncached => "would run (cache disabled)".to_string(),
             PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
             PlanStatus::Workspace => "served from the workspace checkout".to_string(),
+            PlanStatus::SkippedByCondition { because } => format!("would be skipped: {because}"),
+            PlanStatus::PendingExpansion => {
+                "pending expansion: its parallel tasks are known once its inputs are".to_string()
+            }
         };
-        let files = if matches!(p.status, PlanStatus::Unknown { .. }) {
+        let files = if matches!(
+            p.status,
+            PlanStatus::Unknown { .. }
+                | PlanStatus::SkippedByCondition { .. }
+                | PlanStatus::PendingExpansion
+        ) {
             "-".to_string()
         } else {
             p.workspace_files.to_string()

@@ -320,8 +320,13 @@ impl TerminalReporter {
                 } else {
                     self.paint("31;1", "failed")
                 };
+                let by_condition = if s.skipped_by_condition > 0 {
+                    format!(" ({} more by a condition)", s.skipped_by_condition)
+                } else {
+                    String::new()
+                };
                 lines.push(format!(
-                    "{verdict}: {} ran, {} restored, {} failed, {} skipped in {} (restoring saved {})",
+                    "{verdict}: {} ran, {} restored, {} failed, {} skipped{by_condition} in {} (restoring saved {})",
                     s.ran, s.cached, s.failed, s.skipped, seconds(s.duration_ms), seconds(s.saved_ms)
                 ));
                 if s.restored_bytes > 0 || s.pushed_bytes > 0 {

@@ -100,6 +100,10 @@ impl<'a> RunContext<'a> {
         options: RunOptions,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
+        let mut options = options;
+        // A parallel task's name targets every task it generated.
+        options.targets =
+            strata_pipeline::replace_parallel_groups(&options.targets, &pipeline.parallel_groups);
         for t in &options.targets {
             if pipeline.task(t.as_str()).is_none() {
                 return Err(EngineError::UnknownTask(t.to_string()));
@@ -163,7 +167,6 @@ impl<'a> RunContext<'a> {
         let invocation =
             crate::invocation::invoke(pipeline, checkout.as_ref(), &options.invocation, &env)
                 .map_err(EngineError::Invocation)?;
-        let mut options = options;
         if options.targets.is_empty() && !invocation.targets.is_empty() {
             for t in &invocation.targets {
                 if pipeline.task(t).is_none() {

@@ -13,8 +13,12 @@ use crate::events::SkipReason;
 pub(crate) enum DependencyKind {
     /// `use`: the task builds on the dependency's result, so the dependency must have succeeded.
     Use,
-    /// `after`: only the order; what else it takes is the task's [`StartRule`].
+    /// `after` (and the tasks whose values it reads): only the order, but the dependency must
+    /// have succeeded.
     After,
+    /// Named in an `after: ${{ … }}` status expression: only the order; how it ended is for
+    /// the task's [`StartRule::Custom`] condition to judge.
+    Status,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +54,8 @@ pub(crate) enum StartRule {
     /// one has not.
     AllSucceeded,
     /// Once every dependency has concluded, the condition decides; a false one skips the task
-    /// without failing the run (`if:`, `after: ${{ build.failed }}`). A `use` dependency must
-    /// still have succeeded, since the task builds on its result.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "conditions (`if:`, `after: ${{ … }}`) come next")
-    )]
+    /// without failing the run (`after: ${{ build.failed }}`). Its `use` and `after`
+    /// dependencies must still have succeeded; only its `Status` ones may have ended any way.
     Custom(Condition),
 }
 
@@ -100,6 +100,9 @@ pub(crate) enum Outcome {
     Ran,
     Cached,
     Failed,
+    /// Its `if:` was false once it could be evaluated (it may read values of the tasks it
+    /// waited for): it is skipped, and so are its dependents, without failing the run.
+    ConditionFalse,
 }
 
 /// What to do now.
@@ -202,6 +205,7 @@ impl Dispatcher {
                     Outcome::Ran => Conclusion::Ran,
                     Outcome::Cached => Conclusion::Cached,
                     Outcome::Failed => Conclusion::Failed,
+                    Outcome::ConditionFalse => Conclusion::Skipped(SkipReason::ConditionFalse),
                 });
                 if outcome == Outcome::Failed && self.limits.fail_fast && self.stopped.is_none() {
                     self.stopped = Some(SkipReason::FailFast);
@@ -265,10 +269,7 @@ impl Dispatcher {
                 concluded = false;
                 continue;
             };
-            let must_succeed = match task.rule {
-                StartRule::AllSucceeded => true,
-                StartRule::Custom(_) => d.kind == DependencyKind::Use,
-            };
+            let must_succeed = d.kind != DependencyKind::Status;
             if must_succeed && !conclusion.succeeded() {
                 let dependency = d.task;
                 return Readiness::Blocked(match conclusion {
@@ -319,7 +320,7 @@ fn topological_order(tasks: &[TaskSpec]) -> Vec<usize> {
 mod tests {
     use super::*;
     use Action::{Done, Skip, Start};
-    use DependencyKind::{After, Use};
+    use DependencyKind::{After, Status, Use};
 
     fn task(dependencies: &[(usize, DependencyKind)]) -> TaskSpec {
         TaskSpec {
@@ -599,7 +600,7 @@ mod tests {
     fn a_custom_rule_can_start_a_task_because_its_dependency_failed() {
         // `notify` after: ${{ build.failed }}
         let mut d = dispatcher(
-            vec![task(&[]), with_condition(&[(0, After)], when_all_failed)],
+            vec![task(&[]), with_condition(&[(0, Status)], when_all_failed)],
             4,
         );
         assert_eq!(d.next_actions(), [Start(0)]);
@@ -610,7 +611,7 @@ mod tests {
     #[test]
     fn a_custom_rule_skips_the_task_when_it_is_false() {
         let mut d = dispatcher(
-            vec![task(&[]), with_condition(&[(0, After)], when_all_failed)],
+            vec![task(&[]), with_condition(&[(0, Status)], when_all_failed)],
             4,
         );
         assert_eq!(d.next_actions(), [Start(0)]);
@@ -626,19 +627,19 @@ mod tests {
             vec![
                 task(&[]),
                 task(&[]),
-                with_condition(&[(0, After), (1, After)], |deps| {
+                with_condition(&[(0, Status), (1, Status)], |deps| {
                     deps == [
                         (
                             Dependency {
                                 task: 0,
-                                kind: After,
+                                kind: Status,
                             },
                             Conclusion::Failed,
                         ),
                         (
                             Dependency {
                                 task: 1,
-                                kind: After,
+                                kind: Status,
                             },
                             Conclusion::Cached,
                         ),
@@ -660,6 +661,93 @@ mod tests {
             finish(&mut d, 0, Outcome::Failed),
             [
                 skip(1, SkipReason::DependencyFailed { dependency: 0 }),
+                Done
+            ]
+        );
+    }
+
+    #[test]
+    fn a_custom_rule_still_needs_its_plain_after_dependencies_to_succeed() {
+        // `after: [setup]` beside a status expression on `build`.
+        let mut d = dispatcher(
+            vec![
+                task(&[]),
+                task(&[]),
+                with_condition(&[(0, After), (1, Status)], |_| true),
+            ],
+            4,
+        );
+        assert_eq!(d.next_actions(), [Start(0), Start(1)]);
+        assert_eq!(finish(&mut d, 1, Outcome::Failed), []);
+        assert_eq!(
+            finish(&mut d, 0, Outcome::Failed),
+            [
+                skip(2, SkipReason::DependencyFailed { dependency: 0 }),
+                Done
+            ]
+        );
+    }
+
+    #[test]
+    fn a_notifier_after_a_failure_runs_and_the_failure_still_counts() {
+        // build fails; `notify` (after: ${{ build.failed }}) runs; `deploy` (use: build) is
+        // skipped because of the failure, not by a condition.
+        let mut d = dispatcher(
+            vec![
+                task(&[]),
+                with_condition(&[(0, Status)], when_all_failed),
+                task(&[(0, Use)]),
+            ],
+            4,
+        );
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(
+            finish(&mut d, 0, Outcome::Failed),
+            [
+                Start(1),
+                skip(2, SkipReason::DependencyFailed { dependency: 0 })
+            ]
+        );
+        assert_eq!(finish(&mut d, 1, Outcome::Ran), [Done]);
+    }
+
+    #[test]
+    fn a_status_dependency_skipped_by_a_condition_is_seen_as_skipped() {
+        let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+        let seen_by_rule = seen.clone();
+        let mut d = dispatcher(
+            vec![
+                task(&[]),
+                with_condition(&[(0, Status)], move |deps| {
+                    seen_by_rule.set(Some(deps[0].1));
+                    true
+                }),
+            ],
+            4,
+        );
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(finish(&mut d, 0, Outcome::ConditionFalse), [Start(1)]);
+        assert_eq!(
+            seen.get(),
+            Some(Conclusion::Skipped(SkipReason::ConditionFalse))
+        );
+    }
+
+    #[test]
+    fn an_if_found_false_when_the_task_starts_skips_its_dependents_by_condition() {
+        let mut d = dispatcher(vec![task(&[]), task(&[(0, Use)]), task(&[(1, After)])], 4);
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(
+            finish(&mut d, 0, Outcome::ConditionFalse),
+            [
+                skip(
+                    1,
+                    SkipReason::DependencySkippedByCondition { dependency: 0 }
+                ),
+                skip(
+                    2,
+                    SkipReason::DependencySkippedByCondition { dependency: 1 }
+                ),
                 Done
             ]
         );
@@ -711,7 +799,9 @@ mod tests {
 
         fn allows(rule: Rule, dependencies: &[(Dependency, Conclusion)]) -> bool {
             match rule {
-                Rule::AllSucceeded => dependencies.iter().all(|(_, c)| c.succeeded()),
+                Rule::AllSucceeded => dependencies
+                    .iter()
+                    .all(|(d, c)| d.kind == Status || c.succeeded()),
                 Rule::Never => false,
                 Rule::Always => true,
                 Rule::WhenSomeDependencyFailed => {
@@ -724,6 +814,7 @@ mod tests {
         struct RandomRun {
             dependencies: Vec<Vec<Dependency>>,
             rules: Vec<Rule>,
+            /// `ConditionFalse`: an `if:` found false when the task started.
             outcomes: Vec<Outcome>,
             targets: Vec<bool>,
             limits: Limits,
@@ -746,11 +837,12 @@ mod tests {
                 let outcome = prop_oneof![
                     Just(Outcome::Ran),
                     Just(Outcome::Cached),
-                    Just(Outcome::Failed)
+                    Just(Outcome::Failed),
+                    Just(Outcome::ConditionFalse)
                 ];
                 (
                     // Each task's dependencies among the tasks before it...
-                    vec(vec((any::<Index>(), any::<bool>()), 0..3), n),
+                    vec(vec((any::<Index>(), 0..3u8), 0..3), n),
                     // ...then the tasks shuffled, so that file order is not dependency order.
                     Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
                     vec(rule, n),
@@ -764,8 +856,8 @@ mod tests {
                         |(picked, label, rules, outcomes, targets, limits, interrupt_at, picks)| {
                             let mut dependencies = vec![Vec::new(); label.len()];
                             for (i, picked) in picked.iter().enumerate().skip(1) {
-                                for &(j, uses) in picked {
-                                    let kind = if uses { Use } else { After };
+                                for &(j, kind) in picked {
+                                    let kind = [Use, After, Status][kind as usize];
                                     let task = label[j.index(i)];
                                     dependencies[label[i]].push(Dependency { task, kind });
                                 }
@@ -866,8 +958,8 @@ mod tests {
                 prop_assert!(
                     concluded
                         .iter()
-                        .all(|(d, c)| d.kind == After || c.succeeded()),
-                    "{} started though something it uses did not succeed",
+                        .all(|(d, c)| d.kind == Status || c.succeeded()),
+                    "{} started though a dependency that had to succeed did not",
                     task
                 );
                 Ok(())
@@ -882,10 +974,9 @@ mod tests {
                 prop_assert!(self.conclusions[task].is_none(), "{} skipped twice", task);
                 // How a dependency that had to succeed ended.
                 let conclusion_of = |dependency: usize| {
-                    let all_must_succeed = matches!(self.run.rules[task], Rule::AllSucceeded);
                     let must_succeed = self.run.dependencies[task]
                         .iter()
-                        .any(|d| d.task == dependency && (all_must_succeed || d.kind == Use));
+                        .any(|d| d.task == dependency && d.kind != Status);
                     must_succeed
                         .then_some(self.conclusions[dependency])
                         .flatten()
@@ -996,6 +1087,7 @@ mod tests {
                     Outcome::Ran => Conclusion::Ran,
                     Outcome::Cached => Conclusion::Cached,
                     Outcome::Failed => Conclusion::Failed,
+                    Outcome::ConditionFalse => Conclusion::Skipped(SkipReason::ConditionFalse),
                 });
             }
             prop_assert!(false, "the run is not over after every task finished");

@@ -39,6 +39,10 @@ pub(crate) enum TaskOutcome {
         key: CacheKey,
         duration: Duration,
     },
+    /// Its `if:` is false: nothing ran, and its dependents are skipped too.
+    ConditionFalse {
+        because: String,
+    },
 }
 
 fn ms(d: Duration) -> u64 {
@@ -146,6 +150,33 @@ pub(crate) fn execute<'scope, 'env>(
     reporter: &'env dyn Reporter,
     scope: &'scope Scope<'scope, 'env>,
 ) -> TaskOutcome {
+    if task.condition.is_some() {
+        let (scope, _) = crate::inputs::task_scopes(ctx, task, values);
+        match crate::conditions::if_allows(task, &scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                return TaskOutcome::ConditionFalse {
+                    because: crate::conditions::if_false_reason(task),
+                };
+            }
+            Err(error) => {
+                let resolved = resolve(ctx, task, parents, values);
+                reporter.event(&Event::TaskFailed {
+                    task: task.name.to_string(),
+                    reason: format!("failed to evaluate its condition: {error}"),
+                    exit_code: None,
+                    duration_ms: 0,
+                    log_tail: Vec::new(),
+                    kept_upper: None,
+                    errors: Vec::new(),
+                });
+                return TaskOutcome::Failed {
+                    key: resolved.key,
+                    duration: Duration::ZERO,
+                };
+            }
+        }
+    }
     if let TaskKind::Source(_) = &task.kind {
         return serve_workspace(ctx, task, parents, values, reporter);
     }

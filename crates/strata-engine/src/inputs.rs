@@ -7,7 +7,8 @@ use strata_key::{
     CacheKey, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, LayerDigest, ParentInput, Workspace,
     WorkspaceDigest, WorkspaceFile,
 };
-use strata_pipeline::{EnvValue, Task};
+use strata_pipeline::expr::Scope;
+use strata_pipeline::{EnvValue, Parallel, Task};
 use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
@@ -87,25 +88,41 @@ enum Keyed {
     Not,
 }
 
+/// The scope a task's expressions are evaluated with, as it runs and as it is keyed: the
+/// run's, with the values of the tasks it reads and its `parallel.*`.
+pub(crate) fn task_scopes<'c>(
+    ctx: &'c RunContext<'_>,
+    task: &Task,
+    values: &TaskValues,
+) -> (Cow<'c, Scope>, Cow<'c, Scope>) {
+    let instance = match &task.parallel {
+        Some(Parallel::Instance(i)) => Some(i),
+        _ => None,
+    };
+    // Most tasks read no values and are not parallel: they share the run's scope rather than
+    // copy it (it holds the event payload).
+    if values.is_empty() && instance.is_none() {
+        return (
+            Cow::Borrowed(&ctx.invocation.scope),
+            Cow::Borrowed(&ctx.invocation.key_scope),
+        );
+    }
+    let mut scope = with_values(&ctx.invocation.scope, values);
+    let mut key_scope = with_values(&ctx.invocation.key_scope, values);
+    if let Some(i) = instance {
+        scope.insert(&["parallel"], i.scope_value());
+        key_scope.insert(&["parallel"], i.scope_value());
+    }
+    (Cow::Owned(scope), Cow::Owned(key_scope))
+}
+
 pub(crate) fn resolve(
     ctx: &RunContext<'_>,
     task: &Task,
     parents: &[&TaskResult],
     values: &TaskValues,
 ) -> ResolvedInputs {
-    // Most tasks read no values: they share the run's scope rather than copy it (it holds the
-    // event payload).
-    let (scope, key_scope) = if values.is_empty() {
-        (
-            Cow::Borrowed(&ctx.invocation.scope),
-            Cow::Borrowed(&ctx.invocation.key_scope),
-        )
-    } else {
-        (
-            Cow::Owned(with_values(&ctx.invocation.scope, values)),
-            Cow::Owned(with_values(&ctx.invocation.key_scope, values)),
-        )
-    };
+    let (scope, key_scope) = task_scopes(ctx, task, values);
     let mut error = None;
     let stack = flatten_stack(parents);
     let inherited = ExportedEnv::merge(parents.iter().map(|p| &p.env));
@@ -139,6 +156,11 @@ pub(crate) fn resolve(
             default_path = pass.value.clone();
         } else {
             env.insert(pass.name.clone(), (pass.value.clone(), keyed));
+        }
+    }
+    if let Some(Parallel::Instance(i)) = &task.parallel {
+        for (k, v) in i.env() {
+            env.insert(k.into(), (v, Keyed::Value));
         }
     }
     for (k, v) in &inherited.excluded {

@@ -11,6 +11,7 @@
 //! cache's on-disk layout (the store crate).
 
 mod checkout;
+mod conditions;
 mod context;
 mod dispatch;
 mod events;

@@ -72,9 +72,21 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                     }
                     Action::Skip { task, reason } => {
                         let reason = reason.map(name);
+                        let because = match reason {
+                            // Only an `after` expression is judged by the dispatcher.
+                            SkipReason::ConditionFalse => {
+                                match &pipeline.tasks[task].after_condition {
+                                    Some(t) => {
+                                        format!("its condition `after: {}` is false", t.raw.trim())
+                                    }
+                                    None => reason.to_string(),
+                                }
+                            }
+                            _ => reason.to_string(),
+                        };
                         reporter.event(&Event::TaskSkipped {
                             task: name(task),
-                            because: reason.to_string(),
+                            because,
                         });
                         record_skip(&mut summary, name(task), reason);
                     }
@@ -85,7 +97,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
             let Ok((i, outcome)) = rx.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            let (outcome, result) = record_outcome(&mut summary, name(i), outcome);
+            let (outcome, result) = record_outcome(&mut summary, name(i), outcome, reporter);
             results[i] = result;
             dispatcher.record(DispatchEvent::TaskFinished { task: i, outcome });
         }
@@ -117,8 +129,9 @@ fn dispatcher(ctx: &RunContext<'_>) -> Dispatcher {
             dependencies: (t.uses.iter().map(depend(DependencyKind::Use)))
                 .chain(t.after.iter().map(depend(DependencyKind::After)))
                 .chain(t.value_deps.iter().map(depend(DependencyKind::After)))
+                .chain(t.status_deps.iter().map(depend(DependencyKind::Status)))
                 .collect(),
-            rule: StartRule::AllSucceeded,
+            rule: start_rule(pipeline, t),
         })
         .collect();
     let wanted = pipeline
@@ -131,6 +144,20 @@ fn dispatcher(ctx: &RunContext<'_>) -> Dispatcher {
         fail_fast: ctx.options.fail_fast,
     };
     Dispatcher::new(tasks, wanted, limits)
+}
+
+/// `AllSucceeded`, or for a task with an `after` expression the rule that evaluates it.
+fn start_rule(pipeline: &Pipeline, task: &strata_pipeline::Task) -> StartRule {
+    let Some(text) = &task.after_condition else {
+        return StartRule::AllSucceeded;
+    };
+    let names: Vec<TaskName> = pipeline.tasks.iter().map(|t| t.name.clone()).collect();
+    match crate::conditions::after_rule(text, &pipeline.parallel_groups, move |i| names[i].clone())
+    {
+        Some(rule) => StartRule::Custom(Box::new(rule)),
+        // Checked when the file was read.
+        None => StartRule::AllSucceeded,
+    }
 }
 
 fn index(pipeline: &Pipeline, name: &TaskName) -> usize {
@@ -147,8 +174,17 @@ fn record_outcome(
     summary: &mut Summary,
     task: String,
     outcome: TaskOutcome,
+    reporter: &dyn Reporter,
 ) -> (Outcome, Option<TaskResult>) {
     let (outcome, status, result, duration, key) = match outcome {
+        TaskOutcome::ConditionFalse { because } => {
+            reporter.event(&Event::TaskSkipped {
+                task: task.clone(),
+                because,
+            });
+            record_skip(summary, task, SkipReason::ConditionFalse);
+            return (Outcome::ConditionFalse, None);
+        }
         TaskOutcome::Cached { result, key, saved } => {
             summary.cached += 1;
             summary.saved_ms += saved.as_millis() as u64;

@@ -14,6 +14,7 @@ mod duration;
 pub mod expr;
 mod filter;
 mod model;
+mod parallel;
 mod parse;
 mod triggers;
 mod validate;
@@ -27,6 +28,10 @@ pub use model::{
     Base, CachePolicy, Dialect, EnvValue, EnvVar, Note, Pipeline, RemoteCacheDecl, Task, TaskKind,
     TaskName, Text, Unsupported, WorkspaceSource,
 };
-pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
+pub use parallel::replace_groups as replace_parallel_groups;
+pub use parallel::{
+    Dimension, Parallel, ParallelGroup, ParallelInstance, ParallelKind, ParallelSpec, ValuesSpec,
+};
+pub use parse::expressions::{NAMESPACES, RUN_FIELDS, TASK_STATUSES};
 pub use parse::{dialect_of, load, parse_str};
 pub use triggers::{Trigger, TriggerEvent, Triggers};

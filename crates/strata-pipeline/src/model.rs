@@ -183,6 +183,17 @@ pub struct Task {
     pub env: Vec<EnvVar>,
     pub cache: CachePolicy,
     pub timeout: Option<Duration>,
+    // Control flow of the run: `if`, `after` with a status expression, `parallel`.
+    /// `if: ${{ … }}`: when false the task and its dependents are skipped, which does not fail
+    /// the run.
+    pub condition: Option<Text>,
+    /// `after: ${{ a.failed || b.succeeded }}`: the task waits for every task named in it, then
+    /// starts only if it is true.
+    pub after_condition: Option<Text>,
+    /// The tasks named in `after_condition`: only the order, none of their results.
+    pub status_deps: Vec<TaskName>,
+    /// `parallel:`: the spec of a task not yet expanded, or the place of a generated task.
+    pub parallel: Option<crate::parallel::Parallel>,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
 }
@@ -212,13 +223,19 @@ pub struct Pipeline {
     pub notes: Vec<Note>,
     /// The file's text, to show notes in context.
     pub source_text: String,
+    /// Each expanded `parallel:` task and the tasks it generated.
+    pub parallel_groups: Vec<crate::parallel::ParallelGroup>,
 }
 
 impl Task {
     /// Everything that must finish before this task starts: `use`, then `after`, then the
-    /// tasks whose values it reads.
+    /// tasks whose values it reads, then those its `after` expression names.
     pub fn dependencies(&self) -> impl Iterator<Item = &TaskName> {
-        self.uses.iter().chain(&self.after).chain(&self.value_deps)
+        self.uses
+            .iter()
+            .chain(&self.after)
+            .chain(&self.value_deps)
+            .chain(&self.status_deps)
     }
 
     /// Every text of the task an expression may be in: `run`, env values, `call` and the
@@ -226,6 +243,10 @@ impl Task {
     pub fn texts(&self) -> Vec<&Text> {
         let mut texts = vec![&self.run];
         texts.extend(self.env.iter().map(|v| v.value.text()));
+        texts.extend(&self.condition);
+        if let Some(crate::parallel::Parallel::Pending(spec)) = &self.parallel {
+            texts.extend(spec.texts());
+        }
         match &self.kind {
             TaskKind::Source(s) => texts.extend(
                 [

@@ -44,6 +44,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Pipeline, Diagnostics> {
     };
     if let Some(p) = &mut pipeline {
         p.source_text = text.to_string();
+        crate::parallel::expand(p, &mut errors);
         crate::parse::expressions::check_pipeline(p, text, &mut errors);
         validate_graph(p, &mut errors);
     }
@@ -163,6 +164,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
         unsupported,
         notes,
         source_text: String::new(),
+        parallel_groups: Vec::new(),
     })
 }
 
