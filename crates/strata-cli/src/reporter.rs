@@ -255,6 +255,19 @@ impl TerminalReporter {
             Event::Warning { message } => {
                 vec![self.paint("33", &format!("warning: {message}"))]
             }
+            Event::TasksAdded { by, file, tasks } => {
+                d.total += tasks.len();
+                let from = file
+                    .as_ref()
+                    .map(|f| format!(" (from {f})"))
+                    .unwrap_or_default();
+                vec![format!(
+                    "{} {} {}{from}",
+                    name(by),
+                    self.paint("36", "+ added"),
+                    tasks.join(", ")
+                )]
+            }
             Event::TaskPassed {
                 task, duration_ms, ..
             } => {

@@ -44,21 +44,34 @@ fn group_status(members: &[Conclusion]) -> BTreeMap<String, Value> {
     .collect()
 }
 
-/// The rule of a task with an `after` expression: given how each dependency ended (named by
-/// `name_of`), whether the expression is true. An expression that cannot be evaluated is
-/// false (it was checked when the file was read, so this is not expected).
-pub(crate) fn after_rule<N: Fn(usize) -> TaskName + 'static>(
+/// The rule of a task with an `after` expression: given how each dependency ended, whether
+/// the expression is true. `names` names its dependencies by index; `joins` are those that
+/// are `parallel:` tasks expanded at run time, which conclude from their generated tasks (one
+/// that failed skips them, and that reads as `failed` here). An expression that cannot be
+/// evaluated is false (it was checked when the file was read, so this is not expected).
+pub(crate) fn after_rule(
     text: &Text,
     groups: &[ParallelGroup],
-    name_of: N,
-) -> Option<impl Fn(&[(Dependency, Conclusion)]) -> bool + 'static + use<N>> {
+    names: BTreeMap<usize, TaskName>,
+    joins: Vec<usize>,
+) -> Option<impl Fn(&[(Dependency, Conclusion)]) -> bool + 'static + use<>> {
     let template: Template = parse_template(&text.raw).ok()?;
     let groups: Vec<ParallelGroup> = groups.to_vec();
     Some(move |deps: &[(Dependency, Conclusion)]| {
         let by_name: BTreeMap<TaskName, Conclusion> = deps
             .iter()
             .filter(|(d, _)| d.kind == DependencyKind::Status)
-            .map(|&(d, c)| (name_of(d.task), c))
+            .filter_map(|&(d, c)| {
+                let c = match c {
+                    Conclusion::Skipped(SkipReason::DependencyFailed { .. })
+                        if joins.contains(&d.task) =>
+                    {
+                        Conclusion::Failed
+                    }
+                    c => c,
+                };
+                Some((names.get(&d.task)?.clone(), c))
+            })
             .collect();
         let mut scope = Scope::new();
         for (name, c) in &by_name {
@@ -113,10 +126,12 @@ mod tests {
         groups: &[ParallelGroup],
         names: &'static [&'static str],
     ) -> impl Fn(&[(Dependency, Conclusion)]) -> bool {
-        after_rule(&Text::new(expr, Location::default()), groups, move |i| {
-            TaskName::new(names[i])
-        })
-        .unwrap()
+        let names = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i, TaskName::new(*n)))
+            .collect();
+        after_rule(&Text::new(expr, Location::default()), groups, names, vec![]).unwrap()
     }
 
     fn status(task: usize, c: Conclusion) -> (Dependency, Conclusion) {
@@ -169,5 +184,15 @@ mod tests {
         let all_ran = [status(0, Conclusion::Ran), status(1, Conclusion::Cached)];
         assert!(failed(&one_failed) && !succeeded(&one_failed));
         assert!(!failed(&all_ran) && succeeded(&all_ran));
+    }
+
+    #[test]
+    fn a_parallel_task_expanded_at_run_time_reads_failed_when_a_member_failed() {
+        let names = [(0, TaskName::new("t"))].into_iter().collect();
+        let text = Text::new("${{ t.failed }}", Location::default());
+        let r = after_rule(&text, &[], names, vec![0]).unwrap();
+        let skipped = Conclusion::Skipped(SkipReason::DependencyFailed { dependency: 3 });
+        assert!(r(&[status(0, skipped)]));
+        assert!(!r(&[status(0, Conclusion::Ran)]));
     }
 }

@@ -4,7 +4,9 @@
 //! run was interrupted) and does what [`Dispatcher::next_actions`] answers (nextest's
 //! dispatcher owns the state the user sees in the same way).
 //!
-//! Tasks are named by their index in the pipeline.
+//! Tasks are named by their index: the pipeline's first, then those added while the run goes
+//! (the tasks a `parallel:` task generates once its values are known, and the tasks a task
+//! wrote into `$RWX_DYNAMIC_TASKS`), each after the ones it may depend on.
 
 use crate::events::SkipReason;
 
@@ -86,10 +88,17 @@ pub(crate) struct Limits {
 }
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DispatchEvent {
     /// A started task is over.
     TaskFinished { task: usize, outcome: Outcome },
+    /// A started `parallel:` task generated the tasks `members` (added with
+    /// [`Dispatcher::add_tasks`]): it now waits for them, as if it `use`d them, and starts
+    /// again once they have concluded, to hand their results on as one.
+    Expanded {
+        task: usize,
+        members: std::ops::Range<usize>,
+    },
     /// Start nothing new; running tasks stop on their own and still report `TaskFinished`.
     Interrupted,
 }
@@ -189,6 +198,28 @@ impl Dispatcher {
         &self.order
     }
 
+    /// Adds wanted tasks to the run and returns their indices. Each may depend on tasks
+    /// already known and on those before it in `tasks`; they are considered after every task
+    /// known so far, unless an [`DispatchEvent::Expanded`] places them before their
+    /// `parallel:` task.
+    ///
+    /// Panics if a dependency is not one of those: the caller checked the names.
+    pub(crate) fn add_tasks(&mut self, tasks: Vec<TaskSpec>) -> std::ops::Range<usize> {
+        let start = self.tasks.len();
+        for (n, t) in tasks.into_iter().enumerate() {
+            let i = start + n;
+            assert!(
+                t.dependencies.iter().all(|d| d.task < i),
+                "an added task depends only on tasks known before it"
+            );
+            self.tasks.push(t);
+            self.states.push(State::Pending);
+            self.order.push(i);
+            self.pending += 1;
+        }
+        start..self.tasks.len()
+    }
+
     /// Takes in what happened; [`Dispatcher::next_actions`] says what follows from it.
     ///
     /// Panics if a task that is not running finishes: the caller lost track.
@@ -210,6 +241,32 @@ impl Dispatcher {
                 if outcome == Outcome::Failed && self.limits.fail_fast && self.stopped.is_none() {
                     self.stopped = Some(SkipReason::FailFast);
                 }
+            }
+            DispatchEvent::Expanded { task, members } => {
+                assert_eq!(
+                    self.states[task],
+                    State::Running,
+                    "task {task} expanded but was not running"
+                );
+                assert!(members.end <= self.tasks.len(), "members are added first");
+                self.running -= 1;
+                self.pending += 1;
+                self.states[task] = State::Pending;
+                self.tasks[task]
+                    .dependencies
+                    .extend(members.clone().map(|m| Dependency {
+                        task: m,
+                        kind: DependencyKind::Use,
+                    }));
+                // The members were added last; they go right before the task, so that it and
+                // everything after it still come after what they depend on.
+                self.order.retain(|i| !members.contains(i));
+                let at = self
+                    .order
+                    .iter()
+                    .position(|&i| i == task)
+                    .expect("a running task is in the order");
+                self.order.splice(at..at, members);
             }
             // What the user did wins over what --fail-fast did.
             DispatchEvent::Interrupted => self.stopped = Some(SkipReason::Interrupted),
@@ -751,6 +808,66 @@ mod tests {
                 Done
             ]
         );
+    }
+
+    #[test]
+    fn added_tasks_run_after_what_they_depend_on_and_end_the_run_later() {
+        // `gen` writes two dynamic tasks: `x` uses `base`, `y` uses `x`.
+        let mut d = dispatcher(vec![task(&[]), task(&[])], 4);
+        assert_eq!(d.next_actions(), [Start(0), Start(1)]);
+        assert_eq!(finish(&mut d, 1, Outcome::Ran), []);
+        let added = d.add_tasks(vec![task(&[(0, Use)]), task(&[(2, Use)])]);
+        assert_eq!(added, 2..4);
+        assert_eq!(d.next_actions(), [], "x waits for base, which still runs");
+        assert_eq!(finish(&mut d, 0, Outcome::Cached), [Start(2)]);
+        assert_eq!(finish(&mut d, 2, Outcome::Ran), [Start(3)]);
+        assert_eq!(finish(&mut d, 3, Outcome::Failed), [Done]);
+    }
+
+    #[test]
+    fn an_expanded_task_waits_for_its_members_and_then_starts_again() {
+        // 0: values; 1: parallel (reads 0); 2: uses 1.
+        let mut d = dispatcher(vec![task(&[]), task(&[(0, After)]), task(&[(1, Use)])], 2);
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(finish(&mut d, 0, Outcome::Ran), [Start(1)]);
+        let members = d.add_tasks(vec![task(&[]), task(&[]), task(&[])]);
+        d.record(DispatchEvent::Expanded { task: 1, members });
+        assert_eq!(d.order(), [0, 3, 4, 5, 1, 2]);
+        // -j 2: two members at a time.
+        assert_eq!(d.next_actions(), [Start(3), Start(4)]);
+        assert_eq!(finish(&mut d, 3, Outcome::Ran), [Start(5)]);
+        assert_eq!(finish(&mut d, 4, Outcome::Ran), []);
+        assert_eq!(finish(&mut d, 5, Outcome::Cached), [Start(1)]);
+        assert_eq!(finish(&mut d, 1, Outcome::Ran), [Start(2)]);
+        assert_eq!(finish(&mut d, 2, Outcome::Ran), [Done]);
+    }
+
+    #[test]
+    fn a_failed_member_skips_the_parallel_task_and_its_dependents() {
+        let mut d = dispatcher(vec![task(&[]), task(&[(0, Use)])], 4);
+        assert_eq!(d.next_actions(), [Start(0)]);
+        let members = d.add_tasks(vec![task(&[]), task(&[])]);
+        d.record(DispatchEvent::Expanded { task: 0, members });
+        assert_eq!(d.next_actions(), [Start(2), Start(3)]);
+        assert_eq!(finish(&mut d, 2, Outcome::Ran), []);
+        assert_eq!(
+            finish(&mut d, 3, Outcome::Failed),
+            [
+                skip(0, SkipReason::DependencyFailed { dependency: 3 }),
+                skip(1, SkipReason::DependencySkipped { dependency: 0 }),
+                Done
+            ]
+        );
+    }
+
+    #[test]
+    fn an_expansion_into_nothing_starts_the_task_again_at_once() {
+        let mut d = dispatcher(vec![task(&[]), task(&[(0, Use)])], 4);
+        assert_eq!(d.next_actions(), [Start(0)]);
+        let members = d.add_tasks(Vec::new());
+        d.record(DispatchEvent::Expanded { task: 0, members });
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(finish(&mut d, 0, Outcome::Ran), [Start(1)]);
     }
 
     #[test]

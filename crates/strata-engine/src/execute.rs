@@ -564,6 +564,7 @@ fn commit<'scope, 'env>(
         ExportedEnv::default().with_exports(read_exports(&outputs_dir.join("env"), true)?);
     env.excluded = read_exports(&outputs_dir.join("cache-key-excluded-env"), true)?;
     env.values = read_exports(&outputs_dir.join("values"), false)?;
+    env.dynamic_tasks = read_dynamic_tasks(&outputs_dir.join("dynamic-tasks"))?;
     // Mount points the sandbox had to create are not the task's doing.
     for mp in RunningSandbox::created_mountpoints(scratch) {
         let _ = std::fs::remove_dir(upper.join(mp));
@@ -662,6 +663,30 @@ fn read_exports(dir: &Path, env_names: bool) -> Result<BTreeMap<String, String>,
     Ok(out)
 }
 
+/// The files of `$RWX_DYNAMIC_TASKS`, by name. They are read when the run takes them in, so
+/// a bad one fails the run there, naming the file.
+fn read_dynamic_tasks(dir: &Path) -> Result<BTreeMap<String, String>, Failure> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().is_file() {
+            return Err(Failure::task(format!(
+                "`{name}` in $RWX_DYNAMIC_TASKS is not a file (write one YAML file of tasks per file)"
+            )));
+        }
+        let text = std::fs::read_to_string(entry.path()).map_err(|e| {
+            Failure::task(format!(
+                "`{name}` in $RWX_DYNAMIC_TASKS is not readable text: {e}"
+            ))
+        })?;
+        out.insert(name, text);
+    }
+    Ok(out)
+}
+
 /// What the task wrote into `$RWX_ERRORS`: each file's text, for the failure summary.
 fn read_errors(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -678,8 +703,10 @@ fn read_errors(dir: &Path) -> Vec<String> {
 }
 
 fn sees_workspace(ctx: &RunContext<'_>, task: &Task) -> bool {
-    ctx.index_of(task)
-        .is_some_and(|i| ctx.sources.sees_workspace(i))
+    ctx.index_of(task).map_or_else(
+        || ctx.sources.added_sees_workspace(task),
+        |i| ctx.sources.sees_workspace(i),
+    )
 }
 
 /// Said when a task that sees no workspace fails: often the reason it failed.

@@ -211,7 +211,7 @@ pub(crate) fn resolve(
 
     let visible: Vec<VisibleFile> = match ctx.index_of(task) {
         Some(i) => ctx.sources.visible(&ctx.workspace, i, task),
-        None => Vec::new(),
+        None => ctx.sources.visible_added(&ctx.workspace, task),
     };
     let (files, origins): (Vec<WorkspaceFile>, Vec<std::sync::Arc<str>>) =
         visible.into_iter().map(|v| (v.file, v.origin)).unzip();

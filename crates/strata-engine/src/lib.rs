@@ -23,6 +23,7 @@ mod invocation;
 mod plan;
 mod scheduler;
 mod sources;
+mod tasks;
 mod transfer;
 mod workspace_tree;
 

@@ -11,6 +11,7 @@
 mod config;
 mod diagnostic;
 mod duration;
+mod dynamic;
 pub mod expr;
 mod filter;
 mod model;
@@ -23,6 +24,7 @@ mod yaml;
 pub use config::{Config, ConfigEnv, load_config, plain_env};
 pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
+pub use dynamic::{DynamicFile, DynamicTasks, parse_dynamic_tasks};
 pub use filter::Filter;
 pub use model::{
     Base, CachePolicy, Dialect, EnvValue, EnvVar, Note, Pipeline, RemoteCacheDecl, Task, TaskKind,

@@ -5,13 +5,14 @@
 //! is read: the pipeline then holds the generated tasks, and every reference to the parallel
 //! task's key (`use`, `after`, an `after` expression) names all of them. One whose count or
 //! values come from an expression (`values: ${{ tasks.x.values.list }}`) stays a single task
-//! that `strata run` refuses for now, and `strata plan` shows as pending expansion.
+//! until the run reaches it: the engine expands it then, and `strata plan` shows it as
+//! pending expansion.
 
 use std::collections::BTreeMap;
 
 use crate::diagnostic::{Diagnostic, Location};
 use crate::expr::{Scope, Value, parse_template};
-use crate::model::{Pipeline, Task, TaskName, Text, Unsupported};
+use crate::model::{Pipeline, Task, TaskName, Text};
 use crate::parse::scalars::{as_map, as_text, key_name, unknown_key};
 use crate::yaml::{Node, Value as Yaml};
 
@@ -561,7 +562,7 @@ fn values(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<ParallelKind> {
 /// to a parallel task name its generated tasks. Those known only at run time are noted as
 /// unsupported by `run`.
 pub(crate) fn expand(pipeline: &mut Pipeline, errors: &mut Vec<Diagnostic>) {
-    if !pipeline.tasks.iter().any(|t| t.parallel.is_some()) {
+    if !pipeline.tasks.iter().any(|t| t.parallel.is_some()) && pipeline.parallel_groups.is_empty() {
         return;
     }
     let mut tasks = Vec::with_capacity(pipeline.tasks.len());
@@ -570,12 +571,8 @@ pub(crate) fn expand(pipeline: &mut Pipeline, errors: &mut Vec<Diagnostic>) {
             tasks.push(task);
             continue;
         };
+        // Expanded when the run gets there (`strata plan` shows it pending).
         if !spec.is_static() {
-            pipeline.unsupported.push(Unsupported {
-                key: "`parallel` with a count or values known only at run time".into(),
-                task: Some(task.name.clone()),
-                at: spec.at,
-            });
             tasks.push(task);
             continue;
         }

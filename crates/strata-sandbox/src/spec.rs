@@ -39,5 +39,9 @@ impl SandboxSpec {
             &["RWX_CACHE_KEY_EXCLUDED_ENV", "MINT_CACHE_KEY_EXCLUDED_ENV"],
         ),
         ("errors", &["RWX_ERRORS", "MINT_ERRORS"]),
+        (
+            "dynamic-tasks",
+            &["RWX_DYNAMIC_TASKS", "MINT_DYNAMIC_TASKS"],
+        ),
     ];
 }

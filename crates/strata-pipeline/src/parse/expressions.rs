@@ -49,7 +49,23 @@ fn line_start(source: &str, line: usize) -> usize {
 /// Checks every expression of the pipeline; returns for each task the tasks whose values it
 /// reads (added to its dependencies by the caller).
 pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut Vec<Diagnostic>) {
-    let names: Vec<String> = pipeline.tasks.iter().map(|t| t.name.to_string()).collect();
+    check_tasks(pipeline, source, &[], errors);
+}
+
+/// [`check_pipeline`] for tasks that may also name `known` tasks (those of the run when
+/// dynamic tasks join it).
+pub(crate) fn check_tasks(
+    pipeline: &mut Pipeline,
+    source: &str,
+    known: &[String],
+    errors: &mut Vec<Diagnostic>,
+) {
+    let names: Vec<String> = pipeline
+        .tasks
+        .iter()
+        .map(|t| t.name.to_string())
+        .chain(known.iter().cloned())
+        .collect();
     let groups = pipeline.parallel_groups.clone();
     let mut unsupported = Vec::new();
     let mut value_deps: Vec<Vec<TaskName>> = Vec::new();
