@@ -349,6 +349,29 @@ fn plan_shows_a_parallel_task_pending_expansion() {
 }
 
 #[test]
+fn an_expression_in_a_list_written_out_is_read_at_run_time() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: versions
+    run: echo 22 > $RWX_VALUES/node
+  - key: test
+    parallel:
+      key: test-node-${{ parallel.node }}-${{ parallel.os }}
+      matrix:
+        node: [20, \"${{ tasks.versions.values.node }}\"]
+        os: [\"${{ init.os }}\"]
+    run: echo node ${{ parallel.node }} on ${{ parallel.os }}
+",
+    );
+    let r = f.run(&["--init", "os=linux"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("test-node-20-linux"), ["node 20 on linux"]);
+    assert_eq!(r.output("test-node-22-linux"), ["node 22 on linux"]);
+}
+
+#[test]
 fn a_bad_runtime_expansion_fails_the_parallel_task_with_the_reason() {
     let f = Fixture::new();
     f.write(

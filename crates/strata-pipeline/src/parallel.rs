@@ -116,26 +116,27 @@ pub enum Parallel {
 impl ParallelSpec {
     /// Whether the count and values are all written in the file.
     pub fn is_static(&self) -> bool {
-        match &self.kind {
-            ParallelKind::Total(t) => !t.raw.contains("${{"),
-            ParallelKind::Matrix(dims) => dims.iter().all(|(_, d)| matches!(d, Dimension::List(_))),
-            ParallelKind::Values(v) => matches!(v, ValuesSpec::List(_)),
-        }
+        self.texts().is_empty()
     }
 
-    /// The expressions the count and values come from (for checks and ordering).
+    /// The expressions the count and values come from (for checks and ordering): a whole
+    /// count, dimension or list, or one item of a list written out.
     pub fn texts(&self) -> Vec<&Text> {
+        let dynamic = |t: &&Text| t.raw.contains("${{");
         match &self.kind {
-            ParallelKind::Total(t) => vec![t],
+            ParallelKind::Total(t) => [t].into_iter().filter(dynamic).collect(),
             ParallelKind::Matrix(dims) => dims
                 .iter()
-                .filter_map(|(_, d)| match d {
-                    Dimension::Expression(t) => Some(t),
-                    Dimension::List(_) => None,
+                .flat_map(|(_, d)| match d {
+                    Dimension::Expression(t) => vec![t],
+                    Dimension::List(items) => items.iter().filter(dynamic).collect(),
                 })
                 .collect(),
             ParallelKind::Values(ValuesSpec::Expression(t)) => vec![t],
-            ParallelKind::Values(ValuesSpec::List(_)) => Vec::new(),
+            ParallelKind::Values(ValuesSpec::List(items)) => items
+                .iter()
+                .flat_map(|i| i.iter().map(|(_, t)| t).filter(dynamic))
+                .collect(),
         }
     }
 
@@ -173,7 +174,11 @@ impl ParallelSpec {
                 let mut combos = vec![BTreeMap::new()];
                 for (name, dim) in dims {
                     let items: Vec<String> = match dim {
-                        Dimension::List(items) => items.iter().map(|t| t.raw.clone()).collect(),
+                        Dimension::List(items) => items
+                            .iter()
+                            .map(|t| item_text(t, evaluate))
+                            .collect::<Result<_, String>>()
+                            .map_err(|e| format!("`matrix.{name}`: {e}"))?,
                         Dimension::Expression(t) => scalars_of(&evaluate(t)?)
                             .map_err(|e| format!("`matrix.{name}`: {e}"))?,
                     };
@@ -192,8 +197,15 @@ impl ParallelSpec {
             }
             ParallelKind::Values(ValuesSpec::List(items)) => items
                 .iter()
-                .map(|i| i.iter().map(|(k, v)| (k.clone(), v.raw.clone())).collect())
-                .collect(),
+                .map(|i| {
+                    i.iter()
+                        .map(|(k, v)| {
+                            let v = item_text(v, evaluate).map_err(|e| format!("`{k}`: {e}"))?;
+                            Ok((k.clone(), v))
+                        })
+                        .collect::<Result<BTreeMap<_, _>, String>>()
+                })
+                .collect::<Result<_, String>>()?,
             ParallelKind::Values(ValuesSpec::Expression(t)) => mappings_of(&evaluate(t)?)?,
         };
         if combos.len() > self.tasks_limit {
@@ -255,6 +267,18 @@ impl ParallelSpec {
             out.push(generated);
         }
         Ok(out)
+    }
+}
+
+/// One item of a list written out: as written, or what its expression gives.
+fn item_text(
+    text: &Text,
+    evaluate: &dyn Fn(&Text) -> Result<Value, String>,
+) -> Result<String, String> {
+    if text.raw.contains("${{") {
+        scalar_text(&evaluate(text)?)
+    } else {
+        Ok(text.raw.clone())
     }
 }
 
@@ -467,17 +491,7 @@ fn total(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<Text> {
 }
 
 fn literal_scalar(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Option<Text> {
-    let text = as_text(node, what, errors)?;
-    if text.raw.contains("${{") {
-        errors.push(
-            node.error(format!(
-                "{what}: an expression inside a list of parallel values is not supported"
-            ))
-            .with_help("give the whole list as one expression, or write the values out"),
-        );
-        return None;
-    }
-    Some(text)
+    as_text(node, what, errors)
 }
 
 fn matrix(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<ParallelKind> {

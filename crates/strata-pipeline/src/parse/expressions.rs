@@ -87,12 +87,17 @@ pub(crate) fn check_tasks(
                 let d = |message: String| Diagnostic::new(at, r.len, message);
                 match r.path.first().map(String::as_str) {
                     Some("tasks") => match (r.path.get(1), r.path.get(2).map(String::as_str)) {
-                        (Some(t), _) if groups.iter().any(|g| g.name.as_str() == t) => {
+                        (Some(t), Some("values"))
+                            if groups.iter().any(|g| g.name.as_str() == t) =>
+                        {
                             errors.push(d(format!(
                                 "`tasks.{t}`: `{t}` is a parallel task; read the values of one of the tasks it generates"
                             )));
                         }
-                        (Some(t), _) if !names.contains(t) => {
+                        (Some(t), _)
+                            if !names.contains(t)
+                                && !groups.iter().any(|g| g.name.as_str() == t) =>
+                        {
                             let mut e = d(format!("`tasks.{t}`: there is no task `{t}`"));
                             if let Some(h) = crate::parse::scalars::suggest(
                                 t,
