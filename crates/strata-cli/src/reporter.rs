@@ -257,6 +257,10 @@ impl TerminalReporter {
             }
             Event::TasksAdded { by, file, tasks } => {
                 d.total += tasks.len();
+                // A parallel task expanded at run time is replaced by its generated tasks.
+                if file.is_none() {
+                    d.finished += 1;
+                }
                 let from = file
                     .as_ref()
                     .map(|f| format!(" (from {f})"))

@@ -1219,4 +1219,155 @@ mod tests {
             }
         }
     }
+
+    /// Random runs that grow: a finished task may add tasks (dynamic tasks), a started one may
+    /// expand into members (a `parallel:` task). Every run still ends, nothing starts before
+    /// what it depends on concluded, or after something it must have succeeded did not.
+    mod growing_runs {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// One event: how the task ends, how many tasks join, whether they are its members
+        /// (an expansion) rather than dynamic tasks, and seeds for their dependencies.
+        type Step = (Outcome, u8, bool, Vec<(usize, u8)>);
+
+        #[derive(Debug, Clone)]
+        struct Growth {
+            steps: Vec<Step>,
+            initial: usize,
+            jobs: usize,
+        }
+
+        fn growth() -> impl Strategy<Value = Growth> {
+            let outcome = prop_oneof![
+                Just(Outcome::Ran),
+                Just(Outcome::Cached),
+                Just(Outcome::Failed),
+                Just(Outcome::ConditionFalse)
+            ];
+            (
+                vec(
+                    (
+                        outcome,
+                        0..3u8,
+                        any::<bool>(),
+                        vec((any::<usize>(), 0..3u8), 0..3),
+                    ),
+                    1..40,
+                ),
+                1..5usize,
+                1..4usize,
+            )
+                .prop_map(|(steps, initial, jobs)| Growth {
+                    steps,
+                    initial,
+                    jobs,
+                })
+        }
+
+        fn spec(n: usize, deps: &[(usize, u8)]) -> TaskSpec {
+            TaskSpec {
+                dependencies: if n == 0 {
+                    Vec::new()
+                } else {
+                    deps.iter()
+                        .map(|&(t, k)| Dependency {
+                            task: t % n,
+                            kind: [Use, After, Status][k as usize],
+                        })
+                        .collect()
+                },
+                rule: StartRule::AllSucceeded,
+            }
+        }
+
+        fn check(g: &Growth) -> Result<(), TestCaseError> {
+            let tasks: Vec<TaskSpec> = (0..g.initial).map(|_| task(&[])).collect();
+            let mut d = dispatcher(tasks, g.jobs);
+            let mut deps: Vec<Vec<Dependency>> = vec![Vec::new(); g.initial];
+            let mut conclusions: Vec<Option<Conclusion>> = vec![None; g.initial];
+            let mut running: Vec<usize> = Vec::new();
+            let mut steps = g.steps.iter().cycle().take(400);
+            loop {
+                for action in d.next_actions() {
+                    match action {
+                        Start(t) => {
+                            for dep in &deps[t] {
+                                let c = conclusions[dep.task];
+                                prop_assert!(c.is_some(), "{} started before {}", t, dep.task);
+                                prop_assert!(
+                                    dep.kind == Status || c.unwrap().succeeded(),
+                                    "{} started though {} did not succeed",
+                                    t,
+                                    dep.task
+                                );
+                            }
+                            prop_assert!(!running.contains(&t));
+                            running.push(t);
+                        }
+                        Skip { task: t, reason } => {
+                            prop_assert!(conclusions[t].is_none(), "{} concluded twice", t);
+                            conclusions[t] = Some(Conclusion::Skipped(reason));
+                        }
+                        Done => {
+                            prop_assert!(running.is_empty());
+                            prop_assert!(conclusions.iter().all(Option::is_some));
+                            return Ok(());
+                        }
+                    }
+                }
+                prop_assert!(!running.is_empty(), "nothing runs, yet the run is not over");
+                let Some((outcome, add, expand, seeds)) = steps.next() else {
+                    // Out of steps: finish what runs, adding nothing more.
+                    let t = running.remove(0);
+                    d.record(DispatchEvent::TaskFinished {
+                        task: t,
+                        outcome: Outcome::Ran,
+                    });
+                    conclusions[t] = Some(Conclusion::Ran);
+                    continue;
+                };
+                let t = running.remove(0);
+                let n = deps.len();
+                let new: Vec<TaskSpec> = (0..*add as usize).map(|k| spec(n + k, seeds)).collect();
+                for s in &new {
+                    deps.push(s.dependencies.clone());
+                    conclusions.push(None);
+                }
+                let members = d.add_tasks(new);
+                if *expand
+                    && !members.is_empty()
+                    && members.clone().all(|m| {
+                        deps[m]
+                            .iter()
+                            .all(|dep| dep.task != t && conclusions[dep.task].is_some())
+                    })
+                {
+                    // `t` waits for its members, then starts again.
+                    deps[t].extend(members.clone().map(|m| Dependency { task: m, kind: Use }));
+                    d.record(DispatchEvent::Expanded { task: t, members });
+                } else {
+                    d.record(DispatchEvent::TaskFinished {
+                        task: t,
+                        outcome: *outcome,
+                    });
+                    conclusions[t] = Some(match outcome {
+                        Outcome::Ran => Conclusion::Ran,
+                        Outcome::Cached => Conclusion::Cached,
+                        Outcome::Failed => Conclusion::Failed,
+                        Outcome::ConditionFalse => Conclusion::Skipped(SkipReason::ConditionFalse),
+                    });
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+            #[test]
+            fn a_run_that_grows_still_ends_and_keeps_the_rules(g in growth()) {
+                check(&g)?;
+            }
+        }
+    }
 }

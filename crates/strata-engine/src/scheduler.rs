@@ -137,28 +137,43 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
             let Ok((i, outcome)) = rx.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
+            // The tasks it wrote into `$RWX_DYNAMIC_TASKS` join now; if they cannot, it fails.
+            let outcome = match outcome {
+                TaskOutcome::Ran {
+                    result,
+                    key,
+                    duration,
+                } if !result.env.dynamic_tasks.is_empty() => {
+                    if add_dynamic_tasks(ctx, &mut table, &mut dispatcher, i, &result.env, reporter)
+                    {
+                        TaskOutcome::Ran {
+                            result,
+                            key,
+                            duration,
+                        }
+                    } else {
+                        TaskOutcome::Failed { key, duration }
+                    }
+                }
+                TaskOutcome::Cached { result, key, saved }
+                    if !result.env.dynamic_tasks.is_empty() =>
+                {
+                    if add_dynamic_tasks(ctx, &mut table, &mut dispatcher, i, &result.env, reporter)
+                    {
+                        TaskOutcome::Cached { result, key, saved }
+                    } else {
+                        TaskOutcome::Failed {
+                            key,
+                            duration: Duration::ZERO,
+                        }
+                    }
+                }
+                other => other,
+            };
             let name = table.name(i).to_string();
-            let (mut outcome, result) =
-                record_outcome(&mut summary, name.clone(), outcome, reporter);
-            if let Some(r) = &result
-                && !r.env.dynamic_tasks.is_empty()
-                && !add_dynamic_tasks(ctx, &mut table, &mut dispatcher, i, &r.env, reporter)
-            {
-                // Its tasks cannot join: the task that wrote them fails.
-                outcome = Outcome::Failed;
-                summary.failed += 1;
-                match outcome_counted_as(&summary, &name) {
-                    Some(TaskStatus::Cached) => summary.cached -= 1,
-                    _ => summary.ran -= 1,
-                }
-                if let Some(t) = summary.tasks.get_mut(&name) {
-                    t.status = TaskStatus::Failed;
-                }
-            }
+            let (outcome, result) = record_outcome(&mut summary, name, outcome, reporter);
             results.resize(table.len(), None);
-            if outcome != Outcome::Failed {
-                results[i] = result;
-            }
+            results[i] = result;
             dispatcher.record(DispatchEvent::TaskFinished { task: i, outcome });
         }
     });
@@ -169,10 +184,6 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     summary.duration_ms = started.elapsed().as_millis() as u64;
     reporter.event(&Event::RunFinished(summary.clone()));
     summary
-}
-
-fn outcome_counted_as(summary: &Summary, task: &str) -> Option<TaskStatus> {
-    summary.tasks.get(task).map(|t| t.status)
 }
 
 /// What a parallel task expanded at run time hands on: the stacks of its generated tasks in
