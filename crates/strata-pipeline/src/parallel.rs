@@ -240,10 +240,11 @@ impl ParallelSpec {
                     scope.insert(&["parallel"], instance.scope_value());
                     let template = parse_template(&pattern.raw)
                         .map_err(|e| format!("`parallel.key`: {}", e.message))?;
-                    template
+                    let rendered = template
                         .render(&scope)
                         .map_err(|e| format!("`parallel.key`: {}", e.message))?
-                        .text
+                        .text;
+                    key_of(&rendered)
                 }
                 None => format!("{}-{index}", task.name),
             };
@@ -280,6 +281,23 @@ fn item_text(
     } else {
         Ok(text.raw.clone())
     }
+}
+
+/// A rendered key pattern as a task key: each run of characters a key cannot hold (`3.12`,
+/// `linux/amd64`) becomes one `-`, as RWX's own files expect of generated keys.
+fn key_of(rendered: &str) -> String {
+    let mut out = String::with_capacity(rendered.len());
+    let mut replaced = false;
+    for c in rendered.trim().chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            out.push(c);
+            replaced = false;
+        } else if !replaced {
+            out.push('-');
+            replaced = true;
+        }
+    }
+    out
 }
 
 fn count_of(value: &Value) -> Result<usize, String> {
@@ -643,4 +661,74 @@ pub fn replace_groups(names: &[TaskName], groups: &[ParallelGroup]) -> Vec<TaskN
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_keys_become_task_keys() {
+        assert_eq!(
+            key_of("python-3.12.1-linux/amd64"),
+            "python-3-12-1-linux-amd64"
+        );
+        assert_eq!(key_of("build_x86-64"), "build_x86-64");
+        assert_eq!(key_of("a  b"), "a-b");
+    }
+
+    #[test]
+    fn a_matrix_is_every_combination_first_dimension_slowest() {
+        let t = |s: &str| Text::new(s, Location::default());
+        let spec = ParallelSpec {
+            key: None,
+            tasks_limit: 4,
+            kind: ParallelKind::Matrix(vec![
+                ("os".into(), Dimension::List(vec![t("linux"), t("mac")])),
+                ("arch".into(), Dimension::List(vec![t("x86"), t("arm")])),
+            ]),
+            at: Location::default(),
+        };
+        let combos = spec.combinations(&|_| Err("none".into())).unwrap();
+        let pairs: Vec<String> = combos
+            .iter()
+            .map(|c| format!("{}/{}", c["os"], c["arch"]))
+            .collect();
+        assert_eq!(pairs, ["linux/x86", "linux/arm", "mac/x86", "mac/arm"]);
+        let small = ParallelSpec {
+            tasks_limit: 3,
+            ..spec
+        };
+        let e = small.combinations(&|_| Err("none".into())).unwrap_err();
+        assert!(e.contains("more than its `tasks-limit` of 3"), "{e}");
+    }
+
+    #[test]
+    fn values_from_a_task_are_a_json_list_of_mappings_with_the_same_keys() {
+        let spec = ParallelSpec {
+            key: None,
+            tasks_limit: 16,
+            kind: ParallelKind::Values(ValuesSpec::Expression(Text::new(
+                "${{ x }}",
+                Location::default(),
+            ))),
+            at: Location::default(),
+        };
+        let with = |json: &'static str| spec.combinations(&move |_| Ok(Value::from(json)));
+        let combos = with(r#"[{"v": 3.1, "ok": true}, {"v": "4", "ok": false}]"#).unwrap();
+        assert_eq!(combos[0]["v"], "3.1");
+        assert_eq!(combos[1]["ok"], "false");
+        assert!(with("[]").unwrap().is_empty());
+        assert!(
+            with(r#"[{"a": 1}, {"b": 2}]"#)
+                .unwrap_err()
+                .contains("same keys")
+        );
+        assert!(
+            with("not json")
+                .unwrap_err()
+                .contains("expected a JSON list")
+        );
+        assert!(with(r#"[1]"#).unwrap_err().contains("not a mapping"));
+    }
 }
