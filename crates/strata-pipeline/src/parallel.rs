@@ -668,6 +668,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_parallel_task_has_no_values_of_its_own() {
+        for parallel in ["2", "${{ tasks.n.values.count }}"] {
+            let text = format!(
+                "tasks:\n  - key: n\n    run: x\n  - key: p\n    parallel: {parallel}\n    use: n\n    run: y\n  - key: r\n    run: echo ${{{{ tasks.p.values.v }}}}\n"
+            );
+            let e = crate::parse_str(std::path::Path::new("s.yml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`p` is a parallel task"), "{e}");
+        }
+    }
+
+    #[test]
     fn rendered_keys_become_task_keys() {
         assert_eq!(
             key_of("python-3.12.1-linux/amd64"),

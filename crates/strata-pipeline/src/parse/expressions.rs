@@ -67,6 +67,18 @@ pub(crate) fn check_tasks(
         .chain(known.iter().cloned())
         .collect();
     let groups = pipeline.parallel_groups.clone();
+    // Parallel tasks, expanded or to be expanded at run time: no values of their own.
+    let parallel_tasks: Vec<String> = groups
+        .iter()
+        .map(|g| g.name.to_string())
+        .chain(
+            pipeline
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.parallel, Some(Parallel::Pending(_))))
+                .map(|t| t.name.to_string()),
+        )
+        .collect();
     let mut unsupported = Vec::new();
     let mut value_deps: Vec<Vec<TaskName>> = Vec::new();
     let mut status_deps: Vec<(Vec<TaskName>, Vec<RefSpan>)> = Vec::new();
@@ -87,9 +99,7 @@ pub(crate) fn check_tasks(
                 let d = |message: String| Diagnostic::new(at, r.len, message);
                 match r.path.first().map(String::as_str) {
                     Some("tasks") => match (r.path.get(1), r.path.get(2).map(String::as_str)) {
-                        (Some(t), Some("values"))
-                            if groups.iter().any(|g| g.name.as_str() == t) =>
-                        {
+                        (Some(t), Some("values")) if parallel_tasks.contains(t) => {
                             errors.push(d(format!(
                                 "`tasks.{t}`: `{t}` is a parallel task; read the values of one of the tasks it generates"
                             )));
