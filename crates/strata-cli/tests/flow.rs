@@ -349,7 +349,7 @@ fn plan_shows_a_parallel_task_pending_expansion() {
 }
 
 #[test]
-fn an_expression_in_a_list_written_out_is_read_at_run_time() {
+fn expressions_in_a_list_written_out_and_in_the_key_are_read_at_run_time() {
     let f = Fixture::new();
     f.write(
         "strata.yml",
@@ -358,7 +358,7 @@ fn an_expression_in_a_list_written_out_is_read_at_run_time() {
     run: echo 22 > $RWX_VALUES/node
   - key: test
     parallel:
-      key: test-node-${{ parallel.node }}-${{ parallel.os }}
+      key: test-${{ init.os }}-node-${{ parallel.node }}
       matrix:
         node: [20, \"${{ tasks.versions.values.node }}\"]
         os: [\"${{ init.os }}\"]
@@ -367,8 +367,8 @@ fn an_expression_in_a_list_written_out_is_read_at_run_time() {
     );
     let r = f.run(&["--init", "os=linux"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.output("test-node-20-linux"), ["node 20 on linux"]);
-    assert_eq!(r.output("test-node-22-linux"), ["node 22 on linux"]);
+    assert_eq!(r.output("test-linux-node-20"), ["node 20 on linux"]);
+    assert_eq!(r.output("test-linux-node-22"), ["node 22 on linux"]);
 }
 
 #[test]

@@ -158,5 +158,5 @@ pub(crate) fn expand_parallel(
         Ok(value.value)
     };
     let combos = spec.combinations(&evaluate)?;
-    spec.generate(task, combos)
+    spec.generate(task, combos, &scope)
 }

@@ -115,13 +115,30 @@ pub enum Parallel {
 
 impl ParallelSpec {
     /// Whether the count and values are all written in the file.
+    /// Whether it can be expanded when the file is read: its count and values are written
+    /// out, and its `key` reads only `parallel.*`.
     pub fn is_static(&self) -> bool {
-        self.texts().is_empty()
+        let key_static = self.key.as_ref().is_none_or(|k| {
+            parse_template(&k.raw).map_or(true, |t| {
+                t.references()
+                    .iter()
+                    .all(|r| r.path.first().is_some_and(|n| n == "parallel"))
+            })
+        });
+        key_static && self.value_texts().is_empty()
     }
 
-    /// The expressions the count and values come from (for checks and ordering): a whole
-    /// count, dimension or list, or one item of a list written out.
+    /// Every text of the spec an expression may be in: those of [`ParallelSpec::value_texts`]
+    /// and the `key` pattern.
     pub fn texts(&self) -> Vec<&Text> {
+        let mut texts = self.value_texts();
+        texts.extend(self.key.iter().filter(|k| k.raw.contains("${{")));
+        texts
+    }
+
+    /// The expressions the count and values come from: a whole count, dimension or list, or
+    /// one item of a list written out.
+    pub fn value_texts(&self) -> Vec<&Text> {
         let dynamic = |t: &&Text| t.raw.contains("${{");
         match &self.kind {
             ParallelKind::Total(t) => [t].into_iter().filter(dynamic).collect(),
@@ -220,10 +237,13 @@ impl ParallelSpec {
 
     /// The generated tasks of `task` for these combinations: each a copy of `task` under its
     /// own key, with its [`ParallelInstance`].
+    /// `scope`: what the `key` pattern may read besides `parallel.*` (the run's scope when
+    /// expanded at run time).
     pub fn generate(
         &self,
         task: &Task,
         combos: Vec<BTreeMap<String, String>>,
+        scope: &Scope,
     ) -> Result<Vec<Task>, String> {
         let total = combos.len();
         let mut out: Vec<Task> = Vec::with_capacity(total);
@@ -236,7 +256,7 @@ impl ParallelSpec {
             };
             let name = match &self.key {
                 Some(pattern) => {
-                    let mut scope = Scope::new();
+                    let mut scope = scope.clone();
                     scope.insert(&["parallel"], instance.scope_value());
                     let template = parse_template(&pattern.raw)
                         .map_err(|e| format!("`parallel.key`: {}", e.message))?;
@@ -611,7 +631,7 @@ pub(crate) fn expand(pipeline: &mut Pipeline, errors: &mut Vec<Diagnostic>) {
         let spec = spec.clone();
         let generated = spec
             .combinations(&|_| Err("no expression here".into()))
-            .and_then(|combos| spec.generate(&task, combos));
+            .and_then(|combos| spec.generate(&task, combos, &Scope::new()));
         match generated {
             Ok(generated) => {
                 pipeline.parallel_groups.push(ParallelGroup {
