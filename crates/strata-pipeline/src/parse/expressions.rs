@@ -83,7 +83,7 @@ pub(crate) fn check_tasks(
     let mut value_deps: Vec<Vec<TaskName>> = Vec::new();
     let mut status_deps: Vec<(Vec<TaskName>, Vec<RefSpan>)> = Vec::new();
     for task in &pipeline.tasks {
-        status_deps.push(check_after_condition(task, source, &names, &groups, errors));
+        status_deps.push(check_after_condition(task, source, &groups, errors));
         let parallel_names: Option<Option<Vec<String>>> = match &task.parallel {
             None => None,
             Some(Parallel::Pending(spec)) => Some(spec.value_names()),
@@ -228,7 +228,6 @@ pub(crate) fn check_tasks(
 fn check_after_condition(
     task: &Task,
     source: &str,
-    names: &[String],
     groups: &[crate::parallel::ParallelGroup],
     errors: &mut Vec<Diagnostic>,
 ) -> (Vec<TaskName>, Vec<RefSpan>) {
@@ -286,7 +285,6 @@ fn check_after_condition(
             at,
             width: name.len(),
         });
-        let _ = names;
         for m in members {
             if !deps.contains(&m) {
                 deps.push(m);
