@@ -199,14 +199,25 @@ struct Session {
 
 /// Loads the pipeline, checks that the `tasks` named on the command line exist, and only then
 /// opens the cache: a mistake touches nothing.
-fn open(file: Option<PathBuf>, args: &PipelineArgs, tasks: &[String]) -> Result<Session, CliError> {
+fn open(
+    file: Option<PathBuf>,
+    args: &PipelineArgs,
+    tasks: &[String],
+    groups: bool,
+) -> Result<Session, CliError> {
     let dir = args
         .cache_dir
         .clone()
         .unwrap_or_else(strata_store::default_cache_dir);
     let pipeline = load(file, &args.packages, Some(&dir), args.workspace.as_deref())?;
     for task in tasks {
-        if pipeline.task(task).is_none() {
+        // As a target, a `parallel:` task's name stands for the tasks it generated.
+        let is_group = groups
+            && pipeline
+                .parallel_groups
+                .iter()
+                .any(|g| g.name.as_str() == task);
+        if pipeline.task(task).is_none() && !is_group {
             return Err(CliError::bad_input(format!(
                 "error: no task named `{task}` in {}",
                 pipeline.path.display()
@@ -416,7 +427,7 @@ pub(crate) fn run(
     jobs: Option<usize>,
     json: bool,
 ) -> CliResult {
-    let session = open(file, args, &targets)?;
+    let session = open(file, args, &targets, true)?;
     if let Some(message) = session.pipeline.unsupported_report() {
         return Err(CliError::bad_input(format!(
             "error: {message}\n(`strata check` accepts them; nothing was run)"
@@ -531,7 +542,7 @@ pub(crate) fn plan(
     targets: Vec<String>,
     json: bool,
 ) -> CliResult {
-    let session = open(file, args, &targets)?;
+    let session = open(file, args, &targets, true)?;
     let ctx = context(&session, args, targets)?;
     let planned = strata_engine::plan(&ctx, &WarningsOnly);
     if json {
@@ -546,12 +557,17 @@ pub(crate) fn plan(
                     PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
                     PlanStatus::Workspace => ("workspace", None),
                     PlanStatus::Call => ("call", None),
+                    PlanStatus::SkippedByCondition { because } => {
+                        ("skipped-by-condition", Some(because.clone()))
+                    }
+                    PlanStatus::PendingExpansion => ("pending-expansion", None),
                 };
                 serde_json::json!({
                     "task": p.task,
                     "key": p.key.map(|k| k.to_hex()),
                     "status": status,
                     "waits_for": if matches!(p.status, PlanStatus::Unknown { .. }) { parent.clone() } else { None },
+                    "because": if matches!(p.status, PlanStatus::SkippedByCondition { .. }) { parent.clone() } else { None },
                     "from": if matches!(p.status, PlanStatus::RemoteHit { .. }) { parent } else { None },
                     "uses": session.pipeline.task(&p.task).map(|t| t.uses.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
                     "workspace_files": p.workspace_files,
@@ -578,8 +594,17 @@ pub(crate) fn plan(
             PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
             PlanStatus::Workspace => "served from the workspace checkout".to_string(),
             PlanStatus::Call => "a call: stands for its tasks".to_string(),
+            PlanStatus::SkippedByCondition { because } => format!("would be skipped: {because}"),
+            PlanStatus::PendingExpansion => {
+                "pending expansion: its parallel tasks are known once its inputs are".to_string()
+            }
         };
-        let files = if matches!(p.status, PlanStatus::Unknown { .. }) {
+        let files = if matches!(
+            p.status,
+            PlanStatus::Unknown { .. }
+                | PlanStatus::SkippedByCondition { .. }
+                | PlanStatus::PendingExpansion
+        ) {
             "-".to_string()
         } else {
             p.workspace_files.to_string()
@@ -591,7 +616,7 @@ pub(crate) fn plan(
 
 /// Opens the pipeline and cache for a command about one task, which must exist.
 fn open_for_task(file: PathBuf, args: &PipelineArgs, task: &str) -> Result<Session, CliError> {
-    open(Some(file), args, &[task.to_string()])
+    open(Some(file), args, &[task.to_string()], false)
 }
 
 pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {

@@ -262,6 +262,23 @@ impl TerminalReporter {
             Event::Warning { message } => {
                 vec![self.paint("33", &format!("warning: {message}"))]
             }
+            Event::TasksAdded { by, file, tasks } => {
+                d.total += tasks.len();
+                // A parallel task expanded at run time is replaced by its generated tasks.
+                if file.is_none() {
+                    d.finished += 1;
+                }
+                let from = file
+                    .as_ref()
+                    .map(|f| format!(" (from {f})"))
+                    .unwrap_or_default();
+                vec![format!(
+                    "{} {} {}{from}",
+                    name(by),
+                    self.paint("36", "+ added"),
+                    tasks.join(", ")
+                )]
+            }
             Event::TaskPassed {
                 task, duration_ms, ..
             } => {
@@ -327,8 +344,13 @@ impl TerminalReporter {
                 } else {
                     self.paint("31;1", "failed")
                 };
+                let by_condition = if s.skipped_by_condition > 0 {
+                    format!(" ({} more by a condition)", s.skipped_by_condition)
+                } else {
+                    String::new()
+                };
                 lines.push(format!(
-                    "{verdict}: {} ran, {} restored, {} failed, {} skipped in {} (restoring saved {})",
+                    "{verdict}: {} ran, {} restored, {} failed, {} skipped{by_condition} in {} (restoring saved {})",
                     s.ran, s.cached, s.failed, s.skipped, seconds(s.duration_ms), seconds(s.saved_ms)
                 ));
                 if s.restored_bytes > 0 || s.pushed_bytes > 0 {

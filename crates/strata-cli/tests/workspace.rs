@@ -369,7 +369,7 @@ fn keys_for_later_are_accepted_by_check_and_refused_by_run() {
         "tasks:
   - key: t
     run: echo hi
-    parallel: 4
+    retry: 2
     tool-cache: npm
 ",
     );
@@ -377,12 +377,12 @@ fn keys_for_later_are_accepted_by_check_and_refused_by_run() {
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(check.status.success(), "{stderr}");
     assert!(stderr.contains("`tool-cache` is ignored"), "{stderr}");
-    assert!(stderr.contains("`parallel`"), "{stderr}");
+    assert!(stderr.contains("`retry`"), "{stderr}");
     let run = f.output(&["run"]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("strata.yml:4:5: `parallel` (task `t`)"),
+        stderr.contains("strata.yml:4:5: `retry` (task `t`)"),
         "{stderr}"
     );
 }

@@ -108,6 +108,10 @@ impl<'a> RunContext<'a> {
         options: RunOptions,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
+        let mut options = options;
+        // A parallel task's name targets every task it generated.
+        options.targets =
+            strata_pipeline::replace_parallel_groups(&options.targets, &pipeline.parallel_groups);
         for t in &options.targets {
             if pipeline.task(t.as_str()).is_none() {
                 return Err(EngineError::UnknownTask(t.to_string()));
@@ -173,20 +177,22 @@ impl<'a> RunContext<'a> {
         let invocation =
             crate::invocation::invoke(pipeline, checkout.as_ref(), &options.invocation, &env)
                 .map_err(EngineError::Invocation)?;
-        let mut options = options;
         if options.targets.is_empty() && !invocation.targets.is_empty() {
-            for t in &invocation.targets {
-                if pipeline.task(t).is_none() {
+            let targets: Vec<TaskName> = invocation
+                .targets
+                .iter()
+                .map(|t| TaskName::new(t.clone()))
+                .collect();
+            let targets =
+                strata_pipeline::replace_parallel_groups(&targets, &pipeline.parallel_groups);
+            for t in &targets {
+                if pipeline.task(t.as_str()).is_none() {
                     return Err(EngineError::Invocation(format!(
                         "the trigger targets `{t}`, which is not a task"
                     )));
                 }
             }
-            options.targets = invocation
-                .targets
-                .iter()
-                .map(|t| TaskName::new(t.clone()))
-                .collect();
+            options.targets = targets;
         }
         let wanted = if options.targets.is_empty() {
             vec![true; pipeline.tasks.len()]

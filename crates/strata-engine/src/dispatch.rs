@@ -4,7 +4,9 @@
 //! run was interrupted) and does what [`Dispatcher::next_actions`] answers (nextest's
 //! dispatcher owns the state the user sees in the same way).
 //!
-//! Tasks are named by their index in the pipeline.
+//! Tasks are named by their index: the pipeline's first, then those added while the run goes
+//! (the tasks a `parallel:` task generates once its values are known, and the tasks a task
+//! wrote into `$RWX_DYNAMIC_TASKS`), each after the ones it may depend on.
 
 use crate::events::SkipReason;
 
@@ -13,8 +15,12 @@ use crate::events::SkipReason;
 pub(crate) enum DependencyKind {
     /// `use`: the task builds on the dependency's result, so the dependency must have succeeded.
     Use,
-    /// `after`: only the order; what else it takes is the task's [`StartRule`].
+    /// `after` (and the tasks whose values it reads): only the order, but the dependency must
+    /// have succeeded.
     After,
+    /// Named in an `after: ${{ … }}` status expression: only the order; how it ended is for
+    /// the task's [`StartRule::Custom`] condition to judge.
+    Status,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +56,8 @@ pub(crate) enum StartRule {
     /// one has not.
     AllSucceeded,
     /// Once every dependency has concluded, the condition decides; a false one skips the task
-    /// without failing the run (`if:`, `after: ${{ build.failed }}`). A `use` dependency must
-    /// still have succeeded, since the task builds on its result.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "conditions (`if:`, `after: ${{ … }}`) come next")
-    )]
+    /// without failing the run (`after: ${{ build.failed }}`). Its `use` and `after`
+    /// dependencies must still have succeeded; only its `Status` ones may have ended any way.
     Custom(Condition),
 }
 
@@ -86,10 +88,17 @@ pub(crate) struct Limits {
 }
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DispatchEvent {
     /// A started task is over.
     TaskFinished { task: usize, outcome: Outcome },
+    /// A started `parallel:` task generated the tasks `members` (added with
+    /// [`Dispatcher::add_tasks`]): it now waits for them, as if it `use`d them, and starts
+    /// again once they have concluded, to hand their results on as one.
+    Expanded {
+        task: usize,
+        members: std::ops::Range<usize>,
+    },
     /// Start nothing new; running tasks stop on their own and still report `TaskFinished`.
     Interrupted,
 }
@@ -100,6 +109,9 @@ pub(crate) enum Outcome {
     Ran,
     Cached,
     Failed,
+    /// Its `if:` was false once it could be evaluated (it may read values of the tasks it
+    /// waited for): it is skipped, and so are its dependents, without failing the run.
+    ConditionFalse,
 }
 
 /// What to do now.
@@ -186,6 +198,28 @@ impl Dispatcher {
         &self.order
     }
 
+    /// Adds wanted tasks to the run and returns their indices. Each may depend on tasks
+    /// already known and on those before it in `tasks`; they are considered after every task
+    /// known so far, unless an [`DispatchEvent::Expanded`] places them before their
+    /// `parallel:` task.
+    ///
+    /// Panics if a dependency is not one of those: the caller checked the names.
+    pub(crate) fn add_tasks(&mut self, tasks: Vec<TaskSpec>) -> std::ops::Range<usize> {
+        let start = self.tasks.len();
+        for (n, t) in tasks.into_iter().enumerate() {
+            let i = start + n;
+            assert!(
+                t.dependencies.iter().all(|d| d.task < i),
+                "an added task depends only on tasks known before it"
+            );
+            self.tasks.push(t);
+            self.states.push(State::Pending);
+            self.order.push(i);
+            self.pending += 1;
+        }
+        start..self.tasks.len()
+    }
+
     /// Takes in what happened; [`Dispatcher::next_actions`] says what follows from it.
     ///
     /// Panics if a task that is not running finishes: the caller lost track.
@@ -202,10 +236,37 @@ impl Dispatcher {
                     Outcome::Ran => Conclusion::Ran,
                     Outcome::Cached => Conclusion::Cached,
                     Outcome::Failed => Conclusion::Failed,
+                    Outcome::ConditionFalse => Conclusion::Skipped(SkipReason::ConditionFalse),
                 });
                 if outcome == Outcome::Failed && self.limits.fail_fast && self.stopped.is_none() {
                     self.stopped = Some(SkipReason::FailFast);
                 }
+            }
+            DispatchEvent::Expanded { task, members } => {
+                assert_eq!(
+                    self.states[task],
+                    State::Running,
+                    "task {task} expanded but was not running"
+                );
+                assert!(members.end <= self.tasks.len(), "members are added first");
+                self.running -= 1;
+                self.pending += 1;
+                self.states[task] = State::Pending;
+                self.tasks[task]
+                    .dependencies
+                    .extend(members.clone().map(|m| Dependency {
+                        task: m,
+                        kind: DependencyKind::Use,
+                    }));
+                // The members were added last; they go right before the task, so that it and
+                // everything after it still come after what they depend on.
+                self.order.retain(|i| !members.contains(i));
+                let at = self
+                    .order
+                    .iter()
+                    .position(|&i| i == task)
+                    .expect("a running task is in the order");
+                self.order.splice(at..at, members);
             }
             // What the user did wins over what --fail-fast did.
             DispatchEvent::Interrupted => self.stopped = Some(SkipReason::Interrupted),
@@ -265,10 +326,7 @@ impl Dispatcher {
                 concluded = false;
                 continue;
             };
-            let must_succeed = match task.rule {
-                StartRule::AllSucceeded => true,
-                StartRule::Custom(_) => d.kind == DependencyKind::Use,
-            };
+            let must_succeed = d.kind != DependencyKind::Status;
             if must_succeed && !conclusion.succeeded() {
                 let dependency = d.task;
                 return Readiness::Blocked(match conclusion {
@@ -319,7 +377,7 @@ fn topological_order(tasks: &[TaskSpec]) -> Vec<usize> {
 mod tests {
     use super::*;
     use Action::{Done, Skip, Start};
-    use DependencyKind::{After, Use};
+    use DependencyKind::{After, Status, Use};
 
     fn task(dependencies: &[(usize, DependencyKind)]) -> TaskSpec {
         TaskSpec {
@@ -599,7 +657,7 @@ mod tests {
     fn a_custom_rule_can_start_a_task_because_its_dependency_failed() {
         // `notify` after: ${{ build.failed }}
         let mut d = dispatcher(
-            vec![task(&[]), with_condition(&[(0, After)], when_all_failed)],
+            vec![task(&[]), with_condition(&[(0, Status)], when_all_failed)],
             4,
         );
         assert_eq!(d.next_actions(), [Start(0)]);
@@ -610,7 +668,7 @@ mod tests {
     #[test]
     fn a_custom_rule_skips_the_task_when_it_is_false() {
         let mut d = dispatcher(
-            vec![task(&[]), with_condition(&[(0, After)], when_all_failed)],
+            vec![task(&[]), with_condition(&[(0, Status)], when_all_failed)],
             4,
         );
         assert_eq!(d.next_actions(), [Start(0)]);
@@ -626,19 +684,19 @@ mod tests {
             vec![
                 task(&[]),
                 task(&[]),
-                with_condition(&[(0, After), (1, After)], |deps| {
+                with_condition(&[(0, Status), (1, Status)], |deps| {
                     deps == [
                         (
                             Dependency {
                                 task: 0,
-                                kind: After,
+                                kind: Status,
                             },
                             Conclusion::Failed,
                         ),
                         (
                             Dependency {
                                 task: 1,
-                                kind: After,
+                                kind: Status,
                             },
                             Conclusion::Cached,
                         ),
@@ -663,6 +721,153 @@ mod tests {
                 Done
             ]
         );
+    }
+
+    #[test]
+    fn a_custom_rule_still_needs_its_plain_after_dependencies_to_succeed() {
+        // `after: [setup]` beside a status expression on `build`.
+        let mut d = dispatcher(
+            vec![
+                task(&[]),
+                task(&[]),
+                with_condition(&[(0, After), (1, Status)], |_| true),
+            ],
+            4,
+        );
+        assert_eq!(d.next_actions(), [Start(0), Start(1)]);
+        assert_eq!(finish(&mut d, 1, Outcome::Failed), []);
+        assert_eq!(
+            finish(&mut d, 0, Outcome::Failed),
+            [
+                skip(2, SkipReason::DependencyFailed { dependency: 0 }),
+                Done
+            ]
+        );
+    }
+
+    #[test]
+    fn a_notifier_after_a_failure_runs_and_the_failure_still_counts() {
+        // build fails; `notify` (after: ${{ build.failed }}) runs; `deploy` (use: build) is
+        // skipped because of the failure, not by a condition.
+        let mut d = dispatcher(
+            vec![
+                task(&[]),
+                with_condition(&[(0, Status)], when_all_failed),
+                task(&[(0, Use)]),
+            ],
+            4,
+        );
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(
+            finish(&mut d, 0, Outcome::Failed),
+            [
+                Start(1),
+                skip(2, SkipReason::DependencyFailed { dependency: 0 })
+            ]
+        );
+        assert_eq!(finish(&mut d, 1, Outcome::Ran), [Done]);
+    }
+
+    #[test]
+    fn a_status_dependency_skipped_by_a_condition_is_seen_as_skipped() {
+        let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+        let seen_by_rule = seen.clone();
+        let mut d = dispatcher(
+            vec![
+                task(&[]),
+                with_condition(&[(0, Status)], move |deps| {
+                    seen_by_rule.set(Some(deps[0].1));
+                    true
+                }),
+            ],
+            4,
+        );
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(finish(&mut d, 0, Outcome::ConditionFalse), [Start(1)]);
+        assert_eq!(
+            seen.get(),
+            Some(Conclusion::Skipped(SkipReason::ConditionFalse))
+        );
+    }
+
+    #[test]
+    fn an_if_found_false_when_the_task_starts_skips_its_dependents_by_condition() {
+        let mut d = dispatcher(vec![task(&[]), task(&[(0, Use)]), task(&[(1, After)])], 4);
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(
+            finish(&mut d, 0, Outcome::ConditionFalse),
+            [
+                skip(
+                    1,
+                    SkipReason::DependencySkippedByCondition { dependency: 0 }
+                ),
+                skip(
+                    2,
+                    SkipReason::DependencySkippedByCondition { dependency: 1 }
+                ),
+                Done
+            ]
+        );
+    }
+
+    #[test]
+    fn added_tasks_run_after_what_they_depend_on_and_end_the_run_later() {
+        // `gen` writes two dynamic tasks: `x` uses `base`, `y` uses `x`.
+        let mut d = dispatcher(vec![task(&[]), task(&[])], 4);
+        assert_eq!(d.next_actions(), [Start(0), Start(1)]);
+        assert_eq!(finish(&mut d, 1, Outcome::Ran), []);
+        let added = d.add_tasks(vec![task(&[(0, Use)]), task(&[(2, Use)])]);
+        assert_eq!(added, 2..4);
+        assert_eq!(d.next_actions(), [], "x waits for base, which still runs");
+        assert_eq!(finish(&mut d, 0, Outcome::Cached), [Start(2)]);
+        assert_eq!(finish(&mut d, 2, Outcome::Ran), [Start(3)]);
+        assert_eq!(finish(&mut d, 3, Outcome::Failed), [Done]);
+    }
+
+    #[test]
+    fn an_expanded_task_waits_for_its_members_and_then_starts_again() {
+        // 0: values; 1: parallel (reads 0); 2: uses 1.
+        let mut d = dispatcher(vec![task(&[]), task(&[(0, After)]), task(&[(1, Use)])], 2);
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(finish(&mut d, 0, Outcome::Ran), [Start(1)]);
+        let members = d.add_tasks(vec![task(&[]), task(&[]), task(&[])]);
+        d.record(DispatchEvent::Expanded { task: 1, members });
+        assert_eq!(d.order(), [0, 3, 4, 5, 1, 2]);
+        // -j 2: two members at a time.
+        assert_eq!(d.next_actions(), [Start(3), Start(4)]);
+        assert_eq!(finish(&mut d, 3, Outcome::Ran), [Start(5)]);
+        assert_eq!(finish(&mut d, 4, Outcome::Ran), []);
+        assert_eq!(finish(&mut d, 5, Outcome::Cached), [Start(1)]);
+        assert_eq!(finish(&mut d, 1, Outcome::Ran), [Start(2)]);
+        assert_eq!(finish(&mut d, 2, Outcome::Ran), [Done]);
+    }
+
+    #[test]
+    fn a_failed_member_skips_the_parallel_task_and_its_dependents() {
+        let mut d = dispatcher(vec![task(&[]), task(&[(0, Use)])], 4);
+        assert_eq!(d.next_actions(), [Start(0)]);
+        let members = d.add_tasks(vec![task(&[]), task(&[])]);
+        d.record(DispatchEvent::Expanded { task: 0, members });
+        assert_eq!(d.next_actions(), [Start(2), Start(3)]);
+        assert_eq!(finish(&mut d, 2, Outcome::Ran), []);
+        assert_eq!(
+            finish(&mut d, 3, Outcome::Failed),
+            [
+                skip(0, SkipReason::DependencyFailed { dependency: 3 }),
+                skip(1, SkipReason::DependencySkipped { dependency: 0 }),
+                Done
+            ]
+        );
+    }
+
+    #[test]
+    fn an_expansion_into_nothing_starts_the_task_again_at_once() {
+        let mut d = dispatcher(vec![task(&[]), task(&[(0, Use)])], 4);
+        assert_eq!(d.next_actions(), [Start(0)]);
+        let members = d.add_tasks(Vec::new());
+        d.record(DispatchEvent::Expanded { task: 0, members });
+        assert_eq!(d.next_actions(), [Start(0)]);
+        assert_eq!(finish(&mut d, 0, Outcome::Ran), [Start(1)]);
     }
 
     #[test]
@@ -711,7 +916,9 @@ mod tests {
 
         fn allows(rule: Rule, dependencies: &[(Dependency, Conclusion)]) -> bool {
             match rule {
-                Rule::AllSucceeded => dependencies.iter().all(|(_, c)| c.succeeded()),
+                Rule::AllSucceeded => dependencies
+                    .iter()
+                    .all(|(d, c)| d.kind == Status || c.succeeded()),
                 Rule::Never => false,
                 Rule::Always => true,
                 Rule::WhenSomeDependencyFailed => {
@@ -724,6 +931,7 @@ mod tests {
         struct RandomRun {
             dependencies: Vec<Vec<Dependency>>,
             rules: Vec<Rule>,
+            /// `ConditionFalse`: an `if:` found false when the task started.
             outcomes: Vec<Outcome>,
             targets: Vec<bool>,
             limits: Limits,
@@ -746,11 +954,12 @@ mod tests {
                 let outcome = prop_oneof![
                     Just(Outcome::Ran),
                     Just(Outcome::Cached),
-                    Just(Outcome::Failed)
+                    Just(Outcome::Failed),
+                    Just(Outcome::ConditionFalse)
                 ];
                 (
                     // Each task's dependencies among the tasks before it...
-                    vec(vec((any::<Index>(), any::<bool>()), 0..3), n),
+                    vec(vec((any::<Index>(), 0..3u8), 0..3), n),
                     // ...then the tasks shuffled, so that file order is not dependency order.
                     Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
                     vec(rule, n),
@@ -764,8 +973,8 @@ mod tests {
                         |(picked, label, rules, outcomes, targets, limits, interrupt_at, picks)| {
                             let mut dependencies = vec![Vec::new(); label.len()];
                             for (i, picked) in picked.iter().enumerate().skip(1) {
-                                for &(j, uses) in picked {
-                                    let kind = if uses { Use } else { After };
+                                for &(j, kind) in picked {
+                                    let kind = [Use, After, Status][kind as usize];
                                     let task = label[j.index(i)];
                                     dependencies[label[i]].push(Dependency { task, kind });
                                 }
@@ -866,8 +1075,8 @@ mod tests {
                 prop_assert!(
                     concluded
                         .iter()
-                        .all(|(d, c)| d.kind == After || c.succeeded()),
-                    "{} started though something it uses did not succeed",
+                        .all(|(d, c)| d.kind == Status || c.succeeded()),
+                    "{} started though a dependency that had to succeed did not",
                     task
                 );
                 Ok(())
@@ -882,10 +1091,9 @@ mod tests {
                 prop_assert!(self.conclusions[task].is_none(), "{} skipped twice", task);
                 // How a dependency that had to succeed ended.
                 let conclusion_of = |dependency: usize| {
-                    let all_must_succeed = matches!(self.run.rules[task], Rule::AllSucceeded);
                     let must_succeed = self.run.dependencies[task]
                         .iter()
-                        .any(|d| d.task == dependency && (all_must_succeed || d.kind == Use));
+                        .any(|d| d.task == dependency && d.kind != Status);
                     must_succeed
                         .then_some(self.conclusions[dependency])
                         .flatten()
@@ -996,6 +1204,7 @@ mod tests {
                     Outcome::Ran => Conclusion::Ran,
                     Outcome::Cached => Conclusion::Cached,
                     Outcome::Failed => Conclusion::Failed,
+                    Outcome::ConditionFalse => Conclusion::Skipped(SkipReason::ConditionFalse),
                 });
             }
             prop_assert!(false, "the run is not over after every task finished");
@@ -1007,6 +1216,157 @@ mod tests {
             #[test]
             fn every_run_ends_and_every_action_is_allowed(run in random_run()) {
                 check(&run)?;
+            }
+        }
+    }
+
+    /// Random runs that grow: a finished task may add tasks (dynamic tasks), a started one may
+    /// expand into members (a `parallel:` task). Every run still ends, nothing starts before
+    /// what it depends on concluded, or after something it must have succeeded did not.
+    mod growing_runs {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// One event: how the task ends, how many tasks join, whether they are its members
+        /// (an expansion) rather than dynamic tasks, and seeds for their dependencies.
+        type Step = (Outcome, u8, bool, Vec<(usize, u8)>);
+
+        #[derive(Debug, Clone)]
+        struct Growth {
+            steps: Vec<Step>,
+            initial: usize,
+            jobs: usize,
+        }
+
+        fn growth() -> impl Strategy<Value = Growth> {
+            let outcome = prop_oneof![
+                Just(Outcome::Ran),
+                Just(Outcome::Cached),
+                Just(Outcome::Failed),
+                Just(Outcome::ConditionFalse)
+            ];
+            (
+                vec(
+                    (
+                        outcome,
+                        0..3u8,
+                        any::<bool>(),
+                        vec((any::<usize>(), 0..3u8), 0..3),
+                    ),
+                    1..40,
+                ),
+                1..5usize,
+                1..4usize,
+            )
+                .prop_map(|(steps, initial, jobs)| Growth {
+                    steps,
+                    initial,
+                    jobs,
+                })
+        }
+
+        fn spec(n: usize, deps: &[(usize, u8)]) -> TaskSpec {
+            TaskSpec {
+                dependencies: if n == 0 {
+                    Vec::new()
+                } else {
+                    deps.iter()
+                        .map(|&(t, k)| Dependency {
+                            task: t % n,
+                            kind: [Use, After, Status][k as usize],
+                        })
+                        .collect()
+                },
+                rule: StartRule::AllSucceeded,
+            }
+        }
+
+        fn check(g: &Growth) -> Result<(), TestCaseError> {
+            let tasks: Vec<TaskSpec> = (0..g.initial).map(|_| task(&[])).collect();
+            let mut d = dispatcher(tasks, g.jobs);
+            let mut deps: Vec<Vec<Dependency>> = vec![Vec::new(); g.initial];
+            let mut conclusions: Vec<Option<Conclusion>> = vec![None; g.initial];
+            let mut running: Vec<usize> = Vec::new();
+            let mut steps = g.steps.iter().cycle().take(400);
+            loop {
+                for action in d.next_actions() {
+                    match action {
+                        Start(t) => {
+                            for dep in &deps[t] {
+                                let c = conclusions[dep.task];
+                                prop_assert!(c.is_some(), "{} started before {}", t, dep.task);
+                                prop_assert!(
+                                    dep.kind == Status || c.unwrap().succeeded(),
+                                    "{} started though {} did not succeed",
+                                    t,
+                                    dep.task
+                                );
+                            }
+                            prop_assert!(!running.contains(&t));
+                            running.push(t);
+                        }
+                        Skip { task: t, reason } => {
+                            prop_assert!(conclusions[t].is_none(), "{} concluded twice", t);
+                            conclusions[t] = Some(Conclusion::Skipped(reason));
+                        }
+                        Done => {
+                            prop_assert!(running.is_empty());
+                            prop_assert!(conclusions.iter().all(Option::is_some));
+                            return Ok(());
+                        }
+                    }
+                }
+                prop_assert!(!running.is_empty(), "nothing runs, yet the run is not over");
+                let Some((outcome, add, expand, seeds)) = steps.next() else {
+                    // Out of steps: finish what runs, adding nothing more.
+                    let t = running.remove(0);
+                    d.record(DispatchEvent::TaskFinished {
+                        task: t,
+                        outcome: Outcome::Ran,
+                    });
+                    conclusions[t] = Some(Conclusion::Ran);
+                    continue;
+                };
+                let t = running.remove(0);
+                let n = deps.len();
+                let new: Vec<TaskSpec> = (0..*add as usize).map(|k| spec(n + k, seeds)).collect();
+                for s in &new {
+                    deps.push(s.dependencies.clone());
+                    conclusions.push(None);
+                }
+                let members = d.add_tasks(new);
+                if *expand
+                    && !members.is_empty()
+                    && members.clone().all(|m| {
+                        deps[m]
+                            .iter()
+                            .all(|dep| dep.task != t && conclusions[dep.task].is_some())
+                    })
+                {
+                    // `t` waits for its members, then starts again.
+                    deps[t].extend(members.clone().map(|m| Dependency { task: m, kind: Use }));
+                    d.record(DispatchEvent::Expanded { task: t, members });
+                } else {
+                    d.record(DispatchEvent::TaskFinished {
+                        task: t,
+                        outcome: *outcome,
+                    });
+                    conclusions[t] = Some(match outcome {
+                        Outcome::Ran => Conclusion::Ran,
+                        Outcome::Cached => Conclusion::Cached,
+                        Outcome::Failed => Conclusion::Failed,
+                        Outcome::ConditionFalse => Conclusion::Skipped(SkipReason::ConditionFalse),
+                    });
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+            #[test]
+            fn a_run_that_grows_still_ends_and_keeps_the_rules(g in growth()) {
+                check(&g)?;
             }
         }
     }

@@ -84,6 +84,14 @@ pub enum Event {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         errors: Vec<String>,
     },
+    /// Tasks joined the run: those a `parallel:` task generated once its values were known,
+    /// or those a task wrote into `$RWX_DYNAMIC_TASKS` (`file` names which).
+    TasksAdded {
+        by: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        tasks: Vec<String>,
+    },
     TaskSkipped {
         task: String,
         /// Why, for people (the summary's `skip_reason` has it typed).

@@ -39,6 +39,10 @@ pub(crate) enum TaskOutcome {
         key: CacheKey,
         duration: Duration,
     },
+    /// Its `if:` is false: nothing ran, and its dependents are skipped too.
+    ConditionFalse {
+        because: String,
+    },
 }
 
 fn ms(d: Duration) -> u64 {
@@ -160,6 +164,33 @@ pub(crate) fn execute<'scope, 'env>(
     reporter: &'env dyn Reporter,
     scope: &'scope Scope<'scope, 'env>,
 ) -> TaskOutcome {
+    if task.condition.is_some() {
+        let (scope, _) = crate::inputs::task_scopes(ctx, task, values);
+        match crate::conditions::if_allows(task, &scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                return TaskOutcome::ConditionFalse {
+                    because: crate::conditions::if_false_reason(task),
+                };
+            }
+            Err(error) => {
+                let resolved = resolve(ctx, task, parents, values);
+                reporter.event(&Event::TaskFailed {
+                    task: task.name.to_string(),
+                    reason: format!("failed to evaluate its condition: {error}"),
+                    exit_code: None,
+                    duration_ms: 0,
+                    log_tail: Vec::new(),
+                    kept_upper: None,
+                    errors: Vec::new(),
+                });
+                return TaskOutcome::Failed {
+                    key: resolved.key,
+                    duration: Duration::ZERO,
+                };
+            }
+        }
+    }
     if let TaskKind::Source(_) = &task.kind {
         return serve_workspace(ctx, task, parents, values, reporter);
     }
@@ -663,6 +694,7 @@ fn commit<'scope, 'env>(
     let mut env = ExportedEnv::default().with_exports(exports);
     env.excluded = read_exports(&outputs_dir.join("cache-key-excluded-env"), true)?;
     env.values = read_exports(&outputs_dir.join("values"), false)?;
+    env.dynamic_tasks = read_dynamic_tasks(&outputs_dir.join("dynamic-tasks"))?;
     // Mount points the sandbox had to create are not the task's doing.
     for mp in RunningSandbox::created_mountpoints(scratch) {
         let _ = std::fs::remove_dir(upper.join(mp));
@@ -778,6 +810,30 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, Failure> {
         .map_err(|e| Failure::task(format!("$MINT_ENV (a dotenv file): {e}")))
 }
 
+/// The files of `$RWX_DYNAMIC_TASKS`, by name. They are read when the run takes them in, so
+/// a bad one fails the run there, naming the file.
+fn read_dynamic_tasks(dir: &Path) -> Result<BTreeMap<String, String>, Failure> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().is_file() {
+            return Err(Failure::task(format!(
+                "`{name}` in $RWX_DYNAMIC_TASKS is not a file (write one YAML file of tasks per file)"
+            )));
+        }
+        let text = std::fs::read_to_string(entry.path()).map_err(|e| {
+            Failure::task(format!(
+                "`{name}` in $RWX_DYNAMIC_TASKS is not readable text: {e}"
+            ))
+        })?;
+        out.insert(name, text);
+    }
+    Ok(out)
+}
+
 /// What the task wrote into `$RWX_ERRORS`: each file's text, for the failure summary.
 fn read_errors(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -794,8 +850,10 @@ fn read_errors(dir: &Path) -> Vec<String> {
 }
 
 fn sees_workspace(ctx: &RunContext<'_>, task: &Task) -> bool {
-    ctx.index_of(task)
-        .is_some_and(|i| ctx.sources.sees_workspace(i))
+    ctx.index_of(task).map_or_else(
+        || ctx.sources.added_sees_workspace(task),
+        |i| ctx.sources.sees_workspace(i),
+    )
 }
 
 /// Said when a task that sees no workspace fails: often the reason it failed.

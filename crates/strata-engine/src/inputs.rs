@@ -7,7 +7,8 @@ use strata_key::{
     CacheKey, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, LayerDigest, ParentInput, Workspace,
     WorkspaceDigest, WorkspaceFile,
 };
-use strata_pipeline::{EnvMerge, EnvValue, Filter, Task};
+use strata_pipeline::expr::Scope;
+use strata_pipeline::{EnvMerge, EnvValue, Filter, Parallel, Task};
 use strata_sandbox::SandboxSpec;
 
 use crate::context::RunContext;
@@ -229,44 +230,72 @@ enum Keyed {
     Not,
 }
 
+/// The scopes a task's expressions are evaluated in, as it runs and as it is keyed: the run's,
+/// with the values the task reads, the `params`/`init` of the call it belongs to, and its
+/// `parallel.*`. On an error (a call argument that cannot be resolved), the run's.
+pub(crate) fn task_scopes<'c>(
+    ctx: &'c RunContext<'_>,
+    task: &Task,
+    values: &TaskValues,
+) -> (Cow<'c, Scope>, Cow<'c, Scope>) {
+    scopes_of(ctx, task, values).unwrap_or((
+        Cow::Borrowed(&ctx.invocation.scope),
+        Cow::Borrowed(&ctx.invocation.key_scope),
+    ))
+}
+
+fn scopes_of<'c>(
+    ctx: &'c RunContext<'_>,
+    task: &Task,
+    values: &TaskValues,
+) -> Result<(Cow<'c, Scope>, Cow<'c, Scope>), String> {
+    let instance = match &task.parallel {
+        Some(Parallel::Instance(i)) => Some(i),
+        _ => None,
+    };
+    // Most tasks read no values, belong to no call and are not parallel: they share the run's
+    // scope rather than copy it (it holds the event payload).
+    if values.is_empty() && instance.is_none() && task.scope.is_none() {
+        return Ok((
+            Cow::Borrowed(&ctx.invocation.scope),
+            Cow::Borrowed(&ctx.invocation.key_scope),
+        ));
+    }
+    let (mut scope, mut key_scope) = match &task.scope {
+        Some(call) => crate::packages::call_scopes(
+            &ctx.invocation.scope,
+            &ctx.invocation.key_scope,
+            call,
+            values,
+        )?,
+        None => (
+            with_values(&ctx.invocation.scope, values),
+            with_values(&ctx.invocation.key_scope, values),
+        ),
+    };
+    if let Some(i) = instance {
+        scope.insert(&["parallel"], i.scope_value());
+        key_scope.insert(&["parallel"], i.scope_value());
+    }
+    Ok((Cow::Owned(scope), Cow::Owned(key_scope)))
+}
+
 pub(crate) fn resolve(
     ctx: &RunContext<'_>,
     task: &Task,
     parents: &[&TaskResult],
     values: &TaskValues,
 ) -> ResolvedInputs {
-    // Most tasks read no values: they share the run's scope rather than copy it (it holds the
-    // event payload).
     let mut error = None;
-    let called_scope = task.scope.as_ref().map(|call| {
-        crate::packages::call_scopes(
-            &ctx.invocation.scope,
-            &ctx.invocation.key_scope,
-            call,
-            values,
-        )
-    });
-    let (scope, key_scope) = if let Some(called) = called_scope {
-        match called {
-            Ok((s, k)) => (Cow::Owned(s), Cow::Owned(k)),
-            Err(e) => {
-                error = Some(e);
-                (
-                    Cow::Borrowed(&ctx.invocation.scope),
-                    Cow::Borrowed(&ctx.invocation.key_scope),
-                )
-            }
+    let (scope, key_scope) = match scopes_of(ctx, task, values) {
+        Ok(scopes) => scopes,
+        Err(e) => {
+            error = Some(e);
+            (
+                Cow::Borrowed(&ctx.invocation.scope),
+                Cow::Borrowed(&ctx.invocation.key_scope),
+            )
         }
-    } else if values.is_empty() {
-        (
-            Cow::Borrowed(&ctx.invocation.scope),
-            Cow::Borrowed(&ctx.invocation.key_scope),
-        )
-    } else {
-        (
-            Cow::Owned(with_values(&ctx.invocation.scope, values)),
-            Cow::Owned(with_values(&ctx.invocation.key_scope, values)),
-        )
     };
     let stack = flatten_stack(parents);
     let inherited = inherit_env(task, parents);
@@ -300,6 +329,11 @@ pub(crate) fn resolve(
             default_path = pass.value.clone();
         } else {
             env.insert(pass.name.clone(), (pass.value.clone(), keyed));
+        }
+    }
+    if let Some(Parallel::Instance(i)) = &task.parallel {
+        for (k, v) in i.env() {
+            env.insert(k.into(), (v, Keyed::Value));
         }
     }
     for (k, v) in &inherited.excluded {
@@ -391,7 +425,9 @@ pub(crate) fn resolve(
     };
     let visible: Vec<VisibleFile> = match ctx.index_of(task) {
         Some(i) => ctx.sources.visible(&ctx.workspace, i, filter.as_deref()),
-        None => Vec::new(),
+        None => ctx
+            .sources
+            .visible_added(&ctx.workspace, task, filter.as_deref()),
     };
     let (visible, keyed_stack, masked) = match filtered_layers(ctx, filter.as_deref(), &stack) {
         Ok(Some((layers, keyed_stack))) => {

@@ -12,6 +12,7 @@
 //! cache's on-disk layout (the store crate).
 
 mod checkout;
+mod conditions;
 mod context;
 mod dispatch;
 mod dotenv;
@@ -27,6 +28,7 @@ mod packages;
 mod plan;
 mod scheduler;
 mod sources;
+mod tasks;
 mod transfer;
 mod workspace_tree;
 

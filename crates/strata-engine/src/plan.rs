@@ -1,6 +1,7 @@
 //! `strata plan` and `strata explain`: what a run would do, without running anything.
 
 use strata_key::{Difference, RecordedInputs, compare};
+use strata_pipeline::Parallel;
 
 use crate::context::{EngineError, RunContext};
 use crate::events::Reporter;
@@ -23,6 +24,11 @@ pub enum PlanStatus {
     Workspace,
     /// A calling task: it stands for its call's tasks, nothing to run or restore.
     Call,
+    /// Its `if:` is false: it would be skipped, and its dependents with it.
+    SkippedByCondition { because: String },
+    /// A `parallel:` task whose count or values are known only once the run gets there: the
+    /// tasks it generates are not known yet.
+    PendingExpansion,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +79,58 @@ pub(crate) fn plan_with_results(
                 .position(|t| &t.name == n)
                 .expect("validated")
         };
+        let not_planned = if matches!(task.parallel, Some(Parallel::Pending(_))) {
+            Some(PlanStatus::PendingExpansion)
+        } else {
+            // Known now unless it reads values of a task that must run first.
+            let values =
+                crate::inputs::values_for(task, |n| results[index(n)].as_ref()?.as_ref().ok());
+            let allows = values.map(|values| {
+                let (scope, _) = crate::inputs::task_scopes(ctx, task, &values);
+                crate::conditions::if_allows(task, &scope)
+            });
+            match allows {
+                Some(Ok(false)) => Some(PlanStatus::SkippedByCondition {
+                    because: crate::conditions::if_false_reason(task),
+                }),
+                // An error fails the task when it runs; the plan shows what it would key.
+                _ => None,
+            }
+        };
+        if let Some(status) = not_planned {
+            results[i] = Some(Err(task.name.to_string()));
+            out.push(PlannedTask {
+                task: task.name.to_string(),
+                key: None,
+                status,
+                workspace_files: 0,
+            });
+            continue;
+        }
+        // A dependency skipped by its condition skips this one too.
+        let skipped_dependency = task
+            .uses
+            .iter()
+            .chain(&task.after)
+            .chain(&task.value_deps)
+            .find(|n| {
+                out.iter().any(|p: &PlannedTask| {
+                    p.task == n.as_str()
+                        && matches!(p.status, PlanStatus::SkippedByCondition { .. })
+                })
+            });
+        if let Some(dependency) = skipped_dependency {
+            results[i] = Some(Err(task.name.to_string()));
+            out.push(PlannedTask {
+                task: task.name.to_string(),
+                key: None,
+                status: PlanStatus::SkippedByCondition {
+                    because: format!("`{dependency}` would be skipped by a condition"),
+                },
+                workspace_files: 0,
+            });
+            continue;
+        }
         // A parent or a task whose values it reads must run first: the key is unknown.
         if let Some(parent) = task.uses.iter().chain(&task.value_deps).find_map(|n| {
             let r = results[index(n)].as_ref().expect("dependencies come first");
@@ -94,6 +152,7 @@ pub(crate) fn plan_with_results(
             .collect();
         let values = crate::inputs::values_for(task, |n| results[index(n)].as_ref()?.as_ref().ok())
             .expect("every task whose values it reads has a result");
+
         let resolved = resolve(ctx, task, &parents, &values);
         if task.is_source() {
             results[i] = Some(Ok(crate::execute::source_result(ctx, task, &resolved)));

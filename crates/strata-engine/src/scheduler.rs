@@ -1,12 +1,17 @@
 //! Runs a pipeline. The dispatcher (`dispatch.rs`) decides what starts, what is skipped and
 //! when the run is over; this keeps the threads that execute tasks, the channel on which they
 //! report back, each task's result for the tasks that `use` it, and the reporter.
+//!
+//! The run's tasks are a table that grows (`tasks.rs`): a `parallel:` task whose values are
+//! known only at run time is expanded when the dispatcher starts it, and the tasks a task
+//! wrote into `$RWX_DYNAMIC_TASKS` join once it succeeded (or was restored).
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use strata_pipeline::{Pipeline, TaskName};
+use strata_key::ExportedEnv;
+use strata_pipeline::{Parallel, Task};
 
 use crate::context::RunContext;
 use crate::dispatch::{
@@ -15,18 +20,23 @@ use crate::dispatch::{
 };
 use crate::events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary};
 use crate::execute::{TaskOutcome, execute};
-use crate::inputs::TaskResult;
+use crate::inputs::{TaskResult, flatten_stack};
+use crate::tasks::TaskTable;
 
 /// Runs the pipeline (or its targets and what they need) and returns the summary, which is
 /// also the last event reported.
 pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     let started = Instant::now();
     let pipeline = ctx.pipeline;
-    let name = |i: usize| pipeline.tasks[i].name.to_string();
-    let mut dispatcher = dispatcher(ctx);
+    let mut table = TaskTable::new(pipeline);
+    let mut dispatcher = dispatcher(ctx, &table);
     reporter.event(&Event::RunStarted {
         pipeline: pipeline.path.display().to_string(),
-        tasks: dispatcher.order().iter().map(|&i| name(i)).collect(),
+        tasks: dispatcher
+            .order()
+            .iter()
+            .map(|&i| table.name(i).to_string())
+            .collect(),
         jobs: ctx.options.jobs,
     });
     for message in &ctx.notices {
@@ -37,7 +47,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
 
     let mut summary = Summary::default();
     // What each task that succeeded hands the tasks that `use` it.
-    let mut results: Vec<Option<TaskResult>> = vec![None; pipeline.tasks.len()];
+    let mut results: Vec<Option<TaskResult>> = vec![None; table.len()];
     let (tx, rx) = mpsc::channel::<(usize, TaskOutcome)>();
     std::thread::scope(|scope| {
         let mut told_interrupted = false;
@@ -46,46 +56,123 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                 told_interrupted = true;
                 dispatcher.record(DispatchEvent::Interrupted);
             }
+            // Something was decided here without a thread: ask the dispatcher again at once.
+            let mut decided = false;
             for action in dispatcher.next_actions() {
                 match action {
+                    Action::Start(i) if table.is_joined(i) => {
+                        // A parallel task whose generated tasks all succeeded: their results,
+                        // as one, for the tasks that use it.
+                        results[i] = Some(joined_result(&table, i, &results));
+                        dispatcher.record(DispatchEvent::TaskFinished {
+                            task: i,
+                            outcome: Outcome::Ran,
+                        });
+                        decided = true;
+                    }
                     Action::Start(i) => {
-                        let task = &pipeline.tasks[i];
+                        let task = table.task(i);
+                        let values =
+                            crate::inputs::values_for(&task, |n| results[table.index(n)?].as_ref())
+                                .expect(
+                                    "a task starts once the tasks whose values it reads succeeded",
+                                );
+                        if let Some(Parallel::Pending(_)) = &task.parallel {
+                            expand(
+                                ctx,
+                                &mut table,
+                                &mut dispatcher,
+                                i,
+                                &values,
+                                reporter,
+                                &mut summary,
+                            );
+                            results.resize(table.len(), None);
+                            decided = true;
+                            continue;
+                        }
                         let parents: Vec<TaskResult> = task
                             .uses
                             .iter()
                             .map(|u| {
-                                results[index(pipeline, u)]
-                                    .clone()
+                                table
+                                    .index(u)
+                                    .and_then(|j| results[j].clone())
                                     .expect("a task starts once what it uses has succeeded")
                             })
                             .collect();
-                        let values = crate::inputs::values_for(task, |n| {
-                            results[index(pipeline, n)].as_ref()
-                        })
-                        .expect("a task starts once the tasks whose values it reads succeeded");
                         let tx = tx.clone();
                         scope.spawn(move || {
                             let refs: Vec<&TaskResult> = parents.iter().collect();
-                            let outcome = execute(ctx, task, &refs, &values, reporter, scope);
+                            let outcome = execute(ctx, &task, &refs, &values, reporter, scope);
                             let _ = tx.send((i, outcome));
                         });
                     }
                     Action::Skip { task, reason } => {
-                        let reason = reason.map(name);
+                        let reason = reason.map(|i| table.name(i).to_string());
+                        let because = match reason {
+                            // Only an `after` expression is judged by the dispatcher.
+                            SkipReason::ConditionFalse => match &table.task(task).after_condition {
+                                Some(t) => {
+                                    format!("its condition `after: {}` is false", t.raw.trim())
+                                }
+                                None => reason.to_string(),
+                            },
+                            _ => reason.to_string(),
+                        };
+                        let name = table.name(task).to_string();
                         reporter.event(&Event::TaskSkipped {
-                            task: name(task),
-                            because: reason.to_string(),
+                            task: name.clone(),
+                            because,
                         });
-                        record_skip(&mut summary, name(task), reason);
+                        record_skip(&mut summary, name, reason);
                     }
                     Action::Done => return,
                 }
+            }
+            if decided {
+                continue;
             }
             // Woken now and then to notice an interruption.
             let Ok((i, outcome)) = rx.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            let (outcome, result) = record_outcome(&mut summary, name(i), outcome);
+            // The tasks it wrote into `$RWX_DYNAMIC_TASKS` join now; if they cannot, it fails.
+            let outcome = match outcome {
+                TaskOutcome::Ran {
+                    result,
+                    key,
+                    duration,
+                } if !result.env.dynamic_tasks.is_empty() => {
+                    if add_dynamic_tasks(ctx, &mut table, &mut dispatcher, i, &result.env, reporter)
+                    {
+                        TaskOutcome::Ran {
+                            result,
+                            key,
+                            duration,
+                        }
+                    } else {
+                        TaskOutcome::Failed { key, duration }
+                    }
+                }
+                TaskOutcome::Cached { result, key, saved }
+                    if !result.env.dynamic_tasks.is_empty() =>
+                {
+                    if add_dynamic_tasks(ctx, &mut table, &mut dispatcher, i, &result.env, reporter)
+                    {
+                        TaskOutcome::Cached { result, key, saved }
+                    } else {
+                        TaskOutcome::Failed {
+                            key,
+                            duration: Duration::ZERO,
+                        }
+                    }
+                }
+                other => other,
+            };
+            let name = table.name(i).to_string();
+            let (outcome, result) = record_outcome(&mut summary, name, outcome, reporter);
+            results.resize(table.len(), None);
             results[i] = result;
             dispatcher.record(DispatchEvent::TaskFinished { task: i, outcome });
         }
@@ -99,28 +186,159 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     summary
 }
 
+/// What a parallel task expanded at run time hands on: the stacks of its generated tasks in
+/// index order, each layer once, and their env merged.
+fn joined_result(table: &TaskTable<'_>, i: usize, results: &[Option<TaskResult>]) -> TaskResult {
+    let members: Vec<&TaskResult> = table
+        .members(i)
+        .iter()
+        .filter_map(|&m| results[m].as_ref())
+        .collect();
+    TaskResult {
+        stack: flatten_stack(&members),
+        env: ExportedEnv::merge(members.iter().map(|r| &r.env)),
+    }
+}
+
+/// Expands the parallel task `i` now that what it reads is known: its generated tasks join
+/// the run before it, or it fails with the reason.
+fn expand(
+    ctx: &RunContext<'_>,
+    table: &mut TaskTable<'_>,
+    dispatcher: &mut Dispatcher,
+    i: usize,
+    values: &crate::expressions::TaskValues,
+    reporter: &dyn Reporter,
+    summary: &mut Summary,
+) {
+    let task = table.task(i);
+    let generated = crate::tasks::expand_parallel(ctx, &task, values).and_then(|generated| {
+        // Keys must stay unique across the run.
+        for g in &generated {
+            if table.index(&g.name).is_some() {
+                return Err(format!(
+                    "generated task key `{}` is already a task of the run",
+                    g.name
+                ));
+            }
+        }
+        Ok(generated)
+    });
+    match generated {
+        Ok(generated) => {
+            let names: Vec<String> = generated.iter().map(|t| t.name.to_string()).collect();
+            let like = table.pipeline_index(&task.name);
+            let specs = table.add(ctx, generated, like, Some(i));
+            let specs = specs.into_iter().map(|j| task_spec(table, j)).collect();
+            let members = dispatcher.add_tasks(specs);
+            dispatcher.record(DispatchEvent::Expanded { task: i, members });
+            reporter.event(&Event::TasksAdded {
+                by: task.name.to_string(),
+                file: None,
+                tasks: names,
+            });
+        }
+        Err(message) => {
+            reporter.event(&Event::TaskFailed {
+                task: task.name.to_string(),
+                reason: format!("failed to expand `parallel`: {message}"),
+                exit_code: None,
+                duration_ms: 0,
+                log_tail: Vec::new(),
+                kept_upper: None,
+                errors: Vec::new(),
+            });
+            summary.failed += 1;
+            summary.tasks.insert(
+                task.name.to_string(),
+                TaskSummary {
+                    status: TaskStatus::Failed,
+                    duration_ms: 0,
+                    key: None,
+                    skip_reason: None,
+                },
+            );
+            dispatcher.record(DispatchEvent::TaskFinished {
+                task: i,
+                outcome: Outcome::Failed,
+            });
+        }
+    }
+}
+
+/// Takes in the tasks task `i` wrote into `$RWX_DYNAMIC_TASKS`. False (and every problem
+/// reported) when the files are not valid tasks for this run: then none joins.
+fn add_dynamic_tasks(
+    ctx: &RunContext<'_>,
+    table: &mut TaskTable<'_>,
+    dispatcher: &mut Dispatcher,
+    i: usize,
+    env: &ExportedEnv,
+    reporter: &dyn Reporter,
+) -> bool {
+    let by = table.name(i).to_string();
+    let labels: Vec<std::path::PathBuf> = env
+        .dynamic_tasks
+        .keys()
+        .map(|f| format!("$RWX_DYNAMIC_TASKS/{f} (written by `{by}`)").into())
+        .collect();
+    let files: Vec<strata_pipeline::DynamicFile<'_>> = env
+        .dynamic_tasks
+        .values()
+        .zip(&labels)
+        .map(|(text, path)| strata_pipeline::DynamicFile { path, text })
+        .collect();
+    match strata_pipeline::parse_dynamic_tasks(
+        &files,
+        ctx.pipeline.dialect,
+        &table.names(),
+        &table.groups(),
+    ) {
+        Ok(dynamic) => {
+            let names: Vec<String> = dynamic.tasks.iter().map(|t| t.name.to_string()).collect();
+            table.add_groups(dynamic.parallel_groups);
+            let added = table.add(ctx, dynamic.tasks, None, None);
+            let specs = added.into_iter().map(|j| task_spec(table, j)).collect();
+            dispatcher.add_tasks(specs);
+            let files: Vec<&str> = env.dynamic_tasks.keys().map(String::as_str).collect();
+            reporter.event(&Event::TasksAdded {
+                by,
+                file: Some(files.join(", ")),
+                tasks: names,
+            });
+            true
+        }
+        Err(diagnostics) => {
+            let detail: Vec<String> = diagnostics
+                .iter()
+                .flat_map(|d| {
+                    d.to_string()
+                        .lines()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            reporter.event(&Event::TaskFailed {
+                task: by,
+                reason: "the tasks it wrote into $RWX_DYNAMIC_TASKS are not valid (nothing joined the run)"
+                    .into(),
+                exit_code: None,
+                duration_ms: 0,
+                log_tail: detail,
+                kept_upper: None,
+                errors: Vec::new(),
+            });
+            false
+        }
+    }
+}
+
 /// The dispatcher for this run: each task's `use` and `after`, the targets, `-j` and
 /// `--fail-fast`.
-fn dispatcher(ctx: &RunContext<'_>) -> Dispatcher {
+fn dispatcher(ctx: &RunContext<'_>, table: &TaskTable<'_>) -> Dispatcher {
     let pipeline = ctx.pipeline;
     let targets = &ctx.options.targets;
-    let depend = |kind| {
-        move |name| Dependency {
-            task: index(pipeline, name),
-            kind,
-        }
-    };
-    let tasks = pipeline
-        .tasks
-        .iter()
-        .map(|t| TaskSpec {
-            dependencies: (t.uses.iter().map(depend(DependencyKind::Use)))
-                .chain(t.after.iter().map(depend(DependencyKind::After)))
-                .chain(t.value_deps.iter().map(depend(DependencyKind::After)))
-                .collect(),
-            rule: StartRule::AllSucceeded,
-        })
-        .collect();
+    let tasks = (0..table.len()).map(|i| task_spec(table, i)).collect();
     let wanted = pipeline
         .tasks
         .iter()
@@ -133,12 +351,46 @@ fn dispatcher(ctx: &RunContext<'_>) -> Dispatcher {
     Dispatcher::new(tasks, wanted, limits)
 }
 
-fn index(pipeline: &Pipeline, name: &TaskName) -> usize {
-    pipeline
-        .tasks
+/// What the dispatcher knows of task `i`: its dependencies and its start rule.
+fn task_spec(table: &TaskTable<'_>, i: usize) -> TaskSpec {
+    let t = table.task(i);
+    let depend = |kind| {
+        move |name: &strata_pipeline::TaskName| Dependency {
+            task: table.index(name).expect("validated reference"),
+            kind,
+        }
+    };
+    TaskSpec {
+        dependencies: (t.uses.iter().map(depend(DependencyKind::Use)))
+            .chain(t.after.iter().map(depend(DependencyKind::After)))
+            .chain(t.value_deps.iter().map(depend(DependencyKind::After)))
+            .chain(t.status_deps.iter().map(depend(DependencyKind::Status)))
+            .collect(),
+        rule: start_rule(table, &t),
+    }
+}
+
+/// `AllSucceeded`, or for a task with an `after` expression the rule that evaluates it.
+fn start_rule(table: &TaskTable<'_>, task: &Task) -> StartRule {
+    let Some(text) = &task.after_condition else {
+        return StartRule::AllSucceeded;
+    };
+    let names = task
+        .status_deps
         .iter()
-        .position(|t| &t.name == name)
-        .expect("validated reference")
+        .filter_map(|n| Some((table.index(n)?, n.clone())))
+        .collect();
+    let joins = task
+        .status_deps
+        .iter()
+        .filter_map(|n| table.index(n))
+        .filter(|&j| matches!(table.task(j).parallel, Some(Parallel::Pending(_))))
+        .collect();
+    match crate::conditions::after_rule(text, &table.groups(), names, joins) {
+        Some(rule) => StartRule::Custom(Box::new(rule)),
+        // Checked when the file was read.
+        None => StartRule::AllSucceeded,
+    }
 }
 
 /// Counts a finished task; returns how it ended for the dispatcher and, if it succeeded, its
@@ -147,8 +399,17 @@ fn record_outcome(
     summary: &mut Summary,
     task: String,
     outcome: TaskOutcome,
+    reporter: &dyn Reporter,
 ) -> (Outcome, Option<TaskResult>) {
     let (outcome, status, result, duration, key) = match outcome {
+        TaskOutcome::ConditionFalse { because } => {
+            reporter.event(&Event::TaskSkipped {
+                task: task.clone(),
+                because,
+            });
+            record_skip(summary, task, SkipReason::ConditionFalse);
+            return (Outcome::ConditionFalse, None);
+        }
         TaskOutcome::Cached { result, key, saved } => {
             summary.cached += 1;
             summary.saved_ms += saved.as_millis() as u64;

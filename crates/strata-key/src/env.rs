@@ -18,6 +18,10 @@ pub struct ExportedEnv {
     /// Values for `${{ tasks.X.values.NAME }}`: a task's own, never inherited.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
+    /// The files the task wrote into `$RWX_DYNAMIC_TASKS` (name -> YAML): tasks that join the
+    /// run once it succeeds, or is restored. A task's own, never inherited.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dynamic_tasks: BTreeMap<String, String>,
 }
 
 impl ExportedEnv {
@@ -49,6 +53,7 @@ impl ExportedEnv {
     pub fn inherit(inherited: &ExportedEnv, own: &ExportedEnv) -> ExportedEnv {
         let mut out = ExportedEnv::merge([inherited, own]);
         out.values = own.values.clone();
+        out.dynamic_tasks = own.dynamic_tasks.clone();
         out
     }
 

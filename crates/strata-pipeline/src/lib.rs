@@ -14,9 +14,11 @@ pub mod calls;
 mod config;
 mod diagnostic;
 mod duration;
+mod dynamic;
 pub mod expr;
 mod filter;
 mod model;
+mod parallel;
 mod parse;
 mod triggers;
 mod validate;
@@ -26,11 +28,16 @@ pub use calls::{LoadOptions, PackageSources};
 pub use config::{Config, ConfigEnv, is_git_url, load_config, plain_env};
 pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
+pub use dynamic::{DynamicFile, DynamicTasks, parse_dynamic_tasks};
 pub use filter::{Filter, FilterEntry, Visibility};
 pub use model::{
     Base, CachePolicy, Dialect, EnvConfig, EnvMerge, EnvValue, EnvVar, HostBase, Note, Pipeline,
     RemoteCacheDecl, Task, TaskKind, TaskName, Text, Unsupported, WorkspaceSource,
 };
-pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
+pub use parallel::replace_groups as replace_parallel_groups;
+pub use parallel::{
+    Dimension, Parallel, ParallelGroup, ParallelInstance, ParallelKind, ParallelSpec, ValuesSpec,
+};
+pub use parse::expressions::{NAMESPACES, RUN_FIELDS, TASK_STATUSES};
 pub use parse::{dialect_of, load, load_with, parse_str, parse_with};
 pub use triggers::{Trigger, TriggerEvent, Triggers};

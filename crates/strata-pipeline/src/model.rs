@@ -237,6 +237,17 @@ pub struct Task {
     pub grace_period: Option<Duration>,
     /// `env-config`.
     pub env_config: EnvConfig,
+    // Control flow of the run: `if`, `after` with a status expression, `parallel`.
+    /// `if: ${{ … }}`: when false the task and its dependents are skipped, which does not fail
+    /// the run.
+    pub condition: Option<Text>,
+    /// `after: ${{ a.failed || b.succeeded }}`: the task waits for every task named in it, then
+    /// starts only if it is true.
+    pub after_condition: Option<Text>,
+    /// The tasks named in `after_condition`: only the order, none of their results.
+    pub status_deps: Vec<TaskName>,
+    /// `parallel:`: the spec of a task not yet expanded, or the place of a generated task.
+    pub parallel: Option<crate::parallel::Parallel>,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
     /// For a task of a called package or run definition: the call, whose arguments are its
@@ -274,13 +285,19 @@ pub struct Pipeline {
     /// What a package file declares (`parameters`, `outputs`, ...): `None` for a run
     /// definition.
     pub package: Option<crate::calls::PackageDecl>,
+    /// Each expanded `parallel:` task and the tasks it generated.
+    pub parallel_groups: Vec<crate::parallel::ParallelGroup>,
 }
 
 impl Task {
     /// Everything that must finish before this task starts: `use`, then `after`, then the
-    /// tasks whose values it reads.
+    /// tasks whose values it reads, then those its `after` expression names.
     pub fn dependencies(&self) -> impl Iterator<Item = &TaskName> {
-        self.uses.iter().chain(&self.after).chain(&self.value_deps)
+        self.uses
+            .iter()
+            .chain(&self.after)
+            .chain(&self.value_deps)
+            .chain(&self.status_deps)
     }
 
     /// Every text of the task an expression may be in: `run`, env values, `call` and the
@@ -291,6 +308,10 @@ impl Task {
         texts.extend(self.cache.enabled_expr.iter());
         texts.extend(self.cache.ttl_expr.iter());
         texts.extend(self.filter.iter().flat_map(|f| f.templates()));
+        texts.extend(&self.condition);
+        if let Some(crate::parallel::Parallel::Pending(spec)) = &self.parallel {
+            texts.extend(spec.texts());
+        }
         match &self.kind {
             TaskKind::Source(s) => texts.extend(
                 [

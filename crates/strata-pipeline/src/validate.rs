@@ -6,7 +6,26 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{Pipeline, TaskName};
 
 pub(crate) fn validate_graph(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) {
+    validate_tasks(pipeline, &[], errors);
+}
+
+/// [`validate_graph`] for tasks that join a run whose tasks are `known` (dynamic tasks): they
+/// may depend on those, and may not reuse their names.
+pub(crate) fn validate_tasks(
+    pipeline: &Pipeline,
+    known: &[TaskName],
+    errors: &mut Vec<Diagnostic>,
+) {
     let mut seen: HashMap<&TaskName, usize> = HashMap::new();
+    for task in &pipeline.tasks {
+        if known.contains(&task.name) {
+            errors.push(Diagnostic::new(
+                task.at,
+                3,
+                format!("task key `{}` is already a task of the run", task.name),
+            ));
+        }
+    }
     for (i, task) in pipeline.tasks.iter().enumerate() {
         if let Some(&first) = seen.get(&task.name) {
             let first = &pipeline.tasks[first];
@@ -21,7 +40,12 @@ pub(crate) fn validate_graph(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) 
             seen.insert(&task.name, i);
         }
     }
-    let names: Vec<&str> = pipeline.tasks.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = pipeline
+        .tasks
+        .iter()
+        .map(|t| t.name.as_str())
+        .chain(known.iter().map(TaskName::as_str))
+        .collect();
     let mut missing = false;
     for task in &pipeline.tasks {
         for r in &task.ref_spans {
@@ -32,7 +56,10 @@ pub(crate) fn validate_graph(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) 
                     format!("task `{}` depends on itself", task.name),
                 ));
                 missing = true;
-            } else if !seen.contains_key(&r.name) && !is_package_use(pipeline, &r.name) {
+            } else if !seen.contains_key(&r.name)
+                && !known.contains(&r.name)
+                && !is_package_use(pipeline, &r.name)
+            {
                 let mut d = Diagnostic::new(
                     r.at,
                     r.width,

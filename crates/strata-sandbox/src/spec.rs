@@ -42,5 +42,9 @@ impl SandboxSpec {
         // Scripts that tasks using this one run before and after their command.
         ("hooks-before-task", &["RWX_HOOKS_BEFORE_TASK"]),
         ("hooks-after-task", &["RWX_HOOKS_AFTER_TASK"]),
+        (
+            "dynamic-tasks",
+            &["RWX_DYNAMIC_TASKS", "MINT_DYNAMIC_TASKS"],
+        ),
     ];
 }

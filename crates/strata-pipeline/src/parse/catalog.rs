@@ -31,6 +31,8 @@ const HONOURED_TASK_KEYS: &[&str] = &[
     "init",
     "target",
     "inherit-init",
+    "if",
+    "parallel",
 ];
 
 const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
@@ -43,8 +45,6 @@ const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
         "tool-cache",
         KeyStatus::Ignored("the task runs from scratch on a miss, as without a tool cache"),
     ),
-    ("if", KeyStatus::Later),
-    ("parallel", KeyStatus::Later),
     ("outputs", KeyStatus::Later),
     ("background-processes", KeyStatus::Later),
     ("retry", KeyStatus::Later),

@@ -4,7 +4,8 @@
 
 use crate::diagnostic::{Diagnostic, Location};
 use crate::expr::{Template, check_functions, parse_template};
-use crate::model::{Pipeline, TaskName, Text, Unsupported};
+use crate::model::{Pipeline, RefSpan, Task, TaskName, Text, Unsupported};
+use crate::parallel::Parallel;
 
 /// The namespaces an expression may start with.
 pub const NAMESPACES: &[&str] = &[
@@ -19,6 +20,8 @@ pub const NAMESPACES: &[&str] = &[
     "parallel",
     "params",
 ];
+/// What `after: ${{ TASK.STATUS }}` may ask of a task.
+pub const TASK_STATUSES: &[&str] = &["succeeded", "failed", "skipped", "aborted"];
 /// What `run.*` holds.
 pub const RUN_FIELDS: &[&str] = &["dir", "mint-dir", "id", "title", "definition-path"];
 
@@ -55,10 +58,46 @@ fn line_start(source: &str, line: usize) -> usize {
 /// Checks every expression of the pipeline; returns for each task the tasks whose values it
 /// reads (added to its dependencies by the caller).
 pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut Vec<Diagnostic>) {
-    let names: Vec<String> = pipeline.tasks.iter().map(|t| t.name.to_string()).collect();
+    check_tasks(pipeline, source, &[], errors);
+}
+
+/// [`check_pipeline`] for tasks that may also name `known` tasks (those of the run when
+/// dynamic tasks join it).
+pub(crate) fn check_tasks(
+    pipeline: &mut Pipeline,
+    source: &str,
+    known: &[String],
+    errors: &mut Vec<Diagnostic>,
+) {
+    let names: Vec<String> = pipeline
+        .tasks
+        .iter()
+        .map(|t| t.name.to_string())
+        .chain(known.iter().cloned())
+        .collect();
+    let groups = pipeline.parallel_groups.clone();
+    // Parallel tasks, expanded or to be expanded at run time: no values of their own.
+    let parallel_tasks: Vec<String> = groups
+        .iter()
+        .map(|g| g.name.to_string())
+        .chain(
+            pipeline
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.parallel, Some(Parallel::Pending(_))))
+                .map(|t| t.name.to_string()),
+        )
+        .collect();
     let mut unsupported = Vec::new();
     let mut value_deps: Vec<Vec<TaskName>> = Vec::new();
+    let mut status_deps: Vec<(Vec<TaskName>, Vec<RefSpan>)> = Vec::new();
     for task in &pipeline.tasks {
+        status_deps.push(check_after_condition(task, source, &groups, errors));
+        let parallel_names: Option<Option<Vec<String>>> = match &task.parallel {
+            None => None,
+            Some(Parallel::Pending(spec)) => Some(spec.value_names()),
+            Some(Parallel::Instance(i)) => Some(Some(i.values.keys().cloned().collect())),
+        };
         let mut deps = Vec::new();
         for text in task.texts() {
             let Some(template) = parse_checked(text, source, errors) else {
@@ -69,7 +108,15 @@ pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut
                 let d = |message: String| Diagnostic::new(at, r.len, message);
                 match r.path.first().map(String::as_str) {
                     Some("tasks") => match (r.path.get(1), r.path.get(2).map(String::as_str)) {
-                        (Some(t), _) if !names.contains(t) => {
+                        (Some(t), Some("values")) if parallel_tasks.contains(t) => {
+                            errors.push(d(format!(
+                                "`tasks.{t}`: `{t}` is a parallel task; read the values of one of the tasks it generates"
+                            )));
+                        }
+                        (Some(t), _)
+                            if !names.contains(t)
+                                && !groups.iter().any(|g| g.name.as_str() == t) =>
+                        {
                             let mut e = d(format!("`tasks.{t}`: there is no task `{t}`"));
                             if let Some(h) = crate::parse::scalars::suggest(
                                 t,
@@ -105,11 +152,34 @@ pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut
                             errors.push(e);
                         }
                     }
-                    Some("parallel") => unsupported.push(Unsupported {
-                        key: "`parallel.*` expressions".into(),
-                        task: Some(task.name.clone()),
-                        at,
-                    }),
+                    Some("parallel") => match (&parallel_names, r.path.get(1)) {
+                        (None, _) => errors.push(
+                            d(format!(
+                                "task `{}` reads `parallel`, but it has no `parallel:`",
+                                task.name
+                            ))
+                            .with_help(
+                                "`parallel.*` is what each task a `parallel:` task generates reads",
+                            ),
+                        ),
+                        (Some(Some(known)), Some(field))
+                            if field != "index" && field != "total" && !known.contains(field) =>
+                        {
+                            let mut candidates: Vec<&str> =
+                                known.iter().map(String::as_str).collect();
+                            candidates.extend(["index", "total"]);
+                            let mut e = d(format!("`parallel.{field}` is not defined"));
+                            e = match crate::parse::scalars::suggest(field, &candidates) {
+                                Some(h) => e.with_help(h),
+                                None => e.with_help(format!(
+                                    "this task's parallel values are: {}",
+                                    candidates.join(", ")
+                                )),
+                            };
+                            errors.push(e);
+                        }
+                        _ => {}
+                    },
                     Some("run") => {
                         if let Some(field) = r.path.get(1)
                             && !RUN_FIELDS.contains(&field.as_str())
@@ -160,8 +230,12 @@ pub(crate) fn check_pipeline(pipeline: &mut Pipeline, source: &str, errors: &mut
             &["event", "github", "run", "secrets", "vaults", "github-apps"],
         );
     }
-    for (task, deps) in pipeline.tasks.iter_mut().zip(value_deps) {
+    for ((task, deps), (status, spans)) in
+        pipeline.tasks.iter_mut().zip(value_deps).zip(status_deps)
+    {
         task.value_deps = deps;
+        task.status_deps = status;
+        task.ref_spans.extend(spans);
     }
     pipeline.unsupported.extend(unsupported);
 }
@@ -188,6 +262,78 @@ fn check_param(
         Some(h) => e.with_help(h),
         None => e.with_help("declare it under `parameters:`"),
     })
+}
+
+/// `after: ${{ … }}`: every name is a task (or a parallel task) and asks for one of
+/// [`TASK_STATUSES`]. Returns the tasks it names (a parallel task's generated tasks in its
+/// place) and where each is written, for the graph checks.
+fn check_after_condition(
+    task: &Task,
+    source: &str,
+    groups: &[crate::parallel::ParallelGroup],
+    errors: &mut Vec<Diagnostic>,
+) -> (Vec<TaskName>, Vec<RefSpan>) {
+    let mut deps = Vec::new();
+    let mut spans = Vec::new();
+    let Some(text) = &task.after_condition else {
+        return (deps, spans);
+    };
+    let Some(template) = parse_checked(text, source, errors) else {
+        return (deps, spans);
+    };
+    for r in template.references() {
+        let at = locate(source, text.at, &text.raw, r.offset);
+        let Some(name) = r.path.first() else {
+            continue;
+        };
+        let group = groups.iter().find(|g| g.name.as_str() == name);
+        let status = r.path.get(1).map(String::as_str);
+        match status {
+            Some(s) if TASK_STATUSES.contains(&s) && r.path.len() == 2 => {}
+            Some(s) => {
+                let mut e =
+                    Diagnostic::new(at, r.len, format!("`{name}.{s}` is not a task status"));
+                e = match crate::parse::scalars::suggest(s, TASK_STATUSES) {
+                    Some(h) => e.with_help(h),
+                    None => e.with_help(format!(
+                        "`after` expressions ask `TASK.STATUS`, the status being one of: {}",
+                        TASK_STATUSES.join(", ")
+                    )),
+                };
+                errors.push(e);
+                continue;
+            }
+            None => {
+                errors.push(
+                    Diagnostic::new(at, r.len, format!("`{name}` needs a status in `after`"))
+                        .with_help(format!(
+                            "for example `{name}.succeeded`; the statuses are: {}",
+                            TASK_STATUSES.join(", ")
+                        )),
+                );
+                continue;
+            }
+        }
+        let members: Vec<TaskName> = match group {
+            Some(g) => g.members.clone(),
+            None => vec![TaskName::new(name.clone())],
+        };
+        // Unknown names are reported by the graph checks, at this position.
+        spans.push(RefSpan {
+            name: members
+                .first()
+                .cloned()
+                .unwrap_or_else(|| TaskName::new(name.clone())),
+            at,
+            width: name.len(),
+        });
+        for m in members {
+            if !deps.contains(&m) {
+                deps.push(m);
+            }
+        }
+    }
+    (deps, spans)
 }
 
 fn unknown_namespace(d: impl Fn(String) -> Diagnostic, ns: &str) -> Diagnostic {

@@ -72,6 +72,7 @@ fn parse_file(
     };
     if let Some(p) = &mut pipeline {
         p.source_text = text.to_string();
+        crate::parallel::expand(p, &mut errors);
         crate::parse::expressions::check_pipeline(p, text, &mut errors);
         // Only the run's own file has a base: a called run's is not used.
         let base_config = match (&root, stack.len()) {
@@ -226,6 +227,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
         notes,
         source_text: String::new(),
         package,
+        parallel_groups: Vec::new(),
     })
 }
 

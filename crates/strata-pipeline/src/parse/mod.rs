@@ -1,7 +1,7 @@
 //! From the YAML tree to the typed model, collecting every problem rather than stopping at the
 //! first, so that a user fixes a file in one pass.
 
-mod catalog;
+pub(crate) mod catalog;
 pub(crate) mod expressions;
 mod file;
 mod options;

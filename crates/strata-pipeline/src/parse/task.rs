@@ -94,7 +94,7 @@ pub(crate) fn build_task(
             "use" => t.uses = task_refs(value, "`use`", errors, &mut t.ref_spans),
             "after" => {
                 if is_expression(value) {
-                    later(extras, "`after` with a status expression".into());
+                    t.after_condition = exact_expression(value, "`after`", errors);
                 } else {
                     t.after = task_refs(value, "`after`", errors, &mut t.ref_spans);
                 }
@@ -135,6 +135,8 @@ pub(crate) fn build_task(
                     t.env_config = c;
                 }
             }
+            "if" => t.condition = exact_expression(value, "`if`", errors),
+            "parallel" => t.parallel = crate::parallel::parse(value, key.at, errors),
             "call" => call = as_text(value, "`call`", errors).map(|c| (c, key.at)),
             "with" | "init" | "target" | "inherit-init" => call_keys.push((k, key, value)),
             "workspace" if dialect == Dialect::Strata => {
@@ -244,6 +246,10 @@ pub(crate) fn build_task(
         timeout: t.timeout,
         grace_period: t.grace_period,
         env_config: t.env_config,
+        condition: t.condition,
+        after_condition: t.after_condition,
+        status_deps: Vec::new(),
+        parallel: t.parallel.map(crate::parallel::Parallel::Pending),
         ref_spans: t.ref_spans,
         scope: None,
     })
@@ -265,11 +271,41 @@ struct TaskParts {
     env_config: EnvConfig,
     /// Where each `env-config.inherit` name is: it must be one of `use`.
     inherit_spans: Vec<RefSpan>,
+    condition: Option<Text>,
+    after_condition: Option<Text>,
+    parallel: Option<crate::parallel::ParallelSpec>,
     ref_spans: Vec<RefSpan>,
 }
 
 pub(crate) fn is_expression(node: &Node) -> bool {
     matches!(&node.value, Value::Scalar { text, .. } if text.trim_start().starts_with("${{"))
+}
+
+/// `if:` and `after:` conditions: RWX takes exactly one `${{ … }}` (the expression is checked
+/// with the pipeline's other expressions).
+fn exact_expression(node: &Node, what: &str, errors: &mut Vec<Diagnostic>) -> Option<Text> {
+    let text = as_text(node, what, errors)?;
+    let trimmed = text.raw.trim();
+    // A syntax error is reported where the expression is checked.
+    let single = !trimmed.contains("${{")
+        || crate::expr::parse_template(trimmed).is_ok_and(|t| t.is_single_expression())
+            && trimmed.starts_with("${{")
+            && trimmed.ends_with("}}");
+    let not_one =
+        !trimmed.contains("${{") || (!single && crate::expr::parse_template(trimmed).is_ok());
+    if not_one {
+        let example = if what == "`if`" {
+            "if: ${{ init.deploy == 'true' }}"
+        } else {
+            "after: ${{ build.failed }}"
+        };
+        errors.push(
+            node.error(format!("{what} must be one expression like `${{{{ … }}}}`"))
+                .with_help(format!("for example `{example}`")),
+        );
+        return None;
+    }
+    Some(text)
 }
 
 /// `run:` as one string, or RWX's list of commands run one after the other.
@@ -446,7 +482,7 @@ pub(crate) fn task_refs(
 }
 
 /// RWX's rule: letters, digits, `_` and `-`.
-fn valid_task_name(name: &str) -> bool {
+pub(crate) fn valid_task_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
