@@ -443,6 +443,7 @@ fn run_in_sandbox<'scope, 'env>(
         cwd: PathBuf::from(WORKSPACE_DIR),
         command: resolved.command.clone(),
         env: resolved.env.clone(),
+        privileged: task.privileged,
     };
     reporter.event(&Event::TaskStarted {
         task: name.clone(),

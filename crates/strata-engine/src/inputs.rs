@@ -208,7 +208,12 @@ pub(crate) fn resolve(
         workspace,
         env: keyed_env,
         command: keyed_command,
-        executor: EXECUTOR.into(),
+        // A privileged task can do what others cannot: never the same result.
+        executor: if task.privileged {
+            format!("{EXECUTOR} privileged")
+        } else {
+            EXECUTOR.into()
+        },
     };
     ResolvedInputs {
         key: inputs.key(),

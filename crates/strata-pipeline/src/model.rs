@@ -197,6 +197,9 @@ pub struct Task {
     pub env: Vec<EnvVar>,
     pub cache: CachePolicy,
     pub timeout: Option<Duration>,
+    /// `privileged: true` (strata's own files): the task keeps every capability and sees
+    /// `/sys` and `/proc` unguarded (docs/security.md). Keyed.
+    pub privileged: bool,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
 }

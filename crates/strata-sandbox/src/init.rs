@@ -9,7 +9,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use crate::setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE, setup_root};
+use crate::setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, setup_root};
 use crate::spec::SandboxSpec;
 use crate::syscalls::{LinuxSyscalls, Syscalls};
 
@@ -91,6 +91,9 @@ fn run_pid1(spec: &SandboxSpec) -> ! {
         fail(format!("record mount points: {e}"));
     }
     if let Err(e) = sys.pivot_root(&root) {
+        fail(e.to_string());
+    }
+    if let Err(e) = confine(spec, &sys) {
         fail(e.to_string());
     }
     // As RWX runs commands: bash, stopping at the first failing command, and a pipeline fails

@@ -24,6 +24,10 @@ pub struct SandboxSpec {
     pub command: String,
     /// The task's complete environment: nothing else is inherited.
     pub env: Vec<(String, String)>,
+    /// All capabilities, `/sys` writable, nothing of `/proc` hidden, device nodes usable: the
+    /// pipeline's explicit opt-in (docs/security.md).
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 impl SandboxSpec {

@@ -135,6 +135,9 @@ pub(crate) fn build_task(
             "workspace" if dialect == Dialect::Strata => {
                 t.workspace = as_bool(value, "`workspace`", errors).unwrap_or(false)
             }
+            "privileged" if dialect == Dialect::Strata => {
+                t.privileged = as_bool(value, "`privileged`", errors).unwrap_or(false)
+            }
             other => match catalog::task_key(other) {
                 Some(KeyStatus::NoEffect) => extras.notes.push(Note {
                     at: key.at,
@@ -150,7 +153,7 @@ pub(crate) fn build_task(
                 None => {
                     let mut allowed = catalog::task_keys();
                     if dialect == Dialect::Strata {
-                        allowed.push("workspace");
+                        allowed.extend(["workspace", "privileged"]);
                     }
                     errors.push(unknown_key(key, other, "a task", &allowed));
                 }
@@ -213,6 +216,7 @@ pub(crate) fn build_task(
         env: t.env,
         cache: t.cache,
         timeout: t.timeout,
+        privileged: t.privileged,
         ref_spans: t.ref_spans,
     })
 }
@@ -227,6 +231,7 @@ struct TaskParts {
     env: Vec<EnvVar>,
     cache: CachePolicy,
     timeout: Option<std::time::Duration>,
+    privileged: bool,
     ref_spans: Vec<RefSpan>,
 }
 

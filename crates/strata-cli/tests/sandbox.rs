@@ -1,0 +1,285 @@
+//! What a task may and may not do to the machine (docs/security.md): as root, on real
+//! namespaces and mounts.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Fixture, RunResult};
+
+/// Runs one task (not cached) whose script is `script`; `keys` are extra task keys.
+fn run_task(name: &str, keys: &str, script: &str) -> (Fixture, RunResult) {
+    let f = Fixture::new();
+    let mut yaml = format!("tasks:\n  - key: {name}\n    cache: false\n{keys}    run: |\n");
+    for line in script.lines() {
+        yaml.push_str("      ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    f.write("strata.yml", &yaml);
+    let r = f.run(&[]);
+    (f, r)
+}
+
+fn passed(r: &RunResult, task: &str) -> Vec<String> {
+    let output = r.output(task);
+    assert_eq!(r.code, 0, "{task} failed: {output:#?}\n{}", r.stderr);
+    output
+}
+
+/// The task's capability sets from /proc/self/status, by name (`CapEff`, `CapBnd`, ...).
+fn capability(output: &[String], set: &str) -> u64 {
+    let line = output
+        .iter()
+        .find(|l| l.starts_with(&format!("{set}:")))
+        .unwrap_or_else(|| panic!("no {set} in {output:#?}"));
+    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+const CAP_SYS_MODULE: u32 = 16;
+const CAP_SYS_RAWIO: u32 = 17;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_TIME: u32 = 25;
+const CAP_SYSLOG: u32 = 34;
+const CAP_CHOWN: u32 = 0;
+const CAP_SETUID: u32 = 7;
+const CAP_NET_RAW: u32 = 13;
+
+/// The cgroup2 hierarchy's mount point: tests of cgroups must have one.
+fn cgroup2_mount() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+    });
+    let mount = mount.expect("this test needs a cgroup2 hierarchy (none is mounted)");
+    let probe = mount.join(format!("strata-test-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).expect("this test needs a writable cgroup2 hierarchy");
+    std::fs::remove_dir(&probe).unwrap();
+    mount
+}
+
+#[test]
+fn the_task_keeps_only_dockers_default_capabilities() {
+    let (_f, r) = run_task("caps", "", "grep ^Cap /proc/self/status");
+    let out = passed(&r, "caps");
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let caps = capability(&out, set);
+        // moby's oci/caps/defaults.go: 14 capabilities.
+        assert_eq!(caps, 0xa80425fb, "{set} is {caps:#x}");
+        for cap in [
+            CAP_SYS_MODULE,
+            CAP_SYS_RAWIO,
+            CAP_SYS_ADMIN,
+            CAP_SYS_TIME,
+            CAP_SYSLOG,
+        ] {
+            assert_eq!(caps & (1 << cap), 0, "{set} has capability {cap}");
+        }
+        for cap in [CAP_CHOWN, CAP_SETUID, CAP_NET_RAW] {
+            assert_ne!(caps & (1 << cap), 0, "{set} lacks capability {cap}");
+        }
+    }
+    assert_eq!(capability(&out, "CapInh"), 0);
+    assert_eq!(capability(&out, "CapAmb"), 0);
+}
+
+#[test]
+fn a_task_cannot_remount_sys_read_write_nor_mount_anything() {
+    let (_f, r) = run_task(
+        "remount",
+        "",
+        "set +e\n\
+         mount -o remount,rw /sys; echo sys=$?\n\
+         mount -o remount,rw /sys/fs/cgroup; echo cgroup=$?\n\
+         mkdir -p /mnt/t && mount -t tmpfs none /mnt/t; echo tmpfs=$?\n\
+         touch /sys/strata-probe; echo touch=$?\n\
+         grep -c ' /sys[ /].*ro,' /proc/self/mountinfo | sed 's/^/ro-sys-mounts=/'\n\
+         grep ' /sys[ /]' /proc/self/mountinfo | grep -vc ' ro,' | sed 's/^/rw-sys-mounts=/'\n\
+         true",
+    );
+    let out = passed(&r, "remount");
+    for attempt in ["sys", "cgroup", "tmpfs", "touch"] {
+        let line = out
+            .iter()
+            .find(|l| l.starts_with(&format!("{attempt}=")))
+            .unwrap();
+        assert_ne!(
+            line,
+            &format!("{attempt}=0"),
+            "{attempt} succeeded: {out:#?}"
+        );
+    }
+    // Every mount under /sys is read-only, not only its top.
+    assert!(out.contains(&"rw-sys-mounts=0".to_string()), "{out:#?}");
+    assert!(
+        !out.contains(&"ro-sys-mounts=0".to_string()),
+        "no /sys mount seen: {out:#?}"
+    );
+}
+
+#[test]
+fn a_task_cannot_write_host_sysctls_or_cgroups() {
+    let mount = cgroup2_mount();
+    let sysctl = "/proc/sys/vm/overcommit_ratio";
+    let before = std::fs::read_to_string(sysctl).unwrap();
+    let evil = mount.join("strata-test-evil");
+    let (_f, r) = run_task(
+        "sysctl",
+        "",
+        &format!(
+            "set +e\n\
+             echo 77 > {sysctl}; echo sysctl=$?\n\
+             mkdir {evil}; echo cgroup=$?",
+            evil = evil.display()
+        ),
+    );
+    let out = passed(&r, "sysctl");
+    for attempt in ["sysctl", "cgroup"] {
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with(&format!("{attempt}=")) && l != &format!("{attempt}=0")),
+            "{attempt} was not refused: {out:#?}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(sysctl).unwrap(), before);
+    assert!(!evil.exists(), "the task created a cgroup on the host");
+}
+
+#[test]
+fn a_task_cannot_write_a_block_device_queue_setting() {
+    let queue = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("queue/read_ahead_kb"))
+        .find(|p| p.exists())
+        .expect("this test needs a block device with a queue in /sys/block");
+    let before = std::fs::read_to_string(&queue).unwrap();
+    let (_f, r) = run_task(
+        "queue",
+        "",
+        &format!("set +e\necho 4 > {} ; echo write=$?", queue.display()),
+    );
+    let out = passed(&r, "queue");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("write=") && l != "write=0"),
+        "{out:#?}"
+    );
+    assert!(
+        out.iter().any(|l| l.contains("Read-only file system")),
+        "{out:#?}"
+    );
+    assert_eq!(std::fs::read_to_string(&queue).unwrap(), before);
+}
+
+#[test]
+fn a_task_has_no_dev_kmsg_and_a_device_it_makes_is_inert() {
+    let (_f, r) = run_task(
+        "kmsg",
+        "",
+        "set +e\n\
+         test -e /dev/kmsg; echo exists=$?\n\
+         mknod /dev/kmsg c 1 11; echo hi > /dev/kmsg; echo dev=$?\n\
+         mknod /workspace/kmsg c 1 11; echo mknod=$?\n\
+         echo hi > /workspace/kmsg; echo write=$?\n\
+         cat /proc/keys | wc -c | sed 's/^/keys-bytes=/'",
+    );
+    let out = passed(&r, "kmsg");
+    assert!(out.contains(&"exists=1".to_string()), "{out:#?}");
+    assert!(
+        out.iter().any(|l| l.starts_with("dev=") && l != "dev=0"),
+        "{out:#?}"
+    );
+    // mknod itself works (package managers unpack device nodes), opening it does not.
+    assert!(out.contains(&"mknod=0".to_string()), "{out:#?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("write=") && l != "write=0"),
+        "{out:#?}"
+    );
+    // Masked as Docker masks it.
+    assert!(out.contains(&"keys-bytes=0".to_string()), "{out:#?}");
+}
+
+#[test]
+fn the_hostname_is_the_task_name_and_resolves() {
+    let (_f, r) = run_task(
+        "unit_tests",
+        "",
+        "hostname\ncat /proc/sys/kernel/hostname\ngetent hosts unit-tests | awk '{print \"resolves=\" $1}'",
+    );
+    let out = passed(&r, "unit_tests");
+    // `_` is not valid in a hostname.
+    assert_eq!(out[0], "unit-tests");
+    assert_eq!(out[1], "unit-tests");
+    assert_eq!(out[2], "resolves=127.0.1.1");
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "unit-tests"
+    );
+}
+
+#[test]
+fn sudo_chown_and_setuid_programs_work() {
+    assert!(
+        Path::new("/usr/bin/sudo").exists(),
+        "this test needs sudo on the host"
+    );
+    let (_f, r) = run_task(
+        "ci",
+        "",
+        "sudo -n id -u 2>&1 | sed 's/^/sudo=/'\n\
+         touch /workspace/owned && chown 65534:65534 /workspace/owned\n\
+         stat -c owner=%u:%g /workspace/owned\n\
+         cp /usr/bin/id /usr/local/bin/strata-suid-id && chmod 4755 /usr/local/bin/strata-suid-id\n\
+         setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo drop=$(id -u); echo suid=$(/usr/local/bin/strata-suid-id -u)'\n\
+         set +e\n\
+         setpriv --reuid=65534 --regid=65534 --clear-groups sudo -n true 2>/dev/null; echo nobody-sudo=$?",
+    );
+    let out = passed(&r, "ci");
+    // No "unable to resolve host" line before it either.
+    assert_eq!(out[0], "sudo=0", "{out:#?}");
+    assert!(out.contains(&"owner=65534:65534".to_string()), "{out:#?}");
+    assert!(out.contains(&"drop=65534".to_string()), "{out:#?}");
+    assert!(out.contains(&"suid=0".to_string()), "{out:#?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("nobody-sudo=") && l != "nobody-sudo=0"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn privileged_true_grants_every_capability_and_is_keyed() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: plain\n    cache: false\n    run: grep ^CapEff /proc/self/status\n  \
+         - key: dind\n    cache: false\n    privileged: true\n    run: |\n      \
+         grep ^CapEff /proc/self/status\n      \
+         mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted\n      \
+         test -w /proc/sys/vm/overcommit_ratio && echo sysctl-writable\n",
+    );
+    let r = f.run(&[]);
+    let plain = passed(&r, "plain");
+    let dind = r.output("dind");
+    let caps = capability(&dind, "CapEff");
+    assert_ne!(caps & (1 << CAP_SYS_ADMIN), 0, "{dind:#?}");
+    assert_eq!(capability(&plain, "CapEff") & (1 << CAP_SYS_ADMIN), 0);
+    assert!(dind.contains(&"mounted".to_string()), "{dind:#?}");
+    assert!(dind.contains(&"sysctl-writable".to_string()), "{dind:#?}");
+    // Same command, different key: a privileged result is never reused for a plain task.
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: a\n    run: 'true'\n  - key: b\n    privileged: true\n    run: 'true'\n",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let key = |t| r.event("task-started", t).unwrap()["key"].clone();
+    assert_ne!(key("a"), key("b"));
+}
