@@ -1,11 +1,12 @@
-//! What a task may and may not do to the machine (docs/security.md): as root, on real
-//! namespaces and mounts.
+//! What a task may and may not do to the machine (docs/security.md), and its cgroup: as root, on
+//! real namespaces, mounts and cgroups.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use common::{Fixture, RunResult};
+use common::{Fixture, RunResult, processes_with};
 
 /// Runs one task (not cached) whose script is `script`; `keys` are extra task keys.
 fn run_task(name: &str, keys: &str, script: &str) -> (Fixture, RunResult) {
@@ -282,4 +283,89 @@ fn privileged_true_grants_every_capability_and_is_keyed() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let key = |t| r.event("task-started", t).unwrap()["key"].clone();
     assert_ne!(key("a"), key("b"));
+}
+
+#[test]
+fn a_timed_out_task_leaves_no_process_and_no_cgroup() {
+    let mount = cgroup2_mount();
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: slow\n    timeout: 1s\n    run: |\n      \
+         grep '^0::' /proc/self/cgroup\n      \
+         (setsid sleep 4431 &) ; nohup sleep 4432 >/dev/null 2>&1 &\n      \
+         sleep 4433\n",
+    );
+    let watcher = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(700));
+        !processes_with("sleep 4431").is_empty() && !processes_with("sleep 4432").is_empty()
+    });
+    let r = f.run(&[]);
+    assert!(
+        watcher.join().unwrap(),
+        "the background processes were never seen running"
+    );
+    assert_eq!(r.code, 1);
+    let failed = r.event("task-failed", "slow").unwrap();
+    assert!(failed["reason"].as_str().unwrap().contains("timed out"));
+    for sleep in ["sleep 4431", "sleep 4432", "sleep 4433"] {
+        assert!(processes_with(sleep).is_empty(), "`{sleep}` survived");
+    }
+    // The task ran in a leaf of its own, removed with it, and so is its run's cgroup.
+    let line = &r.output("slow")[0];
+    let path = line.strip_prefix("0::").unwrap();
+    let leaf = Path::new(path);
+    assert_eq!(leaf.file_name().unwrap(), "slow", "{line}");
+    assert!(
+        leaf.parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("strata-"),
+        "{line}"
+    );
+    let leaf = mount.join(path.trim_start_matches('/'));
+    assert!(!leaf.exists(), "{} is left", leaf.display());
+    assert!(!leaf.parent().unwrap().exists(), "the run's cgroup is left");
+}
+
+#[test]
+fn cpu_time_and_peak_memory_are_reported() {
+    cgroup2_mount();
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: work\n    cache: false\n    run: |\n      \
+         head -c 64000000 /dev/zero > /tmp/fill\n      \
+         i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done\n  \
+         - key: idle\n    cache: false\n    run: 'true'\n",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let passed = r.event("task-passed", "work").unwrap();
+    let peak = passed["peak_memory_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no peak memory in {passed}"));
+    let cpu = passed["cpu_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no CPU time in {passed}"));
+    // 64 MB written to a tmpfs are charged to the task.
+    assert!(peak >= 64_000_000, "peak {peak}");
+    assert!(cpu >= 50, "cpu {cpu} ms");
+    let summary = r.summary();
+    assert_eq!(summary["tasks"]["work"]["peak_memory_bytes"], peak);
+    assert_eq!(summary["tasks"]["work"]["cpu_ms"], cpu);
+    let idle_cpu = summary["tasks"]["idle"]["cpu_ms"].as_u64().unwrap();
+    assert!(idle_cpu < cpu, "idle {idle_cpu} >= work {cpu}");
+    assert_eq!(summary["cpu_ms"].as_u64().unwrap(), cpu + idle_cpu);
+    assert_eq!(summary["peak_memory_bytes"], peak);
+    // The terminal says it too.
+    let out = f.output(&["run", "--no-cache"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tasks that ran used") && stderr.contains("peak memory"),
+        "{stderr}"
+    );
 }

@@ -13,7 +13,7 @@ use crate::dispatch::{
     Action, Dependency, DependencyKind, DispatchEvent, Dispatcher, Limits, Outcome, StartRule,
     TaskSpec,
 };
-use crate::events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary};
+use crate::events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary, TaskUsage};
 use crate::execute::{TaskOutcome, execute};
 use crate::inputs::TaskResult;
 
@@ -148,6 +148,7 @@ fn record_outcome(
     task: String,
     outcome: TaskOutcome,
 ) -> (Outcome, Option<TaskResult>) {
+    let mut usage = TaskUsage::default();
     let (outcome, status, result, duration, key) = match outcome {
         TaskOutcome::Cached { result, key, saved } => {
             summary.cached += 1;
@@ -159,15 +160,26 @@ fn record_outcome(
             result,
             key,
             duration,
+            used,
         } => {
             summary.ran += 1;
+            usage = used;
             (Outcome::Ran, TaskStatus::Ran, Some(result), duration, key)
         }
-        TaskOutcome::Failed { key, duration } => {
+        TaskOutcome::Failed {
+            key,
+            duration,
+            used,
+        } => {
             summary.failed += 1;
+            usage = used;
             (Outcome::Failed, TaskStatus::Failed, None, duration, key)
         }
     };
+    if let Some(cpu) = usage.cpu_ms {
+        summary.cpu_ms = Some(summary.cpu_ms.unwrap_or(0) + cpu);
+    }
+    summary.peak_memory_bytes = summary.peak_memory_bytes.max(usage.peak_memory_bytes);
     summary.tasks.insert(
         task,
         TaskSummary {
@@ -175,6 +187,7 @@ fn record_outcome(
             duration_ms: duration.as_millis() as u64,
             key: Some(key.to_hex()),
             skip_reason: None,
+            usage,
         },
     );
     (outcome, result)
@@ -193,6 +206,7 @@ fn record_skip(summary: &mut Summary, task: String, reason: SkipReason) {
             duration_ms: 0,
             key: None,
             skip_reason: Some(reason),
+            usage: TaskUsage::default(),
         },
     );
 }

@@ -9,6 +9,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
+use crate::cgroup::CGROUP_ERROR_FILE;
 use crate::setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, setup_root};
 use crate::spec::SandboxSpec;
 use crate::syscalls::{LinuxSyscalls, Syscalls};
@@ -40,6 +41,11 @@ pub fn init_main(spec_path: &Path) -> ! {
         eprintln!("strata: sandbox setup failed: {message}");
         std::process::exit(SETUP_FAILED)
     };
+    // First, before anything forks: every process of the task is then in its cgroup.
+    if let Err(message) = crate::cgroup::join(&spec.cgroups) {
+        let _ = std::fs::write(spec.scratch.join(CGROUP_ERROR_FILE), &message);
+        eprintln!("strata: warning: the task runs outside its cgroup: {message}");
+    }
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     // SAFETY: the helper is single-threaded; unshare has no memory-safety preconditions.
     if unsafe { libc::unshare(flags) } != 0 {

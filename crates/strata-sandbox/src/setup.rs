@@ -237,6 +237,7 @@ mod tests {
             command: "true".into(),
             env: vec![],
             privileged: false,
+            cgroups: vec![],
         }
     }
 

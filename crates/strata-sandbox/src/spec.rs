@@ -28,6 +28,10 @@ pub struct SandboxSpec {
     /// pipeline's explicit opt-in (docs/security.md).
     #[serde(default)]
     pub privileged: bool,
+    /// cgroup directories the helper joins first (a cgroup v2 leaf, and on a hybrid host a
+    /// memory v1 leaf); empty where the machine offers none.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl SandboxSpec {
