@@ -18,7 +18,7 @@ use crate::sources::VisibleFile;
 pub(crate) const WORKSPACE_DIR: &str = "/workspace";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How the sandbox runs a command; part of every key (see docs/cache-key.md).
-const EXECUTOR: &str = "sandbox/2 cwd=/workspace shell=bash-e-pipefail|sh-e";
+const EXECUTOR: &str = "sandbox/3 cwd=/workspace shell=bash-e-pipefail|sh-e";
 
 /// What a finished (or restored) task hands to the tasks that `use` it.
 #[derive(Debug, Clone)]
