@@ -256,6 +256,37 @@ fn sudo_chown_and_setuid_programs_work() {
 }
 
 #[test]
+fn apt_installs_a_package_whose_scripts_chown_and_setuid() {
+    assert!(
+        Path::new("/usr/bin/apt-get").exists() && Path::new("/usr/bin/dpkg-deb").exists(),
+        "this test needs apt-get and dpkg-deb on the host"
+    );
+    // A local package: apt and dpkg run as they do for a download, without the network.
+    let (_f, r) = run_task(
+        "apt",
+        "",
+        "mkdir -p /tmp/pkg/DEBIAN /tmp/pkg/usr/local/bin\n\
+         printf 'Package: strata-probe\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: t <t@example.com>\\nDescription: probe\\n' > /tmp/pkg/DEBIAN/control\n\
+         printf '#!/bin/sh\\nset -e\\nchown nobody /usr/local/bin/strata-probe\\nchmod 4755 /usr/local/bin/strata-probe\\n' > /tmp/pkg/DEBIAN/postinst\n\
+         printf '#!/bin/sh\\necho probe\\n' > /tmp/pkg/usr/local/bin/strata-probe\n\
+         chmod 755 /tmp/pkg/DEBIAN/postinst /tmp/pkg/usr/local/bin/strata-probe\n\
+         dpkg-deb --root-owner-group --build /tmp/pkg /workspace/probe.deb >/dev/null\n\
+         apt-get install -y /workspace/probe.deb >/dev/null 2>&1\n\
+         stat -c 'mode=%U %A' /usr/local/bin/strata-probe\n\
+         dpkg -s strata-probe | grep '^Status'",
+    );
+    let out = passed(&r, "apt");
+    assert!(
+        out.contains(&"mode=nobody -rwsr-xr-x".to_string()),
+        "{out:#?}"
+    );
+    assert!(
+        out.contains(&"Status: install ok installed".to_string()),
+        "{out:#?}"
+    );
+}
+
+#[test]
 fn privileged_true_grants_every_capability_and_is_keyed() {
     let f = Fixture::new();
     f.write(
