@@ -400,3 +400,48 @@ fn cpu_time_and_peak_memory_are_reported() {
         "{stderr}"
     );
 }
+
+#[test]
+fn without_a_writable_cgroup_hierarchy_tasks_run_as_before_with_one_warning() {
+    let mount = cgroup2_mount();
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: a\n    cache: false\n    run: echo a\n  \
+         - key: b\n    cache: false\n    run: echo b\n",
+    );
+    // strata in a mount namespace of its own where the cgroup2 hierarchy is read-only.
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -o remount,bind,ro \"$CGROUP2\" && exec \"$0\" run --json")
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .env("CGROUP2", &mount)
+        .env("STRATA_CACHE_DIR", f.cache.path())
+        .current_dir(f.ws())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let warnings: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "warning").collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    let message = warnings[0]["message"].as_str().unwrap();
+    assert!(message.contains("without a cgroup"), "{message}");
+    for task in ["a", "b"] {
+        let passed = events
+            .iter()
+            .find(|e| e["event"] == "task-passed" && e["task"] == task)
+            .unwrap_or_else(|| panic!("{task} did not pass: {stdout}"));
+        assert!(passed.get("cpu_ms").is_none(), "{passed}");
+        assert!(passed.get("peak_memory_bytes").is_none(), "{passed}");
+    }
+}
