@@ -307,13 +307,7 @@ fn detect() -> Result<Hierarchy, String> {
         enable_controllers(&home);
     }
     let run = home.join(format!("strata-{pid}"));
-    ensure_run_cgroup(&run).map_err(|e| {
-        format!(
-            "cannot create {} ({}): {e}",
-            run.display(),
-            v2_mount.display()
-        )
-    })?;
+    ensure_run_cgroup(&run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
     let has_memory = std::fs::read_to_string(run.join("cgroup.subtree_control"))
         .is_ok_and(|s| s.split_whitespace().any(|c| c == "memory"));
     let memory_v1_run = match (has_memory, v1_memory_mount, own_memory_v1) {
