@@ -186,6 +186,7 @@ fn a_task_has_no_dev_kmsg_and_a_device_it_makes_is_inert() {
          mknod /dev/kmsg c 1 11; echo hi > /dev/kmsg; echo dev=$?\n\
          mknod /workspace/kmsg c 1 11; echo mknod=$?\n\
          echo hi > /workspace/kmsg; echo write=$?\n\
+         mknod $RWX_VALUES/kmsg c 1 11; echo hi > $RWX_VALUES/kmsg; echo outputs=$?; rm -f $RWX_VALUES/kmsg\n\
          cat /proc/keys | wc -c | sed 's/^/keys-bytes=/'",
     );
     let out = passed(&r, "kmsg");
@@ -199,6 +200,12 @@ fn a_task_has_no_dev_kmsg_and_a_device_it_makes_is_inert() {
     assert!(
         out.iter()
             .any(|l| l.starts_with("write=") && l != "write=0"),
+        "{out:#?}"
+    );
+    // Nor in the outputs directory, bound from the host's filesystem.
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("outputs=") && l != "outputs=0"),
         "{out:#?}"
     );
     // Masked as Docker masks it.

@@ -167,6 +167,8 @@ pub fn setup_root(
     sys.mkdir_all(&outputs)?;
     sys.bind(&spec.outputs_dir, &outputs, false)?;
     if !spec.privileged {
+        // A bind keeps the flags of the host's mount it comes from: devices would work there.
+        sys.set_nodev(&outputs, true)?;
         for path in READONLY_PATHS {
             let path = merged.join(path);
             if sys.exists(&path) {
@@ -305,6 +307,7 @@ mod tests {
         let has = |c: &str| calls.iter().any(|x| x == c);
         // Device nodes in the task's files are inert; /sys is read-only all the way down.
         assert!(has("nodev /s/merged"));
+        assert!(has("nodev /s/merged/run/strata"));
         assert!(has("bind /sys /s/merged/sys ro"));
         assert!(has("readonly /s/merged/proc/sys"));
         assert!(has("readonly /s/merged/proc/sysrq-trigger"));
