@@ -132,9 +132,11 @@ fn a_task_cannot_write_host_sysctls_or_cgroups() {
         "",
         &format!(
             "set +e\n\
-             echo 77 > {sysctl}; echo sysctl=$?\n\
+             echo {value} > {sysctl}; echo sysctl=$?\n\
              mkdir {evil}; echo cgroup=$?",
-            evil = evil.display()
+            evil = evil.display(),
+            // The value it has: were the write allowed, the host would not change.
+            value = before.trim()
         ),
     );
     let out = passed(&r, "sysctl");
@@ -161,7 +163,12 @@ fn a_task_cannot_write_a_block_device_queue_setting() {
     let (_f, r) = run_task(
         "queue",
         "",
-        &format!("set +e\necho 4 > {} ; echo write=$?", queue.display()),
+        // The value it has: were the write allowed, the host would not change.
+        &format!(
+            "set +e\necho {} > {} ; echo write=$?",
+            before.trim(),
+            queue.display()
+        ),
     );
     let out = passed(&r, "queue");
     assert!(
