@@ -79,18 +79,21 @@ impl TaskCgroup {
         let mut tries = 0;
         let leaf = loop {
             ensure_run_cgroup(&h.run).map_err(|e| format!("create {}: {e}", h.run.display()))?;
-            let leaf = h.run.join(task);
-            match make_leaf(&leaf) {
-                Ok(()) => break leaf,
+            match make_leaf(&h.run, task) {
+                Ok(leaf) => break leaf,
                 Err(e) if e.kind() == ErrorKind::NotFound && tries < 3 => tries += 1,
-                Err(e) => return Err(format!("create {}: {e}", leaf.display())),
+                Err(e) => {
+                    return Err(format!(
+                        "create a cgroup for {task} in {}: {e}",
+                        h.run.display()
+                    ));
+                }
             }
         };
         let memory_v1 = h.memory_v1_run.as_ref().and_then(|run| {
-            let leaf = run.join(task);
             (0..3).find_map(|_| {
                 let _ = std::fs::create_dir(run);
-                make_leaf(&leaf).ok().map(|()| leaf.clone())
+                make_leaf(run, task).ok()
             })
         });
         Ok(TaskCgroup { leaf, memory_v1 })
@@ -179,19 +182,23 @@ fn cpu_usec(leaf: &Path) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn make_leaf(leaf: &Path) -> std::io::Result<()> {
-    match std::fs::create_dir(leaf) {
-        // Left by a task of this process that could not be removed: reuse it only if empty
-        // (and a cgroup: a task named like a cgroup's own file is not given one).
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            if !leaf.is_dir() || populated(leaf) {
-                Err(e)
-            } else {
-                Ok(())
-            }
+/// Creates a fresh leaf for `task` under `run`: `<task>`, or `<task>.<n>` when that name is
+/// taken (a leaf that could not be removed, another run of this process), so that a leaf's
+/// figures and its kill are never shared.
+fn make_leaf(run: &Path, task: &str) -> std::io::Result<PathBuf> {
+    let mut last = None;
+    for n in 0..16 {
+        let leaf = match n {
+            0 => run.join(task),
+            n => run.join(format!("{task}.{n}")),
+        };
+        match std::fs::create_dir(&leaf) {
+            Ok(()) => return Ok(leaf),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
         }
-        other => other,
     }
+    Err(last.expect("tried at least once"))
 }
 
 /// The run's cgroup, with every controller it may hand to its leaves enabled for them.
@@ -408,6 +415,18 @@ mod tests {
             own_cgroups("0::/system.slice/runner.service\n"),
             (Some("/system.slice/runner.service".to_string()), None)
         );
+    }
+
+    #[test]
+    fn a_leaf_is_always_fresh() {
+        let run = tempfile::tempdir().unwrap();
+        let leaf = || make_leaf(run.path(), "build").unwrap();
+        assert_eq!(leaf(), run.path().join("build"));
+        // Taken (not removed, or another run of this process): never shared.
+        assert_eq!(leaf(), run.path().join("build.1"));
+        assert_eq!(leaf(), run.path().join("build.2"));
+        let gone = make_leaf(&run.path().join("gone"), "x").unwrap_err();
+        assert_eq!(gone.kind(), ErrorKind::NotFound);
     }
 
     #[test]
