@@ -459,3 +459,80 @@ fn without_a_writable_cgroup_hierarchy_tasks_run_as_before_with_one_warning() {
         assert!(passed.get("peak_memory_bytes").is_none(), "{passed}");
     }
 }
+
+/// Starts `strata run --json` and returns once `task` has printed a line.
+fn start_until_output(f: &Fixture, task: &str) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = f
+        .command(&["run", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let needle = format!("\"event\":\"task-output\",\"task\":\"{task}\"");
+    loop {
+        let line = lines
+            .next()
+            .expect("strata ended before the task printed")
+            .unwrap();
+        if line.contains(&needle) {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn an_interrupt_kills_the_cgroup_and_removes_it() {
+    let mount = cgroup2_mount();
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: slow\n    run: |\n      \
+         (setsid sleep 4441 &)\n      echo started\n      sleep 4442\n",
+    );
+    let mut child = start_until_output(&f, "slow");
+    let run = mount.join(format!("strata-{}", child.id()));
+    assert!(run.join("slow").is_dir(), "{} is not there", run.display());
+    // SAFETY: kill(2) on our own child.
+    unsafe { kill(child.id() as i32, 2) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    for sleep in ["sleep 4441", "sleep 4442"] {
+        assert!(processes_with(sleep).is_empty(), "`{sleep}` survived");
+    }
+    assert!(!run.exists(), "{} is left", run.display());
+}
+
+#[test]
+fn the_cgroups_of_a_killed_strata_are_removed_by_the_next_run() {
+    let mount = cgroup2_mount();
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: slow\n    run: |\n      echo started\n      sleep 4451\n",
+    );
+    let mut child = start_until_output(&f, "slow");
+    let run = mount.join(format!("strata-{}", child.id()));
+    child.kill().unwrap(); // SIGKILL: strata cleans nothing up
+    child.wait().unwrap();
+    assert!(
+        run.is_dir(),
+        "{} should be left by a killed strata",
+        run.display()
+    );
+    f.write("strata.yml", "tasks:\n  - key: next\n    run: 'true'\n");
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !run.exists(),
+        "{} is left after the next run",
+        run.display()
+    );
+    assert!(processes_with("sleep 4451").is_empty());
+}

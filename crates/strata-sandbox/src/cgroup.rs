@@ -339,10 +339,14 @@ fn detect() -> Result<Hierarchy, String> {
 }
 
 /// Removes the cgroups of strata processes that are gone (killed before they could clean up).
+/// Their tasks died with them, but a PID namespace takes a moment to empty: wait for that a
+/// little (never kill: a cgroup that stays populated is not ours to judge) and leave the rest to
+/// a later run.
 fn remove_stale(home: &Path) {
     let Ok(entries) = std::fs::read_dir(home) else {
         return;
     };
+    let deadline = Instant::now() + Duration::from_millis(500);
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -358,6 +362,9 @@ fn remove_stale(home: &Path) {
         let run = entry.path();
         if let Ok(leaves) = std::fs::read_dir(&run) {
             for leaf in leaves.flatten().filter(|l| l.path().is_dir()) {
+                while populated(&leaf.path()) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 let _ = std::fs::remove_dir(leaf.path());
             }
         }
