@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_engine::{Event, Reporter, TaskStatus};
+use strata_engine::{Event, Reporter, TaskStatus, TaskUsage};
 use strata_pipeline::Pipeline;
 
 /// `--json`: one event per line; the last line is the summary.
@@ -49,6 +49,22 @@ pub(crate) fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// ` (cpu 1.2s, peak 45.1 MB)`, or nothing where the task had no cgroup.
+fn usage(u: &TaskUsage) -> String {
+    let parts: Vec<String> = [
+        u.cpu_ms.map(|ms| format!("cpu {}", seconds(ms))),
+        u.peak_memory_bytes.map(|b| format!("peak {}", bytes(b))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
     }
 }
 
@@ -280,15 +296,19 @@ impl TerminalReporter {
                 )]
             }
             Event::TaskPassed {
-                task, duration_ms, ..
+                task,
+                duration_ms,
+                usage: used,
+                ..
             } => {
                 d.running.remove(task);
                 d.finished += 1;
                 vec![format!(
-                    "{} {} in {}",
+                    "{} {} in {}{}",
                     name(task),
                     self.paint("32", "✓ passed"),
-                    seconds(*duration_ms)
+                    seconds(*duration_ms),
+                    self.paint("2", &usage(used))
                 )]
             }
             Event::TaskFailed {
@@ -298,15 +318,17 @@ impl TerminalReporter {
                 log_tail,
                 kept_upper,
                 errors,
+                usage: used,
                 ..
             } => {
                 d.running.remove(task);
                 d.finished += 1;
                 let mut lines = vec![format!(
-                    "{} {} after {}: {reason}",
+                    "{} {} after {}{}: {reason}",
                     name(task),
                     self.paint("31;1", "✗ failed"),
-                    seconds(*duration_ms)
+                    seconds(*duration_ms),
+                    usage(used)
                 )];
                 for error in errors {
                     lines.extend(error.lines().enumerate().map(|(i, l)| {
@@ -353,6 +375,14 @@ impl TerminalReporter {
                     "{verdict}: {} ran, {} restored, {} failed, {} skipped{by_condition} in {} (restoring saved {})",
                     s.ran, s.cached, s.failed, s.skipped, seconds(s.duration_ms), seconds(s.saved_ms)
                 ));
+                if s.cpu_ms.is_some() || s.peak_memory_bytes.is_some() {
+                    let cpu = s.cpu_ms.map(|ms| format!("{} CPU", seconds(ms)));
+                    let peak = s
+                        .peak_memory_bytes
+                        .map(|b| format!("peak memory {}", bytes(b)));
+                    let parts: Vec<String> = [cpu, peak].into_iter().flatten().collect();
+                    lines.push(format!("tasks that ran used {}", parts.join(", ")));
+                }
                 if s.restored_bytes > 0 || s.pushed_bytes > 0 {
                     lines.push(format!(
                         "shared caches: {} downloaded, {} uploaded",

@@ -71,6 +71,8 @@ pub enum Event {
         commit_ms: u64,
         /// Whether an entry was written (false for `cache: false`).
         stored: bool,
+        #[serde(flatten)]
+        usage: TaskUsage,
     },
     TaskFailed {
         task: String,
@@ -83,6 +85,8 @@ pub enum Event {
         /// What the task wrote into `$RWX_ERRORS`, one entry per file.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         errors: Vec<String>,
+        #[serde(flatten)]
+        usage: TaskUsage,
     },
     /// Tasks joined the run: those a `parallel:` task generated once its values were known,
     /// or those a task wrote into `$RWX_DYNAMIC_TASKS` (`file` names which).
@@ -176,6 +180,27 @@ impl<T: std::fmt::Display> std::fmt::Display for SkipReason<T> {
     }
 }
 
+/// What a task that ran used, measured by its cgroup (absent where the machine gives tasks
+/// none, and for tasks that did not run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TaskUsage {
+    /// The most memory the task's processes held at once, page cache included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time of the task's processes, user and system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+}
+
+impl From<strata_sandbox::Usage> for TaskUsage {
+    fn from(u: strata_sandbox::Usage) -> Self {
+        TaskUsage {
+            peak_memory_bytes: u.peak_memory_bytes,
+            cpu_ms: u.cpu_usec.map(|us| us / 1000),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskSummary {
     pub status: TaskStatus,
@@ -184,6 +209,8 @@ pub struct TaskSummary {
     /// Why, for a skipped task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<SkipReason>,
+    #[serde(flatten)]
+    pub usage: TaskUsage,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -204,6 +231,12 @@ pub struct Summary {
     pub restored_bytes: u64,
     /// Compressed bytes uploaded to shared caches.
     pub pushed_bytes: u64,
+    /// CPU time of the tasks that ran, where their cgroups measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// The highest peak memory of a task that ran, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
     pub interrupted: bool,
     pub tasks: BTreeMap<String, TaskSummary>,
 }

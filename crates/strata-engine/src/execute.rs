@@ -16,7 +16,7 @@ use strata_sandbox::{Outcome, RunningSandbox, SandboxSpec};
 use strata_store::{Entry, NewEntry};
 
 use crate::context::RunContext;
-use crate::events::{Event, Reporter};
+use crate::events::{Event, Reporter, TaskUsage};
 use crate::expressions::{TaskValues, mask};
 use crate::inputs::{CacheDecision, ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
 use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
@@ -34,15 +34,15 @@ pub(crate) enum TaskOutcome {
         result: TaskResult,
         key: CacheKey,
         duration: Duration,
+        used: TaskUsage,
     },
     Failed {
         key: CacheKey,
         duration: Duration,
+        used: TaskUsage,
     },
     /// Its `if:` is false: nothing ran, and its dependents are skipped too.
-    ConditionFalse {
-        because: String,
-    },
+    ConditionFalse { because: String },
 }
 
 fn ms(d: Duration) -> u64 {
@@ -183,10 +183,12 @@ pub(crate) fn execute<'scope, 'env>(
                     log_tail: Vec::new(),
                     kept_upper: None,
                     errors: Vec::new(),
+                    usage: TaskUsage::default(),
                 });
                 return TaskOutcome::Failed {
                     key: resolved.key,
                     duration: Duration::ZERO,
+                    used: TaskUsage::default(),
                 };
             }
         }
@@ -208,10 +210,12 @@ pub(crate) fn execute<'scope, 'env>(
             log_tail: Vec::new(),
             kept_upper: None,
             errors: Vec::new(),
+            usage: TaskUsage::default(),
         });
         return TaskOutcome::Failed {
             key,
             duration: Duration::ZERO,
+            used: TaskUsage::default(),
         };
     }
     let mut found = lookup(ctx, resolved.cache, &key, reporter);
@@ -248,10 +252,12 @@ pub(crate) fn execute<'scope, 'env>(
                     log_tail: Vec::new(),
                     kept_upper: None,
                     errors: Vec::new(),
+                    usage: TaskUsage::default(),
                 });
                 return TaskOutcome::Failed {
                     key,
                     duration: Duration::ZERO,
+                    used: TaskUsage::default(),
                 };
             }
             // The lock only saves work: without it the task runs, as it always could.
@@ -276,11 +282,13 @@ pub(crate) fn execute<'scope, 'env>(
         return TaskOutcome::Cached { result, key, saved };
     }
     let start = Instant::now();
-    match run_in_sandbox(ctx, task, &resolved, reporter, start, scope) {
+    let mut used = TaskUsage::default();
+    match run_in_sandbox(ctx, task, &resolved, reporter, start, scope, &mut used) {
         Ok(result) => TaskOutcome::Ran {
             result,
             key,
             duration: start.elapsed(),
+            used,
         },
         Err(failure) => {
             reporter.event(&Event::TaskFailed {
@@ -291,10 +299,12 @@ pub(crate) fn execute<'scope, 'env>(
                 log_tail: failure.log_tail,
                 kept_upper: failure.kept_upper.map(|p| p.display().to_string()),
                 errors: failure.errors,
+                usage: used,
             });
             TaskOutcome::Failed {
                 key,
                 duration: start.elapsed(),
+                used,
             }
         }
     }
@@ -469,6 +479,7 @@ fn run_in_sandbox<'scope, 'env>(
     reporter: &'env dyn Reporter,
     start: Instant,
     scope: &'scope Scope<'scope, 'env>,
+    used: &mut TaskUsage,
 ) -> Result<TaskResult, Failure> {
     let name = task.name.to_string();
     // Layers restored from a shared cache may still be on their way.
@@ -537,6 +548,8 @@ fn run_in_sandbox<'scope, 'env>(
             resolved.command.clone()
         },
         env: resolved.env.clone(),
+        privileged: task.privileged,
+        cgroups: Vec::new(), // the sandbox gives the task its cgroup
     };
     reporter.event(&Event::TaskStarted {
         task: name.clone(),
@@ -544,6 +557,9 @@ fn run_in_sandbox<'scope, 'env>(
     });
     let mut sandbox =
         strata_sandbox::spawn(&ctx.options.exe, &spec).map_err(|e| Failure::infra(chain(&e)))?;
+    if let Some(message) = sandbox.take_notice() {
+        reporter.event(&Event::Warning { message });
+    }
     let output = sandbox.take_output().expect("output taken once");
     let killer = sandbox.killer();
     let (done_tx, done_rx) = mpsc::channel();
@@ -579,7 +595,10 @@ fn run_in_sandbox<'scope, 'env>(
             match done_rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(r) => break r,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Ok(Outcome::SetupFailed("sandbox helper vanished".into()));
+                    break Ok(strata_sandbox::Exit {
+                        outcome: Outcome::SetupFailed("sandbox helper vanished".into()),
+                        usage: Default::default(),
+                    });
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -615,7 +634,9 @@ fn run_in_sandbox<'scope, 'env>(
         (outcome, reader.join().expect("log reader panicked"))
     });
     let _ = waiter.join();
-    let outcome = outcome.map_err(|e| Failure::infra(chain(&e)))?;
+    let exit = outcome.map_err(|e| Failure::infra(chain(&e)))?;
+    let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
+    *used = usage;
     let tail = || log_tail(&log);
     let fail = |reason: String, exit_code: Option<i32>| -> Failure {
         let kept = keep_upper(ctx, task, &mounts.upperdir);
@@ -655,6 +676,7 @@ fn run_in_sandbox<'scope, 'env>(
             outputs_dir: &outputs_dir,
             log,
             start,
+            usage,
         },
         reporter,
         scope,
@@ -668,6 +690,7 @@ struct Finished<'a> {
     outputs_dir: &'a Path,
     log: Vec<u8>,
     start: Instant,
+    usage: TaskUsage,
 }
 
 fn commit<'scope, 'env>(
@@ -684,6 +707,7 @@ fn commit<'scope, 'env>(
         outputs_dir,
         log,
         start,
+        usage,
     } = finished;
     let (scratch, upper, outputs_dir, log, start) =
         (*scratch, *upper, *outputs_dir, log.as_slice(), *start);
@@ -752,6 +776,7 @@ fn commit<'scope, 'env>(
         duration_ms: ms(start.elapsed()),
         commit_ms: ms(committing.elapsed()),
         stored,
+        usage: *usage,
     });
     Ok(result_of(task, resolved, layer, &env))
 }

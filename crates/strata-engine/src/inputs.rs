@@ -21,7 +21,7 @@ use crate::workspace_tree::Origin;
 pub(crate) const WORKSPACE_DIR: &str = "/workspace";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How the sandbox runs a command; part of every key (see docs/cache-key.md).
-const EXECUTOR: &str = "sandbox/2 cwd=/workspace shell=bash-e-pipefail|sh-e";
+const EXECUTOR: &str = "sandbox/3 cwd=/workspace shell=bash-e-pipefail|sh-e";
 
 /// What a finished (or restored) task hands to the tasks that `use` it.
 #[derive(Debug, Clone)]
@@ -471,7 +471,12 @@ pub(crate) fn resolve(
         workspace,
         env: keyed_env,
         command: keyed_command,
-        executor: EXECUTOR.into(),
+        // A privileged task can do what others cannot: never the same result.
+        executor: if task.privileged {
+            format!("{EXECUTOR} privileged")
+        } else {
+            EXECUTOR.into()
+        },
     };
     ResolvedInputs {
         key: inputs.key(),

@@ -34,7 +34,7 @@ mod workspace_tree;
 
 pub use checkout::{Checkout, git_toplevel};
 pub use context::{EngineError, PassedEnv, RunContext, RunOptions};
-pub use events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary};
+pub use events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary, TaskUsage};
 pub use export::{ExportError, ExportOptions, ExportTarget, Exported, export};
 pub use invocation::{Invocation, InvocationOptions, invoke};
 pub use packages::git_package_source;

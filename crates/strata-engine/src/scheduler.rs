@@ -18,7 +18,7 @@ use crate::dispatch::{
     Action, Dependency, DependencyKind, DispatchEvent, Dispatcher, Limits, Outcome, StartRule,
     TaskSpec,
 };
-use crate::events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary};
+use crate::events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary, TaskUsage};
 use crate::execute::{TaskOutcome, execute};
 use crate::inputs::{TaskResult, flatten_stack};
 use crate::tasks::TaskTable;
@@ -143,6 +143,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                     result,
                     key,
                     duration,
+                    used,
                 } if !result.env.dynamic_tasks.is_empty() => {
                     if add_dynamic_tasks(ctx, &mut table, &mut dispatcher, i, &result.env, reporter)
                     {
@@ -150,9 +151,14 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                             result,
                             key,
                             duration,
+                            used,
                         }
                     } else {
-                        TaskOutcome::Failed { key, duration }
+                        TaskOutcome::Failed {
+                            key,
+                            duration,
+                            used,
+                        }
                     }
                 }
                 TaskOutcome::Cached { result, key, saved }
@@ -165,6 +171,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                         TaskOutcome::Failed {
                             key,
                             duration: Duration::ZERO,
+                            used: Default::default(),
                         }
                     }
                 }
@@ -247,6 +254,7 @@ fn expand(
                 log_tail: Vec::new(),
                 kept_upper: None,
                 errors: Vec::new(),
+                usage: Default::default(),
             });
             summary.failed += 1;
             summary.tasks.insert(
@@ -256,6 +264,7 @@ fn expand(
                     duration_ms: 0,
                     key: None,
                     skip_reason: None,
+                    usage: Default::default(),
                 },
             );
             dispatcher.record(DispatchEvent::TaskFinished {
@@ -327,6 +336,7 @@ fn add_dynamic_tasks(
                 log_tail: detail,
                 kept_upper: None,
                 errors: Vec::new(),
+                usage: Default::default(),
             });
             false
         }
@@ -401,6 +411,7 @@ fn record_outcome(
     outcome: TaskOutcome,
     reporter: &dyn Reporter,
 ) -> (Outcome, Option<TaskResult>) {
+    let mut usage = TaskUsage::default();
     let (outcome, status, result, duration, key) = match outcome {
         TaskOutcome::ConditionFalse { because } => {
             reporter.event(&Event::TaskSkipped {
@@ -420,15 +431,26 @@ fn record_outcome(
             result,
             key,
             duration,
+            used,
         } => {
             summary.ran += 1;
+            usage = used;
             (Outcome::Ran, TaskStatus::Ran, Some(result), duration, key)
         }
-        TaskOutcome::Failed { key, duration } => {
+        TaskOutcome::Failed {
+            key,
+            duration,
+            used,
+        } => {
             summary.failed += 1;
+            usage = used;
             (Outcome::Failed, TaskStatus::Failed, None, duration, key)
         }
     };
+    if let Some(cpu) = usage.cpu_ms {
+        summary.cpu_ms = Some(summary.cpu_ms.unwrap_or(0) + cpu);
+    }
+    summary.peak_memory_bytes = summary.peak_memory_bytes.max(usage.peak_memory_bytes);
     summary.tasks.insert(
         task,
         TaskSummary {
@@ -436,6 +458,7 @@ fn record_outcome(
             duration_ms: duration.as_millis() as u64,
             key: Some(key.to_hex()),
             skip_reason: None,
+            usage,
         },
     );
     (outcome, result)
@@ -454,6 +477,7 @@ fn record_skip(summary: &mut Summary, task: String, reason: SkipReason) {
             duration_ms: 0,
             key: None,
             skip_reason: Some(reason),
+            usage: TaskUsage::default(),
         },
     );
 }

@@ -248,6 +248,9 @@ pub struct Task {
     pub status_deps: Vec<TaskName>,
     /// `parallel:`: the spec of a task not yet expanded, or the place of a generated task.
     pub parallel: Option<crate::parallel::Parallel>,
+    /// `privileged: true` (strata's own files): the task keeps every capability and sees
+    /// `/sys` and `/proc` unguarded (docs/security.md). Keyed.
+    pub privileged: bool,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
     /// For a task of a called package or run definition: the call, whose arguments are its

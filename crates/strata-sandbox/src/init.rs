@@ -9,7 +9,8 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use crate::setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE, setup_root};
+use crate::cgroup::CGROUP_ERROR_FILE;
+use crate::setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, setup_root};
 use crate::spec::SandboxSpec;
 use crate::syscalls::{LinuxSyscalls, Syscalls};
 
@@ -40,6 +41,11 @@ pub fn init_main(spec_path: &Path) -> ! {
         eprintln!("strata: sandbox setup failed: {message}");
         std::process::exit(SETUP_FAILED)
     };
+    // First, before anything forks: every process of the task is then in its cgroup.
+    if let Err(message) = crate::cgroup::join(&spec.cgroups) {
+        let _ = std::fs::write(spec.scratch.join(CGROUP_ERROR_FILE), &message);
+        eprintln!("strata: warning: the task runs outside its cgroup: {message}");
+    }
     // The helper survives a SIGTERM sent to the task's process group (a grace period before
     // SIGKILL): a handler, not SIG_IGN, so that the command, after exec, gets the default.
     extern "C" fn ignore(_: libc::c_int) {}
@@ -101,6 +107,9 @@ fn run_pid1(spec: &SandboxSpec) -> ! {
         fail(format!("record mount points: {e}"));
     }
     if let Err(e) = sys.pivot_root(&root) {
+        fail(e.to_string());
+    }
+    if let Err(e) = confine(spec, &sys) {
         fail(e.to_string());
     }
     // As RWX runs commands: bash, stopping at the first failing command, and a pipeline fails

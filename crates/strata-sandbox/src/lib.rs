@@ -1,5 +1,6 @@
 //! The sandbox executor: runs one task's command over its overlay stack, in fresh mount, PID, UTS
-//! and IPC namespaces, as root.
+//! and IPC namespaces, as root with Docker's default capabilities, in a cgroup of its own where
+//! the machine allows (docs/security.md says what a task can and cannot reach).
 //!
 //! Owns: the helper process (`strata` re-executed with [`INIT_ARG`]) that unshares namespaces,
 //! mounts the stack, pivots into it and execs the shell; the mount sequence (behind the
@@ -11,14 +12,18 @@
 //!
 //! Must not touch: the cache (it is handed directories) or the pipeline model.
 
+mod cgroup;
 mod init;
 mod setup;
 mod spawn;
 mod spec;
 mod syscalls;
 
+pub use cgroup::Usage;
 pub use init::{INIT_ARG, init_main};
-pub use setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE, setup_root};
-pub use spawn::{Killer, Outcome, RunningSandbox, SandboxError, spawn};
+pub use setup::{
+    DEFAULT_CAPABILITIES, MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, hostname_for, setup_root,
+};
+pub use spawn::{Exit, Killer, Outcome, RunningSandbox, SandboxError, spawn};
 pub use spec::SandboxSpec;
 pub use syscalls::{LinuxSyscalls, RecordingSyscalls, Syscalls};

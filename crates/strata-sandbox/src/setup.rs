@@ -13,8 +13,78 @@ pub const SETUP_ERROR_FILE: &str = "setup-error";
 
 /// Directories the sandbox mounts over; created in the task's root if the stack lacks them.
 const MOUNTPOINTS: &[&str] = &["proc", "dev", "sys", "tmp", "run"];
-/// Device nodes bound from the host into the sandbox's fresh `/dev`.
+/// Device nodes bound from the host into the sandbox's fresh `/dev` (Docker's list; no
+/// `kmsg`, no disks).
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Paths hidden from a task, as Docker's default spec hides them (moby `oci/defaults.go`):
+/// kernel memory, keys, timers and hardware the task has no business reading.
+pub(crate) const MASKED_PATHS: &[&str] = &[
+    "proc/asound",
+    "proc/acpi",
+    "proc/interrupts",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+/// Paths of `/proc` made read-only, as Docker's default spec does: the host's sysctls, IRQ
+/// affinities, the SysRq trigger. (`/sys` is read-only as a whole.)
+pub(crate) const READONLY_PATHS: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// Docker's default capabilities (moby `oci/caps/defaults.go`), by `CAP_*` number: what a
+/// task keeps unless it is privileged. Enough for package managers (`chown`, `setuid`
+/// binaries, `mknod`), `sudo`, `ping` and binding low ports; not enough to mount, load
+/// modules, change the clock, read the kernel log or reach raw I/O.
+pub const DEFAULT_CAPABILITIES: &[(u32, &str)] = &[
+    (0, "CHOWN"),
+    (1, "DAC_OVERRIDE"),
+    (3, "FOWNER"),
+    (4, "FSETID"),
+    (5, "KILL"),
+    (6, "SETGID"),
+    (7, "SETUID"),
+    (8, "SETPCAP"),
+    (10, "NET_BIND_SERVICE"),
+    (13, "NET_RAW"),
+    (18, "SYS_CHROOT"),
+    (27, "MKNOD"),
+    (29, "AUDIT_WRITE"),
+    (31, "SETFCAP"),
+];
+
+fn default_capability_mask() -> u64 {
+    DEFAULT_CAPABILITIES
+        .iter()
+        .fold(0, |mask, (cap, _)| mask | (1u64 << cap))
+}
+
+/// The task's name as a hostname (RFC 1123: letters, digits and `-`, at most 63 characters,
+/// not starting or ending with `-`): any other character becomes `-`.
+pub fn hostname_for(task: &str) -> String {
+    let name: String = task
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-');
+    if name.is_empty() {
+        "strata-task".to_string()
+    } else {
+        name.to_string()
+    }
+}
 
 /// Mounts the stack and the pseudo-filesystems under `<scratch>/merged` and returns the root to
 /// pivot into and the mount points that had to be created in the upper dir.
@@ -39,6 +109,11 @@ pub fn setup_root(
     let mut lowers = spec.lowerdirs.clone();
     lowers.push(base_view);
     sys.mount_overlay(&merged, &lowers, Some((&spec.upperdir, &spec.workdir)))?;
+    if !spec.privileged {
+        // A device node a task creates (it keeps CAP_MKNOD, as in Docker, so that packages
+        // unpack) cannot be opened: what Docker's device cgroup does, for the task's files.
+        sys.set_nodev(&merged, true)?;
+    }
 
     let mut created = Vec::new();
     let cwd = spec
@@ -62,6 +137,9 @@ pub fn setup_root(
     sys.mount_proc(&merged.join("proc"))?;
     let dev = merged.join("dev");
     sys.mount_tmpfs(&dev, "mode=755,size=65536k")?;
+    if spec.privileged {
+        sys.set_nodev(&dev, false)?;
+    }
     for name in DEVICES {
         let node = dev.join(name);
         sys.create_file(&node)?;
@@ -80,13 +158,63 @@ pub fn setup_root(
     ] {
         sys.symlink(target, &dev.join(name))?;
     }
-    sys.bind(Path::new("/sys"), &merged.join("sys"), true)?;
+    // Read-only all the way down (cgroups, debugfs, securityfs are mounts under /sys), unless
+    // the task is privileged.
+    sys.bind(Path::new("/sys"), &merged.join("sys"), !spec.privileged)?;
     sys.mount_tmpfs(&merged.join("tmp"), "mode=1777")?;
     sys.mount_tmpfs(&merged.join("run"), "mode=755")?;
     let outputs = merged.join(SandboxSpec::OUTPUTS_DIR.trim_start_matches('/'));
     sys.mkdir_all(&outputs)?;
     sys.bind(&spec.outputs_dir, &outputs, false)?;
+    if !spec.privileged {
+        // A bind keeps the flags of the host's mount it comes from: devices would work there.
+        sys.set_nodev(&outputs, true)?;
+        for path in READONLY_PATHS {
+            let path = merged.join(path);
+            if sys.exists(&path) {
+                sys.bind_readonly_in_place(&path)?;
+            }
+        }
+        for path in MASKED_PATHS {
+            let path = merged.join(path);
+            if sys.exists(&path) {
+                sys.mask(&path)?;
+            }
+        }
+    }
+    resolve_own_hostname(spec, sys, &merged)?;
     Ok((merged, created))
+}
+
+/// Adds the task's hostname to a copy of the stack's `/etc/hosts`, bound over it, as Docker
+/// does: without it `sudo` and others complain that they cannot resolve the host. The task's
+/// own edits of `/etc/hosts` therefore stay out of its layer.
+fn resolve_own_hostname(
+    spec: &SandboxSpec,
+    sys: &dyn Syscalls,
+    merged: &Path,
+) -> std::io::Result<()> {
+    let hosts = merged.join("etc/hosts");
+    let Ok(mut content) = sys.read_file(&hosts) else {
+        return Ok(()); // no /etc/hosts (or not a regular file): nothing to add to
+    };
+    if !content.is_empty() && !content.ends_with(b"\n") {
+        content.push(b'\n');
+    }
+    content.extend_from_slice(format!("127.0.1.1\t{}\n", hostname_for(&spec.task)).as_bytes());
+    let copy = spec.scratch.join("hosts");
+    sys.write_file(&copy, &content)?;
+    sys.bind(&copy, &hosts, false)
+}
+
+/// What happens after `pivot_root`, just before the command runs: the hostname, and the
+/// capabilities a task keeps.
+pub fn confine(spec: &SandboxSpec, sys: &dyn Syscalls) -> std::io::Result<()> {
+    sys.set_hostname(&hostname_for(&spec.task))?;
+    if !spec.privileged {
+        sys.limit_capabilities(default_capability_mask())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -110,6 +238,25 @@ mod tests {
             cwd: "/workspace".into(),
             command: "true".into(),
             env: vec![],
+            privileged: false,
+            cgroups: vec![],
+        }
+    }
+
+    /// A fake whose stack has every mount point, `/etc/hosts`, and the given paths under the
+    /// merged root.
+    fn fake_with(paths: &[&str]) -> RecordingSyscalls {
+        RecordingSyscalls {
+            existing: MOUNTPOINTS
+                .iter()
+                .chain(paths)
+                .map(|m| PathBuf::from("/s/merged").join(m))
+                .collect(),
+            files: vec![(
+                "/s/merged/etc/hosts".into(),
+                b"127.0.0.1 localhost".to_vec(),
+            )],
+            ..Default::default()
         }
     }
 
@@ -143,6 +290,89 @@ mod tests {
         assert!(calls.contains(&"bind /sys /s/merged/sys ro".to_string()));
         assert!(calls.contains(&"bind /s/out /s/merged/run/strata".to_string()));
         assert!(calls.contains(&"tmpfs /s/merged/tmp mode=1777".to_string()));
+    }
+
+    #[test]
+    fn a_task_is_confined_as_docker_confines_a_container() {
+        let sys = fake_with(&[
+            "proc/sys",
+            "proc/sysrq-trigger",
+            "proc/kcore",
+            "proc/keys",
+            "sys/firmware",
+        ]);
+        setup_root(&spec(), &sys).unwrap();
+        confine(&spec(), &sys).unwrap();
+        let calls = sys.calls.borrow();
+        let has = |c: &str| calls.iter().any(|x| x == c);
+        // Device nodes in the task's files are inert; /sys is read-only all the way down.
+        assert!(has("nodev /s/merged"));
+        assert!(has("nodev /s/merged/run/strata"));
+        assert!(has("bind /sys /s/merged/sys ro"));
+        assert!(has("readonly /s/merged/proc/sys"));
+        assert!(has("readonly /s/merged/proc/sysrq-trigger"));
+        assert!(has("mask /s/merged/proc/kcore"));
+        assert!(has("mask /s/merged/proc/keys"));
+        assert!(has("mask /s/merged/sys/firmware"));
+        // What this kernel does not have is not masked (nothing to mount over).
+        assert!(!has("mask /s/merged/proc/timer_stats"));
+        // Masks come after /proc and /sys are mounted, or the mounts would hide them.
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+        assert!(at("proc /s/merged/proc") < at("readonly /s/merged/proc/sys"));
+        assert!(at("bind /sys /s/merged/sys ro") < at("mask /s/merged/sys/firmware"));
+        // No /dev/kmsg, no disks: only Docker's device nodes are bound.
+        let devices: Vec<&String> = calls
+            .iter()
+            .filter(|c| c.starts_with("bind /dev/"))
+            .collect();
+        assert_eq!(devices.len(), DEVICES.len());
+        assert!(!calls.iter().any(|c| c.contains("kmsg")));
+        // The hostname resolves, through a copy of the stack's /etc/hosts.
+        assert!(has(
+            r#"write /s/hosts "127.0.0.1 localhost\n127.0.1.1\tt\n""#
+        ));
+        assert!(has("bind /s/hosts /s/merged/etc/hosts"));
+        // Docker's 14 capabilities: CHOWN .. SETFCAP, and not SYS_ADMIN (21).
+        assert_eq!(calls[calls.len() - 2], "hostname t");
+        assert_eq!(calls[calls.len() - 1], "capabilities 0xa80425fb");
+        assert_eq!(default_capability_mask() & (1 << 21), 0);
+        assert_eq!(DEFAULT_CAPABILITIES.len(), 14);
+    }
+
+    #[test]
+    fn a_privileged_task_keeps_everything() {
+        let sys = fake_with(&["proc/sys", "proc/kcore", "sys/firmware"]);
+        let spec = SandboxSpec {
+            privileged: true,
+            ..spec()
+        };
+        setup_root(&spec, &sys).unwrap();
+        confine(&spec, &sys).unwrap();
+        let calls = sys.calls.borrow();
+        assert!(calls.contains(&"bind /sys /s/merged/sys".to_string()));
+        assert!(calls.contains(&"dev /s/merged/dev".to_string()));
+        assert!(!calls.iter().any(|c| c.starts_with("nodev")
+            || c.starts_with("mask")
+            || c.starts_with("readonly")
+            || c.starts_with("capabilities")));
+        assert_eq!(calls.last().unwrap(), "hostname t");
+    }
+
+    #[test]
+    fn without_etc_hosts_nothing_is_bound_over_it() {
+        let sys = RecordingSyscalls::default();
+        setup_root(&spec(), &sys).unwrap();
+        assert!(!sys.calls.borrow().iter().any(|c| c.contains("hosts")));
+    }
+
+    #[test]
+    fn hostnames_are_valid() {
+        assert_eq!(hostname_for("build-linux"), "build-linux");
+        assert_eq!(hostname_for("unit_tests"), "unit-tests");
+        assert_eq!(hostname_for("pkg.install"), "pkg-install");
+        assert_eq!(hostname_for("_x_"), "x");
+        assert_eq!(hostname_for("__"), "strata-task");
+        assert_eq!(hostname_for(&"a".repeat(100)).len(), 63);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
+use crate::cgroup::{self, CGROUP_ERROR_FILE, TaskCgroup, Usage};
 use crate::init::{INIT_ARG, SETUP_FAILED};
 use crate::setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE};
 use crate::spec::SandboxSpec;
@@ -38,10 +39,23 @@ pub enum Outcome {
     SetupFailed(String),
 }
 
-/// Sends SIGKILL to the helper (and with it the whole task). Safe to use after the helper has
-/// been reaped: it holds a pidfd, not a pid that could be reused.
+/// How the task ended and what it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub outcome: Outcome,
+    /// Measured by the task's cgroup; empty without one.
+    pub usage: Usage,
+}
+
+/// Kills the whole task: every process of its cgroup at once, and the helper (whose death
+/// takes the task's PID namespace with it). Safe to use after the helper has been reaped: it
+/// holds a pidfd, not a pid that could be reused.
 #[derive(Clone)]
-pub struct Killer(Arc<Option<OwnedFd>>, u32);
+pub struct Killer {
+    pidfd: Arc<Option<OwnedFd>>,
+    pid: u32,
+    cgroup: Option<Arc<PathBuf>>,
+}
 
 impl Killer {
     /// Asks the task to stop: SIGTERM to every process of its process group (the helper, which
@@ -51,7 +65,7 @@ impl Killer {
     /// after a grace period.
     pub fn terminate(&self) {
         // The helper is alive while the pidfd says so: only then is its group ours to signal.
-        let alive = match self.0.as_ref() {
+        let alive = match self.pidfd.as_ref() {
             Some(fd) => {
                 rustix::process::pidfd_send_signal(fd, rustix::process::Signal::CONT).is_ok()
             }
@@ -59,18 +73,21 @@ impl Killer {
         };
         if alive {
             // SAFETY: kill(2) on the process group our child leads (it called setsid).
-            unsafe { libc::kill(-(self.1 as libc::pid_t), libc::SIGTERM) };
+            unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGTERM) };
         }
     }
 
     pub fn kill(&self) {
-        match self.0.as_ref() {
+        if let Some(leaf) = &self.cgroup {
+            cgroup::kill(leaf);
+        }
+        match self.pidfd.as_ref() {
             Some(fd) => {
                 let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
             }
             None => {
                 // SAFETY: kill(2) on our own child's pid, before it is reaped.
-                unsafe { libc::kill(self.1 as libc::pid_t, libc::SIGKILL) };
+                unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
             }
         }
     }
@@ -81,18 +98,59 @@ pub struct RunningSandbox {
     output: Option<PipeReader>,
     scratch: PathBuf,
     killer: Killer,
+    cgroup: Option<TaskCgroup>,
+    notice: Option<String>,
 }
 
-/// Starts the helper (`exe`, normally the running `strata` binary) for `spec`. Its stdout and
-/// stderr are one pipe, read with [`RunningSandbox::take_output`].
+/// Starts the helper (`exe`, normally the running `strata` binary) for `spec`, in a cgroup of
+/// its own where the machine allows. Its stdout and stderr are one pipe, read with
+/// [`RunningSandbox::take_output`].
 pub fn spawn(exe: &Path, spec: &SandboxSpec) -> Result<RunningSandbox, SandboxError> {
+    let (task_cgroup, notice) = match TaskCgroup::create(&spec.task) {
+        Ok(c) => (Some(c), None),
+        Err(reason) => (None, cgroup::take_notice(&reason)),
+    };
+    let mut spec = spec.clone();
+    spec.cgroups = task_cgroup
+        .as_ref()
+        .map(TaskCgroup::dirs)
+        .unwrap_or_default();
+    let (child, reader) = match start_helper(exe, &spec) {
+        Ok(started) => started,
+        Err(e) => {
+            if let Some(c) = task_cgroup {
+                c.finish();
+            }
+            return Err(e);
+        }
+    };
+    let pidfd = rustix::process::Pid::from_raw(child.id() as i32).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
+    Ok(RunningSandbox {
+        killer: Killer {
+            pidfd: Arc::new(pidfd),
+            pid: child.id(),
+            cgroup: task_cgroup
+                .as_ref()
+                .map(|c| Arc::new(c.leaf().to_path_buf())),
+        },
+        child,
+        output: Some(reader),
+        scratch: spec.scratch.clone(),
+        cgroup: task_cgroup,
+        notice,
+    })
+}
+
+fn start_helper(exe: &Path, spec: &SandboxSpec) -> Result<(Child, PipeReader), SandboxError> {
     let spec_path = spec.scratch.join("spec.json");
     let write_err = |source| SandboxError::WriteSpec {
         path: spec_path.clone(),
         source,
     };
     std::fs::create_dir_all(&spec.scratch).map_err(write_err)?;
-    for stale in [SETUP_ERROR_FILE, MOUNTPOINTS_FILE] {
+    for stale in [SETUP_ERROR_FILE, MOUNTPOINTS_FILE, CGROUP_ERROR_FILE] {
         let _ = std::fs::remove_file(spec.scratch.join(stale));
     }
     std::fs::write(
@@ -124,15 +182,7 @@ pub fn spawn(exe: &Path, spec: &SandboxSpec) -> Result<RunningSandbox, SandboxEr
     }
     let child = cmd.spawn().map_err(spawn_err)?;
     drop(cmd); // closes our copies of the pipe's write end, so EOF comes when the task ends
-    let pidfd = rustix::process::Pid::from_raw(child.id() as i32).and_then(|pid| {
-        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-    });
-    Ok(RunningSandbox {
-        killer: Killer(Arc::new(pidfd), child.id()),
-        child,
-        output: Some(reader),
-        scratch: spec.scratch.clone(),
-    })
+    Ok((child, reader))
 }
 
 impl RunningSandbox {
@@ -145,19 +195,37 @@ impl RunningSandbox {
         self.killer.clone()
     }
 
-    /// Waits for the helper to exit.
-    pub fn wait(mut self) -> Result<Outcome, SandboxError> {
-        let status = self.child.wait().map_err(SandboxError::Wait)?;
+    /// Something the run should say once (tasks get no cgroup on this machine, or this one
+    /// could not join its cgroup).
+    pub fn take_notice(&mut self) -> Option<String> {
+        self.notice.take()
+    }
+
+    /// Waits for the helper to exit, then for the task's cgroup to empty; removes the cgroup.
+    pub fn wait(mut self) -> Result<Exit, SandboxError> {
+        let status = self.child.wait();
+        let usage = self
+            .cgroup
+            .take()
+            .map(TaskCgroup::finish)
+            .unwrap_or_default();
+        let status = status.map_err(SandboxError::Wait)?;
         use std::os::unix::process::ExitStatusExt;
         let code = status
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        if code == SETUP_FAILED
-            && let Ok(message) = std::fs::read_to_string(self.scratch.join(SETUP_ERROR_FILE))
-        {
-            return Ok(Outcome::SetupFailed(message));
-        }
-        Ok(Outcome::Exited(code))
+        // A helper that could not join its cgroup ran the task outside it: its figures would
+        // be someone else's.
+        let usage = if self.scratch.join(CGROUP_ERROR_FILE).exists() {
+            Usage::default()
+        } else {
+            usage
+        };
+        let outcome = match std::fs::read_to_string(self.scratch.join(SETUP_ERROR_FILE)) {
+            Ok(message) if code == SETUP_FAILED => Outcome::SetupFailed(message),
+            _ => Outcome::Exited(code),
+        };
+        Ok(Exit { outcome, usage })
     }
 
     /// Mount points the helper created inside the upper dir (relative paths).

@@ -24,6 +24,14 @@ pub struct SandboxSpec {
     pub command: String,
     /// The task's complete environment: nothing else is inherited.
     pub env: Vec<(String, String)>,
+    /// All capabilities, `/sys` writable, nothing of `/proc` hidden, device nodes usable: the
+    /// pipeline's explicit opt-in (docs/security.md).
+    #[serde(default)]
+    pub privileged: bool,
+    /// cgroup directories the helper joins first (a cgroup v2 leaf, and on a hybrid host a
+    /// memory v1 leaf); empty where the machine offers none.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl SandboxSpec {

@@ -21,7 +21,14 @@ pub trait Syscalls {
         lowers: &[PathBuf],
         upper: Option<(&Path, &Path)>,
     ) -> std::io::Result<()>;
+    /// A recursive bind; `readonly` makes it read-only all the way down (every submount too).
     fn bind(&self, source: &Path, target: &Path, readonly: bool) -> std::io::Result<()>;
+    /// Binds `target` onto itself, read-only all the way down.
+    fn bind_readonly_in_place(&self, target: &Path) -> std::io::Result<()>;
+    /// Hides `target`: an empty read-only tmpfs over a directory, `/dev/null` over a file.
+    fn mask(&self, target: &Path) -> std::io::Result<()>;
+    /// Sets or clears `nodev` on the mount at `target` (not its submounts).
+    fn set_nodev(&self, target: &Path, nodev: bool) -> std::io::Result<()>;
     fn mount_proc(&self, target: &Path) -> std::io::Result<()>;
     fn mount_devpts(&self, target: &Path) -> std::io::Result<()>;
     /// Makes `new_root` the root and detaches the old one.
@@ -30,6 +37,15 @@ pub trait Syscalls {
     fn mkdir_all(&self, path: &Path) -> std::io::Result<()>;
     fn create_file(&self, path: &Path) -> std::io::Result<()>;
     fn symlink(&self, target: &str, link: &Path) -> std::io::Result<()>;
+    /// A regular file's content; a symlink or anything else is an error.
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+    fn write_file(&self, path: &Path, contents: &[u8]) -> std::io::Result<()>;
+    /// Sets the hostname of the UTS namespace.
+    fn set_hostname(&self, name: &str) -> std::io::Result<()>;
+    /// Limits the process and everything it executes to the capabilities in `keep` (a bit per
+    /// `CAP_*` number): the bounding set, then effective and permitted; inheritable and ambient
+    /// are emptied.
+    fn limit_capabilities(&self, keep: u64) -> std::io::Result<()>;
 }
 
 pub struct LinuxSyscalls;
@@ -137,10 +153,44 @@ impl Syscalls for LinuxSyscalls {
         };
         rustix::mount::mount_bind_recursive(source, target).map_err(ctx)?;
         if readonly {
-            rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
-                .map_err(ctx)?;
+            // A remount with MS_RDONLY only reaches the top mount: /sys/fs/cgroup, /sys/kernel/*
+            // would stay writable under a read-only /sys.
+            mount_setattr(target, true, MOUNT_ATTR_RDONLY, 0)
+                .map_err(|e| with_context(e, format!("make {} read-only", target.display())))?;
         }
         Ok(())
+    }
+
+    fn bind_readonly_in_place(&self, target: &Path) -> std::io::Result<()> {
+        self.bind(target, target, true)
+    }
+
+    fn mask(&self, target: &Path) -> std::io::Result<()> {
+        let ctx = |e| with_context(errno(e), format!("mask {}", target.display()));
+        if std::fs::metadata(target).is_ok_and(|m| m.is_dir()) {
+            rustix::mount::mount(
+                "tmpfs",
+                target,
+                "tmpfs",
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                c"size=0",
+            )
+            .map_err(ctx)
+        } else {
+            rustix::mount::mount_bind(Path::new("/dev/null"), target).map_err(ctx)?;
+            mount_setattr(target, false, MOUNT_ATTR_RDONLY, 0)
+                .map_err(|e| with_context(e, format!("mask {}", target.display())))
+        }
+    }
+
+    fn set_nodev(&self, target: &Path, nodev: bool) -> std::io::Result<()> {
+        let (set, clear) = if nodev {
+            (MOUNT_ATTR_NODEV, 0)
+        } else {
+            (0, MOUNT_ATTR_NODEV)
+        };
+        mount_setattr(target, false, set, clear)
+            .map_err(|e| with_context(e, format!("set nodev={nodev} on {}", target.display())))
     }
 
     fn mount_proc(&self, target: &Path) -> std::io::Result<()> {
@@ -195,13 +245,111 @@ impl Syscalls for LinuxSyscalls {
         std::os::unix::fs::symlink(target, link)
             .map_err(|e| with_context(e, format!("create symlink {}", link.display())))
     }
+
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        // Paths inside the task's root are read before pivot_root: a symlink there would be
+        // resolved against the host's root.
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|e| with_context(e, format!("read {}", path.display())))?;
+        if !meta.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        std::fs::read(path).map_err(|e| with_context(e, format!("read {}", path.display())))
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
+        std::fs::write(path, contents)
+            .map_err(|e| with_context(e, format!("write {}", path.display())))
+    }
+
+    fn set_hostname(&self, name: &str) -> std::io::Result<()> {
+        rustix::system::sethostname(name.as_bytes())
+            .map_err(|e| with_context(errno(e), format!("set the hostname to {name}")))
+    }
+
+    fn limit_capabilities(&self, keep: u64) -> std::io::Result<()> {
+        use rustix::thread::{CapabilitySet, CapabilitySets};
+        // Every capability this kernel knows, whether or not rustix has a name for it: the
+        // bounding set is what a setuid program (sudo) or root's execve can get back.
+        for cap in 0..64u32 {
+            if keep & (1 << cap) != 0 {
+                continue;
+            }
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    break; // past the last capability of this kernel
+                }
+                return Err(with_context(e, format!("drop capability {cap}")));
+            }
+        }
+        let keep = CapabilitySet::from_bits_retain(keep);
+        rustix::thread::set_capabilities(
+            None,
+            CapabilitySets {
+                effective: keep,
+                permitted: keep,
+                inheritable: CapabilitySet::empty(),
+            },
+        )
+        .map_err(|e| with_context(errno(e), "set capabilities".into()))?;
+        rustix::thread::clear_ambient_capability_set()
+            .map_err(|e| with_context(errno(e), "clear ambient capabilities".into()))
+    }
 }
 
-/// Records every call instead of making it; `exists` answers from a fixed list.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `struct mount_attr` of `mount_setattr(2)` (not in rustix yet).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(2)`: changes mount attributes, of every submount too with `recursive`.
+fn mount_setattr(target: &Path, recursive: bool, set: u64, clear: u64) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: a valid C string and a properly sized mount_attr that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Records every call instead of making it; `exists` answers from a fixed list, `read_file`
+/// from a fixed map (a missing file is `NotFound`).
 #[derive(Default)]
 pub struct RecordingSyscalls {
     pub calls: RefCell<Vec<String>>,
     pub existing: Vec<PathBuf>,
+    pub files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 impl RecordingSyscalls {
@@ -262,5 +410,38 @@ impl Syscalls for RecordingSyscalls {
     }
     fn symlink(&self, target: &str, link: &Path) -> std::io::Result<()> {
         self.record(format!("symlink {target} {}", link.display()))
+    }
+    fn bind_readonly_in_place(&self, target: &Path) -> std::io::Result<()> {
+        self.record(format!("readonly {}", target.display()))
+    }
+    fn mask(&self, target: &Path) -> std::io::Result<()> {
+        self.record(format!("mask {}", target.display()))
+    }
+    fn set_nodev(&self, target: &Path, nodev: bool) -> std::io::Result<()> {
+        self.record(format!(
+            "{} {}",
+            if nodev { "nodev" } else { "dev" },
+            target.display()
+        ))
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+    fn write_file(&self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
+        self.record(format!(
+            "write {} {:?}",
+            path.display(),
+            String::from_utf8_lossy(contents)
+        ))
+    }
+    fn set_hostname(&self, name: &str) -> std::io::Result<()> {
+        self.record(format!("hostname {name}"))
+    }
+    fn limit_capabilities(&self, keep: u64) -> std::io::Result<()> {
+        self.record(format!("capabilities {keep:#x}"))
     }
 }

@@ -142,6 +142,9 @@ pub(crate) fn build_task(
             "workspace" if dialect == Dialect::Strata => {
                 t.workspace = as_bool(value, "`workspace`", errors).unwrap_or(false)
             }
+            "privileged" if dialect == Dialect::Strata => {
+                t.privileged = as_bool(value, "`privileged`", errors).unwrap_or(false)
+            }
             other => match catalog::task_key(other) {
                 Some(KeyStatus::NoEffect) => extras.notes.push(Note {
                     at: key.at,
@@ -157,7 +160,7 @@ pub(crate) fn build_task(
                 None => {
                     let mut allowed = catalog::task_keys();
                     if dialect == Dialect::Strata {
-                        allowed.push("workspace");
+                        allowed.extend(["workspace", "privileged"]);
                     }
                     errors.push(unknown_key(key, other, "a task", &allowed));
                 }
@@ -250,6 +253,7 @@ pub(crate) fn build_task(
         after_condition: t.after_condition,
         status_deps: Vec::new(),
         parallel: t.parallel.map(crate::parallel::Parallel::Pending),
+        privileged: t.privileged,
         ref_spans: t.ref_spans,
         scope: None,
     })
@@ -274,6 +278,7 @@ struct TaskParts {
     condition: Option<Text>,
     after_condition: Option<Text>,
     parallel: Option<crate::parallel::ParallelSpec>,
+    privileged: bool,
     ref_spans: Vec<RefSpan>,
 }
 
