@@ -19,15 +19,22 @@ mod entry;
 mod image;
 mod registry;
 mod s3;
+mod signing;
 mod spec;
 
 pub use backend::{
     Access, BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, ReadOnly,
 };
-pub use chain::{CacheChain, Publication, Published, Remote, RestoreError, Restored};
+pub use chain::{
+    CacheChain, Publication, Published, Remote, RestoreError, Restored, UntrustedEntry,
+};
 pub use dir::DirBackend;
-pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
+pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, EntrySignature, RemoteEntry};
 pub use image::{ImageError, ImageSource, PulledImage, pull_image};
 pub use registry::RegistryBackend;
 pub use s3::S3Backend;
+pub use signing::{
+    KeyError, PublicKey, SigningKey, Untrusted, parse_public_keys, parse_signing_keys, signed_form,
+    verify_entry,
+};
 pub use spec::{RemoteSpec, SpecError, open_backend, parse_spec, parse_specs};

@@ -25,7 +25,7 @@ pub use duration::parse_duration;
 pub use filter::Filter;
 pub use model::{
     Base, CachePolicy, Dialect, EnvValue, EnvVar, HostBase, Note, Pipeline, RemoteCacheDecl, Task,
-    TaskKind, TaskName, Text, Unsupported, WorkspaceSource,
+    TaskKind, TaskName, Text, TrustedKeyDecl, Unsupported, WorkspaceSource,
 };
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
 pub use parse::{dialect_of, load, parse_str};
