@@ -6,7 +6,8 @@
 //! (layer archives, logs, entry documents) and *entries*, one small JSON document per cache key
 //! that names its blobs. Blobs are uploaded before the entry that names them, so a reader never
 //! finds an entry whose blobs are missing; a blob the remote has is never uploaded again; the
-//! first entry written under a key wins.
+//! first entry written under a key wins. An entry may carry ed25519 signatures of its content
+//! (`signing.rs`); a remote given trusted keys uses only entries one of them signed.
 //!
 //! Must not touch: mounts, processes or the key recipe (keys arrive computed). Writes into the
 //! local cache go through `strata-store`'s publishing functions only.
