@@ -292,7 +292,8 @@ impl CacheChain {
         let cause = verify_entry(entry, &remote.trusted).err()?;
         Some(UntrustedEntry {
             location: remote.location(),
-            task: entry.task.clone(),
+            // The name comes from the remote: no control characters reach the terminal.
+            task: entry.task.escape_debug().to_string(),
             key: entry.key,
             cause,
             trusted: names(remote.trusted.iter().map(|k| k.name())),
