@@ -32,10 +32,6 @@ impl Remote {
     pub fn location(&self) -> String {
         self.backend.location()
     }
-
-    pub fn trusted_keys(&self) -> &[PublicKey] {
-        &self.trusted
-    }
 }
 
 pub struct CacheChain {
@@ -165,10 +161,6 @@ impl CacheChain {
     pub fn signing_with(mut self, keys: Vec<SigningKey>) -> CacheChain {
         self.signing = keys;
         self
-    }
-
-    pub fn signing_keys(&self) -> &[SigningKey] {
-        &self.signing
     }
 
     /// What the user should know before a run: writable remotes whose trusted keys will refuse

@@ -46,14 +46,21 @@ fn workspace() -> (Fixture, Counter) {
 
 /// `strata run --json` on `cache` (a machine's local cache) with `remote` and `env`.
 fn run(f: &Fixture, cache: &Path, remote: &str, env: &[(&str, &str)]) -> RunResult {
+    run_with(f, cache, &["--remote", remote], env)
+}
+
+/// `strata run --json` with `args`, on `cache`, with `env` (and no config file).
+fn run_with(f: &Fixture, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> RunResult {
     // No config file of the machine's: an empty one.
     let config = f.ws().join("empty-config.yaml");
     std::fs::write(&config, "").unwrap();
-    let mut cmd = f.command(&["run", "--json", "--remote", remote]);
+    let mut cmd = f.command(&["run", "--json"]);
+    cmd.args(args);
     cmd.env("STRATA_CACHE_DIR", cache)
         .env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
         .env("STRATA_CONFIG", config)
+        .env_remove("STRATA_CACHE")
         .env_remove("STRATA_SIGNING_KEY")
         .env_remove("STRATA_TRUSTED_KEYS");
     for (k, v) in env {
@@ -171,6 +178,93 @@ fn an_s3_cache_serves_signed_entries_only_to_machines_trusting_the_key() {
         &format!("s3://strata-ci/main?endpoint={}", server.endpoint()),
         &server.dir.path().join("strata-ci/main/entries"),
     );
+}
+
+/// The set-up the README recommends: main writes `main/` signed by its key and trusts only that
+/// key; pull requests read `main/` (read-only) and write `pr/` signed by their own key.
+#[test]
+fn pull_requests_share_a_cache_of_their_own_that_main_never_trusts() {
+    let server = Server::s3("strata-ci");
+    let (main_url, pr_url) = (
+        format!("s3://strata-ci/main?endpoint={}", server.endpoint()),
+        format!("s3://strata-ci/pr?endpoint={}", server.endpoint()),
+    );
+    let main_entries = server.dir.path().join("strata-ci/main/entries");
+    let (main_secret, main_public) = keygen("ci-main");
+    let (pr_secret, pr_public) = keygen("ci-pr");
+    let (f, counter) = workspace();
+    let main_job = |f: &Fixture, cache: &Path, caches: &str| {
+        run_with(
+            f,
+            cache,
+            &[],
+            &[
+                ("STRATA_CACHE", caches),
+                ("STRATA_TRUSTED_KEYS", &main_public),
+                ("STRATA_SIGNING_KEY", &main_secret),
+            ],
+        )
+    };
+    let pr_caches = format!("{pr_url} {main_url},ro");
+    let pr_trust = format!("{main_public} {pr_public}");
+    let pr_job = |f: &Fixture, cache: &Path| {
+        run_with(
+            f,
+            cache,
+            &[],
+            &[
+                ("STRATA_CACHE", &pr_caches),
+                ("STRATA_TRUSTED_KEYS", &pr_trust),
+                ("STRATA_SIGNING_KEY", &pr_secret),
+            ],
+        )
+    };
+
+    // Main builds everything and publishes it, signed.
+    let m = main_job(&f, f.cache.path(), &main_url);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    assert!(warnings(&m).is_empty(), "{:?}", warnings(&m));
+    assert_eq!(counter.take(), ["both", "left", "right"]);
+
+    // A pull request changes `right`: it restores `left` from main and publishes the rest to
+    // `pr/`, never to `main/`.
+    f.write(
+        "strata.yml",
+        &std::fs::read_to_string(f.pipeline())
+            .unwrap()
+            .replace("echo right > /right", "echo RIGHT > /right"),
+    );
+    let pr1 = common::CacheDir::new("strata-cache-pr1-");
+    let p = pr_job(&f, pr1.path());
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
+    assert_eq!(counter.take(), ["both", "right"]);
+    assert_eq!(
+        entry_documents(&main_entries).len(),
+        3,
+        "a PR wrote to main/"
+    );
+
+    // Another pull-request job restores it all, from both caches.
+    let pr2 = common::CacheDir::new("strata-cache-pr2-");
+    let p = pr_job(&f, pr2.path());
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    assert!(
+        counter.take().is_empty(),
+        "a PR job did not reuse the PR cache"
+    );
+
+    // Main with the same change, even reading `pr/` too, trusts none of the PR's results: it
+    // builds them, with one warning, and publishes its own to `main/`.
+    let main2 = common::CacheDir::new("strata-cache-main2-");
+    let m = main_job(&f, main2.path(), &format!("{main_url} {pr_url},ro"));
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    assert_eq!(counter.take(), ["both", "right"]);
+    assert_eq!(m.status("left"), "cached");
+    let w = warnings(&m);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("signed only by `ci-pr`"), "{}", w[0]);
+    assert_eq!(entry_documents(&main_entries).len(), 5);
 }
 
 #[test]
