@@ -156,8 +156,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheCommand {
-    /// Make a key pair for signing shared-cache entries: writes NAME.secret (readable by its
-    /// owner only) and NAME.public (`NAME:BASE64`, as Nix's binary-cache keys), and prints the
+    /// Make a key pair for signing shared-cache entries.
+    ///
+    /// Writes NAME.secret (readable by its owner only; give it to publishers as
+    /// $STRATA_SIGNING_KEY) and NAME.public (trusted with `trusted-keys` or
+    /// $STRATA_TRUSTED_KEYS), both `NAME:BASE64` as Nix writes binary-cache keys, and prints the
     /// public key.
     Keygen {
         /// The key's name, filed with each signature (letters, digits, `.`, `_`, `-`;
