@@ -1,6 +1,10 @@
 //! The cache chain: the local cache first, then the remotes in order. A remote hit is written
 //! back to the local cache; a task that ran is published to every writable remote. A remote that
 //! cannot be reached is reported once and left out for the rest of the run; it never fails one.
+//!
+//! A remote may be given trusted public keys: then only entries signed by one of them are used,
+//! and any other entry is a miss, reported once per remote per run. Entries published are
+//! signed with the chain's signing keys, if it has any.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,10 +16,16 @@ use strata_store::{ArchiveRecord, LocalCache, NewEntry};
 
 use crate::backend::{Access, BackendError, BlobUpload, CacheBackend};
 use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
+use crate::signing::{PublicKey, SigningKey, Untrusted, verify_entry};
 
 pub struct Remote {
     pub backend: Box<dyn CacheBackend>,
     down: AtomicBool,
+    /// Keys one of which must have signed an entry for it to be used; empty: entries are used
+    /// signed or not.
+    trusted: Vec<PublicKey>,
+    /// Whether an untrusted entry of this remote was reported this run.
+    untrusted_reported: AtomicBool,
 }
 
 impl Remote {
@@ -26,6 +36,25 @@ impl Remote {
 
 pub struct CacheChain {
     remotes: Vec<Remote>,
+    /// Every entry published is signed with each of these.
+    signing: Vec<SigningKey>,
+}
+
+/// An entry a remote holds that is ignored because it is not signed by a key the remote is
+/// trusted with.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "ignoring the entry of `{task}` (key {}) in cache {location}: {cause}; this cache is trusted only with entries signed by {}, so the task is built instead (other untrusted entries of this cache are ignored without a warning)",
+    .key.short(),
+    .trusted.join(", ")
+)]
+pub struct UntrustedEntry {
+    pub location: String,
+    pub task: String,
+    pub key: CacheKey,
+    pub cause: Untrusted,
+    /// The names of the keys the remote trusts.
+    pub trusted: Vec<String>,
 }
 
 /// A task result to publish.
@@ -102,17 +131,68 @@ impl RestoreError {
 /// Failures are reported through `warn`; the caller decides nothing more.
 pub type Warn<'a> = &'a (dyn Fn(&BackendError) + Sync);
 
+/// Untrusted entries are reported through this, once per remote per run.
+pub type WarnUntrusted<'a> = &'a (dyn Fn(&UntrustedEntry) + Sync);
+
 impl CacheChain {
+    /// Remotes whose entries are used signed or not.
     pub fn new(backends: Vec<Box<dyn CacheBackend>>) -> CacheChain {
+        CacheChain::with_trusted_keys(backends.into_iter().map(|b| (b, Vec::new())).collect())
+    }
+
+    /// Remotes, each with the public keys one of which must have signed an entry for it to be
+    /// used (none: any entry is used).
+    pub fn with_trusted_keys(remotes: Vec<(Box<dyn CacheBackend>, Vec<PublicKey>)>) -> CacheChain {
         CacheChain {
-            remotes: backends
+            remotes: remotes
                 .into_iter()
-                .map(|backend| Remote {
+                .map(|(backend, trusted)| Remote {
                     backend,
                     down: AtomicBool::new(false),
+                    trusted,
+                    untrusted_reported: AtomicBool::new(false),
                 })
                 .collect(),
+            signing: Vec::new(),
         }
+    }
+
+    /// Signs every entry this chain publishes with `keys`.
+    pub fn signing_with(mut self, keys: Vec<SigningKey>) -> CacheChain {
+        self.signing = keys;
+        self
+    }
+
+    /// What the user should know before a run: writable remotes whose trusted keys will refuse
+    /// what this run publishes to them.
+    pub fn notices(&self) -> Vec<String> {
+        let mut notices = Vec::new();
+        for remote in &self.remotes {
+            if remote.trusted.is_empty() || remote.backend.access() != Access::ReadWrite {
+                continue;
+            }
+            let trusted = remote
+                .trusted
+                .iter()
+                .any(|t| self.signing.iter().any(|s| s.public_key() == *t));
+            if trusted {
+                continue;
+            }
+            let signed = if self.signing.is_empty() {
+                "unsigned ($STRATA_SIGNING_KEY is not set)".to_string()
+            } else {
+                format!(
+                    "signed by {}",
+                    names(self.signing.iter().map(|k| k.name())).join(", ")
+                )
+            };
+            notices.push(format!(
+                "entries this run publishes to cache {} are {signed}, but that cache is trusted only with entries signed by {}: later runs will ignore them",
+                remote.location(),
+                names(remote.trusted.iter().map(|k| k.name())).join(", ")
+            ));
+        }
+        notices
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,24 +230,42 @@ impl CacheChain {
     /// found broken before). An entry whose layer archive the remote no longer has (removed by
     /// a clean-up of the bucket or registry) is a miss, unless `have_layer` says the layer is
     /// here already: announcing a hit whose layer cannot arrive would fail the tasks above it.
+    /// An entry of a remote with trusted keys that none of them signed is a miss too, reported
+    /// through `untrusted` the first time in a run.
     pub fn lookup(
         &self,
         key: &CacheKey,
         skip: &dyn Fn(&str) -> bool,
         have_layer: &dyn Fn(&LayerDigest) -> bool,
         warn: Warn<'_>,
+        untrusted: WarnUntrusted<'_>,
     ) -> Option<(usize, RemoteEntry)> {
         for (i, remote) in self.up() {
             if skip(&remote.location()) {
                 continue;
             }
-            let found = remote.backend.get_entry(key).and_then(|entry| match entry {
-                Some(e) if !have_layer(&e.layer) => remote
-                    .backend
-                    .has_blob(&e.archive.digest)
-                    .map(|has| has.then_some(e)),
-                other => Ok(other),
-            });
+            let trusted = |entry: Option<RemoteEntry>| {
+                entry.filter(|e| match self.distrust(remote, e) {
+                    None => true,
+                    Some(refused) => {
+                        if !remote.untrusted_reported.swap(true, Ordering::SeqCst) {
+                            untrusted(&refused);
+                        }
+                        false
+                    }
+                })
+            };
+            let found = remote
+                .backend
+                .get_entry(key)
+                .map(trusted)
+                .and_then(|entry| match entry {
+                    Some(e) if !have_layer(&e.layer) => remote
+                        .backend
+                        .has_blob(&e.archive.digest)
+                        .map(|has| has.then_some(e)),
+                    other => Ok(other),
+                });
             match found {
                 Ok(Some(entry)) => return Some((i, entry)),
                 Ok(None) => {}
@@ -175,6 +273,23 @@ impl CacheChain {
             }
         }
         None
+    }
+
+    /// Why `entry` may not be used from `remote`, if it may not: the remote has trusted keys
+    /// and none of them signed it.
+    fn distrust(&self, remote: &Remote, entry: &RemoteEntry) -> Option<UntrustedEntry> {
+        if remote.trusted.is_empty() {
+            return None;
+        }
+        let cause = verify_entry(entry, &remote.trusted).err()?;
+        Some(UntrustedEntry {
+            location: remote.location(),
+            // The name comes from the remote: no control characters reach the terminal.
+            task: entry.task.escape_debug().to_string(),
+            key: entry.key,
+            cause,
+            trusted: names(remote.trusted.iter().map(|k| k.name())),
+        })
     }
 
     /// Makes a remote entry a local one: downloads, verifies and unpacks its layer (streamed: no
@@ -416,27 +531,28 @@ impl CacheChain {
             let Some(archive) = have[i].filter(|_| alive[i]) else {
                 continue;
             };
+            let mut entry = RemoteEntry {
+                schema: ENTRY_SCHEMA,
+                key: p.key,
+                task: p.task.to_string(),
+                layer: p.layer,
+                archive,
+                env: p.env.clone(),
+                inputs: p.inputs.clone(),
+                workspace_files: p.workspace_files.to_vec(),
+                exit_code: 0,
+                duration_ms: p.duration.as_millis() as u64,
+                log,
+                created_at_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                signatures: Vec::new(),
+            };
+            entry.signatures = self.signing.iter().map(|k| k.sign(&entry)).collect();
             let result = remote
                 .backend
                 .put_blob(&log.digest, log.size, &mut &p.log[..])
-                .and_then(|()| {
-                    remote.backend.put_entry(&RemoteEntry {
-                        schema: ENTRY_SCHEMA,
-                        key: p.key,
-                        task: p.task.to_string(),
-                        layer: p.layer,
-                        archive,
-                        env: p.env.clone(),
-                        inputs: p.inputs.clone(),
-                        workspace_files: p.workspace_files.to_vec(),
-                        exit_code: 0,
-                        duration_ms: p.duration.as_millis() as u64,
-                        log,
-                        created_at_ms: SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                    })
-                });
+                .and_then(|()| remote.backend.put_entry(&entry));
             match result {
                 Ok(_) => published.remotes += 1,
                 Err(e) => self.failed(remote, e, warn),
@@ -632,6 +748,18 @@ impl<R: Read> Read for Progress<'_, R> {
     }
 }
 
+/// Key names for a message, each quoted once.
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let quoted = format!("`{name}`");
+        if !out.contains(&quoted) {
+            out.push(quoted);
+        }
+    }
+    out
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -641,4 +769,144 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use strata_key::{BaseId, EnvInput, WorkspaceDigest};
+
+    use super::*;
+    use crate::backend::ReadOnly;
+    use crate::dir::DirBackend;
+
+    fn entry(command: &str) -> RemoteEntry {
+        let inputs = KeyInputs {
+            version: strata_key::KEY_VERSION,
+            base: BaseId::from_hash(blake3::hash(b"base")),
+            parents: Vec::new(),
+            workspace: WorkspaceDigest::from_hash(blake3::hash(b"ws")),
+            env: BTreeMap::from([("CI".to_string(), EnvInput::Value("true".into()))]),
+            command: command.to_string(),
+            executor: "sandbox/1".to_string(),
+        };
+        RemoteEntry {
+            schema: ENTRY_SCHEMA,
+            key: inputs.key(),
+            task: command.to_string(),
+            layer: LayerDigest::from_hash(blake3::hash(command.as_bytes())),
+            archive: ArchiveRef {
+                digest: OciDigest::of(b"archive"),
+                size: 7,
+                diff_id: OciDigest::of(b"tar"),
+            },
+            env: ExportedEnv::default(),
+            inputs,
+            workspace_files: Vec::new(),
+            exit_code: 0,
+            duration_ms: 5,
+            log: BlobRef {
+                digest: OciDigest::of(b"log"),
+                size: 3,
+            },
+            created_at_ms: 1,
+            signatures: Vec::new(),
+        }
+    }
+
+    fn signed(command: &str, key: &SigningKey) -> RemoteEntry {
+        let mut e = entry(command);
+        e.signatures = vec![key.sign(&e)];
+        e
+    }
+
+    fn dir_with(entries: &[RemoteEntry]) -> (tempfile::TempDir, Box<dyn CacheBackend>) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = DirBackend::new(dir.path());
+        for e in entries {
+            assert_eq!(backend.put_entry(e).unwrap(), crate::PutOutcome::Stored);
+        }
+        (dir, Box::new(backend))
+    }
+
+    #[test]
+    fn untrusted_entries_are_misses_reported_once_per_remote() {
+        let main = SigningKey::generate("ci-main").unwrap();
+        let pr = SigningKey::generate("ci-pr").unwrap();
+        // The first remote holds an unsigned entry and one signed by the PR key; the second
+        // holds the first task signed by the main key.
+        let (_a, first) = dir_with(&[entry("build"), signed("test", &pr)]);
+        let (_b, second) = dir_with(&[signed("build", &main)]);
+        let chain = CacheChain::with_trusted_keys(vec![
+            (first, vec![main.public_key()]),
+            (second, vec![main.public_key()]),
+        ]);
+        let refused = Mutex::new(Vec::new());
+        let lookup = |command: &str| {
+            chain.lookup(
+                &entry(command).key,
+                &|_| false,
+                &|_| true,
+                &|e| panic!("no remote fails: {e}"),
+                &|u| refused.lock().unwrap().push(u.clone()),
+            )
+        };
+        let (remote, found) = lookup("build").expect("the signed entry of the second remote");
+        assert_eq!(remote, 1);
+        assert_eq!(found, signed("build", &main));
+        assert!(
+            lookup("test").is_none(),
+            "an entry signed by an untrusted key"
+        );
+        let refused = refused.into_inner().unwrap();
+        assert_eq!(
+            refused.len(),
+            1,
+            "one warning per remote per run: {refused:?}"
+        );
+        assert_eq!(refused[0].cause, Untrusted::Unsigned);
+        assert_eq!(refused[0].task, "build");
+        let message = refused[0].to_string();
+        assert!(message.contains("it is not signed"), "{message}");
+        assert!(message.contains("`ci-main`"), "{message}");
+
+        // Without trusted keys, the same remote's entries are used as before.
+        let (_c, first) = dir_with(&[entry("build")]);
+        let chain = CacheChain::new(vec![first]);
+        let found = chain.lookup(
+            &entry("build").key,
+            &|_| false,
+            &|_| true,
+            &|e| panic!("{e}"),
+            &|u| panic!("nothing is refused: {u}"),
+        );
+        assert_eq!(found.map(|(i, _)| i), Some(0));
+    }
+
+    #[test]
+    fn remotes_that_would_refuse_what_a_run_publishes_are_noticed() {
+        let main = SigningKey::generate("ci-main").unwrap();
+        let pr = SigningKey::generate("ci-pr").unwrap();
+        let chain = |signing: Vec<SigningKey>| {
+            let (dir, writable) = dir_with(&[]);
+            let (_, read_only) = dir_with(&[]);
+            let chain = CacheChain::with_trusted_keys(vec![
+                (writable, vec![main.public_key()]),
+                (Box::new(ReadOnly(read_only)), vec![main.public_key()]),
+            ])
+            .signing_with(signing);
+            (dir, chain)
+        };
+        let (_d, unsigned) = chain(Vec::new());
+        let notices = unsigned.notices();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(notices[0].contains("unsigned"), "{}", notices[0]);
+        let (_d, by_pr) = chain(vec![SigningKey::parse(&pr.secret_text()).unwrap()]);
+        let notices = by_pr.notices();
+        assert!(notices[0].contains("signed by `ci-pr`"), "{notices:?}");
+        let (_d, by_main) = chain(vec![SigningKey::parse(&main.secret_text()).unwrap()]);
+        assert!(by_main.notices().is_empty());
+    }
 }

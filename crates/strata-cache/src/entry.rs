@@ -6,7 +6,24 @@ use strata_oci::OciDigest;
 
 /// Changes whenever the entry document changes incompatibly; a reader ignores entries of another
 /// schema (as a miss).
+///
+/// Signatures (`signatures`) did not change it: the member is optional and added, every other
+/// member means what it meant. A reader that knows nothing of signatures ignores the member
+/// (entries are read without `deny_unknown_fields`) and reads a signed entry as before; a reader
+/// that knows them reads an entry without the member as unsigned. Bumping the schema would
+/// instead have made every machine not yet upgraded miss on every entry written by an upgraded
+/// one, and the reverse, for no gain in safety: a reader that requires signatures refuses an
+/// unsigned entry whatever its schema.
 pub const ENTRY_SCHEMA: u32 = 1;
+
+/// A signature of an entry: `key` names the signing key (the `NAME` of `NAME:BASE64`), `sig` is
+/// the base64 of its ed25519 signature of the entry's signed form
+/// ([`crate::signing::signed_form`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntrySignature {
+    pub key: String,
+    pub sig: String,
+}
 
 /// A blob an entry names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +59,9 @@ pub struct RemoteEntry {
     pub log: BlobRef,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Signatures of everything above, one per key the writer signed with; absent when unsigned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<EntrySignature>,
 }
 
 impl RemoteEntry {

@@ -6,7 +6,8 @@
 //! (layer archives, logs, entry documents) and *entries*, one small JSON document per cache key
 //! that names its blobs. Blobs are uploaded before the entry that names them, so a reader never
 //! finds an entry whose blobs are missing; a blob the remote has is never uploaded again; the
-//! first entry written under a key wins.
+//! first entry written under a key wins. An entry may carry ed25519 signatures of its content
+//! (`signing.rs`); a remote given trusted keys uses only entries one of them signed.
 //!
 //! Must not touch: mounts, processes or the key recipe (keys arrive computed). Writes into the
 //! local cache go through `strata-store`'s publishing functions only.
@@ -19,15 +20,22 @@ mod entry;
 mod image;
 mod registry;
 mod s3;
+mod signing;
 mod spec;
 
 pub use backend::{
     Access, BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, ReadOnly,
 };
-pub use chain::{CacheChain, Publication, Published, Remote, RestoreError, Restored};
+pub use chain::{
+    CacheChain, Publication, Published, Remote, RestoreError, Restored, UntrustedEntry,
+};
 pub use dir::DirBackend;
-pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
+pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, EntrySignature, RemoteEntry};
 pub use image::{ImageError, ImageSource, PulledImage, pull_image};
 pub use registry::RegistryBackend;
 pub use s3::S3Backend;
+pub use signing::{
+    KeyError, PublicKey, SigningKey, Untrusted, parse_public_keys, parse_signing_keys, signed_form,
+    verify_entry,
+};
 pub use spec::{RemoteSpec, SpecError, open_backend, parse_spec, parse_specs};

@@ -116,6 +116,7 @@ fn stored_entry(b: &dyn CacheBackend, command: &str, duration_ms: u64) -> Remote
             size: log.len() as u64,
         },
         created_at_ms: 1,
+        signatures: Vec::new(),
     }
 }
 

@@ -24,7 +24,7 @@ pub(crate) struct CliError {
 }
 
 impl CliError {
-    fn bad_input(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_input(message: impl Into<String>) -> Self {
         CliError {
             message: message.into(),
             code: EXIT_BAD_INPUT,
@@ -107,6 +107,15 @@ fn check_references(pipeline: &Pipeline) -> Result<(), CliError> {
                 decl.spec.len().max(1),
                 format!("shared cache: {e}"),
             ));
+        }
+        for key in &decl.trusted_keys {
+            if let Err(e) = strata_cache::PublicKey::parse(&key.text) {
+                errors.push(Diagnostic::new(
+                    key.at,
+                    key.text.len().max(1),
+                    format!("trusted key: {e}"),
+                ));
+            }
         }
     }
     if errors.is_empty() {
@@ -252,10 +261,48 @@ fn config_file() -> Option<PathBuf> {
 /// The shared caches after the local one. The first of these that says anything decides:
 /// `--no-remote`; `--remote URL`...; `$STRATA_CACHE` (`none` for no remote); otherwise the
 /// pipeline's `cache:` list followed by the config file's.
+///
+/// However a cache was chosen, it trusts the keys of `$STRATA_TRUSTED_KEYS` and the
+/// `trusted-keys` that the pipeline's and the config file's lists give the same URL; a cache
+/// that trusts no key uses entries signed or not. What is published is signed with the keys of
+/// `$STRATA_SIGNING_KEY`.
 fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain, CliError> {
-    let specs = if args.no_remote {
-        Vec::new()
-    } else if !args.remotes.is_empty() {
+    if args.no_remote {
+        return Ok(CacheChain::new(Vec::new()));
+    }
+    // Every declaration, with the file it is in (`None`: the pipeline, checked when loaded).
+    let mut decls: Vec<_> = pipeline.caches.iter().map(|d| (d.clone(), None)).collect();
+    if let Some(path) = config_file() {
+        let config = strata_pipeline::load_config(&path)
+            .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))?;
+        decls.extend(config.caches.into_iter().map(|d| (d, Some(path.clone()))));
+    }
+    let located =
+        |e: &dyn std::fmt::Display, config: &Option<PathBuf>, at: strata_pipeline::Location| {
+            match config {
+                Some(path) => CliError::bad_input(format!(
+                    "error: {e}\n --> {}:{}:{}",
+                    path.display(),
+                    at.line,
+                    at.column
+                )),
+                None => CliError::bad_input(format!("error: {e}")),
+            }
+        };
+    let mut declared: Vec<(strata_cache::RemoteSpec, Vec<strata_cache::PublicKey>)> = Vec::new();
+    for (d, config) in &decls {
+        let spec = strata_cache::parse_spec(&d.spec).map_err(|e| located(&e, config, d.at))?;
+        let keys = d
+            .trusted_keys
+            .iter()
+            .map(|k| {
+                strata_cache::PublicKey::parse(&k.text)
+                    .map_err(|e| located(&format!("trusted key: {e}"), config, k.at))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        declared.push((spec, keys));
+    }
+    let specs = if !args.remotes.is_empty() {
         args.remotes
             .iter()
             .map(|r| strata_cache::parse_spec(r))
@@ -269,35 +316,33 @@ fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain,
                 .map_err(|e| CliError::bad_input(format!("error: $STRATA_CACHE: {e}")))?
         }
     } else {
-        let mut decls: Vec<_> = pipeline.caches.iter().map(|d| (d.clone(), None)).collect();
-        if let Some(path) = config_file() {
-            let config = strata_pipeline::load_config(&path)
-                .map_err(|d| CliError::bad_input(d.to_string().trim_end().to_string()))?;
-            decls.extend(config.caches.into_iter().map(|d| (d, Some(path.clone()))));
-        }
         let mut specs: Vec<strata_cache::RemoteSpec> = Vec::new();
-        for (d, config) in decls {
-            let spec = strata_cache::parse_spec(&d.spec).map_err(|e| match config {
-                Some(path) => CliError::bad_input(format!(
-                    "error: {e}\n --> {}:{}:{}",
-                    path.display(),
-                    d.at.line,
-                    d.at.column
-                )),
-                None => CliError::bad_input(format!("error: {e}")),
-            })?;
+        for (spec, _) in &declared {
             if !specs.iter().any(|s| s.url == spec.url) {
-                specs.push(spec);
+                specs.push(spec.clone());
             }
         }
         specs
     };
-    let backends = specs
-        .iter()
-        .map(strata_cache::open_backend)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::bad_input(format!("error: {e}")))?;
-    Ok(CacheChain::new(backends))
+    if specs.is_empty() {
+        return Ok(CacheChain::new(Vec::new()));
+    }
+    let for_all = crate::signing::trusted_keys_for_all()?;
+    let mut remotes = Vec::new();
+    for spec in &specs {
+        let backend = strata_cache::open_backend(spec)
+            .map_err(|e| CliError::bad_input(format!("error: {e}")))?;
+        let mut trusted = for_all.clone();
+        for (_, keys) in declared.iter().filter(|(d, _)| d.url == spec.url) {
+            for key in keys {
+                if !trusted.contains(key) {
+                    trusted.push(key.clone());
+                }
+            }
+        }
+        remotes.push((backend, trusted));
+    }
+    Ok(CacheChain::with_trusted_keys(remotes).signing_with(crate::signing::signing_keys()?))
 }
 
 /// The workspace: `--workspace`, else for an RWX file (under `.rwx/` or `.mint/`) the git

@@ -248,6 +248,7 @@ impl<'a> RunContext<'a> {
                 files: Vec::new(),
             }
         };
+        notices.extend(remotes.notices());
         let run_dir = cache.begin_run()?;
         Ok(RunContext {
             pipeline,

@@ -201,7 +201,8 @@ pub(crate) fn start_publish<'scope, 'env>(
     });
 }
 
-/// Looks a key up in the remotes, warning about (and then skipping) unreachable ones.
+/// Looks a key up in the remotes, warning about (and then skipping) unreachable ones, and once
+/// per remote about entries ignored because they are not signed by a key it is trusted with.
 pub(crate) fn remote_lookup(
     ctx: &RunContext<'_>,
     key: &strata_key::CacheKey,
@@ -217,5 +218,10 @@ pub(crate) fn remote_lookup(
         &|location| ctx.cache.is_unusable(key, location).unwrap_or(false),
         &|layer| ctx.cache.has_layer(layer),
         &warn,
+        &|refused: &strata_cache::UntrustedEntry| {
+            reporter.event(&Event::Warning {
+                message: refused.to_string(),
+            })
+        },
     )
 }

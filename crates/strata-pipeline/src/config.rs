@@ -5,6 +5,8 @@
 //! cache:
 //!   - s3://ci-cache/strata?endpoint=http://minio.internal:9000
 //!   - oci://registry.internal:5000/strata-cache,ro
+//!   - url: s3://ci-cache/main                  # only entries signed by one of these keys
+//!     trusted-keys: ["ci-main:BASE64..."]
 //! env:
 //!   - SSL_CERT_FILE                            # the host's value, part of the keys
 //!   - RUSTFLAGS=-Dwarnings                     # this value

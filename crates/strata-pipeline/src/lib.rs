@@ -32,7 +32,7 @@ pub use dynamic::{DynamicFile, DynamicTasks, parse_dynamic_tasks};
 pub use filter::{Filter, FilterEntry, Visibility};
 pub use model::{
     Base, CachePolicy, Dialect, EnvConfig, EnvMerge, EnvValue, EnvVar, HostBase, Note, Pipeline,
-    RemoteCacheDecl, Task, TaskKind, TaskName, Text, Unsupported, WorkspaceSource,
+    RemoteCacheDecl, Task, TaskKind, TaskName, Text, TrustedKeyDecl, Unsupported, WorkspaceSource,
 };
 pub use parallel::replace_groups as replace_parallel_groups;
 pub use parallel::{

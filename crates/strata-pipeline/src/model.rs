@@ -50,10 +50,21 @@ pub struct HostBase {
     pub key_paths: Vec<PathBuf>,
 }
 
-/// A shared cache named in a pipeline or config file (`URL[,ro|,rw]`).
+/// A shared cache named in a pipeline or config file: `URL[,ro|,rw]`, or a mapping
+/// `{url: URL, trusted-keys: [NAME:BASE64, ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteCacheDecl {
     pub spec: String,
+    pub at: Location,
+    /// Public keys one of which must have signed an entry of this cache for it to be used
+    /// (none: entries are used signed or not). Parsed by `strata_cache::PublicKey::parse`.
+    pub trusted_keys: Vec<TrustedKeyDecl>,
+}
+
+/// A trusted public key as written (`NAME:BASE64`), with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKeyDecl {
+    pub text: String,
     pub at: Location,
 }
 

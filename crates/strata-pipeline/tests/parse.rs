@@ -175,8 +175,53 @@ fn shared_caches_and_image_bases_parse() {
 #[test]
 fn bad_cache_urls_are_located() {
     // The URLs themselves are parsed where they are opened (strata-cache), `check` included.
+    // A mapping is a cache with trusted keys: `a` is not one of its keys.
     let e = errors("cache: {a: 1}\ntasks:\n  - key: a\n    run: x\n");
-    assert!(e.contains("strata.yml:1:8"), "{e}");
+    assert!(e.contains("strata.yml:1:9"), "{e}");
+    assert!(e.contains("unknown key `a`"), "{e}");
     let e = errors("base: {image: \"\"}\ntasks:\n  - key: a\n    run: x\n");
     assert!(e.contains("`base.image` is empty"), "{e}");
+}
+
+#[test]
+fn shared_caches_may_name_their_trusted_keys() {
+    let p = parse_str(
+        Path::new("strata.yml"),
+        "cache:\n  - s3://ci/pr\n  - url: s3://ci/main,ro\n    trusted-keys: [\"ci-main:AAAA\", \"ci-main-2:BBBB\"]\n  - {url: /mnt/c, trusted-keys: solo:CCCC}\ntasks:\n  - key: a\n    run: x\n",
+    )
+    .unwrap();
+    let specs: Vec<&str> = p.caches.iter().map(|c| c.spec.as_str()).collect();
+    assert_eq!(specs, ["s3://ci/pr", "s3://ci/main,ro", "/mnt/c"]);
+    assert!(p.caches[0].trusted_keys.is_empty());
+    let keys: Vec<(&str, usize, usize)> = p.caches[1]
+        .trusted_keys
+        .iter()
+        .map(|k| (k.text.as_str(), k.at.line, k.at.column))
+        .collect();
+    assert_eq!(keys, [("ci-main:AAAA", 4, 20), ("ci-main-2:BBBB", 4, 36)]);
+    assert_eq!((p.caches[1].at.line, p.caches[1].at.column), (3, 10));
+    assert_eq!(p.caches[2].trusted_keys[0].text, "solo:CCCC");
+    // A lone mapping is a list of one.
+    let p = parse_str(
+        Path::new("strata.yml"),
+        "cache: {url: /mnt/c, trusted-keys: [k:AAAA]}\ntasks:\n  - key: a\n    run: x\n",
+    )
+    .unwrap();
+    assert_eq!(p.caches[0].trusted_keys.len(), 1);
+}
+
+#[test]
+fn bad_cache_mappings_are_located() {
+    let e = errors(
+        "cache:\n  - url: /mnt/c\n    trusted-key: [k:AAAA]\ntasks:\n  - key: a\n    run: x\n",
+    );
+    assert!(e.contains("strata.yml:3:5"), "{e}");
+    assert!(e.contains("did you mean `trusted-keys`?"), "{e}");
+    let e = errors("cache:\n  - trusted-keys: [k:AAAA]\ntasks:\n  - key: a\n    run: x\n");
+    assert!(e.contains("strata.yml:2:5"), "{e}");
+    assert!(e.contains("needs a `url`"), "{e}");
+    let e = errors(
+        "cache:\n  - url: /mnt/c\n    trusted-keys: {k: v}\ntasks:\n  - key: a\n    run: x\n",
+    );
+    assert!(e.contains("strata.yml:3:19"), "{e}");
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::calls::LoadOptions;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
-use crate::model::{Base, Dialect, HostBase, Note, Pipeline, RemoteCacheDecl, Unsupported};
+use crate::model::{
+    Base, Dialect, HostBase, Note, Pipeline, RemoteCacheDecl, TrustedKeyDecl, Unsupported,
+};
 use crate::parse::catalog::{self, KeyStatus};
 use crate::parse::scalars::{as_map, as_string, as_string_list, key_name, unknown_key};
 use crate::parse::task::{TaskExtras, build_task};
@@ -356,16 +358,90 @@ fn build_base(
     }
 }
 
-/// Shared caches (`cache:` in a pipeline or config file): a URL or a list of URLs. Only the
-/// shape is read here: the URLs themselves are parsed by the one parser that opens them
-/// (`strata_cache::parse_spec`), which `strata check` runs too.
+/// Shared caches (`cache:` in a pipeline or config file): a URL, or a list whose items are URLs
+/// or mappings `{url: URL, trusted-keys: [NAME:BASE64, ...]}`. Only the shape is read here: the
+/// URLs and keys themselves are parsed by the one parser that uses them
+/// (`strata_cache::parse_spec`, `strata_cache::PublicKey::parse`), which `strata check` runs too.
 pub(crate) fn remote_caches(
     node: &Node,
     what: &str,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<RemoteCacheDecl> {
-    as_string_list(node, what, errors)
-        .into_iter()
-        .map(|(item, spec)| RemoteCacheDecl { spec, at: item.at })
-        .collect()
+    match &node.value {
+        Value::Seq(items) => items
+            .iter()
+            .flat_map(|item| match &item.value {
+                // Nested lists, from YAML aliases, are flattened.
+                Value::Seq(_) => remote_caches(item, what, errors),
+                Value::Map(fields) => remote_cache_mapping(item, fields, what, errors)
+                    .into_iter()
+                    .collect(),
+                _ => as_string(item, &format!("each item of {what}"), errors)
+                    .map(|spec| plain_cache(spec, item))
+                    .into_iter()
+                    .collect(),
+            })
+            .collect(),
+        Value::Map(fields) => remote_cache_mapping(node, fields, what, errors)
+            .into_iter()
+            .collect(),
+        _ => as_string_list(node, what, errors)
+            .into_iter()
+            .map(|(item, spec)| plain_cache(spec, item))
+            .collect(),
+    }
+}
+
+fn plain_cache(spec: String, node: &Node) -> RemoteCacheDecl {
+    RemoteCacheDecl {
+        spec,
+        at: node.at,
+        trusted_keys: Vec::new(),
+    }
+}
+
+/// `{url: URL, trusted-keys: [...]}`.
+fn remote_cache_mapping(
+    node: &Node,
+    fields: &[(Node, Node)],
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<RemoteCacheDecl> {
+    const KEYS: &[&str] = &["url", "trusted-keys"];
+    let mut url: Option<(String, &Node)> = None;
+    let mut trusted_keys = Vec::new();
+    for (key, value) in fields {
+        match key_name(key, errors).as_deref() {
+            Some("url") => url = as_string(value, "`url`", errors).map(|u| (u, value)),
+            Some("trusted-keys") => {
+                trusted_keys = as_string_list(value, "`trusted-keys`", errors)
+                    .into_iter()
+                    .map(|(item, text)| TrustedKeyDecl { text, at: item.at })
+                    .collect()
+            }
+            Some(other) => {
+                errors.push(unknown_key(key, other, &format!("an item of {what}"), KEYS))
+            }
+            None => {}
+        }
+    }
+    let Some((spec, at)) = url else {
+        // A mapping's own position is not where it starts on the line: point at its first key.
+        let start = fields.first().map_or(node, |(key, _)| key);
+        errors.push(
+            start
+                .error(format!(
+                    "an item of {what} written as a mapping needs a `url`"
+                ))
+                .with_help(
+                    "for example `{url: s3://bucket/main, trusted-keys: [\"ci-main:BASE64\"]}`",
+                ),
+        );
+        return None;
+    };
+    Some(RemoteCacheDecl {
+        spec,
+        at: at.at,
+        trusted_keys,
+    })
 }
