@@ -88,7 +88,9 @@ fn load(
 fn check_references(pipeline: &Pipeline) -> Result<(), CliError> {
     use strata_pipeline::{Diagnostic, Diagnostics, Location};
     let mut errors = Vec::new();
-    if let strata_pipeline::Base::Image(reference) = &pipeline.base {
+    if let strata_pipeline::Base::Image(reference) = &pipeline.base
+        && !reference.contains("${{")
+    {
         let dir = pipeline.path.parent().unwrap_or(std::path::Path::new("."));
         if let Err(e) = strata_cache::ImageSource::parse(reference, dir) {
             let at = pipeline.base_at.unwrap_or(Location { line: 1, column: 1 });

@@ -136,6 +136,26 @@ fn a_pipeline_runs_on_an_image_layout_directory() {
 }
 
 #[test]
+fn an_image_reference_may_read_init_values() {
+    // `image: ruby:${{ init.ruby-version }}`, as real RWX files write it.
+    let f = Fixture::new();
+    let counter = Counter::start();
+    busybox_image(&f.ws().join("img"), "v2", "");
+    f.write(
+        "strata.yml",
+        &image_pipeline("oci:img:${{ init.tag }}", &counter),
+    );
+    let out = f.output(&["check", "strata.yml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = f.run(&["--init", "tag=v2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("read")[0], "hello");
+    let r = f.run(&["--init", "tag=v3"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("v3"), "{}", r.stderr);
+}
+
+#[test]
 fn a_missing_image_is_a_clear_error() {
     let f = Fixture::new();
     let registry = Server::registry();

@@ -117,6 +117,13 @@ impl<'a> RunContext<'a> {
                 return Err(EngineError::UnknownTask(t.to_string()));
             }
         }
+        let checkout = crate::invocation::needs_checkout(pipeline)
+            .then(|| Checkout::inspect(&options.workspace))
+            .flatten();
+        let env = |k: &str| std::env::var(k).ok();
+        let invocation =
+            crate::invocation::invoke(pipeline, checkout.as_ref(), &options.invocation, &env)
+                .map_err(EngineError::Invocation)?;
         let mut base_layers = Vec::new();
         let mut base_env = Vec::new();
         let mut notices = Vec::new();
@@ -134,7 +141,21 @@ impl<'a> RunContext<'a> {
             Base::Rootfs(dir) => return Err(EngineError::BaseMissing(dir.clone())),
             Base::Image(reference) => {
                 let dir = pipeline.path.parent().unwrap_or(std::path::Path::new("."));
-                let source = strata_cache::ImageSource::parse(reference, dir)?;
+                // `image: ruby:${{ init.ruby-version }}`: known once the run's init values are.
+                let reference = if reference.contains("${{") {
+                    let text = strata_pipeline::Text::new(
+                        reference.clone(),
+                        pipeline.base_at.unwrap_or_default(),
+                    );
+                    crate::expressions::render(&text, &invocation.scope)
+                        .map_err(|e| {
+                            EngineError::Invocation(format!("`base.image` {reference}: {e}"))
+                        })?
+                        .text
+                } else {
+                    reference.clone()
+                };
+                let source = strata_cache::ImageSource::parse(&reference, dir)?;
                 let image = strata_cache::pull_image(cache, &source)?;
                 if image.offline {
                     notices.push(format!(
@@ -170,13 +191,6 @@ impl<'a> RunContext<'a> {
                 )
             }
         };
-        let checkout = crate::invocation::needs_checkout(pipeline)
-            .then(|| Checkout::inspect(&options.workspace))
-            .flatten();
-        let env = |k: &str| std::env::var(k).ok();
-        let invocation =
-            crate::invocation::invoke(pipeline, checkout.as_ref(), &options.invocation, &env)
-                .map_err(EngineError::Invocation)?;
         if options.targets.is_empty() && !invocation.targets.is_empty() {
             let targets: Vec<TaskName> = invocation
                 .targets
