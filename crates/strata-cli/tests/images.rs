@@ -146,7 +146,11 @@ fn an_image_reference_may_read_init_values() {
         &image_pipeline("oci:img:${{ init.tag }}", &counter),
     );
     let out = f.output(&["check", "strata.yml"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = f.run(&["--init", "tag=v2"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.output("read")[0], "hello");

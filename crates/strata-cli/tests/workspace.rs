@@ -176,6 +176,10 @@ tasks:
     );
     assert_eq!(second.status("build"), "cached");
     assert!(second.output("report")[0].starts_with(&format!("sha={head2} ")));
+    // The clone is served from the checkout: it is neither run nor restored.
+    assert_eq!(second.status("code"), "workspace");
+    assert_eq!(second.summary()["cached"], 2, "{:?}", second.summary());
+    assert_eq!(second.summary()["ran"], 1, "{:?}", second.summary());
 
     // A source edit reruns the build only.
     f.write("src/lib.rs", "pub fn b() {}");

@@ -111,6 +111,10 @@ pub enum TaskStatus {
     Cached,
     Failed,
     Skipped,
+    /// A `git/clone` of the workspace, served from the checkout: nothing ran or was restored.
+    Workspace,
+    /// A calling task, standing for its call's tasks: nothing ran or was restored.
+    Call,
 }
 
 /// Why a task was not started. `T` names a task: its name here, its index in the dispatcher.

@@ -43,6 +43,13 @@ pub(crate) enum TaskOutcome {
     },
     /// Its `if:` is false: nothing ran, and its dependents are skipped too.
     ConditionFalse { because: String },
+    /// A task that runs nothing and restores nothing: a `git/clone` served from the checkout
+    /// or a calling task standing for its call's tasks. It succeeds with `result`.
+    Stood {
+        result: TaskResult,
+        key: CacheKey,
+        status: crate::events::TaskStatus,
+    },
 }
 
 fn ms(d: Duration) -> u64 {
@@ -327,10 +334,10 @@ fn serve_workspace(
         saved_ms: 0,
         from: "workspace".into(),
     });
-    TaskOutcome::Cached {
+    TaskOutcome::Stood {
         result: source_result(ctx, task, &resolved),
         key: resolved.key,
-        saved: Duration::ZERO,
+        status: crate::events::TaskStatus::Workspace,
     }
 }
 
@@ -351,10 +358,10 @@ fn stand_for_call(
         saved_ms: 0,
         from: "call".into(),
     });
-    TaskOutcome::Cached {
+    TaskOutcome::Stood {
         result: crate::packages::called_result(task, parents, values),
         key: resolved.key,
-        saved: Duration::ZERO,
+        status: crate::events::TaskStatus::Call,
     }
 }
 

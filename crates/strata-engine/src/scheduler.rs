@@ -427,6 +427,12 @@ fn record_outcome(
             let status = TaskStatus::Cached;
             (Outcome::Cached, status, Some(result), Duration::ZERO, key)
         }
+        // Succeeds like a restored task, counted as neither ran nor restored.
+        TaskOutcome::Stood {
+            result,
+            key,
+            status,
+        } => (Outcome::Cached, status, Some(result), Duration::ZERO, key),
         TaskOutcome::Ran {
             result,
             key,
