@@ -16,6 +16,9 @@ pub const S3_SECRET_KEY: &str = "strata-test-secret";
 /// A server process, killed on drop.
 pub struct Server {
     child: Child,
+    /// How it was started, so that it can be started again on the same port and data.
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
@@ -68,6 +71,18 @@ fn wait_for_port(port: u16, child: &mut Child, name: &str) {
     panic!("{name} did not listen on port {port} within 20 s");
 }
 
+fn start(program: &Path, args: &[std::ffi::OsString], port: u16) -> Child {
+    let name = program.file_name().unwrap_or_default().to_string_lossy();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    wait_for_port(port, &mut child, &name);
+    child
+}
+
 fn base_dir() -> &'static Path {
     // Not /tmp: some tests pivot or mount there; /var/tmp is on the root filesystem.
     Path::new("/var/tmp")
@@ -83,16 +98,21 @@ impl Server {
             .expect("temp dir");
         std::fs::create_dir(dir.path().join(bucket)).expect("bucket dir");
         let port = free_port();
-        let mut child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        wait_for_port(port, &mut child, "s3s-fs");
-        Server { child, port, dir }
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            S3_ACCESS_KEY,
+            "--secret-key",
+            S3_SECRET_KEY,
+        ]
+        .into_iter()
+        .map(Into::into)
+        .chain([dir.path().as_os_str().to_owned()])
+        .collect();
+        Server::spawn(bin, args, port, dir)
     }
 
     /// Debian's `docker-registry` (distribution 2.8) on loopback, storing in a temp dir.
@@ -127,15 +147,41 @@ impl Server {
             ));
         }
         std::fs::write(&config, text).expect("registry config");
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        wait_for_port(port, &mut child, "docker-registry");
-        Server { child, port, dir }
+        Server::spawn(
+            bin,
+            vec!["serve".into(), config.into_os_string()],
+            port,
+            dir,
+        )
+    }
+
+    fn spawn(
+        program: PathBuf,
+        args: Vec<std::ffi::OsString>,
+        port: u16,
+        dir: tempfile::TempDir,
+    ) -> Server {
+        let child = start(&program, &args, port);
+        Server {
+            child,
+            program,
+            args,
+            port,
+            dir,
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it, keeping its data: for faults that need a
+    /// server gone in the middle of a transfer.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again after [`Server::kill`], on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = start(&self.program, &self.args, self.port);
     }
 
     pub fn endpoint(&self) -> String {
