@@ -236,7 +236,19 @@ fn open(
         }
     }
     let remotes = remote_caches(&pipeline, args)?;
-    let cache = LocalCache::open(&dir).map_err(|e| CliError::internal(&e))?;
+    let cache = LocalCache::open(&dir).map_err(|e| {
+        let mut err = CliError::internal(&e);
+        let corrupt = err.message.contains("malformed") || err.message.contains("not a database");
+        if corrupt {
+            // The index only names what is on disk: without it the cache starts afresh, and
+            // `strata cache prune` reclaims the layers nothing names any more.
+            err.message.push_str(&format!(
+                "\nhelp: the cache index is damaged; move {} aside (or remove it) and run again",
+                dir.join("index.sqlite").display()
+            ));
+        }
+        err
+    })?;
     Ok(Session {
         pipeline,
         cache,
@@ -519,6 +531,9 @@ pub(crate) fn run(
     settle_in_background(&session.cache);
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED
+    } else if summary.internal_failures > 0 {
+        // strata could not do its own part for some task: not the pipeline's failure.
+        EXIT_INTERNAL
     } else if summary.success() {
         0
     } else {
