@@ -8,7 +8,9 @@
 //! - 3: strata could not do its own part (cache, workspace, sandbox)
 //! - 130: interrupted (Ctrl-C or SIGTERM)
 
+mod cache;
 mod commands;
+mod remote_prune;
 mod reporter;
 
 use std::path::PathBuf;
@@ -142,6 +144,9 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// The cache's lifecycle: list, totals, verify, prune.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Flush the cache's filesystem and forget what the flush covered (started detached after a
     /// run that published something).
     #[command(hide = true)]
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
             json,
         } => commands::run(file, &pipeline, targets, no_cache, fail_fast, jobs, json),
         Command::Check { file } => commands::check(file),
+        Command::Cache(command) => cache::cache(command),
         Command::SettleCache { dir } => commands::settle_cache(&dir),
         Command::Plan {
             file,

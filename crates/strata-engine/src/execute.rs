@@ -103,7 +103,7 @@ pub(crate) fn usable_entry(
         return None;
     }
     let fresh = |found: Found| fresh_enough(task, &found).then_some(found);
-    if let Some(entry) = ctx.cache.lookup(key).ok().flatten()
+    if let Some(entry) = ctx.cache.lookup_for_run(&ctx.run_dir, key).ok().flatten()
         && let Some(found) = fresh(Found::Local(entry))
     {
         return Some(found);
@@ -188,7 +188,7 @@ pub(crate) fn execute<'scope, 'env>(
                 _key_lock = Some(lock);
                 found = ctx
                     .cache
-                    .lookup(&key)
+                    .lookup_for_run(&ctx.run_dir, &key)
                     .ok()
                     .flatten()
                     .map(Found::Local)
@@ -225,18 +225,29 @@ pub(crate) fn execute<'scope, 'env>(
             from: found.source(ctx),
         });
         let result = result_of(task, &resolved, found.layer(), &found.env());
-        if let Found::Remote { remote, entry } = found {
-            start_restore(scope, ctx, reporter, remote, entry);
+        match found {
+            Found::Local(_) => ctx.run_dir.note_hit(key),
+            Found::Remote { remote, entry } => {
+                // A lease on the layer being restored, for a concurrent prune.
+                let _ = ctx.run_dir.note_layer(&entry.layer);
+                start_restore(scope, ctx, reporter, remote, entry);
+            }
         }
         return TaskOutcome::Cached { result, key, saved };
     }
     let start = Instant::now();
     match run_in_sandbox(ctx, task, &resolved, reporter, start, scope) {
-        Ok(result) => TaskOutcome::Ran {
-            result,
-            key,
-            duration: start.elapsed(),
-        },
+        Ok(result) => {
+            if let Some(layer) = result.stack.last() {
+                // In this run's lease, for a budget kept after it (`keep_budget` in the CLI).
+                let _ = ctx.run_dir.note_layer(&layer.layer);
+            }
+            TaskOutcome::Ran {
+                result,
+                key,
+                duration: start.elapsed(),
+            }
+        }
         Err(failure) => {
             reporter.event(&Event::TaskFailed {
                 task: task.name.to_string(),

@@ -9,6 +9,8 @@
 //!   - SSL_CERT_FILE                            # the host's value, part of the keys
 //!   - RUSTFLAGS=-Dwarnings                     # this value
 //!   - {name: NPM_TOKEN, cache-key: excluded}   # the host's value, keyed by name only
+//! local:
+//!   max-size: 20GB                             # the local cache's budget, kept after each run
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,38 @@ pub struct Config {
     pub path: PathBuf,
     pub caches: Vec<RemoteCacheDecl>,
     pub env: Vec<ConfigEnv>,
+    pub local: LocalConfig,
+}
+
+/// Settings of the local cache (`local:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// `max-size`: the budget, in bytes, that a prune after each run keeps the cache within.
+    pub max_size: Option<u64>,
+}
+
+fn local_config(node: &crate::yaml::Node, errors: &mut Vec<crate::Diagnostic>) -> LocalConfig {
+    use crate::parse::scalars::{as_string, unknown_key};
+    let mut local = LocalConfig::default();
+    let Value::Map(fields) = &node.value else {
+        errors.push(node.error("`local` must be a mapping (`local: {max-size: 20GB}`)"));
+        return local;
+    };
+    for (k, v) in fields {
+        match as_string(k, "a key", errors).as_deref() {
+            Some("max-size") => {
+                if let Some(text) = as_string(v, "`max-size`", errors) {
+                    match crate::parse_size(&text) {
+                        Ok(bytes) => local.max_size = Some(bytes),
+                        Err(e) => errors.push(v.error(format!("`max-size`: {e}"))),
+                    }
+                }
+            }
+            Some(other) => errors.push(unknown_key(k, other, "`local`", &["max-size"])),
+            None => {}
+        }
+    }
+    local
 }
 
 /// A host variable passed into every task.
@@ -109,6 +143,7 @@ pub fn load_config(path: &Path) -> Result<Config, Diagnostics> {
         path: path.to_path_buf(),
         caches: Vec::new(),
         env: Vec::new(),
+        local: LocalConfig::default(),
     };
     match yaml::parse(&text) {
         Ok(root) => match &root.value {
@@ -121,9 +156,12 @@ pub fn load_config(path: &Path) -> Result<Config, Diagnostics> {
                         Value::Scalar { text, .. } if text == "env" => {
                             config.env = config_env(value, &mut errors);
                         }
+                        Value::Scalar { text, .. } if text == "local" => {
+                            config.local = local_config(value, &mut errors);
+                        }
                         Value::Scalar { text, .. } => errors.push(
                             key.error(format!("unknown key `{text}` in the config file"))
-                                .with_help("the config file has two keys, `cache` and `env`"),
+                                .with_help("the config file's keys are `cache`, `env` and `local`"),
                         ),
                         _ => errors.push(key.error("config keys must be strings")),
                     }

@@ -15,11 +15,12 @@ pub mod expr;
 mod filter;
 mod model;
 mod parse;
+mod size;
 mod triggers;
 mod validate;
 mod yaml;
 
-pub use config::{Config, ConfigEnv, load_config, plain_env};
+pub use config::{Config, ConfigEnv, LocalConfig, load_config, plain_env};
 pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
 pub use filter::Filter;
@@ -29,4 +30,5 @@ pub use model::{
 };
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS};
 pub use parse::{dialect_of, load, parse_str};
+pub use size::parse_size;
 pub use triggers::{Trigger, TriggerEvent, Triggers};

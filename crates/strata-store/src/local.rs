@@ -12,7 +12,8 @@ use crate::index;
 /// files/<digest>-<mode>  workspace file blobs (hard-linked into per-run workspace trees)
 /// logs/<digest>       task logs
 /// runs/<id>/          scratch of a running strata process (held by a lock, removed when stale)
-/// failed/<task>/      the upper dir of the last failed run of a task, kept for inspection
+/// failed/<task>-<tag>/  the upper dir of the last failed run of a task, kept for inspection
+/// locks/<key>         one execution per key (`flock`), removed by prune when unheld
 /// statcache/<root>    remembered workspace file digests, per workspace root
 /// tmp/                temp files, renamed into place when complete
 /// ```
