@@ -16,17 +16,19 @@ mod chain;
 mod chunks;
 mod dir;
 mod entry;
+mod gc;
 mod image;
 mod registry;
 mod s3;
 mod spec;
 
 pub use backend::{
-    Access, BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, ReadOnly,
+    Access, BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, ReadOnly, Swept,
 };
 pub use chain::{CacheChain, Publication, Published, Remote, RestoreError, Restored};
 pub use dir::DirBackend;
 pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
+pub use gc::{RemotePruneOptions, RemotePruneReport, prune_remote};
 pub use image::{ImageError, ImageSource, PulledImage, pull_image};
 pub use registry::RegistryBackend;
 pub use s3::S3Backend;

@@ -395,3 +395,288 @@ fn cache_commands_refuse_a_directory_that_is_not_a_cache() {
         "nothing was created"
     );
 }
+
+// Shared caches.
+
+fn with_s3_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
+}
+
+fn remote_run(f: &Fixture, url: &str) -> common::RunResult {
+    let out = with_s3_env(&mut f.command(&["run", "--json", "--remote", url]))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    common::RunResult {
+        code: out.status.code().unwrap_or(-1),
+        events: stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        wall: Duration::ZERO,
+    }
+}
+
+fn remote_prune(f: &Fixture, url: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["cache", "prune", "--json", "--remote", url];
+    args.extend_from_slice(extra);
+    let out = with_s3_env(&mut f.command(&args)).output().unwrap();
+    assert!(
+        out.status.success(),
+        "prune {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows[0].clone()
+}
+
+/// What a shared cache holds, read with strata's own backend: entry keys (sorted), and the
+/// entries that name a blob the cache does not have.
+fn remote_state(url: &str) -> (Vec<String>, Vec<String>) {
+    strata_testkit::use_s3_credentials();
+    let backend = strata_cache::open_backend(&strata_cache::parse_spec(url).unwrap()).unwrap();
+    let mut keys = Vec::new();
+    let mut broken = Vec::new();
+    for e in backend.list_entries().unwrap() {
+        let Some(doc) = backend.entry_document(&e.name).unwrap() else {
+            continue;
+        };
+        let entry: Value = serde_json::from_slice(&doc).unwrap();
+        for digest in [&entry["archive"]["digest"], &entry["log"]["digest"]] {
+            let digest = strata_oci::OciDigest::parse(digest.as_str().unwrap()).unwrap();
+            if !backend.has_blob(&digest).unwrap() {
+                broken.push(format!("{} names missing {digest}", entry["task"]));
+            }
+        }
+        keys.push(e.name.to_hex());
+    }
+    keys.sort();
+    (keys, broken)
+}
+
+fn blob_count(url: &str) -> usize {
+    strata_testkit::use_s3_credentials();
+    let backend = strata_cache::open_backend(&strata_cache::parse_spec(url).unwrap()).unwrap();
+    backend.list_blobs().unwrap().map_or(0, |b| b.len())
+}
+
+/// Two tasks published, then (after `--older-than`) one of them changed and published again:
+/// the prune takes the old entries and, but for a registry, their blobs; a fresh machine
+/// restores what is left and runs the rest.
+fn old_entries_and_their_blobs_go(url: &str, sweeps_blobs: bool) {
+    let f = Fixture::new();
+    let counter = Counter::start();
+    let write = |version: &str| {
+        f.write(
+            "strata.yml",
+            &format!(
+                "tasks:\n  - key: keep\n    run: {}; head -c 9M /dev/urandom > /big.bin\n  - key: change\n    run: {}; echo {version} > /v\n",
+                counter.ping("keep"),
+                counter.ping("change"),
+            ),
+        )
+    };
+    write("v1");
+    let r = remote_run(&f, url);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (published, broken) = remote_state(url);
+    assert_eq!(published.len(), 2);
+    assert!(broken.is_empty(), "{broken:?}");
+    let blobs_before = blob_count(url);
+    std::thread::sleep(Duration::from_millis(2500));
+    write("v2");
+    let r = remote_run(&f, url);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("keep"), "cached");
+    counter.take();
+    let (all, _) = remote_state(url);
+    assert_eq!(all.len(), 3);
+    // Nothing is old enough yet: nothing goes.
+    let report = remote_prune(&f, url, &["--older-than", "1h", "--grace", "0s"]);
+    assert_eq!(report["removed_entries"], 0, "{report}");
+    assert_eq!(report["blobs"], 0, "{report}");
+    let report = remote_prune(&f, url, &["--older-than", "2s", "--grace", "0s"]);
+    assert_eq!(report["removed_entries"], 2, "{report}");
+    let (left, broken) = remote_state(url);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!published.contains(&left[0]), "the new entry stays");
+    assert!(broken.is_empty(), "{broken:?}");
+    if sweeps_blobs {
+        // The 9 MB archive of `keep` and the old archive of `change` (the logs are empty, and
+        // the one log blob stays named by the new entry).
+        assert!(report["blobs"].as_u64().unwrap() >= 2, "{report}");
+        assert!(
+            report["blob_bytes"].as_u64().unwrap() >= 9 << 20,
+            "{report}"
+        );
+        assert!(blob_count(url) < blobs_before, "{report}");
+    } else {
+        assert_eq!(report["server_collects_blobs"], true, "{report}");
+    }
+    // A new machine: `change` restored, `keep` built.
+    let other = Fixture::new();
+    other.write(
+        "strata.yml",
+        &std::fs::read_to_string(f.pipeline()).unwrap(),
+    );
+    let r = remote_run(&other, url);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("change"), "cached");
+    assert_eq!(r.status("keep"), "ran");
+}
+
+#[test]
+fn remote_prune_of_a_directory_removes_old_entries_blobs_and_abandoned_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    old_entries_and_their_blobs_go(&url, true);
+    // An upload a killed publisher left in tmp/: removed after the grace period.
+    let f = Fixture::new();
+    let stale = dir.path().join("tmp/4242.0");
+    std::fs::write(&stale, vec![1u8; 4096]).unwrap();
+    let report = remote_prune(&f, &url, &[]);
+    assert_eq!(
+        report["abandoned_upload_objects"], 0,
+        "young: kept {report}"
+    );
+    let old = ago(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let report = remote_prune(&f, &url, &[]);
+    assert_eq!(report["abandoned_upload_objects"], 1, "{report}");
+    assert!(!stale.exists());
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn ago(secs: u64) -> std::time::SystemTime {
+    std::time::SystemTime::now() - Duration::from_secs(secs)
+}
+
+#[test]
+fn remote_prune_of_s3_removes_old_entries_streamed_blobs_and_orphan_chunks() {
+    let server = strata_testkit::Server::s3("strata-ci");
+    let url = format!("s3://strata-ci/team?endpoint={}", server.endpoint());
+    old_entries_and_their_blobs_go(&url, true);
+    // Chunks of an upload that never published its list (a killed publisher).
+    let bucket = server.dir.path().join("strata-ci/team/chunks/dead-upload");
+    std::fs::create_dir_all(&bucket).unwrap();
+    std::fs::write(bucket.join("1"), vec![0u8; 1000]).unwrap();
+    let f = Fixture::new();
+    let report = remote_prune(&f, &url, &[]);
+    assert_eq!(
+        report["abandoned_upload_objects"], 0,
+        "young: kept {report}"
+    );
+    let report = remote_prune(&f, &url, &["--grace", "0s"]);
+    assert_eq!(report["abandoned_upload_objects"], 1, "{report}");
+    assert!(!bucket.join("1").exists());
+    // The 9 MB archive went up as chunks, twice (the second machine published `keep` again):
+    // the chunks of the deleted one went with its list.
+    let chunks = walk_files(&server.dir.path().join("strata-ci/team/chunks"));
+    let uploads: std::collections::BTreeSet<_> = chunks.iter().filter_map(|c| c.parent()).collect();
+    assert_eq!(uploads.len(), 1, "{chunks:?}");
+    let (_, broken) = remote_state(&url);
+    assert!(broken.is_empty(), "{broken:?}");
+}
+
+#[test]
+fn remote_prune_of_a_registry_deletes_old_entry_manifests() {
+    let server = strata_testkit::Server::registry();
+    let url = format!("oci://{}/strata-cache", server.host());
+    old_entries_and_their_blobs_go(&url, false);
+}
+
+/// A publisher keeps publishing new entries while prunes run: with the default grace period
+/// nothing it publishes is lost; with none at all (blobs deleted the moment nothing names
+/// them), entries may be withdrawn, but none is ever left naming a missing blob.
+fn prune_racing_publishers(url: &str) {
+    let f = Fixture::new();
+    let rounds = 4;
+    let publish = |round: usize, f: &Fixture| {
+        f.write(
+            "strata.yml",
+            &format!(
+                "tasks:\n  - key: a\n    run: echo {round} > /a; head -c 200K /dev/urandom > /r\n  - key: b\n    use: [a]\n    run: echo {round} > /b\n"
+            ),
+        );
+        let r = remote_run(f, url);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
+    let race = |grace: &'static str| {
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut args = vec!["cache", "prune", "--remote", url, "--grace", grace];
+                    if grace == "0s" {
+                        args.extend(["--older-than", "1h"]);
+                    }
+                    let out = with_s3_env(&mut f.command(&args)).output().unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            });
+            for round in 0..rounds {
+                let machine = Fixture::new();
+                publish(round, &machine);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    };
+    race("1h");
+    let (keys, broken) = remote_state(url);
+    assert!(broken.is_empty(), "{broken:?}");
+    assert_eq!(keys.len(), 2 * rounds, "an entry was lost: {keys:?}");
+    race("0s");
+    let (_, broken) = remote_state(url);
+    assert!(broken.is_empty(), "entries name missing blobs: {broken:?}");
+}
+
+#[test]
+fn prune_racing_a_publish_loses_nothing_on_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    prune_racing_publishers(&format!("file://{}", dir.path().display()));
+}
+
+#[test]
+fn prune_racing_a_publish_loses_nothing_on_s3() {
+    let server = strata_testkit::Server::s3("strata-ci");
+    prune_racing_publishers(&format!(
+        "s3://strata-ci/race?endpoint={}",
+        server.endpoint()
+    ));
+}
+
+#[test]
+fn remote_prune_refuses_bad_urls_and_read_only_caches() {
+    let f = Fixture::new();
+    for url in ["ftp://x", "/srv/cache,ro", "oci://nohost"] {
+        let out = f.output(&["cache", "prune", "--remote", url]);
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error"),
+            "{url}"
+        );
+    }
+}
