@@ -7,7 +7,8 @@ use crate::index;
 /// The cache directory:
 ///
 /// ```text
-/// index.sqlite        entries: cache key -> layer, env, inputs, log, timing
+/// index.sqlite        entries: cache key -> layer, env, inputs, log, timing, last use, hits
+/// hits                hits of warm runs not yet folded into the index (`usage.rs`)
 /// layers/<digest>/    committed layers, unpacked, immutable, used directly as overlay lowers
 /// files/<digest>-<mode>  workspace file blobs (hard-linked into per-run workspace trees)
 /// logs/<digest>       task logs

@@ -202,6 +202,8 @@ impl LocalCache {
     pub fn prune(&self, options: &PruneOptions) -> Result<PruneReport, StoreError> {
         let started = now_ms();
         let mut report = PruneReport::default();
+        // Recent hits decide what is least recently used.
+        self.fold_hits()?;
         self.remove_dead_scratch()?;
         let before = self.disk_usage()?;
         report.before = before.reclaimable();

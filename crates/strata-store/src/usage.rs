@@ -106,6 +106,12 @@ pub(crate) fn disk_usage(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
     total
 }
 
+/// Hits not yet in the index: `<key> <ms since the epoch>` a line.
+const HITS: &str = "hits";
+
+/// A `hits` file this large is folded by the run that appends to it.
+const FOLD_HITS_AT: u64 = 256 << 10;
+
 fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
@@ -132,16 +138,52 @@ impl LocalCache {
             )
             .map_err(self.index_err("read an entry"))?;
         drop(db);
-        Ok((still && self.has_layer(&entry.layer)).then_some(entry))
+        // The layer was there at the first read, and a prune removes an entry's row before its
+        // layer: with the row still there, the layer is (and now stays, by the note).
+        Ok(still.then_some(entry))
     }
 
-    /// Counts the hits a run noted: one transaction for the whole run, not a write per task.
+    /// Records the hits a run noted, as one append to the cache's `hits` file: a warm run must
+    /// not write the index (its last connection would then checkpoint the WAL, with fsyncs, a
+    /// millisecond on a run of a few). The file is folded into the index by whatever reads hits
+    /// (`ls`, `stats`, `prune`), and by the run that finds it large.
     pub fn record_hits(&self, run: &RunDir) -> Result<(), StoreError> {
+        use std::io::Write;
         let hits = run.take_hits();
         if hits.is_empty() {
             return Ok(());
         }
         let now = crate::durability::now_ms();
+        let mut lines = String::with_capacity(hits.len() * 80);
+        for key in &hits {
+            lines.push_str(&format!("{} {now}\n", key.to_hex()));
+        }
+        let path = self.root.join(HITS);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        // One write: appends of several processes do not interleave.
+        file.write_all(lines.as_bytes()).map_err(io(&path))?;
+        let size = file.metadata().map_err(io(&path))?.len();
+        drop(file);
+        if size > FOLD_HITS_AT {
+            self.fold_hits()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the hits recorded in the `hits` file into the index (one transaction).
+    pub fn fold_hits(&self) -> Result<(), StoreError> {
+        let path = self.root.join(HITS);
+        let taken = self.tmp_path("hits");
+        match std::fs::rename(&path, &taken) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&path)(e)),
+        }
+        let text = std::fs::read_to_string(&taken).map_err(io(&taken))?;
         let mut db = self.db.lock().expect("index lock poisoned");
         let tx = db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -149,16 +191,26 @@ impl LocalCache {
         {
             let mut update = tx
                 .prepare_cached(
-                    "UPDATE entries SET last_used_at = ?2, hits = hits + 1 WHERE key = ?1",
+                    "UPDATE entries SET hits = hits + 1,
+                         last_used_at = MAX(COALESCE(last_used_at, created_at), ?2)
+                     WHERE key = ?1",
                 )
                 .map_err(self.index_err("count hits"))?;
-            for key in &hits {
+            for line in text.lines() {
+                let Some((key, at)) = line.split_once(' ') else {
+                    continue;
+                };
+                let (Some(key), Ok(at)) = (CacheKey::parse(key), at.parse::<i64>()) else {
+                    continue;
+                };
                 update
-                    .execute(params![key.to_hex(), now])
+                    .execute(params![key.to_hex(), at])
                     .map_err(self.index_err("count hits"))?;
             }
         }
-        tx.commit().map_err(self.index_err("count hits"))
+        tx.commit().map_err(self.index_err("count hits"))?;
+        drop(db);
+        std::fs::remove_file(&taken).map_err(io(&taken))
     }
 
     /// Bytes on disk of a layer, measured once and remembered (layers are immutable); `None`
@@ -193,6 +245,7 @@ impl LocalCache {
 
     /// Every entry with its use, most recently used first.
     pub fn entry_usage(&self) -> Result<Vec<EntryUsage>, StoreError> {
+        self.fold_hits()?;
         type Row = (
             String,
             String,
@@ -283,6 +336,7 @@ impl LocalCache {
 
     /// The totals of `strata cache stats`.
     pub fn stats(&self) -> Result<CacheStats, StoreError> {
+        self.fold_hits()?;
         let (entries, hits, saved_ms): (i64, i64, i64) = {
             let db = self.db.lock().expect("index lock poisoned");
             db.query_row(
