@@ -122,6 +122,12 @@ pub fn prune_remote(
     }
     let blobs = backend.list_blobs()?;
     report.server_collects_blobs = blobs.is_none();
+    if blobs.is_none() && options.max_bytes.is_some() {
+        return Err(BackendError::Unsupported {
+            location: backend.location(),
+            action: "prune to a size: a registry does not list its blobs (use --older-than)".into(),
+        });
+    }
     let sizes: HashMap<OciDigest, u64> = blobs.iter().flatten().map(|b| (b.name, b.size)).collect();
     let cutoff = options.older_than.and_then(|a| started.checked_sub(a));
     let doomed = select_entries(&entries, &names, &sizes, cutoff, options.max_bytes);

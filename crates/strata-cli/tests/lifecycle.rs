@@ -602,6 +602,17 @@ fn remote_prune_of_a_registry_deletes_old_entry_manifests() {
     let server = strata_testkit::Server::registry();
     let url = format!("oci://{}/strata-cache", server.host());
     old_entries_and_their_blobs_go(&url, false);
+    // Sizes are the registry's business: pruning to one is refused, and nothing goes.
+    let before = remote_state(&url).0;
+    let f = Fixture::new();
+    let out = f
+        .command(&["cache", "prune", "--remote", &url, "--max-size", "1KB"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--older-than"), "{err}");
+    assert_eq!(remote_state(&url).0, before);
 }
 
 /// A publisher keeps publishing new entries while prunes run: with the default grace period
