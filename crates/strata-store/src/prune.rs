@@ -40,7 +40,6 @@ use strata_key::{ContentDigest, LayerDigest};
 use crate::durability::now_ms;
 use crate::error::{StoreError, io};
 use crate::local::LocalCache;
-use crate::usage::disk_usage;
 
 /// Unnamed layers, logs and blobs younger than this are kept by default: a run may be between
 /// writing them and the entry that names them (an image pull places many layers first).
@@ -596,12 +595,6 @@ impl LocalCache {
         }
         Ok(())
     }
-}
-
-/// Bytes on disk of a path (for callers measuring what they remove).
-#[allow(dead_code)]
-pub(crate) fn bytes_of(path: &std::path::Path) -> u64 {
-    disk_usage(path, &mut HashSet::new())
 }
 
 #[cfg(test)]
