@@ -130,7 +130,7 @@ fn lookup(
         return None;
     }
     let fresh = |found: Found| fresh_enough(decision.ttl, &found).then_some(found);
-    if let Some(entry) = ctx.cache.lookup(key).ok().flatten()
+    if let Some(entry) = ctx.cache.lookup_for_run(&ctx.run_dir, key).ok().flatten()
         && let Some(found) = fresh(Found::Local(entry))
     {
         return Some(found);
@@ -256,7 +256,7 @@ pub(crate) fn execute<'scope, 'env>(
                 _key_lock = Some(lock);
                 found = ctx
                     .cache
-                    .lookup(&key)
+                    .lookup_for_run(&ctx.run_dir, &key)
                     .ok()
                     .flatten()
                     .map(Found::Local)
@@ -296,20 +296,31 @@ pub(crate) fn execute<'scope, 'env>(
             from: found.source(ctx),
         });
         let result = result_of(task, &resolved, found.layer(), &found.env());
-        if let Found::Remote { remote, entry } = found {
-            start_restore(scope, ctx, reporter, remote, entry);
+        match found {
+            Found::Local(_) => ctx.run_dir.note_hit(key),
+            Found::Remote { remote, entry } => {
+                // A lease on the layer being restored, for a concurrent prune.
+                let _ = ctx.run_dir.note_layer(&entry.layer);
+                start_restore(scope, ctx, reporter, remote, entry);
+            }
         }
         return TaskOutcome::Cached { result, key, saved };
     }
     let start = Instant::now();
     let mut used = TaskUsage::default();
     match run_in_sandbox(ctx, task, &resolved, reporter, start, scope, &mut used) {
-        Ok(result) => TaskOutcome::Ran {
-            result,
-            key,
-            duration: start.elapsed(),
-            used,
-        },
+        Ok(result) => {
+            if let Some(layer) = result.stack.last() {
+                // In this run's lease, for a budget kept after it (`keep_budget` in the CLI).
+                let _ = ctx.run_dir.note_layer(&layer.layer);
+            }
+            TaskOutcome::Ran {
+                result,
+                key,
+                duration: start.elapsed(),
+                used,
+            }
+        }
         Err(failure) if failure.kind == FailureKind::Deferred => TaskOutcome::Deferred {
             reason: failure.reason,
         },

@@ -113,6 +113,12 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     summary.pushed_bytes = ctx.transfers.pushed_bytes.load(Ordering::Relaxed);
     summary.interrupted = ctx.interrupted.load(Ordering::SeqCst);
     summary.duration_ms = started.elapsed().as_millis() as u64;
+    // Hits are counted once per run, in one write (`strata cache ls` shows them).
+    if let Err(e) = ctx.cache.record_hits(&ctx.run_dir) {
+        reporter.event(&Event::Warning {
+            message: format!("could not count this run's cache hits: {e}"),
+        });
+    }
     reporter.event(&Event::RunFinished(summary.clone()));
     summary
 }
