@@ -3,6 +3,7 @@
 //! be reached is a different error from one that answered with a failure.
 
 use std::io::Read;
+use std::time::SystemTime;
 
 use strata_key::CacheKey;
 use strata_oci::OciDigest;
@@ -64,6 +65,25 @@ pub enum BackendError {
     ReadOnly { location: String },
     #[error("blob {digest} from cache {location} does not match its digest")]
     Corrupt { location: String, digest: OciDigest },
+    /// The backend cannot do this at all (garbage collection on a server that does it itself).
+    #[error("cache {location} cannot {action}")]
+    Unsupported { location: String, action: String },
+}
+
+/// An entry or blob as a listing of a shared cache shows it (for garbage collection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<N> {
+    pub name: N,
+    pub size: u64,
+    /// When it was stored (for an entry: published).
+    pub modified: SystemTime,
+}
+
+/// What a clean-up of abandoned uploads removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 impl BackendError {
@@ -118,6 +138,52 @@ pub trait CacheBackend: Send + Sync {
     ) -> Result<(), BackendError> {
         self.put_blob(digest, size, content)
     }
+
+    // Garbage collection (`strata cache prune --remote`). A backend that cannot list or delete
+    // says so with `Unsupported`.
+
+    /// Every entry's key, with when it was published.
+    fn list_entries(&self) -> Result<Vec<Listed<CacheKey>>, BackendError> {
+        Err(self.unsupported("list entries"))
+    }
+
+    /// An entry's document as stored, whatever its schema (a prune must keep the blobs that
+    /// entries of other strata versions name), or `None` when it is gone.
+    fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
+        let _ = key;
+        Err(self.unsupported("read entry documents"))
+    }
+
+    /// Removes an entry (gone already is fine).
+    fn delete_entry(&self, key: &CacheKey) -> Result<(), BackendError> {
+        let _ = key;
+        Err(self.unsupported("delete entries"))
+    }
+
+    /// Every blob with its size and time; `None` when the server reclaims unreferenced blobs
+    /// itself (a registry's garbage collector).
+    fn list_blobs(&self) -> Result<Option<Vec<Listed<OciDigest>>>, BackendError> {
+        Err(self.unsupported("list blobs"))
+    }
+
+    /// Removes a blob (gone already is fine).
+    fn delete_blob(&self, digest: &OciDigest) -> Result<(), BackendError> {
+        let _ = digest;
+        Err(self.unsupported("delete blobs"))
+    }
+
+    /// Removes uploads abandoned (never published) before `before`.
+    fn clean_uploads(&self, before: SystemTime) -> Result<Swept, BackendError> {
+        let _ = before;
+        Ok(Swept::default())
+    }
+
+    fn unsupported(&self, action: &str) -> BackendError {
+        BackendError::Unsupported {
+            location: self.location(),
+            action: action.to_string(),
+        }
+    }
 }
 
 /// A blob being uploaded while it is produced. Nothing is visible under its digest before
@@ -166,6 +232,36 @@ impl CacheBackend for ReadOnly {
     }
 
     fn put_own_blob(&self, _: &OciDigest, _: u64, _: &mut dyn Read) -> Result<(), BackendError> {
+        Err(BackendError::ReadOnly {
+            location: self.location(),
+        })
+    }
+
+    fn list_entries(&self) -> Result<Vec<Listed<CacheKey>>, BackendError> {
+        self.0.list_entries()
+    }
+
+    fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
+        self.0.entry_document(key)
+    }
+
+    fn list_blobs(&self) -> Result<Option<Vec<Listed<OciDigest>>>, BackendError> {
+        self.0.list_blobs()
+    }
+
+    fn delete_entry(&self, _: &CacheKey) -> Result<(), BackendError> {
+        Err(BackendError::ReadOnly {
+            location: self.location(),
+        })
+    }
+
+    fn delete_blob(&self, _: &OciDigest) -> Result<(), BackendError> {
+        Err(BackendError::ReadOnly {
+            location: self.location(),
+        })
+    }
+
+    fn clean_uploads(&self, _: SystemTime) -> Result<Swept, BackendError> {
         Err(BackendError::ReadOnly {
             location: self.location(),
         })

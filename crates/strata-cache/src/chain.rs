@@ -14,7 +14,7 @@ use strata_key::{CacheKey, ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
 use strata_oci::{Compression, Expected, OciDigest, apply_layer, write_layer};
 use strata_store::{ArchiveRecord, LocalCache, NewEntry};
 
-use crate::backend::{Access, BackendError, BlobUpload, CacheBackend};
+use crate::backend::{Access, BackendError, BlobUpload, CacheBackend, PutOutcome};
 use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
 use crate::signing::{PublicKey, SigningKey, Untrusted, verify_entry};
 
@@ -554,11 +554,36 @@ impl CacheChain {
                 .put_blob(&log.digest, log.size, &mut &p.log[..])
                 .and_then(|()| remote.backend.put_entry(&entry));
             match result {
-                Ok(_) => published.remotes += 1,
+                Ok(PutOutcome::Stored) => match self.still_has(remote, &archive.digest, &log) {
+                    Ok(true) => published.remotes += 1,
+                    Ok(false) => {
+                        // A concurrent prune deleted a blob this entry names, one that was
+                        // there before (its upload skipped): the entry goes again, so that none
+                        // names a missing blob (`gc.rs`). A later run publishes it anew.
+                        let _ = remote.backend.delete_entry(&p.key);
+                        warn(&BackendError::Failed {
+                            location: remote.location(),
+                            action: format!("publish `{}`", p.task),
+                            message: "a concurrent prune deleted a blob it names; the entry was withdrawn".into(),
+                        });
+                    }
+                    Err(e) => self.failed(remote, e, warn),
+                },
+                Ok(PutOutcome::AlreadyPresent) => published.remotes += 1,
                 Err(e) => self.failed(remote, e, warn),
             }
         }
         published
+    }
+
+    /// Whether the remote still has an entry's blobs, checked after writing the entry.
+    fn still_has(
+        &self,
+        remote: &Remote,
+        archive: &OciDigest,
+        log: &BlobRef,
+    ) -> Result<bool, BackendError> {
+        Ok(remote.backend.has_blob(archive)? && remote.backend.has_blob(&log.digest)?)
     }
 
     /// The archive an earlier upload or download recorded for this layer.

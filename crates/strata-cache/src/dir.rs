@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use strata_key::CacheKey;
 use strata_oci::{DigestReader, OciDigest};
 
-use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome};
+use crate::backend::{
+    BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, Swept,
+};
 use crate::entry::RemoteEntry;
 
 pub struct DirBackend {
@@ -64,6 +66,39 @@ impl DirBackend {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         )))
+    }
+
+    /// The files of `dir` (a subdirectory of the cache) with their metadata; none when it does
+    /// not exist yet.
+    fn list_dir(&self, dir: &Path) -> Result<Vec<(String, std::fs::Metadata)>, BackendError> {
+        if !self.root.is_dir() {
+            return Err(self.fail("list", dir, std::io::ErrorKind::NotFound.into()));
+        }
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail("list", dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.fail("list", dir, e))?;
+            let (Some(name), Ok(meta)) = (
+                entry.file_name().to_str().map(str::to_string),
+                entry.metadata(),
+            ) else {
+                continue;
+            };
+            out.push((name, meta));
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, action: &str, path: &Path) -> Result<(), BackendError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.fail(action, path, e)),
+        }
     }
 
     fn ensure_parent(&self, path: &Path) -> Result<(), BackendError> {
@@ -175,6 +210,69 @@ impl CacheBackend for DirBackend {
             });
         }
         std::fs::rename(&tmp, &dest).map_err(|e| self.fail("publish a blob", &dest, e))
+    }
+
+    fn list_entries(&self) -> Result<Vec<Listed<CacheKey>>, BackendError> {
+        let dir = self.root.join("entries");
+        Ok(self
+            .list_dir(&dir)?
+            .into_iter()
+            .filter_map(|(name, meta)| {
+                Some(Listed {
+                    name: CacheKey::parse(name.strip_suffix(".json")?)?,
+                    size: meta.len(),
+                    modified: meta.modified().ok()?,
+                })
+            })
+            .collect())
+    }
+
+    fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
+        let path = self.entry_path(key);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.fail("read an entry", &path, e)),
+        }
+    }
+
+    fn delete_entry(&self, key: &CacheKey) -> Result<(), BackendError> {
+        self.remove("delete an entry", &self.entry_path(key))
+    }
+
+    fn list_blobs(&self) -> Result<Option<Vec<Listed<OciDigest>>>, BackendError> {
+        let dir = self.root.join("blobs/sha256");
+        Ok(Some(
+            self.list_dir(&dir)?
+                .into_iter()
+                .filter_map(|(name, meta)| {
+                    Some(Listed {
+                        name: OciDigest::parse(&format!("sha256:{name}"))?,
+                        size: meta.len(),
+                        modified: meta.modified().ok()?,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn delete_blob(&self, digest: &OciDigest) -> Result<(), BackendError> {
+        self.remove("delete a blob", &self.blob_path(digest))
+    }
+
+    /// `tmp/` holds uploads being written (their time moves as they grow) and entries about
+    /// to be linked: what has not changed since `before` was abandoned.
+    fn clean_uploads(&self, before: std::time::SystemTime) -> Result<Swept, BackendError> {
+        let dir = self.root.join("tmp");
+        let mut swept = Swept::default();
+        for (name, meta) in self.list_dir(&dir)? {
+            if meta.is_file() && meta.modified().is_ok_and(|m| m < before) {
+                self.remove("remove an abandoned upload", &dir.join(name))?;
+                swept.objects += 1;
+                swept.bytes += meta.len();
+            }
+        }
+        Ok(swept)
     }
 }
 

@@ -17,6 +17,7 @@ mod chain;
 mod chunks;
 mod dir;
 mod entry;
+mod gc;
 mod image;
 mod registry;
 mod s3;
@@ -24,13 +25,14 @@ mod signing;
 mod spec;
 
 pub use backend::{
-    Access, BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, ReadOnly,
+    Access, BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, ReadOnly, Swept,
 };
 pub use chain::{
     CacheChain, Publication, Published, Remote, RestoreError, Restored, UntrustedEntry,
 };
 pub use dir::DirBackend;
 pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, EntrySignature, RemoteEntry};
+pub use gc::{RemotePruneOptions, RemotePruneReport, prune_remote};
 pub use image::{ImageError, ImageSource, PulledImage, pull_image};
 pub use registry::RegistryBackend;
 pub use s3::S3Backend;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use strata_key::CacheKey;
 use strata_oci::{Descriptor, ImageManifest, MEDIA_LAYER_ZSTD, OciDigest, Registry, RegistryError};
 
-use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, read_small};
+use crate::backend::{
+    BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, read_small,
+};
 use crate::chunks::{ChunkedUpload, Chunks};
 use crate::entry::RemoteEntry;
 
@@ -51,7 +53,37 @@ impl RegistryBackend {
     }
 
     fn error(&self, action: &str, e: RegistryError) -> BackendError {
-        backend_error(&self.location(), action, e)
+        match e {
+            RegistryError::Status { status: 405, .. } => BackendError::Unsupported {
+                location: self.location(),
+                action: format!(
+                    "{action}: the registry refuses deletes (docker-registry: `storage: {{delete: {{enabled: true}}}}`)"
+                ),
+            },
+            e => backend_error(&self.location(), action, e),
+        }
+    }
+
+    /// An entry's manifest and its config (the entry document), if the tag exists.
+    fn entry_manifest(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<(OciDigest, ImageManifest, Vec<u8>)>, BackendError> {
+        let Some(fetched) = self
+            .registry
+            .get_manifest(&self.repository, &Self::tag(key))
+            .map_err(|e| self.error("read an entry", e))?
+        else {
+            return Ok(None);
+        };
+        let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&fetched.bytes) else {
+            return Ok(None);
+        };
+        let config = match self.get_blob(&manifest.config.digest)? {
+            Some(blob) => read_small(blob, &self.location(), "an entry")?,
+            None => Vec::new(),
+        };
+        Ok(Some((fetched.digest, manifest, config)))
     }
 }
 
@@ -174,6 +206,59 @@ impl CacheBackend for RegistryBackend {
         self.registry
             .put_blob(&self.repository, digest, size, content)
             .map_err(|e| self.error("write a blob", e))
+    }
+
+    /// Tags `strata-<key>`; a tag has no time of its own, so an entry's is the `created_at_ms`
+    /// its document records (one manifest and config read per entry).
+    fn list_entries(&self) -> Result<Vec<Listed<CacheKey>>, BackendError> {
+        let tags = self
+            .registry
+            .list_tags(&self.repository)
+            .map_err(|e| self.error("list entries", e))?;
+        let mut out = Vec::new();
+        for tag in tags {
+            let Some(key) = tag.strip_prefix("strata-").and_then(CacheKey::parse) else {
+                continue;
+            };
+            let Some((_, manifest, config)) = self.entry_manifest(&key)? else {
+                continue;
+            };
+            let created_ms = serde_json::from_slice::<serde_json::Value>(&config)
+                .ok()
+                .and_then(|v| v.get("created_at_ms")?.as_u64())
+                .unwrap_or(0);
+            out.push(Listed {
+                name: key,
+                size: manifest.layers.iter().map(|l| l.size).sum(),
+                modified: std::time::UNIX_EPOCH + std::time::Duration::from_millis(created_ms),
+            });
+        }
+        Ok(out)
+    }
+
+    fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.entry_manifest(key)?.map(|(_, _, config)| config))
+    }
+
+    /// Deletes the entry's manifest; the registry's garbage collector reclaims its blobs.
+    fn delete_entry(&self, key: &CacheKey) -> Result<(), BackendError> {
+        let Some(fetched) = self
+            .registry
+            .get_manifest(&self.repository, &Self::tag(key))
+            .map_err(|e| self.error("read an entry", e))?
+        else {
+            return Ok(());
+        };
+        self.registry
+            .delete_manifest(&self.repository, &fetched.digest)
+            .map_err(|e| self.error("delete an entry", e))?;
+        Ok(())
+    }
+
+    /// Blobs are the registry's: unreferenced ones (and abandoned `_uploads`) are reclaimed by
+    /// its own garbage collector (`registry garbage-collect`), never deleted by a client.
+    fn list_blobs(&self) -> Result<Option<Vec<Listed<OciDigest>>>, BackendError> {
+        Ok(None)
     }
 }
 

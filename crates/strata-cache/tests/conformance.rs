@@ -6,8 +6,9 @@ use std::io::Read;
 use std::sync::Arc;
 
 use strata_cache::{
-    ArchiveRef, BackendError, BlobRef, CacheBackend, DirBackend, ENTRY_SCHEMA, PutOutcome,
-    ReadOnly, RegistryBackend, RemoteEntry, S3Backend,
+    ArchiveRef, BackendError, BlobReader, BlobRef, CacheBackend, CacheChain, DirBackend,
+    ENTRY_SCHEMA, Listed, PutOutcome, ReadOnly, RegistryBackend, RemoteEntry, RemotePruneOptions,
+    S3Backend, prune_remote,
 };
 use strata_key::{BaseId, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, WorkspaceDigest};
 use strata_oci::OciDigest;
@@ -334,6 +335,61 @@ fn unreachable_is_not_a_miss(s: Subject) {
     assert!(err.is_unreachable(), "{err}");
 }
 
+fn entries_and_blobs_are_listed_and_deleted(s: Subject) {
+    let b = s.backend.as_ref();
+    let mut entry = stored_entry(b, "listed", 1);
+    // A registry's tags have no time: an entry's is the one it records.
+    entry.created_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    b.put_entry(&entry).unwrap();
+    let listed = b.list_entries().unwrap();
+    assert_eq!(
+        listed.iter().map(|l| l.name).collect::<Vec<_>>(),
+        [entry.key]
+    );
+    let age = std::time::SystemTime::now()
+        .duration_since(listed[0].modified)
+        .unwrap_or_default();
+    assert!(age < std::time::Duration::from_secs(3600), "{listed:?}");
+    let doc = b.entry_document(&entry.key).unwrap().unwrap();
+    assert_eq!(
+        RemoteEntry::from_json(&doc, &entry.key),
+        Some(entry.clone())
+    );
+    // A registry lists none: its blobs are its own garbage collector's.
+    if let Some(blobs) = b.list_blobs().unwrap() {
+        let names: Vec<OciDigest> = blobs.iter().map(|l| l.name).collect();
+        assert!(names.contains(&entry.archive.digest) && names.contains(&entry.log.digest));
+        // A streamed blob is listed once, with its whole size, and deleted whole.
+        let content: Vec<u8> = (0..20_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let digest = OciDigest::of(&content);
+        let mut upload = b.begin_upload().unwrap().unwrap();
+        upload.write_all(&content).unwrap();
+        upload.finish(&digest, content.len() as u64).unwrap();
+        let blobs = b.list_blobs().unwrap().unwrap();
+        let streamed: Vec<&Listed<OciDigest>> = blobs.iter().filter(|l| l.name == digest).collect();
+        assert_eq!(streamed.len(), 1, "{blobs:?}");
+        assert_eq!(streamed[0].size, content.len() as u64);
+        let before = stored_files(&s.storage).len();
+        b.delete_blob(&digest).unwrap();
+        assert!(!b.has_blob(&digest).unwrap());
+        assert!(stored_files(&s.storage).len() < before);
+        b.delete_blob(&digest).unwrap();
+    }
+    b.delete_entry(&entry.key).unwrap();
+    assert!(b.get_entry(&entry.key).unwrap().is_none());
+    assert!(b.list_entries().unwrap().is_empty());
+    // Deleting what is gone is fine.
+    b.delete_entry(&entry.key).unwrap();
+    let ro = ReadOnly(Box::new(DirBackend::new(&s.storage)));
+    assert!(matches!(
+        ro.delete_entry(&entry.key),
+        Err(BackendError::ReadOnly { .. })
+    ));
+}
+
 macro_rules! conformance {
     ($module:ident, $subject:expr, streams: $streams:expr) => {
         mod $module {
@@ -371,6 +427,10 @@ macro_rules! conformance {
             fn unreachable_is_not_a_miss() {
                 super::unreachable_is_not_a_miss($subject);
             }
+            #[test]
+            fn entries_and_blobs_are_listed_and_deleted() {
+                super::entries_and_blobs_are_listed_and_deleted($subject);
+            }
         }
     };
 }
@@ -387,3 +447,197 @@ fn an_entry_whose_inputs_do_not_hash_to_its_key_is_ignored() {
     s.backend.put_entry(&entry).unwrap();
     assert!(s.backend.get_entry(&entry.key).unwrap().is_none());
 }
+
+// Pruning racing a publisher, made deterministic: a backend that runs a hook at the worst
+// moment of the other side.
+
+type Hook = Box<dyn Fn(&dyn CacheBackend) + Send + Sync>;
+
+/// Delegates to `inner`, running `before_put_entry` before an entry is written and
+/// `before_delete_blob` before a blob is deleted.
+struct Racing {
+    inner: Arc<dyn CacheBackend>,
+    before_put_entry: Hook,
+    before_delete_blob: Hook,
+}
+
+impl CacheBackend for Racing {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn get_entry(&self, key: &strata_key::CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+        self.inner.get_entry(key)
+    }
+    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+        (self.before_put_entry)(self.inner.as_ref());
+        self.inner.put_entry(entry)
+    }
+    fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
+        self.inner.has_blob(digest)
+    }
+    fn get_blob(&self, digest: &OciDigest) -> Result<Option<BlobReader>, BackendError> {
+        self.inner.get_blob(digest)
+    }
+    fn put_blob(&self, d: &OciDigest, size: u64, r: &mut dyn Read) -> Result<(), BackendError> {
+        self.inner.put_blob(d, size, r)
+    }
+    fn list_entries(&self) -> Result<Vec<Listed<strata_key::CacheKey>>, BackendError> {
+        self.inner.list_entries()
+    }
+    fn entry_document(&self, key: &strata_key::CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
+        self.inner.entry_document(key)
+    }
+    fn delete_entry(&self, key: &strata_key::CacheKey) -> Result<(), BackendError> {
+        self.inner.delete_entry(key)
+    }
+    fn list_blobs(&self) -> Result<Option<Vec<Listed<OciDigest>>>, BackendError> {
+        self.inner.list_blobs()
+    }
+    fn delete_blob(&self, digest: &OciDigest) -> Result<(), BackendError> {
+        (self.before_delete_blob)(self.inner.as_ref());
+        self.inner.delete_blob(digest)
+    }
+}
+
+fn options(grace_secs: u64) -> RemotePruneOptions {
+    RemotePruneOptions {
+        older_than: None,
+        max_bytes: None,
+        grace: std::time::Duration::from_secs(grace_secs),
+    }
+}
+
+/// Every entry's blobs are there.
+fn consistent(b: &dyn CacheBackend) -> Vec<String> {
+    let mut broken = Vec::new();
+    for e in b.list_entries().unwrap() {
+        let Some(entry) = b.get_entry(&e.name).unwrap() else {
+            continue;
+        };
+        for d in [entry.archive.digest, entry.log.digest] {
+            if !b.has_blob(&d).unwrap() {
+                broken.push(format!("{} names missing {d}", entry.key.short()));
+            }
+        }
+    }
+    broken
+}
+
+/// A publisher uploads its blobs, then (while a prune runs) writes its entry: the grace period
+/// keeps the blobs; without one they would go.
+fn fresh_blobs_outlive_a_prune_within_the_grace_period(s: Subject) {
+    let b = s.backend.as_ref();
+    let entry = stored_entry(b, "fresh", 1);
+    let report = prune_remote(b, &options(3600)).unwrap();
+    assert_eq!(report.blobs, 0);
+    b.put_entry(&entry).unwrap();
+    assert!(consistent(b).is_empty());
+    // The same without a grace period: the blobs go, which is what the period is for.
+    let other = stored_entry(b, "fresh too", 1);
+    let report = prune_remote(b, &options(0)).unwrap();
+    assert_eq!(report.blobs, 2, "{report:?}");
+    assert!(!b.has_blob(&other.archive.digest).unwrap());
+}
+
+/// The prune's side: an entry written while the prune deletes a blob it names (that blob was
+/// there before, unnamed) is removed by the prune's second look.
+fn an_entry_written_as_its_blob_is_deleted_is_removed(s: Subject) {
+    let entry = stored_entry(s.backend.as_ref(), "reused", 1);
+    let written = std::sync::atomic::AtomicBool::new(false);
+    let entry_for_hook = entry.clone();
+    let racing = Racing {
+        inner: Arc::clone(&s.backend),
+        before_put_entry: Box::new(|_| {}),
+        before_delete_blob: Box::new(move |inner| {
+            if !written.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                inner.put_entry(&entry_for_hook).unwrap();
+            }
+        }),
+    };
+    let report = prune_remote(&racing, &options(0)).unwrap();
+    assert_eq!(report.withdrawn, 1, "{report:?}");
+    assert!(s.backend.get_entry(&entry.key).unwrap().is_none());
+    assert!(consistent(s.backend.as_ref()).is_empty());
+}
+
+/// The publisher's side: its archive was there already (upload skipped) and a prune deletes it
+/// just before the entry is written; the publisher finds it gone and withdraws its entry.
+fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took(s: Subject) {
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = strata_store::LocalCache::open(local_dir.path()).unwrap();
+    let upper = local_dir.path().join("upper");
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::write(upper.join("file"), "content").unwrap();
+    let layer = local.commit(&upper).unwrap();
+    // The archive of this layer is in the shared cache already, named by nothing.
+    let archive = b"an archive uploaded long ago".to_vec();
+    let digest = OciDigest::of(&archive);
+    s.backend
+        .put_blob(&digest, archive.len() as u64, &mut &archive[..])
+        .unwrap();
+    local
+        .record_archive(
+            &layer,
+            &strata_store::ArchiveRecord {
+                digest: digest.to_string(),
+                size: archive.len() as u64,
+                diff_id: digest.to_string(),
+            },
+        )
+        .unwrap();
+    let racing = Racing {
+        inner: Arc::clone(&s.backend),
+        before_put_entry: Box::new(|inner| {
+            prune_remote(inner, &options(0)).unwrap();
+        }),
+        before_delete_blob: Box::new(|_| {}),
+    };
+    let chain = CacheChain::new(vec![Box::new(racing)]);
+    let inputs = inputs("reusing");
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let warn = |e: &BackendError| warnings.lock().unwrap().push(e.to_string());
+    let published = chain.publish(
+        &local,
+        &strata_cache::Publication {
+            key: inputs.key(),
+            task: "reusing",
+            layer,
+            env: &ExportedEnv::default(),
+            inputs: &inputs,
+            workspace_files: &[],
+            duration: std::time::Duration::from_millis(5),
+            log: b"log",
+        },
+        &warn,
+    );
+    assert_eq!(published.remotes, 0);
+    let warnings = warnings.into_inner().unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("withdrawn")),
+        "{warnings:?}"
+    );
+    assert!(s.backend.get_entry(&inputs.key()).unwrap().is_none());
+    assert!(consistent(s.backend.as_ref()).is_empty());
+}
+
+macro_rules! races {
+    ($module:ident, $subject:expr) => {
+        mod $module {
+            #[test]
+            fn fresh_blobs_outlive_a_prune_within_the_grace_period() {
+                super::fresh_blobs_outlive_a_prune_within_the_grace_period($subject);
+            }
+            #[test]
+            fn an_entry_written_as_its_blob_is_deleted_is_removed() {
+                super::an_entry_written_as_its_blob_is_deleted_is_removed($subject);
+            }
+            #[test]
+            fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took() {
+                super::a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took($subject);
+            }
+        }
+    };
+}
+
+races!(dir_races, super::dir_subject());
+races!(s3_races, super::s3_subject());

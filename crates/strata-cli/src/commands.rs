@@ -30,7 +30,7 @@ impl CliError {
             code: EXIT_BAD_INPUT,
         }
     }
-    fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
+    pub(crate) fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
         let mut message = format!("error: {e}");
         let mut src = e.source();
         while let Some(cause) = src {
@@ -50,7 +50,7 @@ impl CliError {
     }
 }
 
-type CliResult = Result<u8, CliError>;
+pub(crate) type CliResult = Result<u8, CliError>;
 
 fn find_pipeline(file: Option<PathBuf>) -> Result<PathBuf, CliError> {
     if let Some(f) = file {
@@ -236,7 +236,19 @@ fn open(
         }
     }
     let remotes = remote_caches(&pipeline, args)?;
-    let cache = LocalCache::open(&dir).map_err(|e| CliError::internal(&e))?;
+    let cache = LocalCache::open(&dir).map_err(|e| {
+        let mut err = CliError::internal(&e);
+        let corrupt = err.message.contains("malformed") || err.message.contains("not a database");
+        if corrupt {
+            // The index only names what is on disk: without it the cache starts afresh, and
+            // `strata cache prune` reclaims the layers nothing names any more.
+            err.message.push_str(&format!(
+                "\nhelp: the cache index is damaged; move {} aside (or remove it) and run again",
+                dir.join("index.sqlite").display()
+            ));
+        }
+        err
+    })?;
     Ok(Session {
         pipeline,
         cache,
@@ -516,14 +528,64 @@ pub(crate) fn run(
         let _ticker = reporter.start_ticker();
         strata_engine::run(&ctx, &*reporter)
     };
+    // While this run's lease is held: what it used is kept.
+    if summary.ran > 0 || summary.cached > 0 {
+        keep_budget(&session.cache, &summary, json);
+    }
+    drop(ctx);
     settle_in_background(&session.cache);
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED
+    } else if summary.internal_failures > 0 {
+        // strata could not do its own part for some task: not the pipeline's failure.
+        EXIT_INTERNAL
     } else if summary.success() {
         0
     } else {
         EXIT_TASK_FAILED
     })
+}
+
+/// Enforces the config file's `local.max-size` after a run that stored something (a run that
+/// only restored local entries cannot have grown the cache). The run's own layers are in its
+/// lease, so they stay. A failure is a warning: the run's result stands.
+fn keep_budget(cache: &LocalCache, summary: &strata_engine::Summary, json: bool) {
+    let stored = summary.ran > 0 || summary.restored_bytes > 0 || cache.has_unsynced();
+    if !stored {
+        return;
+    }
+    let Some(path) = config_file() else {
+        return;
+    };
+    let Some(max) = strata_pipeline::load_config(&path)
+        .ok()
+        .and_then(|c| c.local.max_size)
+    else {
+        return;
+    };
+    let options = strata_store::PruneOptions {
+        max_bytes: Some(max),
+        ..Default::default()
+    };
+    match cache.prune(&options) {
+        Ok(report) if !json && !report.entries.is_empty() => {
+            eprintln!(
+                "cache budget {} ({}): {}",
+                crate::reporter::bytes(max),
+                path.display(),
+                crate::cache::prune_lines(&report, &options).join("; ")
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            if !json {
+                eprintln!(
+                    "warning: could not keep the cache within local.max-size: {}",
+                    CliError::internal(&e).message
+                );
+            }
+        }
+    }
 }
 
 /// Layers and logs this run published are usable at once but not yet on disk: a detached

@@ -8,7 +8,9 @@
 //! - 3: strata could not do its own part (cache, workspace, sandbox)
 //! - 130: interrupted (Ctrl-C or SIGTERM)
 
+mod cache;
 mod commands;
+mod remote_prune;
 mod reporter;
 mod signing;
 
@@ -159,33 +161,13 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
-    /// Work with caches.
-    Cache {
-        #[command(subcommand)]
-        command: CacheCommand,
-    },
+    /// The cache's lifecycle: list, totals, verify, prune.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Flush the cache's filesystem and forget what the flush covered (started detached after a
     /// run that published something).
     #[command(hide = true)]
     SettleCache { dir: PathBuf },
-}
-
-#[derive(Subcommand)]
-enum CacheCommand {
-    /// Make a key pair for signing shared-cache entries.
-    ///
-    /// Writes NAME.secret (readable by its owner only; give it to publishers as
-    /// $STRATA_SIGNING_KEY) and NAME.public (trusted with `trusted-keys` or
-    /// $STRATA_TRUSTED_KEYS), both `NAME:BASE64` as Nix writes binary-cache keys, and prints the
-    /// public key.
-    Keygen {
-        /// The key's name, filed with each signature (letters, digits, `.`, `_`, `-`;
-        /// for example `ci-main-1`).
-        name: String,
-        /// Where to write the two files.
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-    },
 }
 
 fn main() -> ExitCode {
@@ -215,10 +197,8 @@ fn main() -> ExitCode {
             json,
         } => commands::run(file, &pipeline, targets, no_cache, fail_fast, jobs, json),
         Command::Check { file, packages } => commands::check(file, &packages),
+        Command::Cache(command) => cache::cache(command),
         Command::SettleCache { dir } => commands::settle_cache(&dir),
-        Command::Cache { command } => match command {
-            CacheCommand::Keygen { name, dir } => signing::keygen(&name, &dir),
-        },
         Command::Plan {
             file,
             pipeline,

@@ -326,3 +326,48 @@ fn a_failed_task_on_a_full_disk_does_not_wedge_the_next_run() {
     );
     assert_eq!(code, Some(0), "{events}");
 }
+
+#[test]
+fn strata_failing_its_own_part_exits_3_not_1() {
+    // The task passes, but the disk it filled leaves strata no room to record its result:
+    // that is strata's failure, not the pipeline's.
+    let disk = SmallDisk::new(64);
+    let cache = disk.dir.path().join("cache");
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: a\n    run: dd if=/dev/zero of=/big bs=1M count=500 status=none || true\n",
+    );
+    let out = f
+        .command(&["run", "--json"])
+        .env("STRATA_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{events}");
+    assert!(events.contains("\"internal_failures\":1"), "{events}");
+    assert!(events.contains("failed to commit the layer"), "{events}");
+}
+
+#[test]
+fn a_damaged_index_exits_3_and_says_how_to_start_afresh() {
+    let f = Fixture::new();
+    f.write("strata.yml", "tasks:\n  - key: a\n    run: 'true'\n");
+    assert_eq!(f.run(&[]).code, 0);
+    let index = f.cache.path().join("index.sqlite");
+    for side in ["index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = std::fs::remove_file(f.cache.path().join(side));
+    }
+    let mut bytes = std::fs::read(&index).unwrap();
+    for b in bytes.iter_mut().skip(100).take(4000) {
+        *b = 0xff;
+    }
+    std::fs::write(&index, bytes).unwrap();
+    let out = f.output(&["run", "strata.yml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the cache index is damaged"), "{stderr}");
+    // Doing what it says works.
+    std::fs::remove_file(&index).unwrap();
+    assert_eq!(f.run(&[]).code, 0);
+}

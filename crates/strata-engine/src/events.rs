@@ -242,6 +242,13 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
     pub interrupted: bool,
+    /// Failed tasks whose failure was strata's own (the cache, the sandbox), not the
+    /// command's: the run exits 3.
+    pub internal_failures: usize,
+    /// Tasks of a pass that could not start because a layer a shared cache promised did not
+    /// arrive, with why: the run went again without that entry. Empty in the final summary.
+    #[serde(skip)]
+    pub deferred: Vec<(String, String)>,
     pub tasks: BTreeMap<String, TaskSummary>,
 }
 

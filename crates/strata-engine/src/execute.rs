@@ -40,7 +40,12 @@ pub(crate) enum TaskOutcome {
         key: CacheKey,
         duration: Duration,
         used: TaskUsage,
+        /// strata could not do its own part (the cache, the sandbox): the run exits 3.
+        internal: bool,
     },
+    /// A layer under it, promised by a shared cache, could not be restored: the task did not
+    /// start, and the run goes again without that entry (`scheduler.rs`).
+    Deferred { reason: String },
     /// Its `if:` is false: nothing ran, and its dependents are skipped too.
     ConditionFalse { because: String },
     /// A task that runs nothing and restores nothing: a `git/clone` served from the checkout
@@ -125,7 +130,7 @@ fn lookup(
         return None;
     }
     let fresh = |found: Found| fresh_enough(decision.ttl, &found).then_some(found);
-    if let Some(entry) = ctx.cache.lookup(key).ok().flatten()
+    if let Some(entry) = ctx.cache.lookup_for_run(&ctx.run_dir, key).ok().flatten()
         && let Some(found) = fresh(Found::Local(entry))
     {
         return Some(found);
@@ -196,6 +201,7 @@ pub(crate) fn execute<'scope, 'env>(
                     key: resolved.key,
                     duration: Duration::ZERO,
                     used: TaskUsage::default(),
+                    internal: false,
                 };
             }
         }
@@ -208,6 +214,11 @@ pub(crate) fn execute<'scope, 'env>(
     }
     let resolved = resolve(ctx, task, parents, values);
     let key = resolved.key;
+    if let Some(reason) = &resolved.deferred {
+        return TaskOutcome::Deferred {
+            reason: reason.clone(),
+        };
+    }
     if let Some(error) = &resolved.error {
         reporter.event(&Event::TaskFailed {
             task: task.name.to_string(),
@@ -223,6 +234,7 @@ pub(crate) fn execute<'scope, 'env>(
             key,
             duration: Duration::ZERO,
             used: TaskUsage::default(),
+            internal: false,
         };
     }
     let mut found = lookup(ctx, resolved.cache, &key, reporter);
@@ -244,7 +256,7 @@ pub(crate) fn execute<'scope, 'env>(
                 _key_lock = Some(lock);
                 found = ctx
                     .cache
-                    .lookup(&key)
+                    .lookup_for_run(&ctx.run_dir, &key)
                     .ok()
                     .flatten()
                     .map(Found::Local)
@@ -265,6 +277,7 @@ pub(crate) fn execute<'scope, 'env>(
                     key,
                     duration: Duration::ZERO,
                     used: TaskUsage::default(),
+                    internal: false,
                 };
             }
             // The lock only saves work: without it the task runs, as it always could.
@@ -283,19 +296,33 @@ pub(crate) fn execute<'scope, 'env>(
             from: found.source(ctx),
         });
         let result = result_of(task, &resolved, found.layer(), &found.env());
-        if let Found::Remote { remote, entry } = found {
-            start_restore(scope, ctx, reporter, remote, entry);
+        match found {
+            Found::Local(_) => ctx.run_dir.note_hit(key),
+            Found::Remote { remote, entry } => {
+                // A lease on the layer being restored, for a concurrent prune.
+                let _ = ctx.run_dir.note_layer(&entry.layer);
+                start_restore(scope, ctx, reporter, remote, entry);
+            }
         }
         return TaskOutcome::Cached { result, key, saved };
     }
     let start = Instant::now();
     let mut used = TaskUsage::default();
     match run_in_sandbox(ctx, task, &resolved, reporter, start, scope, &mut used) {
-        Ok(result) => TaskOutcome::Ran {
-            result,
-            key,
-            duration: start.elapsed(),
-            used,
+        Ok(result) => {
+            if let Some(layer) = result.stack.last() {
+                // In this run's lease, for a budget kept after it (`keep_budget` in the CLI).
+                let _ = ctx.run_dir.note_layer(&layer.layer);
+            }
+            TaskOutcome::Ran {
+                result,
+                key,
+                duration: start.elapsed(),
+                used,
+            }
+        }
+        Err(failure) if failure.kind == FailureKind::Deferred => TaskOutcome::Deferred {
+            reason: failure.reason,
         },
         Err(failure) => {
             reporter.event(&Event::TaskFailed {
@@ -312,6 +339,7 @@ pub(crate) fn execute<'scope, 'env>(
                 key,
                 duration: start.elapsed(),
                 used,
+                internal: failure.kind == FailureKind::Strata,
             }
         }
     }
@@ -442,6 +470,7 @@ fn clone_exports(ctx: &RunContext<'_>, task: &Task) -> ExportedEnv {
 }
 
 struct Failure {
+    kind: FailureKind,
     reason: String,
     exit_code: Option<i32>,
     log_tail: Vec<String>,
@@ -450,21 +479,41 @@ struct Failure {
     errors: Vec<String>,
 }
 
-impl Failure {
-    /// The task did something wrong after its command passed (a bad export name).
-    fn task(reason: impl std::fmt::Display) -> Failure {
-        Failure::infra(reason)
-    }
-
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    /// The task's command failed, or the task did something wrong (a bad export name).
+    Task,
     /// strata itself could not do its part (the command may not have run).
-    fn infra(reason: impl std::fmt::Display) -> Failure {
+    Strata,
+    /// A layer under it could not be restored from a shared cache: not a failure of the task.
+    Deferred,
+}
+
+impl Failure {
+    fn of(kind: FailureKind, reason: impl std::fmt::Display) -> Failure {
         Failure {
+            kind,
             reason: reason.to_string(),
             exit_code: None,
             log_tail: Vec::new(),
             kept_upper: None,
             errors: Vec::new(),
         }
+    }
+
+    /// The task did something wrong after its command passed (a bad export name).
+    fn task(reason: impl std::fmt::Display) -> Failure {
+        Failure::of(FailureKind::Task, reason)
+    }
+
+    /// strata itself could not do its part (the command may not have run).
+    fn infra(reason: impl std::fmt::Display) -> Failure {
+        Failure::of(FailureKind::Strata, reason)
+    }
+
+    /// A layer a shared cache promised did not arrive.
+    fn deferred(reason: impl std::fmt::Display) -> Failure {
+        Failure::of(FailureKind::Deferred, reason)
     }
 }
 
@@ -492,7 +541,7 @@ fn run_in_sandbox<'scope, 'env>(
     // Layers restored from a shared cache may still be on their way.
     ctx.transfers
         .wait_for(ctx, &resolved.stack_layers())
-        .map_err(Failure::infra)?;
+        .map_err(Failure::deferred)?;
     let scratch = ctx.run_dir.path().join("tasks").join(&name);
     let ws_tree = ctx
         .trees
@@ -645,7 +694,7 @@ fn run_in_sandbox<'scope, 'env>(
     let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
     *used = usage;
     let tail = || log_tail(&log);
-    let fail = |reason: String, exit_code: Option<i32>| -> Failure {
+    let fail = |kind: FailureKind, reason: String, exit_code: Option<i32>| -> Failure {
         let kept = keep_upper(ctx, task, &mounts.upperdir);
         let reason = if resolved.tree.files.is_empty() && !sees_workspace(ctx, task) {
             format!("{reason}; {}", no_workspace_hint(ctx))
@@ -653,6 +702,7 @@ fn run_in_sandbox<'scope, 'env>(
             reason
         };
         Failure {
+            kind,
             reason,
             exit_code,
             log_tail: tail(),
@@ -661,12 +711,17 @@ fn run_in_sandbox<'scope, 'env>(
         }
     };
     match (outcome, stopped_because) {
-        (_, Some(reason)) => return Err(fail(reason, None)),
+        (_, Some(reason)) => return Err(fail(FailureKind::Task, reason, None)),
         (Outcome::SetupFailed(message), None) => {
-            return Err(fail(format!("sandbox setup failed: {message}"), None));
+            return Err(fail(
+                FailureKind::Strata,
+                format!("sandbox setup failed: {message}"),
+                None,
+            ));
         }
         (Outcome::Exited(code), None) if code != 0 => {
             return Err(fail(
+                FailureKind::Task,
                 format!("command exited with status {code}"),
                 Some(code),
             ));

@@ -55,6 +55,9 @@ pub(crate) struct ResolvedInputs {
     pub(crate) cache: CacheDecision,
     /// An expression of the task that could not be resolved: the task fails with this.
     pub(crate) error: Option<String>,
+    /// A layer under the task that a shared cache promised did not arrive: the task cannot
+    /// start in this pass of the run.
+    pub(crate) deferred: Option<String>,
 }
 
 /// `cache` as it applies to one run of a task.
@@ -186,6 +189,13 @@ pub(crate) fn values_for<'a>(
     Some(out)
 }
 
+/// Why the layers under a filtered task could not be read.
+enum LayersError {
+    /// A layer a shared cache promised did not arrive.
+    NotRestored(String),
+    Other(String),
+}
+
 /// For a task with a filter over layers that wrote into `/workspace`: those layers' parts
 /// (bottom first) and the stack as keyed (such a layer by its system part). `None`: nothing to
 /// narrow, the task is keyed and mounted as usual.
@@ -193,7 +203,7 @@ fn filtered_layers(
     ctx: &RunContext<'_>,
     filter: Option<&Filter>,
     stack: &[ParentInput],
-) -> Result<Option<(LayersWithParts, Vec<ParentInput>)>, String> {
+) -> Result<Option<(LayersWithParts, Vec<ParentInput>)>, LayersError> {
     let Some(filter) = filter else {
         return Ok(None);
     };
@@ -203,11 +213,17 @@ fn filtered_layers(
     // The layers must be here to be read (those restored from a shared cache may be on their
     // way).
     let layers: Vec<LayerDigest> = stack.iter().map(|p| p.layer).collect();
-    ctx.transfers.wait_for(ctx, &layers)?;
+    ctx.transfers
+        .wait_for(ctx, &layers)
+        .map_err(LayersError::NotRestored)?;
     let mut parts = Vec::new();
     let mut keyed = Vec::with_capacity(stack.len());
     for p in stack {
-        match ctx.layer_parts.narrowed(ctx.cache, p.layer, filter)? {
+        match ctx
+            .layer_parts
+            .narrowed(ctx.cache, p.layer, filter)
+            .map_err(LayersError::Other)?
+        {
             Some(split) => {
                 keyed.push(ParentInput {
                     task: p.task.clone(),
@@ -429,6 +445,7 @@ pub(crate) fn resolve(
             .sources
             .visible_added(&ctx.workspace, task, filter.as_deref()),
     };
+    let mut deferred = None;
     let (visible, keyed_stack, masked) = match filtered_layers(ctx, filter.as_deref(), &stack) {
         Ok(Some((layers, keyed_stack))) => {
             let filter = filter.as_deref().expect("only a filtered task");
@@ -439,7 +456,11 @@ pub(crate) fn resolve(
             )
         }
         Ok(None) => (visible, stack.clone(), false),
-        Err(e) => {
+        Err(LayersError::NotRestored(e)) => {
+            deferred = Some(e);
+            (visible, stack.clone(), false)
+        }
+        Err(LayersError::Other(e)) => {
             error.get_or_insert(e);
             (visible, stack.clone(), false)
         }
@@ -490,6 +511,7 @@ pub(crate) fn resolve(
         masked,
         cache,
         error,
+        deferred,
     }
 }
 

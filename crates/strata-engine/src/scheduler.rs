@@ -25,26 +25,146 @@ use crate::tasks::TaskTable;
 
 /// Runs the pipeline (or its targets and what they need) and returns the summary, which is
 /// also the last event reported.
+///
+/// A shared cache never fails a task: when a layer it promised does not arrive (missing,
+/// corrupt, truncated, or the server went away), the tasks that needed it do not start, and
+/// once the pass is over the run goes again — the broken entry is now remembered or its cache
+/// left out, so the task is built, and what the first pass did is found in the local cache.
 pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     let started = Instant::now();
     let pipeline = ctx.pipeline;
-    let mut table = TaskTable::new(pipeline);
-    let mut dispatcher = dispatcher(ctx, &table);
-    reporter.event(&Event::RunStarted {
-        pipeline: pipeline.path.display().to_string(),
-        tasks: dispatcher
-            .order()
-            .iter()
-            .map(|&i| table.name(i).to_string())
-            .collect(),
-        jobs: ctx.options.jobs,
-    });
+    {
+        let table = TaskTable::new(pipeline);
+        let dispatcher = dispatcher(ctx, &table);
+        reporter.event(&Event::RunStarted {
+            pipeline: pipeline.path.display().to_string(),
+            tasks: dispatcher
+                .order()
+                .iter()
+                .map(|&i| table.name(i).to_string())
+                .collect(),
+            jobs: ctx.options.jobs,
+        });
+    }
     for message in &ctx.notices {
         reporter.event(&Event::Warning {
             message: message.clone(),
         });
     }
+    // Each pass takes something away (an entry remembered as broken, a cache left out), so
+    // this ends; the bound is a guard.
+    const PASSES: usize = 4;
+    let mut earlier: Option<Summary> = None;
+    let mut summary = Summary::default();
+    for pass in 1..=PASSES {
+        let quiet = PassReporter {
+            inner: reporter,
+            ctx,
+        };
+        summary = run_pass(ctx, if pass < PASSES { &quiet } else { reporter });
+        let failed = ctx.transfers.take_failed_restores();
+        if let Some(before) = earlier.take() {
+            summary = carry_over(before, summary);
+        }
+        if (failed.is_empty() && summary.deferred.is_empty())
+            || ctx.interrupted.load(Ordering::SeqCst)
+            || pass == PASSES
+        {
+            break;
+        }
+        let names: Vec<String> = failed.iter().map(|t| format!("`{t}`")).collect();
+        reporter.event(&Event::Warning {
+            message: format!(
+                "the shared cache did not give {} as promised; running again to build {}",
+                names.join(", "),
+                if names.len() == 1 { "it" } else { "them" }
+            ),
+        });
+        earlier = Some(summary.clone());
+    }
+    // Still waiting after the last pass (this machine could not keep a restored layer): failed,
+    // and strata's fault.
+    for (task, reason) in std::mem::take(&mut summary.deferred) {
+        reporter.event(&Event::TaskFailed {
+            task: task.clone(),
+            reason: reason.clone(),
+            exit_code: None,
+            duration_ms: 0,
+            log_tail: Vec::new(),
+            kept_upper: None,
+            errors: Vec::new(),
+            usage: Default::default(),
+        });
+        summary.failed += 1;
+        summary.internal_failures += 1;
+        summary.tasks.insert(
+            task,
+            TaskSummary {
+                status: TaskStatus::Failed,
+                duration_ms: 0,
+                key: None,
+                skip_reason: None,
+                usage: Default::default(),
+            },
+        );
+    }
+    // The scope has joined every background restore and publication by now.
+    summary.restored_bytes = ctx.transfers.restored_bytes.load(Ordering::Relaxed);
+    summary.pushed_bytes = ctx.transfers.pushed_bytes.load(Ordering::Relaxed);
+    summary.interrupted = ctx.interrupted.load(Ordering::SeqCst);
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    // Hits are counted once per run, in one write (`strata cache ls` shows them).
+    if let Err(e) = ctx.cache.record_hits(&ctx.run_dir) {
+        reporter.event(&Event::Warning {
+            message: format!("could not count this run's cache hits: {e}"),
+        });
+    }
+    reporter.event(&Event::RunFinished(summary.clone()));
+    summary
+}
 
+/// A pass that may be run again: the skips that follow a layer that did not arrive are not
+/// reported (the next pass decides those tasks).
+struct PassReporter<'a> {
+    inner: &'a dyn Reporter,
+    ctx: &'a RunContext<'a>,
+}
+
+impl Reporter for PassReporter<'_> {
+    fn event(&self, event: &Event) {
+        if matches!(event, Event::TaskSkipped { .. }) && self.ctx.transfers.restore_failed() {
+            return;
+        }
+        self.inner.event(event);
+    }
+}
+
+/// The summary of a pass that went again: a task the earlier pass ran (or that failed there)
+/// is reported as that, not as restored from what it left.
+fn carry_over(before: Summary, mut after: Summary) -> Summary {
+    for (name, t) in &before.tasks {
+        let Some(now) = after.tasks.get_mut(name) else {
+            continue;
+        };
+        if t.status == TaskStatus::Ran && now.status == TaskStatus::Cached {
+            after.cached -= 1;
+            after.ran += 1;
+            *now = t.clone();
+        }
+    }
+    after.cpu_ms = match (before.cpu_ms, after.cpu_ms) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    };
+    after.peak_memory_bytes = before.peak_memory_bytes.max(after.peak_memory_bytes);
+    after
+}
+
+/// One pass over the run's tasks.
+fn run_pass(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
+    let pipeline = ctx.pipeline;
+    let mut table = TaskTable::new(pipeline);
+    let mut dispatcher = dispatcher(ctx, &table);
     let mut summary = Summary::default();
     // What each task that succeeded hands the tasks that `use` it.
     let mut results: Vec<Option<TaskResult>> = vec![None; table.len()];
@@ -158,6 +278,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                             key,
                             duration,
                             used,
+                            internal: false,
                         }
                     }
                 }
@@ -172,6 +293,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                             key,
                             duration: Duration::ZERO,
                             used: Default::default(),
+                            internal: false,
                         }
                     }
                 }
@@ -184,12 +306,6 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
             dispatcher.record(DispatchEvent::TaskFinished { task: i, outcome });
         }
     });
-    // The scope has joined every background restore and publication by now.
-    summary.restored_bytes = ctx.transfers.restored_bytes.load(Ordering::Relaxed);
-    summary.pushed_bytes = ctx.transfers.pushed_bytes.load(Ordering::Relaxed);
-    summary.interrupted = ctx.interrupted.load(Ordering::SeqCst);
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    reporter.event(&Event::RunFinished(summary.clone()));
     summary
 }
 
@@ -447,10 +563,20 @@ fn record_outcome(
             key,
             duration,
             used,
+            internal,
         } => {
             summary.failed += 1;
+            if internal {
+                summary.internal_failures += 1;
+            }
             usage = used;
             (Outcome::Failed, TaskStatus::Failed, None, duration, key)
+        }
+        // Not the task's failure, not counted: the run goes again (see `run`). Its dependents
+        // are not started in this pass.
+        TaskOutcome::Deferred { reason } => {
+            summary.deferred.push((task, reason));
+            return (Outcome::Failed, None);
         }
     };
     if let Some(cpu) = usage.cpu_ms {

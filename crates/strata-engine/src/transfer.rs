@@ -44,6 +44,8 @@ pub(crate) struct Transfers {
     slots: Mutex<HashMap<LayerDigest, Arc<Slot>>>,
     pub(crate) restored_bytes: AtomicU64,
     pub(crate) pushed_bytes: AtomicU64,
+    /// Tasks whose restore failed in the current pass: the run goes again to build them.
+    failed_restores: Mutex<Vec<String>>,
 }
 
 fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 'a {
@@ -55,6 +57,27 @@ fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 
 }
 
 impl Transfers {
+    /// Whether a restore of the current pass has failed.
+    pub(crate) fn restore_failed(&self) -> bool {
+        !self
+            .failed_restores
+            .lock()
+            .expect("restores lock")
+            .is_empty()
+    }
+
+    /// The tasks whose restore failed in the pass that just ended, which starts another: the
+    /// slots of their layers are forgotten, so that a task that builds one is not told it is
+    /// still broken.
+    pub(crate) fn take_failed_restores(&self) -> Vec<String> {
+        let failed = std::mem::take(&mut *self.failed_restores.lock().expect("restores lock"));
+        if !failed.is_empty() {
+            let mut slots = self.slots.lock().expect("slots lock");
+            slots.retain(|_, slot| matches!(*slot.result.lock().expect("slot lock"), Some(Ok(()))));
+        }
+        failed
+    }
+
     /// Waits until every layer of `stack` is in the local cache.
     pub(crate) fn wait_for(
         &self,
@@ -132,9 +155,9 @@ pub(crate) fn start_restore<'scope, 'env>(
                 let remembered =
                     e.condemns_entry() && ctx.cache.mark_unusable(&entry.key, &location).is_ok();
                 let next = if remembered {
-                    "; the next run will build it instead"
+                    "; it is built instead, and the entry is not used again for a day"
                 } else {
-                    ""
+                    "; it is built instead"
                 };
                 reporter.event(&Event::Warning {
                     message: format!(
@@ -142,6 +165,11 @@ pub(crate) fn start_restore<'scope, 'env>(
                         entry.task
                     ),
                 });
+                ctx.transfers
+                    .failed_restores
+                    .lock()
+                    .expect("restores lock")
+                    .push(entry.task.clone());
                 Err(format!("{e}{next}"))
             }
         };

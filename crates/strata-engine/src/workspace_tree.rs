@@ -66,9 +66,17 @@ impl WorkspaceTrees {
             }
             match (&f.kind, origin) {
                 (FileKind::File { digest, .. }, Origin::Captured(origin)) => {
-                    let blob =
-                        cache.workspace_blob(&workspace_root.join(&**origin), digest, f.mode)?;
-                    std::fs::hard_link(&blob, &dest).map_err(io(&dest))?;
+                    let origin = workspace_root.join(&**origin);
+                    let blob = cache.workspace_blob(&origin, digest, f.mode)?;
+                    match std::fs::hard_link(&blob, &dest) {
+                        Ok(()) => {}
+                        // A prune removed the blob in between: it is copied again.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            let blob = cache.workspace_blob(&origin, digest, f.mode)?;
+                            std::fs::hard_link(&blob, &dest).map_err(io(&dest))?;
+                        }
+                        Err(e) => return Err(io(&dest)(e)),
+                    }
                 }
                 (FileKind::File { .. }, Origin::Layer(file)) => {
                     if std::fs::hard_link(file, &dest).is_err() {

@@ -378,6 +378,54 @@ impl Registry {
             .is_some())
     }
 
+    /// The tags of a repository (every page); none when the repository does not exist.
+    pub fn list_tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+        let mut tags = Vec::new();
+        let mut next = Some(self.url(&format!("/v2/{repo}/tags/list?n=1000")));
+        while let Some(url) = next.take() {
+            let Some(resp) = self.call("GET", &url, &|r| r, Body::Empty)? else {
+                break;
+            };
+            // `Link: </v2/repo/tags/list?last=x&n=1000>; rel="next"`
+            next = resp
+                .header("Link")
+                .and_then(|l| l.split_once('<'))
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map(|(path, _)| {
+                    if path.starts_with("http") {
+                        path.to_string()
+                    } else {
+                        self.url(path)
+                    }
+                });
+            let text = resp.into_string().map_err(|source| RegistryError::Read {
+                url: url.clone(),
+                source,
+            })?;
+            let body: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| RegistryError::Read {
+                    url: url.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+            tags.extend(
+                body.get("tags")
+                    .and_then(|t| t.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(str::to_string)),
+            );
+        }
+        Ok(tags)
+    }
+
+    /// Deletes a manifest by digest (and every tag naming it). `Ok(false)` when it is gone
+    /// already. A registry that refuses deletes answers 405 (`docker-registry` needs
+    /// `storage: {delete: {enabled: true}}`).
+    pub fn delete_manifest(&self, repo: &str, digest: &OciDigest) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
+        Ok(self.call("DELETE", &url, &|r| r, Body::Empty)?.is_some())
+    }
+
     pub fn put_manifest(
         &self,
         repo: &str,

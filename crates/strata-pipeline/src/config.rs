@@ -16,6 +16,8 @@
 //!   - https://github.com/rwx-cloud/packages.git   # a git repository, cloned into the cache
 //! base-images:                                 # RWX's `base: {os, tag}` -> an image
 //!   ubuntu 24.04: localhost:5000/ubuntu:24.04
+//! local:
+//!   max-size: 20GB                             # the local cache's budget, kept after each run
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,38 @@ pub struct Config {
     pub packages: Vec<String>,
     /// RWX's `base: {os, tag}` (`"ubuntu 24.04"` or `"ubuntu 24.04 1.1"`) -> image reference.
     pub base_images: Vec<(String, String)>,
+    pub local: LocalConfig,
+}
+
+/// Settings of the local cache (`local:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// `max-size`: the budget, in bytes, that a prune after each run keeps the cache within.
+    pub max_size: Option<u64>,
+}
+
+fn local_config(node: &crate::yaml::Node, errors: &mut Vec<crate::Diagnostic>) -> LocalConfig {
+    use crate::parse::scalars::{as_string, unknown_key};
+    let mut local = LocalConfig::default();
+    let Value::Map(fields) = &node.value else {
+        errors.push(node.error("`local` must be a mapping (`local: {max-size: 20GB}`)"));
+        return local;
+    };
+    for (k, v) in fields {
+        match as_string(k, "a key", errors).as_deref() {
+            Some("max-size") => {
+                if let Some(text) = as_string(v, "`max-size`", errors) {
+                    match crate::parse_size(&text) {
+                        Ok(bytes) => local.max_size = Some(bytes),
+                        Err(e) => errors.push(v.error(format!("`max-size`: {e}"))),
+                    }
+                }
+            }
+            Some(other) => errors.push(unknown_key(k, other, "`local`", &["max-size"])),
+            None => {}
+        }
+    }
+    local
 }
 
 /// A host variable passed into every task.
@@ -166,6 +200,7 @@ pub fn load_config(path: &Path) -> Result<Config, Diagnostics> {
         env: Vec::new(),
         packages: Vec::new(),
         base_images: Vec::new(),
+        local: LocalConfig::default(),
     };
     match yaml::parse(&text) {
         Ok(root) => match &root.value {
@@ -184,9 +219,12 @@ pub fn load_config(path: &Path) -> Result<Config, Diagnostics> {
                         Value::Scalar { text, .. } if text == "base-images" => {
                             config.base_images = base_images(value, &mut errors);
                         }
+                        Value::Scalar { text, .. } if text == "local" => {
+                            config.local = local_config(value, &mut errors);
+                        }
                         Value::Scalar { text, .. } => errors.push(
                             key.error(format!("unknown key `{text}` in the config file"))
-                                .with_help("the config file's keys are `cache`, `env`, `packages` and `base-images`"),
+                                .with_help("the config file's keys are `cache`, `env`, `packages`, `base-images` and `local`"),
                         ),
                         _ => errors.push(key.error("config keys must be strings")),
                     }

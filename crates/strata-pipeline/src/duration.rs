@@ -32,12 +32,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
+        let too_large = || format!("invalid duration `{text}`: number too large");
+        let secs = |per: u64| {
+            n.checked_mul(per)
+                .map(Duration::from_secs)
+                .ok_or_else(too_large)
+        };
         let part = match unit {
             "ms" => Duration::from_millis(n),
             "s" | "sec" | "secs" | "second" | "seconds" => Duration::from_secs(n),
-            "m" | "min" | "mins" | "minute" | "minutes" => Duration::from_secs(n * 60),
-            "h" | "hr" | "hrs" | "hour" | "hours" => Duration::from_secs(n * 3600),
-            "d" | "day" | "days" => Duration::from_secs(n * 86400),
+            "m" | "min" | "mins" | "minute" | "minutes" => secs(60)?,
+            "h" | "hr" | "hrs" | "hour" | "hours" => secs(3600)?,
+            "d" | "day" | "days" => secs(86400)?,
             "" => return Err(format!("invalid duration `{text}`: missing unit after {n}")),
             other => {
                 return Err(format!(
@@ -45,7 +51,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total += part;
+        total = total.checked_add(part).ok_or_else(too_large)?;
     }
     Ok(total)
 }

@@ -20,12 +20,13 @@ mod filter;
 mod model;
 mod parallel;
 mod parse;
+mod size;
 mod triggers;
 mod validate;
 mod yaml;
 
 pub use calls::{LoadOptions, PackageSources};
-pub use config::{Config, ConfigEnv, is_git_url, load_config, plain_env};
+pub use config::{Config, ConfigEnv, LocalConfig, is_git_url, load_config, plain_env};
 pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};
 pub use duration::parse_duration;
 pub use dynamic::{DynamicFile, DynamicTasks, parse_dynamic_tasks};
@@ -40,4 +41,5 @@ pub use parallel::{
 };
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS, TASK_STATUSES};
 pub use parse::{dialect_of, load, load_with, parse_str, parse_with};
+pub use size::parse_size;
 pub use triggers::{Trigger, TriggerEvent, Triggers};

@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS workspaces (
 CREATE TABLE IF NOT EXISTS verified_layers (
     digest TEXT PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS layer_sizes (
+    digest TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bases (
     id TEXT PRIMARY KEY,
     inventory TEXT NOT NULL
@@ -87,7 +91,8 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
         let configured = db
             .pragma_update(None, "journal_mode", "WAL")
             .and_then(|()| db.pragma_update(None, "synchronous", "NORMAL"))
-            .and_then(|()| db.execute_batch(SCHEMA));
+            .and_then(|()| db.execute_batch(SCHEMA))
+            .and_then(|()| migrate(&db));
         match configured {
             Ok(()) => return Ok(db),
             Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
@@ -96,6 +101,39 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
             Err(e) => return Err(err("configure")(e)),
         }
     }
+}
+
+/// Columns added after the first release of a table, with their definitions: an index made by
+/// an older strata gains them when it is opened (one `PRAGMA` read when nothing is missing).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // When a run last used the entry (NULL: not since it was created).
+    ("entries", "last_used_at", "INTEGER"),
+    // How many runs restored the entry from this cache.
+    ("entries", "hits", "INTEGER NOT NULL DEFAULT 0"),
+    // When the layer entered the cache (0: before this was recorded).
+    ("verified_layers", "at_ms", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+fn migrate(db: &Connection) -> rusqlite::Result<()> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: bool = db.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1)"),
+            params![column],
+            |r| r.get(0),
+        )?;
+        if present {
+            continue;
+        }
+        match db.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+        )) {
+            Ok(()) => {}
+            // Another process added it first.
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -135,7 +173,7 @@ pub struct NewEntry<'a> {
     pub log: ContentDigest,
 }
 
-fn millis(t: SystemTime) -> i64 {
+pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
@@ -286,7 +324,7 @@ impl LocalCache {
         )
         .map_err(self.index_err("record workspace files"))?;
         tx.execute(
-            &format!("INSERT OR IGNORE INTO entries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!("INSERT OR IGNORE INTO entries ({COLUMNS}, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)"),
             params![
                 e.key.to_hex(),
                 e.pipeline,

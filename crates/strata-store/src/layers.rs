@@ -65,7 +65,10 @@ impl LocalCache {
     /// now; otherwise it is replaced: a name alone is never trusted.
     pub(crate) fn place_layer(&self, dir: &Path, digest: &LayerDigest) -> Result<(), StoreError> {
         let dest = self.layer_path(digest);
-        if dest.exists() && self.verified_layer(digest)? {
+        // Touching the record keeps a concurrent prune from taking the layer this commit is
+        // about to name (`prune.rs`); when the prune got there first, the record is gone and
+        // this copy takes the place.
+        if dest.exists() && self.verified_layer(digest)? && self.touch_verified(digest)? {
             std::fs::remove_dir_all(dir).map_err(io(dir))?;
             return Ok(());
         }
@@ -116,10 +119,22 @@ impl LocalCache {
     fn record_verified(&self, digest: &LayerDigest) -> Result<(), StoreError> {
         let db = self.db.lock().expect("index lock poisoned");
         db.execute(
-            "INSERT OR IGNORE INTO verified_layers (digest) VALUES (?1)",
-            params![digest.to_hex()],
+            "INSERT OR REPLACE INTO verified_layers (digest, at_ms) VALUES (?1, ?2)",
+            params![digest.to_hex(), crate::durability::now_ms()],
         )
         .map(drop)
+        .map_err(self.index_err("record a verified layer"))
+    }
+
+    /// Marks a verified layer as just used for a new entry; `false` when it is not recorded
+    /// (any more).
+    fn touch_verified(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        db.execute(
+            "UPDATE verified_layers SET at_ms = ?2 WHERE digest = ?1",
+            params![digest.to_hex(), crate::durability::now_ms()],
+        )
+        .map(|n| n == 1)
         .map_err(self.index_err("record a verified layer"))
     }
 }

@@ -15,11 +15,17 @@ mod import;
 mod index;
 mod layers;
 mod local;
+mod prune;
 mod runs;
+mod usage;
+mod verify;
 
 pub use error::StoreError;
 pub use import::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
 pub use local::{LocalCache, default_cache_dir, package_sources_dir};
-pub use runs::{KeyLock, RunDir};
+pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport};
+pub use runs::{KeyLock, LiveRun, RunDir};
+pub use usage::{CacheStats, DiskUsage, EntryUsage};
+pub use verify::{Problem, VerifyReport};

@@ -7,12 +7,14 @@ use crate::index;
 /// The cache directory:
 ///
 /// ```text
-/// index.sqlite        entries: cache key -> layer, env, inputs, log, timing
+/// index.sqlite        entries: cache key -> layer, env, inputs, log, timing, last use, hits
+/// hits                hits of warm runs not yet folded into the index (`usage.rs`)
 /// layers/<digest>/    committed layers, unpacked, immutable, used directly as overlay lowers
 /// files/<digest>-<mode>  workspace file blobs (hard-linked into per-run workspace trees)
 /// logs/<digest>       task logs
 /// runs/<id>/          scratch of a running strata process (held by a lock, removed when stale)
-/// failed/<task>/      the upper dir of the last failed run of a task, kept for inspection
+/// failed/<task>-<tag>/  the upper dir of the last failed run of a task, kept for inspection
+/// locks/<key>         one execution per key (`flock`), removed by prune when unheld
 /// statcache/<root>    remembered workspace file digests, per workspace root
 /// tmp/                temp files, renamed into place when complete
 /// ```

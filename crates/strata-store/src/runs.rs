@@ -1,10 +1,14 @@
 //! Per-process scratch space. Each run holds an exclusive lock on its directory for as long as
 //! it lives; a directory whose lock can be taken belongs to a dead run and is removed.
 
+use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rustix::fs::{FlockOperation, Mode, OFlags, flock, open};
+
+use strata_key::{CacheKey, LayerDigest};
 
 use crate::error::{StoreError, io};
 use crate::local::LocalCache;
@@ -12,12 +16,57 @@ use crate::local::LocalCache;
 pub struct RunDir {
     path: PathBuf,
     _lock: OwnedFd,
+    /// `uses`: the layers this run relies on, one hex digest a line, appended before each is
+    /// used, so that a concurrent prune leaves them alone (`prune.rs`).
+    uses: Mutex<Option<std::fs::File>>,
+    /// Entries restored from this cache, counted when the run ends.
+    hits: Mutex<Vec<CacheKey>>,
 }
+
+/// The file in a run's directory that names the layers it relies on.
+const USES: &str = "uses";
 
 impl RunDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Notes that this run relies on `layer` (its lease): a prune that reads the note keeps it.
+    pub fn note_layer(&self, layer: &LayerDigest) -> Result<(), StoreError> {
+        use std::io::Write;
+        let mut uses = self.uses.lock().expect("uses lock poisoned");
+        let path = self.path.join(USES);
+        if uses.is_none() {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            *uses = Some(file);
+        }
+        let file = uses.as_mut().expect("opened above");
+        file.write_all(format!("{}\n", layer.to_hex()).as_bytes())
+            .map_err(io(&path))
+    }
+
+    /// Notes that the entry for `key` was restored from this cache by this run.
+    pub fn note_hit(&self, key: CacheKey) {
+        self.hits.lock().expect("hits lock poisoned").push(key);
+    }
+
+    pub(crate) fn take_hits(&self) -> Vec<CacheKey> {
+        std::mem::take(&mut *self.hits.lock().expect("hits lock poisoned"))
+    }
+}
+
+/// A strata process using the cache right now, as a prune sees it.
+#[derive(Debug, Clone)]
+pub struct LiveRun {
+    pub pid: u32,
+    /// When it began (ms since the epoch).
+    pub started_ms: i64,
+    /// The layers it noted as relied upon.
+    pub layers: HashSet<LayerDigest>,
 }
 
 impl Drop for RunDir {
@@ -56,6 +105,9 @@ impl LocalCache {
         let mut first = true;
         loop {
             match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                // A prune removes unheld lock files: a lock taken on a file no longer under its
+                // name is worthless, take the one there now.
+                Ok(()) if !same_file(&lock, &path) => return self.lock_key(key, waiting),
                 Ok(()) => return Ok(Some(KeyLock { _lock: lock })),
                 Err(rustix::io::Errno::WOULDBLOCK) => {
                     if !waiting(first) {
@@ -88,7 +140,56 @@ impl LocalCache {
         flock(&lock, FlockOperation::LockExclusive).map_err(|e| io(&tmp)(e.into()))?;
         let path = self.root.join("runs").join(name);
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(RunDir { path, _lock: lock })
+        Ok(RunDir {
+            path,
+            _lock: lock,
+            uses: Mutex::new(None),
+            hits: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The runs using the cache now (this process's own included): those whose directory's
+    /// lock is held.
+    pub fn live_runs(&self) -> Result<Vec<LiveRun>, StoreError> {
+        let runs = self.root.join("runs");
+        let mut live = Vec::new();
+        for entry in std::fs::read_dir(&runs).map_err(io(&runs))? {
+            let dir = entry.map_err(io(&runs))?.path();
+            let Some((pid, nanos)) = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(p, n)| Some((p.parse::<u32>().ok()?, n.parse::<i128>().ok()?)))
+            else {
+                continue;
+            };
+            let Ok(lock) = lock_file(&dir.join("lock")) else {
+                continue;
+            };
+            match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                // Dead: its directory is removed by the next run that starts.
+                Ok(()) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) => {}
+                Err(e) => return Err(io(&dir)(e.into())),
+            }
+            let layers = std::fs::read_to_string(dir.join(USES))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(LayerDigest::parse)
+                .collect();
+            live.push(LiveRun {
+                pid,
+                started_ms: (nanos / 1_000_000) as i64,
+                layers,
+            });
+        }
+        Ok(live)
+    }
+
+    /// Removes what dead processes left: their runs' scratch and their temporary files.
+    pub fn remove_dead_scratch(&self) -> Result<(), StoreError> {
+        self.remove_stale_runs()?;
+        self.remove_stale_tmp()
     }
 
     /// `tmp/` holds `HINT.PID.N` (temporary files and unpacking layers) and `PID-NANOS` (a run
@@ -172,6 +273,35 @@ impl LocalCache {
             .join("failed")
             .join(format!("{task}-{}", &tag[..12]))
     }
+}
+
+/// Whether `fd` is the file named `path` now.
+pub(crate) fn same_file(fd: &OwnedFd, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (rustix::fs::fstat(fd), std::fs::metadata(path)) {
+        (Ok(held), Ok(named)) => held.st_ino == named.ino() && held.st_dev == named.dev(),
+        _ => false,
+    }
+}
+
+/// Removes the lock files of `locks/` that nobody holds. A file is removed while this process
+/// holds its lock, and takers check that the file they locked is still the one named (see
+/// [`LocalCache::lock_key`]).
+pub(crate) fn remove_unheld_locks(dir: &Path) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let Ok(lock) = open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) else {
+            continue;
+        };
+        if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok()
+            && same_file(&lock, &path)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The process that made a `tmp/` entry, from its name.

@@ -9,7 +9,9 @@ use strata_oci::{DigestReader, OciDigest};
 
 use super::client::Client;
 use super::stream::{ChunkList, StreamedBlob};
-use crate::backend::{BackendError, BlobReader, BlobUpload, CacheBackend, PutOutcome, read_small};
+use crate::backend::{
+    BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, Swept, read_small,
+};
 use crate::entry::RemoteEntry;
 
 /// Object names under the cache's prefix.
@@ -48,6 +50,23 @@ impl Names {
 pub struct S3Backend {
     client: Client,
     names: Names,
+}
+
+/// One streamed upload's chunk objects (name, size) and when it last wrote one.
+type Upload<'a> = (Vec<(&'a str, u64)>, std::time::SystemTime);
+
+impl S3Backend {
+    /// A blob's chunk list, if it is a streamed blob.
+    fn chunk_list(&self, digest: &OciDigest) -> Result<Option<ChunkList>, BackendError> {
+        let Some(resp) = self
+            .client
+            .get(&self.names.chunk_list(digest), "read a blob")?
+        else {
+            return Ok(None);
+        };
+        let text = read_small(resp.into_reader(), &self.client.location, "a chunk list")?;
+        Ok(ChunkList::parse(&text, &self.names.object("chunks/")))
+    }
 }
 
 impl S3Backend {
@@ -201,5 +220,134 @@ impl CacheBackend for S3Backend {
             content.take(size),
             "write a blob",
         )
+    }
+
+    fn list_entries(&self) -> Result<Vec<Listed<CacheKey>>, BackendError> {
+        let prefix = self.names.object("entries/");
+        Ok(self
+            .client
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|(name, size, modified)| {
+                let key = name.strip_prefix(&prefix)?.strip_suffix(".json")?;
+                Some(Listed {
+                    name: CacheKey::parse(key)?,
+                    size,
+                    modified,
+                })
+            })
+            .collect())
+    }
+
+    fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
+        match self.client.get(&self.names.entry(key), "read an entry")? {
+            Some(resp) => Ok(Some(read_small(
+                resp.into_reader(),
+                &self.client.location,
+                "an entry",
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    fn delete_entry(&self, key: &CacheKey) -> Result<(), BackendError> {
+        self.client
+            .delete_object(&self.names.entry(key), "delete an entry")
+    }
+
+    /// Whole blobs and streamed ones (by their chunk list, which is read for the size).
+    fn list_blobs(&self) -> Result<Option<Vec<Listed<OciDigest>>>, BackendError> {
+        let prefix = self.names.object("blobs/sha256/");
+        let mut out = Vec::new();
+        for (name, size, modified) in self.client.list(&prefix)? {
+            let Some(hex) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let (hex, streamed) = match hex.strip_suffix(".chunks") {
+                Some(hex) => (hex, true),
+                None => (hex, false),
+            };
+            let Some(digest) = OciDigest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            let size = match streamed {
+                true => self.chunk_list(&digest)?.map_or(size, |l| l.size()),
+                false => size,
+            };
+            out.push(Listed {
+                name: digest,
+                size,
+                modified,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// The chunk list goes first (readers then miss the blob), then its chunks.
+    fn delete_blob(&self, digest: &OciDigest) -> Result<(), BackendError> {
+        self.client
+            .delete_object(&self.names.blob(digest), "delete a blob")?;
+        let list = self.chunk_list(digest)?;
+        self.client
+            .delete_object(&self.names.chunk_list(digest), "delete a blob")?;
+        // A list that cannot be read names no chunks: they go as an abandoned upload.
+        for object in list.iter().flat_map(|l| l.objects()) {
+            self.client.delete_object(object, "delete a blob chunk")?;
+        }
+        Ok(())
+    }
+
+    /// Chunks under `chunks/<upload>/` that no chunk list names, whose upload last wrote
+    /// before `before` (an upload in progress keeps writing; a finished one publishes its
+    /// list first).
+    fn clean_uploads(&self, before: std::time::SystemTime) -> Result<Swept, BackendError> {
+        let chunks_prefix = self.names.object("chunks/");
+        let chunks = self.client.list(&chunks_prefix)?;
+        if chunks.is_empty() {
+            return Ok(Swept::default());
+        }
+        let mut named = std::collections::HashSet::new();
+        let lists_prefix = self.names.object("blobs/sha256/");
+        for (name, _, _) in self.client.list(&lists_prefix)? {
+            let Some(hex) = name
+                .strip_prefix(&lists_prefix)
+                .and_then(|n| n.strip_suffix(".chunks"))
+            else {
+                continue;
+            };
+            let Some(digest) = OciDigest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            if let Some(list) = self.chunk_list(&digest)? {
+                named.extend(list.objects().map(str::to_string));
+            }
+        }
+        // Per upload: its objects and when it last wrote.
+        let mut uploads: std::collections::HashMap<&str, Upload<'_>> =
+            std::collections::HashMap::new();
+        for (name, size, modified) in &chunks {
+            let upload = name
+                .strip_prefix(&chunks_prefix)
+                .and_then(|rest| rest.split_once('/'))
+                .map_or("", |(u, _)| u);
+            let slot = uploads
+                .entry(upload)
+                .or_insert((Vec::new(), std::time::UNIX_EPOCH));
+            slot.0.push((name, *size));
+            slot.1 = slot.1.max(*modified);
+        }
+        let mut swept = Swept::default();
+        for (objects, last) in uploads.into_values() {
+            if last >= before || objects.iter().any(|(o, _)| named.contains(*o)) {
+                continue;
+            }
+            for (object, size) in objects {
+                self.client
+                    .delete_object(object, "remove an abandoned upload")?;
+                swept.objects += 1;
+                swept.bytes += size;
+            }
+        }
+        Ok(swept)
     }
 }

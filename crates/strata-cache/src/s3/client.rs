@@ -118,11 +118,114 @@ impl Client {
         Ok(())
     }
 
+    /// Every object under `prefix`: (name, size, time stored). ListObjectsV2, a page at a time.
+    pub fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, std::time::SystemTime)>, BackendError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut action = self.bucket.list_objects_v2(self.credentials.as_ref());
+            action.with_prefix(prefix);
+            if let Some(t) = &token {
+                action.with_continuation_token(t.clone());
+            }
+            let url = self.sign(action);
+            let resp = self
+                .call(|| self.agent.get(&url), None)
+                .map_err(|e| self.error("list objects", *e))?;
+            let text = crate::backend::read_small(resp.into_reader(), &self.location, "a listing")?;
+            let unreadable = |what: String| BackendError::Failed {
+                location: self.location.clone(),
+                action: "list objects".into(),
+                message: format!("unreadable listing: {what}"),
+            };
+            let text = String::from_utf8_lossy(&text);
+            for object in elements(&text, "Contents") {
+                let field = |name| {
+                    elements(object, name)
+                        .next()
+                        .map(unescape)
+                        .ok_or_else(|| unreadable(format!("an object without {name}")))
+                };
+                let (key, size, time) = (field("Key")?, field("Size")?, field("LastModified")?);
+                let size = size
+                    .parse()
+                    .map_err(|_| unreadable(format!("size `{size}`")))?;
+                let modified =
+                    parse_time(&time).ok_or_else(|| unreadable(format!("time `{time}`")))?;
+                out.push((key, size, modified));
+            }
+            let truncated = elements(&text, "IsTruncated").next() == Some("true");
+            match elements(&text, "NextContinuationToken").next() {
+                Some(t) if truncated && !t.is_empty() => token = Some(unescape(t)),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes an object; one already gone is fine.
+    pub fn delete_object(&self, object: &str, action: &str) -> Result<(), BackendError> {
+        let url = self.sign(self.bucket.delete_object(self.credentials.as_ref(), object));
+        match self.call(|| self.agent.delete(&url), None).map_err(|e| *e) {
+            Ok(_) | Err(ureq::Error::Status(404, _)) => Ok(()),
+            Err(e) => Err(self.error(action, e)),
+        }
+    }
+
     /// Deletes an object, best effort: for cleaning up after an upload that did not finish.
     pub fn delete(&self, object: &str) {
         let url = self.sign(self.bucket.delete_object(self.credentials.as_ref(), object));
         let _ = self.call(|| self.agent.delete(&url), None);
     }
+}
+
+/// The contents of every `<name>…</name>` element in `xml` (S3 listings are flat and simple
+/// enough not to need an XML parser; servers differ in which optional fields they send).
+fn elements<'a>(xml: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut rest = xml;
+    std::iter::from_fn(move || {
+        let start = rest.find(&open)? + open.len();
+        let len = rest[start..].find(&close)?;
+        let found = &rest[start..start + len];
+        rest = &rest[start + len + close.len()..];
+        Some(found)
+    })
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// An S3 timestamp (`2026-12-01T19:45:03.000Z`, RFC 3339 in UTC).
+pub(super) fn parse_time(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.trim().strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    // Days since the epoch of a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + min * 60 + sec;
+    let millis: u64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
 }
 
 #[cfg(test)]
@@ -141,6 +244,29 @@ mod tests {
             agent: ureq::AgentBuilder::new().build(),
             location: "s3://b".into(),
         }
+    }
+
+    #[test]
+    fn reads_listings_with_or_without_optional_fields() {
+        let xml = "<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>a&amp;b</Key><LastModified>1970-01-01T00:00:01Z</LastModified><Size>3</Size></Contents><Contents><ETag>x</ETag><Key>c</Key><Size>4</Size><LastModified>1970-01-01T00:00:02.5Z</LastModified></Contents><NextContinuationToken>t</NextContinuationToken></ListBucketResult>";
+        let keys: Vec<String> = elements(xml, "Contents")
+            .map(|c| unescape(elements(c, "Key").next().unwrap()))
+            .collect();
+        assert_eq!(keys, ["a&b", "c"]);
+        assert_eq!(elements(xml, "NextContinuationToken").next(), Some("t"));
+    }
+
+    #[test]
+    fn reads_s3_timestamps() {
+        let t = parse_time("2026-12-01T19:45:03.250Z").unwrap();
+        let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(secs, Duration::from_millis(1_796_154_303_250));
+        assert_eq!(
+            parse_time("1970-01-01T00:00:00Z"),
+            Some(std::time::UNIX_EPOCH)
+        );
+        assert!(parse_time("yesterday").is_none());
+        assert!(parse_time("2026-13-01T00:00:00Z").is_none());
     }
 
     #[test]

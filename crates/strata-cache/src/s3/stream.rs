@@ -52,6 +52,16 @@ impl ChunkList {
         sane.then_some(list)
     }
 
+    /// The chunk objects it names.
+    pub fn objects(&self) -> impl Iterator<Item = &str> {
+        self.chunks.iter().map(|c| c.object.as_str())
+    }
+
+    /// The blob's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The blob's content: chunks fetched `IN_FLIGHT` at a time, read in order.
     pub fn reader(self, client: Client) -> BlobReader {
         let chunks = Arc::new(self.chunks);

@@ -1,0 +1,692 @@
+//! The garbage collector of the local cache (`strata cache prune`, and the `local.max-size`
+//! budget after a run).
+//!
+//! What goes:
+//! - entries last used before `--older-than`, then, while the cache is over its budget, entries
+//!   in least-recently-used order; an entry's layer and log go with it unless another entry
+//!   names them;
+//! - layers no entry or pulled image names (orphans of killed runs) and logs no entry names,
+//!   once older than the grace period;
+//! - workspace file lists no entry names, and the workspace blobs (`files/`) none of the
+//!   remaining lists names;
+//! - lock files nobody holds, the scratch and temporary files of dead processes, and kept
+//!   upper dirs of failed tasks beyond the latest one per task (all of them older than
+//!   `--older-than`).
+//!
+//! What never goes — the rules that make pruning safe while other strata processes run:
+//! - a layer noted in a live run's lease (`runs/<id>/uses`, see [`crate::RunDir::note_layer`]):
+//!   a run notes a layer *before* it checks the entry again, and a prune reads the leases
+//!   *after* it removed entries, so either the prune sees the note or the run sees the entry
+//!   gone (a miss: the task runs);
+//! - an entry last used or created after the oldest live run began (less a slack for clocks):
+//!   that run may have found it and not yet noted it;
+//! - an unnamed layer placed less than the grace period ago, or touched by a commit since this
+//!   prune began (a commit that finds its layer here touches the record, `layers.rs`): a run
+//!   places a layer before it writes the entry naming it.
+//!
+//! Removal order: index rows first, then files. An entry is deleted before its layer, so no
+//! entry ever names a missing layer (and `lookup` checks the directory anyway); a layer is
+//! renamed aside in the same transaction that forgets its records, then deleted, so a crash
+//! leaves an orphan under `tmp/` (removed with the scratch of dead processes), never a half
+//! layer under its name.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, params};
+use strata_key::{ContentDigest, LayerDigest};
+
+use crate::durability::now_ms;
+use crate::error::{StoreError, io};
+use crate::local::LocalCache;
+
+/// Unnamed layers, logs and blobs younger than this are kept by default: a run may be between
+/// writing them and the entry that names them (an image pull places many layers first).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// Clocks of processes on one machine agree; this covers timestamps rounded to a millisecond
+/// and a run that read an entry in the instant it began.
+const SLACK_MS: i64 = 2000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PruneOptions {
+    /// Evict least recently used entries until what the cache holds fits (layers, logs,
+    /// workspace blobs, kept failed dirs).
+    pub max_bytes: Option<u64>,
+    /// Evict entries not used for this long.
+    pub older_than: Option<Duration>,
+    /// Keep unnamed objects younger than this.
+    pub grace: Duration,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_bytes: None,
+            older_than: None,
+            grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    /// Entries removed: (task, key).
+    pub entries: Vec<(String, String)>,
+    pub layers: u64,
+    pub logs: u64,
+    pub files: u64,
+    pub failed: u64,
+    pub locks: u64,
+    /// Bytes freed by kind.
+    pub freed: crate::DiskUsage,
+    /// What the budget counts, before and after.
+    pub before: u64,
+    pub after: u64,
+    /// The budget could not be met without removing what live runs need.
+    pub over_budget: bool,
+}
+
+/// An entry as eviction sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub key: String,
+    pub task: String,
+    pub layer: String,
+    pub log: String,
+    /// Last used, or created (ms since the epoch).
+    pub used_ms: i64,
+    pub layer_bytes: u64,
+    pub log_bytes: u64,
+}
+
+/// What eviction must leave alone.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Protection {
+    /// Layers in live runs' leases.
+    pub layers: HashSet<String>,
+    /// Entries used at or after this instant (the oldest live run's start, less the slack).
+    pub used_since_ms: Option<i64>,
+}
+
+impl Protection {
+    fn protects(&self, c: &Candidate) -> bool {
+        self.layers.contains(&c.layer) || self.used_since_ms.is_some_and(|t| c.used_ms >= t)
+    }
+}
+
+/// Which entries to evict (indices into `entries`): every unprotected one used before
+/// `older_than_ms`, then unprotected ones least recently used first until `to_free` bytes are
+/// freed. A layer or log frees its bytes only with the last entry naming it.
+pub(crate) fn select_evictions(
+    entries: &[Candidate],
+    protection: &Protection,
+    older_than_ms: Option<i64>,
+    to_free: u64,
+) -> Vec<usize> {
+    let mut layer_refs: HashMap<&str, usize> = HashMap::new();
+    let mut log_refs: HashMap<&str, usize> = HashMap::new();
+    for e in entries {
+        *layer_refs.entry(&e.layer).or_default() += 1;
+        *log_refs.entry(&e.log).or_default() += 1;
+    }
+    let mut order: Vec<usize> = (0..entries.len())
+        .filter(|&i| !protection.protects(&entries[i]))
+        .collect();
+    order.sort_by_key(|&i| (entries[i].used_ms, entries[i].key.clone()));
+    let mut evicted = Vec::new();
+    let mut freed = 0u64;
+    for i in order {
+        let e = &entries[i];
+        let old = older_than_ms.is_some_and(|t| e.used_ms < t);
+        if !old && freed >= to_free {
+            continue;
+        }
+        evicted.push(i);
+        let refs = layer_refs.get_mut(e.layer.as_str()).expect("counted");
+        *refs -= 1;
+        if *refs == 0 {
+            freed += e.layer_bytes;
+        }
+        let refs = log_refs.get_mut(e.log.as_str()).expect("counted");
+        *refs -= 1;
+        if *refs == 0 {
+            freed += e.log_bytes;
+        }
+    }
+    evicted
+}
+
+/// Which kept failed dirs go: all but the newest per task, and any older than `cutoff_ms`.
+/// `dirs` are (name, mtime in ms); names are `<task>-<12 hex of the pipeline>`.
+pub(crate) fn select_failed(dirs: &[(String, i64)], cutoff_ms: Option<i64>) -> Vec<usize> {
+    let task_of = |name: &str| -> String {
+        match name.rsplit_once('-') {
+            Some((task, tag)) if tag.len() == 12 && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                task.to_string()
+            }
+            _ => name.to_string(),
+        }
+    };
+    let mut newest: HashMap<String, usize> = HashMap::new();
+    for (i, (name, mtime)) in dirs.iter().enumerate() {
+        let best = newest.entry(task_of(name)).or_insert(i);
+        if (*mtime, &dirs[i].0) > (dirs[*best].1, &dirs[*best].0) {
+            *best = i;
+        }
+    }
+    let keep: HashSet<usize> = newest.into_values().collect();
+    (0..dirs.len())
+        .filter(|i| !keep.contains(i) || cutoff_ms.is_some_and(|c| dirs[*i].1 < c))
+        .collect()
+}
+
+/// When an unnamed layer may go: it was placed before `placed_before_ms`.
+fn removable_age(at_ms: i64, placed_before_ms: i64) -> bool {
+    at_ms < placed_before_ms
+}
+
+fn ctime_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.ctime() * 1000 + meta.ctime_nsec() / 1_000_000
+}
+
+fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime() * 1000 + meta.mtime_nsec() / 1_000_000
+}
+
+impl LocalCache {
+    /// Collects garbage (see the module's doc for the rules).
+    pub fn prune(&self, options: &PruneOptions) -> Result<PruneReport, StoreError> {
+        let started = now_ms();
+        let mut report = PruneReport::default();
+        // Recent hits decide what is least recently used.
+        self.fold_hits()?;
+        self.remove_dead_scratch()?;
+        let before = self.disk_usage()?;
+        report.before = before.reclaimable();
+
+        // This process's own run (a budget kept after a run) is covered by its lease alone.
+        let others = self
+            .live_runs()?
+            .into_iter()
+            .filter(|r| r.pid != std::process::id());
+        let protection = Protection {
+            layers: HashSet::new(),
+            used_since_ms: others.map(|r| r.started_ms - SLACK_MS).min(),
+        };
+        let older_than_ms = options
+            .older_than
+            .map(|age| started - age.as_millis().min(i64::MAX as u128) as i64);
+
+        // Entries not used for too long.
+        let mut forced = HashSet::new();
+        if older_than_ms.is_some() {
+            let entries = self.candidates()?;
+            let mut p = protection.clone();
+            p.layers = self.leased_layers()?;
+            let evict = select_evictions(&entries, &p, older_than_ms, 0);
+            forced.extend(self.remove_entries(&entries, &evict, &mut report)?);
+        }
+        self.sweep(options, started, &forced, &mut report)?;
+        self.prune_failed(older_than_ms, &mut report)?;
+
+        // The budget.
+        if let Some(max) = options.max_bytes {
+            let total = self.disk_usage()?.reclaimable();
+            if total > max {
+                let entries = self.candidates()?;
+                let mut p = protection.clone();
+                p.layers = self.leased_layers()?;
+                let evict = select_evictions(&entries, &p, None, total - max);
+                let forced = self.remove_entries(&entries, &evict, &mut report)?;
+                self.sweep(options, started, &forced, &mut report)?;
+            }
+        }
+        let after = self.disk_usage()?;
+        report.after = after.reclaimable();
+        report.over_budget = options.max_bytes.is_some_and(|m| report.after > m);
+        let freed = |b: u64, a: u64| b.saturating_sub(a);
+        report.freed = crate::DiskUsage {
+            layers: freed(before.layers, after.layers),
+            logs: freed(before.logs, after.logs),
+            files: freed(before.files, after.files),
+            failed: freed(before.failed, after.failed),
+            scratch: freed(before.scratch, after.scratch),
+            index: 0,
+        };
+        Ok(report)
+    }
+
+    fn leased_layers(&self) -> Result<HashSet<String>, StoreError> {
+        Ok(self
+            .live_runs()?
+            .into_iter()
+            .flat_map(|r| r.layers)
+            .map(|l| l.to_hex())
+            .collect())
+    }
+
+    fn candidates(&self) -> Result<Vec<Candidate>, StoreError> {
+        let rows: Vec<(String, String, String, String, i64)> = {
+            let db = self.db.lock().expect("index lock poisoned");
+            let mut stmt = db
+                .prepare(
+                    "SELECT key, task, layer, log, COALESCE(last_used_at, created_at) FROM entries",
+                )
+                .map_err(self.index_err("list entries"))?;
+            stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .and_then(|rows| rows.collect::<Result<_, _>>())
+            .map_err(self.index_err("list entries"))?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, task, layer, log, used_ms) in rows {
+            let layer_bytes = match LayerDigest::parse(&layer) {
+                Some(l) => self.layer_bytes(&l)?.unwrap_or(0),
+                None => 0,
+            };
+            let log_bytes = ContentDigest::parse(&log)
+                .and_then(|l| std::fs::symlink_metadata(self.log_path(&l)).ok())
+                .map_or(0, |m| m.blocks() * 512);
+            out.push(Candidate {
+                key,
+                task,
+                layer,
+                log,
+                used_ms,
+                layer_bytes,
+                log_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the rows of the chosen entries; returns their layers and logs, which the sweep
+    /// then removes without waiting for the grace period.
+    fn remove_entries(
+        &self,
+        entries: &[Candidate],
+        chosen: &[usize],
+        report: &mut PruneReport,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut freed = HashSet::new();
+        if chosen.is_empty() {
+            return Ok(freed);
+        }
+        let mut db = self.db.lock().expect("index lock poisoned");
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.index_err("begin a transaction"))?;
+        for &i in chosen {
+            let e = &entries[i];
+            tx.execute("DELETE FROM entries WHERE key = ?1", params![e.key])
+                .map_err(self.index_err("remove an entry"))?;
+            report.entries.push((e.task.clone(), e.key.clone()));
+            freed.insert(e.layer.clone());
+            freed.insert(e.log.clone());
+        }
+        tx.commit().map_err(self.index_err("remove entries"))?;
+        Ok(freed)
+    }
+
+    /// Removes what nothing names: layers, logs, workspace lists and blobs, lock files.
+    /// `forced`: layers and logs of entries this prune removed, taken whatever their age
+    /// unless a commit touched them since `started`.
+    fn sweep(
+        &self,
+        options: &PruneOptions,
+        started: i64,
+        forced: &HashSet<String>,
+        report: &mut PruneReport,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let grace_ms = options.grace.as_millis().min(i64::MAX as u128) as i64;
+        let (named_layers, named_logs, workspaces) = self.named()?;
+        // Read after the entries were removed: a run that noted a layer before that is seen.
+        let leased = self.leased_layers()?;
+        let layers = self.root.join("layers");
+        for entry in std::fs::read_dir(&layers).map_err(io(&layers))? {
+            let path = entry.map_err(io(&layers))?.path();
+            let Some(hex) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            if LayerDigest::parse(&hex).is_none()
+                || named_layers.contains(&hex)
+                || leased.contains(&hex)
+            {
+                continue;
+            }
+            let limit = if forced.contains(&hex) {
+                started
+            } else {
+                now - grace_ms
+            };
+            if self.remove_layer_if_unnamed(&hex, limit)? {
+                report.layers += 1;
+            }
+        }
+        let logs = self.root.join("logs");
+        for entry in std::fs::read_dir(&logs).map_err(io(&logs))? {
+            let entry = entry.map_err(io(&logs))?;
+            let Some(hex) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if named_logs.contains(&hex) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !forced.contains(&hex) && mtime_ms(&meta) >= now - grace_ms {
+                continue;
+            }
+            // Checked again under the write lock: an entry recorded since names it.
+            let mut db = self.db.lock().expect("index lock poisoned");
+            let tx = db
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(self.index_err("begin a transaction"))?;
+            let named: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM entries WHERE log = ?1)",
+                    params![hex],
+                    |r| r.get(0),
+                )
+                .map_err(self.index_err("read entries"))?;
+            if !named && std::fs::remove_file(&path).is_ok() {
+                report.logs += 1;
+            }
+            tx.commit().map_err(self.index_err("remove a log"))?;
+        }
+        self.sweep_workspaces(&workspaces, report)?;
+        report.locks += crate::runs::remove_unheld_locks(&self.root.join("locks"))? as u64;
+        Ok(())
+    }
+
+    /// The layers, logs and workspaces entries name; image layers count as named.
+    #[allow(clippy::type_complexity)]
+    fn named(&self) -> Result<(HashSet<String>, HashSet<String>, HashSet<String>), StoreError> {
+        let db = self.db.lock().expect("index lock poisoned");
+        let mut layers = HashSet::new();
+        let mut logs = HashSet::new();
+        let mut workspaces = HashSet::new();
+        let mut stmt = db
+            .prepare("SELECT layer, log, inputs FROM entries")
+            .map_err(self.index_err("list entries"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(self.index_err("list entries"))?;
+        for row in rows {
+            let (layer, log, inputs) = row.map_err(self.index_err("list entries"))?;
+            layers.insert(layer);
+            logs.insert(log);
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&inputs)
+                && let Some(w) = v.get("workspace").and_then(|w| w.as_str())
+            {
+                workspaces.insert(w.to_string());
+            }
+        }
+        let mut stmt = db
+            .prepare("SELECT layers FROM images")
+            .map_err(self.index_err("list images"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(self.index_err("list images"))?;
+        for row in rows {
+            let list = row.map_err(self.index_err("list images"))?;
+            layers.extend(serde_json::from_str::<Vec<String>>(&list).unwrap_or_default());
+        }
+        Ok((layers, logs, workspaces))
+    }
+
+    /// Removes `layers/<hex>` if, under the index's write lock, no entry or image names it and
+    /// it was placed (or last touched by a commit) before `placed_before_ms`.
+    fn remove_layer_if_unnamed(
+        &self,
+        hex: &str,
+        placed_before_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let path = self.root.join("layers").join(hex);
+        let aside = self.tmp_path("pruned");
+        {
+            let mut db = self.db.lock().expect("index lock poisoned");
+            let tx = db
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(self.index_err("begin a transaction"))?;
+            let named: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM entries WHERE layer = ?1)
+                         OR EXISTS (SELECT 1 FROM images WHERE instr(layers, ?1) > 0)",
+                    params![hex],
+                    |r| r.get(0),
+                )
+                .map_err(self.index_err("read entries"))?;
+            if named {
+                return Ok(false);
+            }
+            let at_ms: Option<i64> = tx
+                .query_row(
+                    "SELECT at_ms FROM verified_layers WHERE digest = ?1",
+                    params![hex],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(self.index_err("read a layer record"))?;
+            let at_ms = match at_ms.filter(|&t| t > 0) {
+                Some(t) => t,
+                // Placed by an older strata, or being placed right now: its ctime says when.
+                None => match std::fs::symlink_metadata(&path) {
+                    Ok(meta) => ctime_ms(&meta),
+                    Err(_) => return Ok(false),
+                },
+            };
+            if !removable_age(at_ms, placed_before_ms) {
+                return Ok(false);
+            }
+            for table in ["verified_layers", "layer_sizes"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE digest = ?1"),
+                    params![hex],
+                )
+                .map_err(self.index_err("forget a layer"))?;
+            }
+            tx.execute("DELETE FROM archives WHERE layer = ?1", params![hex])
+                .map_err(self.index_err("forget a layer"))?;
+            match std::fs::rename(&path, &aside) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(io(&path)(e)),
+            }
+            tx.commit().map_err(self.index_err("forget a layer"))?;
+        }
+        std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
+        Ok(true)
+    }
+
+    /// Forgets the workspace file lists no entry names, then removes the blobs no remaining
+    /// list names. A run that finds a blob gone as it links it copies it again
+    /// (`workspace_tree.rs` in the engine), and its trees hold links of their own.
+    fn sweep_workspaces(
+        &self,
+        named: &HashSet<String>,
+        report: &mut PruneReport,
+    ) -> Result<(), StoreError> {
+        let mut wanted: HashSet<String> = HashSet::new();
+        {
+            let mut db = self.db.lock().expect("index lock poisoned");
+            let tx = db
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(self.index_err("begin a transaction"))?;
+            let rows: Vec<(String, String)> = {
+                let mut stmt = tx
+                    .prepare("SELECT digest, files FROM workspaces")
+                    .map_err(self.index_err("list workspaces"))?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .and_then(|rows| rows.collect::<Result<_, _>>())
+                    .map_err(self.index_err("list workspaces"))?
+            };
+            for (digest, files) in rows {
+                if !named.contains(&digest) {
+                    tx.execute("DELETE FROM workspaces WHERE digest = ?1", params![digest])
+                        .map_err(self.index_err("forget a workspace"))?;
+                    continue;
+                }
+                let files: Vec<strata_key::WorkspaceFile> =
+                    serde_json::from_str(&files).unwrap_or_default();
+                for f in files {
+                    if let strata_key::FileKind::File { digest, .. } = f.kind {
+                        wanted.insert(format!("{}-{:o}", digest.to_hex(), f.mode));
+                    }
+                }
+            }
+            tx.commit().map_err(self.index_err("forget workspaces"))?;
+        }
+        let files = self.root.join("files");
+        for entry in std::fs::read_dir(&files).map_err(io(&files))? {
+            let entry = entry.map_err(io(&files))?;
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|n| wanted.contains(n)) {
+                continue;
+            }
+            if std::fs::remove_file(entry.path()).is_ok() {
+                report.files += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn prune_failed(
+        &self,
+        cutoff_ms: Option<i64>,
+        report: &mut PruneReport,
+    ) -> Result<(), StoreError> {
+        let failed = self.root.join("failed");
+        let mut dirs = Vec::new();
+        for entry in std::fs::read_dir(&failed).map_err(io(&failed))? {
+            let entry = entry.map_err(io(&failed))?;
+            let (Some(name), Ok(meta)) = (
+                entry.file_name().to_str().map(str::to_string),
+                entry.metadata(),
+            ) else {
+                continue;
+            };
+            dirs.push((name, mtime_ms(&meta)));
+        }
+        for i in select_failed(&dirs, cutoff_ms) {
+            let path = failed.join(&dirs[i].0);
+            let aside = self.tmp_path("pruned-failed");
+            if std::fs::rename(&path, &aside).is_ok() {
+                let _ = std::fs::remove_dir_all(&aside);
+                report.failed += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, layer: &str, used_ms: i64, bytes: u64) -> Candidate {
+        Candidate {
+            key: key.into(),
+            task: key.into(),
+            layer: layer.into(),
+            log: format!("log-{key}"),
+            used_ms,
+            layer_bytes: bytes,
+            log_bytes: 0,
+        }
+    }
+
+    fn keys(entries: &[Candidate], chosen: Vec<usize>) -> Vec<String> {
+        chosen.into_iter().map(|i| entries[i].key.clone()).collect()
+    }
+
+    #[test]
+    fn least_recently_used_go_first_until_enough_is_freed() {
+        let entries = vec![
+            entry("new", "l1", 300, 10),
+            entry("old", "l2", 100, 10),
+            entry("mid", "l3", 200, 10),
+        ];
+        let none = Protection::default();
+        assert_eq!(
+            keys(&entries, select_evictions(&entries, &none, None, 15)),
+            ["old", "mid"]
+        );
+        assert_eq!(
+            keys(&entries, select_evictions(&entries, &none, None, 10)),
+            ["old"]
+        );
+        assert!(select_evictions(&entries, &none, None, 0).is_empty());
+    }
+
+    #[test]
+    fn a_shared_layer_frees_nothing_until_its_last_entry_goes() {
+        let entries = vec![
+            entry("a", "shared", 100, 50),
+            entry("b", "shared", 200, 50),
+            entry("c", "own", 300, 10),
+        ];
+        let chosen = select_evictions(&entries, &Protection::default(), None, 50);
+        assert_eq!(keys(&entries, chosen), ["a", "b"]);
+    }
+
+    #[test]
+    fn leased_layers_and_entries_used_since_a_live_run_began_are_kept() {
+        let entries = vec![
+            entry("leased", "l1", 100, 10),
+            entry("recent", "l2", 500, 10),
+            entry("free", "l3", 200, 10),
+        ];
+        let protection = Protection {
+            layers: HashSet::from(["l1".to_string()]),
+            used_since_ms: Some(400),
+        };
+        let chosen = select_evictions(&entries, &protection, Some(1000), u64::MAX);
+        assert_eq!(keys(&entries, chosen), ["free"]);
+    }
+
+    #[test]
+    fn older_than_takes_every_old_entry_and_nothing_newer() {
+        let entries = vec![
+            entry("a", "l1", 100, 1),
+            entry("b", "l2", 200, 1),
+            entry("c", "l3", 300, 1),
+        ];
+        let chosen = select_evictions(&entries, &Protection::default(), Some(250), 0);
+        assert_eq!(keys(&entries, chosen), ["a", "b"]);
+    }
+
+    #[test]
+    fn failed_dirs_beyond_the_latest_per_task_go() {
+        let dirs = vec![
+            ("build-aaaaaaaaaaaa".to_string(), 100),
+            ("build-bbbbbbbbbbbb".to_string(), 300),
+            ("test-aaaaaaaaaaaa".to_string(), 200),
+        ];
+        assert_eq!(select_failed(&dirs, None), vec![0]);
+        assert_eq!(select_failed(&dirs, Some(250)), vec![0, 2]);
+    }
+
+    #[test]
+    fn an_unnamed_layer_within_the_grace_period_stays() {
+        assert!(removable_age(100, 200));
+        assert!(!removable_age(200, 200));
+    }
+}
