@@ -191,6 +191,35 @@ pub fn corrupt_entries(cache: &Path) -> Vec<String> {
     bad
 }
 
+/// `strata cache verify` agrees that the local cache is sound.
+pub fn strata_verify(world: &World, cache: &Path) -> Vec<String> {
+    if !cache.join("index.sqlite").exists() {
+        return Vec::new();
+    }
+    let out = std::process::Command::new(&world.strata)
+        .args(["cache", "verify"])
+        .env("STRATA_CACHE_DIR", cache)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Vec::new(),
+        Ok(o) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let lines: Vec<&str> = text.lines().take(4).collect();
+            vec![format!(
+                "`strata cache verify` of {}: exit {:?}: {}",
+                cache.display(),
+                o.status.code(),
+                lines.join(" | ")
+            )]
+        }
+        Err(e) => vec![format!("`strata cache verify`: {e}")],
+    }
+}
+
 /// The `verify` task's listing is the fresh build's.
 pub fn wrong_result(out: &Outcome, expected: &[String], what: &str) -> Vec<String> {
     let got = out.output("verify");

@@ -69,7 +69,7 @@ fn parse_args() -> Args {
             "--strata" => args.strata = PathBuf::from(value(&mut it, &a)),
             "--quick" => {
                 args.quick = true;
-                args.budget = Duration::from_secs(100);
+                args.budget = Duration::from_secs(85);
             }
             "--print-references" => args.references = true,
             "--seed" => args.seed = number(value(&mut it, &a), &a),
@@ -134,10 +134,11 @@ fn main() {
     );
     let refs = references(&mut world);
     println!(
-        "chaos: reference builds done ({} + {} listing lines), `cache prune` {}",
+        "chaos: reference builds done ({} + {} listing lines), `cache prune` {}, `cache verify` {}",
         refs.main.len(),
         refs.odd.len(),
-        if refs.prune { "present" } else { "absent" }
+        if refs.prune { "present" } else { "absent" },
+        if refs.verify { "present" } else { "absent" }
     );
 
     if args.references {
@@ -230,11 +231,20 @@ fn references(world: &mut World) -> References {
     };
     let main = listing("main", pipelines::main(salt, &marker));
     let odd = listing("odd", pipelines::odd(salt, &marker));
-    let prune = std::process::Command::new(&world.strata)
-        .args(["cache", "prune", "--help"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    References { main, odd, prune }
+    let has = |command: &str| {
+        std::process::Command::new(&world.strata)
+            .args(["cache", command, "--help"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let prune = has("prune");
+    let verify = has("verify");
+    References {
+        main,
+        odd,
+        prune,
+        verify,
+    }
 }
 
 fn remove_trial_dirs(world: &World, n: u64) {
