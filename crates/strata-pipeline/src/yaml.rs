@@ -81,10 +81,46 @@ enum Frame {
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node, with how many nodes it holds.
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
-    /// The first problem that is not a syntax error (a `<<` that merges no mapping).
+    /// Nodes built so far, those copied by aliases included.
+    nodes: usize,
+    /// The first problem that is not a syntax error (a `<<` that merges no mapping, aliases
+    /// that expand too far).
     error: Option<Diagnostic>,
+}
+
+/// The most nodes a document may expand to, its aliases copied out: a real pipeline has a few
+/// thousand, while a "billion laughs" file of a few hundred bytes would otherwise grow to
+/// billions of nodes (gigabytes) before anything is checked. At about 100 bytes a node, this
+/// keeps a document's tree under ~30 MB.
+const MAX_NODES: usize = 250_000;
+
+/// The largest document read, for the same reason (a real pipeline file is kilobytes).
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 8 << 20;
+
+/// The error for a document over [`MAX_DOCUMENT_BYTES`].
+pub(crate) fn too_large(bytes: u64) -> Diagnostic {
+    Diagnostic::new(
+        Location { line: 1, column: 1 },
+        1,
+        format!(
+            "the document is {bytes} bytes; strata reads documents of at most {} MiB",
+            MAX_DOCUMENT_BYTES >> 20
+        ),
+    )
+}
+
+fn node_count(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Scalar { .. } => 0,
+        Value::Seq(items) => items.iter().map(node_count).sum(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| node_count(k) + node_count(v))
+            .sum(),
+    }
 }
 
 fn is_merge_key(key: &Node) -> bool {
@@ -155,7 +191,8 @@ fn apply_merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Dia
 impl Builder {
     fn push_node(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = node_count(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -177,6 +214,7 @@ impl MarkedEventReceiver for Builder {
         let at = location(&mark);
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
+                self.nodes = self.nodes.saturating_add(1);
                 let quoted = !matches!(style, TScalarStyle::Plain);
                 self.push_node(
                     Node {
@@ -186,8 +224,12 @@ impl MarkedEventReceiver for Builder {
                     anchor,
                 );
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(at, anchor, Vec::new())),
+            Event::SequenceStart(anchor, _) => {
+                self.nodes = self.nodes.saturating_add(1);
+                self.stack.push(Frame::Seq(at, anchor, Vec::new()))
+            }
             Event::MappingStart(anchor, _) => {
+                self.nodes = self.nodes.saturating_add(1);
                 self.stack.push(Frame::Map(at, anchor, Vec::new(), None))
             }
             Event::SequenceEnd => {
@@ -220,13 +262,33 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().unwrap_or(Node {
+                let empty = Node {
                     at,
                     value: Value::Scalar {
                         text: String::new(),
                         quoted: false,
                     },
-                });
+                };
+                let size = self.anchors.get(&id).map_or(1, |(_, size)| *size);
+                self.nodes = self.nodes.saturating_add(size);
+                let node = if self.nodes > MAX_NODES {
+                    // Copy nothing more: the document is refused once it is read.
+                    self.error.get_or_insert_with(|| {
+                        Diagnostic::new(
+                            at,
+                            1,
+                            format!(
+                                "YAML aliases expand this document beyond {MAX_NODES} nodes (a \"billion laughs\" file?)"
+                            ),
+                        )
+                    });
+                    empty
+                } else {
+                    self.anchors
+                        .get(&id)
+                        .map(|(node, _)| node.clone())
+                        .unwrap_or(empty)
+                };
                 // The alias is reported where it is used, not where the anchor was defined.
                 self.push_node(Node { at, ..node }, 0);
             }
@@ -241,6 +303,9 @@ impl MarkedEventReceiver for Builder {
 
 /// Parses the first document of `text`. An empty document is an empty mapping.
 pub(crate) fn parse(text: &str) -> Result<Node, Diagnostic> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(too_large(text.len() as u64));
+    }
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, false).map_err(|e| {
@@ -292,6 +357,36 @@ mod tests {
         let err = parse("tasks:\n  - key: [a\n").unwrap_err();
         assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
         assert!(err.location.line >= 2);
+    }
+
+    #[test]
+    fn aliases_that_expand_without_bound_are_refused_at_once() {
+        // Ten levels of nine aliases: 387 million nodes if expanded.
+        let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        // Doubling, in a key nothing reads.
+        let mut doubling = String::from("x-unused:\n  - &b0 [aaaa]\n");
+        for i in 1..40 {
+            doubling.push_str(&format!("  - &b{i} [*b{0}, *b{0}]\n", i - 1));
+        }
+        for text in [text, doubling] {
+            let start = std::time::Instant::now();
+            let err = parse(&text).unwrap_err();
+            assert!(err.message.contains("aliases expand"), "{}", err.message);
+            assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        }
+        // Ordinary reuse stays fine.
+        assert!(parse("a: &x {k: [1, 2, 3]}\nb: [*x, *x, *x]\n").is_ok());
+    }
+
+    #[test]
+    fn a_document_too_large_is_refused_before_parsing() {
+        let text = format!("tasks: \"{}\"\n", "x".repeat(MAX_DOCUMENT_BYTES));
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("at most 8 MiB"), "{}", err.message);
     }
 
     #[test]

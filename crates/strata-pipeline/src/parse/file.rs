@@ -27,6 +27,16 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostic
 
 /// A file's text, or a diagnostic naming it (`what`: "pipeline file", "config file").
 pub(crate) fn read_source(path: &Path, what: &str) -> Result<String, Diagnostics> {
+    // Refused before it is read, so that a huge file costs no memory.
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() > crate::yaml::MAX_DOCUMENT_BYTES as u64
+    {
+        return Err(Diagnostics::new(
+            path,
+            "",
+            vec![crate::yaml::too_large(meta.len())],
+        ));
+    }
     std::fs::read_to_string(path).map_err(|e| {
         Diagnostics::new(
             path,
