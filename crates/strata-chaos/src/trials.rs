@@ -544,6 +544,9 @@ impl<'a> Trial<'a> {
         let ws = self
             .world
             .workspace(&format!("t{}-ws-bomb", self.n), &bytes);
+        // A forked child counts its parent's pages in its peak RSS until it execs: hold nothing
+        // big while strata starts.
+        drop(bytes);
         let cache = self.world.root.join(format!("t{}-never", self.n));
         let stderr_path = ws.join("stderr");
         let mut command = self.world.command(&ws, &cache, &[cmd, "strata.yml"]);
