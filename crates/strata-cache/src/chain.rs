@@ -389,7 +389,7 @@ impl CacheChain {
             bytes = applied.size;
             // The archive matched its digest, but the entry names the tree it must unpack to:
             // an archive swapped in (digests updated, layer name kept) is caught here.
-            match local.publish_layer(&dir, Some(&entry.layer)) {
+            match local.publish_layer(&dir, Some(&entry.layer), &applied.contents) {
                 Ok(_) => {}
                 Err(strata_store::StoreError::LayerMismatch { found, .. }) => {
                     return Err(corrupt(format!(

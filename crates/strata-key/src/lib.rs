@@ -24,6 +24,7 @@ pub use env::ExportedEnv;
 pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use stat_cache::StatCache;
 pub use tree::{
-    TreeError, content_digest, tree_digest, tree_digest_listing_sockets, tree_digest_without,
+    TreeError, content_digest, tree_digest, tree_digest_known, tree_digest_listing_sockets,
+    tree_digest_without,
 };
 pub use workspace::{FileKind, Selection, Workspace, WorkspaceError, WorkspaceFile};
