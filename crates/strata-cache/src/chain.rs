@@ -650,6 +650,17 @@ impl CacheChain {
                 if let Some(p) = &path {
                     let _ = std::fs::remove_file(p);
                 }
+                // Every upload failed: the archive stopped because of them, so it is their
+                // cause that is told, with the shared cache that gave it.
+                if let Some((k, cause)) = failed_streams.first()
+                    && path.is_none()
+                {
+                    return Err(BackendError::Failed {
+                        location: targets[needing[streams[*k].0]].location(),
+                        action: "stream a layer archive".into(),
+                        message: cause.clone(),
+                    });
+                }
                 return Err(fail(&e));
             }
         };
