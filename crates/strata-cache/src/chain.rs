@@ -17,6 +17,7 @@ use strata_store::{ArchiveRecord, LocalCache, NewEntry};
 use crate::backend::{Access, BackendError, BlobUpload, CacheBackend, PutOutcome};
 use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
 use crate::signing::{PublicKey, SigningKey, Untrusted, verify_entry};
+use strata_store::error_chain;
 
 pub struct Remote {
     pub backend: Box<dyn CacheBackend>,
@@ -794,17 +795,6 @@ fn names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
         }
     }
     out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::events::{Event, Reporter, TaskUsage};
 use crate::expressions::{TaskValues, mask};
 use crate::inputs::{CacheDecision, ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
 use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
+use strata_store::error_chain as chain;
 
 /// Lines of log shown with a failure.
 const LOG_TAIL_LINES: usize = 20;
@@ -483,17 +484,6 @@ impl Failure {
     fn deferred(reason: impl std::fmt::Display) -> Failure {
         Failure::of(FailureKind::Deferred, reason)
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }
 
 fn run_in_sandbox<'scope, 'env>(
