@@ -17,6 +17,7 @@ use strata_store::{ArchiveRecord, LocalCache, NewEntry};
 use crate::backend::{Access, BackendError, BlobUpload, CacheBackend, PutOutcome};
 use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
 use crate::signing::{PublicKey, SigningKey, Untrusted, verify_entry};
+use strata_store::error_chain;
 
 pub struct Remote {
     pub backend: Box<dyn CacheBackend>,
@@ -389,7 +390,7 @@ impl CacheChain {
             bytes = applied.size;
             // The archive matched its digest, but the entry names the tree it must unpack to:
             // an archive swapped in (digests updated, layer name kept) is caught here.
-            match local.publish_layer(&dir, Some(&entry.layer)) {
+            match local.publish_layer(&dir, Some(&entry.layer), &applied.contents) {
                 Ok(_) => {}
                 Err(strata_store::StoreError::LayerMismatch { found, .. }) => {
                     return Err(corrupt(format!(
@@ -650,6 +651,17 @@ impl CacheChain {
                 if let Some(p) = &path {
                     let _ = std::fs::remove_file(p);
                 }
+                // Every upload failed: the archive stopped because of them, so it is their
+                // cause that is told, with the shared cache that gave it.
+                if let Some((k, cause)) = failed_streams.first()
+                    && path.is_none()
+                {
+                    return Err(BackendError::Failed {
+                        location: targets[needing[streams[*k].0]].location(),
+                        action: "stream a layer archive".into(),
+                        message: cause.clone(),
+                    });
+                }
                 return Err(fail(&e));
             }
         };
@@ -783,17 +795,6 @@ fn names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
         }
     }
     out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -312,13 +312,16 @@ fn pull(
                             digest: Some(desc.digest),
                             diff_id: Some(*diff_id),
                         };
-                        apply_layer(fetch.blob(&desc.digest)?, compression, &dir, expected)
-                            .map_err(|source| ImageError::Apply {
-                                image: name.to_string(),
-                                digest: desc.digest,
-                                source: Box::new(source),
-                            })?;
-                        let layer = local.publish_layer(&dir, None).map_err(store_err)?;
+                        let applied =
+                            apply_layer(fetch.blob(&desc.digest)?, compression, &dir, expected)
+                                .map_err(|source| ImageError::Apply {
+                                    image: name.to_string(),
+                                    digest: desc.digest,
+                                    source: Box::new(source),
+                                })?;
+                        let layer = local
+                            .publish_layer(&dir, None, &applied.contents)
+                            .map_err(store_err)?;
                         local
                             .record_archive(
                                 &layer,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Counter, Fixture};
+use common::{Counter, Fixture, git};
 
 #[test]
 fn env_config_chooses_which_used_tasks_env_is_inherited_and_joins() {
@@ -273,21 +273,6 @@ tasks:
     let r = f.run(&["--init", "other=y", "--init", "kept=two"]);
     assert_eq!(r.output("narrow"), ["kept=two notes=hidden"]);
     assert_eq!(c.take(), ["narrow", "whole"]);
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .expect("git must be installed for these tests");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Counter, Fixture};
+use common::{Counter, Fixture, git};
 
 /// `acme/greet`: `who` required, `how` defaulting to `hello`; a helper script among its
 /// files; `outputs.values-from: [say]`. Version 1.2.0 in the RWX layout
@@ -378,21 +378,6 @@ tasks:
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.status("login.hooks"), "cached");
     assert_eq!(r.output("work"), ["before as me", "work again", "after"]);
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .expect("git must be installed for these tests");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

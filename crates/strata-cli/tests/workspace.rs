@@ -3,25 +3,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{Counter, Fixture};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .expect("git must be installed for these tests");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{Counter, Fixture, git};
 
 /// A git checkout with one commit and an `origin` remote.
 fn checkout(f: &Fixture) {

@@ -133,8 +133,7 @@ impl<'a> RunContext<'a> {
                 host_identity(cache, host, &mut notices)?,
             ),
             Base::Rootfs(dir) if dir.is_dir() => {
-                let id =
-                    strata_key::base_identity(&pipeline.base, &[]).map_err(EngineError::Base)?;
+                let id = strata_key::rootfs_identity(dir).map_err(EngineError::Base)?;
                 record_inventory(cache, &id, dir, &[])?;
                 (dir.clone(), id)
             }
@@ -326,8 +325,7 @@ fn host_identity(
         }
         key_paths.push(key_path);
     }
-    let base = Base::Host(host.clone());
-    let id = strata_key::base_identity(&base, &key_paths).map_err(EngineError::Base)?;
+    let id = strata_key::host_identity(&key_paths).map_err(EngineError::Base)?;
     record_inventory(cache, &id, std::path::Path::new("/"), &key_paths)?;
     Ok(id)
 }

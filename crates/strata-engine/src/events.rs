@@ -117,6 +117,22 @@ pub enum TaskStatus {
     Call,
 }
 
+impl Event {
+    /// A task that failed before its command ran (or without one): nothing to show but why.
+    pub(crate) fn failed_early(task: impl Into<String>, reason: impl Into<String>) -> Event {
+        Event::TaskFailed {
+            task: task.into(),
+            reason: reason.into(),
+            exit_code: None,
+            duration_ms: 0,
+            log_tail: Vec::new(),
+            kept_upper: None,
+            errors: Vec::new(),
+            usage: TaskUsage::default(),
+        }
+    }
+}
+
 /// Why a task was not started. `T` names a task: its name here, its index in the dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

@@ -20,6 +20,7 @@ use crate::events::{Event, Reporter, TaskUsage};
 use crate::expressions::{TaskValues, mask};
 use crate::inputs::{CacheDecision, ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
 use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
+use strata_store::error_chain as chain;
 
 /// Lines of log shown with a failure.
 const LOG_TAIL_LINES: usize = 20;
@@ -187,16 +188,10 @@ pub(crate) fn execute<'scope, 'env>(
             }
             Err(error) => {
                 let resolved = resolve(ctx, task, parents, values);
-                reporter.event(&Event::TaskFailed {
-                    task: task.name.to_string(),
-                    reason: format!("failed to evaluate its condition: {error}"),
-                    exit_code: None,
-                    duration_ms: 0,
-                    log_tail: Vec::new(),
-                    kept_upper: None,
-                    errors: Vec::new(),
-                    usage: TaskUsage::default(),
-                });
+                reporter.event(&Event::failed_early(
+                    task.name.to_string(),
+                    format!("failed to evaluate its condition: {error}"),
+                ));
                 return TaskOutcome::Failed {
                     key: resolved.key,
                     duration: Duration::ZERO,
@@ -206,11 +201,8 @@ pub(crate) fn execute<'scope, 'env>(
             }
         }
     }
-    if let TaskKind::Source(_) = &task.kind {
-        return serve_workspace(ctx, task, parents, values, reporter);
-    }
-    if let TaskKind::Called(_) = &task.kind {
-        return stand_for_call(ctx, task, parents, values, reporter);
+    if matches!(&task.kind, TaskKind::Source(_) | TaskKind::Called(_)) {
+        return stand_in(ctx, task, parents, values, reporter);
     }
     let resolved = resolve(ctx, task, parents, values);
     let key = resolved.key;
@@ -220,16 +212,10 @@ pub(crate) fn execute<'scope, 'env>(
         };
     }
     if let Some(error) = &resolved.error {
-        reporter.event(&Event::TaskFailed {
-            task: task.name.to_string(),
-            reason: format!("failed to resolve an expression: {error}"),
-            exit_code: None,
-            duration_ms: 0,
-            log_tail: Vec::new(),
-            kept_upper: None,
-            errors: Vec::new(),
-            usage: TaskUsage::default(),
-        });
+        reporter.event(&Event::failed_early(
+            task.name.to_string(),
+            format!("failed to resolve an expression: {error}"),
+        ));
         return TaskOutcome::Failed {
             key,
             duration: Duration::ZERO,
@@ -263,16 +249,10 @@ pub(crate) fn execute<'scope, 'env>(
                     .filter(|f| fresh_enough(resolved.cache.ttl, f));
             }
             Ok(None) => {
-                reporter.event(&Event::TaskFailed {
-                    task: task.name.to_string(),
-                    reason: "interrupted while waiting for another run of this task".into(),
-                    exit_code: None,
-                    duration_ms: 0,
-                    log_tail: Vec::new(),
-                    kept_upper: None,
-                    errors: Vec::new(),
-                    usage: TaskUsage::default(),
-                });
+                reporter.event(&Event::failed_early(
+                    task.name.to_string(),
+                    "interrupted while waiting for another run of this task",
+                ));
                 return TaskOutcome::Failed {
                     key,
                     duration: Duration::ZERO,
@@ -345,9 +325,10 @@ pub(crate) fn execute<'scope, 'env>(
     }
 }
 
-/// A `git/clone` of the workspace: nothing runs and nothing is cached. Its dependents see the
-/// checkout (`sources.rs`) and get what the real package exports, out of their keys.
-fn serve_workspace(
+/// A task that runs nothing and restores nothing — a `git/clone` of the workspace, whose
+/// dependents see the checkout (`sources.rs`) and get what the real package exports, or a
+/// calling task, which hands on what its call's tasks produced.
+fn stand_in(
     ctx: &RunContext<'_>,
     task: &Task,
     parents: &[&TaskResult],
@@ -355,41 +336,29 @@ fn serve_workspace(
     reporter: &dyn Reporter,
 ) -> TaskOutcome {
     let resolved = resolve(ctx, task, parents, values);
+    let (result, status, from) = match &task.kind {
+        TaskKind::Source(_) => (
+            source_result(ctx, task, &resolved),
+            crate::events::TaskStatus::Workspace,
+            "workspace",
+        ),
+        _ => (
+            crate::packages::called_result(task, parents, values),
+            crate::events::TaskStatus::Call,
+            "call",
+        ),
+    };
     reporter.event(&Event::TaskCached {
         task: task.name.to_string(),
         key: resolved.key.to_hex(),
         layer: String::new(),
         saved_ms: 0,
-        from: "workspace".into(),
+        from: from.into(),
     });
     TaskOutcome::Stood {
-        result: source_result(ctx, task, &resolved),
+        result,
         key: resolved.key,
-        status: crate::events::TaskStatus::Workspace,
-    }
-}
-
-/// A calling task: its call's tasks have run; it hands on what they produced and runs
-/// nothing itself.
-fn stand_for_call(
-    ctx: &RunContext<'_>,
-    task: &Task,
-    parents: &[&TaskResult],
-    values: &TaskValues,
-    reporter: &dyn Reporter,
-) -> TaskOutcome {
-    let resolved = resolve(ctx, task, parents, values);
-    reporter.event(&Event::TaskCached {
-        task: task.name.to_string(),
-        key: resolved.key.to_hex(),
-        layer: String::new(),
-        saved_ms: 0,
-        from: "call".into(),
-    });
-    TaskOutcome::Stood {
-        result: crate::packages::called_result(task, parents, values),
-        key: resolved.key,
-        status: crate::events::TaskStatus::Call,
+        status,
     }
 }
 
@@ -517,17 +486,6 @@ impl Failure {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
-
 fn run_in_sandbox<'scope, 'env>(
     ctx: &'env RunContext<'env>,
     task: &Task,
@@ -543,16 +501,9 @@ fn run_in_sandbox<'scope, 'env>(
         .wait_for(ctx, &resolved.stack_layers())
         .map_err(Failure::deferred)?;
     let scratch = ctx.run_dir.path().join("tasks").join(&name);
-    let ws_tree = ctx
-        .trees
-        .get(
-            ctx.cache,
-            ctx.run_dir.path(),
-            &ctx.workspace.root,
-            resolved.tree.digest,
-            &resolved.tree.files,
-            &resolved.tree.origins,
-        )
+    let ws_tree = resolved
+        .tree
+        .materialize(ctx)
         .map_err(|e| Failure::infra(format!("failed to prepare the workspace: {}", chain(&e))))?;
     let mounts = ctx
         .cache

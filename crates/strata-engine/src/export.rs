@@ -117,17 +117,7 @@ pub fn export(
         Base::Rootfs(_) => vec![ctx.base_root.clone()],
         Base::Image(_) => ctx.base_layers.iter().rev().cloned().collect(),
     };
-    let tree = ctx
-        .trees
-        .get(
-            ctx.cache,
-            ctx.run_dir.path(),
-            &ctx.workspace.root,
-            resolved.tree.digest,
-            &resolved.tree.files,
-            &resolved.tree.origins,
-        )
-        .map_err(EngineError::Store)?;
+    let tree = resolved.tree.materialize(ctx).map_err(EngineError::Store)?;
     let layer_dirs = result.stack.iter().map(|p| ctx.cache.layer_path(&p.layer));
     if resolved.masked {
         // The used tasks' layers, then their workspace files as the task's filter shows them

@@ -157,6 +157,24 @@ pub(crate) struct WorkspaceView {
     pub(crate) origins: Vec<Origin>,
 }
 
+impl WorkspaceView {
+    /// The directory of hard links that is the task's `/workspace` lower dir (made once per
+    /// digest in a run).
+    pub(crate) fn materialize(
+        &self,
+        ctx: &RunContext<'_>,
+    ) -> Result<std::path::PathBuf, strata_store::StoreError> {
+        ctx.trees.get(
+            ctx.cache,
+            ctx.run_dir.path(),
+            &ctx.workspace.root,
+            self.digest,
+            &self.files,
+            &self.origins,
+        )
+    }
+}
+
 impl ResolvedInputs {
     pub(crate) fn stack_layers(&self) -> Vec<LayerDigest> {
         self.stack.iter().map(|p| p.layer).collect()

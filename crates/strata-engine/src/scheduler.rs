@@ -85,16 +85,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     // Still waiting after the last pass (this machine could not keep a restored layer): failed,
     // and strata's fault.
     for (task, reason) in std::mem::take(&mut summary.deferred) {
-        reporter.event(&Event::TaskFailed {
-            task: task.clone(),
-            reason: reason.clone(),
-            exit_code: None,
-            duration_ms: 0,
-            log_tail: Vec::new(),
-            kept_upper: None,
-            errors: Vec::new(),
-            usage: Default::default(),
-        });
+        reporter.event(&Event::failed_early(task.clone(), reason.clone()));
         summary.failed += 1;
         summary.internal_failures += 1;
         summary.tasks.insert(
@@ -362,16 +353,10 @@ fn expand(
             });
         }
         Err(message) => {
-            reporter.event(&Event::TaskFailed {
-                task: task.name.to_string(),
-                reason: format!("failed to expand `parallel`: {message}"),
-                exit_code: None,
-                duration_ms: 0,
-                log_tail: Vec::new(),
-                kept_upper: None,
-                errors: Vec::new(),
-                usage: Default::default(),
-            });
+            reporter.event(&Event::failed_early(
+                task.name.to_string(),
+                format!("failed to expand `parallel`: {message}"),
+            ));
             summary.failed += 1;
             summary.tasks.insert(
                 task.name.to_string(),

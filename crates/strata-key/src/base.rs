@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strata_pipeline::Base;
 
 use crate::digest::{BaseId, ContentDigest, WorkspaceDigest};
 use crate::stat_cache::StatCache;
@@ -95,22 +94,17 @@ impl KeyPath {
     }
 }
 
-/// `host`: the architecture, the OS release and the package databases of the root at `/`, and
-/// the content of the key paths the pipeline names. `rootfs`: the content digest of the
-/// directory tree. `image`: known only once the reference is resolved: see [`image_identity`].
-pub fn base_identity(base: &Base, key_paths: &[KeyPath]) -> Result<BaseId, TreeError> {
-    match base {
-        Base::Host(_) => host_identity(Path::new("/"), key_paths),
-        Base::Rootfs(dir) => Ok(BaseId::from_hash(blake3::hash(
-            format!("rootfs\0{}", tree_digest(dir)?).as_bytes(),
-        ))),
-        Base::Image(reference) => Err(TreeError {
-            path: reference.into(),
-            source: std::io::Error::other(
-                "an image base is identified by its manifest digest once pulled",
-            ),
-        }),
-    }
+/// A host base (`/`): the architecture, the OS release and the package databases, and the
+/// content of the key paths the pipeline names.
+pub fn host_identity(key_paths: &[KeyPath]) -> Result<BaseId, TreeError> {
+    identity_of_root(Path::new("/"), key_paths)
+}
+
+/// A `rootfs` base: the content digest of the directory tree.
+pub fn rootfs_identity(dir: &Path) -> Result<BaseId, TreeError> {
+    Ok(BaseId::from_hash(blake3::hash(
+        format!("rootfs\0{}", tree_digest(dir)?).as_bytes(),
+    )))
 }
 
 /// An image base: its manifest digest (`sha256:...`), which names its layers and config exactly.
@@ -119,7 +113,7 @@ pub fn image_identity(manifest_digest: &str) -> BaseId {
     BaseId::from_hash(blake3::hash(format!("image\0{manifest_digest}").as_bytes()))
 }
 
-fn host_identity(root: &Path, key_paths: &[KeyPath]) -> Result<BaseId, TreeError> {
+fn identity_of_root(root: &Path, key_paths: &[KeyPath]) -> Result<BaseId, TreeError> {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"host\0");
     hasher.update(std::env::consts::ARCH.as_bytes());
@@ -465,7 +459,7 @@ mod tests {
                 .unwrap()
                 .0
         };
-        let id = |k: &[KeyPath]| host_identity(dir.path(), k).unwrap();
+        let id = |k: &[KeyPath]| identity_of_root(dir.path(), k).unwrap();
         let first = take();
         assert_ne!(id(&[]), id(std::slice::from_ref(&first)));
         std::fs::write(tool.join("bin"), "v2").unwrap();
@@ -499,13 +493,13 @@ mod tests {
         assert_eq!(inv.packages.len(), 3);
         assert_eq!(inv.arch, std::env::consts::ARCH);
         // The identity follows the package database.
-        let before = host_identity(root.path(), &[]).unwrap();
+        let before = identity_of_root(root.path(), &[]).unwrap();
         std::fs::write(
             root.path().join("var/lib/dpkg/status"),
             STATUS.replace("2.36-9", "2.36-10"),
         )
         .unwrap();
-        assert_ne!(before, host_identity(root.path(), &[]).unwrap());
+        assert_ne!(before, identity_of_root(root.path(), &[]).unwrap());
     }
 
     #[test]

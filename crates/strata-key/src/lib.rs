@@ -6,7 +6,8 @@
 //! entry, and the comparison of two recorded inputs that `strata explain` shows.
 //! `docs/cache-key.md` lists every input; [`KEY_VERSION`] changes whenever the recipe does.
 //!
-//! Must not touch: the cache, mounts or processes. It reads files; it never writes any.
+//! Must not touch: the cache, mounts or processes, or the pipeline model (it is given paths,
+//! predicates and digests). It reads files; it never writes any.
 
 mod base;
 mod diff;
@@ -17,13 +18,16 @@ mod stat_cache;
 mod tree;
 mod workspace;
 
-pub use base::{BaseChange, HostInventory, KeyPath, base_identity, image_identity};
+pub use base::{
+    BaseChange, HostInventory, KeyPath, host_identity, image_identity, rootfs_identity,
+};
 pub use diff::{Difference, compare};
 pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;
 pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use stat_cache::StatCache;
 pub use tree::{
-    TreeError, content_digest, tree_digest, tree_digest_listing_sockets, tree_digest_without,
+    TreeError, content_digest, tree_digest, tree_digest_known, tree_digest_listing_sockets,
+    tree_digest_without,
 };
 pub use workspace::{FileKind, Selection, Workspace, WorkspaceError, WorkspaceFile};

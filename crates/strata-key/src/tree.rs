@@ -10,6 +10,7 @@
 //! layer — [`tree_digest_listing_sockets`] names them so a commit can remove them — and of
 //! overlay's xattrs only the opaque marker with the value `y` (an archive's `.wh..wh..opq`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -45,7 +46,19 @@ pub fn tree_digest_listing_sockets(root: &Path) -> Result<(LayerDigest, Vec<Path
     let mut items = Vec::new();
     let mut sockets = Vec::new();
     collect(root, "", &mut items, &mut sockets)?;
-    Ok((digest_items(&items)?, sockets))
+    Ok((digest_items(&items, &HashMap::new())?, sockets))
+}
+
+/// [`tree_digest`] of a tree whose files' content digests are already known, by path (`root`
+/// joined with the file's relative path), as the code that just wrote them computed them: those
+/// files are not read again. A file not in `known` is read as usual.
+pub fn tree_digest_known(
+    root: &Path,
+    known: &HashMap<PathBuf, [u8; 32]>,
+) -> Result<LayerDigest, TreeError> {
+    let mut items = Vec::new();
+    collect(root, "", &mut items, &mut Vec::new())?;
+    digest_items(&items, known)
 }
 
 /// The digest [`tree_digest`] gives the tree under `root` once its top-level entry `skip` (and
@@ -56,7 +69,7 @@ pub fn tree_digest_without(root: &Path, skip: &str) -> Result<LayerDigest, TreeE
     let alone = format!("/{skip}");
     let under = format!("/{skip}/");
     items.retain(|i| i.rel != alone && !i.rel.starts_with(&under));
-    digest_items(&items)
+    digest_items(&items, &HashMap::new())
 }
 
 /// Hashes a file's content as every content digest is made.
@@ -64,8 +77,11 @@ pub fn content_digest(path: &Path) -> Result<ContentDigest, TreeError> {
     hash_file(path)
 }
 
-fn digest_items(items: &[Item]) -> Result<LayerDigest, TreeError> {
-    let records = records_in_parallel(items)?;
+fn digest_items(
+    items: &[Item],
+    known: &HashMap<PathBuf, [u8; 32]>,
+) -> Result<LayerDigest, TreeError> {
+    let records = records_in_parallel(items, known)?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"strata-tree-v1\0");
     for r in &records {
@@ -120,11 +136,14 @@ fn collect(
     Ok(())
 }
 
-fn records_in_parallel(items: &[Item]) -> Result<Vec<Vec<u8>>, TreeError> {
+fn records_in_parallel(
+    items: &[Item],
+    known: &HashMap<PathBuf, [u8; 32]>,
+) -> Result<Vec<Vec<u8>>, TreeError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads == 1 || items.len() < 64 {
-        return items.iter().map(record).collect();
+        return items.iter().map(|i| record(i, known)).collect();
     }
     let next = AtomicUsize::new(0);
     type Part = Result<Vec<(usize, Vec<u8>)>, TreeError>;
@@ -140,7 +159,7 @@ fn records_in_parallel(items: &[Item]) -> Result<Vec<Vec<u8>>, TreeError> {
                             return Ok(done);
                         }
                         for (i, item) in items.iter().enumerate().skip(start).take(16) {
-                            done.push((i, record(item)?));
+                            done.push((i, record(item, known)?));
                         }
                     }
                 })
@@ -161,7 +180,7 @@ fn records_in_parallel(items: &[Item]) -> Result<Vec<Vec<u8>>, TreeError> {
 }
 
 /// The bytes one entry contributes to the digest.
-fn record(item: &Item) -> Result<Vec<u8>, TreeError> {
+fn record(item: &Item, known: &HashMap<PathBuf, [u8; 32]>) -> Result<Vec<u8>, TreeError> {
     let Item { rel, path, meta } = item;
     let ft = meta.file_type();
     let mut out = Vec::with_capacity(rel.len() + 96);
@@ -173,7 +192,10 @@ fn record(item: &Item) -> Result<Vec<u8>, TreeError> {
     if ft.is_dir() {
         out.extend_from_slice(b"d\0");
     } else if ft.is_file() {
-        let digest = hash_file(path)?;
+        let digest = match known.get(path) {
+            Some(bytes) => ContentDigest::from_hash(blake3::Hash::from_bytes(*bytes)),
+            None => hash_file(path)?,
+        };
         out.extend_from_slice(format!("f {} {}\0", meta.len(), digest).as_bytes());
     } else if ft.is_symlink() {
         let target = std::fs::read_link(path).map_err(err(path))?;
@@ -231,6 +253,27 @@ fn xattr_record(path: &Path, out: &mut Vec<u8>) -> Result<(), TreeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_contents_give_the_same_digest_without_reading() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/a"), "alpha").unwrap();
+        std::fs::write(d.path().join("b"), "beta").unwrap();
+        let mut known = HashMap::new();
+        known.insert(d.path().join("sub/a"), *blake3::hash(b"alpha").as_bytes());
+        // `b` is not known: it is read.
+        assert_eq!(
+            tree_digest_known(d.path(), &known).unwrap(),
+            tree_digest(d.path()).unwrap()
+        );
+        // What is known is believed: a wrong digest gives another tree digest.
+        known.insert(d.path().join("b"), *blake3::hash(b"other").as_bytes());
+        assert_ne!(
+            tree_digest_known(d.path(), &known).unwrap(),
+            tree_digest(d.path()).unwrap()
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -244,6 +244,11 @@ fn round_trip(children: &[(String, Node)], threads: u32) {
         strata_key::tree_digest(src.path()).unwrap(),
         strata_key::tree_digest(&out).unwrap()
     );
+    // The content digests taken while writing are those of the files written.
+    assert_eq!(
+        strata_key::tree_digest(src.path()).unwrap(),
+        strata_key::tree_digest_known(&out, &applied.contents).unwrap()
+    );
 }
 
 fn fix_dir_times(dir: &Path) {

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 /// Parses a duration the way CI files write them: `90` (seconds), `30s`, `10m`, `1h30m`, `7d`,
-/// `500ms`, and RWX's long forms: `1 day`, `2 hours`, `30 minutes`, `1 hr`.
+/// `500ms`, `1w`, and RWX's long forms: `1 day`, `2 hours`, `30 minutes`, `1 hr`, `2 weeks`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
@@ -44,10 +44,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" | "min" | "mins" | "minute" | "minutes" => secs(60)?,
             "h" | "hr" | "hrs" | "hour" | "hours" => secs(3600)?,
             "d" | "day" | "days" => secs(86400)?,
+            // RWX's own packages write `ttl: 1w`.
+            "w" | "wk" | "wks" | "week" | "weeks" => secs(7 * 86400)?,
             "" => return Err(format!("invalid duration `{text}`: missing unit after {n}")),
             other => {
                 return Err(format!(
-                    "invalid duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
+                    "invalid duration `{text}`: unknown unit `{other}` (use ms, s, m, h, d or w)"
                 ));
             }
         };
@@ -59,6 +61,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weeks() {
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(
+            parse_duration("2 weeks"),
+            Ok(Duration::from_secs(14 * 86400))
+        );
+    }
 
     #[test]
     fn parses_common_forms() {

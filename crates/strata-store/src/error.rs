@@ -36,3 +36,16 @@ pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Sto
     let path = path.into();
     move |source| StoreError::Io { path, source }
 }
+
+/// An error and its causes on one line (`failed to commit: failed to access /x: No space left`),
+/// for messages that travel in events and warnings.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

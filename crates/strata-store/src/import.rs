@@ -34,12 +34,15 @@ impl LocalCache {
     /// when the sender named one (a mismatch removes the directory and is
     /// [`StoreError::LayerMismatch`]), and places it under its digest, which it returns. When the
     /// cache already has a verified layer with this content, the new copy is removed.
+    /// `contents`: the content digests of the files the unpacker wrote, by path, so that they
+    /// are not read again (`strata_oci::AppliedLayer::contents`).
     pub fn publish_layer(
         &self,
         dir: &Path,
         expected: Option<&LayerDigest>,
+        contents: &std::collections::HashMap<std::path::PathBuf, [u8; 32]>,
     ) -> Result<LayerDigest, StoreError> {
-        let found = match strata_key::tree_digest(dir) {
+        let found = match strata_key::tree_digest_known(dir, contents) {
             Ok(d) => d,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(dir);

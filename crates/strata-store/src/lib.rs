@@ -20,7 +20,7 @@ mod runs;
 mod usage;
 mod verify;
 
-pub use error::StoreError;
+pub use error::{StoreError, error_chain};
 pub use import::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;

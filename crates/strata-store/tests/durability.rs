@@ -208,7 +208,9 @@ fn a_layer_is_trusted_by_its_verification_not_by_its_name() {
     // An import that does not unpack to the layer it claims is refused and removed.
     let import = cache.import_dir().unwrap();
     std::fs::write(import.join("out"), "something else").unwrap();
-    let err = cache.publish_layer(&import, Some(&digest)).unwrap_err();
+    let err = cache
+        .publish_layer(&import, Some(&digest), &Default::default())
+        .unwrap_err();
     assert!(err.to_string().contains("does not match its name"), "{err}");
     assert!(!import.exists());
 }

@@ -25,10 +25,13 @@ use super::{Compression, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, PAX_XATTR_PREFIX, 
 use crate::digest::{DigestReader, OciDigest};
 
 /// What was applied: the digest and size of the stream as read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedLayer {
     pub digest: OciDigest,
     pub size: u64,
+    /// The BLAKE3 digest of every regular file written, by its path, computed from the bytes
+    /// as they were written: hashing the unpacked tree afterwards need not read them again.
+    pub contents: HashMap<PathBuf, [u8; 32]>,
 }
 
 /// What the archive must hash to. The tar stream is hashed only when its `diff_id` is to be
@@ -128,7 +131,12 @@ pub fn apply_layer<R: Read + Send>(
         {
             return Err(ApplyError::DiffIdMismatch { expected, actual });
         }
-        Ok(AppliedLayer { digest, size })
+        let contents = std::mem::take(&mut *pool.contents.lock().expect("contents lock"));
+        Ok(AppliedLayer {
+            digest,
+            size,
+            contents,
+        })
     })
 }
 
@@ -264,6 +272,8 @@ struct PoolState {
     pending: Mutex<usize>,
     idle: Condvar,
     error: Mutex<Option<ApplyError>>,
+    /// The content digest of each file written (see [`AppliedLayer::contents`]).
+    contents: Mutex<HashMap<PathBuf, [u8; 32]>>,
 }
 
 /// Files go to the writers in batches of up to this many files or bytes: handing over each
@@ -276,12 +286,15 @@ impl PoolState {
         loop {
             let batch = rx.lock().expect("job queue lock").recv();
             let Ok(batch) = batch else { return };
+            let mut written = Vec::with_capacity(batch.len());
             for job in &batch {
                 if let Err(e) = write_file(job) {
                     self.error.lock().expect("error lock").get_or_insert(e);
                     break;
                 }
+                written.push((job.path.clone(), *blake3::hash(&job.data).as_bytes()));
             }
+            self.contents.lock().expect("contents lock").extend(written);
             let mut pending = self.pending.lock().expect("pending lock");
             *pending -= 1;
             if *pending == 0 {
@@ -338,6 +351,24 @@ impl Pool<'_> {
         }
         drop(pending);
         self.failed()
+    }
+}
+
+/// Writes to `inner` and hashes what was written.
+struct HashingWriter<'a, W> {
+    inner: &'a mut W,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<W: io::Write> io::Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -539,9 +570,24 @@ impl<'a> Applier<'a> {
                     return self.pool.submit(FileJob { path, data, meta });
                 }
                 let mut file = create_file(&path)?;
-                io::copy(&mut entry, &mut file).map_err(io_err(&path))?;
+                let mut hasher = blake3::Hasher::new();
+                io::copy(
+                    &mut entry,
+                    &mut HashingWriter {
+                        inner: &mut file,
+                        hasher: &mut hasher,
+                    },
+                )
+                .map_err(io_err(&path))?;
                 let meta = self.meta(&header, pax)?;
-                return apply_meta(Target::File(&file, &path), &meta);
+                apply_meta(Target::File(&file, &path), &meta)?;
+                self.pool
+                    .state
+                    .contents
+                    .lock()
+                    .expect("contents lock")
+                    .insert(path, *hasher.finalize().as_bytes());
+                return Ok(());
             }
             tar::EntryType::Symlink => {
                 let target = entry
