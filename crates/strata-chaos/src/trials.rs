@@ -142,9 +142,20 @@ impl<'a> Trial<'a> {
     }
 
     fn good(&mut self, out: &Outcome, expected: &[String], what: &str) {
-        let found = checks::good_run(out, expected, what);
+        let mut found = checks::good_run(out, expected, what);
+        found.extend(checks::no_panic(out, what));
+        if !found.is_empty() {
+            // Kept with the trial's directories (a failed trial's are not removed).
+            let path = self.world.root.join(format!(
+                "t{}-events-{}.jsonl",
+                self.n,
+                what.replace(' ', "-")
+            ));
+            let lines: Vec<String> = out.events.iter().map(|e| e.to_string()).collect();
+            let _ = std::fs::write(&path, lines.join("\n"));
+            found.push(format!("its events: {}", path.display()));
+        }
         self.fail(found);
-        self.fail(checks::no_panic(out, what));
     }
 
     /// Right after a kill: no task process and no mount may outlive strata.
@@ -857,7 +868,7 @@ impl<'a> Trial<'a> {
                 "0s",
             ]
         };
-        let shown = args[1..].join(" ");
+        let shown = args.join(" ");
         if mode.starts_with("kill") {
             let out = self.world.run(&ws, &a, Some(&remote), RUN_LIMIT);
             self.good(&out, &expected, "newer run");
