@@ -232,6 +232,17 @@ pub fn wrong_result(out: &Outcome, expected: &[String], what: &str) -> Vec<Strin
             out.describe()
         )];
     }
+    // The right listing more than once: the files were right, but `verify` (`cache: false`) was
+    // executed several times in one run.
+    if !expected.is_empty()
+        && got.len() % expected.len() == 0
+        && got.chunks(expected.len()).all(|c| c == expected)
+    {
+        return vec![format!(
+            "{what}: right files, but `verify` (cache: false) was executed {} times in one run",
+            got.len() / expected.len()
+        )];
+    }
     let first = got
         .iter()
         .zip(expected)
