@@ -15,6 +15,7 @@ mod import;
 mod index;
 mod layers;
 mod local;
+mod logs;
 mod runs;
 
 pub use error::StoreError;
@@ -22,4 +23,5 @@ pub use import::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
 pub use local::{LocalCache, default_cache_dir, package_sources_dir};
+pub use logs::{LogWriter, WrittenLog};
 pub use runs::{KeyLock, RunDir};
