@@ -1,15 +1,16 @@
 //! A running task's output: read from the sandbox's pipe in large chunks, masked for secrets,
 //! written whole to the task's log file, kept as a bounded tail for the failure summary, and
 //! shown live as `TaskOutput` lines. Memory stays bounded whatever the task prints: the log is
-//! a file, a line shown live is cut at [`MAX_LINE_BYTES`], and live lines wait in a queue of at
-//! most [`LIVE_BUDGET`] bytes. When the display cannot keep up (a slow terminal, a flood of
+//! a file, a line shown live is cut at [`MAX_LINE_BYTES`], and live lines wait in queues of at
+//! most [`LIVE_BUDGET`] bytes together. When the display cannot keep up (a slow terminal, a flood of
 //! tiny lines) the lines that do not fit are dropped from the live view — never from the log —
-//! and a `TaskOutputSkipped` event says how much, so the task is never slowed by its display.
+//! and a `TaskOutputSkipped` event says how much, so the task is never slowed by its display
+//! (and the run waits for the display at most [`DRAIN_GRACE`] after a task's output ends).
 
 use std::io::Read;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use strata_store::{LogWriter, StoreError, WrittenLog};
@@ -18,8 +19,13 @@ use crate::events::{Event, Reporter};
 
 /// The longest line a `TaskOutput` event carries; the rest of a longer line is only in the log.
 pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024;
-/// Bytes of output waiting to be shown, per task, beyond which live lines are dropped.
-pub(crate) const LIVE_BUDGET: usize = 4 * 1024 * 1024;
+/// Bytes of output waiting to be shown, all tasks together, beyond which live lines are
+/// dropped: a burst of this much is shown whole however slow the display.
+pub(crate) const LIVE_BUDGET: usize = 16 * 1024 * 1024;
+/// How long the display may go on showing a task's output once the task's output has ended;
+/// what is still queued then is dropped, so that a slow display holds up the run this long
+/// at most.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// How much lower the display thread's priority is than the run's.
 const DISPLAY_NICE: i32 = 10;
 /// Lines of log shown with a failure.
@@ -111,25 +117,32 @@ pub(crate) struct LineCutter {
 }
 
 impl LineCutter {
-    /// Calls `emit` with each line completed by `bytes`.
-    pub(crate) fn push(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(String)) {
-        while let Some(nl) = memchr::memchr(b'\n', bytes) {
-            let (line, rest) = (&bytes[..nl], &bytes[nl + 1..]);
-            if self.partial.is_empty() && self.over == 0 {
-                emit(shown_line(line, 0));
+    /// Calls `emit` with each line completed by `bytes`, until it returns false. Returns how
+    /// many bytes were taken: all of them, unless `emit` stopped it (right after a line).
+    pub(crate) fn push(&mut self, bytes: &[u8], emit: &mut impl FnMut(String) -> bool) -> usize {
+        let mut rest = bytes;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            let line = &rest[..nl];
+            let go = if self.partial.is_empty() && self.over == 0 {
+                emit(shown_line(line, 0))
             } else {
                 self.take(line);
-                emit(shown_line(&self.partial, self.over));
+                let go = emit(shown_line(&self.partial, self.over));
                 self.partial.clear();
                 self.over = 0;
+                go
+            };
+            rest = &rest[nl + 1..];
+            if !go {
+                return bytes.len() - rest.len();
             }
-            bytes = rest;
         }
-        self.take(bytes);
+        self.take(rest);
+        bytes.len()
     }
 
     /// The last line, if the output did not end with a newline.
-    pub(crate) fn finish(&mut self, emit: &mut impl FnMut(String)) {
+    pub(crate) fn finish(&mut self, emit: &mut impl FnMut(String) -> bool) {
         if !self.partial.is_empty() || self.over > 0 {
             emit(shown_line(&self.partial, self.over));
         }
@@ -139,7 +152,7 @@ impl LineCutter {
 
     /// The current line was cut short by dropped bytes: shows what there is of it, noting that
     /// the rest is only in the log.
-    fn abandon(&mut self, emit: &mut impl FnMut(String)) {
+    fn abandon(&mut self, emit: &mut impl FnMut(String) -> bool) {
         if !self.partial.is_empty() || self.over > 0 {
             let mut line = shown_line(&self.partial, 0);
             line.push_str(
@@ -195,7 +208,14 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, mut bytes: &[u8]) {
+        // Of a large chunk only its end can be in the tail.
+        if bytes.len() > TAIL_BYTES {
+            let start = bytes.len() - TAIL_BYTES;
+            self.cut = bytes[start - 1] != b'\n';
+            self.bytes.clear();
+            bytes = &bytes[start..];
+        }
         self.bytes.extend_from_slice(bytes);
         if self.bytes.len() > 2 * TAIL_BYTES {
             let drop = self.bytes.len() - TAIL_BYTES;
@@ -228,6 +248,10 @@ impl Tail {
     }
 }
 
+/// Bytes sent to the display threads of this process's tasks and not yet shown (a process
+/// runs one run).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
 /// What the live display is sent.
 enum Live {
     Bytes(Vec<u8>),
@@ -251,10 +275,13 @@ pub(crate) fn collect<'scope, 'env>(
     task: &'env str,
     reporter: &'env dyn Reporter,
 ) -> Collected {
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let in_flight = &IN_FLIGHT;
     let (tx, rx) = mpsc::channel::<Live>();
-    let shown = Arc::clone(&in_flight);
-    let display = scope.spawn(move || show(rx, &shown, task, reporter));
+    let ended = Arc::new(OnceLock::new());
+    let display = {
+        let ended = Arc::clone(&ended);
+        scope.spawn(move || show(rx, in_flight, &ended, task, reporter))
+    };
     let mut mask = StreamMask::new(secrets);
     let mut tail = Tail::default();
     let mut skipped = 0u64;
@@ -295,6 +322,7 @@ pub(crate) fn collect<'scope, 'env>(
     if skipped > 0 {
         let _ = tx.send(Live::Skipped(skipped));
     }
+    let _ = ended.set(Instant::now());
     drop(tx);
     let _ = display.join();
     Collected {
@@ -306,8 +334,15 @@ pub(crate) fn collect<'scope, 'env>(
     }
 }
 
-/// The live display's side: lines to events, and a note where bytes were dropped.
-fn show(rx: mpsc::Receiver<Live>, in_flight: &AtomicUsize, task: &str, reporter: &dyn Reporter) {
+/// The live display's side: lines to events, and a note where bytes were dropped — because
+/// the queue was full, or because the output ended more than [`DRAIN_GRACE`] ago.
+fn show(
+    rx: mpsc::Receiver<Live>,
+    in_flight: &AtomicUsize,
+    ended: &OnceLock<Instant>,
+    task: &str,
+    reporter: &dyn Reporter,
+) {
     // The display takes only the CPU the tasks leave: on a busy machine it falls behind and
     // drops lines rather than slow them down (Linux applies a priority set for a thread id to
     // that thread alone).
@@ -315,42 +350,61 @@ fn show(rx: mpsc::Receiver<Live>, in_flight: &AtomicUsize, task: &str, reporter:
     if let Ok(nice) = rustix::process::getpriority_process(Some(me)) {
         let _ = rustix::process::setpriority_process(Some(me), (nice + DISPLAY_NICE).min(19));
     }
+    let too_late = || ended.get().is_some_and(|at| at.elapsed() > DRAIN_GRACE);
     let mut lines = LineCutter::default();
+    let mut shown = 0u64;
+    // Goes on while it is not too late (the clock is read every 64 lines).
     let mut emit = |line: String| {
         reporter.event(&Event::TaskOutput {
             task: task.to_string(),
             line,
+        });
+        shown += 1;
+        !(shown.is_multiple_of(64) && too_late())
+    };
+    let skipped = |bytes: u64| {
+        reporter.event(&Event::TaskOutputSkipped {
+            task: task.to_string(),
+            bytes,
         })
     };
     // After a drop, the rest of the cut line is not shown either.
     let mut resync = false;
+    // Bytes left unshown because the output ended too long ago.
+    let mut late = 0u64;
     for live in rx {
         match live {
             Live::Bytes(bytes) => {
-                let mut from = &bytes[..];
-                if resync {
-                    match memchr::memchr(b'\n', from) {
-                        Some(nl) => {
-                            from = &from[nl + 1..];
-                            resync = false;
+                if late > 0 || too_late() {
+                    late += bytes.len() as u64;
+                } else {
+                    let mut from = &bytes[..];
+                    if resync {
+                        match memchr::memchr(b'\n', from) {
+                            Some(nl) => {
+                                from = &from[nl + 1..];
+                                resync = false;
+                            }
+                            None => from = &[],
                         }
-                        None => from = &[],
                     }
+                    let taken = lines.push(from, &mut emit);
+                    late += (from.len() - taken) as u64;
                 }
-                lines.push(from, &mut emit);
                 in_flight.fetch_sub(bytes.len(), Ordering::AcqRel);
             }
+            Live::Skipped(bytes) if late > 0 || too_late() => late += bytes,
             Live::Skipped(bytes) => {
                 lines.abandon(&mut emit);
                 resync = true;
-                reporter.event(&Event::TaskOutputSkipped {
-                    task: task.to_string(),
-                    bytes,
-                });
+                skipped(bytes);
             }
         }
     }
-    if !resync {
+    if late > 0 {
+        lines.abandon(&mut emit);
+        skipped(late);
+    } else if !resync {
         lines.finish(&mut emit);
     }
 }
@@ -361,9 +415,15 @@ fn cut_lines(chunks: &[&[u8]]) -> Vec<String> {
     let mut out = Vec::new();
     let mut cutter = LineCutter::default();
     for c in chunks {
-        cutter.push(c, &mut |l| out.push(l));
+        cutter.push(c, &mut |l| {
+            out.push(l);
+            true
+        });
     }
-    cutter.finish(&mut |l| out.push(l));
+    cutter.finish(&mut |l| {
+        out.push(l);
+        true
+    });
     out
 }
 
@@ -476,5 +536,67 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert!(lines[0].starts_with("…yyy"));
         assert!(lines[0].contains("line cut at 64 KiB"));
+    }
+
+    /// A reporter as slow as a bad terminal: 1 ms per event.
+    #[derive(Default)]
+    struct SlowDisplay {
+        lines: std::sync::Mutex<Vec<String>>,
+        skipped: std::sync::Mutex<u64>,
+    }
+
+    impl Reporter for SlowDisplay {
+        fn event(&self, event: &Event) {
+            std::thread::sleep(Duration::from_millis(1));
+            match event {
+                Event::TaskOutput { line, .. } => self.lines.lock().unwrap().push(line.clone()),
+                Event::TaskOutputSkipped { bytes, .. } => *self.skipped.lock().unwrap() += bytes,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_slow_display_neither_slows_the_reading_nor_loses_the_log() {
+        let mut output = Vec::new();
+        for i in 0..100_000 {
+            output.extend_from_slice(format!("line {i:06}\n").as_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogWriter::create(&dir.path().join("log")).unwrap();
+        let display = SlowDisplay::default();
+        let start = Instant::now();
+        let collected = std::thread::scope(|s| collect(s, &output[..], log, &[], "t", &display));
+        // Shown at 1 ms a line, the output would take 100 s; the display gets half a second
+        // once the output has ended.
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        let written = collected.log.unwrap();
+        assert_eq!(written.len(), output.len() as u64);
+        assert_eq!(std::fs::read(written.path()).unwrap(), output);
+        let lines = display.lines.into_inner().unwrap();
+        let skipped = display.skipped.into_inner().unwrap();
+        assert!(
+            !lines.is_empty() && lines.len() < 100_000,
+            "{}",
+            lines.len()
+        );
+        assert_eq!(lines[0], "line 000000");
+        // What was shown and what was reported skipped account for the whole output (a line
+        // cut by the drop is shown in part, with a note).
+        let shown: u64 = lines
+            .iter()
+            .filter(|l| !l.contains("display fell behind"))
+            .map(|l| l.len() as u64 + 1)
+            .sum();
+        assert!(shown + skipped <= output.len() as u64);
+        assert!(
+            shown + skipped + 12 >= output.len() as u64,
+            "{shown} + {skipped}"
+        );
+        assert_eq!(collected.tail.last().unwrap(), "line 099999");
     }
 }
