@@ -558,6 +558,10 @@ fn run_in_sandbox<'scope, 'env>(
         task: name.clone(),
         key: resolved.key.to_hex(),
     });
+    // The log goes to a file in the task's scratch as it arrives: a task may print gigabytes.
+    // Created before the task starts, so that a failure here leaves nothing running.
+    let log_path = scratch.join("log");
+    let log_writer = LogWriter::create(&log_path).map_err(|e| Failure::infra(chain(&e)))?;
     let mut sandbox =
         strata_sandbox::spawn(&ctx.options.exe, &spec).map_err(|e| Failure::infra(chain(&e)))?;
     if let Some(message) = sandbox.take_notice() {
@@ -567,9 +571,6 @@ fn run_in_sandbox<'scope, 'env>(
     // A larger pipe means fewer, larger reads and fewer wake-ups of the task and of strata
     // (the kernel caps it at /proc/sys/fs/pipe-max-size; the default 64 KiB is fine too).
     let _ = rustix::pipe::fcntl_setpipe_size(&output, crate::output::PIPE_BYTES);
-    // The log goes to a file in the task's scratch as it arrives: a task may print gigabytes.
-    let log_path = scratch.join("log");
-    let log_writer = LogWriter::create(&log_path).map_err(|e| Failure::infra(chain(&e)))?;
     let killer = sandbox.killer();
     let (done_tx, done_rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
