@@ -346,7 +346,11 @@ fn strata_failing_its_own_part_exits_3_not_1() {
     let events = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{events}");
     assert!(events.contains("\"internal_failures\":1"), "{events}");
-    assert!(events.contains("failed to commit the layer"), "{events}");
+    // Where the full disk bites first (the log, the layer, the index) may vary.
+    assert!(
+        events.contains("No space left on device") || events.contains("disk is full"),
+        "{events}"
+    );
 }
 
 #[test]

@@ -27,6 +27,16 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostic
 
 /// A file's text, or a diagnostic naming it (`what`: "pipeline file", "config file").
 pub(crate) fn read_source(path: &Path, what: &str) -> Result<String, Diagnostics> {
+    // Not read at all when it is too large to be a pipeline file.
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() > yaml::MAX_FILE_BYTES as u64
+    {
+        return Err(Diagnostics::new(
+            path,
+            "",
+            vec![yaml::too_big(meta.len() as usize)],
+        ));
+    }
     std::fs::read_to_string(path).map_err(|e| {
         Diagnostics::new(
             path,
