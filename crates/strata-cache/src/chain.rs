@@ -7,12 +7,13 @@
 //! signed with the chain's signing keys, if it has any.
 
 use std::io::Read;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use strata_key::{CacheKey, ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
-use strata_oci::{Compression, Expected, OciDigest, apply_layer, write_layer};
-use strata_store::{ArchiveRecord, LocalCache, NewEntry};
+use strata_oci::{Compression, DigestReader, Expected, OciDigest, apply_layer, write_layer};
+use strata_store::{ArchiveRecord, LocalCache, NewEntry, WrittenLog};
 
 use crate::backend::{Access, BackendError, BlobUpload, CacheBackend, PutOutcome};
 use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
@@ -67,7 +68,8 @@ pub struct Publication<'a> {
     pub inputs: &'a KeyInputs,
     pub workspace_files: &'a [WorkspaceFile],
     pub duration: Duration,
-    pub log: &'a [u8],
+    /// The task's log file (in the local cache), streamed to each remote.
+    pub log: &'a Path,
 }
 
 /// What publishing reached.
@@ -410,9 +412,9 @@ impl CacheChain {
                 diff_id: entry.archive.diff_id.to_string(),
             },
         );
-        let log = self.fetch_small(backend.as_ref(), &entry.log)?;
+        let log = self.fetch_log(local, backend.as_ref(), &entry.log)?;
         let store = || -> Result<(), strata_store::StoreError> {
-            let log = local.put_log(&log)?;
+            let log = local.put_log_file(log)?;
             local.sync()?;
             local.put(&NewEntry {
                 key: entry.key,
@@ -431,36 +433,53 @@ impl CacheChain {
         Ok(Restored { bytes })
     }
 
-    fn fetch_small(
+    /// Downloads a log into the local cache's `tmp/`, streamed (a log may be gigabytes) and
+    /// checked against its digest and size before it is stored.
+    fn fetch_log(
         &self,
+        local: &LocalCache,
         backend: &dyn CacheBackend,
         blob: &BlobRef,
-    ) -> Result<Vec<u8>, RestoreError> {
-        let mut reader = backend
+    ) -> Result<WrittenLog, RestoreError> {
+        let reader = backend
             .get_blob(&blob.digest)
             .map_err(RestoreError::from_backend)?
             .ok_or_else(|| RestoreError::Missing {
                 location: backend.location(),
                 digest: blob.digest,
             })?;
-        let mut bytes = Vec::new();
-        reader
-            .by_ref()
-            .take(blob.size + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| {
-                RestoreError::Transport(BackendError::Unreachable {
-                    location: backend.location(),
-                    message: e.to_string(),
-                })
-            })?;
-        if OciDigest::of(&bytes) != blob.digest {
+        let local_err = |e: &dyn std::error::Error| RestoreError::Local {
+            cache: local.root().display().to_string(),
+            action: "write a log".to_string(),
+            message: error_chain(e),
+        };
+        let mut writer = local.log_writer().map_err(|e| local_err(&e))?;
+        let mut reader = DigestReader::new(reader.take(blob.size + 1));
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(RestoreError::Transport(BackendError::Unreachable {
+                        location: backend.location(),
+                        message: e.to_string(),
+                    }));
+                }
+            };
+            writer.write_all(&buf[..n]).map_err(|e| local_err(&e))?;
+        }
+        let written = writer.finish();
+        let (digest, size) = reader.finish();
+        if digest != blob.digest || size != blob.size {
+            let _ = std::fs::remove_file(written.path());
             return Err(RestoreError::Corrupt {
                 location: backend.location(),
                 what: format!("blob {} does not match its digest", blob.digest),
             });
         }
-        Ok(bytes)
+        Ok(written)
     }
 
     /// Publishes a task result to every writable remote that is up: the layer archive and the
@@ -524,9 +543,17 @@ impl CacheChain {
                 }
             }
         }
-        let log = BlobRef {
-            digest: OciDigest::of(p.log),
-            size: p.log.len() as u64,
+        // The log is hashed from its file, then streamed from it to each remote.
+        let log = match log_blob(p.log) {
+            Ok(log) => log,
+            Err(e) => {
+                warn(&BackendError::Failed {
+                    location: format!("local cache {}", local.root().display()),
+                    action: format!("read the log of `{}`", p.task),
+                    message: format!("{}: {e}", p.log.display()),
+                });
+                return published;
+            }
         };
         for (i, remote) in targets.iter().enumerate() {
             let Some(archive) = have[i].filter(|_| alive[i]) else {
@@ -550,9 +577,13 @@ impl CacheChain {
                 signatures: Vec::new(),
             };
             entry.signatures = self.signing.iter().map(|k| k.sign(&entry)).collect();
-            let result = remote
-                .backend
-                .put_blob(&log.digest, log.size, &mut &p.log[..])
+            let result = std::fs::File::open(p.log)
+                .map_err(|e| BackendError::Failed {
+                    location: format!("local cache {}", local.root().display()),
+                    action: format!("read the log of `{}`", p.task),
+                    message: format!("{}: {e}", p.log.display()),
+                })
+                .and_then(|mut file| remote.backend.put_blob(&log.digest, log.size, &mut file))
                 .and_then(|()| remote.backend.put_entry(&entry));
             match result {
                 Ok(PutOutcome::Stored) => match self.still_has(remote, &archive.digest, &log) {
@@ -795,6 +826,14 @@ fn names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
         }
     }
     out
+}
+
+/// The blob a log file is published as: its SHA-256 and size, read from the file.
+fn log_blob(path: &Path) -> std::io::Result<BlobRef> {
+    let mut reader = DigestReader::new(std::fs::File::open(path)?);
+    reader.drain()?;
+    let (digest, size) = reader.finish();
+    Ok(BlobRef { digest, size })
 }
 
 #[cfg(test)]

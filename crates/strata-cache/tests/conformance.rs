@@ -596,6 +596,9 @@ fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took(s: Subject) {
     let inputs = inputs("reusing");
     let warnings = std::sync::Mutex::new(Vec::new());
     let warn = |e: &BackendError| warnings.lock().unwrap().push(e.to_string());
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("log");
+    std::fs::write(&log, b"log").unwrap();
     let published = chain.publish(
         &local,
         &strata_cache::Publication {
@@ -606,7 +609,7 @@ fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took(s: Subject) {
             inputs: &inputs,
             workspace_files: &[],
             duration: std::time::Duration::from_millis(5),
-            log: b"log",
+            log: &log,
         },
         &warn,
     );

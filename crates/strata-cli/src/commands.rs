@@ -522,7 +522,9 @@ pub(crate) fn run(
         return Ok(0);
     }
     let summary = if json {
-        strata_engine::run(&ctx, &JsonReporter::default())
+        let reporter = JsonReporter::new();
+        let _flusher = reporter.start_flusher();
+        strata_engine::run(&ctx, &*reporter)
     } else {
         let reporter = TerminalReporter::new(&session.pipeline);
         let _ticker = reporter.start_ticker();
@@ -778,12 +780,12 @@ pub(crate) fn logs(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult 
         .latest_for_task(&session.pipeline.path.display().to_string(), task)
         .map_err(|e| CliError::internal(&e))?
         .ok_or_else(|| CliError::bad_input(format!("error: `{task}` has no cached run yet")))?;
-    let log = session
+    // Streamed: a log may be gigabytes.
+    let mut log = session
         .cache
-        .read_log(&entry.log)
+        .open_log(&entry.log)
         .map_err(|e| CliError::internal(&e))?;
-    use std::io::Write;
-    let _ = std::io::stdout().write_all(&log);
+    let _ = std::io::copy(&mut log, &mut std::io::stdout().lock());
     Ok(0)
 }
 

@@ -1,7 +1,12 @@
 //! The two consumers of engine events: a live terminal display and a JSON line stream.
+//!
+//! Task output can arrive at hundreds of MB/s: both write through a buffer that a timer
+//! flushes every [`FLUSH_EVERY`] (every other event flushes at once), and the line of a
+//! task's output is written without going through the general rendering. When even that
+//! cannot keep up, the engine drops live lines rather than slow the task (`task-output-skipped`).
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufWriter, IsTerminal, Stderr, Stdout, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,19 +14,41 @@ use std::time::{Duration, Instant};
 use strata_engine::{Event, Reporter, TaskStatus, TaskUsage};
 use strata_pipeline::Pipeline;
 
+/// How long buffered task output may wait before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// How often the status line is redrawn so that durations move.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+const BUFFER_BYTES: usize = 256 * 1024;
+
 /// `--json`: one event per line; the last line is the summary.
-#[derive(Default)]
 pub(crate) struct JsonReporter {
-    out: Mutex<()>,
+    out: Mutex<BufWriter<Stdout>>,
+}
+
+impl JsonReporter {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(JsonReporter {
+            out: Mutex::new(BufWriter::with_capacity(BUFFER_BYTES, std::io::stdout())),
+        })
+    }
+
+    /// Flushes buffered output lines on a timer, until the returned guard is dropped.
+    pub(crate) fn start_flusher(self: &Arc<Self>) -> Ticker {
+        let me = Arc::clone(self);
+        Ticker::start(move || {
+            let _ = me.out.lock().expect("stdout lock").flush();
+        })
+    }
 }
 
 impl Reporter for JsonReporter {
     fn event(&self, event: &Event) {
-        let line = serde_json::to_string(event).expect("events serialize");
-        let _guard = self.out.lock().expect("stdout lock");
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        let mut out = self.out.lock().expect("stdout lock");
+        let _ = serde_json::to_writer(&mut *out, event);
+        let _ = out.write_all(b"\n");
+        if !matches!(event, Event::TaskOutput { .. }) {
+            let _ = out.flush();
+        }
     }
 }
 
@@ -69,6 +96,11 @@ fn usage(u: &TaskUsage) -> String {
 }
 
 struct Display {
+    out: BufWriter<Stderr>,
+    /// `name | `, painted, per task: written before each line of its output.
+    prefixes: HashMap<String, String>,
+    /// When the status line was last drawn.
+    status_at: Instant,
     running: BTreeMap<String, Instant>,
     /// Layers downloading: task -> (bytes so far, total).
     restoring: BTreeMap<String, (u64, u64)>,
@@ -102,6 +134,9 @@ impl TerminalReporter {
         let tty = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         Arc::new(TerminalReporter {
             display: Mutex::new(Display {
+                out: BufWriter::with_capacity(BUFFER_BYTES, std::io::stderr()),
+                prefixes: HashMap::new(),
+                status_at: Instant::now(),
                 running: BTreeMap::new(),
                 restoring: BTreeMap::new(),
                 finished: 0,
@@ -157,25 +192,42 @@ impl TerminalReporter {
         self.paint("2", &line)
     }
 
-    /// Redraws the status line a few times a second so that durations move.
+    /// Flushes buffered output on a timer and, on a terminal, redraws the status line a few
+    /// times a second so that durations move.
     pub(crate) fn start_ticker(self: &Arc<Self>) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
-        if self.tty {
-            let me = Arc::clone(self);
-            let flag = stop.clone();
-            std::thread::spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(250));
-                    let d = me.display.lock().expect("display lock");
-                    if d.status_shown && !flag.load(Ordering::Relaxed) {
-                        let mut err = std::io::stderr().lock();
-                        let _ = write!(err, "\r\x1b[2K{}", me.status_line(&d));
-                        let _ = err.flush();
-                    }
-                }
-            });
+        let me = Arc::clone(self);
+        Ticker::start(move || {
+            let mut d = me.display.lock().expect("display lock");
+            let d = &mut *d;
+            let wanted = me.tty && (!d.running.is_empty() || !d.restoring.is_empty());
+            if wanted && (!d.status_shown || d.status_at.elapsed() >= STATUS_EVERY) {
+                let line = me.status_line(d);
+                let _ = write!(d.out, "\r\x1b[2K{line}");
+                d.status_shown = true;
+                d.status_at = Instant::now();
+            }
+            let _ = d.out.flush();
+        })
+    }
+
+    /// A line of a task's output: the common event, written without the general rendering.
+    fn output_line(&self, d: &mut Display, task: &str, line: &str) {
+        if d.status_shown {
+            let _ = d.out.write_all(b"\r\x1b[2K");
+            d.status_shown = false;
         }
-        Ticker(stop)
+        if !d.prefixes.contains_key(task) {
+            let color = self.colors.get(task).copied().unwrap_or("0");
+            let prefix = format!(
+                "{} | ",
+                self.paint(color, &format!("{task:>w$}", w = self.width))
+            );
+            d.prefixes.insert(task.to_string(), prefix);
+        }
+        let prefix = &d.prefixes[task];
+        let _ = d.out.write_all(prefix.as_bytes());
+        let _ = d.out.write_all(line.as_bytes());
+        let _ = d.out.write_all(b"\n");
     }
 
     fn render(&self, event: &Event, d: &mut Display) -> Vec<String> {
@@ -192,6 +244,17 @@ impl TerminalReporter {
                 )]
             }
             Event::TaskOutput { task, line } => vec![format!("{} | {line}", name(task))],
+            Event::TaskOutputSkipped { task, bytes: n } => vec![format!(
+                "{} {}",
+                name(task),
+                self.paint(
+                    "2",
+                    &format!(
+                        "… {} of output not shown here (the display fell behind; the task's log has every line)",
+                        bytes(*n)
+                    )
+                )
+            )],
             Event::TaskStarted { task, key } => {
                 d.running.insert(task.clone(), Instant::now());
                 vec![format!(
@@ -405,7 +468,24 @@ impl TerminalReporter {
     }
 }
 
+/// A thread that calls its function every [`FLUSH_EVERY`] until this guard is dropped.
 pub(crate) struct Ticker(Arc<AtomicBool>);
+
+impl Ticker {
+    fn start(tick: impl Fn() + Send + 'static) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(FLUSH_EVERY);
+                if !flag.load(Ordering::Relaxed) {
+                    tick();
+                }
+            }
+        });
+        Ticker(stop)
+    }
+}
 
 impl Drop for Ticker {
     fn drop(&mut self) {
@@ -416,20 +496,26 @@ impl Drop for Ticker {
 impl Reporter for TerminalReporter {
     fn event(&self, event: &Event) {
         let mut d = self.display.lock().expect("display lock");
-        let lines = self.render(event, &mut d);
-        let mut err = std::io::stderr().lock();
+        let d = &mut *d;
+        if let Event::TaskOutput { task, line } = event {
+            self.output_line(d, task, line);
+            return;
+        }
+        let lines = self.render(event, d);
         if self.tty && d.status_shown {
-            let _ = write!(err, "\r\x1b[2K");
+            let _ = write!(d.out, "\r\x1b[2K");
         }
         for line in lines {
-            let _ = writeln!(err, "{line}");
+            let _ = writeln!(d.out, "{line}");
         }
         let finished = matches!(event, Event::RunFinished(_));
         d.status_shown =
             self.tty && !finished && (!d.running.is_empty() || !d.restoring.is_empty());
         if d.status_shown {
-            let _ = write!(err, "{}", self.status_line(&d));
+            let line = self.status_line(d);
+            let _ = write!(d.out, "{line}");
+            d.status_at = Instant::now();
         }
-        let _ = err.flush();
+        let _ = d.out.flush();
     }
 }

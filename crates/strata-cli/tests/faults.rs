@@ -346,7 +346,11 @@ fn strata_failing_its_own_part_exits_3_not_1() {
     let events = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{events}");
     assert!(events.contains("\"internal_failures\":1"), "{events}");
-    assert!(events.contains("failed to commit the layer"), "{events}");
+    // Where the full disk bites first (the log, the layer, the index) may vary.
+    assert!(
+        events.contains("No space left on device") || events.contains("disk is full"),
+        "{events}"
+    );
 }
 
 #[test]
@@ -354,6 +358,12 @@ fn a_damaged_index_exits_3_and_says_how_to_start_afresh() {
     let f = Fixture::new();
     f.write("strata.yml", "tasks:\n  - key: a\n    run: 'true'\n");
     assert_eq!(f.run(&[]).code, 0);
+    // The detached flush of that run may still hold the index (and checkpoint it): let it end.
+    let cache = f.cache.path().display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !common::processes_with(&cache).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let index = f.cache.path().join("index.sqlite");
     for side in ["index.sqlite-wal", "index.sqlite-shm"] {
         let _ = std::fs::remove_file(f.cache.path().join(side));

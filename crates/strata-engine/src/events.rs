@@ -57,10 +57,18 @@ pub enum Event {
         task: String,
         key: String,
     },
-    /// One line of the task's output (stdout and stderr merged), without its newline.
+    /// One line of the task's output (stdout and stderr merged), without its newline. A line
+    /// longer than 64 KiB is cut, with a note saying how many bytes only the log has.
     TaskOutput {
         task: String,
         line: String,
+    },
+    /// Output not shown live because the display fell behind (a slow terminal, a flood of
+    /// lines): the task is never slowed for its display, and its log keeps every byte. The
+    /// next `task-output` line starts at the beginning of a line.
+    TaskOutputSkipped {
+        task: String,
+        bytes: u64,
     },
     TaskPassed {
         task: String,

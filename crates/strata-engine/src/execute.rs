@@ -1,7 +1,6 @@
 //! One task: key, lookup, and on a miss run it in the sandbox and commit its upper dir.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -10,20 +9,17 @@ use std::time::{Duration, Instant, SystemTime};
 use std::thread::Scope;
 
 use strata_cache::RemoteEntry;
-use strata_key::{CacheKey, ExportedEnv, LayerDigest, ParentInput};
+use strata_key::{CacheKey, ContentDigest, ExportedEnv, LayerDigest, ParentInput};
 use strata_pipeline::{Task, TaskKind};
 use strata_sandbox::{Outcome, RunningSandbox, SandboxSpec};
-use strata_store::{Entry, NewEntry};
+use strata_store::{Entry, LogWriter, NewEntry, WrittenLog};
 
 use crate::context::RunContext;
 use crate::events::{Event, Reporter, TaskUsage};
-use crate::expressions::{TaskValues, mask};
+use crate::expressions::TaskValues;
 use crate::inputs::{CacheDecision, ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
 use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
 use strata_store::error_chain as chain;
-
-/// Lines of log shown with a failure.
-const LOG_TAIL_LINES: usize = 20;
 
 pub(crate) enum TaskOutcome {
     Cached {
@@ -562,12 +558,19 @@ fn run_in_sandbox<'scope, 'env>(
         task: name.clone(),
         key: resolved.key.to_hex(),
     });
+    // The log goes to a file in the task's scratch as it arrives: a task may print gigabytes.
+    // Created before the task starts, so that a failure here leaves nothing running.
+    let log_path = scratch.join("log");
+    let log_writer = LogWriter::create(&log_path).map_err(|e| Failure::infra(chain(&e)))?;
     let mut sandbox =
         strata_sandbox::spawn(&ctx.options.exe, &spec).map_err(|e| Failure::infra(chain(&e)))?;
     if let Some(message) = sandbox.take_notice() {
         reporter.event(&Event::Warning { message });
     }
     let output = sandbox.take_output().expect("output taken once");
+    // A larger pipe means fewer, larger reads and fewer wake-ups of the task and of strata
+    // (the kernel caps it at /proc/sys/fs/pipe-max-size; the default 64 KiB is fine too).
+    let _ = rustix::pipe::fcntl_setpipe_size(&output, crate::output::PIPE_BYTES);
     let killer = sandbox.killer();
     let (done_tx, done_rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -575,29 +578,12 @@ fn run_in_sandbox<'scope, 'env>(
     });
     let mut stopped_because = None;
     let mut kill_at: Option<Instant> = None;
-    let (outcome, log) = std::thread::scope(|s| {
-        let reader = s.spawn(|| {
-            let mut log = Vec::new();
-            let mut reader = std::io::BufReader::new(output);
-            let mut line = Vec::new();
-            let secrets = &ctx.invocation.secret_values;
-            while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-                let text = String::from_utf8_lossy(&line);
-                // Secrets never reach the terminal, the events or the saved log.
-                if secrets.is_empty() {
-                    log.extend_from_slice(&line);
-                } else {
-                    log.extend_from_slice(mask(&text, secrets).as_bytes());
-                }
-                let shown = mask(text.trim_end_matches(['\n', '\r']), secrets).into_owned();
-                reporter.event(&Event::TaskOutput {
-                    task: name.clone(),
-                    line: shown,
-                });
-                line.clear();
-            }
-            log
-        });
+    let (outcome, collected) = std::thread::scope(|s| {
+        let secrets = &ctx.invocation.secret_values;
+        let name = name.as_str();
+        // Secrets never reach the terminal, the events or the saved log.
+        let reader =
+            s.spawn(move || crate::output::collect(s, output, log_writer, secrets, name, reporter));
         let outcome = loop {
             match done_rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(r) => break r,
@@ -638,13 +624,13 @@ fn run_in_sandbox<'scope, 'env>(
             }
         };
         // Every process of the task is gone once the helper has exited, so the output ends.
-        (outcome, reader.join().expect("log reader panicked"))
+        (outcome, reader.join().expect("output reader panicked"))
     });
     let _ = waiter.join();
     let exit = outcome.map_err(|e| Failure::infra(chain(&e)))?;
     let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
     *used = usage;
-    let tail = || log_tail(&log);
+    let tail = || collected.tail.clone();
     let fail = |kind: FailureKind, reason: String, exit_code: Option<i32>| -> Failure {
         let kept = keep_upper(ctx, task, &mounts.upperdir);
         let reason = if resolved.tree.files.is_empty() && !sees_workspace(ctx, task) {
@@ -679,11 +665,14 @@ fn run_in_sandbox<'scope, 'env>(
         }
         (Outcome::Exited(_), None) => {}
     }
+    let log = collected
+        .log
+        .map_err(|e| Failure::infra(format!("failed to write the task's log: {}", chain(&e))))?;
     commit(
         ctx,
         task,
         resolved,
-        &Finished {
+        Finished {
             scratch: &scratch,
             upper: &mounts.upperdir,
             outputs_dir: &outputs_dir,
@@ -701,7 +690,7 @@ struct Finished<'a> {
     scratch: &'a Path,
     upper: &'a Path,
     outputs_dir: &'a Path,
-    log: Vec<u8>,
+    log: WrittenLog,
     start: Instant,
     usage: TaskUsage,
 }
@@ -710,7 +699,7 @@ fn commit<'scope, 'env>(
     ctx: &'env RunContext<'env>,
     task: &Task,
     resolved: &ResolvedInputs,
-    finished: &Finished<'_>,
+    finished: Finished<'_>,
     reporter: &'env dyn Reporter,
     scope: &'scope Scope<'scope, 'env>,
 ) -> Result<TaskResult, Failure> {
@@ -722,8 +711,6 @@ fn commit<'scope, 'env>(
         start,
         usage,
     } = finished;
-    let (scratch, upper, outputs_dir, log, start) =
-        (*scratch, *upper, *outputs_dir, log.as_slice(), *start);
     let committing = Instant::now();
     // The entry keeps the task's own exports; what it inherited is merged in at every run.
     let mut exports = read_exports(&outputs_dir.join("env"), true)?;
@@ -745,8 +732,8 @@ fn commit<'scope, 'env>(
     let duration = start.elapsed();
     let stored = resolved.cache.enabled;
     if stored {
-        let store = || -> Result<(), strata_store::StoreError> {
-            let log = ctx.cache.put_log(log)?;
+        let store = || -> Result<ContentDigest, strata_store::StoreError> {
+            let log = ctx.cache.put_log_file(log)?;
             ctx.cache.sync()?;
             ctx.cache.put(&NewEntry {
                 key: resolved.key,
@@ -759,9 +746,10 @@ fn commit<'scope, 'env>(
                 exit_code: 0,
                 duration,
                 log,
-            })
+            })?;
+            Ok(log)
         };
-        store().map_err(|e| {
+        let log = store().map_err(|e| {
             Failure::infra(format!("failed to record the cache entry: {}", chain(&e)))
         })?;
         if ctx.remotes.has_writable() {
@@ -777,7 +765,7 @@ fn commit<'scope, 'env>(
                     inputs: resolved.inputs.clone(),
                     files: resolved.files.clone(),
                     duration,
-                    log: log.to_vec(),
+                    log: ctx.cache.log_path(&log),
                 },
             );
         }
@@ -789,7 +777,7 @@ fn commit<'scope, 'env>(
         duration_ms: ms(start.elapsed()),
         commit_ms: ms(committing.elapsed()),
         stored,
-        usage: *usage,
+        usage,
     });
     Ok(result_of(task, resolved, layer, &env))
 }
@@ -904,15 +892,6 @@ fn no_workspace_hint(ctx: &RunContext<'_>) -> &'static str {
             "this task sees no workspace files (a task sees them with `filter`, `workspace: true`, or by using a task that sees them)"
         }
     }
-}
-
-fn log_tail(log: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(log);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
 }
 
 /// Moves a failed task's upper dir where `strata` keeps it for inspection.

@@ -1,6 +1,6 @@
 //! Resolving a task's `${{ … }}` at run time: its text with the run's scope (and the values of
 //! the tasks it reads), once as it runs and once as it is keyed (secrets by name only), and
-//! masking secrets in what the task prints.
+//! which parts of secrets are masked in what the task prints (`output.rs` masks them).
 
 use std::collections::BTreeMap;
 
@@ -80,22 +80,13 @@ pub(crate) fn resolve_source(
     })
 }
 
-/// `line` with every secret replaced by `***`. `secrets` are longest first, so a secret that
-/// contains another is masked whole.
-pub(crate) fn mask<'a>(line: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str> {
-    let mut out = std::borrow::Cow::Borrowed(line);
-    for s in secrets {
-        // A secret of one or two characters would mask half of every log.
-        if s.len() < 3 {
-            continue;
-        }
-        for part in s.lines().filter(|p| p.len() >= 3) {
-            if out.contains(part) {
-                out = std::borrow::Cow::Owned(out.replace(part, "***"));
-            }
-        }
-    }
-    out
+/// What is masked of each secret: its lines of three characters or more (a secret of one or
+/// two characters would mask half of every log). No part holds a newline.
+pub(crate) fn secret_parts(secrets: &[String]) -> impl Iterator<Item = &str> {
+    secrets
+        .iter()
+        .filter(|s| s.len() >= 3)
+        .flat_map(|s| s.lines().filter(|p| p.len() >= 3))
 }
 
 #[cfg(test)]
@@ -118,11 +109,11 @@ mod tests {
         assert!(r.secret);
         assert_eq!(r.text, "deploy --env prod --token hunter22");
         assert_eq!(r.keyed, "deploy --env prod --token ${{ secrets.TOKEN }}");
+        let mut mask = crate::output::StreamMask::new(&["hunter22".into(), "ab".into()]);
         assert_eq!(
-            mask("token is hunter22, ok", &["hunter22".into()]),
-            "token is ***, ok"
+            mask.push(b"token is hunter22, ok ab\n"),
+            b"token is ***, ok ab\n"
         );
-        assert_eq!(mask("ab", &["ab".into()]), "ab");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod hooks;
 mod inputs;
 mod invocation;
 mod layer_parts;
+mod output;
 mod packages;
 mod plan;
 mod scheduler;

@@ -188,7 +188,8 @@ pub(crate) struct Outgoing {
     pub(crate) inputs: KeyInputs,
     pub(crate) files: Vec<WorkspaceFile>,
     pub(crate) duration: Duration,
-    pub(crate) log: Vec<u8>,
+    /// The task's log, stored in the local cache: published streamed from the file.
+    pub(crate) log: std::path::PathBuf,
 }
 
 /// Publishes a task result to the writable remotes in the background.

@@ -1,4 +1,4 @@
-//! Small content-addressed files: logs and workspace file blobs.
+//! Workspace file blobs (logs are in `logs.rs`).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -10,28 +10,6 @@ use crate::error::{StoreError, io};
 use crate::local::LocalCache;
 
 impl LocalCache {
-    /// Stores a log and returns its digest.
-    pub fn put_log(&self, content: &[u8]) -> Result<ContentDigest, StoreError> {
-        let digest = ContentDigest::from_hash(blake3::hash(content));
-        let dest = self.log_path(&digest);
-        if !dest.exists() {
-            let tmp = self.tmp_path("log");
-            std::fs::write(&tmp, content).map_err(io(&tmp))?;
-            self.note_unsynced(&format!("logs/{}", digest.to_hex()))?;
-            std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-        }
-        Ok(digest)
-    }
-
-    pub fn log_path(&self, digest: &ContentDigest) -> PathBuf {
-        self.root.join("logs").join(digest.to_hex())
-    }
-
-    pub fn read_log(&self, digest: &ContentDigest) -> Result<Vec<u8>, StoreError> {
-        let path = self.log_path(digest);
-        std::fs::read(&path).map_err(io(&path))
-    }
-
     /// The blob holding a workspace file with this content and mode, copying it from `src` if
     /// the cache does not have it yet (bracket a batch of these with
     /// [`LocalCache::note_unsynced_files`]). The copy is checked against `digest`, so a file edited

@@ -27,14 +27,14 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostic
 
 /// A file's text, or a diagnostic naming it (`what`: "pipeline file", "config file").
 pub(crate) fn read_source(path: &Path, what: &str) -> Result<String, Diagnostics> {
-    // Refused before it is read, so that a huge file costs no memory.
+    // Not read at all when it is too large to be a pipeline file.
     if let Ok(meta) = std::fs::metadata(path)
-        && meta.len() > crate::yaml::MAX_DOCUMENT_BYTES as u64
+        && meta.len() > yaml::MAX_FILE_BYTES as u64
     {
         return Err(Diagnostics::new(
             path,
             "",
-            vec![crate::yaml::too_large(meta.len())],
+            vec![yaml::too_big(meta.len() as usize)],
         ));
     }
     std::fs::read_to_string(path).map_err(|e| {
