@@ -235,7 +235,7 @@ pub fn wrong_result(out: &Outcome, expected: &[String], what: &str) -> Vec<Strin
     // The right listing more than once: the files were right, but `verify` (`cache: false`) was
     // executed several times in one run.
     if !expected.is_empty()
-        && got.len() % expected.len() == 0
+        && got.len().is_multiple_of(expected.len())
         && got.chunks(expected.len()).all(|c| c == expected)
     {
         return vec![format!(
