@@ -313,6 +313,41 @@ fn a_parent_without_an_entry_is_refused_and_nothing_runs() {
     );
 }
 
+#[test]
+fn parents_only_in_a_shared_cache_are_restored_first() {
+    let f = fixture();
+    let remote = tempfile::Builder::new()
+        .prefix("strata-remote-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let out = f
+        .command(&["run", "--remote", &url])
+        .env("STRATA_SECRET_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Another machine: an empty local cache.
+    let local = common::CacheDir::new("strata-cache-");
+    let out = f
+        .command(&[
+            "shell",
+            "strata.yml",
+            "build",
+            "--remote",
+            &url,
+            "--",
+            "cat",
+            "/opt/tool/version",
+        ])
+        .env("STRATA_CACHE_DIR", local.path())
+        .env("STRATA_SECRET_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "v1\n");
+}
+
 /// A tmux server of the test's own, killed when the test ends.
 struct Tmux {
     socket: String,
