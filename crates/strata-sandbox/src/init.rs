@@ -4,8 +4,9 @@
 //! helper (new session) --unshare(mnt, pid, uts, ipc)--> fork --> child = PID 1 of the new PID
 //! namespace: mounts, pivot_root, exec the shell. The helper waits and exits with the child's
 //! status. For `strata shell` ([`Attached`]) PID 1 stays a minimal init instead: it forks the
-//! program, reaps, and exits with the program's status. The child dies with the helper (PDEATHSIG), and the kernel kills every process of a
-//! PID namespace when its PID 1 dies: killing the helper kills the whole task.
+//! program, reaps, and exits with the program's status. The child dies with the helper
+//! (PDEATHSIG), and the kernel kills every process of a PID namespace when its PID 1 dies:
+//! killing the helper kills the whole task.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
