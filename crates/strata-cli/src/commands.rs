@@ -789,6 +789,65 @@ pub(crate) fn logs(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult 
     Ok(0)
 }
 
+/// `strata shell`: the program's exit status, or strata's own codes when it cannot open the
+/// task (2: the task cannot be shown — no command, no entry under it, no kept failure; 3: the
+/// sandbox or the cache failed).
+pub(crate) fn shell(
+    file: PathBuf,
+    args: &PipelineArgs,
+    task: &str,
+    failed: bool,
+    argv: Vec<String>,
+) -> CliResult {
+    let session = open_for_task(file, args, task)?;
+    if let Some(message) = session.pipeline.unsupported_report() {
+        return Err(CliError::bad_input(format!(
+            "error: {message}\n(`strata check` accepts them; nothing was run)"
+        )));
+    }
+    require_root()?;
+    let ctx = context(&session, args, vec![task.to_string()])?;
+    // SAFETY: isatty has no preconditions.
+    let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    ignore_keyboard_signals();
+    let options = strata_engine::ShellOptions {
+        argv,
+        failed,
+        terminal,
+    };
+    let code = strata_engine::shell(&ctx, task, &options, &WarningsOnly).map_err(|e| {
+        use strata_engine::ShellError as E;
+        let code = match &e {
+            E::NoCommand { .. }
+            | E::NotBuilt { .. }
+            | E::NoFailure { .. }
+            | E::Expression { .. }
+            | E::Engine(strata_engine::EngineError::UnknownTask(_)) => EXIT_BAD_INPUT,
+            _ => EXIT_INTERNAL,
+        };
+        CliError {
+            code,
+            ..CliError::internal(&e)
+        }
+    })?;
+    Ok(u8::try_from(code).unwrap_or(EXIT_INTERNAL))
+}
+
+/// While the shell runs, Ctrl-C and Ctrl-\ are its own: strata survives them. A handler that
+/// does nothing rather than SIG_IGN, which the helper and the program would inherit.
+fn ignore_keyboard_signals() {
+    extern "C" fn nothing(_: libc::c_int) {}
+    // SAFETY: installing a handler that does nothing is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = nothing as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        for signal in [libc::SIGINT, libc::SIGQUIT] {
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
 pub(crate) struct ExportArgs {
     pub(crate) oci: Option<PathBuf>,
     pub(crate) tag: String,

@@ -161,6 +161,23 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Open a shell (or run CMD) in a task's filesystem as its command would see it: its
+    /// parents' layers from the cache, the workspace files it sees, its environment and
+    /// confinement. What it writes is discarded; nothing is run before it or recorded.
+    Shell {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The task whose filesystem to open.
+        task: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Put what the task's latest failed run left (its kept upper dir) on top.
+        #[arg(long)]
+        failed: bool,
+        /// The program to run and its arguments, after `--` (default: bash, else sh).
+        #[arg(last = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
     /// The cache's lifecycle: list, totals, verify, prune.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -215,6 +232,13 @@ fn main() -> ExitCode {
             task,
             pipeline,
         } => commands::logs(file, &pipeline, &task),
+        Command::Shell {
+            file,
+            task,
+            pipeline,
+            failed,
+            cmd,
+        } => commands::shell(file, &pipeline, &task, failed, cmd),
         Command::Export {
             file,
             task,

@@ -515,27 +515,9 @@ fn run_in_sandbox<'scope, 'env>(
     let dotenv = outputs_dir.join(crate::dotenv::DOTENV_FILE);
     std::fs::write(&dotenv, "")
         .map_err(|e| Failure::infra(format!("failed to create {}: {e}", dotenv.display())))?;
-    let package = match task.scope.as_ref().and_then(|s| s.package()) {
-        Some(p) => Some(crate::packages::package_lower(ctx, p).map_err(Failure::infra)?),
-        None => None,
-    };
-    let mut lowerdirs = Vec::with_capacity(mounts.lowerdirs.len() + 4);
-    if resolved.masked {
-        // The tree holds the used tasks' workspace files, filtered: above the mask that hides
-        // their layers' own `workspace/`.
-        let mask = ctx.trees.mask(ctx.run_dir.path()).map_err(|e| {
-            Failure::infra(format!("failed to prepare the workspace: {}", chain(&e)))
-        })?;
-        lowerdirs.push(ws_tree);
-        lowerdirs.push(mask);
-        lowerdirs.extend(mounts.lowerdirs.iter().cloned());
-        lowerdirs.extend(package);
-    } else {
-        lowerdirs.extend(mounts.lowerdirs.iter().cloned());
-        lowerdirs.extend(package);
-        lowerdirs.push(ws_tree);
-    }
-    lowerdirs.extend(ctx.base_layers.iter().cloned());
+    let lowerdirs = resolved
+        .lowerdirs(ctx, task, ws_tree, &mounts.lowerdirs)
+        .map_err(Failure::infra)?;
     let spec = SandboxSpec {
         task: name.clone(),
         base: ctx.base_root.clone(),

@@ -176,6 +176,42 @@ impl WorkspaceView {
 }
 
 impl ResolvedInputs {
+    /// The overlay's lower dirs, top first, for a task whose workspace tree is `ws_tree` and
+    /// whose parents' layers are `parents` (top first): the tree above the parents — with the
+    /// mask that hides their own `workspace/` for a filtered task whose parents wrote there — the
+    /// package's files of a package's task, then a base image's layers.
+    pub(crate) fn lowerdirs(
+        &self,
+        ctx: &RunContext<'_>,
+        task: &Task,
+        ws_tree: std::path::PathBuf,
+        parents: &[std::path::PathBuf],
+    ) -> Result<Vec<std::path::PathBuf>, String> {
+        let package = match task.scope.as_ref().and_then(|s| s.package()) {
+            Some(p) => Some(crate::packages::package_lower(ctx, p)?),
+            None => None,
+        };
+        let mut lowerdirs = Vec::with_capacity(parents.len() + ctx.base_layers.len() + 3);
+        if self.masked {
+            let mask = ctx.trees.mask(ctx.run_dir.path()).map_err(|e| {
+                format!(
+                    "failed to prepare the workspace: {}",
+                    strata_store::error_chain(&e)
+                )
+            })?;
+            lowerdirs.push(ws_tree);
+            lowerdirs.push(mask);
+            lowerdirs.extend(parents.iter().cloned());
+            lowerdirs.extend(package);
+        } else {
+            lowerdirs.extend(parents.iter().cloned());
+            lowerdirs.extend(package);
+            lowerdirs.push(ws_tree);
+        }
+        lowerdirs.extend(ctx.base_layers.iter().cloned());
+        Ok(lowerdirs)
+    }
+
     pub(crate) fn stack_layers(&self) -> Vec<LayerDigest> {
         self.stack.iter().map(|p| p.layer).collect()
     }

@@ -3,7 +3,7 @@
 //!
 //! Owns: the per-task flow (inputs -> key -> lookup -> restore or run -> commit), the parallel
 //! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption) and the state machine
-//! that makes its decisions (the dispatcher), `plan` and `explain`,
+//! that makes its decisions (the dispatcher), `plan`, `explain` and `shell`,
 //! calls at run time (each called task's `params`/`init` scope, a package's files in its stack,
 //! hooks), and the typed [`Event`]s through which every fact reaches the user. The terminal display and
 //! `--json` are two consumers of the same events; the engine never prints.
@@ -28,6 +28,7 @@ mod output;
 mod packages;
 mod plan;
 mod scheduler;
+mod shell;
 mod sources;
 mod tasks;
 mod transfer;
@@ -41,3 +42,4 @@ pub use invocation::{Invocation, InvocationOptions, invoke};
 pub use packages::git_package_source;
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
 pub use scheduler::run;
+pub use shell::{ShellError, ShellOptions, shell};

@@ -56,3 +56,25 @@ impl SandboxSpec {
         ),
     ];
 }
+
+/// `strata shell`: what the helper runs in place of the task's command, attached to strata's
+/// own stdin, stdout and stderr rather than to a pipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    /// The program and its arguments, found in the task's `PATH`; empty: the shell (bash, else
+    /// `sh`), which is interactive when its stdin is a terminal and reads commands from stdin
+    /// otherwise.
+    pub argv: Vec<String>,
+    /// stdin is strata's controlling terminal: the program gets a process group of its own
+    /// and is made the terminal's foreground group, so that job control and Ctrl-C work inside.
+    pub terminal: bool,
+}
+
+/// What the helper reads: the task's spec, and for `strata shell` what runs in its place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HelperSpec {
+    #[serde(flatten)]
+    pub(crate) spec: SandboxSpec,
+    #[serde(default)]
+    pub(crate) attached: Option<Attached>,
+}
