@@ -720,11 +720,23 @@ impl<'a> Trial<'a> {
                 // Reported, not repaired: the entries check cannot read this index. Issue 11
                 // asks that the message say how to repair it.
                 self.caches.retain(|c| c != &a);
+                // A `help:` line (the index could not be opened) or the failed task's reason
+                // (it could be opened, and a write met the damage): either says what to do.
+                let reasons: Vec<String> = out
+                    .events
+                    .iter()
+                    .filter(|e| e["event"] == "task-failed")
+                    .filter_map(|e| e["reason"].as_str().map(str::to_string))
+                    .collect();
                 let help = out
                     .stderr
                     .lines()
-                    .find(|l| l.starts_with("help:"))
-                    .map(str::to_string);
+                    .map(str::to_string)
+                    .chain(reasons)
+                    .find(|l| {
+                        l.starts_with("help:")
+                            || (l.contains("index is damaged") && l.contains("aside"))
+                    });
                 match help {
                     Some(help) => self.note(format!("said: {help}")),
                     None => {

@@ -549,3 +549,37 @@ fn a_truncated_blob_of_a_task_nothing_waits_for_is_built_in_the_same_run() {
     let r = run(&f, b.cache.path(), &url, &["--target", "deps"]);
     assert_eq!(r.event("task-cached", "deps").unwrap()["from"], "local");
 }
+
+#[test]
+fn a_task_with_the_cache_off_is_not_run_again_when_the_run_goes_again() {
+    // The first pass runs `notify` (no cache: it has side effects); `deps` cannot be restored, so
+    // the run goes again to build it. `notify` must not run a second time.
+    let remote_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote_dir.path().display());
+    let f = Fixture::new();
+    let counter = Counter::start();
+    f.write(
+        "strata.yml",
+        &format!(
+            "tasks:\n  - key: deps\n    run: {}; head -c 3000000 /dev/urandom > /blob\n  - key: notify\n    cache: false\n    run: {}\n  - key: after\n    use: [deps]\n    run: {}; test -s /blob\n",
+            counter.ping("deps"),
+            counter.ping("notify"),
+            counter.ping("after")
+        ),
+    );
+    assert_eq!(run(&f, f.cache.path(), &url, &[]).code, 0);
+    counter.take();
+    for blob in walk_files(&remote_dir.path().join("blobs")) {
+        let bytes = std::fs::read(&blob).unwrap();
+        if bytes.len() > 1_000_000 {
+            std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
+        }
+    }
+    let b = Machine::new();
+    let r = run(&f, b.cache.path(), &url, &[]);
+    assert_eq!(r.code, 0, "{:?}", r.events);
+    let mut ran = counter.take();
+    ran.sort();
+    assert_eq!(ran, vec!["after", "deps", "notify"], "{:?}", r.events);
+    assert_eq!(r.status("notify"), "ran");
+}

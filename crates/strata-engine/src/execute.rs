@@ -300,7 +300,15 @@ pub(crate) fn execute<'scope, 'env>(
         Err(failure) if failure.kind == FailureKind::Deferred => TaskOutcome::Deferred {
             reason: failure.reason,
         },
-        Err(failure) => {
+        Err(mut failure) => {
+            if failure.kind == FailureKind::Strata
+                && failure.reason.contains("disk image is malformed")
+            {
+                failure.reason.push_str(&format!(
+                    "; the cache index is damaged: move {} aside and run again",
+                    ctx.cache.root().join("index.sqlite").display()
+                ));
+            }
             reporter.event(&Event::TaskFailed {
                 task: task.name.to_string(),
                 reason: failure.reason,

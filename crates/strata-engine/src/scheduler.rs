@@ -6,6 +6,7 @@
 //! known only at run time is expanded when the dispatcher starts it, and the tasks a task
 //! wrote into `$RWX_DYNAMIC_TASKS` join once it succeeded (or was restored).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -56,12 +57,19 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     const PASSES: usize = 4;
     let mut earlier: Option<Summary> = None;
     let mut summary = Summary::default();
+    // Tasks that ran with the cache off in an earlier pass: they have no entry to be found
+    // again, and running one twice would repeat its side effects (a deploy).
+    let mut carried: HashMap<String, TaskResult> = HashMap::new();
     for pass in 1..=PASSES {
         let quiet = PassReporter {
             inner: reporter,
             ctx,
         };
-        summary = run_pass(ctx, if pass < PASSES { &quiet } else { reporter });
+        summary = run_pass(
+            ctx,
+            if pass < PASSES { &quiet } else { reporter },
+            &mut carried,
+        );
         let failed = ctx.transfers.take_failed_restores();
         if let Some(before) = earlier.take() {
             summary = carry_over(before, summary);
@@ -135,6 +143,11 @@ impl Reporter for PassReporter<'_> {
 fn carry_over(before: Summary, mut after: Summary) -> Summary {
     for (name, t) in &before.tasks {
         let Some(now) = after.tasks.get_mut(name) else {
+            // Carried over without running again: as the earlier pass reported it.
+            if t.status == TaskStatus::Ran {
+                after.ran += 1;
+                after.tasks.insert(name.clone(), t.clone());
+            }
             continue;
         };
         if t.status == TaskStatus::Ran && now.status == TaskStatus::Cached {
@@ -152,7 +165,11 @@ fn carry_over(before: Summary, mut after: Summary) -> Summary {
 }
 
 /// One pass over the run's tasks.
-fn run_pass(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
+fn run_pass(
+    ctx: &RunContext<'_>,
+    reporter: &dyn Reporter,
+    carried: &mut HashMap<String, TaskResult>,
+) -> Summary {
     let pipeline = ctx.pipeline;
     let mut table = TaskTable::new(pipeline);
     let mut dispatcher = dispatcher(ctx, &table);
@@ -171,6 +188,15 @@ fn run_pass(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
             let mut decided = false;
             for action in dispatcher.next_actions() {
                 match action {
+                    Action::Start(i) if carried.contains_key(table.name(i).as_str()) => {
+                        // Ran in an earlier pass, uncached: its result stands.
+                        results[i] = carried.get(table.name(i).as_str()).cloned();
+                        dispatcher.record(DispatchEvent::TaskFinished {
+                            task: i,
+                            outcome: Outcome::Ran,
+                        });
+                        decided = true;
+                    }
                     Action::Start(i) if table.is_joined(i) => {
                         // A parallel task whose generated tasks all succeeded: their results,
                         // as one, for the tasks that use it.
@@ -291,7 +317,15 @@ fn run_pass(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
                 other => other,
             };
             let name = table.name(i).to_string();
+            let uncached = matches!(outcome, TaskOutcome::Ran { .. })
+                && (!table.task(i).cache.enabled || ctx.options.no_cache);
             let (outcome, result) = record_outcome(&mut summary, name, outcome, reporter);
+            if uncached
+                && let Some(r) = &result
+                && !ctx.transfers.rests_on_failed(&r.stack)
+            {
+                carried.insert(table.name(i).to_string(), r.clone());
+            }
             results.resize(table.len(), None);
             results[i] = result;
             dispatcher.record(DispatchEvent::TaskFinished { task: i, outcome });

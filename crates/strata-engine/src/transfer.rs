@@ -46,6 +46,12 @@ pub(crate) struct Transfers {
     pub(crate) pushed_bytes: AtomicU64,
     /// Tasks whose restore failed in the current pass: the run goes again to build them.
     failed_restores: Mutex<Vec<String>>,
+    /// Entries (key, shared cache) whose restore failed in this run, for any reason: the next
+    /// pass builds their tasks rather than try them again.
+    given_up: Mutex<std::collections::HashSet<(strata_key::CacheKey, String)>>,
+    /// The layers those entries promised: a result resting on one is not carried to the next
+    /// pass.
+    failed_layers: Mutex<std::collections::HashSet<LayerDigest>>,
 }
 
 fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 'a {
@@ -57,6 +63,12 @@ fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 
 }
 
 impl Transfers {
+    /// Whether `stack` rests on a layer a shared cache failed to give in this run.
+    pub(crate) fn rests_on_failed(&self, stack: &[strata_key::ParentInput]) -> bool {
+        let failed = self.failed_layers.lock().expect("restores lock");
+        stack.iter().any(|p| failed.contains(&p.layer))
+    }
+
     /// Whether a restore of the current pass has failed.
     pub(crate) fn restore_failed(&self) -> bool {
         !self
@@ -170,6 +182,16 @@ pub(crate) fn start_restore<'scope, 'env>(
                     .lock()
                     .expect("restores lock")
                     .push(entry.task.clone());
+                ctx.transfers
+                    .given_up
+                    .lock()
+                    .expect("restores lock")
+                    .insert((entry.key, location.clone()));
+                ctx.transfers
+                    .failed_layers
+                    .lock()
+                    .expect("restores lock")
+                    .insert(entry.layer);
                 Err(format!("{e}{next}"))
             }
         };
@@ -244,7 +266,14 @@ pub(crate) fn remote_lookup(
     ctx.remotes.lookup(
         key,
         // An index that cannot say is not a reason to skip the shared cache.
-        &|location| ctx.cache.is_unusable(key, location).unwrap_or(false),
+        &|location| {
+            ctx.transfers
+                .given_up
+                .lock()
+                .expect("restores lock")
+                .contains(&(*key, location.to_string()))
+                || ctx.cache.is_unusable(key, location).unwrap_or(false)
+        },
         &|layer| ctx.cache.has_layer(layer),
         &warn,
         &|refused: &strata_cache::UntrustedEntry| {

@@ -551,3 +551,29 @@ fn gzip_and_plain_layers_round_trip_too() {
         );
     }
 }
+
+#[test]
+fn an_archive_cut_inside_a_large_file_is_malformed_not_a_write_error() {
+    // A large file is copied straight from the stream: when the stream ends early, that is the
+    // archive's fault (a truncated blob), which must not pass for this machine's own failure.
+    let src = tempfile::tempdir().unwrap();
+    // Incompressible, so that the cut falls inside the file's data.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let data: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.path().join("big"), data).unwrap();
+    let mut blob = Vec::new();
+    write_layer(src.path(), &mut blob, Compression::Zstd, 1).unwrap();
+    blob.truncate(blob.len() / 2);
+    let dest = tempfile::tempdir().unwrap();
+    let out = dest.path().join("layer");
+    std::fs::create_dir(&out).unwrap();
+    let err = apply_layer(&blob[..], Compression::Zstd, &out, Expected::default()).unwrap_err();
+    assert!(matches!(err, ApplyError::Malformed(_)), "{err:?}");
+}

@@ -37,6 +37,8 @@ pub enum Problem {
     },
     /// A layer recorded as verified that is not here (the record is stale).
     StaleRecord { layer: LayerDigest },
+    /// SQLite's own check of the index found damage: `--repair` cannot mend that.
+    DamagedIndex { detail: String },
 }
 
 impl std::fmt::Display for Problem {
@@ -69,6 +71,10 @@ impl std::fmt::Display for Problem {
                 &key[..12.min(key.len())],
                 &log.to_hex()[..12]
             ),
+            Problem::DamagedIndex { detail } => write!(
+                f,
+                "the cache index is damaged ({detail}); move index.sqlite aside and run again to start the index afresh"
+            ),
             Problem::StaleRecord { layer } => {
                 write!(
                     f,
@@ -89,6 +95,7 @@ impl Problem {
             Problem::MissingLayer { .. } => "missing-layer",
             Problem::MissingLog { .. } => "missing-log",
             Problem::StaleRecord { .. } => "stale-record",
+            Problem::DamagedIndex { .. } => "damaged-index",
         }
     }
 }
@@ -122,6 +129,23 @@ impl LocalCache {
     /// Checks the whole cache; with `repair`, removes what is wrong and the entries naming it.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
+        // The index itself first: SQLite's quick check reads every page.
+        let check: Result<Vec<String>, rusqlite::Error> = {
+            let db = self.db.lock().expect("index lock poisoned");
+            db.prepare("PRAGMA quick_check").and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        };
+        let damage = match check {
+            Ok(lines) if lines == ["ok"] => None,
+            Ok(lines) => Some(lines.join("; ")),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(detail) = damage {
+            report.problems.push(Problem::DamagedIndex { detail });
+            return Ok(report);
+        }
         // Layers: hashed against their names.
         let mut bad_layers: Vec<PathBuf> = Vec::new();
         let mut good_layers: HashSet<LayerDigest> = HashSet::new();

@@ -358,11 +358,16 @@ impl Pool<'_> {
 struct HashingWriter<'a, W> {
     inner: &'a mut W,
     hasher: &'a mut blake3::Hasher,
+    /// Whether a write failed (as opposed to the read that feeds it).
+    write_failed: bool,
 }
 
 impl<W: io::Write> io::Write for HashingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = self
+            .inner
+            .write(buf)
+            .inspect_err(|_| self.write_failed = true)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -571,14 +576,20 @@ impl<'a> Applier<'a> {
                 }
                 let mut file = create_file(&path)?;
                 let mut hasher = blake3::Hasher::new();
-                io::copy(
-                    &mut entry,
-                    &mut HashingWriter {
-                        inner: &mut file,
-                        hasher: &mut hasher,
-                    },
-                )
-                .map_err(io_err(&path))?;
+                let mut writer = HashingWriter {
+                    inner: &mut file,
+                    hasher: &mut hasher,
+                    write_failed: false,
+                };
+                if let Err(e) = io::copy(&mut entry, &mut writer) {
+                    // Reading the archive (a stream that ended early, a bad frame) is the
+                    // archive's fault; writing the file is this machine's.
+                    return Err(if writer.write_failed {
+                        io_err(&path)(e)
+                    } else {
+                        ApplyError::Malformed(e)
+                    });
+                }
                 let meta = self.meta(&header, pax)?;
                 apply_meta(Target::File(&file, &path), &meta)?;
                 self.pool
