@@ -715,6 +715,16 @@ impl<'a> Trial<'a> {
             Some(0) => {
                 let found = checks::wrong_result(&out, &expected, "run over the damaged index");
                 self.fail(found);
+                // The damage may sit where this run did not look: `cache verify` must then
+                // say the index is damaged and how to start afresh, not pass it.
+                if self.refs.verify {
+                    let found: Vec<String> = checks::strata_verify(self.world, &a)
+                        .into_iter()
+                        .filter(|m| !(m.contains("index is damaged") && m.contains("aside")))
+                        .collect();
+                    self.fail(found);
+                    self.caches.retain(|c| c != &a);
+                }
             }
             Some(3) => {
                 // Reported, not repaired: the entries check cannot read this index. Issue 11
