@@ -44,14 +44,19 @@ pub(crate) struct Transfers {
     slots: Mutex<HashMap<LayerDigest, Arc<Slot>>>,
     pub(crate) restored_bytes: AtomicU64,
     pub(crate) pushed_bytes: AtomicU64,
-    /// Tasks whose restore failed in the current pass: the run goes again to build them.
-    failed_restores: Mutex<Vec<String>>,
-    /// Entries (key, shared cache) whose restore failed in this run, for any reason: the next
-    /// pass builds their tasks rather than try them again.
-    given_up: Mutex<std::collections::HashSet<(strata_key::CacheKey, String)>>,
-    /// The layers those entries promised: a result resting on one is not carried to the next
-    /// pass.
-    failed_layers: Mutex<std::collections::HashSet<LayerDigest>>,
+    failed: Mutex<FailedRestores>,
+}
+
+/// What the restores that failed in this run leave behind.
+#[derive(Default)]
+struct FailedRestores {
+    /// Their tasks, in the current pass: the run goes again to build them.
+    tasks: Vec<String>,
+    /// Their entries (key, shared cache), for any reason: the next pass builds their tasks
+    /// rather than try them again.
+    entries: std::collections::HashSet<(strata_key::CacheKey, String)>,
+    /// The layers they promised: a result resting on one is not carried to the next pass.
+    layers: std::collections::HashSet<LayerDigest>,
 }
 
 fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 'a {
@@ -65,24 +70,20 @@ fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 
 impl Transfers {
     /// Whether `stack` rests on a layer a shared cache failed to give in this run.
     pub(crate) fn rests_on_failed(&self, stack: &[strata_key::ParentInput]) -> bool {
-        let failed = self.failed_layers.lock().expect("restores lock");
-        stack.iter().any(|p| failed.contains(&p.layer))
+        let failed = self.failed.lock().expect("restores lock");
+        stack.iter().any(|p| failed.layers.contains(&p.layer))
     }
 
     /// Whether a restore of the current pass has failed.
     pub(crate) fn restore_failed(&self) -> bool {
-        !self
-            .failed_restores
-            .lock()
-            .expect("restores lock")
-            .is_empty()
+        !self.failed.lock().expect("restores lock").tasks.is_empty()
     }
 
     /// The tasks whose restore failed in the pass that just ended, which starts another: the
     /// slots of their layers are forgotten, so that a task that builds one is not told it is
     /// still broken.
     pub(crate) fn take_failed_restores(&self) -> Vec<String> {
-        let failed = std::mem::take(&mut *self.failed_restores.lock().expect("restores lock"));
+        let failed = std::mem::take(&mut self.failed.lock().expect("restores lock").tasks);
         if !failed.is_empty() {
             let mut slots = self.slots.lock().expect("slots lock");
             slots.retain(|_, slot| matches!(*slot.result.lock().expect("slot lock"), Some(Ok(()))));
@@ -177,21 +178,11 @@ pub(crate) fn start_restore<'scope, 'env>(
                         entry.task
                     ),
                 });
-                ctx.transfers
-                    .failed_restores
-                    .lock()
-                    .expect("restores lock")
-                    .push(entry.task.clone());
-                ctx.transfers
-                    .given_up
-                    .lock()
-                    .expect("restores lock")
-                    .insert((entry.key, location.clone()));
-                ctx.transfers
-                    .failed_layers
-                    .lock()
-                    .expect("restores lock")
-                    .insert(entry.layer);
+                let mut failed = ctx.transfers.failed.lock().expect("restores lock");
+                failed.tasks.push(entry.task.clone());
+                failed.entries.insert((entry.key, location.clone()));
+                failed.layers.insert(entry.layer);
+                drop(failed);
                 Err(format!("{e}{next}"))
             }
         };
@@ -268,9 +259,10 @@ pub(crate) fn remote_lookup(
         // An index that cannot say is not a reason to skip the shared cache.
         &|location| {
             ctx.transfers
-                .given_up
+                .failed
                 .lock()
                 .expect("restores lock")
+                .entries
                 .contains(&(*key, location.to_string()))
                 || ctx.cache.is_unusable(key, location).unwrap_or(false)
         },
