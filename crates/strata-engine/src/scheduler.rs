@@ -34,19 +34,19 @@ use crate::tasks::TaskTable;
 pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     let started = Instant::now();
     let pipeline = ctx.pipeline;
-    {
-        let table = TaskTable::new(pipeline);
-        let dispatcher = dispatcher(ctx, &table);
-        reporter.event(&Event::RunStarted {
-            pipeline: pipeline.path.display().to_string(),
-            tasks: dispatcher
-                .order()
-                .iter()
-                .map(|&i| table.name(i).to_string())
-                .collect(),
-            jobs: ctx.options.jobs,
-        });
-    }
+    // The first pass's table and dispatcher: they say the order the run announces.
+    let table = TaskTable::new(pipeline);
+    let first = dispatcher(ctx, &table);
+    reporter.event(&Event::RunStarted {
+        pipeline: pipeline.path.display().to_string(),
+        tasks: first
+            .order()
+            .iter()
+            .map(|&i| table.name(i).to_string())
+            .collect(),
+        jobs: ctx.options.jobs,
+    });
+    let mut first = Some((table, first));
     for message in &ctx.notices {
         reporter.event(&Event::Warning {
             message: message.clone(),
@@ -65,8 +65,15 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
             inner: reporter,
             ctx,
         };
+        let (table, dispatcher) = first.take().unwrap_or_else(|| {
+            let table = TaskTable::new(pipeline);
+            let dispatcher = dispatcher(ctx, &table);
+            (table, dispatcher)
+        });
         summary = run_pass(
             ctx,
+            table,
+            dispatcher,
             if pass < PASSES { &quiet } else { reporter },
             &mut carried,
         );
@@ -167,12 +174,11 @@ fn carry_over(before: Summary, mut after: Summary) -> Summary {
 /// One pass over the run's tasks.
 fn run_pass(
     ctx: &RunContext<'_>,
+    mut table: TaskTable<'_>,
+    mut dispatcher: Dispatcher,
     reporter: &dyn Reporter,
     carried: &mut HashMap<String, TaskResult>,
 ) -> Summary {
-    let pipeline = ctx.pipeline;
-    let mut table = TaskTable::new(pipeline);
-    let mut dispatcher = dispatcher(ctx, &table);
     let mut summary = Summary::default();
     // What each task that succeeded hands the tasks that `use` it.
     let mut results: Vec<Option<TaskResult>> = vec![None; table.len()];
