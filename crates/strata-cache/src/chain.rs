@@ -337,7 +337,8 @@ impl CacheChain {
         let mut bytes = 0;
         // A layer already here is used only if it is verified (a name alone is never trusted).
         let present = local
-            .verified_layer(&entry.layer)
+            .layers()
+            .verified(&entry.layer)
             .map_err(|e| local_err("check a layer", &e))?;
         if !present {
             let blob = backend
@@ -348,6 +349,7 @@ impl CacheChain {
                     digest: entry.archive.digest,
                 })?;
             let dir = local
+                .layers()
                 .import_dir()
                 .map_err(|e| local_err("make an import directory", &e))?;
             let counted = Progress::new(blob, progress);
@@ -392,7 +394,10 @@ impl CacheChain {
             bytes = applied.size;
             // The archive matched its digest, but the entry names the tree it must unpack to:
             // an archive swapped in (digests updated, layer name kept) is caught here.
-            match local.publish_layer(&dir, Some(&entry.layer), &applied.contents) {
+            match local
+                .layers()
+                .publish(&dir, Some(&entry.layer), &applied.contents)
+            {
                 Ok(_) => {}
                 Err(strata_store::StoreError::LayerMismatch { found, .. }) => {
                     return Err(corrupt(format!(
@@ -404,7 +409,7 @@ impl CacheChain {
                 Err(e) => return Err(local_err("publish a layer", &e)),
             }
         }
-        let _ = local.record_archive(
+        let _ = local.index().record_archive(
             &entry.layer,
             &ArchiveRecord {
                 digest: entry.archive.digest.to_string(),
@@ -414,9 +419,9 @@ impl CacheChain {
         );
         let log = self.fetch_log(local, backend.as_ref(), &entry.log)?;
         let store = || -> Result<(), strata_store::StoreError> {
-            let log = local.put_log_file(log)?;
+            let log = local.content().put_log_file(log)?;
             local.sync()?;
-            local.put(&NewEntry {
+            local.index().put(&NewEntry {
                 key: entry.key,
                 pipeline,
                 task: &entry.task,
@@ -453,7 +458,7 @@ impl CacheChain {
             action: "write a log".to_string(),
             message: error_chain(e),
         };
-        let mut writer = local.log_writer().map_err(|e| local_err(&e))?;
+        let mut writer = local.content().log_writer().map_err(|e| local_err(&e))?;
         let mut reader = DigestReader::new(reader.take(blob.size + 1));
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -620,7 +625,7 @@ impl CacheChain {
 
     /// The archive an earlier upload or download recorded for this layer.
     fn archive_record(&self, local: &LocalCache, layer: &LayerDigest) -> Option<ArchiveRef> {
-        let rec = local.archive_of(layer).ok()??;
+        let rec = local.index().archive_of(layer).ok()??;
         Some(ArchiveRef {
             digest: OciDigest::parse(&rec.digest)?,
             size: rec.size,
@@ -654,7 +659,7 @@ impl CacheChain {
                 None => by_file.push(n),
             }
         }
-        let path = (!by_file.is_empty()).then(|| local.temp_file("archive"));
+        let path = (!by_file.is_empty()).then(|| local.content().temp_file("archive"));
         let file = match &path {
             Some(p) => Some(std::io::BufWriter::with_capacity(
                 1 << 20,
@@ -669,7 +674,7 @@ impl CacheChain {
             failed: Vec::new(),
         };
         let written = write_layer(
-            &local.layer_path(layer),
+            &local.layers().path(layer),
             &mut tee,
             Compression::Zstd,
             threads,
@@ -696,7 +701,7 @@ impl CacheChain {
                 return Err(fail(&e));
             }
         };
-        let _ = local.record_archive(
+        let _ = local.index().record_archive(
             layer,
             &ArchiveRecord {
                 digest: written.digest.to_string(),

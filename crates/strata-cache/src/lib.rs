@@ -18,7 +18,6 @@ mod chunks;
 mod dir;
 mod entry;
 mod gc;
-mod image;
 mod registry;
 mod s3;
 mod signing;
@@ -33,7 +32,6 @@ pub use chain::{
 pub use dir::DirBackend;
 pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, EntrySignature, RemoteEntry};
 pub use gc::{RemotePruneOptions, RemotePruneReport, prune_remote};
-pub use image::{ImageError, ImageSource, PulledImage, pull_image};
 pub use registry::RegistryBackend;
 pub use s3::S3Backend;
 pub use signing::{

@@ -568,7 +568,7 @@ fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took(s: Subject) {
     let upper = local_dir.path().join("upper");
     std::fs::create_dir_all(&upper).unwrap();
     std::fs::write(upper.join("file"), "content").unwrap();
-    let layer = local.commit(&upper).unwrap();
+    let layer = local.layers().commit(&upper).unwrap();
     // The archive of this layer is in the shared cache already, named by nothing.
     let archive = b"an archive uploaded long ago".to_vec();
     let digest = OciDigest::of(&archive);
@@ -576,6 +576,7 @@ fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took(s: Subject) {
         .put_blob(&digest, archive.len() as u64, &mut &archive[..])
         .unwrap();
     local
+        .index()
         .record_archive(
             &layer,
             &strata_store::ArchiveRecord {

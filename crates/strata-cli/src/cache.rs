@@ -184,7 +184,7 @@ fn internal(e: strata_store::StoreError) -> CliError {
 }
 
 fn ls(cache: &LocalCache, json: bool) -> CliResult {
-    let entries = cache.entry_usage().map_err(internal)?;
+    let entries = cache.index().entry_usage().map_err(internal)?;
     if json {
         let rows: Vec<serde_json::Value> = entries
             .iter()

@@ -92,7 +92,7 @@ fn check_references(pipeline: &Pipeline) -> Result<(), CliError> {
         && !reference.contains("${{")
     {
         let dir = pipeline.path.parent().unwrap_or(std::path::Path::new("."));
-        if let Err(e) = strata_cache::ImageSource::parse(reference, dir) {
+        if let Err(e) = strata_engine::ImageSource::parse(reference, dir) {
             let at = pipeline.base_at.unwrap_or(Location { line: 1, column: 1 });
             errors.push(
                 Diagnostic::new(at, 1, format!("`base.image`: {e}"))
@@ -777,12 +777,14 @@ pub(crate) fn logs(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult 
     let session = open_for_task(file, args, task)?;
     let entry = session
         .cache
+        .index()
         .latest_for_task(&session.pipeline.path.display().to_string(), task)
         .map_err(|e| CliError::internal(&e))?
         .ok_or_else(|| CliError::bad_input(format!("error: `{task}` has no cached run yet")))?;
     // Streamed: a log may be gigabytes.
     let mut log = session
         .cache
+        .content()
         .open_log(&entry.log)
         .map_err(|e| CliError::internal(&e))?;
     let _ = std::io::copy(&mut log, &mut std::io::stdout().lock());

@@ -31,7 +31,7 @@ pub enum EngineError {
     #[error("no task named `{0}` in the pipeline")]
     UnknownTask(String),
     #[error("failed to prepare the base image")]
-    Image(#[from] strata_cache::ImageError),
+    Image(#[from] crate::ImageError),
     /// A problem with a task found before anything runs (a `git/clone` of the workspace whose
     /// `ref` is not the checkout's, ...).
     #[error("task `{task}`: {message}")]
@@ -154,8 +154,8 @@ impl<'a> RunContext<'a> {
                 } else {
                     reference.clone()
                 };
-                let source = strata_cache::ImageSource::parse(&reference, dir)?;
-                let image = strata_cache::pull_image(cache, &source)?;
+                let source = crate::ImageSource::parse(&reference, dir)?;
+                let image = crate::pull_image(cache, &source)?;
                 if image.offline {
                     notices.push(format!(
                         "the registry of base image {source} is unreachable; using the image it named when last pulled ({})",
@@ -166,7 +166,7 @@ impl<'a> RunContext<'a> {
                     .layers
                     .iter()
                     .rev()
-                    .map(|l| cache.layer_path(l))
+                    .map(|l| cache.layers().path(l))
                     .collect();
                 base_env = image
                     .config
@@ -235,8 +235,9 @@ impl<'a> RunContext<'a> {
             &mut notices,
         )?;
         let workspace = if sources.needs_capture() {
-            let known =
-                strata_key::StatCache::from_bytes(&cache.load_stat_cache(&options.workspace));
+            let known = strata_key::StatCache::from_bytes(
+                &cache.content().load_stat_cache(&options.workspace),
+            );
             let wants = |p: &str| sources.wants(p);
             let selection = strata_key::Selection {
                 files: Some(&wants),
@@ -251,7 +252,9 @@ impl<'a> RunContext<'a> {
             )?;
             // Only a cache: failing to keep it costs the next run some reading, nothing else.
             if let Some(stats) = stats {
-                let _ = cache.save_stat_cache(&options.workspace, &stats.to_bytes());
+                let _ = cache
+                    .content()
+                    .save_stat_cache(&options.workspace, &stats.to_bytes());
             }
             workspace
         } else {
@@ -262,7 +265,7 @@ impl<'a> RunContext<'a> {
             }
         };
         notices.extend(remotes.notices());
-        let run_dir = cache.begin_run()?;
+        let run_dir = cache.runs().begin()?;
         Ok(RunContext {
             pipeline,
             cache,
@@ -305,7 +308,7 @@ fn host_identity(
 ) -> Result<BaseId, EngineError> {
     let mut key_paths = Vec::with_capacity(host.key_paths.len());
     for path in &host.key_paths {
-        let known = strata_key::StatCache::from_bytes(&cache.load_stat_cache(path));
+        let known = strata_key::StatCache::from_bytes(&cache.content().load_stat_cache(path));
         let (key_path, stats) =
             strata_key::KeyPath::capture(path, &[cache.root().to_path_buf()], &known).map_err(
                 |source| EngineError::KeyPath {
@@ -315,7 +318,7 @@ fn host_identity(
             )?;
         if let Some(stats) = stats {
             // Only a cache: losing it costs the next run some reading.
-            let _ = cache.save_stat_cache(path, &stats.to_bytes());
+            let _ = cache.content().save_stat_cache(path, &stats.to_bytes());
         }
         if key_path.digest.is_none() {
             notices.push(format!(
@@ -338,8 +341,10 @@ fn record_inventory(
     root: &std::path::Path,
     key_paths: &[strata_key::KeyPath],
 ) -> Result<(), EngineError> {
-    if !cache.has_base(id)? {
-        cache.record_base(id, &strata_key::HostInventory::read(root, key_paths))?;
+    if !cache.index().has_base(id)? {
+        cache
+            .index()
+            .record_base(id, &strata_key::HostInventory::read(root, key_paths))?;
     }
     Ok(())
 }

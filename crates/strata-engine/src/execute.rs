@@ -127,7 +127,12 @@ fn lookup(
         return None;
     }
     let fresh = |found: Found| fresh_enough(decision.ttl, &found).then_some(found);
-    if let Some(entry) = ctx.cache.lookup_for_run(&ctx.run_dir, key).ok().flatten()
+    if let Some(entry) = ctx
+        .cache
+        .index()
+        .lookup_for_run(&ctx.run_dir, key)
+        .ok()
+        .flatten()
         && let Some(found) = fresh(Found::Local(entry))
     {
         return Some(found);
@@ -233,11 +238,12 @@ pub(crate) fn execute<'scope, 'env>(
             }
             !ctx.interrupted.load(Ordering::SeqCst)
         };
-        match ctx.cache.lock_key(&key, &mut waiting) {
+        match ctx.cache.runs().lock_key(&key, &mut waiting) {
             Ok(Some(lock)) => {
                 _key_lock = Some(lock);
                 found = ctx
                     .cache
+                    .index()
                     .lookup_for_run(&ctx.run_dir, &key)
                     .ok()
                     .flatten()
@@ -511,6 +517,7 @@ fn run_in_sandbox<'scope, 'env>(
         .map_err(|e| Failure::infra(format!("failed to prepare the workspace: {}", chain(&e))))?;
     let mounts = ctx
         .cache
+        .layers()
         .prepare(&scratch, &resolved.stack_layers())
         .map_err(|e| Failure::infra(chain(&e)))?;
     let outputs_dir = scratch.join("outputs");
@@ -717,15 +724,16 @@ fn commit<'scope, 'env>(
         .map_err(|e| Failure::infra(format!("failed to keep the task's hooks: {e}")))?;
     let layer = ctx
         .cache
+        .layers()
         .commit(upper)
         .map_err(|e| Failure::infra(format!("failed to commit the layer: {}", chain(&e))))?;
     let duration = start.elapsed();
     let stored = resolved.cache.enabled;
     if stored {
         let store = || -> Result<ContentDigest, strata_store::StoreError> {
-            let log = ctx.cache.put_log_file(log)?;
+            let log = ctx.cache.content().put_log_file(log)?;
             ctx.cache.sync()?;
-            ctx.cache.put(&NewEntry {
+            ctx.cache.index().put(&NewEntry {
                 key: resolved.key,
                 pipeline: &ctx.pipeline_id(),
                 task: task.name.as_str(),
@@ -755,7 +763,7 @@ fn commit<'scope, 'env>(
                     inputs: resolved.inputs.clone(),
                     files: resolved.files.clone(),
                     duration,
-                    log: ctx.cache.log_path(&log),
+                    log: ctx.cache.content().log_path(&log),
                 },
             );
         }
@@ -886,11 +894,14 @@ fn no_workspace_hint(ctx: &RunContext<'_>) -> &'static str {
 
 /// Moves a failed task's upper dir where `strata` keeps it for inspection.
 fn keep_upper(ctx: &RunContext<'_>, task: &Task, upper: &Path) -> Option<PathBuf> {
-    let dest = ctx.cache.failed_dir(&ctx.pipeline.path, task.name.as_str());
+    let dest = ctx
+        .cache
+        .runs()
+        .failed_dir(&ctx.pipeline.path, task.name.as_str());
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(dest.parent()?).ok()?;
     std::fs::rename(upper, &dest).ok()?;
-    if ctx.cache.disk_is_low() {
+    if ctx.cache.runs().disk_is_low() {
         // Kept, the files would make the next run fail for want of space.
         let _ = std::fs::remove_dir_all(&dest);
         return None;

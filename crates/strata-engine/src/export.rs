@@ -118,7 +118,10 @@ pub fn export(
         Base::Image(_) => ctx.base_layers.iter().rev().cloned().collect(),
     };
     let tree = resolved.tree.materialize(ctx).map_err(EngineError::Store)?;
-    let layer_dirs = result.stack.iter().map(|p| ctx.cache.layer_path(&p.layer));
+    let layer_dirs = result
+        .stack
+        .iter()
+        .map(|p| ctx.cache.layers().path(&p.layer));
     if resolved.masked {
         // The used tasks' layers, then their workspace files as the task's filter shows them
         // (above a mask hiding their own), then the task's layer.
@@ -142,7 +145,7 @@ pub fn export(
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for dir in &dirs {
-        let tmp = ctx.cache.temp_file("export");
+        let tmp = ctx.cache.content().temp_file("export");
         let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         let written = write_layer(dir, std::io::BufWriter::new(file), compression, threads);
         let written = match written {

@@ -283,7 +283,7 @@ fn filtered_layers(
                     task: p.task.clone(),
                     layer: split.system,
                 });
-                parts.push((ctx.cache.layer_path(&p.layer), split));
+                parts.push((ctx.cache.layers().path(&p.layer), split));
             }
             None => keyed.push(p.clone()),
         }

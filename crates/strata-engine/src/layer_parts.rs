@@ -121,7 +121,7 @@ impl LayerPartsCache {
         if let Some(p) = self.narrowed.lock().expect("memo lock").get(&key) {
             return Ok(p.clone());
         }
-        let dir = cache.layer_path(&layer);
+        let dir = cache.layers().path(&layer);
         let parts = if std::fs::symlink_metadata(dir.join(WORKSPACE)).is_err() {
             if !dir.is_dir() {
                 return Err(format!("layer {} is not in the local cache", layer.short()));
@@ -164,7 +164,7 @@ impl LayerPartsCache {
         if let Some(p) = self.memo.lock().expect("memo lock").get(&layer) {
             return Ok(p.clone());
         }
-        let dir = cache.layer_path(&layer);
+        let dir = cache.layers().path(&layer);
         let parts = if std::fs::symlink_metadata(dir.join(WORKSPACE)).is_err() {
             if !dir.is_dir() {
                 return Err(format!("layer {} is not in the local cache", layer.short()));

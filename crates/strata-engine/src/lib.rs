@@ -11,6 +11,7 @@
 //! Must not touch: YAML (it gets a validated `Pipeline`), mount syscalls (the sandbox crate), the
 //! cache's on-disk layout (the store crate).
 
+mod base_image;
 mod checkout;
 mod conditions;
 mod context;
@@ -34,6 +35,7 @@ mod tasks;
 mod transfer;
 mod workspace_tree;
 
+pub use base_image::{ImageError, ImageSource, PulledImage, pull_image};
 pub use checkout::{Checkout, git_toplevel};
 pub use context::{EngineError, PassedEnv, RunContext, RunOptions};
 pub use events::{Event, Reporter, SkipReason, Summary, TaskStatus, TaskSummary, TaskUsage};

@@ -133,7 +133,7 @@ pub(crate) fn package_lower(
     ctx: &RunContext<'_>,
     package: &PackageFiles,
 ) -> Result<PathBuf, String> {
-    let root = ctx.cache.package_dir(&package.digest);
+    let root = ctx.cache.content().package_dir(&package.digest);
     if root.is_dir() {
         return Ok(root);
     }

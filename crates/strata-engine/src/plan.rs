@@ -236,10 +236,14 @@ pub fn explain(
             key: p.key.expect("hits have keys"),
         });
     }
-    let Some(latest) = ctx.cache.latest_for_task(&ctx.pipeline_id(), task_name)? else {
+    let Some(latest) = ctx
+        .cache
+        .index()
+        .latest_for_task(&ctx.pipeline_id(), task_name)?
+    else {
         return Ok(Explanation::NoPreviousEntry);
     };
-    let old = ctx.cache.recorded_inputs(&latest)?;
+    let old = ctx.cache.index().recorded_inputs(&latest)?;
     let parents: Vec<&TaskResult> = task
         .uses
         .iter()
@@ -295,8 +299,8 @@ fn base_changes(
         return Ok(Vec::new());
     }
     let (Some(before), Some(now)) = (
-        ctx.cache.base_inventory(old)?,
-        ctx.cache.base_inventory(new)?,
+        ctx.cache.index().base_inventory(old)?,
+        ctx.cache.index().base_inventory(new)?,
     ) else {
         return Ok(Vec::new());
     };

@@ -120,7 +120,7 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     summary.interrupted = ctx.interrupted.load(Ordering::SeqCst);
     summary.duration_ms = started.elapsed().as_millis() as u64;
     // Hits are counted once per run, in one write (`strata cache ls` shows them).
-    if let Err(e) = ctx.cache.record_hits(&ctx.run_dir) {
+    if let Err(e) = ctx.cache.index().record_hits(&ctx.run_dir) {
         reporter.event(&Event::Warning {
             message: format!("could not count this run's cache hits: {e}"),
         });

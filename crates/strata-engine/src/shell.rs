@@ -85,7 +85,7 @@ pub fn shell<'a>(
         ));
     }
     let failed_upper = if options.failed {
-        let path = ctx.cache.failed_dir(&pipeline.path, task_name);
+        let path = ctx.cache.runs().failed_dir(&pipeline.path, task_name);
         if !path.is_dir() {
             return Err(ShellError::NoFailure {
                 task: task_name.to_string(),
@@ -153,6 +153,7 @@ pub fn shell<'a>(
         .map_err(|e| prepare("the workspace", &e))?;
     let mounts = ctx
         .cache
+        .layers()
         .prepare(&scratch, &resolved.stack_layers())
         .map_err(|e| prepare("the upper dir", &e))?;
     let outputs_dir = scratch.join("outputs");

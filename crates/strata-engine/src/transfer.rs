@@ -98,7 +98,7 @@ impl Transfers {
         stack: &[LayerDigest],
     ) -> Result<(), String> {
         for layer in stack {
-            if ctx.cache.has_layer(layer) {
+            if ctx.cache.layers().has(layer) {
                 continue;
             }
             let slot = self.slots.lock().expect("slots lock").get(layer).cloned();
@@ -165,8 +165,12 @@ pub(crate) fn start_restore<'scope, 'env>(
                 // A broken entry (a blob missing or corrupt) is not asked for again for a while;
                 // a server that failed to answer may be back next time.
                 let location = ctx.remotes.remotes()[remote].location();
-                let remembered =
-                    e.condemns_entry() && ctx.cache.mark_unusable(&entry.key, &location).is_ok();
+                let remembered = e.condemns_entry()
+                    && ctx
+                        .cache
+                        .index()
+                        .mark_unusable(&entry.key, &location)
+                        .is_ok();
                 let next = if remembered {
                     "; it is built instead, and the entry is not used again for a day"
                 } else {
@@ -264,9 +268,13 @@ pub(crate) fn remote_lookup(
                 .expect("restores lock")
                 .entries
                 .contains(&(*key, location.to_string()))
-                || ctx.cache.is_unusable(key, location).unwrap_or(false)
+                || ctx
+                    .cache
+                    .index()
+                    .is_unusable(key, location)
+                    .unwrap_or(false)
         },
-        &|layer| ctx.cache.has_layer(layer),
+        &|layer| ctx.cache.layers().has(layer),
         &warn,
         &|refused: &strata_cache::UntrustedEntry| {
             reporter.event(&Event::Warning {

@@ -67,12 +67,12 @@ impl WorkspaceTrees {
             match (&f.kind, origin) {
                 (FileKind::File { digest, .. }, Origin::Captured(origin)) => {
                     let origin = workspace_root.join(&**origin);
-                    let blob = cache.workspace_blob(&origin, digest, f.mode)?;
+                    let blob = cache.content().workspace_blob(&origin, digest, f.mode)?;
                     match std::fs::hard_link(&blob, &dest) {
                         Ok(()) => {}
                         // A prune removed the blob in between: it is copied again.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            let blob = cache.workspace_blob(&origin, digest, f.mode)?;
+                            let blob = cache.content().workspace_blob(&origin, digest, f.mode)?;
                             std::fs::hard_link(&blob, &dest).map_err(io(&dest))?;
                         }
                         Err(e) => return Err(io(&dest)(e)),

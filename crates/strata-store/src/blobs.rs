@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use strata_key::ContentDigest;
 
 use crate::error::{StoreError, io};
-use crate::local::LocalCache;
+use crate::local::Content;
 
-impl LocalCache {
+impl Content<'_> {
     /// The blob holding a workspace file with this content and mode, copying it from `src` if
     /// the cache does not have it yet (bracket a batch of these with
     /// [`LocalCache::note_unsynced_files`]). The copy is checked against `digest`, so a file edited
@@ -21,13 +21,14 @@ impl LocalCache {
         mode: u32,
     ) -> Result<PathBuf, StoreError> {
         let dest = self
+            .cache
             .root
             .join("files")
             .join(format!("{}-{:o}", digest.to_hex(), mode));
         if dest.exists() {
             return Ok(dest);
         }
-        let tmp = self.tmp_path("file");
+        let tmp = self.cache.tmp_path("file");
         let mut input = std::fs::File::open(src).map_err(io(src))?;
         let mut output = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         let mut hasher = blake3::Hasher::new();

@@ -10,7 +10,7 @@ use strata_key::{
 };
 
 use crate::error::StoreError;
-use crate::local::LocalCache;
+use crate::local::{Index, LocalCache};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -205,7 +205,9 @@ impl LocalCache {
             source,
         }
     }
+}
 
+impl Index<'_> {
     fn entry_from_row(&self, row: Row) -> Result<Option<Entry>, StoreError> {
         let (key, pipeline, task, layer, env, inputs, exit_code, duration_ms, log, created_at) =
             row;
@@ -239,7 +241,7 @@ impl LocalCache {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Option<Entry>, StoreError> {
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         let row: Option<Row> = db
             .query_row(sql, args, |r| {
                 Ok((
@@ -256,7 +258,7 @@ impl LocalCache {
                 ))
             })
             .optional()
-            .map_err(self.index_err("read an entry"))?;
+            .map_err(self.cache.index_err("read an entry"))?;
         drop(db);
         match row {
             Some(row) => self.entry_from_row(row),
@@ -270,7 +272,7 @@ impl LocalCache {
             &format!("SELECT {COLUMNS} FROM entries WHERE key = ?1"),
             params![key.to_hex()],
         )?;
-        Ok(entry.filter(|e| self.has_layer(&e.layer)))
+        Ok(entry.filter(|e| self.cache.layers().has(&e.layer)))
     }
 
     /// The newest entry of a task, preferring the same pipeline file.
@@ -286,7 +288,7 @@ impl LocalCache {
 
     /// The recorded inputs of an entry, with the workspace files behind its workspace digest.
     pub fn recorded_inputs(&self, entry: &Entry) -> Result<RecordedInputs, StoreError> {
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         let files: Option<String> = db
             .query_row(
                 "SELECT files FROM workspaces WHERE digest = ?1",
@@ -294,7 +296,7 @@ impl LocalCache {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(self.index_err("read recorded workspace files"))?;
+            .map_err(self.cache.index_err("read recorded workspace files"))?;
         let workspace_files = match files {
             Some(f) => serde_json::from_str(&f).map_err(|source| StoreError::CorruptEntry {
                 key: entry.key.to_hex(),
@@ -314,15 +316,15 @@ impl LocalCache {
         let env = serde_json::to_string(e.env).expect("env serializes");
         let inputs = serde_json::to_string(e.inputs).expect("inputs serialize");
         let files = serde_json::to_string(e.workspace_files).expect("files serialize");
-        let mut db = self.db.lock().expect("index lock poisoned");
+        let mut db = self.cache.db.lock().expect("index lock poisoned");
         let tx = db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(self.index_err("begin a transaction"))?;
+            .map_err(self.cache.index_err("begin a transaction"))?;
         tx.execute(
             "INSERT OR IGNORE INTO workspaces (digest, files) VALUES (?1, ?2)",
             params![e.inputs.workspace.to_hex(), files],
         )
-        .map_err(self.index_err("record workspace files"))?;
+        .map_err(self.cache.index_err("record workspace files"))?;
         tx.execute(
             &format!("INSERT OR IGNORE INTO entries ({COLUMNS}, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)"),
             params![
@@ -338,13 +340,13 @@ impl LocalCache {
                 millis(SystemTime::now()),
             ],
         )
-        .map_err(self.index_err("record an entry"))?;
-        tx.commit().map_err(self.index_err("commit an entry"))
+        .map_err(self.cache.index_err("record an entry"))?;
+        tx.commit().map_err(self.cache.index_err("commit an entry"))
     }
 
     /// Whether the inventory of a host base is recorded.
     pub fn has_base(&self, id: &BaseId) -> Result<bool, StoreError> {
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         db.query_row(
             "SELECT 1 FROM bases WHERE id = ?1",
             params![id.to_hex()],
@@ -352,25 +354,25 @@ impl LocalCache {
         )
         .optional()
         .map(|found| found.is_some())
-        .map_err(self.index_err("read a base"))
+        .map_err(self.cache.index_err("read a base"))
     }
 
     /// Records what a host base is made of, for `explain` (the first record of an id wins).
     pub fn record_base(&self, id: &BaseId, inventory: &HostInventory) -> Result<(), StoreError> {
         let text = serde_json::to_string(inventory).expect("inventory serializes");
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         db.execute(
             "INSERT OR IGNORE INTO bases (id, inventory) VALUES (?1, ?2)",
             params![id.to_hex(), text],
         )
         .map(drop)
-        .map_err(self.index_err("record a base"))
+        .map_err(self.cache.index_err("record a base"))
     }
 
     /// The recorded inventory of a host base; `None` when this machine never ran on it (an entry
     /// from a shared cache) or it is unreadable.
     pub fn base_inventory(&self, id: &BaseId) -> Result<Option<HostInventory>, StoreError> {
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         let text: Option<String> = db
             .query_row(
                 "SELECT inventory FROM bases WHERE id = ?1",
@@ -378,15 +380,15 @@ impl LocalCache {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(self.index_err("read a base"))?;
+            .map_err(self.cache.index_err("read a base"))?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     /// Forgets an entry (its layer stays until garbage collection).
     pub fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         db.execute("DELETE FROM entries WHERE key = ?1", params![key.to_hex()])
-            .map_err(self.index_err("remove an entry"))?;
+            .map_err(self.cache.index_err("remove an entry"))?;
         Ok(())
     }
 }

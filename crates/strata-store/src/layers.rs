@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use strata_key::{LayerDigest, tree_digest};
 
 use crate::error::{StoreError, io};
-use crate::local::LocalCache;
+use crate::local::Layers;
 
 /// The directories of one overlay mount. Applying them is the sandbox's business.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,13 +19,13 @@ pub struct Mounts {
     pub workdir: PathBuf,
 }
 
-impl LocalCache {
-    pub fn layer_path(&self, digest: &LayerDigest) -> PathBuf {
-        self.root.join("layers").join(digest.to_hex())
+impl Layers<'_> {
+    pub fn path(&self, digest: &LayerDigest) -> PathBuf {
+        self.cache.root.join("layers").join(digest.to_hex())
     }
 
-    pub fn has_layer(&self, digest: &LayerDigest) -> bool {
-        self.layer_path(digest).is_dir()
+    pub fn has(&self, digest: &LayerDigest) -> bool {
+        self.path(digest).is_dir()
     }
 
     /// Creates fresh `upper` and `work` directories under `scratch` and returns the mounts for a
@@ -40,7 +40,7 @@ impl LocalCache {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
         Ok(Mounts {
-            lowerdirs: parents.iter().rev().map(|d| self.layer_path(d)).collect(),
+            lowerdirs: parents.iter().rev().map(|d| self.path(d)).collect(),
             upperdir,
             workdir,
         })
@@ -56,23 +56,24 @@ impl LocalCache {
         for socket in sockets {
             std::fs::remove_file(&socket).map_err(io(&socket))?;
         }
-        self.place_layer(upper, &digest)?;
+        self.place(upper, &digest)?;
         Ok(digest)
     }
 
     /// Moves the hashed directory `dir` to `layers/<digest>` and records it as verified. A
     /// layer already there is trusted only if it is recorded as verified, or hashes to its name
     /// now; otherwise it is replaced: a name alone is never trusted.
-    pub(crate) fn place_layer(&self, dir: &Path, digest: &LayerDigest) -> Result<(), StoreError> {
-        let dest = self.layer_path(digest);
+    pub(crate) fn place(&self, dir: &Path, digest: &LayerDigest) -> Result<(), StoreError> {
+        let dest = self.path(digest);
         // Touching the record keeps a concurrent prune from taking the layer this commit is
         // about to name (`prune.rs`); when the prune got there first, the record is gone and
         // this copy takes the place.
-        if dest.exists() && self.verified_layer(digest)? && self.touch_verified(digest)? {
+        if dest.exists() && self.verified(digest)? && self.touch_verified(digest)? {
             std::fs::remove_dir_all(dir).map_err(io(dir))?;
             return Ok(());
         }
-        self.note_unsynced(&format!("layers/{}", digest.to_hex()))?;
+        self.cache
+            .note_unsynced(&format!("layers/{}", digest.to_hex()))?;
         match std::fs::rename(dir, &dest) {
             Ok(()) => {}
             // Another process placed the same content first (and verified it).
@@ -85,8 +86,8 @@ impl LocalCache {
     /// Whether `layers/<digest>` exists and holds what its name says: recorded as verified when
     /// it entered the cache, or hashed now (a layer from before verification was recorded, or
     /// put there by something else) and recorded. A layer that does not match is removed.
-    pub fn verified_layer(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
-        let dest = self.layer_path(digest);
+    pub fn verified(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
+        let dest = self.path(digest);
         if !dest.is_dir() {
             return Ok(false);
         }
@@ -98,14 +99,14 @@ impl LocalCache {
             return Ok(true);
         }
         // Moved aside first, so that no reader ever finds a half-removed layer under the name.
-        let aside = self.tmp_path("bad-layer");
+        let aside = self.cache.tmp_path("bad-layer");
         std::fs::rename(&dest, &aside).map_err(io(&dest))?;
         std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
         Ok(false)
     }
 
     fn is_recorded_verified(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         db.query_row(
             "SELECT 1 FROM verified_layers WHERE digest = ?1",
             params![digest.to_hex()],
@@ -113,28 +114,28 @@ impl LocalCache {
         )
         .optional()
         .map(|found| found.is_some())
-        .map_err(self.index_err("read a layer record"))
+        .map_err(self.cache.index_err("read a layer record"))
     }
 
     fn record_verified(&self, digest: &LayerDigest) -> Result<(), StoreError> {
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         db.execute(
             "INSERT OR REPLACE INTO verified_layers (digest, at_ms) VALUES (?1, ?2)",
             params![digest.to_hex(), crate::durability::now_ms()],
         )
         .map(drop)
-        .map_err(self.index_err("record a verified layer"))
+        .map_err(self.cache.index_err("record a verified layer"))
     }
 
     /// Marks a verified layer as just used for a new entry; `false` when it is not recorded
     /// (any more).
     fn touch_verified(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
-        let db = self.db.lock().expect("index lock poisoned");
+        let db = self.cache.db.lock().expect("index lock poisoned");
         db.execute(
             "UPDATE verified_layers SET at_ms = ?2 WHERE digest = ?1",
             params![digest.to_hex(), crate::durability::now_ms()],
         )
         .map(|n| n == 1)
-        .map_err(self.index_err("record a verified layer"))
+        .map_err(self.cache.index_err("record a verified layer"))
     }
 }

@@ -4,6 +4,30 @@ use std::sync::Mutex;
 use crate::error::{StoreError, io};
 use crate::index;
 
+/// The layers of a [`LocalCache`] (`layers.rs`, `import.rs`).
+#[derive(Clone, Copy)]
+pub struct Layers<'a> {
+    pub(crate) cache: &'a LocalCache,
+}
+
+/// The blobs of a [`LocalCache`] (`blobs.rs`, `logs.rs`).
+#[derive(Clone, Copy)]
+pub struct Content<'a> {
+    pub(crate) cache: &'a LocalCache,
+}
+
+/// The index of a [`LocalCache`] (`index.rs`, `records.rs`, `usage.rs`).
+#[derive(Clone, Copy)]
+pub struct Index<'a> {
+    pub(crate) cache: &'a LocalCache,
+}
+
+/// The runs, locks and kept failures of a [`LocalCache`] (`runs.rs`).
+#[derive(Clone, Copy)]
+pub struct Runs<'a> {
+    pub(crate) cache: &'a LocalCache,
+}
+
 /// The cache directory:
 ///
 /// ```text
@@ -18,6 +42,13 @@ use crate::index;
 /// statcache/<root>    remembered workspace file digests, per workspace root
 /// tmp/                temp files, renamed into place when complete
 /// ```
+///
+/// Its operations are split the way containerd splits content, snapshots, metadata and leases:
+/// [`LocalCache::layers`] (committed layers: the snapshotter), [`LocalCache::content`] (blobs by
+/// digest: workspace files, logs, package trees, temp files), [`LocalCache::index`] (the SQLite
+/// metadata: entries, bases, archive and image records, broken shared entries, usage) and
+/// [`LocalCache::runs`] (what keeps things alive: runs, per-key locks, kept failures). What
+/// spans them (opening, durability, prune, verify, disk usage) stays on `LocalCache`.
 pub struct LocalCache {
     pub(crate) root: PathBuf,
     pub(crate) db: Mutex<rusqlite::Connection>,
@@ -83,10 +114,24 @@ impl LocalCache {
         &self.root
     }
 
-    /// Where the files of the package with this content digest are kept for the tasks that
-    /// read them (`packages/<digest>`, a tree published whole by a rename).
-    pub fn package_dir(&self, digest: &str) -> PathBuf {
-        self.root.join("packages").join(digest)
+    /// Committed layers: prepare mounts over them, commit an upper dir, publish an unpacked one.
+    pub fn layers(&self) -> Layers<'_> {
+        Layers { cache: self }
+    }
+
+    /// Blobs by digest: workspace files, logs, package trees; temp files.
+    pub fn content(&self) -> Content<'_> {
+        Content { cache: self }
+    }
+
+    /// The index: entries and the records beside them.
+    pub fn index(&self) -> Index<'_> {
+        Index { cache: self }
+    }
+
+    /// Runs in progress, per-key locks and kept failures: what keeps data alive.
+    pub fn runs(&self) -> Runs<'_> {
+        Runs { cache: self }
     }
 
     pub(crate) fn tmp_path(&self, hint: &str) -> PathBuf {
@@ -98,9 +143,27 @@ impl LocalCache {
             .join(format!("{hint}.{}.{n}", std::process::id()))
     }
 
+    /// Call before recording an entry: what it names must survive a crash, or the entry must
+    /// not. Where the boot is known that is already arranged (objects were noted as unsynced when
+    /// published, `durability.rs`); elsewhere this flushes the filesystem.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        match self.boot {
+            Some(_) => Ok(()),
+            None => self.sync_now(),
+        }
+    }
+}
+
+impl Content<'_> {
+    /// Where the files of the package with this content digest are kept for the tasks that
+    /// read them (`packages/<digest>`, a tree published whole by a rename).
+    pub fn package_dir(&self, digest: &str) -> PathBuf {
+        self.cache.root.join("packages").join(digest)
+    }
+
     fn stat_cache_path(&self, workspace: &Path) -> PathBuf {
         let name = blake3::hash(workspace.as_os_str().as_encoded_bytes()).to_hex();
-        self.root.join("statcache").join(name.as_str())
+        self.cache.root.join("statcache").join(name.as_str())
     }
 
     /// The stat cache saved for a workspace root (empty when there is none).
@@ -112,19 +175,9 @@ impl LocalCache {
     /// which is fine for a cache of digests).
     pub fn save_stat_cache(&self, workspace: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dest = self.stat_cache_path(workspace);
-        let tmp = self.tmp_path("statcache");
+        let tmp = self.cache.tmp_path("statcache");
         std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &dest).map_err(io(&dest))
-    }
-
-    /// Call before recording an entry: what it names must survive a crash, or the entry must
-    /// not. Where the boot is known that is already arranged (objects were noted as unsynced when
-    /// published, `durability.rs`); elsewhere this flushes the filesystem.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        match self.boot {
-            Some(_) => Ok(()),
-            None => self.sync_now(),
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use strata_key::ContentDigest;
 
 use crate::error::{StoreError, io};
-use crate::local::LocalCache;
+use crate::local::Content;
 
 /// A log being written to a file (in a run's scratch, or the cache's `tmp/`), hashed as it is
 /// written so that storing it needs no second read.
@@ -83,7 +83,7 @@ impl WrittenLog {
     }
 }
 
-impl LocalCache {
+impl Content<'_> {
     /// Stores a written log by moving its file into `logs/` (the file must be on the cache's
     /// filesystem: a run's scratch or `tmp/`), and returns its digest. A log stored already is
     /// kept and the file removed.
@@ -92,16 +92,17 @@ impl LocalCache {
         if dest.exists() {
             let _ = std::fs::remove_file(&log.path);
         } else {
-            self.note_unsynced(&format!("logs/{}", log.digest.to_hex()))?;
+            self.cache
+                .note_unsynced(&format!("logs/{}", log.digest.to_hex()))?;
             std::fs::rename(&log.path, &dest).map_err(io(&dest))?;
         }
         Ok(log.digest)
     }
 
     /// A log being written into the cache's `tmp/` (for one that arrives from elsewhere, such
-    /// as a shared cache), to be stored with [`LocalCache::put_log_file`].
+    /// as a shared cache), to be stored with [`Content::put_log_file`].
     pub fn log_writer(&self) -> Result<LogWriter, StoreError> {
-        LogWriter::create(&self.tmp_path("log"))
+        LogWriter::create(&self.cache.tmp_path("log"))
     }
 
     /// Stores a log held in memory (a small one) and returns its digest.
@@ -112,7 +113,7 @@ impl LocalCache {
     }
 
     pub fn log_path(&self, digest: &ContentDigest) -> PathBuf {
-        self.root.join("logs").join(digest.to_hex())
+        self.cache.root.join("logs").join(digest.to_hex())
     }
 
     /// A stored log, to be read as a stream.
@@ -130,6 +131,7 @@ impl LocalCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LocalCache;
 
     #[test]
     fn a_log_is_stored_by_rename_under_the_digest_of_what_was_written() {
@@ -141,18 +143,18 @@ mod tests {
         w.write_all(b"world\n").unwrap();
         let written = w.finish();
         assert_eq!(written.len(), 12);
-        let digest = cache.put_log_file(written).unwrap();
+        let digest = cache.content().put_log_file(written).unwrap();
         assert_eq!(
             digest,
             ContentDigest::from_hash(blake3::hash(b"hello world\n"))
         );
         assert!(!path.exists(), "moved, not copied");
-        assert_eq!(cache.read_log(&digest).unwrap(), b"hello world\n");
+        assert_eq!(cache.content().read_log(&digest).unwrap(), b"hello world\n");
         // The same log again: the stored one stays, the new file goes.
         let mut w = LogWriter::create(&path).unwrap();
         w.write_all(b"hello world\n").unwrap();
-        assert_eq!(cache.put_log_file(w.finish()).unwrap(), digest);
+        assert_eq!(cache.content().put_log_file(w.finish()).unwrap(), digest);
         assert!(!path.exists());
-        assert_eq!(cache.put_log(b"hello world\n").unwrap(), digest);
+        assert_eq!(cache.content().put_log(b"hello world\n").unwrap(), digest);
     }
 }

@@ -202,14 +202,15 @@ impl LocalCache {
         let started = now_ms();
         let mut report = PruneReport::default();
         // Recent hits decide what is least recently used.
-        self.fold_hits()?;
-        self.remove_dead_scratch()?;
+        self.index().fold_hits()?;
+        self.runs().remove_dead_scratch()?;
         let before = self.disk_usage()?;
         report.before = before.reclaimable();
 
         // This process's own run (a budget kept after a run) is covered by its lease alone.
         let others = self
-            .live_runs()?
+            .runs()
+            .live()?
             .into_iter()
             .filter(|r| r.pid != std::process::id());
         let protection = Protection {
@@ -261,7 +262,8 @@ impl LocalCache {
 
     fn leased_layers(&self) -> Result<HashSet<String>, StoreError> {
         Ok(self
-            .live_runs()?
+            .runs()
+            .live()?
             .into_iter()
             .flat_map(|r| r.layers)
             .map(|l| l.to_hex())
@@ -285,11 +287,11 @@ impl LocalCache {
         let mut out = Vec::with_capacity(rows.len());
         for (key, task, layer, log, used_ms) in rows {
             let layer_bytes = match LayerDigest::parse(&layer) {
-                Some(l) => self.layer_bytes(&l)?.unwrap_or(0),
+                Some(l) => self.layers().bytes(&l)?.unwrap_or(0),
                 None => 0,
             };
             let log_bytes = ContentDigest::parse(&log)
-                .and_then(|l| std::fs::symlink_metadata(self.log_path(&l)).ok())
+                .and_then(|l| std::fs::symlink_metadata(self.content().log_path(&l)).ok())
                 .map_or(0, |m| m.blocks() * 512);
             out.push(Candidate {
                 key,

@@ -11,7 +11,7 @@ use rustix::fs::{FlockOperation, Mode, OFlags, flock, open};
 use strata_key::{CacheKey, LayerDigest};
 
 use crate::error::{StoreError, io};
-use crate::local::LocalCache;
+use crate::local::{LocalCache, Runs};
 
 pub struct RunDir {
     path: PathBuf,
@@ -92,106 +92,6 @@ pub struct KeyLock {
 }
 
 impl LocalCache {
-    /// Takes the lock of `key`. When another process holds it, `waiting(true)` is called once,
-    /// then `waiting(false)` every 50 ms until the lock is free; returns `None` as soon as
-    /// `waiting` answers `false` (an interrupted run).
-    pub fn lock_key(
-        &self,
-        key: &strata_key::CacheKey,
-        waiting: &mut dyn FnMut(bool) -> bool,
-    ) -> Result<Option<KeyLock>, StoreError> {
-        let path = self.root.join("locks").join(key.to_hex());
-        let lock = lock_file(&path)?;
-        let mut first = true;
-        loop {
-            match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
-                // A prune removes unheld lock files: a lock taken on a file no longer under its
-                // name is worthless, take the one there now.
-                Ok(()) if !same_file(&lock, &path) => return self.lock_key(key, waiting),
-                Ok(()) => return Ok(Some(KeyLock { _lock: lock })),
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    if !waiting(first) {
-                        return Ok(None);
-                    }
-                    first = false;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => return Err(io(&path)(e.into())),
-            }
-        }
-    }
-
-    /// Removes the scratch of dead runs and the temporary files of dead processes (a restore
-    /// killed half-way), then creates this run's.
-    pub fn begin_run(&self) -> Result<RunDir, StoreError> {
-        self.remove_stale_runs()?;
-        self.remove_stale_tmp()?;
-        if self.disk_is_low() {
-            self.drop_failed_uppers()?;
-        }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let name = format!("{}-{nanos}", std::process::id());
-        // Locked before it appears under runs/, so no other process can take it for stale.
-        let tmp = self.root.join("tmp").join(&name);
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        let lock = lock_file(&tmp.join("lock"))?;
-        flock(&lock, FlockOperation::LockExclusive).map_err(|e| io(&tmp)(e.into()))?;
-        let path = self.root.join("runs").join(name);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(RunDir {
-            path,
-            _lock: lock,
-            uses: Mutex::new(None),
-            hits: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// The runs using the cache now (this process's own included): those whose directory's
-    /// lock is held.
-    pub fn live_runs(&self) -> Result<Vec<LiveRun>, StoreError> {
-        let runs = self.root.join("runs");
-        let mut live = Vec::new();
-        for entry in std::fs::read_dir(&runs).map_err(io(&runs))? {
-            let dir = entry.map_err(io(&runs))?.path();
-            let Some((pid, nanos)) = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.split_once('-'))
-                .and_then(|(p, n)| Some((p.parse::<u32>().ok()?, n.parse::<i128>().ok()?)))
-            else {
-                continue;
-            };
-            let Ok(lock) = lock_file(&dir.join("lock")) else {
-                continue;
-            };
-            match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
-                // Dead: its directory is removed by the next run that starts.
-                Ok(()) => continue,
-                Err(rustix::io::Errno::WOULDBLOCK) => {}
-                Err(e) => return Err(io(&dir)(e.into())),
-            }
-            let layers = std::fs::read_to_string(dir.join(USES))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(LayerDigest::parse)
-                .collect();
-            live.push(LiveRun {
-                pid,
-                started_ms: (nanos / 1_000_000) as i64,
-                layers,
-            });
-        }
-        Ok(live)
-    }
-
-    /// Removes what dead processes left: their runs' scratch and their temporary files.
-    pub fn remove_dead_scratch(&self) -> Result<(), StoreError> {
-        self.remove_stale_runs()?;
-        self.remove_stale_tmp()
-    }
-
     /// `tmp/` holds `HINT.PID.N` (temporary files and unpacking layers) and `PID-NANOS` (a run
     /// dir being made): whatever a process that no longer exists left there is removed. A name
     /// whose process lives (or cannot be told) is left alone.
@@ -236,13 +136,115 @@ impl LocalCache {
         }
         Ok(())
     }
+}
+
+impl Runs<'_> {
+    /// Takes the lock of `key`. When another process holds it, `waiting(true)` is called once,
+    /// then `waiting(false)` every 50 ms until the lock is free; returns `None` as soon as
+    /// `waiting` answers `false` (an interrupted run).
+    pub fn lock_key(
+        &self,
+        key: &strata_key::CacheKey,
+        waiting: &mut dyn FnMut(bool) -> bool,
+    ) -> Result<Option<KeyLock>, StoreError> {
+        let path = self.cache.root.join("locks").join(key.to_hex());
+        let lock = lock_file(&path)?;
+        let mut first = true;
+        loop {
+            match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                // A prune removes unheld lock files: a lock taken on a file no longer under its
+                // name is worthless, take the one there now.
+                Ok(()) if !same_file(&lock, &path) => return self.lock_key(key, waiting),
+                Ok(()) => return Ok(Some(KeyLock { _lock: lock })),
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    if !waiting(first) {
+                        return Ok(None);
+                    }
+                    first = false;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(io(&path)(e.into())),
+            }
+        }
+    }
+
+    /// Removes the scratch of dead runs and the temporary files of dead processes (a restore
+    /// killed half-way), then creates this run's.
+    pub fn begin(&self) -> Result<RunDir, StoreError> {
+        self.cache.remove_stale_runs()?;
+        self.cache.remove_stale_tmp()?;
+        if self.disk_is_low() {
+            self.drop_failed_uppers()?;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{}-{nanos}", std::process::id());
+        // Locked before it appears under runs/, so no other process can take it for stale.
+        let tmp = self.cache.root.join("tmp").join(&name);
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let lock = lock_file(&tmp.join("lock"))?;
+        flock(&lock, FlockOperation::LockExclusive).map_err(|e| io(&tmp)(e.into()))?;
+        let path = self.cache.root.join("runs").join(name);
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(RunDir {
+            path,
+            _lock: lock,
+            uses: Mutex::new(None),
+            hits: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The runs using the cache now (this process's own included): those whose directory's
+    /// lock is held.
+    pub fn live(&self) -> Result<Vec<LiveRun>, StoreError> {
+        let runs = self.cache.root.join("runs");
+        let mut live = Vec::new();
+        for entry in std::fs::read_dir(&runs).map_err(io(&runs))? {
+            let dir = entry.map_err(io(&runs))?.path();
+            let Some((pid, nanos)) = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(p, n)| Some((p.parse::<u32>().ok()?, n.parse::<i128>().ok()?)))
+            else {
+                continue;
+            };
+            let Ok(lock) = lock_file(&dir.join("lock")) else {
+                continue;
+            };
+            match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                // Dead: its directory is removed by the next run that starts.
+                Ok(()) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) => {}
+                Err(e) => return Err(io(&dir)(e.into())),
+            }
+            let layers = std::fs::read_to_string(dir.join(USES))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(LayerDigest::parse)
+                .collect();
+            live.push(LiveRun {
+                pid,
+                started_ms: (nanos / 1_000_000) as i64,
+                layers,
+            });
+        }
+        Ok(live)
+    }
+
+    /// Removes what dead processes left: their runs' scratch and their temporary files.
+    pub fn remove_dead_scratch(&self) -> Result<(), StoreError> {
+        self.cache.remove_stale_runs()?;
+        self.cache.remove_stale_tmp()
+    }
 
     /// Whether the cache's filesystem is nearly full: less than 10% of it available, or 1 GiB
     /// on a filesystem of more than 10 GiB.
     /// Then the upper dirs of failed tasks are not kept: a debugging aid must never be what
     /// makes the next run fail.
     pub fn disk_is_low(&self) -> bool {
-        match rustix::fs::statvfs(&self.root) {
+        match rustix::fs::statvfs(&self.cache.root) {
             Ok(st) => {
                 let available = st.f_bavail.saturating_mul(st.f_frsize);
                 let total = st.f_blocks.saturating_mul(st.f_frsize);
@@ -254,7 +256,7 @@ impl LocalCache {
 
     /// Removes every kept upper dir of failed tasks (when the disk is low).
     pub fn drop_failed_uppers(&self) -> Result<(), StoreError> {
-        let failed = self.root.join("failed");
+        let failed = self.cache.root.join("failed");
         for entry in std::fs::read_dir(&failed).map_err(io(&failed))? {
             let path = entry.map_err(io(&failed))?.path();
             match std::fs::remove_dir_all(&path) {
@@ -269,7 +271,8 @@ impl LocalCache {
     /// Where the upper dir of a failed task is kept (one per pipeline file and task).
     pub fn failed_dir(&self, pipeline: &Path, task: &str) -> PathBuf {
         let tag = blake3::hash(pipeline.as_os_str().as_encoded_bytes()).to_hex();
-        self.root
+        self.cache
+            .root
             .join("failed")
             .join(format!("{task}-{}", &tag[..12]))
     }
@@ -286,7 +289,7 @@ pub(crate) fn same_file(fd: &OwnedFd, path: &Path) -> bool {
 
 /// Removes the lock files of `locks/` that nobody holds. A file is removed while this process
 /// holds its lock, and takers check that the file they locked is still the one named (see
-/// [`LocalCache::lock_key`]).
+/// [`Runs::lock_key`]).
 pub(crate) fn remove_unheld_locks(dir: &Path) -> Result<usize, StoreError> {
     let mut removed = 0;
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -349,7 +352,7 @@ mod tests {
         std::fs::write(tmp.join(format!("archive.{dead}.1")), "x").unwrap();
         let mine = tmp.join(format!("log.{}.9", std::process::id()));
         std::fs::write(&mine, "x").unwrap();
-        let _run = cache.begin_run().unwrap();
+        let _run = cache.runs().begin().unwrap();
         let left: Vec<_> = std::fs::read_dir(&tmp)
             .unwrap()
             .map(|e| e.unwrap().path())

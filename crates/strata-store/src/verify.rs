@@ -240,7 +240,7 @@ impl LocalCache {
             let log_ok = ContentDigest::parse(&log).filter(|l| good_logs.contains(l));
             if layer_ok.is_none() {
                 if let Some(layer) = LayerDigest::parse(&layer)
-                    && !self.layer_path(&layer).exists()
+                    && !self.layers().path(&layer).exists()
                 {
                     report.problems.push(Problem::MissingLayer {
                         task: task.clone(),
@@ -251,7 +251,7 @@ impl LocalCache {
                 doomed_entries.push((task, key));
             } else if log_ok.is_none() {
                 if let Some(log) = ContentDigest::parse(&log)
-                    && !self.log_path(&log).exists()
+                    && !self.content().log_path(&log).exists()
                 {
                     report.problems.push(Problem::MissingLog {
                         task: task.clone(),
@@ -276,7 +276,7 @@ impl LocalCache {
         for digest in &recorded {
             if let Some(layer) = LayerDigest::parse(digest)
                 && !good_layers.contains(&layer)
-                && !self.layer_path(&layer).exists()
+                && !self.layers().path(&layer).exists()
             {
                 report.problems.push(Problem::StaleRecord { layer });
             }

@@ -30,13 +30,15 @@ fn task(
     let upper = scratch.join(command);
     std::fs::create_dir_all(&upper).unwrap();
     std::fs::write(upper.join("out"), content).unwrap();
-    let layer = cache.commit(&upper).unwrap();
+    let layer = cache.layers().commit(&upper).unwrap();
     let log = cache
+        .content()
         .put_log(format!("log of {command}\n").as_bytes())
         .unwrap();
     cache.sync().unwrap();
     let inputs = inputs(command);
     cache
+        .index()
         .put(&NewEntry {
             key: inputs.key(),
             pipeline: "p",
@@ -69,31 +71,32 @@ fn what_a_crashed_boot_never_flushed_is_dropped_with_its_entries() {
     let (torn, torn_layer) = task(&cache, scratch.path(), "torn", "b");
     assert!(cache.has_unsynced(), "a new layer is noted as unsynced");
     // Usable at once, in this boot.
-    assert!(cache.lookup(&torn.key()).unwrap().is_some());
-    assert!(cache.has_layer(&torn_layer));
+    assert!(cache.index().lookup(&torn.key()).unwrap().is_some());
+    assert!(cache.layers().has(&torn_layer));
     drop(cache);
 
     // The same boot (another process): nothing is lost.
     let cache = LocalCache::open_in_boot(dir.path(), boot("one")).unwrap();
-    assert!(cache.lookup(&torn.key()).unwrap().is_some());
+    assert!(cache.index().lookup(&torn.key()).unwrap().is_some());
     drop(cache);
 
     // The machine went down before anything flushed the second layer.
     let cache = LocalCache::open_in_boot(dir.path(), boot("two")).unwrap();
     assert!(
-        cache.lookup(&torn.key()).unwrap().is_none(),
+        cache.index().lookup(&torn.key()).unwrap().is_none(),
         "an entry naming a torn layer survived"
     );
     assert!(
-        !cache.has_layer(&torn_layer),
+        !cache.layers().has(&torn_layer),
         "the torn layer is still there"
     );
     let entry = cache
+        .index()
         .lookup(&settled.key())
         .unwrap()
         .expect("the settled entry is kept");
     assert_eq!(entry.layer, settled_layer);
-    assert!(cache.has_layer(&settled_layer));
+    assert!(cache.layers().has(&settled_layer));
     assert!(!cache.has_unsynced());
     let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
     assert_eq!(
@@ -114,8 +117,8 @@ fn a_torn_log_takes_its_entry_along() {
     assert_eq!(layer, second_layer, "same content, same layer");
     drop(cache);
     let cache = LocalCache::open_in_boot(dir.path(), boot("two")).unwrap();
-    assert!(cache.lookup(&second.key()).unwrap().is_none());
-    assert!(cache.has_layer(&layer), "a settled layer is kept");
+    assert!(cache.index().lookup(&second.key()).unwrap().is_none());
+    assert!(cache.layers().has(&layer), "a settled layer is kept");
 }
 
 #[test]
@@ -127,7 +130,10 @@ fn workspace_blobs_written_after_the_last_flush_are_dropped() {
     let cache = LocalCache::open_in_boot(dir.path(), boot("one")).unwrap();
     let digest = |p: &Path| ContentDigest::from_hash(blake3::hash(&std::fs::read(p).unwrap()));
     cache.note_unsynced_files().unwrap();
-    let old_blob = cache.workspace_blob(&old, &digest(&old), 0o644).unwrap();
+    let old_blob = cache
+        .content()
+        .workspace_blob(&old, &digest(&old), 0o644)
+        .unwrap();
     cache.note_unsynced_files().unwrap();
     cache.settle().unwrap();
     // ctime has one-second granularity on some filesystems.
@@ -135,7 +141,10 @@ fn workspace_blobs_written_after_the_last_flush_are_dropped() {
     let new = src.path().join("new");
     std::fs::write(&new, "new").unwrap();
     cache.note_unsynced_files().unwrap();
-    let new_blob = cache.workspace_blob(&new, &digest(&new), 0o644).unwrap();
+    let new_blob = cache
+        .content()
+        .workspace_blob(&new, &digest(&new), 0o644)
+        .unwrap();
     cache.note_unsynced_files().unwrap();
     drop(cache);
     let cache = LocalCache::open_in_boot(dir.path(), boot("two")).unwrap();
@@ -143,7 +152,10 @@ fn workspace_blobs_written_after_the_last_flush_are_dropped() {
     assert!(!new_blob.exists(), "an unflushed blob survived the crash");
     // It comes back from the workspace when needed.
     assert_eq!(
-        cache.workspace_blob(&new, &digest(&new), 0o644).unwrap(),
+        cache
+            .content()
+            .workspace_blob(&new, &digest(&new), 0o644)
+            .unwrap(),
         new_blob
     );
 }
@@ -157,7 +169,7 @@ fn without_a_known_boot_publishing_flushes_at_once() {
     assert!(!cache.has_unsynced());
     drop(cache);
     let cache = LocalCache::open_in_boot(dir.path(), boot("any")).unwrap();
-    assert!(cache.lookup(&inputs.key()).unwrap().is_some());
+    assert!(cache.index().lookup(&inputs.key()).unwrap().is_some());
 }
 
 #[test]
@@ -186,30 +198,31 @@ fn a_layer_is_trusted_by_its_verification_not_by_its_name() {
     std::fs::create_dir_all(&honest).unwrap();
     std::fs::write(honest.join("out"), "the real output").unwrap();
     let digest = strata_key::tree_digest(&honest).unwrap();
-    let squatter = cache.layer_path(&digest);
+    let squatter = cache.layers().path(&digest);
     std::fs::create_dir_all(&squatter).unwrap();
     std::fs::write(squatter.join("out"), "poison").unwrap();
 
     assert!(
-        !cache.verified_layer(&digest).unwrap(),
+        !cache.layers().verified(&digest).unwrap(),
         "the squatter was trusted"
     );
     assert!(!squatter.exists(), "the squatter was not removed");
     std::fs::create_dir_all(&squatter).unwrap();
     std::fs::write(squatter.join("out"), "poison").unwrap();
-    assert_eq!(cache.commit(&honest).unwrap(), digest);
+    assert_eq!(cache.layers().commit(&honest).unwrap(), digest);
     assert_eq!(
         std::fs::read_to_string(squatter.join("out")).unwrap(),
         "the real output"
     );
     // Verified once: later checks are a lookup, not a hash.
-    assert!(cache.verified_layer(&digest).unwrap());
+    assert!(cache.layers().verified(&digest).unwrap());
 
     // An import that does not unpack to the layer it claims is refused and removed.
-    let import = cache.import_dir().unwrap();
+    let import = cache.layers().import_dir().unwrap();
     std::fs::write(import.join("out"), "something else").unwrap();
     let err = cache
-        .publish_layer(&import, Some(&digest), &Default::default())
+        .layers()
+        .publish(&import, Some(&digest), &Default::default())
         .unwrap_err();
     assert!(err.to_string().contains("does not match its name"), "{err}");
     assert!(!import.exists());

@@ -169,7 +169,9 @@ pub fn pull_image(local: &LocalCache, source: &ImageSource) -> Result<PulledImag
             };
             match pull(local, &fetch, &image.reference_str(), &name) {
                 Ok(pulled) => {
-                    let _ = local.record_image_tag(&name, &pulled.manifest.to_string());
+                    let _ = local
+                        .index()
+                        .record_image_tag(&name, &pulled.manifest.to_string());
                     Ok(pulled)
                 }
                 // No registry: the image as last pulled, if every layer is still here.
@@ -190,8 +192,8 @@ pub fn pull_image(local: &LocalCache, source: &ImageSource) -> Result<PulledImag
 }
 
 fn last_pulled(local: &LocalCache, name: &str) -> Option<PulledImage> {
-    let manifest = local.image_tag(name)?;
-    let (layers, config) = local.image(&manifest).ok()??;
+    let manifest = local.index().image_tag(name)?;
+    let (layers, config) = local.index().image(&manifest).ok()??;
     Some(PulledImage {
         manifest: OciDigest::parse(&manifest)?,
         offline: true,
@@ -256,7 +258,7 @@ fn pull(
         return Err(invalid(name, "its manifest does not match its digest"));
     }
     let manifest_key = digest.to_string();
-    if let Some((layers, config)) = local.image(&manifest_key).map_err(store_err)?
+    if let Some((layers, config)) = local.index().image(&manifest_key).map_err(store_err)?
         && let Ok(config) = serde_json::from_str(&config)
     {
         return Ok(PulledImage {
@@ -294,6 +296,7 @@ fn pull(
             .map(|(desc, diff_id)| {
                 s.spawn(move || -> Result<LayerDigest, ImageError> {
                     if let Some(layer) = local
+                        .index()
                         .layer_for_archive(&desc.digest.to_string())
                         .map_err(store_err)?
                     {
@@ -306,7 +309,7 @@ fn pull(
                                 format!("layer type `{}` is not supported", desc.media_type),
                             )
                         })?;
-                    let dir = local.import_dir().map_err(store_err)?;
+                    let dir = local.layers().import_dir().map_err(store_err)?;
                     let unpack = || -> Result<LayerDigest, ImageError> {
                         let expected = Expected {
                             digest: Some(desc.digest),
@@ -320,9 +323,11 @@ fn pull(
                                     source: Box::new(source),
                                 })?;
                         let layer = local
-                            .publish_layer(&dir, None, &applied.contents)
+                            .layers()
+                            .publish(&dir, None, &applied.contents)
                             .map_err(store_err)?;
                         local
+                            .index()
                             .record_archive(
                                 &layer,
                                 &ArchiveRecord {
@@ -349,6 +354,7 @@ fn pull(
     });
     let layers = layers.into_iter().collect::<Result<Vec<_>, _>>()?;
     local
+        .index()
         .record_image(
             &manifest_key,
             &layers,
