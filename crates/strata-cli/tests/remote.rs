@@ -583,3 +583,86 @@ fn a_task_with_the_cache_off_is_not_run_again_when_the_run_goes_again() {
     assert_eq!(ran, vec!["after", "deps", "notify"], "{:?}", r.events);
     assert_eq!(r.status("notify"), "ran");
 }
+
+/// The bytes under `dir`, counting every file (a server's stored objects and partial uploads).
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn a_shared_cache_dying_mid_upload_fails_nothing_and_leaves_no_entry() {
+    let mut server = Server::s3("strata-ci");
+    let url = format!("s3://strata-ci?endpoint={}", server.endpoint());
+    let f = Fixture::new();
+    let counter = Counter::start();
+    // Incompressible, so the upload takes long enough to be cut in the middle.
+    f.write(
+        "strata.yml",
+        &format!(
+            "tasks:\n  - key: big\n    run: |\n      {}\n      head -c 200000000 /dev/urandom > /opt/big\n",
+            counter.ping("big")
+        ),
+    );
+    let child = f
+        .command(&["run", "--json", "--remote", &url])
+        .env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server once part of the archive has arrived, and before all of it has.
+    let start = std::time::Instant::now();
+    let mut seen = 0;
+    while start.elapsed() < std::time::Duration::from_secs(120) {
+        seen = bytes_under(server.data_dir());
+        if seen > 32_000_000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        (32_000_000..190_000_000).contains(&seen),
+        "the server must be killed mid-upload (it held {seen} bytes)"
+    );
+    server.kill();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{events:?}");
+    let warnings: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    // One warning, naming the shared cache and the cause, not the local cache.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(&server.host()), "{warnings:?}");
+    assert!(!warnings[0].contains("X-Amz-Signature"), "{warnings:?}");
+    assert!(!warnings[0].contains("local cache"), "{warnings:?}");
+    assert_eq!(counter.take(), vec!["big"]);
+    // The local entry is whole.
+    let r = f.run(&[]);
+    assert_eq!(r.event("task-cached", "big").unwrap()["from"], "local");
+    // The shared cache holds no entry: a fresh machine builds the task, and the run passes.
+    server.restart();
+    let b = Machine::new();
+    let r = run(&f, b.cache.path(), &url, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("big"), "ran", "{:?}", r.events);
+    assert_eq!(counter.take(), vec!["big"]);
+}

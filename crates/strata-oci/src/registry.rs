@@ -19,7 +19,7 @@ pub enum RegistryError {
     Unreachable {
         registry: String,
         #[source]
-        source: Box<ureq::Transport>,
+        source: crate::retry::TransportFailure,
     },
     #[error("registry refused {method} {url}: HTTP {status} {body}")]
     Status {
@@ -155,7 +155,7 @@ impl Registry {
                 Err(ureq::Error::Transport(t)) => {
                     return Err(RegistryError::Unreachable {
                         registry: self.host.clone(),
-                        source: Box::new(t),
+                        source: crate::retry::TransportFailure::new(&t),
                     });
                 }
             }
@@ -193,7 +193,7 @@ impl Registry {
         let resp = req.call().map_err(|e| match e {
             ureq::Error::Transport(t) => RegistryError::Unreachable {
                 registry: realm.clone(),
-                source: Box::new(t),
+                source: crate::retry::TransportFailure::new(&t),
             },
             ureq::Error::Status(..) => auth_err(),
         })?;

@@ -191,6 +191,11 @@ impl Server {
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Where the server keeps what it stores (for tests that watch an upload arrive).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// Sets the AWS variables the S3 backend reads to the test server's credentials.

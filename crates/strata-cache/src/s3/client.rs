@@ -32,7 +32,7 @@ impl Client {
         match e {
             ureq::Error::Transport(t) => BackendError::Unreachable {
                 location: self.location.clone(),
-                message: t.to_string(),
+                message: strata_oci::retry::TransportFailure::new(&t).to_string(),
             },
             ureq::Error::Status(code, resp) => {
                 let body: String = resp
