@@ -14,7 +14,7 @@ fn main() {
         &prefix,
         "us-east-1",
         true,
-        rusty_s3::Credentials::from_env(),
+        strata_cache::CredentialChain::new(strata_cache::Environment::of_process()),
     )
     .expect("backend");
     let digest = strata_oci::OciDigest::parse(&digest).expect("DIGEST");

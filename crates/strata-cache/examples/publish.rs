@@ -16,7 +16,7 @@ fn main() {
             &prefix,
             "us-east-1",
             true,
-            rusty_s3::Credentials::from_env(),
+            strata_cache::CredentialChain::new(strata_cache::Environment::of_process()),
         )
         .unwrap();
         // File, then one PUT.
@@ -37,7 +37,7 @@ fn main() {
             &format!("{prefix}-s"),
             "us-east-1",
             true,
-            rusty_s3::Credentials::from_env(),
+            strata_cache::CredentialChain::new(strata_cache::Environment::of_process()),
         )
         .unwrap();
         let t = std::time::Instant::now();

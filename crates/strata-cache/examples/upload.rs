@@ -9,7 +9,7 @@ fn main() {
         "up",
         "us-east-1",
         true,
-        rusty_s3::Credentials::from_env(),
+        strata_cache::CredentialChain::new(strata_cache::Environment::of_process()),
     )
     .unwrap();
     let t = std::time::Instant::now();

@@ -33,7 +33,7 @@ pub use dir::DirBackend;
 pub use entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, EntrySignature, RemoteEntry};
 pub use gc::{RemotePruneOptions, RemotePruneReport, prune_remote};
 pub use registry::RegistryBackend;
-pub use s3::S3Backend;
+pub use s3::{AwsCredentials, CredentialChain, CredentialError, Environment, S3Backend};
 pub use signing::{
     KeyError, PublicKey, SigningKey, Untrusted, parse_public_keys, parse_signing_keys, signed_form,
     verify_entry,

@@ -2,7 +2,8 @@
 //! an absolute path), each optionally followed by `,ro` (read only) or `,rw`.
 //!
 //! For S3, the endpoint and region come from the URL's query (`?endpoint=...&region=...`), else
-//! from `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` and `AWS_REGION` / `AWS_DEFAULT_REGION`, as the
+//! from `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, and the region from `AWS_REGION` /
+//! `AWS_DEFAULT_REGION`, the profile's `region`, or (for AWS itself) the instance metadata, as the
 //! AWS tools take them; a custom endpoint is addressed path-style (what self-hosted servers
 //! expect), AWS itself virtual-host-style.
 
@@ -91,11 +92,13 @@ pub fn open_backend(spec: &RemoteSpec) -> Result<Box<dyn CacheBackend>, SpecErro
                 .iter()
                 .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
         };
-        let region = param("region")
-            .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
-            .unwrap_or_else(|| "us-east-1".to_string());
+        let aws = crate::s3::Environment::of_process();
         let custom =
             param("endpoint").or_else(|| env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
+        // The instance's region only for AWS itself: a self-hosted S3 needs none.
+        let region = param("region")
+            .or_else(|| aws.region(custom.is_none()))
+            .unwrap_or_else(|| "us-east-1".to_string());
         let path_style = match param("style").as_deref() {
             Some("path") => true,
             Some("virtual") => false,
@@ -103,7 +106,7 @@ pub fn open_backend(spec: &RemoteSpec) -> Result<Box<dyn CacheBackend>, SpecErro
             None => custom.is_some(),
         };
         let endpoint = custom.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-        let credentials = rusty_s3::Credentials::from_env();
+        let credentials = crate::s3::CredentialChain::new(aws);
         Box::new(
             S3Backend::new(
                 &endpoint,

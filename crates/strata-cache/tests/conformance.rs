@@ -43,10 +43,10 @@ fn s3_backend(endpoint: &str) -> S3Backend {
         "strata/test",
         "us-east-1",
         true,
-        Some(rusty_s3::Credentials::new(
+        strata_cache::CredentialChain::with_keys(
             strata_testkit::S3_ACCESS_KEY,
             strata_testkit::S3_SECRET_KEY,
-        )),
+        ),
     )
     .unwrap()
 }

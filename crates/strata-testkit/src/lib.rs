@@ -115,6 +115,37 @@ impl Server {
         Server::spawn(bin, args, port, dir)
     }
 
+    /// moto in server mode (AWS's APIs on loopback: STS, S3, IAM; no authentication), its
+    /// request log (every request line, with its query) kept for [`Server::log`].
+    pub fn moto() -> Server {
+        let bin = find_binary("moto_server");
+        let dir = tempfile::Builder::new()
+            .prefix("strata-moto-")
+            .tempdir_in(base_dir())
+            .expect("temp dir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("log")).expect("moto log");
+        let mut child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start moto_server: {e}"));
+        wait_for_port(port, &mut child, "moto_server");
+        Server {
+            child,
+            program: bin,
+            args: Vec::new(),
+            port,
+            dir,
+        }
+    }
+
+    /// What a server started with a log ([`Server::moto`]) has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
     /// Debian's `docker-registry` (distribution 2.8) on loopback, storing in a temp dir.
     pub fn registry() -> Server {
         Server::registry_with(None)
@@ -247,4 +278,130 @@ pub fn scripted_http(
         seen
     });
     (endpoint, handle)
+}
+
+/// A request as [`HttpServer`] saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// The path with its query.
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Handler = dyn Fn(&Request) -> (u16, String) + Send + Sync;
+
+/// A small HTTP/1.1 server on loopback answering every request with `handler`, for endpoints
+/// no packaged server provides (a cloud's metadata service); stopped when dropped.
+pub struct HttpServer {
+    endpoint: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    pub fn start(
+        handler: impl Fn(&Request) -> (u16, String) + Send + Sync + 'static,
+    ) -> HttpServer {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local address"));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handler: std::sync::Arc<Handler> = std::sync::Arc::new(handler);
+        let thread = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    if let Some(request) = serve_one(stream, handler.as_ref()) {
+                        seen.lock().expect("requests lock").push(request);
+                    }
+                }
+            })
+        };
+        HttpServer {
+            endpoint,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Every request answered so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.seen.lock().expect("requests lock").clone()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(self.endpoint.trim_start_matches("http://"));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(stream: TcpStream, handler: &Handler) -> Option<Request> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = header.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let request = Request {
+        method,
+        path,
+        headers,
+        body,
+    };
+    let (status, reply) = handler(&request);
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    Some(request)
 }

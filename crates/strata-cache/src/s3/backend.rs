@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use rusty_s3::{Bucket, Credentials, UrlStyle};
+use rusty_s3::{Bucket, UrlStyle};
 use strata_key::CacheKey;
 use strata_oci::{DigestReader, OciDigest};
 
@@ -78,7 +78,7 @@ impl S3Backend {
         prefix: &str,
         region: &str,
         path_style: bool,
-        credentials: Option<Credentials>,
+        credentials: super::CredentialChain,
     ) -> Result<S3Backend, String> {
         let url = url::Url::parse(endpoint).map_err(|e| format!("endpoint `{endpoint}`: {e}"))?;
         let style = if path_style {
@@ -100,7 +100,7 @@ impl S3Backend {
         Ok(S3Backend {
             client: Client {
                 bucket: bucket_handle,
-                credentials,
+                credentials: std::sync::Arc::new(credentials),
                 agent,
                 location,
             },
@@ -132,7 +132,7 @@ impl CacheBackend for S3Backend {
         match self
             .client
             .agent
-            .put(&self.client.put_url(&object))
+            .put(&self.client.put_url(&object)?)
             .set("If-None-Match", "*")
             .set("Content-Type", "application/json")
             .send_bytes(&entry.to_json())

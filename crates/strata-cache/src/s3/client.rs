@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use rusty_s3::{Bucket, Credentials, S3Action};
+
+use super::credentials::CredentialChain;
 
 use strata_oci::retry::{transient, with_retries};
 
@@ -13,7 +17,7 @@ const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
 #[derive(Clone)]
 pub(super) struct Client {
     pub bucket: Bucket,
-    pub credentials: Option<Credentials>,
+    pub credentials: Arc<CredentialChain>,
     pub agent: ureq::Agent,
     /// `s3://bucket/prefix`, for messages.
     pub location: String,
@@ -24,8 +28,21 @@ impl Client {
         action.sign(SIGNATURE_LIFETIME).to_string()
     }
 
-    pub fn put_url(&self, object: &str) -> String {
-        self.sign(self.bucket.put_object(self.credentials.as_ref(), object))
+    /// The keys to sign the next request with (`None`: unsigned). A chain that finds none it
+    /// can use makes the cache unreachable for this run, like a server that cannot be reached.
+    pub fn keys(&self) -> Result<Option<Credentials>, BackendError> {
+        self.credentials
+            .current()
+            .map(|c| c.map(|c| c.signing()))
+            .map_err(|e| BackendError::Unreachable {
+                location: self.location.clone(),
+                message: format!("no usable S3 credentials: {e}"),
+            })
+    }
+
+    pub fn put_url(&self, object: &str) -> Result<String, BackendError> {
+        let keys = self.keys()?;
+        Ok(self.sign(self.bucket.put_object(keys.as_ref(), object)))
     }
 
     pub fn error(&self, action: &str, e: ureq::Error) -> BackendError {
@@ -70,7 +87,8 @@ impl Client {
 
     /// HEAD: whether the object exists.
     pub fn exists(&self, object: &str, action: &str) -> Result<bool, BackendError> {
-        let url = self.sign(self.bucket.head_object(self.credentials.as_ref(), object));
+        let keys = self.keys()?;
+        let url = self.sign(self.bucket.head_object(keys.as_ref(), object));
         match self.call(|| self.agent.head(&url), None).map_err(|e| *e) {
             Ok(_) => Ok(true),
             Err(ureq::Error::Status(404, _)) => Ok(false),
@@ -79,7 +97,8 @@ impl Client {
     }
 
     pub fn get(&self, object: &str, action: &str) -> Result<Option<ureq::Response>, BackendError> {
-        let url = self.sign(self.bucket.get_object(self.credentials.as_ref(), object));
+        let keys = self.keys()?;
+        let url = self.sign(self.bucket.get_object(keys.as_ref(), object));
         match self.call(|| self.agent.get(&url), None).map_err(|e| *e) {
             Ok(resp) => Ok(Some(resp)),
             Err(ureq::Error::Status(404, _)) => Ok(None),
@@ -89,7 +108,7 @@ impl Client {
 
     /// Stores `bytes` as one object, trying again after a transient failure.
     pub fn put_bytes(&self, object: &str, bytes: &[u8], action: &str) -> Result<(), BackendError> {
-        let url = self.put_url(object);
+        let url = self.put_url(object)?;
         let put = || {
             self.agent
                 .put(&url)
@@ -110,7 +129,7 @@ impl Client {
         action: &str,
     ) -> Result<(), BackendError> {
         self.agent
-            .put(&self.put_url(object))
+            .put(&self.put_url(object)?)
             .set("Content-Length", &size.to_string())
             .set("Content-Type", "application/octet-stream")
             .send(content)
@@ -126,7 +145,8 @@ impl Client {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut action = self.bucket.list_objects_v2(self.credentials.as_ref());
+            let keys = self.keys()?;
+            let mut action = self.bucket.list_objects_v2(keys.as_ref());
             action.with_prefix(prefix);
             if let Some(t) = &token {
                 action.with_continuation_token(t.clone());
@@ -167,7 +187,8 @@ impl Client {
 
     /// Deletes an object; one already gone is fine.
     pub fn delete_object(&self, object: &str, action: &str) -> Result<(), BackendError> {
-        let url = self.sign(self.bucket.delete_object(self.credentials.as_ref(), object));
+        let keys = self.keys()?;
+        let url = self.sign(self.bucket.delete_object(keys.as_ref(), object));
         match self.call(|| self.agent.delete(&url), None).map_err(|e| *e) {
             Ok(_) | Err(ureq::Error::Status(404, _)) => Ok(()),
             Err(e) => Err(self.error(action, e)),
@@ -176,7 +197,10 @@ impl Client {
 
     /// Deletes an object, best effort: for cleaning up after an upload that did not finish.
     pub fn delete(&self, object: &str) {
-        let url = self.sign(self.bucket.delete_object(self.credentials.as_ref(), object));
+        let Ok(keys) = self.keys() else {
+            return;
+        };
+        let url = self.sign(self.bucket.delete_object(keys.as_ref(), object));
         let _ = self.call(|| self.agent.delete(&url), None);
     }
 }
@@ -205,7 +229,10 @@ fn unescape(text: &str) -> String {
 
 /// An S3 timestamp (`2026-12-01T19:45:03.000Z`, RFC 3339 in UTC).
 pub(super) fn parse_time(text: &str) -> Option<std::time::SystemTime> {
-    let text = text.trim().strip_suffix('Z')?;
+    let text = text.trim();
+    let text = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))?;
     let (date, time) = text.split_once('T')?;
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
@@ -240,7 +267,7 @@ mod tests {
         let url = url::Url::parse(endpoint).unwrap();
         Client {
             bucket: Bucket::new(url, rusty_s3::UrlStyle::Path, "b", "us-east-1").unwrap(),
-            credentials: None,
+            credentials: Arc::new(CredentialChain::fixed(None)),
             agent: ureq::AgentBuilder::new().build(),
             location: "s3://b".into(),
         }

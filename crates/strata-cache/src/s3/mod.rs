@@ -7,8 +7,9 @@
 //! <prefix>/chunks/<upload>/<n>         the chunks of streamed blobs
 //! ```
 //!
-//! Requests are presigned (SigV4) and sent with a plain HTTP client. Credentials come from the
-//! standard variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`); with
+//! Requests are presigned (SigV4) and sent with a plain HTTP client. Credentials are found where
+//! the AWS SDKs find them (`credentials.rs`: environment, web identity, shared files and
+//! profiles, container credentials, instance metadata) and refreshed before they expire; with
 //! none, requests go unsigned (a public bucket). Entries are written with `If-None-Match: *`
 //! after checking that the key is free, so the first writer wins on servers that honour the
 //! condition; on one that does not, a later writer replaces the entry with another complete one
@@ -16,6 +17,8 @@
 
 mod backend;
 mod client;
+mod credentials;
 mod stream;
 
 pub use backend::S3Backend;
+pub use credentials::{AwsCredentials, CredentialChain, CredentialError, Environment};

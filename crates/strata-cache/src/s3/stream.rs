@@ -294,7 +294,7 @@ impl BlobUpload for StreamedBlob {
                 })
                 .collect(),
         };
-        let url = self.client.put_url(&self.names.chunk_list(digest));
+        let url = self.client.put_url(&self.names.chunk_list(digest))?;
         let body = serde_json::to_vec(&list).expect("chunk lists serialize");
         match self
             .client
