@@ -11,6 +11,7 @@
 //! archives are unpacked and when the result is published.
 
 mod archive;
+mod auth;
 mod digest;
 mod image;
 mod layout;
@@ -21,6 +22,10 @@ pub mod retry;
 pub use archive::{
     AppliedLayer, ApplyError, ArchiveError, Compression, Expected, LayerArchive, apply_layer,
     write_layer,
+};
+pub use auth::{
+    AuthEnvironment, CredentialError as RegistryCredentialError, RegistryCredential,
+    credentials_for,
 };
 pub use digest::{DigestReader, DigestWriter, OciDigest};
 pub use image::{

@@ -7,7 +7,9 @@
 //! [`RegistryError::Status`].
 
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+use crate::auth::{AuthEnvironment, CredentialError, RegistryCredential};
 use std::time::Duration;
 
 use crate::digest::OciDigest;
@@ -38,6 +40,12 @@ pub enum RegistryError {
         "registry {registry} wants credentials ({challenge}): set STRATA_REGISTRY_USERNAME and STRATA_REGISTRY_PASSWORD, or log in with `docker login`"
     )]
     Auth { registry: String, challenge: String },
+    #[error("failed to get credentials for registry {registry}")]
+    Credentials {
+        registry: String,
+        #[source]
+        source: CredentialError,
+    },
 }
 
 /// A manifest as fetched: its media type, bytes and digest.
@@ -63,15 +71,17 @@ pub struct Registry {
     host: String,
     base: String,
     agent: ureq::Agent,
-    credentials: Option<(String, String)>,
+    env: AuthEnvironment,
+    /// Looked up at the first challenge (`crate::auth`): a credential helper is a process.
+    credentials: OnceLock<Result<Option<RegistryCredential>, CredentialError>>,
     /// The `Authorization` header value that last worked.
     auth: Mutex<Option<String>>,
 }
 
 impl Registry {
     /// A client for `host[:port]`. Plain HTTP is used for loopback hosts and for hosts listed in
-    /// `$STRATA_INSECURE_REGISTRIES` (comma-separated); HTTPS otherwise. Credentials come from
-    /// `$STRATA_REGISTRY_USERNAME`/`$STRATA_REGISTRY_PASSWORD`, else from Docker's config file.
+    /// `$STRATA_INSECURE_REGISTRIES` (comma-separated); HTTPS otherwise. Credentials are found
+    /// as docker and podman find them (`crate::auth`).
     pub fn new(host: &str) -> Registry {
         let insecure = is_loopback(host)
             || std::env::var("STRATA_INSECURE_REGISTRIES")
@@ -87,7 +97,8 @@ impl Registry {
             host: host.to_string(),
             base: format!("{scheme}://{host}"),
             agent,
-            credentials: credentials_for(host),
+            env: AuthEnvironment::of_process(),
+            credentials: OnceLock::new(),
             auth: Mutex::new(None),
         }
     }
@@ -168,10 +179,21 @@ impl Registry {
             registry: self.host.clone(),
             challenge: challenge.to_string(),
         };
-        let basic = self
+        let credentials = self
             .credentials
-            .as_ref()
-            .map(|(u, p)| format!("Basic {}", base64_encode(format!("{u}:{p}").as_bytes())));
+            .get_or_init(|| crate::auth::credentials_for(&self.env, &self.host))
+            .clone()
+            .map_err(|source| RegistryError::Credentials {
+                registry: self.host.clone(),
+                source,
+            })?;
+        let basic = match &credentials {
+            Some(RegistryCredential::Basic { username, password }) => Some(format!(
+                "Basic {}",
+                base64_encode(format!("{username}:{password}").as_bytes())
+            )),
+            _ => None,
+        };
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
         if scheme.eq_ignore_ascii_case("basic") {
             return basic.ok_or_else(auth_err);
@@ -181,16 +203,35 @@ impl Registry {
         }
         let params = parse_challenge(params);
         let realm = params.get("realm").ok_or_else(auth_err)?;
-        let mut req = self.agent.get(realm);
-        for key in ["service", "scope"] {
-            if let Some(v) = params.get(key) {
-                req = req.query(key, v);
+        let req = match &credentials {
+            // An identity token is a refresh token: exchanged with an OAuth2 POST, as docker does.
+            Some(RegistryCredential::IdentityToken(token)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "strata"),
+                    ("refresh_token", token.as_str()),
+                ];
+                for key in ["service", "scope"] {
+                    if let Some(v) = params.get(key) {
+                        form.push((key, v.as_str()));
+                    }
+                }
+                self.agent.post(realm).send_form(&form)
             }
-        }
-        if let Some(basic) = &basic {
-            req = req.set("Authorization", basic);
-        }
-        let resp = req.call().map_err(|e| match e {
+            _ => {
+                let mut req = self.agent.get(realm);
+                for key in ["service", "scope"] {
+                    if let Some(v) = params.get(key) {
+                        req = req.query(key, v);
+                    }
+                }
+                if let Some(basic) = &basic {
+                    req = req.set("Authorization", basic);
+                }
+                req.call()
+            }
+        };
+        let resp = req.map_err(|e| match e {
             ureq::Error::Transport(t) => RegistryError::Unreachable {
                 registry: realm.clone(),
                 source: crate::retry::TransportFailure::new(&t),
@@ -466,33 +507,6 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.starts_with("127.") || name == "[::1]"
 }
 
-/// `user:password` for a registry host from the environment or Docker's config file.
-fn credentials_for(host: &str) -> Option<(String, String)> {
-    if let (Ok(u), Ok(p)) = (
-        std::env::var("STRATA_REGISTRY_USERNAME"),
-        std::env::var("STRATA_REGISTRY_PASSWORD"),
-    ) {
-        return Some((u, p));
-    }
-    let dir = std::env::var_os("DOCKER_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
-    let auths = config.get("auths")?.as_object()?;
-    let entry = auths
-        .iter()
-        .find(|(k, _)| {
-            k.trim_start_matches("https://")
-                .trim_start_matches("http://")
-                == host
-        })?
-        .1;
-    let decoded = base64_decode(entry.get("auth")?.as_str()?)?;
-    let (u, p) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
-}
-
 fn parse_challenge(params: &str) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
     let mut rest = params.trim();
@@ -538,7 +552,7 @@ fn base64_encode(input: &[u8]) -> String {
     out
 }
 
-fn base64_decode(input: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(input: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut acc = 0u32;
     let mut bits = 0;

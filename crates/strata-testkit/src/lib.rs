@@ -156,7 +156,35 @@ impl Server {
         Server::registry_with(Some((user, password)))
     }
 
+    /// The same, with token authentication as Docker Hub and GHCR do it: a client is sent to
+    /// `realm` for a bearer token of `service`, which the registry accepts if it is signed by
+    /// the certificate in `root_cert` (PEM) and issued by `issuer`.
+    pub fn registry_with_token_auth(realm: &str, issuer: &str, root_cert: &Path) -> Server {
+        Server::registry_with_config(|_| {
+            format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: strata-registry\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+                root_cert.display()
+            )
+        })
+    }
+
     fn registry_with(auth: Option<(&str, &str)>) -> Server {
+        Server::registry_with_config(|dir| {
+            let Some((user, password)) = auth else {
+                return String::new();
+            };
+            let htpasswd = dir.join("htpasswd");
+            let hash = bcrypt::hash(password, 5).expect("bcrypt");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+            format!(
+                "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
+                htpasswd.display()
+            )
+        })
+    }
+
+    /// `auth` gives the `auth:` section of the configuration, given the server's directory.
+    fn registry_with_config(auth: impl FnOnce(&Path) -> String) -> Server {
         let bin = find_binary("docker-registry");
         let dir = tempfile::Builder::new()
             .prefix("strata-registry-")
@@ -168,15 +196,7 @@ impl Server {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
-        if let Some((user, password)) = auth {
-            let htpasswd = dir.path().join("htpasswd");
-            let hash = bcrypt::hash(password, 5).expect("bcrypt");
-            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
-            text.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
+        text.push_str(&auth(dir.path()));
         std::fs::write(&config, text).expect("registry config");
         Server::spawn(
             bin,
