@@ -450,6 +450,7 @@ fn options(
         targets: targets.into_iter().map(TaskName::new).collect(),
         no_cache: false,
         fail_fast: false,
+        require_cached_parents: false,
         workspace,
         exe: std::env::current_exe().map_err(|e| CliError::internal(&e))?,
         pass_env: passed_env(args)?,
@@ -477,15 +478,28 @@ fn print_notes(pipeline: &Pipeline) {
     }
 }
 
+/// The flags of `strata run` beyond the pipeline and its targets.
+pub(crate) struct RunFlags {
+    pub no_cache: bool,
+    pub fail_fast: bool,
+    pub jobs: Option<usize>,
+    pub json: bool,
+    pub require_cached_parents: bool,
+}
+
 pub(crate) fn run(
     file: Option<PathBuf>,
     args: &PipelineArgs,
     targets: Vec<String>,
-    no_cache: bool,
-    fail_fast: bool,
-    jobs: Option<usize>,
-    json: bool,
+    flags: RunFlags,
 ) -> CliResult {
+    let RunFlags {
+        no_cache,
+        fail_fast,
+        jobs,
+        json,
+        require_cached_parents,
+    } = flags;
     let session = open(file, args, &targets, true)?;
     if let Some(message) = session.pipeline.unsupported_report() {
         return Err(CliError::bad_input(format!(
@@ -499,6 +513,7 @@ pub(crate) fn run(
     let mut opts = options(&session.pipeline, args, targets)?;
     opts.no_cache = no_cache;
     opts.fail_fast = fail_fast;
+    opts.require_cached_parents = require_cached_parents;
     if let Some(j) = jobs {
         opts.jobs = j.max(1);
     }
@@ -652,11 +667,49 @@ pub(crate) fn plan(
     args: &PipelineArgs,
     targets: Vec<String>,
     json: bool,
+    format: Option<&str>,
 ) -> CliResult {
+    let json = match format {
+        None | Some("text") => json,
+        Some("json") => true,
+        Some("github-actions") => {
+            if !targets.is_empty() {
+                return Err(CliError::bad_input(
+                    "error: --format github-actions writes a job for every task; leave out --target"
+                        .to_string(),
+                ));
+            }
+            let dir = args
+                .cache_dir
+                .clone()
+                .unwrap_or_else(strata_store::default_cache_dir);
+            let given = file.clone();
+            let pipeline = load(file, &args.packages, Some(&dir), args.workspace.as_deref())?;
+            // The file as the workflow's jobs name it: relative to the repository (the
+            // checkout's top), as given otherwise.
+            let shown =
+                strata_engine::git_toplevel(pipeline.path.parent().unwrap_or(Path::new(".")))
+                    .and_then(|top| pipeline.path.strip_prefix(top).ok().map(Path::to_path_buf))
+                    .or(given)
+                    .unwrap_or_else(|| pipeline.path.clone());
+            print!(
+                "{}",
+                crate::fanout::github_actions(&pipeline, &shown.display().to_string())
+            );
+            return Ok(0);
+        }
+        Some(other) => {
+            return Err(CliError::bad_input(format!(
+                "error: unknown plan format `{other}` (text, json or github-actions)"
+            )));
+        }
+    };
     let session = open(file, args, &targets, true)?;
     let ctx = context(&session, args, targets)?;
     let planned = strata_engine::plan(&ctx, &WarningsOnly);
     if json {
+        let jobs = crate::fanout::jobs(&session.pipeline);
+        let job_of = |task: &str| jobs.iter().find(|j| j.tasks.iter().any(|t| t == task));
         let rows: Vec<serde_json::Value> = planned
             .iter()
             .map(|p| {
@@ -681,6 +734,8 @@ pub(crate) fn plan(
                     "because": if matches!(p.status, PlanStatus::SkippedByCondition { .. }) { parent.clone() } else { None },
                     "from": if matches!(p.status, PlanStatus::RemoteHit { .. }) { parent } else { None },
                     "uses": session.pipeline.task(&p.task).map(|t| t.uses.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
+                    "needs": session.pipeline.task(&p.task).map(|t| t.dependencies().map(|u| u.to_string()).collect::<std::collections::BTreeSet<_>>()),
+                    "job": job_of(&p.task).map(|j| serde_json::json!({"id": j.id, "needs": j.needs})),
                     "workspace_files": p.workspace_files,
                 })
             })

@@ -10,6 +10,7 @@
 
 mod cache;
 mod commands;
+mod fanout;
 mod remote_prune;
 mod reporter;
 mod signing;
@@ -95,6 +96,10 @@ enum Command {
         /// How many tasks run at once (default: the number of CPUs).
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
+        /// Fail instead of building a task that is not a target and is in no cache (a parent
+        /// whose job has not published it yet); tasks with the cache off still run.
+        #[arg(long)]
+        require_cached_parents: bool,
         /// Print one JSON event per line instead of the terminal display.
         #[arg(long)]
         json: bool,
@@ -113,8 +118,13 @@ enum Command {
         pipeline: PipelineArgs,
         #[arg(long = "target", short = 't', value_name = "TASK")]
         targets: Vec<String>,
+        /// The same as `--format json`.
         #[arg(long)]
         json: bool,
+        /// `text` (the default), `json` (the tasks, keys and graph, for other schedulers), or
+        /// `github-actions` (a workflow with one job per task; reads no cache).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
     },
     /// Explain why a task would run: which inputs changed since its latest cache entry.
     Explain {
@@ -212,7 +222,19 @@ fn main() -> ExitCode {
             fail_fast,
             jobs,
             json,
-        } => commands::run(file, &pipeline, targets, no_cache, fail_fast, jobs, json),
+            require_cached_parents,
+        } => commands::run(
+            file,
+            &pipeline,
+            targets,
+            commands::RunFlags {
+                no_cache,
+                fail_fast,
+                jobs,
+                json,
+                require_cached_parents,
+            },
+        ),
         Command::Check { file, packages } => commands::check(file, &packages),
         Command::Cache(command) => cache::cache(command),
         Command::SettleCache { dir } => commands::settle_cache(&dir),
@@ -221,7 +243,8 @@ fn main() -> ExitCode {
             pipeline,
             targets,
             json,
-        } => commands::plan(file, &pipeline, targets, json),
+            format,
+        } => commands::plan(file, &pipeline, targets, json, format.as_deref()),
         Command::Explain {
             file,
             task,

@@ -58,6 +58,9 @@ pub struct RunOptions {
     pub targets: Vec<TaskName>,
     pub no_cache: bool,
     pub fail_fast: bool,
+    /// A task that is not a target (nor one of a target call's tasks) and is in no cache fails
+    /// instead of running: for fan-out, where its own job builds it (`--require-cached-parents`).
+    pub require_cached_parents: bool,
     /// The workspace directory (by default the pipeline file's directory).
     pub workspace: PathBuf,
     /// The `strata` binary, re-executed as the sandbox helper.

@@ -288,6 +288,26 @@ pub(crate) fn execute<'scope, 'env>(
         }
         return TaskOutcome::Cached { result, key, saved };
     }
+    if ctx.options.require_cached_parents
+        && resolved.cache.enabled
+        && !ctx.options.no_cache
+        && !is_target(ctx, task)
+    {
+        reporter.event(&Event::failed_early(
+            task.name.to_string(),
+            format!(
+                "`{}` is in no cache, and --require-cached-parents forbids building it here: run the job that builds it first (its key is {})",
+                task.name,
+                key.short()
+            ),
+        ));
+        return TaskOutcome::Failed {
+            key,
+            duration: Duration::ZERO,
+            used: TaskUsage::default(),
+            internal: false,
+        };
+    }
     let start = Instant::now();
     let mut used = TaskUsage::default();
     match run_in_sandbox(ctx, task, &resolved, reporter, start, scope, &mut used) {
@@ -871,6 +891,18 @@ fn read_errors(dir: &Path) -> Vec<String> {
         .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// Whether the run was asked for this task: a target, or a task of a target call.
+fn is_target(ctx: &RunContext<'_>, task: &Task) -> bool {
+    let name = task.name.as_str();
+    ctx.options.targets.iter().any(|t| {
+        let t = t.as_str();
+        name == t
+            || name
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
 }
 
 fn sees_workspace(ctx: &RunContext<'_>, task: &Task) -> bool {
