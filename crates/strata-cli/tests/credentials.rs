@@ -310,3 +310,72 @@ fn web_identity_is_exchanged_with_sts_and_its_keys_sign_the_requests() {
         "{signed:?}"
     );
 }
+
+#[test]
+fn static_keys_in_the_shared_credentials_file() {
+    let server = Server::s3("strata-ci");
+    let f = Fixture::new();
+    let counter = Counter::start();
+    pipeline(&f, &counter, 0);
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("creds");
+    std::fs::write(
+        &file,
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[ci]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            strata_testkit::S3_ACCESS_KEY,
+            strata_testkit::S3_SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let vars = [
+        ("AWS_SHARED_CREDENTIALS_FILE", file.to_str().unwrap()),
+        ("AWS_PROFILE", "ci"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    assert_shared(&f, &counter, &s3_url(&server), home.path(), &vars);
+}
+
+#[test]
+fn a_profile_with_a_role_and_a_web_identity_token_file() {
+    let moto = Server::moto();
+    let endpoint = moto.endpoint();
+    let created = Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("{endpoint}/strata-ci")])
+        .status()
+        .unwrap();
+    assert!(created.success(), "create the bucket in moto");
+    let f = Fixture::new();
+    let counter = Counter::start();
+    pipeline(&f, &counter, 0);
+    let home = tempfile::tempdir().unwrap();
+    let token_file = home.path().join("eks-token");
+    std::fs::write(
+        &token_file,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2ln",
+    )
+    .unwrap();
+    std::fs::create_dir(home.path().join(".aws")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/config"),
+        format!(
+            "[profile ci]\nrole_arn = arn:aws:iam::123456789012:role/from-profile\nweb_identity_token_file = {}\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let url = format!("s3://strata-ci?endpoint={endpoint}");
+    let vars = [
+        ("AWS_PROFILE", "ci"),
+        ("AWS_ENDPOINT_URL_STS", endpoint.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    assert_shared(&f, &counter, &url, home.path(), &vars);
+    assert!(
+        moto.log()
+            .lines()
+            .any(|l| l.contains("/strata-ci/") && l.contains("X-Amz-Credential=ASIA")),
+        "{}",
+        moto.log()
+    );
+}
