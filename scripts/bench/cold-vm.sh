@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# The cold-VM run (issue 13): what an ephemeral CI machine pays. A pipeline whose toolchain
+# (the 45k-file, ~650 MB tree) and dependency layers are in the shared cache (S3 on loopback),
+# a fresh clone of a 100k-file workspace, an empty local cache, and one commit that makes only
+# the last two tasks run. Side by side, interleaved round by round:
+#
+#   cold     strata run on the fresh clone with an empty local cache
+#   warm     the same commit with the local cache of the machine that ran the previous one
+#   by hand  what a user does today: curl | zstd -d | tar -x of each layer the two tasks need,
+#            then their commands
+#   floor    downloading the bytes that must move (curl > /dev/null) plus the commands' own time
+#
+# and where strata's cold time goes (from its --json events). The clone is the same for every
+# variant and is timed on its own. Everything lives on a loop-mounted ext4, as in `run`.
+#
+#   sudo scripts/bench/cold-vm.sh [ROUNDS]      (default 3; needs root, s3s-fs, zstd, curl, git)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-3}
+# STRATA_BENCH_SCALE shrinks both trees for a quick check of the script itself (figures at 1).
+scale=${STRATA_BENCH_SCALE:-1}
+[ "$(id -u)" -eq 0 ] || { echo "scripts/bench/cold-vm.sh: needs root" >&2; exit 1; }
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked --features binary
+cargo build --release --quiet
+strata=$PWD/target/release/strata
+gen=$PWD/scripts/bench/gen-tree.py
+
+img=/var/tmp/strata-bench-cold.img
+mnt=/var/tmp/strata-bench-cold
+cleanup() {
+    [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
+    while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done
+    umount "$mnt" 2>/dev/null || true
+    rm -f "$img"
+}
+trap cleanup EXIT
+mkdir -p "$mnt"
+umount "$mnt" 2>/dev/null || true
+rm -f "$img"
+truncate -s 24G "$img"
+mkfs.ext4 -q -F "$img"
+mount -o loop "$img" "$mnt"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$mnt/s3/bench"
+s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench-secret "$mnt/s3" \
+    >/dev/null 2>&1 &
+s3pid=$!
+for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true
+endpoint=http://127.0.0.1:$port
+remote="s3://bench/cold?endpoint=$endpoint"
+sig=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench-secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+
+now() { date +%s%N; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+declare -A S
+add() { S[$1]="${S[$1]:-} $2"; }
+med() { printf '%s\n' ${S[$1]} | median; }
+settled() { while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done; }
+ratio() { echo "scale=3; $1 / $2" | bc | sed 's/^\./0./'; }
+
+# --- The repository ---------------------------------------------------------------------------
+# The commands take their root from $ROOT (empty in strata's sandbox), so that the by-hand
+# variant runs the very same commands over the trees it unpacked itself.
+build_cmd='mkdir -p $ROOT/opt/out && find $ROOT/opt/toolchain -name "*.so" | sort | head -2000 | xargs cat | sha256sum > $ROOT/opt/out/build.txt && find src -type f -name "*.js" | sort | xargs cat | sha256sum >> $ROOT/opt/out/build.txt && cat $ROOT/opt/deps/VERSION >> $ROOT/opt/out/build.txt'
+test_cmd='test $(wc -l < $ROOT/opt/out/build.txt) = 3 && grep -q deps-1 $ROOT/opt/out/build.txt && find src -type f -name "*.json" | sort | xargs cat | sha256sum > $ROOT/opt/out/test.txt'
+repo=$mnt/origin
+mkdir -p "$repo"
+echo "generating the 100,000-file repository..." >&2
+python3 "$gen" "$repo/src" "$(echo "2.23 * $scale" | bc -l)" small 2>/dev/null
+cp "$gen" "$repo/"
+cat > "$repo/strata.yml" <<EOF
+tasks:
+  - key: toolchain
+    filter: [gen-tree.py]
+    run: python3 gen-tree.py /opt/toolchain $scale
+  - key: deps
+    use: [toolchain]
+    filter: [gen-tree.py]
+    run: python3 gen-tree.py /opt/deps $(echo "0.2 * $scale" | bc -l) && echo deps-1 > /opt/deps/VERSION
+  - key: build
+    use: [deps]
+    filter: ["src/**"]
+    run: '$build_cmd'
+  - key: test
+    use: [build]
+    filter: ["src/**"]
+    run: '$test_cmd'
+EOF
+git -C "$repo" init -q && git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@b commit -qm base
+nfiles=$(git -C "$repo" ls-files | wc -l)
+
+# Machine A ran the base commit and published everything; then one source file changes.
+git clone -q "$repo" "$mnt/a"
+STRATA_CACHE_DIR=$mnt/cache-a "$strata" run --remote "$remote" "$mnt/a/strata.yml" >/dev/null 2>&1
+settled
+echo "// edited" >> "$repo/src/pkg000/mod0/file0.js"
+git -C "$repo" -c user.name=b -c user.email=b@b commit -qam edit
+
+# The by-hand variant's tarballs (what a CI user's cache step would have uploaded).
+layer_of() {
+    STRATA_CACHE_DIR=$mnt/cache-a "$strata" plan --json --no-remote "$mnt/a/strata.yml" 2>/dev/null \
+        | python3 -c "
+import json, sqlite3, sys
+key = [r['key'] for r in json.load(sys.stdin) if r['task'] == '$1'][0]
+db = sqlite3.connect('$mnt/cache-a/index.sqlite')
+print(db.execute('SELECT layer FROM entries WHERE key = ?', (key,)).fetchone()[0])"
+}
+for t in toolchain deps; do
+    tar -C "$mnt/cache-a/layers/$(layer_of $t)" -cf - . | zstd -T0 -3 -q > "$mnt/$t.tar.zst"
+    curl -sS -f "${sig[@]}" -T "$mnt/$t.tar.zst" "$endpoint/bench/manual/$t.tar.zst"
+done
+bytes=$(( $(stat -c %s "$mnt/toolchain.tar.zst") + $(stat -c %s "$mnt/deps.tar.zst") ))
+
+for r in $(seq "$rounds"); do
+    echo "round $r/$rounds..." >&2
+    # The clone every variant starts from (timed once per round, not part of any variant).
+    sync
+    t0=$(now); git clone -q "$repo" "$mnt/clone$r"; t1=$(now)
+    add clone "$(ms "$t0" "$t1")"
+    cp -a "$mnt/clone$r" "$mnt/hand$r-ws"
+
+    cold() {
+        sync
+        t0=$(now)
+        STRATA_CACHE_DIR=$mnt/cache-cold$r "$strata" run --json --remote "$remote" "$mnt/clone$r/strata.yml" > "$mnt/cold$r.json" 2>/dev/null
+        t1=$(now)
+        add cold "$(ms "$t0" "$t1")"
+        settled
+    }
+    by_hand() {
+        sync
+        t0=$(now)
+        mkdir -p "$mnt/hand$r/opt"
+        for t in toolchain deps; do
+            curl -sS -f "${sig[@]}" "$endpoint/bench/manual/$t.tar.zst" | zstd -d -q | tar -x -C "$mnt/hand$r"
+        done
+        (cd "$mnt/hand$r-ws" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$build_cmd" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$test_cmd")
+        t1=$(now)
+        add hand "$(ms "$t0" "$t1")"
+    }
+    if [ $((r % 2)) = 1 ]; then cold; by_hand; else by_hand; cold; fi
+
+    # The floor: the bytes that must move, then the commands over trees already in place.
+    t0=$(now)
+    for t in toolchain deps; do curl -sS -f "${sig[@]}" "$endpoint/bench/manual/$t.tar.zst" > /dev/null; done
+    t1=$(now)
+    (cd "$mnt/hand$r-ws" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$build_cmd" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$test_cmd")
+    t2=$(now)
+    add download "$(ms "$t0" "$t1")"; add commands "$(ms "$t1" "$t2")"
+
+    # Warm: machine A moves to the new commit with its local cache as the base commit left it
+    # (a copy: layers are immutable, so hard links do; the index is copied).
+    git -C "$mnt/a" pull -q
+    cp -al "$mnt/cache-a" "$mnt/cache-w$r"
+    rm -f "$mnt/cache-w$r"/index.sqlite*
+    cp "$mnt/cache-a"/index.sqlite* "$mnt/cache-w$r/"
+    sync
+    t0=$(now); STRATA_CACHE_DIR=$mnt/cache-w$r "$strata" run --no-remote "$mnt/a/strata.yml" >/dev/null 2>&1; t1=$(now)
+    add warm "$(ms "$t0" "$t1")"
+    settled
+    git -C "$mnt/a" reset -q --hard HEAD~1
+    rm -rf "$mnt/cache-w$r"
+
+    # Where the cold time goes: the key (plan on a fresh cache), restores, the two tasks.
+    ev=$mnt/cold$r.json
+    add cold_build "$(grep '"event":"task-passed"' "$ev" | grep '"task":"build"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
+    add cold_test "$(grep '"event":"task-passed"' "$ev" | grep '"task":"test"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
+    add cold_restore "$(grep '"event":"layer-restored"' "$ev" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
+    sync
+    t0=$(now); STRATA_CACHE_DIR=$mnt/cache-key$r "$strata" plan --no-remote "$mnt/clone$r/strata.yml" >/dev/null; t1=$(now)
+    add cold_key "$(ms "$t0" "$t1")"
+    settled
+    rm -rf "$mnt/clone$r" "$mnt/hand$r" "$mnt/hand$r-ws" "$mnt/cache-cold$r" "$mnt/cache-key$r"
+done
+
+floor=$(( $(med download) + $(med commands) ))
+echo
+echo "## Cold-VM run ($rounds rounds, medians) — $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
+echo
+echo "$nfiles-file repository, one commit that re-runs \`build\` and \`test\`; toolchain and deps"
+echo "($(( bytes / 1000000 )) MB compressed) in S3 on loopback. The clone ($(med clone) ms) is"
+echo "the same for every variant and left out."
+echo
+echo "| variant | time | vs by hand | vs floor |"
+echo "|---|---|---|---|"
+echo "| strata, cold VM (empty local cache) | $(med cold) ms | $(ratio "$(med cold)" "$(med hand)")× | $(ratio "$(med cold)" "$floor")× |"
+echo "| strata, warm local cache | $(med warm) ms | $(ratio "$(med warm)" "$(med hand)")× | $(ratio "$(med warm)" "$floor")× |"
+echo "| by hand: curl \| zstd -d \| tar -x, then the commands | $(med hand) ms | 1× | $(ratio "$(med hand)" "$floor")× |"
+echo "| floor: download $(( bytes / 1000000 )) MB + the commands | $floor ms ($(med download) + $(med commands)) | $(ratio "$floor" "$(med hand)")× | 1× |"
+echo
+echo "Where strata's cold time goes (medians of the parts; restores overlap the key and each"
+echo "other): key of the fresh clone $(med cold_key) ms, slowest layer restore $(med cold_restore) ms,"
+echo "\`build\` $(med cold_build) ms, \`test\` $(med cold_test) ms."
