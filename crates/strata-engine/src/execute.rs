@@ -513,6 +513,7 @@ fn run_in_sandbox<'scope, 'env>(
         .cache
         .prepare(&scratch, &resolved.stack_layers())
         .map_err(|e| Failure::infra(chain(&e)))?;
+    crate::tool_cache::seed(ctx, task, resolved, &mounts.upperdir, reporter);
     let outputs_dir = scratch.join("outputs");
     let _ = std::fs::remove_dir_all(&outputs_dir);
     for (dir, _) in SandboxSpec::OUTPUTS {
@@ -760,6 +761,7 @@ fn commit<'scope, 'env>(
             );
         }
     }
+    crate::tool_cache::save(ctx, task, &layer, reporter);
     reporter.event(&Event::TaskPassed {
         task: task.name.to_string(),
         key: resolved.key.to_hex(),

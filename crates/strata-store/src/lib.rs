@@ -18,9 +18,11 @@ mod local;
 mod logs;
 mod prune;
 mod runs;
+mod tool_caches;
 mod usage;
 mod verify;
 
+pub use blobs::FileMtime;
 pub use error::{StoreError, error_chain};
 pub use import::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use index::{Entry, NewEntry};
@@ -29,5 +31,6 @@ pub use local::{LocalCache, default_cache_dir, package_sources_dir};
 pub use logs::{LogWriter, WrittenLog};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport};
 pub use runs::{KeyLock, LiveRun, RunDir};
+pub use tool_caches::{DEFAULT_TOOL_CACHE_MAX_AGE, ToolCacheId, ToolCacheRecord};
 pub use usage::{CacheStats, DiskUsage, EntryUsage};
 pub use verify::{Problem, VerifyReport};

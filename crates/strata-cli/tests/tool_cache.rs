@@ -1,0 +1,397 @@
+//! Tool caches (`tool-cache: NAME`) and real workspace mtimes: a task that misses starts from
+//! the files its previous successful execution left, so a build is incremental; the tool cache
+//! is not keyed, a hit ignores it, a failure does not write it, two runs at once leave one
+//! whole tool cache, and an old one is evicted.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Fixture, RunResult};
+use serde_json::Value;
+
+/// A task that shows what its tool cache held (`/opt/tc/count`), then leaves `count + 1` and
+/// 50 files holding `$V` for the next execution. `$V` is keyed: changing it makes a miss.
+fn counting_pipeline(v: &str, fail: bool) -> String {
+    format!(
+        "tasks:
+  - key: count
+    tool-cache: counter
+    env:
+      V: \"{v}\"
+    run: |
+      n=$(cat /opt/tc/count 2>/dev/null || echo 0)
+      echo \"previous: $n\"
+      mkdir -p /opt/tc/files
+      echo $((n + 1)) > /opt/tc/count
+      for i in $(seq 1 50); do echo \"$V\" > /opt/tc/files/$i; done
+      {}
+  - key: show
+    use: count
+    run: cat /opt/tc/count
+",
+        if fail { "exit 1" } else { "true" }
+    )
+}
+
+fn previous(r: &RunResult) -> String {
+    r.output("count")
+        .into_iter()
+        .find_map(|l| l.strip_prefix("previous: ").map(str::to_string))
+        .unwrap_or_else(|| panic!("no `previous:` line: {:?}\n{}", r.events, r.stderr))
+}
+
+fn plan_key(f: &Fixture, task: &str) -> String {
+    let out = f.output(&["plan", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    find_key(&plan, task).unwrap_or_else(|| panic!("no key for {task} in {plan}"))
+}
+
+/// The `key` of the task named `task` anywhere in a `plan --json` document.
+fn find_key(v: &Value, task: &str) -> Option<String> {
+    match v {
+        Value::Object(m) => {
+            let named = m.get("task").or_else(|| m.get("name"));
+            if named.and_then(Value::as_str) == Some(task)
+                && let Some(k) = m.get("key").and_then(Value::as_str)
+            {
+                return Some(k.to_string());
+            }
+            m.values().find_map(|x| find_key(x, task))
+        }
+        Value::Array(a) => a.iter().find_map(|x| find_key(x, task)),
+        _ => None,
+    }
+}
+
+fn tool_cache_records(cache: &Path) -> Vec<Value> {
+    let dir = cache.join("tool-caches");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_miss_starts_from_the_tool_cache_which_is_not_keyed_and_a_hit_ignores_it() {
+    let f = Fixture::new();
+    f.write("strata.yml", &counting_pipeline("1", false));
+    let key_before = plan_key(&f, "count");
+    let r1 = f.run(&[]);
+    assert_eq!(r1.code, 0, "{}", r1.stderr);
+    assert_eq!(previous(&r1), "0", "no tool cache yet");
+    assert!(r1.event("tool-cache-restored", "count").is_none());
+    let saved = r1.event("tool-cache-saved", "count").expect("saved");
+    let passed = r1.event("task-passed", "count").unwrap();
+    assert_eq!(
+        saved["layer"], passed["layer"],
+        "the tool cache is the layer"
+    );
+    assert_eq!(saved["tool_cache"], "default/counter");
+    // The tool cache now holds something: the key is the same.
+    assert_eq!(
+        plan_key(&f, "count"),
+        key_before,
+        "the tool cache is not keyed"
+    );
+
+    // A miss (another `V`) starts from what the first execution left.
+    f.write("strata.yml", &counting_pipeline("2", false));
+    let r2 = f.run(&[]);
+    assert_eq!(r2.code, 0, "{}", r2.stderr);
+    assert_eq!(previous(&r2), "1", "started from the tool cache");
+    let restored = r2.event("tool-cache-restored", "count").expect("restored");
+    assert_eq!(restored["layer"], passed["layer"]);
+    assert!(restored["files"].as_u64().unwrap() >= 52, "{restored}");
+    // The layer is the whole resulting filesystem: a dependent sees the count the task left.
+    assert_eq!(r2.output("show"), ["2"]);
+
+    // A hit restores its own entry whatever the tool cache holds now.
+    f.write("strata.yml", &counting_pipeline("1", false));
+    let r3 = f.run(&[]);
+    assert_eq!(r3.code, 0, "{}", r3.stderr);
+    assert_eq!(r3.status("count"), "cached");
+    assert!(r3.event("tool-cache-restored", "count").is_none());
+    assert_eq!(
+        r3.event("task-cached", "count").unwrap()["layer"],
+        passed["layer"],
+        "the hit's own layer, not the tool cache"
+    );
+
+    // `--no-cache` is a clean run: no tool cache used, but the result is saved.
+    f.write("strata.yml", &counting_pipeline("3", false));
+    let r4 = f.run(&["--no-cache"]);
+    assert_eq!(r4.code, 0, "{}", r4.stderr);
+    assert_eq!(previous(&r4), "0");
+}
+
+#[test]
+fn a_failed_execution_leaves_the_tool_cache_as_it_was() {
+    let f = Fixture::new();
+    f.write("strata.yml", &counting_pipeline("1", false));
+    assert_eq!(f.run(&[]).code, 0);
+    let before = tool_cache_records(f.cache.path());
+    f.write("strata.yml", &counting_pipeline("2", true));
+    let failed = f.run(&[]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert_eq!(previous(&failed), "1");
+    assert!(failed.event("tool-cache-saved", "count").is_none());
+    assert_eq!(tool_cache_records(f.cache.path()), before);
+    f.write("strata.yml", &counting_pipeline("3", false));
+    let r = f.run(&[]);
+    assert_eq!(previous(&r), "1", "the failure's files were not kept");
+}
+
+#[test]
+fn two_runs_at_once_leave_one_whole_tool_cache() {
+    let f = Fixture::new();
+    // Two pipeline files, one workspace and cache: both miss, both run at the same time.
+    let dir = f.ws();
+    for v in ["a", "b"] {
+        std::fs::write(dir.join(format!("{v}.yml")), counting_pipeline(v, false)).unwrap();
+    }
+    let runs: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|v| {
+            f.command(&["run", "--json", &format!("{v}.yml")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut layers = Vec::new();
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let passed = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| e["event"] == "task-passed" && e["task"] == "count")
+            .expect("count ran");
+        layers.push(passed["layer"].as_str().unwrap().to_string());
+    }
+    let records = tool_cache_records(f.cache.path());
+    assert_eq!(records.len(), 1, "{records:?}");
+    let layer = records[0]["layer"].as_str().unwrap();
+    assert!(
+        layers.iter().any(|l| l == layer),
+        "{layer} is one of {layers:?}"
+    );
+    // The next execution sees one run's files, never a mix.
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: check
+    tool-cache: counter
+    run: cat /opt/tc/files/* | sort -u
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let seen = r.output("check");
+    assert!(seen == ["a"] || seen == ["b"], "mixed tool cache: {seen:?}");
+}
+
+#[test]
+fn an_old_tool_cache_is_not_used_and_prune_evicts_it() {
+    let f = Fixture::new();
+    let config = f.ws().join("config.yaml");
+    std::fs::write(&config, "local:\n  tool-cache-max-age: 1s\n").unwrap();
+    let cfg = config.to_str().unwrap();
+    let with_config = |args: &[&str]| {
+        let out = f.command(args).env("STRATA_CONFIG", cfg).output().unwrap();
+        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (out, events)
+    };
+    f.write("strata.yml", &counting_pipeline("1", false));
+    let (out, _) = with_config(&["run", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tool_cache_records(f.cache.path()).len(), 1);
+    std::thread::sleep(Duration::from_millis(2200));
+    f.write("strata.yml", &counting_pipeline("2", false));
+    let (out, events) = with_config(&["run", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !events.iter().any(|e| e["event"] == "tool-cache-restored"),
+        "an expired tool cache is not used"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "task-output" && e["line"] == "previous: 0")
+    );
+    std::thread::sleep(Duration::from_millis(2200));
+    let (out, _) = with_config(&["cache", "prune", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tool_caches"], 1, "{report}");
+    assert!(tool_cache_records(f.cache.path()).is_empty());
+}
+
+#[test]
+fn workspace_files_show_their_real_mtime_which_is_not_keyed() {
+    let f = Fixture::new();
+    // Same content, different mtimes: each file shows its own.
+    f.write("a.txt", "same\n");
+    f.write("b.txt", "same\n");
+    let touch = |file: &str, when: &str| {
+        let st = std::process::Command::new("touch")
+            .args(["-m", "-d", when, file])
+            .current_dir(f.ws())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    touch("a.txt", "2020-01-02 03:04:05.123456789");
+    touch("b.txt", "2021-06-07 08:09:10");
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: stat
+    workspace: true
+    run: stat -c '%n %.9Y' a.txt b.txt
+",
+    );
+    let expected = |file: &str| {
+        let out = std::process::Command::new("stat")
+            .args(["-c", "%n %.9Y", file])
+            .current_dir(f.ws())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("stat"), [expected("a.txt"), expected("b.txt")]);
+    // An mtime alone is no change: the task is restored.
+    touch("a.txt", "2022-01-01 00:00:00");
+    let r = f.run(&[]);
+    assert_eq!(r.status("stat"), "cached", "{}", r.stderr);
+    // An edit is a change, and the task sees the edit's mtime.
+    f.write("a.txt", "edited\n");
+    let r = f.run(&[]);
+    assert_eq!(r.status("stat"), "ran", "{}", r.stderr);
+    assert_eq!(r.output("stat")[0], expected("a.txt"));
+    // `cache verify` accepts the blobs with real mtimes.
+    let out = f.output(&["cache", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A cargo workspace of three crates (`app` uses `liba` and `libb`), no dependencies.
+pub fn write_cargo_workspace(f: &Fixture) {
+    f.write(
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"app\", \"liba\", \"libb\"]\nresolver = \"2\"\n",
+    );
+    f.write(
+        "app/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nliba = { path = \"../liba\" }\nlibb = { path = \"../libb\" }\n",
+    );
+    f.write(
+        "app/src/main.rs",
+        "fn main() {\n    println!(\"{}\", liba::value() + libb::value());\n}\n",
+    );
+    for lib in ["liba", "libb"] {
+        f.write(
+            &format!("{lib}/Cargo.toml"),
+            &format!("[package]\nname = \"{lib}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+        );
+        f.write(
+            &format!("{lib}/src/lib.rs"),
+            "pub fn value() -> u32 {\n    1\n}\n",
+        );
+    }
+}
+
+fn cargo_pipeline(tool_cache: bool) -> String {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{home}/.cargo"));
+    let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{home}/.rustup"));
+    format!(
+        "tasks:
+  - key: build
+    workspace: true
+    {}
+    env:
+      PATH: {cargo_home}/bin:/usr/local/bin:/usr/bin:/bin
+      CARGO_HOME: {cargo_home}
+      RUSTUP_HOME: {rustup_home}
+    run: cargo build --offline && ./target/debug/app
+",
+        if tool_cache {
+            "tool-cache: cargo-target"
+        } else {
+            ""
+        }
+    )
+}
+
+fn compiled(r: &RunResult) -> Vec<String> {
+    let mut crates: Vec<String> = r
+        .output("build")
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("Compiling "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    crates.sort();
+    crates
+}
+
+#[test]
+fn a_one_line_edit_rebuilds_only_the_crate_that_changed() {
+    let f = Fixture::new();
+    write_cargo_workspace(&f);
+    f.write("strata.yml", &cargo_pipeline(true));
+    let r1 = f.run(&[]);
+    assert_eq!(r1.code, 0, "{}", r1.stderr);
+    assert_eq!(compiled(&r1), ["app", "liba", "libb"]);
+    assert_eq!(r1.output("build").last().unwrap(), "2");
+
+    f.write("libb/src/lib.rs", "pub fn value() -> u32 {\n    2\n}\n");
+    let r2 = f.run(&[]);
+    assert_eq!(r2.code, 0, "{}", r2.stderr);
+    assert!(r2.event("tool-cache-restored", "build").is_some());
+    // `libb` changed and `app` links it; `liba` is untouched.
+    assert_eq!(compiled(&r2), ["app", "libb"], "{:?}", r2.output("build"));
+    assert_eq!(r2.output("build").last().unwrap(), "3");
+
+    // Without a tool cache, every crate is built again.
+    f.write("strata.yml", &cargo_pipeline(false));
+    f.write("libb/src/lib.rs", "pub fn value() -> u32 {\n    3\n}\n");
+    let r3 = f.run(&[]);
+    assert_eq!(r3.code, 0, "{}", r3.stderr);
+    assert_eq!(compiled(&r3), ["app", "liba", "libb"]);
+}

@@ -1,0 +1,289 @@
+//! Tool caches (`tool-cache: NAME`): a task that misses starts from the files its latest
+//! successful execution under that name committed, so that `npm ci`, `cargo build` or ccache
+//! work incrementally. Not keyed: the key is computed before, and without, the tool cache.
+//!
+//! Seeding copies the tool cache's layer into the fresh upper dir before the sandbox mounts it,
+//! so the task's layer is its whole resulting filesystem, as always (never a diff over the tool
+//! cache): a hit elsewhere, without the tool cache, restores the same tree. Copies, not hard
+//! links, since a task may write a file in its upper dir in place, which would change the
+//! committed layer under every reader. What is not copied, so that the task sees its inputs of
+//! today:
+//!
+//! - whiteouts and opaque markers: what the previous execution deleted from the layers under it
+//!   is back if those layers have it now;
+//! - files of the workspace that the task sees (`/workspace/...` paths of its view), and
+//!   anything of the tool cache where the view has a directory: the checkout wins.
+//!
+//! After a successful execution the record names the new layer (`strata-store`'s
+//! `tool_caches.rs`, a rename: last writer wins); a failed one leaves the tool cache as it was.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use strata_key::LayerDigest;
+use strata_pipeline::Task;
+use strata_store::{DEFAULT_TOOL_CACHE_MAX_AGE, ToolCacheId};
+
+use crate::context::RunContext;
+use crate::events::{Event, Reporter};
+use crate::inputs::ResolvedInputs;
+
+/// The vault of a file without `tool-cache: {vault}`.
+const DEFAULT_VAULT: &str = "default";
+
+/// The task's tool cache, if it names one.
+pub(crate) fn id_of(ctx: &RunContext<'_>, task: &Task) -> Option<ToolCacheId> {
+    let name = task.tool_cache.as_ref()?;
+    Some(ToolCacheId {
+        vault: ctx
+            .pipeline
+            .tool_cache_vault
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VAULT.to_string()),
+        name: name.clone(),
+    })
+}
+
+pub(crate) fn max_age(ctx: &RunContext<'_>) -> Duration {
+    ctx.options
+        .tool_cache_max_age
+        .unwrap_or(DEFAULT_TOOL_CACHE_MAX_AGE)
+}
+
+/// What seeding copied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seeded {
+    pub(crate) files: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Copies the task's tool cache, if it has one, into `upper` (a fresh upper dir). A tool cache
+/// that cannot be read is no tool cache: the task starts from scratch, with a warning.
+pub(crate) fn seed(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    resolved: &ResolvedInputs,
+    upper: &Path,
+    reporter: &dyn Reporter,
+) {
+    let Some(id) = id_of(ctx, task) else {
+        return;
+    };
+    // `--no-cache` is a clean run, as `docker build --no-cache`: the tool cache is written
+    // afterwards but not used.
+    if ctx.options.no_cache {
+        return;
+    }
+    let record = match ctx.cache.tool_cache(&id, max_age(ctx)) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            reporter.event(&Event::Warning {
+                message: format!(
+                    "`{}` starts without its tool cache `{id}`: {}",
+                    task.name,
+                    strata_store::error_chain(&e)
+                ),
+            });
+            return;
+        }
+    };
+    // A lease on the layer being copied, for a concurrent prune.
+    let _ = ctx.run_dir.note_layer(&record.layer);
+    let started = Instant::now();
+    let checkout = CheckoutPaths::of(resolved);
+    let layer = ctx.cache.layer_path(&record.layer);
+    let mut seeded = Seeded::default();
+    if let Err(e) = copy_tree(&layer, upper, "", &checkout, &mut seeded) {
+        // Half a tool cache is still a valid start (the task rebuilds what is missing), but
+        // say so.
+        reporter.event(&Event::Warning {
+            message: format!(
+                "`{}` starts from part of its tool cache `{id}`: {e}",
+                task.name
+            ),
+        });
+    }
+    reporter.event(&Event::ToolCacheRestored {
+        task: task.name.to_string(),
+        tool_cache: id.to_string(),
+        layer: record.layer.to_hex(),
+        files: seeded.files,
+        bytes: seeded.bytes,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+}
+
+/// After the task succeeded and committed `layer`: the tool cache now holds it. A failure to
+/// record is a warning; the run's result stands.
+pub(crate) fn save(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    layer: &LayerDigest,
+    reporter: &dyn Reporter,
+) {
+    let Some(id) = id_of(ctx, task) else {
+        return;
+    };
+    match ctx.cache.set_tool_cache(&id, task.name.as_str(), layer) {
+        Ok(_) => reporter.event(&Event::ToolCacheSaved {
+            task: task.name.to_string(),
+            tool_cache: id.to_string(),
+            layer: layer.to_hex(),
+        }),
+        Err(e) => reporter.event(&Event::Warning {
+            message: format!(
+                "could not save `{}`'s tool cache `{id}`: {}",
+                task.name,
+                strata_store::error_chain(&e)
+            ),
+        }),
+    }
+}
+
+/// The paths of the task's workspace view, relative to the layer root (`workspace/...`): files,
+/// and the directories that hold them.
+struct CheckoutPaths {
+    files: HashSet<String>,
+    dirs: HashSet<String>,
+}
+
+impl CheckoutPaths {
+    fn of(resolved: &ResolvedInputs) -> CheckoutPaths {
+        let root = crate::inputs::WORKSPACE_DIR.trim_start_matches('/');
+        let mut files = HashSet::new();
+        let mut dirs = HashSet::from([root.to_string()]);
+        for f in &resolved.tree.files {
+            let path = format!("{root}/{}", f.path);
+            let mut dir = path.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                if !dirs.insert(parent.to_string()) {
+                    break;
+                }
+                dir = parent;
+            }
+            files.insert(path);
+        }
+        CheckoutPaths { files, dirs }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to copy {path}")]
+pub(crate) struct CopyError {
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    rel: &str,
+    checkout: &CheckoutPaths,
+    seeded: &mut Seeded,
+) -> Result<(), CopyError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CopyError { path, source }
+    };
+    for entry in std::fs::read_dir(src).map_err(err(src))? {
+        let entry = entry.map_err(err(src))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let rel = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let from = entry.path();
+        let to = dst.join(name);
+        let meta = std::fs::symlink_metadata(&from).map_err(err(&from))?;
+        let kind = meta.file_type();
+        // The checkout wins over what the tool cache has at its paths.
+        if checkout.files.contains(&rel) || (checkout.dirs.contains(&rel) && !kind.is_dir()) {
+            continue;
+        }
+        if kind.is_dir() {
+            match std::fs::create_dir(&to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(&to)(e)),
+            }
+            copy_tree(&from, &to, &rel, checkout, seeded)?;
+            std::fs::set_permissions(&to, meta.permissions()).map_err(err(&to))?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&from).map_err(err(&from))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(err(&to))?;
+        } else if kind.is_file() {
+            // `copy_file_range`: a reflink where the filesystem can (btrfs, XFS).
+            std::fs::copy(&from, &to).map_err(err(&to))?;
+            seeded.bytes += meta.len();
+        } else {
+            // Whiteouts (character devices 0:0) and anything else special are not carried
+            // over: a deletion by the previous execution does not hide today's lower files.
+            let _ = kind.is_char_device();
+            continue;
+        }
+        copy_owner_and_times(&from, &to, &meta).map_err(err(&to))?;
+        seeded.files += 1;
+    }
+    Ok(())
+}
+
+/// Owner, extended attributes (file capabilities; never overlay's own) and times, as the
+/// tool cache's layer has them: cargo and make compare the mtimes of their outputs.
+fn copy_owner_and_times(from: &Path, to: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Gid, Timespec, Timestamps, Uid};
+    // Only root may give files away; a rootless run keeps its own files.
+    match rustix::fs::chownat(
+        CWD,
+        to,
+        Some(Uid::from_raw(meta.uid())),
+        Some(Gid::from_raw(meta.gid())),
+        AtFlags::SYMLINK_NOFOLLOW,
+    ) {
+        Ok(()) | Err(rustix::io::Errno::PERM) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !meta.file_type().is_symlink() {
+        let mut names = vec![0u8; 4096];
+        if let Ok(n) = rustix::fs::llistxattr(from, &mut names) {
+            for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                if name.starts_with(b"trusted.overlay.") {
+                    continue;
+                }
+                let Ok(name) = std::ffi::CString::new(name) else {
+                    continue;
+                };
+                let mut value = vec![0u8; 65536];
+                if let Ok(len) = rustix::fs::lgetxattr(from, name.as_c_str(), &mut value) {
+                    let _ = rustix::fs::lsetxattr(
+                        to,
+                        name.as_c_str(),
+                        &value[..len],
+                        rustix::fs::XattrFlags::empty(),
+                    );
+                }
+            }
+        }
+        // chown drops set-id bits: the mode again.
+        std::fs::set_permissions(to, meta.permissions())?;
+    }
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    };
+    rustix::fs::utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
