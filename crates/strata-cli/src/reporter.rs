@@ -311,7 +311,7 @@ impl TerminalReporter {
                 )]
             }
             // Quiet: the task's own line says it passed; `--json` has the record.
-            Event::ToolCacheSaved { .. } => Vec::new(),
+            Event::ToolCacheSaved { .. } | Event::ToolCachePushed { .. } => Vec::new(),
             Event::TaskWaiting { task, why } => {
                 vec![format!(
                     "{} {} {why}",

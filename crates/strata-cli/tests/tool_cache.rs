@@ -395,3 +395,148 @@ fn a_one_line_edit_rebuilds_only_the_crate_that_changed() {
     assert_eq!(r3.code, 0, "{}", r3.stderr);
     assert_eq!(compiled(&r3), ["app", "liba", "libb"]);
 }
+
+/// A key pair made by `strata cache keygen NAME`: (secret text, public text).
+fn keygen(name: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::strata()
+        .args(["cache", "keygen", name, "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |ext: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{name}.{ext}")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    (read("secret"), read("public"))
+}
+
+/// `strata run --json` as a machine whose local cache is `cache`, with `remote` and `env`.
+fn run_on(f: &Fixture, cache: &Path, remote: &str, env: &[(&str, &str)]) -> RunResult {
+    let config = f.ws().join("empty-config.yaml");
+    std::fs::write(&config, "").unwrap();
+    let mut cmd = f.command(&["run", "--json", "--remote", remote]);
+    cmd.env("STRATA_CACHE_DIR", cache)
+        .env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
+        .env("STRATA_CONFIG", config)
+        .env_remove("STRATA_CACHE")
+        .env_remove("STRATA_SIGNING_KEY")
+        .env_remove("STRATA_TRUSTED_KEYS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    RunResult {
+        code: out.status.code().unwrap_or(-1),
+        events: String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        wall: Duration::ZERO,
+    }
+}
+
+fn warnings(r: &RunResult) -> Vec<String> {
+    r.events
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_tool_cache_travels_through_a_shared_cache_from_trusted_writers_only() {
+    let server = strata_testkit::Server::s3("strata-tc");
+    let remote = format!("s3://strata-tc/main?endpoint={}", server.endpoint());
+    let f = Fixture::new();
+    let (secret, public) = keygen("ci-main");
+    let (_, other) = keygen("ci-other");
+
+    // Machine A builds and publishes, signing.
+    f.write("strata.yml", &counting_pipeline("1", false));
+    let a = run_on(
+        &f,
+        f.cache.path(),
+        &remote,
+        &[("STRATA_SIGNING_KEY", &secret)],
+    );
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let pushed = a.event("tool-cache-pushed", "count").expect("published");
+    assert_eq!(pushed["remotes"], 1);
+    let docs = server.dir.path().join("strata-tc/main/tool-caches");
+    let doc_path = std::fs::read_dir(&docs)
+        .unwrap()
+        .next()
+        .expect("one tool cache document")
+        .unwrap()
+        .path();
+    let doc: Value = serde_json::from_slice(&std::fs::read(&doc_path).unwrap()).unwrap();
+    assert_eq!(doc["name"], "counter");
+    assert_eq!(doc["signatures"][0]["key"], "ci-main");
+
+    // Machine B, fresh, trusting A's key: a miss starts from A's files.
+    f.write("strata.yml", &counting_pipeline("2", false));
+    let b = common::CacheDir::new("strata-cache-b-");
+    let rb = run_on(
+        &f,
+        b.path(),
+        &format!("{remote},ro"),
+        &[("STRATA_TRUSTED_KEYS", &public)],
+    );
+    assert_eq!(rb.code, 0, "{}", rb.stderr);
+    assert_eq!(previous(&rb), "1", "{:?}", warnings(&rb));
+    assert!(rb.event("tool-cache-restored", "count").is_some());
+    assert_eq!(tool_cache_records(b.path()).len(), 1, "kept locally");
+
+    // Machine C trusts another key: no tool cache, one warning naming why.
+    let c = common::CacheDir::new("strata-cache-c-");
+    let rc = run_on(
+        &f,
+        c.path(),
+        &format!("{remote},ro"),
+        &[("STRATA_TRUSTED_KEYS", &other)],
+    );
+    assert_eq!(rc.code, 0, "{}", rc.stderr);
+    assert_eq!(previous(&rc), "0");
+    assert!(
+        warnings(&rc)
+            .iter()
+            .any(|w| w.contains("ignoring the tool cache `default/counter`")
+                && w.contains("ci-main")),
+        "{:?}",
+        warnings(&rc)
+    );
+
+    // A document altered after signing (made younger) is refused by a trusting reader.
+    let mut altered = doc.clone();
+    altered["written_ms"] = Value::from(doc["written_ms"].as_i64().unwrap() + 1);
+    std::fs::write(&doc_path, serde_json::to_vec(&altered).unwrap()).unwrap();
+    let d = common::CacheDir::new("strata-cache-d-");
+    let rd = run_on(
+        &f,
+        d.path(),
+        &format!("{remote},ro"),
+        &[("STRATA_TRUSTED_KEYS", &public)],
+    );
+    assert_eq!(rd.code, 0, "{}", rd.stderr);
+    assert_eq!(previous(&rd), "0");
+    assert!(
+        warnings(&rd).iter().any(|w| w.contains("does not match")),
+        "{:?}",
+        warnings(&rd)
+    );
+    // A reader that trusts no key in particular uses it, as it uses unsigned entries.
+    let e = common::CacheDir::new("strata-cache-e-");
+    let re = run_on(&f, e.path(), &format!("{remote},ro"), &[]);
+    assert_eq!(re.code, 0, "{}", re.stderr);
+    assert_eq!(previous(&re), "1");
+}

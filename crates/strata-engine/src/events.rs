@@ -44,6 +44,12 @@ pub enum Event {
         tool_cache: String,
         layer: String,
     },
+    /// A task's tool cache reached the writable shared caches (after its entry).
+    ToolCachePushed {
+        task: String,
+        tool_cache: String,
+        remotes: usize,
+    },
     /// Bytes of a layer downloaded so far.
     RestoreProgress {
         task: String,

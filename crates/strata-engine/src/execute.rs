@@ -743,6 +743,7 @@ fn commit<'scope, 'env>(
         let log = store().map_err(|e| {
             Failure::infra(format!("failed to record the cache entry: {}", chain(&e)))
         })?;
+        let tool_cache = crate::tool_cache::save(ctx, task, &layer, reporter);
         if ctx.remotes.has_writable() {
             start_publish(
                 scope,
@@ -757,11 +758,14 @@ fn commit<'scope, 'env>(
                     files: resolved.files.clone(),
                     duration,
                     log: ctx.cache.log_path(&log),
+                    tool_cache,
                 },
             );
         }
     }
-    crate::tool_cache::save(ctx, task, &layer, reporter);
+    if !stored {
+        crate::tool_cache::save(ctx, task, &layer, reporter);
+    }
     reporter.event(&Event::TaskPassed {
         task: task.name.to_string(),
         key: resolved.key.to_hex(),

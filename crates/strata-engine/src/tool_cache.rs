@@ -22,9 +22,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use strata_key::LayerDigest;
+use strata_key::{CacheKey, LayerDigest};
 use strata_pipeline::Task;
-use strata_store::{DEFAULT_TOOL_CACHE_MAX_AGE, ToolCacheId};
+use strata_store::{DEFAULT_TOOL_CACHE_MAX_AGE, ToolCacheId, ToolCacheRecord};
 
 use crate::context::RunContext;
 use crate::events::{Event, Reporter};
@@ -78,7 +78,10 @@ pub(crate) fn seed(
     }
     let record = match ctx.cache.tool_cache(&id, max_age(ctx)) {
         Ok(Some(r)) => r,
-        Ok(None) => return,
+        Ok(None) => match from_shared_caches(ctx, task, &id, reporter) {
+            Some(r) => r,
+            None => return,
+        },
         Err(e) => {
             reporter.event(&Event::Warning {
                 message: format!(
@@ -116,6 +119,58 @@ pub(crate) fn seed(
     });
 }
 
+/// A machine without the tool cache (or with an expired one) takes it from the first shared
+/// cache that has one young enough, signed by a trusted key where that cache has any: its
+/// entry is restored (layer downloaded and verified as for any hit), then recorded locally
+/// with the age it has there.
+fn from_shared_caches(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    id: &ToolCacheId,
+    reporter: &dyn Reporter,
+) -> Option<ToolCacheRecord> {
+    if ctx.remotes.is_empty() {
+        return None;
+    }
+    let warn = crate::transfer::warn_with(reporter);
+    let oldest = now_ms() - max_age(ctx).as_millis().min(i64::MAX as u128) as i64;
+    let lookup = ctx.remotes.lookup_tool_cache(id, oldest, &warn);
+    for (location, why) in lookup.untrusted {
+        reporter.event(&Event::Warning {
+            message: format!(
+                "ignoring the tool cache `{id}` in cache {location}: {why}; `{}` starts without it",
+                task.name
+            ),
+        });
+    }
+    let (remote, doc) = lookup.found?;
+    if !ctx.cache.has_layer(&doc.entry.layer) {
+        let _ = ctx.run_dir.note_layer(&doc.entry.layer);
+        if let Err(e) =
+            ctx.remotes
+                .restore(ctx.cache, remote, &doc.entry, &ctx.pipeline_id(), &|_| {})
+        {
+            reporter.event(&Event::Warning {
+                message: format!(
+                    "`{}` starts without its tool cache `{id}`: {}",
+                    task.name,
+                    strata_store::error_chain(&e)
+                ),
+            });
+            return None;
+        }
+    }
+    let record = ToolCacheRecord {
+        id: id.clone(),
+        task: doc.entry.task.clone(),
+        layer: doc.entry.layer,
+        written_ms: doc.written_ms,
+    };
+    // Only saves a download next time: without it the tool cache is still used now.
+    let _ = ctx.cache.write_tool_cache(&record);
+    Some(record)
+}
+
 /// After the task succeeded and committed `layer`: the tool cache now holds it. A failure to
 /// record is a warning; the run's result stands.
 pub(crate) fn save(
@@ -123,24 +178,55 @@ pub(crate) fn save(
     task: &Task,
     layer: &LayerDigest,
     reporter: &dyn Reporter,
-) {
-    let Some(id) = id_of(ctx, task) else {
-        return;
-    };
+) -> Option<ToolCacheRecord> {
+    let id = id_of(ctx, task)?;
     match ctx.cache.set_tool_cache(&id, task.name.as_str(), layer) {
-        Ok(_) => reporter.event(&Event::ToolCacheSaved {
-            task: task.name.to_string(),
-            tool_cache: id.to_string(),
-            layer: layer.to_hex(),
-        }),
-        Err(e) => reporter.event(&Event::Warning {
-            message: format!(
-                "could not save `{}`'s tool cache `{id}`: {}",
-                task.name,
-                strata_store::error_chain(&e)
-            ),
-        }),
+        Ok(record) => {
+            reporter.event(&Event::ToolCacheSaved {
+                task: task.name.to_string(),
+                tool_cache: id.to_string(),
+                layer: layer.to_hex(),
+            });
+            Some(record)
+        }
+        Err(e) => {
+            reporter.event(&Event::Warning {
+                message: format!(
+                    "could not save `{}`'s tool cache `{id}`: {}",
+                    task.name,
+                    strata_store::error_chain(&e)
+                ),
+            });
+            None
+        }
     }
+}
+
+/// After the task's entry was published: the writable shared caches' tool cache names it.
+pub(crate) fn publish(
+    ctx: &RunContext<'_>,
+    task: &str,
+    key: CacheKey,
+    record: &ToolCacheRecord,
+    reporter: &dyn Reporter,
+    warn: &(dyn Fn(&strata_cache::BackendError) + Sync),
+) {
+    let remotes = ctx
+        .remotes
+        .publish_tool_cache(&record.id, &key, record.written_ms, warn);
+    if remotes > 0 {
+        reporter.event(&Event::ToolCachePushed {
+            task: task.to_string(),
+            tool_cache: record.id.to_string(),
+            remotes,
+        });
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The paths of the task's workspace view, relative to the layer root (`workspace/...`): files,

@@ -32,8 +32,9 @@ pub struct ToolCacheId {
 }
 
 impl ToolCacheId {
-    /// The record's file name: a digest, so that any name is a safe path.
-    fn file_name(&self) -> String {
+    /// The record's file name (here and in shared caches): a digest, so that any name is a
+    /// safe path.
+    pub fn file_name(&self) -> String {
         let mut h = blake3::Hasher::new();
         h.update(b"strata-tool-cache-v1\0");
         h.update(self.vault.as_bytes());
@@ -130,19 +131,26 @@ impl LocalCache {
         task: &str,
         layer: &LayerDigest,
     ) -> Result<ToolCacheRecord, StoreError> {
-        let dir = self.tool_caches_dir();
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let record = ToolCacheRecord {
             id: id.clone(),
             task: task.to_string(),
             layer: *layer,
             written_ms: now_ms(),
         };
+        self.write_tool_cache(&record)?;
+        Ok(record)
+    }
+
+    /// Writes `record` as it is (a tool cache restored from a shared cache keeps the age it
+    /// has there).
+    pub fn write_tool_cache(&self, record: &ToolCacheRecord) -> Result<(), StoreError> {
+        let dir = self.tool_caches_dir();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let id = &record.id;
         let tmp = self.tmp_path("tool-cache");
         std::fs::write(&tmp, record.to_json()).map_err(io(&tmp))?;
         let dest = dir.join(id.file_name());
-        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-        Ok(record)
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))
     }
 
     /// Every readable tool cache record, expired or not.
