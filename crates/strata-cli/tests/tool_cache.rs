@@ -540,3 +540,49 @@ fn a_tool_cache_travels_through_a_shared_cache_from_trusted_writers_only() {
     assert_eq!(re.code, 0, "{}", re.stderr);
     assert_eq!(previous(&re), "1");
 }
+
+/// RWX writes `tool-cache:` on the task that calls a package (`golang/mod-download`): the
+/// package's tasks use it, each under its own name.
+#[test]
+fn a_tool_cache_on_a_calling_task_applies_to_the_package_tasks() {
+    let f = Fixture::new();
+    f.write(
+        "pkgs/acme/deps/rwx-package.yml",
+        "name: acme/deps
+version: 1.0.0
+parameters:
+  v:
+    required: true
+tasks:
+  - key: fetch
+    run: |
+      n=$(cat /opt/tc/count 2>/dev/null || echo 0)
+      echo \"previous: $n ${{ params.v }}\"
+      mkdir -p /opt/tc && echo $((n + 1)) > /opt/tc/count
+",
+    );
+    let pipeline = |v: &str| {
+        format!(
+            "tasks:
+  - key: deps
+    call: acme/deps 1.0.0
+    tool-cache: go-mods
+    with:
+      v: \"{v}\"
+"
+        )
+    };
+    let packages = f.ws().join("pkgs").display().to_string();
+    f.write("strata.yml", &pipeline("1"));
+    let r1 = f.run(&["--packages", &packages]);
+    assert_eq!(r1.code, 0, "{}", r1.stderr);
+    assert_eq!(r1.output("deps.fetch"), ["previous: 0 1"]);
+    assert_eq!(
+        r1.event("tool-cache-saved", "deps.fetch").expect("saved")["tool_cache"],
+        "default/go-mods/fetch"
+    );
+    f.write("strata.yml", &pipeline("2"));
+    let r2 = f.run(&["--packages", &packages]);
+    assert_eq!(r2.code, 0, "{}", r2.stderr);
+    assert_eq!(r2.output("deps.fetch"), ["previous: 1 2"]);
+}

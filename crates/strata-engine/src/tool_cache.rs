@@ -33,16 +33,42 @@ use crate::inputs::ResolvedInputs;
 /// The vault of a file without `tool-cache: {vault}`.
 const DEFAULT_VAULT: &str = "default";
 
-/// The task's tool cache, if it names one.
+/// The task's tool cache, if it names one — or if a calling task above it does (RWX's
+/// `call: golang/mod-download` with `tool-cache:`): each of the call's tasks then has a tool
+/// cache of its own, `NAME/INNER` (its name under the caller), so that they never overwrite
+/// one another.
 pub(crate) fn id_of(ctx: &RunContext<'_>, task: &Task) -> Option<ToolCacheId> {
-    let name = task.tool_cache.as_ref()?;
+    let name = match &task.tool_cache {
+        Some(name) => name.clone(),
+        None => {
+            let mut scope = task.scope.as_deref();
+            let mut found = None;
+            while let Some(s) = scope {
+                if let Some(name) = ctx
+                    .pipeline
+                    .task(s.caller.as_str())
+                    .and_then(|caller| caller.tool_cache.as_ref())
+                {
+                    let inner = task
+                        .name
+                        .as_str()
+                        .strip_prefix(&s.prefix())
+                        .unwrap_or(task.name.as_str());
+                    found = Some(format!("{name}/{inner}"));
+                    break;
+                }
+                scope = s.parent.as_deref();
+            }
+            found?
+        }
+    };
     Some(ToolCacheId {
         vault: ctx
             .pipeline
             .tool_cache_vault
             .clone()
             .unwrap_or_else(|| DEFAULT_VAULT.to_string()),
-        name: name.clone(),
+        name,
     })
 }
 
