@@ -586,3 +586,38 @@ tasks:
     assert_eq!(r2.code, 0, "{}", r2.stderr);
     assert_eq!(r2.output("deps.fetch"), ["previous: 1 2"]);
 }
+
+/// The example pipeline's `build` keeps its object files in a tool cache: after an edit to
+/// one source file, make recompiles only that file.
+#[test]
+fn the_example_recompiles_only_the_edited_source() {
+    let f = Fixture::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wordfreq");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(example.join("."))
+        .arg(f.ws())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let compiled = |r: &RunResult| -> Vec<String> {
+        r.output("build")
+            .iter()
+            .filter(|l| l.contains(" -c -o "))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    let r1 = f.run(&[]);
+    assert_eq!(r1.code, 0, "{}", r1.stderr);
+    assert_eq!(compiled(&r1), ["src/main.c", "src/count.c"]);
+    let count = f.ws().join("src/count.c");
+    let mut text = std::fs::read_to_string(&count).unwrap();
+    text.push_str("/* an edit */\n");
+    std::fs::write(&count, text).unwrap();
+    let r2 = f.run(&[]);
+    assert_eq!(r2.code, 0, "{}", r2.stderr);
+    assert!(r2.event("tool-cache-restored", "build").is_some());
+    assert_eq!(compiled(&r2), ["src/count.c"]);
+    // A comment changes no byte of the binary: the tests of that binary are restored.
+    assert_eq!(r2.status("test"), "cached");
+}
