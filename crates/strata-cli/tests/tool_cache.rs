@@ -340,13 +340,18 @@ fn cargo_pipeline(tool_cache: bool) -> String {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{home}/.cargo"));
     let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{home}/.rustup"));
+    // The toolchain that runs these tests (cargo gives its path), whatever its layout.
+    let cargo_dir = std::env::var("CARGO")
+        .ok()
+        .and_then(|c| Path::new(&c).parent().map(|d| d.display().to_string()))
+        .unwrap_or_else(|| format!("{cargo_home}/bin"));
     format!(
         "tasks:
   - key: build
     workspace: true
     {}
     env:
-      PATH: {cargo_home}/bin:/usr/local/bin:/usr/bin:/bin
+      PATH: {cargo_dir}:{cargo_home}/bin:/usr/local/bin:/usr/bin:/bin
       CARGO_HOME: {cargo_home}
       RUSTUP_HOME: {rustup_home}
     run: cargo build --offline && ./target/debug/app
