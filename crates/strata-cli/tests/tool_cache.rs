@@ -626,3 +626,46 @@ fn the_example_recompiles_only_the_edited_source() {
     // A comment changes no byte of the binary: the tests of that binary are restored.
     assert_eq!(r2.status("test"), "cached");
 }
+
+/// RWX's `reset-tool-cache: true` on a cron trigger: a scheduled run starts without tool
+/// caches (and writes them afresh); other runs use them.
+#[test]
+fn a_cron_trigger_with_reset_tool_cache_starts_without_it() {
+    let f = Fixture::new();
+    let pipeline = |v: &str| {
+        counting_pipeline(v, false).replacen(
+            "tasks:",
+            "on:\n  cron:\n    - key: nightly\n      schedule: \"0 3 * * *\"\n      reset-tool-cache: true\ntasks:",
+            1,
+        )
+    };
+    let scheduled = |extra: &[(&str, &str)]| {
+        let mut cmd = f.command(&["run", "--json"]);
+        cmd.env_remove("GITLAB_CI").env("GITHUB_ACTIONS", "true");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        RunResult {
+            code: out.status.code().unwrap_or(-1),
+            events: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            wall: Duration::ZERO,
+        }
+    };
+    f.write("strata.yml", &pipeline("1"));
+    let r1 = f.run(&[]);
+    assert_eq!(r1.code, 0, "{}", r1.stderr);
+    f.write("strata.yml", &pipeline("2"));
+    let nightly = scheduled(&[("GITHUB_EVENT_NAME", "schedule")]);
+    assert_eq!(nightly.code, 0, "{}", nightly.stderr);
+    assert_eq!(previous(&nightly), "0", "the scheduled run starts afresh");
+    assert!(nightly.event("tool-cache-saved", "count").is_some());
+    f.write("strata.yml", &pipeline("3"));
+    let by_hand = f.run(&[]);
+    assert_eq!(by_hand.code, 0, "{}", by_hand.stderr);
+    assert_eq!(previous(&by_hand), "1", "what the scheduled run left");
+}

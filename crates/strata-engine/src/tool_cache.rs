@@ -97,9 +97,9 @@ pub(crate) fn seed(
     let Some(id) = id_of(ctx, task) else {
         return;
     };
-    // `--no-cache` is a clean run, as `docker build --no-cache`: the tool cache is written
-    // afterwards but not used.
-    if ctx.options.no_cache {
+    // `--no-cache` is a clean run, as `docker build --no-cache`, and so is a run of a cron
+    // trigger with `reset-tool-cache: true`: the tool cache is written afterwards but not used.
+    if ctx.options.no_cache || ctx.invocation.reset_tool_cache {
         return;
     }
     let record = match ctx.cache.tool_cache(&id, max_age(ctx)) {
@@ -206,6 +206,8 @@ pub(crate) fn save(
     reporter: &dyn Reporter,
 ) -> Option<ToolCacheRecord> {
     let id = id_of(ctx, task)?;
+    // In the run's lease before the record names it, for a concurrent prune.
+    let _ = ctx.run_dir.note_layer(layer);
     match ctx.cache.set_tool_cache(&id, task.name.as_str(), layer) {
         Ok(record) => {
             reporter.event(&Event::ToolCacheSaved {
