@@ -266,11 +266,16 @@ struct CheckoutPaths {
 
 impl CheckoutPaths {
     fn of(resolved: &ResolvedInputs) -> CheckoutPaths {
+        CheckoutPaths::from_workspace_paths(resolved.tree.files.iter().map(|f| &*f.path))
+    }
+
+    /// From the paths of the view's files, relative to the workspace.
+    fn from_workspace_paths<'a>(paths: impl Iterator<Item = &'a str>) -> CheckoutPaths {
         let root = crate::inputs::WORKSPACE_DIR.trim_start_matches('/');
         let mut files = HashSet::new();
         let mut dirs = HashSet::from([root.to_string()]);
-        for f in &resolved.tree.files {
-            let path = format!("{root}/{}", f.path);
+        for f in paths {
+            let path = format!("{root}/{f}");
             let mut dir = path.as_str();
             while let Some((parent, _)) = dir.rsplit_once('/') {
                 if !dirs.insert(parent.to_string()) {
@@ -400,4 +405,88 @@ fn copy_owner_and_times(from: &Path, to: &Path, meta: &std::fs::Metadata) -> std
     };
     rustix::fs::utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn seeding_copies_the_tool_cache_except_the_checkout_and_special_files() {
+        let layer = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        let l = layer.path();
+        write(l, "workspace/target/debug/app", "built");
+        write(l, "workspace/src/lib.rs", "stale source");
+        write(l, "workspace/generated.rs", "generated");
+        write(
+            l,
+            "workspace/Cargo.toml/odd",
+            "a directory where the checkout has a file",
+        );
+        write(l, "opt/tool/bin", "tool");
+        std::os::unix::fs::symlink("bin", l.join("opt/tool/link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            l.join("opt/tool/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        // An old mtime, which the copy keeps (cargo compares it with the sources').
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(l.join("workspace/target/debug/app"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let checkout =
+            CheckoutPaths::from_workspace_paths(["src/lib.rs", "Cargo.toml"].into_iter());
+        let mut seeded = Seeded::default();
+        copy_tree(l, upper.path(), "", &checkout, &mut seeded).unwrap();
+        let u = upper.path();
+        let app = u.join("workspace/target/debug/app");
+        assert_eq!(std::fs::read_to_string(&app).unwrap(), "built");
+        assert_eq!(std::fs::metadata(&app).unwrap().mtime(), 1_000_000_000);
+        assert_ne!(
+            std::fs::metadata(&app).unwrap().ino(),
+            std::fs::metadata(l.join("workspace/target/debug/app"))
+                .unwrap()
+                .ino(),
+            "a copy, never a link into the layer"
+        );
+        assert_eq!(
+            std::fs::read_to_string(u.join("workspace/generated.rs")).unwrap(),
+            "generated"
+        );
+        assert!(
+            !u.join("workspace/src/lib.rs").exists(),
+            "the checkout wins"
+        );
+        assert!(
+            !u.join("workspace/Cargo.toml").exists(),
+            "the checkout's file wins"
+        );
+        assert_eq!(
+            std::fs::read_link(u.join("opt/tool/link")).unwrap(),
+            Path::new("bin")
+        );
+        assert!(
+            !u.join("opt/tool/fifo").exists(),
+            "special files are not carried"
+        );
+        assert_eq!(
+            seeded.bytes,
+            "built".len() as u64 + "generated".len() as u64 + 4
+        );
+    }
 }
