@@ -139,6 +139,21 @@ pub trait CacheBackend: Send + Sync {
         self.put_blob(digest, size, content)
     }
 
+    // Tool caches (`tool_cache.rs`): one small document per tool cache, replaced whole, so the
+    // last writer wins. A backend without them has none and refuses to write one.
+
+    /// The document of the tool cache whose file name is `name` (`<digest>.json`).
+    fn get_tool_cache(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Replaces the tool cache's document (atomically: a reader sees the old or the new one).
+    fn put_tool_cache(&self, name: &str, document: &[u8]) -> Result<(), BackendError> {
+        let _ = (name, document);
+        Err(self.unsupported("publish a tool cache"))
+    }
+
     // Garbage collection (`strata cache prune --remote`). A backend that cannot list or delete
     // says so with `Unsupported`.
 
@@ -201,6 +216,10 @@ pub struct ReadOnly(pub Box<dyn CacheBackend>);
 impl CacheBackend for ReadOnly {
     fn location(&self) -> String {
         self.0.location()
+    }
+
+    fn get_tool_cache(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.0.get_tool_cache(name)
     }
 
     fn access(&self) -> Access {

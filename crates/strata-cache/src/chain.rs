@@ -34,6 +34,10 @@ impl Remote {
     pub fn location(&self) -> String {
         self.backend.location()
     }
+
+    pub(crate) fn trusted_keys(&self) -> &[PublicKey] {
+        &self.trusted
+    }
 }
 
 pub struct CacheChain {
@@ -215,13 +219,18 @@ impl CacheChain {
     /// Reports a failure once and leaves the remote out for the rest of the run: whether it is
     /// unreachable or refuses us (credentials, permissions, a server error), asking again for
     /// every task would only repeat the warning.
-    fn failed(&self, remote: &Remote, e: BackendError, warn: Warn<'_>) {
+    pub(crate) fn failed(&self, remote: &Remote, e: BackendError, warn: Warn<'_>) {
         if !remote.down.swap(true, Ordering::SeqCst) {
             warn(&e);
         }
     }
 
-    fn up(&self) -> impl Iterator<Item = (usize, &Remote)> {
+    /// The keys every publication is signed with.
+    pub(crate) fn signing(&self) -> &[SigningKey] {
+        &self.signing
+    }
+
+    pub(crate) fn up(&self) -> impl Iterator<Item = (usize, &Remote)> {
         self.remotes
             .iter()
             .enumerate()

@@ -227,6 +227,29 @@ impl CacheBackend for DirBackend {
             .collect())
     }
 
+    fn get_tool_cache(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let path = self.root.join("tool-caches").join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.root.is_dir() => Ok(None),
+            Err(e) => Err(self.fail("read a tool cache", &path, e)),
+        }
+    }
+
+    fn put_tool_cache(&self, name: &str, document: &[u8]) -> Result<(), BackendError> {
+        let dest = self.root.join("tool-caches").join(name);
+        self.ensure_parent(&dest)?;
+        let tmp = self.tmp()?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(document)?;
+            f.sync_all()
+        };
+        write().map_err(|e| self.fail("write a tool cache", &tmp, e))?;
+        // A rename, not a link: the last writer wins.
+        std::fs::rename(&tmp, &dest).map_err(|e| self.fail("publish a tool cache", &dest, e))
+    }
+
     fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
         let path = self.entry_path(key);
         match std::fs::read(&path) {

@@ -22,6 +22,7 @@ mod registry;
 mod s3;
 mod signing;
 mod spec;
+mod tool_cache;
 
 pub use backend::{
     Access, BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, ReadOnly, Swept,
@@ -39,3 +40,4 @@ pub use signing::{
     verify_entry,
 };
 pub use spec::{RemoteSpec, SpecError, open_backend, parse_spec, parse_specs};
+pub use tool_cache::{TOOL_CACHE_SCHEMA, ToolCacheDocument, ToolCacheLookup};

@@ -223,6 +223,14 @@ impl SigningKey {
         zeroize::Zeroizing::new(format!("{}:{}", self.name, BASE64.encode(&bytes[..])))
     }
 
+    /// This key's signature of any signed form (a tool cache's document, `tool_cache.rs`).
+    pub(crate) fn sign_message(&self, message: &[u8]) -> EntrySignature {
+        EntrySignature {
+            key: self.name.clone(),
+            sig: BASE64.encode(self.key.sign(message).to_bytes()),
+        }
+    }
+
     /// This key's signature of `entry` (its [`signed_form`]).
     pub fn sign(&self, entry: &RemoteEntry) -> EntrySignature {
         let signature = self.key.sign(&signed_form(entry));
@@ -283,7 +291,7 @@ pub fn signed_form(entry: &RemoteEntry) -> Vec<u8> {
 
 /// JSON with object members sorted by name (byte order) and no whitespace. Sorted here rather
 /// than by `serde_json`'s map, whose order depends on a cargo feature.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(members) => {
             let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
@@ -335,14 +343,25 @@ pub fn verify_entry<'k>(
     entry: &RemoteEntry,
     trusted: &'k [PublicKey],
 ) -> Result<&'k str, Untrusted> {
-    if entry.signatures.is_empty() {
+    verify_signatures(&entry.signatures, trusted, || signed_form(entry))
+}
+
+/// The rule of [`verify_entry`] for any signed document: `signed` makes the signed bytes, only
+/// once a signature by a trusted key's name is found.
+pub(crate) fn verify_signatures<'k>(
+    signatures: &[EntrySignature],
+    trusted: &'k [PublicKey],
+    signed: impl FnOnce() -> Vec<u8>,
+) -> Result<&'k str, Untrusted> {
+    if signatures.is_empty() {
         return Err(Untrusted::Unsigned);
     }
-    let mut message = None;
+    let mut signed = Some(signed);
+    let mut message: Option<Vec<u8>> = None;
     let mut bad = None;
-    for signature in entry.signatures.iter().take(MAX_CHECKED_SIGNATURES) {
+    for signature in signatures.iter().take(MAX_CHECKED_SIGNATURES) {
         for key in trusted.iter().filter(|k| k.name == signature.key) {
-            let message = message.get_or_insert_with(|| signed_form(entry));
+            let message = message.get_or_insert_with(|| (signed.take().expect("made once"))());
             if key.verifies(message, &signature.sig) {
                 return Ok(&key.name);
             }
@@ -352,8 +371,7 @@ pub fn verify_entry<'k>(
     match bad {
         Some(key) => Err(Untrusted::BadSignature { key }),
         None => {
-            let mut signers: Vec<String> = entry
-                .signatures
+            let mut signers: Vec<String> = signatures
                 .iter()
                 .map(|s| format!("`{}`", s.key.escape_debug()))
                 .collect();

@@ -145,6 +145,8 @@ fn prune_options(
             Some(t) => age("--grace", t)?,
             None => strata_store::DEFAULT_GRACE,
         },
+        tool_cache_max_age: crate::commands::tool_cache_max_age()
+            .unwrap_or(strata_store::DEFAULT_TOOL_CACHE_MAX_AGE),
     })
 }
 
@@ -373,6 +375,7 @@ pub(crate) fn prune_json(
         "workspace_blobs": r.files,
         "failed": r.failed,
         "locks": r.locks,
+        "tool_caches": r.tool_caches,
         "freed_bytes": {
             "layers": r.freed.layers,
             "logs": r.freed.logs,
@@ -390,13 +393,14 @@ pub(crate) fn prune_json(
 
 pub(crate) fn prune_lines(r: &strata_store::PruneReport, options: &PruneOptions) -> Vec<String> {
     let mut lines = vec![format!(
-        "removed {} entries, {} layers, {} logs, {} workspace blobs, {} failed dirs, {} lock files: freed {} ({} -> {})",
+        "removed {} entries, {} layers, {} logs, {} workspace blobs, {} failed dirs, {} lock files, {} tool caches: freed {} ({} -> {})",
         r.entries.len(),
         r.layers,
         r.logs,
         r.files,
         r.failed,
         r.locks,
+        r.tool_caches,
         bytes(r.freed.total()),
         bytes(r.before),
         bytes(r.after),

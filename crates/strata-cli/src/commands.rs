@@ -258,7 +258,17 @@ fn open(
 
 /// The config file: `$STRATA_CONFIG`, else the first of `$XDG_CONFIG_HOME/strata/config.yaml`
 /// (`~/.config/...`) and `/etc/strata/config.yaml` that exists.
-fn config_file() -> Option<PathBuf> {
+/// The config file's `local.tool-cache-max-age` (a config file with an error is reported
+/// where its shared caches are read).
+pub(crate) fn tool_cache_max_age() -> Option<std::time::Duration> {
+    let path = config_file()?;
+    strata_pipeline::load_config(&path)
+        .ok()?
+        .local
+        .tool_cache_max_age
+}
+
+pub(crate) fn config_file() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("STRATA_CONFIG").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
@@ -468,6 +478,7 @@ fn options(
                 .collect::<Result<_, _>>()?,
             secrets_file: args.secrets.clone(),
         },
+        tool_cache_max_age: tool_cache_max_age(),
     })
 }
 
@@ -571,6 +582,11 @@ fn keep_budget(cache: &LocalCache, summary: &strata_engine::Summary, json: bool)
     if !stored {
         return;
     }
+    // Expired tool caches stop naming their layers (a few small files: cheap after every run
+    // that stored something); the layers go with the next prune.
+    let _ = cache
+        .tool_caches()
+        .evict(tool_cache_max_age().unwrap_or(strata_store::DEFAULT_TOOL_CACHE_MAX_AGE));
     let Some(path) = config_file() else {
         return;
     };
@@ -582,6 +598,8 @@ fn keep_budget(cache: &LocalCache, summary: &strata_engine::Summary, json: bool)
     };
     let options = strata_store::PruneOptions {
         max_bytes: Some(max),
+        tool_cache_max_age: tool_cache_max_age()
+            .unwrap_or(strata_store::DEFAULT_TOOL_CACHE_MAX_AGE),
         ..Default::default()
     };
     match cache.prune(&options) {

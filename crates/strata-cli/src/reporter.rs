@@ -294,6 +294,24 @@ impl TerminalReporter {
                 d.restoring.insert(task.clone(), (*bytes, *total));
                 Vec::new()
             }
+            Event::ToolCacheRestored {
+                task,
+                tool_cache,
+                files,
+                bytes: n,
+                duration_ms,
+                ..
+            } => {
+                vec![format!(
+                    "{} {} {tool_cache}: {files} files, {} in {}",
+                    name(task),
+                    self.paint("36", "↺ tool cache"),
+                    bytes(*n),
+                    seconds(*duration_ms)
+                )]
+            }
+            // Quiet: the task's own line says it passed; `--json` has the record.
+            Event::ToolCacheSaved { .. } | Event::ToolCachePushed { .. } => Vec::new(),
             Event::TaskWaiting { task, why } => {
                 vec![format!(
                     "{} {} {why}",

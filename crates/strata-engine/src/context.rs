@@ -69,6 +69,8 @@ pub struct RunOptions {
     pub pass_env: Vec<PassedEnv>,
     /// `--init` values and the secrets file.
     pub invocation: crate::invocation::InvocationOptions,
+    /// The config file's `local.tool-cache-max-age` (`None`: 48 hours).
+    pub tool_cache_max_age: Option<std::time::Duration>,
 }
 
 /// What every task of one run shares: the pipeline, the cache, the captured workspace and the
@@ -265,6 +267,7 @@ impl<'a> RunContext<'a> {
             Workspace {
                 root: options.workspace.clone(),
                 files: Vec::new(),
+                mtimes: Vec::new(),
             }
         };
         notices.extend(remotes.notices());

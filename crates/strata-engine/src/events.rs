@@ -27,6 +27,29 @@ pub enum Event {
         task: String,
         why: String,
     },
+    /// A task that missed starts from the files its tool cache holds (`tool-cache: NAME`): the
+    /// layer its latest successful execution under that name committed.
+    ToolCacheRestored {
+        task: String,
+        tool_cache: String,
+        layer: String,
+        /// Files, directories and links copied into the task's upper dir.
+        files: u64,
+        bytes: u64,
+        duration_ms: u64,
+    },
+    /// A task's tool cache now holds the layer it committed.
+    ToolCacheSaved {
+        task: String,
+        tool_cache: String,
+        layer: String,
+    },
+    /// A task's tool cache reached the writable shared caches (after its entry).
+    ToolCachePushed {
+        task: String,
+        tool_cache: String,
+        remotes: usize,
+    },
     /// Bytes of a layer downloaded so far.
     RestoreProgress {
         task: String,

@@ -540,6 +540,7 @@ fn run_in_sandbox<'scope, 'env>(
         .layers()
         .prepare(&scratch, &resolved.stack_layers())
         .map_err(|e| Failure::infra(chain(&e)))?;
+    crate::tool_cache::seed(ctx, task, resolved, &mounts.upperdir, reporter);
     let outputs_dir = scratch.join("outputs");
     let _ = std::fs::remove_dir_all(&outputs_dir);
     for (dir, _) in SandboxSpec::OUTPUTS {
@@ -770,6 +771,7 @@ fn commit<'scope, 'env>(
         let log = store().map_err(|e| {
             Failure::infra(format!("failed to record the cache entry: {}", chain(&e)))
         })?;
+        let tool_cache = crate::tool_cache::save(ctx, task, &layer, reporter);
         if ctx.remotes.has_writable() {
             start_publish(
                 scope,
@@ -784,9 +786,13 @@ fn commit<'scope, 'env>(
                     files: resolved.files.clone(),
                     duration,
                     log: ctx.cache.content().log_path(&log),
+                    tool_cache,
                 },
             );
         }
+    }
+    if !stored {
+        crate::tool_cache::save(ctx, task, &layer, reporter);
     }
     reporter.event(&Event::TaskPassed {
         task: task.name.to_string(),

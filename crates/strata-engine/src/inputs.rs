@@ -167,7 +167,7 @@ impl WorkspaceView {
         ctx.trees.get(
             ctx.cache,
             ctx.run_dir.path(),
-            &ctx.workspace.root,
+            &ctx.workspace,
             self.digest,
             &self.files,
             &self.origins,

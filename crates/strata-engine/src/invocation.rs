@@ -31,6 +31,8 @@ pub struct Invocation {
     pub trigger: Option<TriggerEvent>,
     /// Tasks the trigger targets (all when empty).
     pub targets: Vec<String>,
+    /// The trigger says `reset-tool-cache: true`: tasks start without their tool caches.
+    pub reset_tool_cache: bool,
     /// Why nothing runs: the trigger's `if` was false, or no trigger answers this event.
     pub skip: Option<String>,
     /// Every secret value, to be masked wherever output is shown or kept.
@@ -391,6 +393,7 @@ pub fn invoke(
     let mut init: BTreeMap<String, strata_pipeline::expr::Rendered> = BTreeMap::new();
     let mut trigger = None;
     let mut targets = Vec::new();
+    let mut reset_tool_cache = false;
     let mut skip = None;
     match &ci {
         Some(ci) => {
@@ -437,6 +440,7 @@ pub fn invoke(
             match chosen {
                 Some(t) => {
                     trigger = Some(t.event);
+                    reset_tool_cache = t.reset_tool_cache;
                     targets = t.target.iter().map(|(n, _)| n.clone()).collect();
                     for (name, text) in &t.init {
                         let v = render(text, &scope)
@@ -520,6 +524,7 @@ pub fn invoke(
         key_scope,
         trigger,
         targets,
+        reset_tool_cache,
         skip,
         secret_values,
         unresolved,

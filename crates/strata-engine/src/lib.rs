@@ -32,6 +32,7 @@ mod scheduler;
 mod shell;
 mod sources;
 mod tasks;
+mod tool_cache;
 mod transfer;
 mod workspace_tree;
 

@@ -295,6 +295,7 @@ mod tests {
                     },
                 })
                 .collect(),
+            mtimes: Vec::new(),
         }
     }
 

@@ -59,7 +59,7 @@ struct FailedRestores {
     layers: std::collections::HashSet<LayerDigest>,
 }
 
-fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 'a {
+pub(crate) fn warn_with<'a>(reporter: &'a dyn Reporter) -> impl Fn(&BackendError) + Sync + 'a {
     move |e: &BackendError| {
         reporter.event(&Event::Warning {
             message: format!("{e}; carrying on without it"),
@@ -207,6 +207,8 @@ pub(crate) struct Outgoing {
     pub(crate) duration: Duration,
     /// The task's log, stored in the local cache: published streamed from the file.
     pub(crate) log: std::path::PathBuf,
+    /// The tool cache the task just wrote, published after its entry (`tool_cache.rs`).
+    pub(crate) tool_cache: Option<strata_store::ToolCacheRecord>,
 }
 
 /// Publishes a task result to the writable remotes in the background.
@@ -238,11 +240,14 @@ pub(crate) fn start_publish<'scope, 'env>(
             .fetch_add(published.bytes, Ordering::Relaxed);
         if published.remotes > 0 {
             reporter.event(&Event::TaskPushed {
-                task: out.task,
+                task: out.task.clone(),
                 bytes: published.bytes,
                 remotes: published.remotes,
                 duration_ms: start.elapsed().as_millis() as u64,
             });
+        }
+        if let Some(record) = &out.tool_cache {
+            crate::tool_cache::publish(ctx, &out.task, out.key, record, reporter, &warn);
         }
     });
 }

@@ -2,6 +2,7 @@
 //! distinct selection per run, from hard links to the cache's workspace blobs (so the tree is a
 //! snapshot: later edits to the workspace do not leak into a running task) and, for a task whose
 //! filter also narrows what its used tasks wrote into the workspace, to those layers' files.
+//! Captured files keep the mtime the checkout gave them (`strata-store`'s `blobs.rs`).
 //! Such a task's tree goes above a *mask*: a lower dir whose `workspace/` is opaque, hiding the
 //! layers' own `workspace/` parts below it.
 
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use strata_key::{FileKind, WorkspaceDigest, WorkspaceFile};
+use strata_key::{FileKind, Workspace, WorkspaceDigest, WorkspaceFile};
 use strata_store::{LocalCache, StoreError};
 
 #[derive(Default)]
@@ -41,7 +42,7 @@ impl WorkspaceTrees {
         &self,
         cache: &LocalCache,
         run_dir: &Path,
-        workspace_root: &Path,
+        workspace: &Workspace,
         digest: WorkspaceDigest,
         files: &[WorkspaceFile],
         origins: &[Origin],
@@ -66,13 +67,22 @@ impl WorkspaceTrees {
             }
             match (&f.kind, origin) {
                 (FileKind::File { digest, .. }, Origin::Captured(origin)) => {
-                    let origin = workspace_root.join(&**origin);
-                    let blob = cache.content().workspace_blob(&origin, digest, f.mode)?;
+                    // The file's mtime in the checkout, so that cargo or make see an unchanged
+                    // file as unchanged and an edited one as newer than their outputs.
+                    let mtime = workspace.mtime(origin);
+                    let origin = workspace.root.join(&**origin);
+                    let blob_of = || match mtime {
+                        Some(mtime) => cache
+                            .content()
+                            .workspace_blob_with_mtime(&origin, digest, f.mode, mtime),
+                        None => cache.content().workspace_blob(&origin, digest, f.mode),
+                    };
+                    let blob = blob_of()?;
                     match std::fs::hard_link(&blob, &dest) {
                         Ok(()) => {}
                         // A prune removed the blob in between: it is copied again.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            let blob = cache.content().workspace_blob(&origin, digest, f.mode)?;
+                            let blob = blob_of()?;
                             std::fs::hard_link(&blob, &dest).map_err(io(&dest))?;
                         }
                         Err(e) => return Err(io(&dest)(e)),

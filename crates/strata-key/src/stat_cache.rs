@@ -16,7 +16,7 @@ pub(crate) struct Stamp {
     dev: u64,
     ino: u64,
     size: u64,
-    mtime: (i64, u32),
+    pub(crate) mtime: (i64, u32),
     ctime: (i64, u32),
     mode: u32,
 }

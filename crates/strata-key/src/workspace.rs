@@ -60,6 +60,10 @@ pub struct Workspace {
     pub root: PathBuf,
     /// Sorted by path.
     pub files: Vec<WorkspaceFile>,
+    /// Each file's mtime as the capture found it (stat before read, so a file edited while it
+    /// was read shows an mtime no newer than its content), in the order of `files`; empty when
+    /// unknown. Never part of a digest: only the tasks' trees show it.
+    pub mtimes: Vec<(i64, u32)>,
 }
 
 impl Workspace {
@@ -94,8 +98,10 @@ impl Workspace {
         }
         let hashed = hash_in_parallel(&root, found, known)?;
         let mut files = Vec::with_capacity(hashed.len());
+        let mut mtimes = Vec::with_capacity(hashed.len());
         let mut changed = known.len() != hashed.len();
         for (file, stamp) in hashed {
+            mtimes.push(stamp.map_or((0, 0), |(s, _)| s.mtime));
             if let (Some((stamp, reused)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
                 changed |= !reused;
                 fresh.insert(&file.path, stamp, *digest);
@@ -103,7 +109,20 @@ impl Workspace {
             files.push(file);
         }
         // Nothing new to remember: the old cache (and the time it was taken) stays valid.
-        Ok((Workspace { root, files }, changed.then_some(fresh)))
+        Ok((
+            Workspace {
+                root,
+                files,
+                mtimes,
+            },
+            changed.then_some(fresh),
+        ))
+    }
+
+    /// The mtime the capture found for the file at `path`, if it captured it.
+    pub fn mtime(&self, path: &str) -> Option<(i64, u32)> {
+        let i = self.files.binary_search_by(|f| (*f.path).cmp(path)).ok()?;
+        self.mtimes.get(i).copied()
     }
 
     /// The files whose path `wanted` keeps (a task's filter).

@@ -18,6 +18,7 @@
 //!   ubuntu 24.04: localhost:5000/ubuntu:24.04
 //! local:
 //!   max-size: 20GB                             # the local cache's budget, kept after each run
+//!   tool-cache-max-age: 48h                    # tool caches older than this are not used
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub struct Config {
 pub struct LocalConfig {
     /// `max-size`: the budget, in bytes, that a prune after each run keeps the cache within.
     pub max_size: Option<u64>,
+    /// `tool-cache-max-age`: a tool cache last written longer ago is neither used nor kept
+    /// (`None`: RWX's 48 hours).
+    pub tool_cache_max_age: Option<std::time::Duration>,
 }
 
 fn local_config(node: &crate::yaml::Node, errors: &mut Vec<crate::Diagnostic>) -> LocalConfig {
@@ -63,7 +67,20 @@ fn local_config(node: &crate::yaml::Node, errors: &mut Vec<crate::Diagnostic>) -
                     }
                 }
             }
-            Some(other) => errors.push(unknown_key(k, other, "`local`", &["max-size"])),
+            Some("tool-cache-max-age") => {
+                if let Some(text) = as_string(v, "`tool-cache-max-age`", errors) {
+                    match crate::parse_duration(&text) {
+                        Ok(age) => local.tool_cache_max_age = Some(age),
+                        Err(e) => errors.push(v.error(format!("`tool-cache-max-age`: {e}"))),
+                    }
+                }
+            }
+            Some(other) => errors.push(unknown_key(
+                k,
+                other,
+                "`local`",
+                &["max-size", "tool-cache-max-age"],
+            )),
             None => {}
         }
     }

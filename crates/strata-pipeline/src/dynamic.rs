@@ -183,6 +183,8 @@ fn read_file(
         source_text: text.to_string(),
         package: None,
         parallel_groups: groups.to_vec(),
+        // The run's own file's vault applies to the tasks it adds.
+        tool_cache_vault: None,
     };
     crate::parallel::expand(&mut pipeline, &mut errors);
     if !errors.is_empty() {

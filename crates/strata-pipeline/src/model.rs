@@ -262,6 +262,9 @@ pub struct Task {
     /// `privileged: true` (strata's own files): the task keeps every capability and sees
     /// `/sys` and `/proc` unguarded (docs/security.md). Keyed.
     pub privileged: bool,
+    /// `tool-cache: NAME`: on a miss the task starts from the files its latest successful
+    /// execution under this name left (not keyed; `strata-engine`'s `tool_cache.rs`).
+    pub tool_cache: Option<String>,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
     /// For a task of a called package or run definition: the call, whose arguments are its
@@ -301,6 +304,9 @@ pub struct Pipeline {
     pub package: Option<crate::calls::PackageDecl>,
     /// Each expanded `parallel:` task and the tasks it generated.
     pub parallel_groups: Vec<crate::parallel::ParallelGroup>,
+    /// The top-level `tool-cache: {vault: NAME}`: the namespace of the file's tool caches
+    /// (`None`: the default one).
+    pub tool_cache_vault: Option<String>,
 }
 
 impl Task {

@@ -61,6 +61,9 @@ pub struct Trigger {
     pub actions: Vec<String>,
     /// `key` of a cron, dispatch or webhook trigger.
     pub key: Option<String>,
+    /// `reset-tool-cache: true` of a cron trigger: its runs start without tool caches (and
+    /// write them afresh).
+    pub reset_tool_cache: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -210,6 +213,7 @@ fn trigger(node: &Node, event: TriggerEvent, errors: &mut Vec<Diagnostic>) -> Op
         target: Vec::new(),
         actions: Vec::new(),
         key: None,
+        reset_tool_cache: false,
     };
     // `push: {}` and a bare `push:` both mean "on every push".
     if let Value::Scalar {
@@ -251,6 +255,11 @@ fn trigger(node: &Node, event: TriggerEvent, errors: &mut Vec<Diagnostic>) -> Op
                     .into_iter()
                     .map(|(_, s)| s)
                     .collect()
+            }
+            "reset-tool-cache" if extra.contains(&"reset-tool-cache") => {
+                t.reset_tool_cache =
+                    crate::parse::scalars::as_bool(v, "`reset-tool-cache`", errors)
+                        .unwrap_or(false);
             }
             "key" if extra.contains(&"key") => {
                 t.key = as_text(v, "`key`", errors).map(|t| t.raw);

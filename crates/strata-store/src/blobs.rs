@@ -1,4 +1,12 @@
 //! Workspace file blobs (logs are in `logs.rs`).
+//!
+//! A blob `files/<digest>-<mode>` is named by content and mode, and carries the mtime the file
+//! had when it was first copied in. A workspace tree must show each file with its real mtime
+//! (cargo and make compare mtimes), and the blob is hard-linked into trees, so a file whose
+//! mtime differs from its blob's gets a copy of its own, `files/<digest>-<mode>@<secs>.<nanos>`,
+//! made once and linked from then on. Setting the mtime of a shared blob instead would change it
+//! under every tree linking it. mtimes never enter a key; prune and verify treat a copy as part
+//! of its content's blob.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -9,7 +17,72 @@ use strata_key::ContentDigest;
 use crate::error::{StoreError, io};
 use crate::local::Content;
 
+/// The name of the content blob a file of `files/` belongs to (itself, or the blob a
+/// `name@mtime` copy was made from).
+pub(crate) fn content_name(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(content, _)| content)
+}
+
+/// A file's modification time: seconds and nanoseconds since the epoch.
+pub type FileMtime = (i64, u32);
+
+fn set_mtime(path: &Path, (secs, nanos): FileMtime) -> Result<(), StoreError> {
+    let t = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos as _,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &t,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io(path)(e.into()))
+}
+
+fn mtime_of(meta: &std::fs::Metadata) -> FileMtime {
+    use std::os::unix::fs::MetadataExt;
+    (meta.mtime(), meta.mtime_nsec() as u32)
+}
+
 impl Content<'_> {
+    /// [`Content::workspace_blob`] with the file's real mtime: the content's blob when its
+    /// mtime is `mtime` (a blob copied in now takes it), else a copy of it with that mtime.
+    pub fn workspace_blob_with_mtime(
+        &self,
+        src: &Path,
+        digest: &ContentDigest,
+        mode: u32,
+        mtime: FileMtime,
+    ) -> Result<PathBuf, StoreError> {
+        let blob = self.workspace_blob_stamped(src, digest, mode, Some(mtime))?;
+        let meta = std::fs::metadata(&blob).map_err(io(&blob))?;
+        if mtime_of(&meta) == mtime {
+            return Ok(blob);
+        }
+        let name = blob
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("blob names are ASCII");
+        let copy = blob.with_file_name(format!("{name}@{}.{:09}", mtime.0, mtime.1));
+        if copy.exists() {
+            return Ok(copy);
+        }
+        // From the blob, not the workspace: the blob's content is known to match its digest.
+        let tmp = self.cache.tmp_path("file");
+        std::fs::copy(&blob, &tmp).map_err(io(&tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+        set_mtime(&tmp, mtime)?;
+        std::fs::rename(&tmp, &copy).map_err(io(&copy))?;
+        Ok(copy)
+    }
+
     /// The blob holding a workspace file with this content and mode, copying it from `src` if
     /// the cache does not have it yet (bracket a batch of these with
     /// [`LocalCache::note_unsynced_files`]). The copy is checked against `digest`, so a file edited
@@ -19,6 +92,16 @@ impl Content<'_> {
         src: &Path,
         digest: &ContentDigest,
         mode: u32,
+    ) -> Result<PathBuf, StoreError> {
+        self.workspace_blob_stamped(src, digest, mode, None)
+    }
+
+    fn workspace_blob_stamped(
+        &self,
+        src: &Path,
+        digest: &ContentDigest,
+        mode: u32,
+        mtime: Option<FileMtime>,
     ) -> Result<PathBuf, StoreError> {
         let dest = self
             .cache
@@ -49,6 +132,9 @@ impl Content<'_> {
             });
         }
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+        if let Some(mtime) = mtime {
+            set_mtime(&tmp, mtime)?;
+        }
         std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
         Ok(dest)
     }

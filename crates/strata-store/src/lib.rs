@@ -19,9 +19,11 @@ mod logs;
 mod prune;
 mod records;
 mod runs;
+mod tool_caches;
 mod usage;
 mod verify;
 
+pub use blobs::FileMtime;
 pub use error::{StoreError, error_chain};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
@@ -30,5 +32,6 @@ pub use logs::{LogWriter, WrittenLog};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport};
 pub use records::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use runs::{KeyLock, LiveRun, RunDir};
+pub use tool_caches::{DEFAULT_TOOL_CACHE_MAX_AGE, ToolCacheId, ToolCacheRecord, ToolCaches};
 pub use usage::{CacheStats, DiskUsage, EntryUsage};
 pub use verify::{Problem, VerifyReport};

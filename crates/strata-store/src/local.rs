@@ -34,7 +34,9 @@ pub struct Runs<'a> {
 /// index.sqlite        entries: cache key -> layer, env, inputs, log, timing, last use, hits
 /// hits                hits of warm runs not yet folded into the index (`usage.rs`)
 /// layers/<digest>/    committed layers, unpacked, immutable, used directly as overlay lowers
-/// files/<digest>-<mode>  workspace file blobs (hard-linked into per-run workspace trees)
+/// files/<digest>-<mode>  workspace file blobs (hard-linked into per-run workspace trees);
+///                     `...@<mtime>`: a copy with another file's mtime (`blobs.rs`)
+/// tool-caches/<id>.json  which layer each tool cache holds (`tool_caches.rs`)
 /// logs/<digest>       task logs
 /// runs/<id>/          scratch of a running strata process (held by a lock, removed when stale)
 /// failed/<task>-<tag>/  the upper dir of the last failed run of a task, kept for inspection

@@ -58,6 +58,8 @@ pub struct PruneOptions {
     pub older_than: Option<Duration>,
     /// Keep unnamed objects younger than this.
     pub grace: Duration,
+    /// Tool caches written longer ago are evicted; younger ones keep their layers.
+    pub tool_cache_max_age: Duration,
 }
 
 impl Default for PruneOptions {
@@ -66,6 +68,7 @@ impl Default for PruneOptions {
             max_bytes: None,
             older_than: None,
             grace: DEFAULT_GRACE,
+            tool_cache_max_age: crate::DEFAULT_TOOL_CACHE_MAX_AGE,
         }
     }
 }
@@ -80,6 +83,8 @@ pub struct PruneReport {
     pub files: u64,
     pub failed: u64,
     pub locks: u64,
+    /// Tool cache records evicted for their age.
+    pub tool_caches: u64,
     /// Bytes freed by kind.
     pub freed: crate::DiskUsage,
     /// What the budget counts, before and after.
@@ -204,6 +209,7 @@ impl LocalCache {
         // Recent hits decide what is least recently used.
         self.index().fold_hits()?;
         self.runs().remove_dead_scratch()?;
+        report.tool_caches = self.tool_caches().evict(options.tool_cache_max_age)?;
         let before = self.disk_usage()?;
         report.before = before.reclaimable();
 
@@ -346,7 +352,9 @@ impl LocalCache {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let grace_ms = options.grace.as_millis().min(i64::MAX as u128) as i64;
-        let (named_layers, named_logs, workspaces) = self.named()?;
+        let (mut named_layers, named_logs, workspaces) = self.named()?;
+        // A tool cache's layer is named by its record until the record expires.
+        named_layers.extend(self.tool_caches().layers(options.tool_cache_max_age)?);
         // Read after the entries were removed: a run that noted a layer before that is seen.
         let leased = self.leased_layers()?;
         let layers = self.root.join("layers");
@@ -560,7 +568,11 @@ impl LocalCache {
         for entry in std::fs::read_dir(&files).map_err(io(&files))? {
             let entry = entry.map_err(io(&files))?;
             let name = entry.file_name();
-            if name.to_str().is_some_and(|n| wanted.contains(n)) {
+            // A copy with a file's real mtime (`name@mtime`) goes with its content's blob.
+            if name
+                .to_str()
+                .is_some_and(|n| wanted.contains(crate::blobs::content_name(n)))
+            {
                 continue;
             }
             if std::fs::remove_file(entry.path()).is_ok() {

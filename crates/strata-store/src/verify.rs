@@ -204,7 +204,7 @@ impl LocalCache {
             let named = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(|n| n.split_once('-'))
+                .and_then(|n| crate::blobs::content_name(n).split_once('-'))
                 .and_then(|(hex, mode)| {
                     Some((
                         ContentDigest::parse(hex)?,

@@ -239,6 +239,30 @@ impl CacheBackend for S3Backend {
             .collect())
     }
 
+    fn get_tool_cache(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let object = self.names.object(&format!("tool-caches/{name}"));
+        match self.client.get(&object, "read a tool cache")? {
+            Some(resp) => Ok(Some(read_small(
+                resp.into_reader(),
+                &self.client.location,
+                "a tool cache",
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A plain PUT: S3 replaces an object whole, so the last writer wins.
+    fn put_tool_cache(&self, name: &str, document: &[u8]) -> Result<(), BackendError> {
+        let object = self.names.object(&format!("tool-caches/{name}"));
+        self.client
+            .agent
+            .put(&self.client.put_url(&object)?)
+            .set("Content-Type", "application/json")
+            .send_bytes(document)
+            .map(|_| ())
+            .map_err(|e| self.client.error("write a tool cache", e))
+    }
+
     fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
         match self.client.get(&self.names.entry(key), "read an entry")? {
             Some(resp) => Ok(Some(read_small(

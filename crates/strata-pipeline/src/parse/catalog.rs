@@ -1,5 +1,5 @@
 //! Every key of RWX's run-definition language, and what strata does with each: honours it,
-//! accepts it with no effect (RWX's cloud), ignores it for now (it only speeds things up), or
+//! accepts it with no effect (RWX's cloud), or
 //! accepts it in `check` and refuses it in `run` until a later version implements it.
 
 /// What strata does with a key it does not implement itself.
@@ -7,8 +7,6 @@
 pub(crate) enum KeyStatus {
     /// Configures RWX's cloud (machines, UI, cancellation): nothing to do on this machine.
     NoEffect,
-    /// Would only make things faster; the run is correct without it.
-    Ignored(&'static str),
     /// Changes what a run does: `run` refuses the file until strata implements it.
     Later,
 }
@@ -33,6 +31,7 @@ const HONOURED_TASK_KEYS: &[&str] = &[
     "inherit-init",
     "if",
     "parallel",
+    "tool-cache",
 ];
 
 const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
@@ -41,10 +40,6 @@ const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
     ("health-timeout", KeyStatus::NoEffect),
     ("auto-cancel", KeyStatus::NoEffect),
     ("bootstrapping", KeyStatus::NoEffect),
-    (
-        "tool-cache",
-        KeyStatus::Ignored("the task runs from scratch on a miss, as without a tool cache"),
-    ),
     ("outputs", KeyStatus::Later),
     ("background-processes", KeyStatus::Later),
     ("retry", KeyStatus::Later),
@@ -91,9 +86,6 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
 pub(crate) fn top_level_key(key: &str) -> Option<KeyStatus> {
     match key {
         "concurrency-pools" | "defaults" => Some(KeyStatus::NoEffect),
-        "tool-cache" => Some(KeyStatus::Ignored(
-            "tasks run from scratch on a miss, as without a tool cache",
-        )),
         _ => None,
     }
 }

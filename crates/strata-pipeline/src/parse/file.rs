@@ -139,6 +139,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     let mut base = Base::Host(HostBase::default());
     let mut base_at = None;
     let mut caches = Vec::new();
+    let mut tool_cache_vault = None;
     let mut tasks = None;
     let mut triggers = Triggers::default();
     let mut unsupported = Vec::new();
@@ -175,6 +176,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
                 );
             }
             "cache" => caches = remote_caches(value, "`cache`", errors),
+            "tool-cache" => tool_cache_vault = tool_cache_settings(value, errors),
             "on" => triggers = parse_triggers(value, errors),
             // Anchors to be used elsewhere in the file: anything goes.
             "aliases" => {}
@@ -201,10 +203,6 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
                     message: format!(
                         "`{other}` has no effect in strata (it configures RWX's cloud)"
                     ),
-                }),
-                Some(KeyStatus::Ignored(why)) => notes.push(Note {
-                    at: key.at,
-                    message: format!("`{other}` is ignored for now: {why}"),
                 }),
                 Some(KeyStatus::Later) => unsupported.push(Unsupported {
                     key: format!("`{other}`"),
@@ -240,7 +238,33 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
         source_text: String::new(),
         package,
         parallel_groups: Vec::new(),
+        tool_cache_vault,
     })
+}
+
+/// The top-level `tool-cache: {vault: NAME}` (RWX's only setting): the vault names the
+/// namespace the file's tool caches live in.
+fn tool_cache_settings(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<String> {
+    let mut vault = None;
+    for (key, value) in as_map(node, "`tool-cache`", errors)? {
+        let Some(name) = key_name(key, errors) else {
+            continue;
+        };
+        match name.as_str() {
+            "vault" => {
+                vault = crate::parse::scalars::as_string(value, "`tool-cache.vault`", errors)
+                    .filter(|v| {
+                        let ok = !v.trim().is_empty() && !v.contains("${{");
+                        if !ok {
+                            errors.push(value.error("`tool-cache.vault` must be a vault's name"));
+                        }
+                        ok
+                    })
+            }
+            other => errors.push(unknown_key(key, other, "`tool-cache`", &["vault"])),
+        }
+    }
+    vault
 }
 
 /// `base: {host: {key-paths: [...]}}`: host paths whose content joins the base identity.

@@ -142,6 +142,7 @@ pub(crate) fn build_task(
             "workspace" if dialect == Dialect::Strata => {
                 t.workspace = as_bool(value, "`workspace`", errors).unwrap_or(false)
             }
+            "tool-cache" => t.tool_cache = tool_cache_name(value, errors),
             "privileged" if dialect == Dialect::Strata => {
                 t.privileged = as_bool(value, "`privileged`", errors).unwrap_or(false)
             }
@@ -151,10 +152,6 @@ pub(crate) fn build_task(
                     message: format!(
                         "`{other}` has no effect in strata (it configures RWX's cloud)"
                     ),
-                }),
-                Some(KeyStatus::Ignored(why)) => extras.notes.push(Note {
-                    at: key.at,
-                    message: format!("`{other}` is ignored for now: {why}"),
                 }),
                 Some(KeyStatus::Later) => later(extras, format!("`{other}`")),
                 None => {
@@ -254,6 +251,7 @@ pub(crate) fn build_task(
         status_deps: Vec::new(),
         parallel: t.parallel.map(crate::parallel::Parallel::Pending),
         privileged: t.privileged,
+        tool_cache: t.tool_cache,
         ref_spans: t.ref_spans,
         scope: None,
     })
@@ -279,7 +277,23 @@ struct TaskParts {
     after_condition: Option<Text>,
     parallel: Option<crate::parallel::ParallelSpec>,
     privileged: bool,
+    tool_cache: Option<String>,
     ref_spans: Vec<RefSpan>,
+}
+
+/// `tool-cache: NAME`: a plain, non-empty name (it names the cache on disk and in shared
+/// caches, so an expression, which RWX does not allow either, is refused).
+fn tool_cache_name(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<String> {
+    let name = crate::parse::scalars::as_string(node, "`tool-cache`", errors)?;
+    if name.trim().is_empty() || name.contains("${{") || name.chars().any(char::is_control) {
+        errors.push(
+            node.error(
+                "`tool-cache` must be a name, such as `npm` or `cargo-target` (no expression)",
+            ),
+        );
+        return None;
+    }
+    Some(name)
 }
 
 pub(crate) fn is_expression(node: &Node) -> bool {
