@@ -452,6 +452,7 @@ fn options(
         fail_fast: false,
         workspace,
         exe: std::env::current_exe().map_err(|e| CliError::internal(&e))?,
+        artifacts_dir: None,
         pass_env: passed_env(args)?,
         invocation: strata_engine::InvocationOptions {
             init: args
@@ -477,6 +478,7 @@ fn print_notes(pipeline: &Pipeline) {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one per flag of `strata run`
 pub(crate) fn run(
     file: Option<PathBuf>,
     args: &PipelineArgs,
@@ -485,6 +487,7 @@ pub(crate) fn run(
     fail_fast: bool,
     jobs: Option<usize>,
     json: bool,
+    artifacts: Option<PathBuf>,
 ) -> CliResult {
     let session = open(file, args, &targets, true)?;
     if let Some(message) = session.pipeline.unsupported_report() {
@@ -499,6 +502,7 @@ pub(crate) fn run(
     let mut opts = options(&session.pipeline, args, targets)?;
     opts.no_cache = no_cache;
     opts.fail_fast = fail_fast;
+    opts.artifacts_dir = artifacts;
     if let Some(j) = jobs {
         opts.jobs = j.max(1);
     }

@@ -10,6 +10,7 @@
 
 mod cache;
 mod commands;
+mod outputs_report;
 mod remote_prune;
 mod reporter;
 mod signing;
@@ -98,6 +99,10 @@ enum Command {
         /// Print one JSON event per line instead of the terminal display.
         #[arg(long)]
         json: bool,
+        /// Copy every task's artifacts (`outputs.artifacts`, `$RWX_ARTIFACTS`) to
+        /// DIR/<task>/<key>/, restored tasks' too.
+        #[arg(long, value_name = "DIR")]
+        artifacts: Option<PathBuf>,
     },
     /// Validate a pipeline file without running anything.
     Check {
@@ -212,7 +217,10 @@ fn main() -> ExitCode {
             fail_fast,
             jobs,
             json,
-        } => commands::run(file, &pipeline, targets, no_cache, fail_fast, jobs, json),
+            artifacts,
+        } => commands::run(
+            file, &pipeline, targets, no_cache, fail_fast, jobs, json, artifacts,
+        ),
         Command::Check { file, packages } => commands::check(file, &packages),
         Command::Cache(command) => cache::cache(command),
         Command::SettleCache { dir } => commands::settle_cache(&dir),

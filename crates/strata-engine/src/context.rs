@@ -66,6 +66,8 @@ pub struct RunOptions {
     pub pass_env: Vec<PassedEnv>,
     /// `--init` values and the secrets file.
     pub invocation: crate::invocation::InvocationOptions,
+    /// `--artifacts DIR`: every task's artifacts are copied to `DIR/<task>/<key>/`.
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 /// What every task of one run shares: the pipeline, the cache, the captured workspace and the
@@ -93,6 +95,8 @@ pub struct RunContext<'a> {
     pub(crate) trees: WorkspaceTrees,
     /// The workspace parts of used tasks' layers, for filtered tasks.
     pub(crate) layer_parts: crate::layer_parts::LayerPartsCache,
+    /// The tasks whose artifacts `--artifacts` copies once the run is over.
+    pub(crate) artifacts: crate::task_outputs::ArtifactLedger,
     pub(crate) transfers: Transfers,
     /// Things to tell the user once the run starts (a base image used offline, ...).
     pub(crate) notices: Vec<String>,
@@ -276,6 +280,7 @@ impl<'a> RunContext<'a> {
             trees: WorkspaceTrees::default(),
             layer_parts: Default::default(),
             transfers: Transfers::default(),
+            artifacts: Default::default(),
             notices,
             run_dir,
             sources,

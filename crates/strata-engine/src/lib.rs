@@ -30,7 +30,9 @@ mod plan;
 mod scheduler;
 mod shell;
 mod sources;
+mod task_outputs;
 mod tasks;
+mod test_results;
 mod transfer;
 mod workspace_tree;
 

@@ -262,6 +262,10 @@ pub struct Task {
     /// `privileged: true` (strata's own files): the task keeps every capability and sees
     /// `/sys` and `/proc` unguarded (docs/security.md). Keyed.
     pub privileged: bool,
+    /// `outputs`: artifacts, test results, success exit codes, what the layer keeps.
+    pub outputs: crate::outputs::TaskOutputs,
+    /// `retry`: how many more times a failed task runs.
+    pub retry: Option<crate::outputs::Retry>,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
     /// For a task of a called package or run definition: the call, whose arguments are its
@@ -323,6 +327,7 @@ impl Task {
         texts.extend(self.cache.ttl_expr.iter());
         texts.extend(self.filter.iter().flat_map(|f| f.templates()));
         texts.extend(&self.condition);
+        texts.extend(self.retry.iter().flat_map(|r| &r.condition));
         if let Some(crate::parallel::Parallel::Pending(spec)) = &self.parallel {
             texts.extend(spec.texts());
         }

@@ -33,6 +33,8 @@ const HONOURED_TASK_KEYS: &[&str] = &[
     "inherit-init",
     "if",
     "parallel",
+    "outputs",
+    "retry",
 ];
 
 const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
@@ -45,9 +47,7 @@ const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
         "tool-cache",
         KeyStatus::Ignored("the task runs from scratch on a miss, as without a tool cache"),
     ),
-    ("outputs", KeyStatus::Later),
     ("background-processes", KeyStatus::Later),
-    ("retry", KeyStatus::Later),
     ("docker", KeyStatus::Later),
     ("app", KeyStatus::Later),
 ];
