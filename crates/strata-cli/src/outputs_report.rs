@@ -14,6 +14,8 @@ pub(crate) struct OutputsTally {
     tests: BTreeMap<String, TestResults>,
     /// Tasks that passed after failing: (attempt, attempts).
     retried: BTreeMap<String, (u32, u32)>,
+    /// What failed tasks wrote into `$RWX_ERRORS`.
+    errors: BTreeMap<String, Vec<String>>,
 }
 
 impl OutputsTally {
@@ -27,6 +29,12 @@ impl OutputsTally {
     pub(crate) fn passed_on_retry(&mut self, task: &str, attempt: u32, attempts: u32) -> String {
         self.retried.insert(task.to_string(), (attempt, attempts));
         format!("passed on attempt {attempt}/{attempts}")
+    }
+
+    pub(crate) fn errors(&mut self, task: &str, errors: &[String]) {
+        if !errors.is_empty() {
+            self.errors.insert(task.to_string(), errors.to_vec());
+        }
     }
 
     /// The summary's lines: every task's tests together, the failing ones named, and the
@@ -51,6 +59,12 @@ impl OutputsTally {
                     lines.push(format!("failing tests of {task}:"));
                     lines.extend(failing_lines(r));
                 }
+            }
+        }
+        for (task, errors) in &self.errors {
+            lines.push(format!("errors of {task}:"));
+            for e in errors {
+                lines.extend(e.lines().map(|l| format!("  {l}")));
             }
         }
         for (task, (attempt, attempts)) in &self.retried {

@@ -389,6 +389,7 @@ impl TerminalReporter {
             } => {
                 d.running.remove(task);
                 d.finished += 1;
+                d.outputs.errors(task, errors);
                 let mut lines = vec![format!(
                     "{} {} after {}{}: {reason}",
                     name(task),

@@ -392,3 +392,23 @@ fn a_filtered_cache_directory_does_not_rerun_dependents() {
     );
     assert!(c.take().is_empty());
 }
+
+#[test]
+fn error_files_are_in_the_events_and_the_summary_of_a_failed_task() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: setup\n    run: |\n      echo 'Unsupported operating system `plan9`' > \"$(mktemp \"$RWX_ERRORS/error-XXXX\")\"\n      exit 1\n",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let failed = r.event("task-failed", "setup").unwrap();
+    assert_eq!(failed["errors"][0], "Unsupported operating system `plan9`");
+    let out = f.output(&["run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary = stderr.rsplit_once("failed:").map_or("", |(_, s)| s);
+    assert!(
+        summary.contains("errors of setup:\n  Unsupported operating system `plan9`"),
+        "{stderr}"
+    );
+}
