@@ -323,6 +323,26 @@ fn success_exit_codes_pass_and_the_code_is_kept() {
     assert_eq!(r.status("other"), "failed");
     let r = f.run(&["-t", "next"]);
     assert_eq!(r.status("lint"), "cached");
+    // The exit code is kept in the entry, and published with it.
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let r = f.run(&["--no-cache", "--remote", &url, "-t", "lint"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let key = r.event("task-passed", "lint").unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut found = None;
+    for _ in 0..50 {
+        if let Ok(text) = std::fs::read_to_string(remote.path().join(format!("entries/{key}.json")))
+        {
+            found = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let entry: serde_json::Value = serde_json::from_str(&found.expect("entry published")).unwrap();
+    assert_eq!(entry["exit_code"], 3);
 }
 
 #[test]

@@ -940,6 +940,7 @@ fn commit<'scope, 'env>(
                     files: resolved.files.clone(),
                     duration,
                     log: ctx.cache.log_path(&log),
+                    exit_code,
                 },
             );
         }

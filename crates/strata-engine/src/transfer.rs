@@ -203,6 +203,7 @@ pub(crate) struct Outgoing {
     pub(crate) duration: Duration,
     /// The task's log, stored in the local cache: published streamed from the file.
     pub(crate) log: std::path::PathBuf,
+    pub(crate) exit_code: i32,
 }
 
 /// Publishes a task result to the writable remotes in the background.
@@ -226,6 +227,7 @@ pub(crate) fn start_publish<'scope, 'env>(
                 workspace_files: &out.files,
                 duration: out.duration,
                 log: &out.log,
+                exit_code: out.exit_code,
             },
             &warn,
         );
