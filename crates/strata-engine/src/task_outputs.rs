@@ -110,8 +110,9 @@ pub(crate) fn test_result_files(outputs_dir: &Path) -> Vec<(String, PathBuf)> {
         .into_iter()
         .flatten()
         .flatten()
+        // Regular files only: a symlink would be followed on the host, outside the sandbox.
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.path())
-        .filter(|p| p.is_file())
         .collect();
     own.sort();
     for p in own {
@@ -132,7 +133,7 @@ pub(crate) fn retry_action_env(outputs_dir: &Path, action: &str) -> Vec<(String,
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().is_file())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let valid = name

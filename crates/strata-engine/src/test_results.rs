@@ -37,7 +37,19 @@ pub(crate) fn read_files(
     )
 }
 
+/// Result files larger than this are not read (they would be held in memory whole).
+const MAX_FILE_BYTES: u64 = 256 << 20;
+
 fn read_file(path: &Path, results: &mut TestResults) -> Result<(), String> {
+    // The task's processes are gone by now, so what is checked here is what is read; a
+    // symlink would be followed on the host, outside the sandbox.
+    let meta = path.symlink_metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!("larger than {} MiB", MAX_FILE_BYTES >> 20));
+    }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&bytes);
     let start = text.trim_start();
@@ -286,15 +298,19 @@ mod tests {
         .unwrap();
         let other = dir.path().join("other.xml");
         std::fs::write(&other, "<html/>").unwrap();
+        let link = dir.path().join("link.xml");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
         let (r, warnings) = read_files(&[
             ("bad.xml".into(), bad),
             ("good.xml".into(), good),
             ("other.xml".into(), other),
+            ("link.xml".into(), link),
         ]);
         let r = r.unwrap();
         assert_eq!((r.passed, r.failed), (1, 0));
         assert_eq!(r.files, vec!["good.xml"]);
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[2].contains("not a regular file"), "{warnings:?}");
         assert!(warnings[0].contains("bad.xml") && warnings[0].contains("malformed"));
     }
 
