@@ -432,3 +432,19 @@ fn error_files_are_in_the_events_and_the_summary_of_a_failed_task() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_artifact_symlink_is_copied_as_a_symlink_never_followed_on_the_host() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: t\n    run: ln -s /etc \"$RWX_ARTIFACTS/hostetc\"\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let r = f.run(&["--artifacts", out.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let copied = out.path().join("t/hostetc/hostetc");
+    let meta = copied.symlink_metadata().unwrap();
+    assert!(meta.file_type().is_symlink(), "{copied:?}");
+    assert!(!out.path().join("t/hostetc/passwd").exists());
+}

@@ -217,7 +217,7 @@ pub(crate) fn keep_artifacts(outputs_dir: &Path, upper: &Path) -> Result<Vec<Str
     let mut keys = Vec::new();
     let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
     // Declared ones first: a `$RWX_ARTIFACTS` entry of the same name is refused below.
-    for (source, declared) in [(DECLARED_ARTIFACTS, true), ("artifacts", false)] {
+    for source in [DECLARED_ARTIFACTS, "artifacts"] {
         let Ok(entries) = std::fs::read_dir(outputs_dir.join(source)) else {
             continue;
         };
@@ -238,7 +238,9 @@ pub(crate) fn keep_artifacts(outputs_dir: &Path, upper: &Path) -> Result<Vec<Str
             std::fs::create_dir_all(&to).map_err(|err| io(&to, err))?;
             let dest = to.join(&key);
             let is_dir = e.file_type().map_err(|err| io(&e.path(), err))?.is_dir();
-            if declared || is_dir {
+            // Only a real directory is taken whole; anything else (a symlink the task put in
+            // place of one) is wrapped, so that nothing later follows it on the host.
+            if is_dir {
                 std::fs::rename(e.path(), &dest).map_err(|err| io(&dest, err))?;
             } else {
                 // A file written as `$RWX_ARTIFACTS/NAME` is artifact NAME holding that file.
@@ -340,6 +342,13 @@ pub(crate) fn deliver_failed(
 /// `from/<key>` → `to/<key>`, replacing what an earlier run left there.
 fn copy_task_artifacts(from: &Path, keys: &[String], to: &Path) -> std::io::Result<()> {
     for key in keys {
+        // A layer from a shared cache is untrusted: an artifact that is not a directory
+        // (a symlink to the host's files) is not followed.
+        if !from.join(key).symlink_metadata()?.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "artifact `{key}` is not a directory in the layer"
+            )));
+        }
         let dest = to.join(key);
         if dest.symlink_metadata().is_ok() {
             remove(&dest)?;
