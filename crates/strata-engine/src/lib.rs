@@ -45,3 +45,5 @@ pub use packages::git_package_source;
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
 pub use scheduler::run;
 pub use shell::{ShellError, ShellOptions, shell};
+/// What a task's test result files said: in [`Event::TaskTestResults`] and kept with its entry.
+pub use strata_key::{TestCase, TestResults, TestStatus};
