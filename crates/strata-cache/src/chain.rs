@@ -74,6 +74,8 @@ pub struct Publication<'a> {
     pub duration: Duration,
     /// The task's log file (in the local cache), streamed to each remote.
     pub log: &'a Path,
+    /// 0, or one of the task's `success-exit-codes`.
+    pub exit_code: i32,
 }
 
 /// What publishing reached.
@@ -582,7 +584,7 @@ impl CacheChain {
                 env: p.env.clone(),
                 inputs: p.inputs.clone(),
                 workspace_files: p.workspace_files.to_vec(),
-                exit_code: 0,
+                exit_code: p.exit_code,
                 duration_ms: p.duration.as_millis() as u64,
                 log,
                 created_at_ms: SystemTime::now()

@@ -611,6 +611,7 @@ fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took(s: Subject) {
             workspace_files: &[],
             duration: std::time::Duration::from_millis(5),
             log: &log,
+            exit_code: 0,
         },
         &warn,
     );

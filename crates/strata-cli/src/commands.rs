@@ -463,6 +463,7 @@ fn options(
         require_cached_parents: false,
         workspace,
         exe: std::env::current_exe().map_err(|e| CliError::internal(&e))?,
+        artifacts_dir: None,
         pass_env: passed_env(args)?,
         invocation: strata_engine::InvocationOptions {
             init: args
@@ -496,6 +497,8 @@ pub(crate) struct RunFlags {
     pub jobs: Option<usize>,
     pub json: bool,
     pub require_cached_parents: bool,
+    /// `--artifacts DIR`.
+    pub artifacts: Option<PathBuf>,
 }
 
 pub(crate) fn run(
@@ -510,6 +513,7 @@ pub(crate) fn run(
         jobs,
         json,
         require_cached_parents,
+        artifacts,
     } = flags;
     let session = open(file, args, &targets, true)?;
     if let Some(message) = session.pipeline.unsupported_report() {
@@ -525,6 +529,7 @@ pub(crate) fn run(
     opts.no_cache = no_cache;
     opts.fail_fast = fail_fast;
     opts.require_cached_parents = require_cached_parents;
+    opts.artifacts_dir = artifacts;
     if let Some(j) = jobs {
         opts.jobs = j.max(1);
     }

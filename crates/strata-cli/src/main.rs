@@ -11,6 +11,7 @@
 mod cache;
 mod commands;
 mod fanout;
+mod outputs_report;
 mod remote_prune;
 mod reporter;
 mod signing;
@@ -103,6 +104,10 @@ enum Command {
         /// Print one JSON event per line instead of the terminal display.
         #[arg(long)]
         json: bool,
+        /// Copy every task's artifacts (`outputs.artifacts`, `$RWX_ARTIFACTS`) to
+        /// DIR/<task>/<key>/, restored tasks' too.
+        #[arg(long, value_name = "DIR")]
+        artifacts: Option<PathBuf>,
     },
     /// Validate a pipeline file without running anything.
     Check {
@@ -223,6 +228,7 @@ fn main() -> ExitCode {
             jobs,
             json,
             require_cached_parents,
+            artifacts,
         } => commands::run(
             file,
             &pipeline,
@@ -233,6 +239,7 @@ fn main() -> ExitCode {
                 jobs,
                 json,
                 require_cached_parents,
+                artifacts,
             },
         ),
         Command::Check { file, packages } => commands::check(file, &packages),

@@ -107,6 +107,8 @@ struct Display {
     finished: usize,
     total: usize,
     status_shown: bool,
+    /// Tests and retries, for the summary.
+    outputs: crate::outputs_report::OutputsTally,
 }
 
 /// Task output prefixed by task, a line per task state change and, on a terminal, a status line
@@ -142,6 +144,7 @@ impl TerminalReporter {
                 finished: 0,
                 total: pipeline.tasks.len(),
                 status_shown: false,
+                outputs: Default::default(),
             }),
             tty,
             width: pipeline
@@ -404,6 +407,7 @@ impl TerminalReporter {
             } => {
                 d.running.remove(task);
                 d.finished += 1;
+                d.outputs.errors(task, errors);
                 let mut lines = vec![format!(
                     "{} {} after {}{}: {reason}",
                     name(task),
@@ -430,6 +434,40 @@ impl TerminalReporter {
                 }
                 lines
             }
+            Event::TaskRetrying {
+                task,
+                attempt,
+                attempts,
+                reason,
+                ..
+            } => vec![format!(
+                "{} {} attempt {attempt}/{attempts} failed: {reason}; running it again",
+                name(task),
+                self.paint("33", "↻")
+            )],
+            Event::TaskPassedOnRetry {
+                task,
+                attempt,
+                attempts,
+            } => {
+                let text = d.outputs.passed_on_retry(task, *attempt, *attempts);
+                vec![format!("{} {}", name(task), self.paint("33", &text))]
+            }
+            Event::TaskTestResults { task, results } => d
+                .outputs
+                .tests(task, results)
+                .into_iter()
+                .map(|l| format!("{} {l}", name(task)))
+                .collect(),
+            Event::ArtifactsSaved {
+                task,
+                dir,
+                artifacts,
+            } => vec![format!(
+                "{} artifacts {} copied to {dir}",
+                name(task),
+                artifacts.join(", ")
+            )],
             Event::TaskSkipped { task, because } => {
                 d.finished += 1;
                 vec![format!(
@@ -477,6 +515,7 @@ impl TerminalReporter {
                     .filter(|(_, t)| t.status == TaskStatus::Failed)
                     .map(|(n, _)| n.as_str())
                     .collect();
+                lines.extend(d.outputs.summary());
                 if !failed.is_empty() {
                     lines.push(format!("failed tasks: {}", failed.join(", ")));
                 }

@@ -93,9 +93,11 @@ fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
     common::assert_root();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wordfreq/strata.yml");
     let cache = common::CacheDir::new("strata-cache-");
+    let artifacts = tempfile::tempdir().unwrap();
     let run = || {
         let out = strata()
-            .args(["run", "--json"])
+            .args(["run", "--json", "--artifacts"])
+            .arg(artifacts.path())
             .arg(&example)
             .env("STRATA_CACHE_DIR", cache.path())
             .output()
@@ -115,7 +117,22 @@ fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
     assert_eq!(summary["ran"], 6, "{first}");
     assert!(first.contains("ok   tests/animals.in"), "{first}");
     assert!(first.contains("lint clean"), "{first}");
-    let (_, summary) = run();
+    let tarball = artifacts.path().join("package/tarball/wordfreq.tar.gz");
+    assert!(tarball.is_file(), "{first}");
+    assert!(
+        first.contains(r#""event":"task-test-results","task":"test""#),
+        "{first}"
+    );
+    std::fs::remove_file(&tarball).unwrap();
+    let (again, summary) = run();
     assert_eq!(summary["ran"], 0);
     assert_eq!(summary["cached"], 6);
+    // Restored: the artifact is copied again and the tests are reported again.
+    assert!(tarball.is_file(), "{again}");
+    let tests = again
+        .lines()
+        .find(|l| l.contains(r#""event":"task-test-results""#))
+        .expect("the restored test task reports its tests");
+    let tests: serde_json::Value = serde_json::from_str(tests).unwrap();
+    assert_eq!(tests["results"]["passed"], 2, "{tests}");
 }

@@ -356,7 +356,7 @@ fn keys_for_later_are_accepted_by_check_and_refused_by_run() {
         "tasks:
   - key: t
     run: echo hi
-    retry: 2
+    app: {port: 3000}
     tool-cache: npm
 ",
     );
@@ -365,12 +365,12 @@ fn keys_for_later_are_accepted_by_check_and_refused_by_run() {
     assert!(check.status.success(), "{stderr}");
     // `tool-cache` is honoured (tests/tool_cache.rs): nothing is said about it.
     assert!(!stderr.contains("tool-cache"), "{stderr}");
-    assert!(stderr.contains("`retry`"), "{stderr}");
+    assert!(stderr.contains("`app`"), "{stderr}");
     let run = f.output(&["run"]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("strata.yml:4:5: `retry` (task `t`)"),
+        stderr.contains("strata.yml:4:5: `app` (task `t`)"),
         "{stderr}"
     );
 }

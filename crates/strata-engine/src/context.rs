@@ -71,6 +71,8 @@ pub struct RunOptions {
     pub invocation: crate::invocation::InvocationOptions,
     /// The config file's `local.tool-cache-max-age` (`None`: 48 hours).
     pub tool_cache_max_age: Option<std::time::Duration>,
+    /// `--artifacts DIR`: every task's artifacts are copied to `DIR/<task>/<key>/`.
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 /// What every task of one run shares: the pipeline, the cache, the captured workspace and the
@@ -98,6 +100,8 @@ pub struct RunContext<'a> {
     pub(crate) trees: WorkspaceTrees,
     /// The workspace parts of used tasks' layers, for filtered tasks.
     pub(crate) layer_parts: crate::layer_parts::LayerPartsCache,
+    /// The tasks whose artifacts `--artifacts` copies once the run is over.
+    pub(crate) artifacts: crate::task_outputs::ArtifactLedger,
     pub(crate) transfers: Transfers,
     /// Things to tell the user once the run starts (a base image used offline, ...).
     pub(crate) notices: Vec<String>,
@@ -285,6 +289,7 @@ impl<'a> RunContext<'a> {
             trees: WorkspaceTrees::default(),
             layer_parts: Default::default(),
             transfers: Transfers::default(),
+            artifacts: Default::default(),
             notices,
             run_dir,
             sources,

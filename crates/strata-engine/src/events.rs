@@ -119,6 +119,35 @@ pub enum Event {
         #[serde(flatten)]
         usage: TaskUsage,
     },
+    /// A failed attempt of a task with `retry`: it runs again (the attempt's upper dir is
+    /// dropped, nothing of it is cached).
+    TaskRetrying {
+        task: String,
+        /// The attempt that failed (1 for the first run).
+        attempt: u32,
+        /// Attempts allowed in all (`retry.count` + 1).
+        attempts: u32,
+        reason: String,
+        exit_code: Option<i32>,
+    },
+    /// A task that passed after failing: on which attempt.
+    TaskPassedOnRetry {
+        task: String,
+        attempt: u32,
+        attempts: u32,
+    },
+    /// What a task's test result files said (a restored task's come from its entry), sent
+    /// before its `task-passed`, `task-cached` or `task-failed`.
+    TaskTestResults {
+        task: String,
+        results: strata_key::TestResults,
+    },
+    /// `--artifacts DIR`: a task's artifacts copied to `DIR/<task>/<key>/`.
+    ArtifactsSaved {
+        task: String,
+        dir: String,
+        artifacts: Vec<String>,
+    },
     /// Tasks joined the run: those a `parallel:` task generated once its values were known,
     /// or those a task wrote into `$RWX_DYNAMIC_TASKS` (`file` names which).
     TasksAdded {

@@ -18,6 +18,7 @@ use crate::context::RunContext;
 use crate::events::{Event, Reporter, TaskUsage};
 use crate::expressions::TaskValues;
 use crate::inputs::{CacheDecision, ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
+use crate::task_outputs::LayerSource;
 use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
 use strata_store::error_chain as chain;
 
@@ -270,6 +271,16 @@ pub(crate) fn execute<'scope, 'env>(
     }
     if let Some(found) = found {
         let saved = found.duration();
+        // A restored task reports the tests it ran, as they were recorded.
+        if let Some(results) = found.env().test_results {
+            reporter.event(&Event::TaskTestResults {
+                task: task.name.to_string(),
+                results,
+            });
+        }
+        if ctx.options.artifacts_dir.is_some() {
+            ctx.artifacts.note(task, LayerSource::Layer(found.layer()));
+        }
         reporter.event(&Event::TaskCached {
             task: task.name.to_string(),
             key: key.to_hex(),
@@ -310,7 +321,64 @@ pub(crate) fn execute<'scope, 'env>(
     }
     let start = Instant::now();
     let mut used = TaskUsage::default();
-    match run_in_sandbox(ctx, task, &resolved, reporter, start, scope, &mut used) {
+    // `retry`: a failed attempt runs again, under the same key; only a passing one is cached.
+    let attempts = task.retry.as_ref().map_or(1, |r| r.count.saturating_add(1));
+    let mut attempt = 1;
+    let mut retry_env = Vec::new();
+    let ran = loop {
+        let outcome = run_in_sandbox(
+            ctx,
+            task,
+            &resolved,
+            reporter,
+            Attempt {
+                start: Instant::now(),
+                extra_env: &retry_env,
+            },
+            scope,
+            &mut used,
+        );
+        match outcome {
+            Err(failure)
+                if failure.kind == FailureKind::Task
+                    && attempt < attempts
+                    && !ctx.interrupted.load(Ordering::SeqCst)
+                    && retry_allowed(ctx, task, values, reporter) =>
+            {
+                reporter.event(&Event::TaskRetrying {
+                    task: task.name.to_string(),
+                    attempt,
+                    attempts,
+                    reason: failure.reason,
+                    exit_code: failure.exit_code,
+                });
+                retry_env = task
+                    .retry
+                    .as_ref()
+                    .and_then(|r| r.action.as_deref())
+                    .map(|action| {
+                        let outputs = ctx
+                            .run_dir
+                            .path()
+                            .join("tasks")
+                            .join(task.name.as_str())
+                            .join("outputs");
+                        crate::task_outputs::retry_action_env(&outputs, action)
+                    })
+                    .unwrap_or_default();
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
+    if attempt > 1 && ran.is_ok() {
+        reporter.event(&Event::TaskPassedOnRetry {
+            task: task.name.to_string(),
+            attempt,
+            attempts,
+        });
+    }
+    match ran {
         Ok(result) => {
             if let Some(layer) = result.stack.last() {
                 // In this run's lease, for a budget kept after it (`keep_budget` in the CLI).
@@ -353,6 +421,42 @@ pub(crate) fn execute<'scope, 'env>(
             }
         }
     }
+}
+
+/// Whether `retry.if` lets a failed task run again (no `if`: it does). An expression that
+/// cannot be evaluated stops the retries, said as a warning.
+fn retry_allowed(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    values: &TaskValues,
+    reporter: &dyn Reporter,
+) -> bool {
+    let Some(text) = task.retry.as_ref().and_then(|r| r.condition.as_ref()) else {
+        return true;
+    };
+    let (scope, _) = crate::inputs::task_scopes(ctx, task, values);
+    let verdict = strata_pipeline::expr::parse_template(&text.raw)
+        .map_err(|e| e.message)
+        .and_then(|t| t.evaluate(&scope).map_err(|e| e.message));
+    match verdict {
+        Ok(v) => v.truthy(),
+        Err(e) => {
+            reporter.event(&Event::Warning {
+                message: format!(
+                    "`{}`: `retry.if` could not be evaluated, not retrying: {e}",
+                    task.name
+                ),
+            });
+            false
+        }
+    }
+}
+
+/// One attempt of a task: when it started (its `timeout` counts from there) and what a
+/// `retry.action` of the failed attempt before it adds to its env.
+struct Attempt<'a> {
+    start: Instant,
+    extra_env: &'a [(String, String)],
 }
 
 /// A task that runs nothing and restores nothing — a `git/clone` of the workspace, whose
@@ -521,10 +625,11 @@ fn run_in_sandbox<'scope, 'env>(
     task: &Task,
     resolved: &ResolvedInputs,
     reporter: &'env dyn Reporter,
-    start: Instant,
+    attempt: Attempt<'_>,
     scope: &'scope Scope<'scope, 'env>,
     used: &mut TaskUsage,
 ) -> Result<TaskResult, Failure> {
+    let start = attempt.start;
     let name = task.name.to_string();
     // Layers restored from a shared cache may still be on their way.
     ctx.transfers
@@ -563,12 +668,25 @@ fn run_in_sandbox<'scope, 'env>(
         scratch: scratch.clone(),
         outputs_dir: outputs_dir.clone(),
         cwd: PathBuf::from(WORKSPACE_DIR),
-        command: if crate::hooks::present(&mounts.lowerdirs) {
-            crate::hooks::wrap(&resolved.command)
-        } else {
-            resolved.command.clone()
+        command: {
+            let command = if crate::hooks::present(&mounts.lowerdirs) {
+                crate::hooks::wrap(&resolved.command)
+            } else {
+                resolved.command.clone()
+            };
+            if crate::task_outputs::collects(&task.outputs) {
+                crate::task_outputs::wrap(&command, &task.outputs)
+            } else {
+                command
+            }
         },
-        env: resolved.env.clone(),
+        env: resolved
+            .env
+            .iter()
+            .filter(|(k, _)| !attempt.extra_env.iter().any(|(e, _)| e == k))
+            .chain(attempt.extra_env)
+            .cloned()
+            .collect(),
         privileged: task.privileged,
         cgroups: Vec::new(), // the sandbox gives the task its cgroup
     };
@@ -649,7 +767,34 @@ fn run_in_sandbox<'scope, 'env>(
     let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
     *used = usage;
     let tail = || collected.tail.clone();
+    // Read whatever the command's status: a failed test run's report says what failed.
+    let (test_results, warnings) =
+        crate::test_results::read_files(&crate::task_outputs::test_result_files(&outputs_dir));
+    for warning in warnings {
+        reporter.event(&Event::Warning {
+            message: format!("`{name}`: {warning}"),
+        });
+    }
+    if let Some(results) = &test_results {
+        reporter.event(&Event::TaskTestResults {
+            task: name.clone(),
+            results: results.clone(),
+        });
+    }
     let fail = |kind: FailureKind, reason: String, exit_code: Option<i32>| -> Failure {
+        if let Some(dir) = &ctx.options.artifacts_dir {
+            match crate::task_outputs::deliver_failed(&outputs_dir, &name, dir) {
+                Ok(artifacts) if !artifacts.is_empty() => reporter.event(&Event::ArtifactsSaved {
+                    task: name.clone(),
+                    dir: dir.join(&name).display().to_string(),
+                    artifacts,
+                }),
+                Ok(_) => {}
+                Err(e) => reporter.event(&Event::Warning {
+                    message: format!("could not copy the artifacts of `{name}`: {e}"),
+                }),
+            }
+        }
         let kept = keep_upper(ctx, task, &mounts.upperdir);
         let reason = if resolved.tree.files.is_empty() && !sees_workspace(ctx, task) {
             format!("{reason}; {}", no_workspace_hint(ctx))
@@ -665,7 +810,7 @@ fn run_in_sandbox<'scope, 'env>(
             errors: read_errors(&outputs_dir.join("errors")),
         }
     };
-    match (outcome, stopped_because) {
+    let exit_code = match (outcome, stopped_because) {
         (_, Some(reason)) => return Err(fail(FailureKind::Task, reason, None)),
         (Outcome::SetupFailed(message), None) => {
             return Err(fail(
@@ -674,14 +819,37 @@ fn run_in_sandbox<'scope, 'env>(
                 None,
             ));
         }
-        (Outcome::Exited(code), None) if code != 0 => {
+        // `outputs.execution-status.success-exit-codes`: 0 and these count as success.
+        (Outcome::Exited(code), None)
+            if code != 0 && !task.outputs.success_exit_codes.contains(&code) =>
+        {
             return Err(fail(
                 FailureKind::Task,
                 format!("command exited with status {code}"),
                 Some(code),
             ));
         }
-        (Outcome::Exited(_), None) => {}
+        (Outcome::Exited(code), None) => code,
+    };
+    let missing = crate::task_outputs::missing_artifacts(&outputs_dir);
+    if !missing.is_empty() {
+        let named: Vec<String> = missing
+            .iter()
+            .map(|key| {
+                let path = task
+                    .outputs
+                    .artifacts
+                    .iter()
+                    .find(|a| &a.key == key)
+                    .map_or("", |a| a.path.raw.as_str());
+                format!("`{key}` (`{path}`)")
+            })
+            .collect();
+        return Err(fail(
+            FailureKind::Task,
+            format!("artifact {} not found after the command", named.join(", ")),
+            Some(exit_code),
+        ));
     }
     let log = collected
         .log
@@ -697,6 +865,8 @@ fn run_in_sandbox<'scope, 'env>(
             log,
             start,
             usage,
+            exit_code,
+            test_results,
         },
         reporter,
         scope,
@@ -711,6 +881,9 @@ struct Finished<'a> {
     log: WrittenLog,
     start: Instant,
     usage: TaskUsage,
+    /// 0, or one of `outputs.execution-status.success-exit-codes`.
+    exit_code: i32,
+    test_results: Option<strata_key::TestResults>,
 }
 
 fn commit<'scope, 'env>(
@@ -728,6 +901,8 @@ fn commit<'scope, 'env>(
         log,
         start,
         usage,
+        exit_code,
+        test_results,
     } = finished;
     let committing = Instant::now();
     // The entry keeps the task's own exports; what it inherited is merged in at every run.
@@ -737,18 +912,27 @@ fn commit<'scope, 'env>(
     env.excluded = read_exports(&outputs_dir.join("cache-key-excluded-env"), true)?;
     env.values = read_exports(&outputs_dir.join("values"), false)?;
     env.dynamic_tasks = read_dynamic_tasks(&outputs_dir.join("dynamic-tasks"))?;
+    env.test_results = test_results;
     // Mount points the sandbox had to create are not the task's doing.
     for mp in RunningSandbox::created_mountpoints(scratch) {
         let _ = std::fs::remove_dir(upper.join(mp));
     }
+    // `outputs.filesystem` decides what of the task's writes is its layer, before it is
+    // hashed; its hooks and artifacts are added after, whatever the filter.
+    crate::task_outputs::filter_upper(upper, &task.outputs.filesystem)
+        .map_err(|e| Failure::infra(format!("failed to apply `outputs.filesystem`: {e}")))?;
     crate::hooks::keep(outputs_dir, upper)
         .map_err(|e| Failure::infra(format!("failed to keep the task's hooks: {e}")))?;
+    crate::task_outputs::keep_artifacts(outputs_dir, upper).map_err(Failure::task)?;
     let layer = ctx
         .cache
         .layers()
         .commit(upper)
         .map_err(|e| Failure::infra(format!("failed to commit the layer: {}", chain(&e))))?;
     let duration = start.elapsed();
+    if ctx.options.artifacts_dir.is_some() {
+        ctx.artifacts.note(task, LayerSource::Layer(layer));
+    }
     let stored = resolved.cache.enabled;
     if stored {
         let store = || -> Result<ContentDigest, strata_store::StoreError> {
@@ -762,7 +946,7 @@ fn commit<'scope, 'env>(
                 env: &env,
                 inputs: &resolved.inputs,
                 workspace_files: &resolved.files,
-                exit_code: 0,
+                exit_code,
                 duration,
                 log,
             })?;
@@ -787,6 +971,7 @@ fn commit<'scope, 'env>(
                     duration,
                     log: ctx.cache.content().log_path(&log),
                     tool_cache,
+                    exit_code,
                 },
             );
         }

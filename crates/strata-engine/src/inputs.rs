@@ -547,10 +547,19 @@ pub(crate) fn resolve(
         env: keyed_env,
         command: keyed_command,
         // A privileged task can do what others cannot: never the same result.
-        executor: if task.privileged {
-            format!("{EXECUTOR} privileged")
-        } else {
-            EXECUTOR.into()
+        executor: {
+            let mut executor = if task.privileged {
+                format!("{EXECUTOR} privileged")
+            } else {
+                EXECUTOR.to_string()
+            };
+            // What the entry holds depends on `outputs` (the layer's filter, its artifacts,
+            // which exit codes pass): keyed, and only when set, so other keys stay as they were.
+            if !task.outputs.is_default() {
+                executor.push_str("\noutputs:\n");
+                executor.push_str(&task.outputs.key_text());
+            }
+            executor
         },
     };
     ResolvedInputs {

@@ -31,7 +31,9 @@ mod plan;
 mod scheduler;
 mod shell;
 mod sources;
+mod task_outputs;
 mod tasks;
+mod test_results;
 mod tool_cache;
 mod transfer;
 mod workspace_tree;
@@ -46,3 +48,5 @@ pub use packages::git_package_source;
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
 pub use scheduler::run;
 pub use shell::{ShellError, ShellOptions, shell};
+/// What a task's test result files said: in [`Event::TaskTestResults`] and kept with its entry.
+pub use strata_key::{TestCase, TestResults, TestStatus};

@@ -119,6 +119,20 @@ pub fn run(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> Summary {
     summary.pushed_bytes = ctx.transfers.pushed_bytes.load(Ordering::Relaxed);
     summary.interrupted = ctx.interrupted.load(Ordering::SeqCst);
     summary.duration_ms = started.elapsed().as_millis() as u64;
+    // Restored layers have arrived by now: every task's artifacts can be copied.
+    if let Some(dir) = &ctx.options.artifacts_dir {
+        let (copied, warnings) = ctx.artifacts.deliver(ctx.cache, dir);
+        for (task, artifacts) in copied {
+            reporter.event(&Event::ArtifactsSaved {
+                dir: dir.join(&task).display().to_string(),
+                task,
+                artifacts,
+            });
+        }
+        for message in warnings {
+            reporter.event(&Event::Warning { message });
+        }
+    }
     // Hits are counted once per run, in one write (`strata cache ls` shows them).
     if let Err(e) = ctx.cache.index().record_hits(&ctx.run_dir) {
         reporter.event(&Event::Warning {

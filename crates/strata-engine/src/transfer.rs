@@ -209,6 +209,7 @@ pub(crate) struct Outgoing {
     pub(crate) log: std::path::PathBuf,
     /// The tool cache the task just wrote, published after its entry (`tool_cache.rs`).
     pub(crate) tool_cache: Option<strata_store::ToolCacheRecord>,
+    pub(crate) exit_code: i32,
 }
 
 /// Publishes a task result to the writable remotes in the background.
@@ -232,6 +233,7 @@ pub(crate) fn start_publish<'scope, 'env>(
                 workspace_files: &out.files,
                 duration: out.duration,
                 log: &out.log,
+                exit_code: out.exit_code,
             },
             &warn,
         );

@@ -22,6 +22,10 @@ pub struct ExportedEnv {
     /// run once it succeeds, or is restored. A task's own, never inherited.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dynamic_tasks: BTreeMap<String, String>,
+    /// What the task's test result files said (`outputs.test-results`, `$RWX_TEST_RESULTS`).
+    /// A task's own, never inherited, never keyed: kept so a restored task reports its tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_results: Option<crate::TestResults>,
 }
 
 impl ExportedEnv {
@@ -54,6 +58,7 @@ impl ExportedEnv {
         let mut out = ExportedEnv::merge([inherited, own]);
         out.values = own.values.clone();
         out.dynamic_tasks = own.dynamic_tasks.clone();
+        out.test_results = own.test_results.clone();
         out
     }
 

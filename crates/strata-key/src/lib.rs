@@ -15,6 +15,7 @@ mod digest;
 mod env;
 mod recipe;
 mod stat_cache;
+mod test_results;
 mod tree;
 mod workspace;
 
@@ -26,6 +27,7 @@ pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;
 pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use stat_cache::StatCache;
+pub use test_results::{TestCase, TestResults, TestStatus};
 pub use tree::{
     TreeError, content_digest, tree_digest, tree_digest_known, tree_digest_listing_sockets,
     tree_digest_without,

@@ -18,6 +18,7 @@ mod dynamic;
 pub mod expr;
 mod filter;
 mod model;
+mod outputs;
 mod parallel;
 mod parse;
 mod size;
@@ -35,11 +36,15 @@ pub use model::{
     Base, CachePolicy, Dialect, EnvConfig, EnvMerge, EnvValue, EnvVar, HostBase, Note, Pipeline,
     RemoteCacheDecl, Task, TaskKind, TaskName, Text, TrustedKeyDecl, Unsupported, WorkspaceSource,
 };
+pub use outputs::{
+    ArtifactDecl, FilesystemFilter, FilesystemOutput, Retry, TaskOutputs, TestResultsDecl,
+};
 pub use parallel::replace_groups as replace_parallel_groups;
 pub use parallel::{
     Dimension, Parallel, ParallelGroup, ParallelInstance, ParallelKind, ParallelSpec, ValuesSpec,
 };
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS, TASK_STATUSES};
+pub use parse::outputs::valid_artifact_key;
 pub use parse::{dialect_of, load, load_with, parse_str, parse_with};
 pub use size::parse_size;
 pub use triggers::{Trigger, TriggerEvent, Triggers};

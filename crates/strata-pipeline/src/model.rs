@@ -265,6 +265,10 @@ pub struct Task {
     /// `tool-cache: NAME`: on a miss the task starts from the files its latest successful
     /// execution under this name left (not keyed; `strata-engine`'s `tool_cache.rs`).
     pub tool_cache: Option<String>,
+    /// `outputs`: artifacts, test results, success exit codes, what the layer keeps.
+    pub outputs: crate::outputs::TaskOutputs,
+    /// `retry`: how many more times a failed task runs.
+    pub retry: Option<crate::outputs::Retry>,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
     /// For a task of a called package or run definition: the call, whose arguments are its
@@ -329,6 +333,7 @@ impl Task {
         texts.extend(self.cache.ttl_expr.iter());
         texts.extend(self.filter.iter().flat_map(|f| f.templates()));
         texts.extend(&self.condition);
+        texts.extend(self.retry.iter().flat_map(|r| &r.condition));
         if let Some(crate::parallel::Parallel::Pending(spec)) = &self.parallel {
             texts.extend(spec.texts());
         }

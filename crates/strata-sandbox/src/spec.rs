@@ -50,6 +50,14 @@ impl SandboxSpec {
         // Scripts that tasks using this one run before and after their command.
         ("hooks-before-task", &["RWX_HOOKS_BEFORE_TASK"]),
         ("hooks-after-task", &["RWX_HOOKS_AFTER_TASK"]),
+        // `outputs`: artifacts and test results the task hands over, and what a retry of it
+        // is given (`$RWX_RETRY_ACTIONS/<action>/env/`).
+        ("artifacts", &["RWX_ARTIFACTS", "MINT_ARTIFACTS"]),
+        ("test-results", &["RWX_TEST_RESULTS", "MINT_TEST_RESULTS"]),
+        (
+            "retry-actions",
+            &["RWX_RETRY_ACTIONS", "MINT_RETRY_ACTIONS"],
+        ),
         (
             "dynamic-tasks",
             &["RWX_DYNAMIC_TASKS", "MINT_DYNAMIC_TASKS"],

@@ -32,6 +32,8 @@ const HONOURED_TASK_KEYS: &[&str] = &[
     "if",
     "parallel",
     "tool-cache",
+    "outputs",
+    "retry",
 ];
 
 const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
@@ -40,9 +42,7 @@ const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
     ("health-timeout", KeyStatus::NoEffect),
     ("auto-cancel", KeyStatus::NoEffect),
     ("bootstrapping", KeyStatus::NoEffect),
-    ("outputs", KeyStatus::Later),
     ("background-processes", KeyStatus::Later),
-    ("retry", KeyStatus::Later),
     ("docker", KeyStatus::Later),
     ("app", KeyStatus::Later),
 ];

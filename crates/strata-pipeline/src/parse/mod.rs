@@ -5,6 +5,7 @@ pub(crate) mod catalog;
 pub(crate) mod expressions;
 mod file;
 mod options;
+pub(crate) mod outputs;
 pub(crate) mod scalars;
 pub(crate) mod task;
 

@@ -24,6 +24,12 @@ pub(crate) const RESERVED_ENV: &[&str] = &[
     "RWX_CACHE_KEY_EXCLUDED_ENV",
     "RWX_ERRORS",
     "MINT_ERRORS",
+    "RWX_ARTIFACTS",
+    "MINT_ARTIFACTS",
+    "RWX_TEST_RESULTS",
+    "MINT_TEST_RESULTS",
+    "RWX_RETRY_ACTIONS",
+    "MINT_RETRY_ACTIONS",
 ];
 /// Packages that clone a git repository: a call of the workspace's own repository is served
 /// from the captured checkout.
@@ -139,6 +145,28 @@ pub(crate) fn build_task(
             "parallel" => t.parallel = crate::parallel::parse(value, key.at, errors),
             "call" => call = as_text(value, "`call`", errors).map(|c| (c, key.at)),
             "with" | "init" | "target" | "inherit-init" => call_keys.push((k, key, value)),
+            "outputs" => {
+                t.outputs = crate::parse::outputs::build_outputs(
+                    value,
+                    errors,
+                    &mut crate::parse::outputs::OutputExtras {
+                        task: name.as_ref().map(|(n, _)| n.clone()),
+                        unsupported: extras.unsupported,
+                        notes: extras.notes,
+                    },
+                )
+            }
+            "retry" => {
+                t.retry = crate::parse::outputs::build_retry(
+                    value,
+                    errors,
+                    &mut crate::parse::outputs::OutputExtras {
+                        task: name.as_ref().map(|(n, _)| n.clone()),
+                        unsupported: extras.unsupported,
+                        notes: extras.notes,
+                    },
+                )
+            }
             "workspace" if dialect == Dialect::Strata => {
                 t.workspace = as_bool(value, "`workspace`", errors).unwrap_or(false)
             }
@@ -252,6 +280,8 @@ pub(crate) fn build_task(
         parallel: t.parallel.map(crate::parallel::Parallel::Pending),
         privileged: t.privileged,
         tool_cache: t.tool_cache,
+        outputs: t.outputs,
+        retry: t.retry,
         ref_spans: t.ref_spans,
         scope: None,
     })
@@ -278,6 +308,8 @@ struct TaskParts {
     parallel: Option<crate::parallel::ParallelSpec>,
     privileged: bool,
     tool_cache: Option<String>,
+    outputs: crate::outputs::TaskOutputs,
+    retry: Option<crate::outputs::Retry>,
     ref_spans: Vec<RefSpan>,
 }
 
