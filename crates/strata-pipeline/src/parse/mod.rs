@@ -5,6 +5,9 @@ pub(crate) mod catalog;
 pub(crate) mod expressions;
 mod file;
 mod options;
+mod services;
+
+pub use services::DOCKERD_PROCESS;
 pub(crate) mod scalars;
 pub(crate) mod task;
 

@@ -142,6 +142,14 @@ pub(crate) fn build_task(
             "workspace" if dialect == Dialect::Strata => {
                 t.workspace = as_bool(value, "`workspace`", errors).unwrap_or(false)
             }
+            "background-processes" => {
+                t.background = crate::parse::services::build_background(value, errors)
+            }
+            "docker" => {
+                if let Some(d) = crate::parse::services::build_docker(value, errors) {
+                    t.docker = d;
+                }
+            }
             "privileged" if dialect == Dialect::Strata => {
                 t.privileged = as_bool(value, "`privileged`", errors).unwrap_or(false)
             }
@@ -167,6 +175,7 @@ pub(crate) fn build_task(
             },
         }
     }
+    crate::parse::services::check_docker_key(&t.background, t.docker, errors);
     if let [_, second, ..] = t.timeout_keys.as_slice() {
         errors.push(
             Diagnostic::new(*second, 7, "both `timeout` and `timeout-minutes` are set")
@@ -254,6 +263,8 @@ pub(crate) fn build_task(
         status_deps: Vec::new(),
         parallel: t.parallel.map(crate::parallel::Parallel::Pending),
         privileged: t.privileged,
+        background: t.background,
+        docker: t.docker,
         ref_spans: t.ref_spans,
         scope: None,
     })
@@ -279,6 +290,8 @@ struct TaskParts {
     after_condition: Option<Text>,
     parallel: Option<crate::parallel::ParallelSpec>,
     privileged: bool,
+    background: Vec<crate::model::BackgroundProcess>,
+    docker: crate::model::Docker,
     ref_spans: Vec<RefSpan>,
 }
 
