@@ -28,6 +28,7 @@ mod output;
 mod packages;
 mod plan;
 mod scheduler;
+mod services;
 mod shell;
 mod sources;
 mod tasks;

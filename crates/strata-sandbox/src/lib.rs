@@ -14,6 +14,7 @@
 //! Must not touch: the cache (it is handed directories) or the pipeline model.
 
 mod attach;
+mod background;
 mod cgroup;
 mod init;
 mod setup;
@@ -22,11 +23,11 @@ mod spec;
 mod syscalls;
 
 pub use attach::run_attached;
-pub use cgroup::Usage;
+pub use cgroup::{Usage, remove_cgroup_tree};
 pub use init::{INIT_ARG, init_main};
 pub use setup::{
     DEFAULT_CAPABILITIES, MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, hostname_for, setup_root,
 };
 pub use spawn::{Exit, Killer, Outcome, RunningSandbox, SandboxError, spawn};
-pub use spec::{Attached, SandboxSpec};
+pub use spec::{Attached, BackgroundProcess, BindMount, ReadyCheck, SandboxSpec};
 pub use syscalls::{LinuxSyscalls, RecordingSyscalls, Syscalls};

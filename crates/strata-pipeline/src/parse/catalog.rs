@@ -33,6 +33,8 @@ const HONOURED_TASK_KEYS: &[&str] = &[
     "inherit-init",
     "if",
     "parallel",
+    "background-processes",
+    "docker",
 ];
 
 const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
@@ -46,9 +48,7 @@ const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
         KeyStatus::Ignored("the task runs from scratch on a miss, as without a tool cache"),
     ),
     ("outputs", KeyStatus::Later),
-    ("background-processes", KeyStatus::Later),
     ("retry", KeyStatus::Later),
-    ("docker", KeyStatus::Later),
     ("app", KeyStatus::Later),
 ];
 

@@ -1,0 +1,301 @@
+//! A task's `background-processes` and its `docker` daemon: their expressions resolved, how
+//! they enter the key, and what the sandbox is given to run them (`strata_sandbox`'s
+//! `background.rs` runs them).
+//!
+//! `docker: true` is one more background process, `dockerd`, started before the user's own
+//! ones: its data root is a directory of the host bound at `/var/lib/docker` (overlay2 cannot
+//! sit on the overlay that is the task's root), its socket and exec root are in the task's
+//! private `/run`, and it makes no bridge and touches no iptables rule, so two tasks' daemons
+//! never meet on the host's `docker0` or firewall. The task is privileged (docs/security.md).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strata_pipeline::expr::Scope;
+use strata_pipeline::{Docker, Task};
+use strata_sandbox::{BackgroundProcess, BindMount, ReadyCheck};
+
+use crate::context::RunContext;
+use crate::expressions::resolve as resolve_text;
+
+/// The key of the Docker daemon's background process (a user's process may not take it).
+pub(crate) const DOCKERD_KEY: &str = strata_pipeline::DOCKERD_PROCESS;
+/// Where the daemon listens inside the sandbox; `DOCKER_HOST` names it.
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+const DOCKER_DATA_ROOT: &str = "/var/lib/docker";
+/// How long `dockerd` may take to answer (it starts containerd first).
+const DOCKERD_READY: Duration = Duration::from_secs(60);
+/// Containers get this long to stop when the daemon is told to shut down.
+const DOCKERD_GRACE: Duration = Duration::from_secs(15);
+
+/// The background processes as they run, and as they are keyed (secrets by name).
+pub(crate) struct ResolvedServices {
+    pub(crate) processes: Vec<BackgroundProcess>,
+    /// Appended to the key's executor: empty for a task with neither processes nor Docker, so
+    /// that every other task keeps its key.
+    pub(crate) keyed: String,
+}
+
+/// Resolves the expressions of the task's background processes.
+pub(crate) fn resolve(
+    task: &Task,
+    scope: &Scope,
+    key_scope: &Scope,
+) -> Result<ResolvedServices, String> {
+    let mut processes = Vec::new();
+    let mut keyed = Vec::new();
+    if task.docker != Docker::Disabled {
+        processes.push(dockerd(&docker_cgroup_parent(task)));
+        keyed.push(match task.docker {
+            Docker::PreserveData => "docker=preserve-data".to_string(),
+            _ => "docker".to_string(),
+        });
+    }
+    for p in &task.background {
+        let what =
+            |field: &str, e: String| format!("background process `{}`: `{field}`: {e}", p.key);
+        let run = resolve_text(&p.run, scope, key_scope).map_err(|e| what("run", e))?;
+        let check = p
+            .ready_check
+            .as_ref()
+            .map(|c| {
+                resolve_text(&c.run, scope, key_scope)
+                    .map(|r| (r, c.timeout))
+                    .map_err(|e| what("ready-check", e))
+            })
+            .transpose()?;
+        let mut after = p.after.clone();
+        if task.docker != Docker::Disabled {
+            // A process may use Docker (a database in a container) as the command may.
+            after.push(DOCKERD_KEY.to_string());
+        }
+        let keyed_process = BackgroundProcess {
+            key: p.key.clone(),
+            run: run.keyed,
+            ready_check: check.as_ref().map(|(r, timeout)| ReadyCheck {
+                run: r.keyed.clone(),
+                timeout: *timeout,
+            }),
+            after: after.clone(),
+            grace_period: p.grace_period,
+        };
+        keyed.push(format!(
+            "background={}",
+            serde_json::to_string(&keyed_process).expect("serializes")
+        ));
+        processes.push(BackgroundProcess {
+            key: p.key.clone(),
+            run: run.text,
+            ready_check: check.map(|(r, timeout)| ReadyCheck {
+                run: r.text,
+                timeout,
+            }),
+            after,
+            grace_period: p.grace_period,
+        });
+    }
+    Ok(ResolvedServices {
+        processes,
+        keyed: keyed.iter().map(|k| format!(" {k}")).collect(),
+    })
+}
+
+/// The cgroup, in each hierarchy, under which the task's daemon puts its containers' cgroups:
+/// its own, so that two daemons never share one and strata can remove it afterwards
+/// ([`DockerData`]'s drop). The sandbox has no cgroup namespace: the daemon sees the host's
+/// hierarchies.
+fn docker_cgroup_parent(task: &Task) -> String {
+    format!(
+        "strata-docker-{}-{}",
+        std::process::id(),
+        strata_sandbox::hostname_for(task.name.as_str())
+    )
+}
+
+/// `dockerd` as a background process: no bridge, no iptables, its state in the task's `/run`
+/// and in the data root bound at `/var/lib/docker`; ready once it answers on its socket.
+fn dockerd(cgroup_parent: &str) -> BackgroundProcess {
+    BackgroundProcess {
+        key: DOCKERD_KEY.to_string(),
+        run: format!(
+            "exec dockerd --host unix://{DOCKER_SOCKET} --data-root {DOCKER_DATA_ROOT} \
+             --exec-root /run/docker --pidfile /run/docker.pid --bridge=none \
+             --iptables=false --ip6tables=false --ip-masq=false --userland-proxy=false \
+             --cgroup-parent /{cgroup_parent}"
+        ),
+        ready_check: Some(ReadyCheck {
+            run: format!("docker -H unix://{DOCKER_SOCKET} version"),
+            timeout: DOCKERD_READY,
+        }),
+        after: Vec::new(),
+        grace_period: DOCKERD_GRACE,
+    }
+}
+
+/// Why a task's background processes failed, with what to do when it is its Docker daemon that
+/// could not even start (the shell's 127: no `dockerd` in the task's filesystem).
+pub(crate) fn explain_failure(task: &Task, reason: String) -> String {
+    if task.docker != Docker::Disabled
+        && reason.starts_with(&format!(
+            "background process `{DOCKERD_KEY}` exited with status 127"
+        ))
+    {
+        format!(
+            "{reason}: `docker` needs `dockerd`, `containerd` and `runc` in the task's filesystem \
+             (Debian's `docker.io` package)"
+        )
+    } else {
+        reason
+    }
+}
+
+/// The host side of a task's Docker daemon: its data root, bound into the sandbox, and what
+/// happens to it afterwards.
+pub(crate) struct DockerData {
+    pub(crate) bind: BindMount,
+    pub(crate) env: (String, String),
+    /// Removed when the task ends (`docker: true`); `None` for `preserve-data`.
+    discard: Option<PathBuf>,
+    /// The cgroup its containers were put under, removed when the task ends.
+    cgroup_parent: String,
+    /// `preserve-data`: held while the task runs, so that two runs of one task never share a
+    /// live data root (the second waits).
+    _lock: Option<std::fs::File>,
+}
+
+impl Drop for DockerData {
+    fn drop(&mut self) {
+        // The task's processes, its containers' among them, died with its PID namespace.
+        strata_sandbox::remove_cgroup_tree(&self.cgroup_parent);
+        if let Some(dir) = &self.discard {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Prepares the data root of the task's daemon: a fresh directory in the task's scratch, or
+/// for `preserve-data` the task's own directory under the cache's `docker/`.
+pub(crate) fn docker_data(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    scratch: &Path,
+) -> Result<Option<DockerData>, String> {
+    let (dir, discard, lock) = match task.docker {
+        Docker::Disabled => return Ok(None),
+        Docker::Enabled => {
+            let dir = scratch.join("docker-data");
+            let _ = std::fs::remove_dir_all(&dir);
+            (dir.clone(), Some(dir), None)
+        }
+        Docker::PreserveData => {
+            let parent = ctx.cache.root().join("docker");
+            let dir = parent.join(preserved_name(task.name.as_str()));
+            std::fs::create_dir_all(&parent)
+                .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
+            let lock_path = dir.with_extension("lock");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| format!("failed to open {}: {e}", lock_path.display()))?;
+            lock.lock()
+                .map_err(|e| format!("failed to lock {}: {e}", lock_path.display()))?;
+            (dir, None, Some(lock))
+        }
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    Ok(Some(DockerData {
+        bind: BindMount {
+            source: dir,
+            target: PathBuf::from(DOCKER_DATA_ROOT),
+        },
+        env: ("DOCKER_HOST".into(), format!("unix://{DOCKER_SOCKET}")),
+        discard,
+        cgroup_parent: docker_cgroup_parent(task),
+        _lock: lock,
+    }))
+}
+
+/// A task name as a directory name: generated names (`a.b`, `x[1]`) keep their characters
+/// readable, anything else becomes `_`.
+fn preserved_name(task: &str) -> String {
+    task.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_string()
+        + ".data"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(text: &str) -> Task {
+        strata_pipeline::parse_str(Path::new("strata.yml"), text)
+            .unwrap()
+            .tasks
+            .pop()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_task_without_services_adds_nothing_to_its_key() {
+        let t = task("tasks:\n  - key: a\n    run: x\n");
+        let r = resolve(&t, &Scope::default(), &Scope::default()).unwrap();
+        assert!(r.processes.is_empty());
+        assert_eq!(r.keyed, "");
+    }
+
+    #[test]
+    fn every_field_of_a_process_is_keyed() {
+        let base = "tasks:\n  - key: a\n    run: x\n    background-processes:\n      - key: db\n        run: serve\n";
+        let keyed = |extra: &str| {
+            resolve(
+                &task(&format!("{base}{extra}")),
+                &Scope::default(),
+                &Scope::default(),
+            )
+            .unwrap()
+            .keyed
+        };
+        let plain = keyed("");
+        assert!(plain.starts_with(" background="), "{plain}");
+        let variants = [
+            keyed("        ready-check: probe\n"),
+            keyed("        ready-check: {run: probe, timeout-seconds: 5}\n"),
+            keyed("        terminate-grace-period-seconds: 1\n"),
+        ];
+        for v in &variants {
+            assert_ne!(v, &plain);
+        }
+        assert_ne!(variants[0], variants[1]);
+    }
+
+    #[test]
+    fn docker_is_a_process_that_the_others_wait_for() {
+        let t = task(
+            "tasks:\n  - key: a\n    run: x\n    docker: true\n    background-processes:\n      - key: db\n        run: serve\n",
+        );
+        let r = resolve(&t, &Scope::default(), &Scope::default()).unwrap();
+        assert_eq!(r.processes[0].key, DOCKERD_KEY);
+        assert!(r.processes[0].run.contains("--bridge=none"));
+        assert_eq!(r.processes[1].after, [DOCKERD_KEY]);
+        assert!(r.keyed.starts_with(" docker background="), "{}", r.keyed);
+    }
+
+    #[test]
+    fn preserved_data_directories_are_plain_names() {
+        assert_eq!(preserved_name("build"), "build.data");
+        assert_eq!(preserved_name("tests[2]/x"), "tests_2__x.data");
+        assert_eq!(preserved_name("..evil"), "evil.data");
+    }
+}
