@@ -112,10 +112,13 @@ fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
         (stdout, summary)
     };
     let (first, summary) = run();
-    assert_eq!(summary["ran"], 6, "{first}");
+    assert_eq!(summary["ran"], 7, "{first}");
     assert!(first.contains("ok   tests/animals.in"), "{first}");
     assert!(first.contains("lint clean"), "{first}");
+    // The integration task's PostgreSQL server, a background process.
+    assert!(first.contains("postgres holds 5 words, wordfreq printed 5"), "{first}");
+    assert!(first.contains("[postgres] "), "{first}");
     let (_, summary) = run();
     assert_eq!(summary["ran"], 0);
-    assert_eq!(summary["cached"], 6);
+    assert_eq!(summary["cached"], 7);
 }
