@@ -169,7 +169,7 @@ fn docker0_predates() -> bool {
 }
 
 #[test]
-fn preserve_data_keeps_images_for_the_next_execution_of_the_task() {
+fn preserve_data_keeps_images_for_the_next_execution_and_for_the_tasks_that_use_it() {
     assert_docker();
     let f = Fixture::new();
     f.write(
@@ -181,6 +181,11 @@ fn preserve_data_keeps_images_for_the_next_execution_of_the_task() {
     docker: preserve-data
     run: |
 {IMPORT_TINY}      docker run --rm --network none tiny:local echo ran from the kept image
+  - key: tests
+    use: [images]
+    cache: false
+    docker: true
+    run: docker run --rm tiny:local echo a task using images has its images too
 "
         ),
     );
@@ -203,6 +208,17 @@ fn preserve_data_keeps_images_for_the_next_execution_of_the_task() {
         "{output:#?}"
     );
     assert!(f.cache.path().join("docker/images.data/image").is_dir());
+    // A task that uses it starts from a copy of what it kept (RWX: images pulled by a
+    // preserve-data task are there for the tasks that use it); its own copy goes afterwards.
+    for r in [&first, &second] {
+        let output = r.output("tests");
+        assert_eq!(r.status("tests"), "ran", "{output:#?}");
+        assert!(
+            output.contains(&"a task using images has its images too".to_string()),
+            "{output:#?}"
+        );
+    }
+    assert!(daemons_of("tests").is_empty(), "a daemon outlived its task");
     assert!(
         daemons_of("images").is_empty(),
         "a daemon outlived its task"

@@ -116,7 +116,10 @@ fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
     assert!(first.contains("ok   tests/animals.in"), "{first}");
     assert!(first.contains("lint clean"), "{first}");
     // The integration task's PostgreSQL server, a background process.
-    assert!(first.contains("postgres holds 5 words, wordfreq printed 5"), "{first}");
+    assert!(
+        first.contains("postgres holds 5 words, wordfreq printed 5"),
+        "{first}"
+    );
     assert!(first.contains("[postgres] "), "{first}");
     let (_, summary) = run();
     assert_eq!(summary["ran"], 0);

@@ -174,7 +174,9 @@ impl Drop for DockerData {
 }
 
 /// Prepares the data root of the task's daemon: a fresh directory in the task's scratch, or
-/// for `preserve-data` the task's own directory under the cache's `docker/`.
+/// for `preserve-data` the task's own directory under the cache's `docker/`. A new data root
+/// starts as a copy of the one kept by the nearest `preserve-data` task in its `use` (the
+/// last listed wins, as for layers), so that images pulled there are here too, as in RWX.
 pub(crate) fn docker_data(
     ctx: &RunContext<'_>,
     task: &Task,
@@ -188,22 +190,21 @@ pub(crate) fn docker_data(
             (dir.clone(), Some(dir), None)
         }
         Docker::PreserveData => {
-            let parent = ctx.cache.root().join("docker");
-            let dir = parent.join(preserved_name(task.name.as_str()));
-            std::fs::create_dir_all(&parent)
+            let (dir, lock_path) = preserved_dir(ctx, task.name.as_str());
+            let parent = dir.parent().expect("under docker/");
+            std::fs::create_dir_all(parent)
                 .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
-            let lock_path = dir.with_extension("lock");
-            let lock = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(|e| format!("failed to open {}: {e}", lock_path.display()))?;
+            let lock = open_lock(&lock_path)?;
             lock.lock()
                 .map_err(|e| format!("failed to lock {}: {e}", lock_path.display()))?;
             (dir, None, Some(lock))
         }
     };
+    if !dir.exists()
+        && let Some(from) = inherited_preserved(ctx, task)
+    {
+        copy_preserved(ctx, &from, &dir)?;
+    }
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
     Ok(Some(DockerData {
@@ -216,6 +217,71 @@ pub(crate) fn docker_data(
         cgroup_parent: docker_cgroup_parent(task),
         _lock: lock,
     }))
+}
+
+/// A `preserve-data` task's data root and its lock file.
+fn preserved_dir(ctx: &RunContext<'_>, task: &str) -> (PathBuf, PathBuf) {
+    let dir = ctx.cache.root().join("docker").join(preserved_name(task));
+    let lock = dir.with_extension("lock");
+    (dir, lock)
+}
+
+fn open_lock(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("failed to open {}: {e}", path.display()))
+}
+
+/// The nearest `preserve-data` task under `task` through `use`: its `use` from the last, each
+/// one, then what it uses.
+fn inherited_preserved(ctx: &RunContext<'_>, task: &Task) -> Option<String> {
+    fn search(ctx: &RunContext<'_>, task: &Task, depth: usize) -> Option<String> {
+        if depth > 64 {
+            return None; // validation refuses cycles; this only bounds a deep chain
+        }
+        task.uses.iter().rev().find_map(|name| {
+            let used = ctx.pipeline.task(name.as_str())?;
+            if used.docker == Docker::PreserveData {
+                Some(used.name.to_string())
+            } else {
+                search(ctx, used, depth + 1)
+            }
+        })
+    }
+    search(ctx, task, 0)
+}
+
+/// Copies the data root kept by the task `from` (if it ran on this machine) into `to`, under a
+/// shared lock so that it is not copied while its task changes it.
+fn copy_preserved(ctx: &RunContext<'_>, from: &str, to: &Path) -> Result<(), String> {
+    let (source, lock_path) = preserved_dir(ctx, from);
+    if !source.is_dir() {
+        return Ok(());
+    }
+    let lock = open_lock(&lock_path)?;
+    lock.lock_shared()
+        .map_err(|e| format!("failed to lock {}: {e}", lock_path.display()))?;
+    // cp keeps what Docker's overlay2 needs: device nodes (its whiteouts), xattrs, hard links.
+    let partial = to.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&source)
+        .arg(&partial)
+        .status()
+        .map_err(|e| format!("failed to run cp for {}: {e}", source.display()))?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(format!(
+            "failed to copy the Docker data kept by `{from}` ({}): cp {status}",
+            source.display()
+        ));
+    }
+    std::fs::rename(&partial, to)
+        .map_err(|e| format!("failed to move {} into place: {e}", partial.display()))
 }
 
 /// A task name as a directory name: generated names (`a.b`, `x[1]`) keep their characters
