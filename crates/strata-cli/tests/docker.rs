@@ -26,7 +26,7 @@ const IMPORT_TINY: &str = "      if docker image inspect tiny:local >/dev/null 2
         echo image already there
       else
         mkdir -p /tmp/rootfs/bin && cp /bin/busybox /tmp/rootfs/bin/
-        for c in sh echo cat; do ln -s busybox /tmp/rootfs/bin/$c; done
+        for c in sh echo cat sleep test; do ln -s busybox /tmp/rootfs/bin/$c; done
         tar -C /tmp/rootfs -c . | docker import - tiny:local >/dev/null
         echo image imported
       fi
@@ -185,7 +185,13 @@ fn preserve_data_keeps_images_for_the_next_execution_and_for_the_tasks_that_use_
     use: [images]
     cache: false
     docker: true
-    run: docker run --rm tiny:local echo a task using images has its images too
+    background-processes:
+      - key: db
+        run: docker run --rm --name db --health-cmd 'test -f /up' --health-interval 1s tiny:local sh -c 'trap \"exit 0\" TERM; sleep 2; echo > /up; echo db up; while true; do sleep 0.2; done'
+        ready-check: rwx-docker-ready-check
+    run: |
+      docker inspect -f 'db is {{{{.State.Health.Status}}}}' db
+      docker run --rm tiny:local echo a task using images has its images too
 "
         ),
     );
@@ -217,6 +223,9 @@ fn preserve_data_keeps_images_for_the_next_execution_and_for_the_tasks_that_use_
             output.contains(&"a task using images has its images too".to_string()),
             "{output:#?}"
         );
+        // RWX's ready check for containers: the command starts once the container is healthy.
+        assert!(output.contains(&"db is healthy".to_string()), "{output:#?}");
+        assert!(output.contains(&"[db] db up".to_string()), "{output:#?}");
     }
     assert!(daemons_of("tests").is_empty(), "a daemon outlived its task");
     assert!(

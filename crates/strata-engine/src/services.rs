@@ -75,6 +75,7 @@ pub(crate) fn resolve(
             ready_check: check.as_ref().map(|(r, timeout)| ReadyCheck {
                 run: r.keyed.clone(),
                 timeout: *timeout,
+                prelude: String::new(),
             }),
             after: after.clone(),
             grace_period: p.grace_period,
@@ -87,6 +88,14 @@ pub(crate) fn resolve(
             key: p.key.clone(),
             run: run.text,
             ready_check: check.map(|(r, timeout)| ReadyCheck {
+                // RWX's images have `rwx-docker-ready-check`; strata defines it for the check.
+                prelude: if task.docker != Docker::Disabled
+                    && r.text.contains(DOCKER_READY_CHECK_NAME)
+                {
+                    DOCKER_READY_CHECK.to_string()
+                } else {
+                    String::new()
+                },
                 run: r.text,
                 timeout,
             }),
@@ -99,6 +108,20 @@ pub(crate) fn resolve(
         keyed: keyed.iter().map(|k| format!(" {k}")).collect(),
     })
 }
+
+const DOCKER_READY_CHECK_NAME: &str = "rwx-docker-ready-check";
+/// What RWX's `rwx-docker-ready-check` is for, as a bash function a Docker task's ready checks
+/// may call: the daemon has at least one container, and every container is running and, if it
+/// has a health check, healthy (`docker compose up` as a background process).
+const DOCKER_READY_CHECK: &str = r#"rwx-docker-ready-check() {
+  local ids state
+  ids=$(docker ps -aq) || return 1
+  [ -n "$ids" ] || return 1
+  for id in $ids; do
+    state=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id") || return 1
+    case "$state" in running/ | running/healthy) ;; *) return 1 ;; esac
+  done
+}"#;
 
 /// The cgroup, in each hierarchy, under which the task's daemon puts its containers' cgroups:
 /// its own, so that two daemons never share one and strata can remove it afterwards
@@ -126,6 +149,7 @@ fn dockerd(cgroup_parent: &str) -> BackgroundProcess {
         ready_check: Some(ReadyCheck {
             run: format!("docker -H unix://{DOCKER_SOCKET} version"),
             timeout: DOCKERD_READY,
+            prelude: String::new(),
         }),
         after: Vec::new(),
         grace_period: DOCKERD_GRACE,

@@ -217,7 +217,7 @@ fn start_all(
                 let attempt = Command::new(shell)
                     .args(flags)
                     .arg("-c")
-                    .arg(&ready_check.run)
+                    .arg(format!("{}\n{}", ready_check.prelude, ready_check.run))
                     .env_clear()
                     .envs(spec.env.iter().map(|(k, v)| (k, v)))
                     .current_dir(&spec.cwd)

@@ -61,6 +61,10 @@ pub struct BackgroundProcess {
 pub struct ReadyCheck {
     pub run: String,
     pub timeout: std::time::Duration,
+    /// Shell text run before `run` in the same shell (functions it may call), not shown in
+    /// messages.
+    #[serde(default)]
+    pub prelude: String,
 }
 
 /// A host directory bound at `target` (absolute, inside the task's root).
