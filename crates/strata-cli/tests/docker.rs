@@ -91,8 +91,25 @@ fn two_tasks_each_run_containers_on_a_daemon_of_their_own() {
         "strata.yml",
         &format!("tasks:\n{}{}", task("one"), task("two")),
     );
+    // What a daemon of a killed strata left: removed by the next Docker task.
+    let dead_pid = (4_000_000..4_194_304)
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    // A v1 hierarchy where there is one, else the cgroup2 root.
+    let stale = if Path::new("/sys/fs/cgroup/pids").exists() {
+        "/sys/fs/cgroup/pids"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    let stale = Path::new(stale).join(format!("strata-docker-{dead_pid}-stale"));
+    std::fs::create_dir_all(stale.join("container")).unwrap();
     let r = f.run(&["-j", "2"]);
     assert!(!r.events.is_empty(), "{}", r.stderr);
+    assert!(
+        !stale.exists(),
+        "a dead strata's daemon cgroup was left: {}",
+        stale.display()
+    );
     for name in ["one", "two"] {
         let output = r.output(name);
         let own: Vec<&String> = output

@@ -206,6 +206,10 @@ pub(crate) fn docker_data(
     task: &Task,
     scratch: &Path,
 ) -> Result<Option<DockerData>, String> {
+    if task.docker == Docker::Disabled {
+        return Ok(None);
+    }
+    remove_stale_cgroups();
     let (dir, discard, lock) = match task.docker {
         Docker::Disabled => return Ok(None),
         Docker::Enabled => {
@@ -241,6 +245,26 @@ pub(crate) fn docker_data(
         cgroup_parent: docker_cgroup_parent(task),
         _lock: lock,
     }))
+}
+
+/// The containers' cgroups of daemons whose strata was killed before it could remove them
+/// (`strata-docker-<pid>-<task>` with no such strata process any more).
+fn remove_stale_cgroups() {
+    for root in strata_sandbox::cgroup_roots() {
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("strata-docker-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                strata_sandbox::remove_cgroup_tree(&name);
+            }
+        }
+    }
 }
 
 /// A `preserve-data` task's data root and its lock file.

@@ -233,8 +233,19 @@ fn enable_controllers(cgroup: &Path) {
 /// (`--cgroup-parent`), once the task is over. Only empty cgroups can go; those whose last
 /// process is still being torn down are tried again for a moment.
 pub fn remove_cgroup_tree(name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    for mount in cgroup_roots() {
+        let top = mount.join(name.trim_start_matches('/'));
+        while top.exists() && remove_tree(&top).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// The root of every mounted cgroup hierarchy (v1 and v2).
+pub fn cgroup_roots() -> Vec<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounts: Vec<PathBuf> = mountinfo
+    mountinfo
         .lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
@@ -242,14 +253,7 @@ pub fn remove_cgroup_tree(name: &str) {
                 .then(|| left.split(' ').nth(4).map(unescape))
                 .flatten()
         })
-        .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    for mount in mounts {
-        let top = mount.join(name.trim_start_matches('/'));
-        while top.exists() && remove_tree(&top).is_err() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
+        .collect()
 }
 
 /// rmdir of a cgroup's children, then of the cgroup (its files are not files).

@@ -23,7 +23,7 @@ mod spec;
 mod syscalls;
 
 pub use attach::run_attached;
-pub use cgroup::{Usage, remove_cgroup_tree};
+pub use cgroup::{Usage, cgroup_roots, remove_cgroup_tree};
 pub use init::{INIT_ARG, init_main};
 pub use setup::{
     DEFAULT_CAPABILITIES, MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, hostname_for, setup_root,

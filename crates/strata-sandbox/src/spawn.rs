@@ -102,6 +102,8 @@ pub struct RunningSandbox {
     output: Option<PipeReader>,
     scratch: PathBuf,
     outputs_dir: PathBuf,
+    /// The task has background processes: PID 1 supervises them.
+    supervised: bool,
     killer: Killer,
     cgroup: Option<TaskCgroup>,
     notice: Option<String>,
@@ -144,6 +146,7 @@ pub fn spawn(exe: &Path, spec: &SandboxSpec) -> Result<RunningSandbox, SandboxEr
         output: Some(reader),
         scratch: spec.scratch.clone(),
         outputs_dir: spec.outputs_dir.clone(),
+        supervised: !spec.background.is_empty(),
         cgroup: task_cgroup,
         notice,
     })
@@ -228,10 +231,12 @@ impl RunningSandbox {
         } else {
             usage
         };
+        // Only a supervising PID 1 writes it; a command exiting 124 (`timeout`'s status) of a
+        // task without background processes is the command's own failure.
         let background_error = || {
             std::fs::read_to_string(self.outputs_dir.join(BACKGROUND_ERROR_FILE))
                 .ok()
-                .filter(|_| code == BACKGROUND_FAILED)
+                .filter(|_| code == BACKGROUND_FAILED && self.supervised)
         };
         let outcome = match std::fs::read_to_string(self.scratch.join(SETUP_ERROR_FILE)) {
             Ok(message) if code == SETUP_FAILED => Outcome::SetupFailed(message),
