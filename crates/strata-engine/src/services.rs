@@ -69,21 +69,19 @@ pub(crate) fn resolve(
             // A process may use Docker (a database in a container) as the command may.
             after.push(DOCKERD_KEY.to_string());
         }
-        let keyed_process = BackgroundProcess {
-            key: p.key.clone(),
-            run: run.keyed,
-            ready_check: check.as_ref().map(|(r, timeout)| ReadyCheck {
-                run: r.keyed.clone(),
-                timeout: *timeout,
-                prelude: String::new(),
-            }),
-            after: after.clone(),
-            grace_period: p.grace_period,
-        };
-        keyed.push(format!(
-            "background={}",
-            serde_json::to_string(&keyed_process).expect("serializes")
-        ));
+        // Written field by field, not derived from the sandbox's type, so that a field added
+        // there cannot change existing keys by accident.
+        let keyed_process = serde_json::json!({
+            "key": p.key,
+            "run": run.keyed,
+            "ready-check": check.as_ref().map(|(r, timeout)| serde_json::json!({
+                "run": r.keyed,
+                "timeout-seconds": timeout.as_secs(),
+            })),
+            "after": after,
+            "terminate-grace-period-seconds": p.grace_period.as_secs(),
+        });
+        keyed.push(format!("background={keyed_process}"));
         processes.push(BackgroundProcess {
             key: p.key.clone(),
             run: run.text,
@@ -392,6 +390,22 @@ mod tests {
             assert_ne!(v, &plain);
         }
         assert_ne!(variants[0], variants[1]);
+    }
+
+    #[test]
+    fn the_keyed_form_is_stable() {
+        // If this changes, existing entries of tasks with background processes miss.
+        let t = task(
+            "tasks:\n  - key: a\n    run: x\n    background-processes:\n      - {key: b, run: one}\n      - key: db\n        run: serve\n        after: b\n        ready-check: {run: probe, timeout-seconds: 5}\n",
+        );
+        let r = resolve(&t, &Scope::default(), &Scope::default()).unwrap();
+        assert_eq!(
+            r.keyed,
+            concat!(
+                r#" background={"after":[],"key":"b","ready-check":null,"run":"one","terminate-grace-period-seconds":10}"#,
+                r#" background={"after":["b"],"key":"db","ready-check":{"run":"probe","timeout-seconds":5},"run":"serve","terminate-grace-period-seconds":10}"#,
+            )
+        );
     }
 
     #[test]
