@@ -5,7 +5,8 @@
 //! Owns: the helper process (`strata` re-executed with [`INIT_ARG`]) that unshares namespaces,
 //! mounts the stack, pivots into it and execs the shell; the mount sequence (behind the
 //! [`Syscalls`] trait so it can be checked without root); and the host-side handle that streams
-//! output, kills the whole process tree and reports how the command ended; for `strata shell`,
+//! output, kills the whole process tree and reports how the command ended; a task's background
+//! processes, supervised by its PID 1 (`background.rs`); for `strata shell`,
 //! the same sandbox with a program attached to strata's own terminal in its place (`attach.rs`).
 //!
 //! Every mount lives in the task's private mount namespace, so when its last process dies the
