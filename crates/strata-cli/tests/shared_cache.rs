@@ -114,7 +114,7 @@ fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
         (stdout, summary)
     };
     let (first, summary) = run();
-    assert_eq!(summary["ran"], 6, "{first}");
+    assert_eq!(summary["ran"], 7, "{first}");
     assert!(first.contains("ok   tests/animals.in"), "{first}");
     assert!(first.contains("lint clean"), "{first}");
     let tarball = artifacts.path().join("package/tarball/wordfreq.tar.gz");
@@ -123,10 +123,16 @@ fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
         first.contains(r#""event":"task-test-results","task":"test""#),
         "{first}"
     );
+    // The integration task's PostgreSQL server, a background process.
+    assert!(
+        first.contains("postgres holds 5 words, wordfreq printed 5"),
+        "{first}"
+    );
+    assert!(first.contains("[postgres] "), "{first}");
     std::fs::remove_file(&tarball).unwrap();
     let (again, summary) = run();
     assert_eq!(summary["ran"], 0);
-    assert_eq!(summary["cached"], 6);
+    assert_eq!(summary["cached"], 7);
     // Restored: the artifact is copied again and the tests are reported again.
     assert!(tarball.is_file(), "{again}");
     let tests = again

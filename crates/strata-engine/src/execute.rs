@@ -659,6 +659,8 @@ fn run_in_sandbox<'scope, 'env>(
     let lowerdirs = resolved
         .lowerdirs(ctx, task, ws_tree, &mounts.lowerdirs)
         .map_err(Failure::infra)?;
+    // Held until the task has ended: a `docker: true` daemon's data root is removed then.
+    let docker = crate::services::docker_data(ctx, task, &scratch).map_err(Failure::infra)?;
     let spec = SandboxSpec {
         task: name.clone(),
         base: ctx.base_root.clone(),
@@ -686,9 +688,13 @@ fn run_in_sandbox<'scope, 'env>(
             .filter(|(k, _)| !attempt.extra_env.iter().any(|(e, _)| e == k))
             .chain(attempt.extra_env)
             .cloned()
+            .chain(docker.as_ref().map(|d| d.env.clone()))
             .collect(),
-        privileged: task.privileged,
+        // `docker` is the opt-in of an RWX file: a daemon needs every capability.
+        privileged: task.privileged || docker.is_some(),
         cgroups: Vec::new(), // the sandbox gives the task its cgroup
+        background: resolved.background.clone(),
+        binds: docker.iter().map(|d| d.bind.clone()).collect(),
     };
     reporter.event(&Event::TaskStarted {
         task: name.clone(),
@@ -763,6 +769,7 @@ fn run_in_sandbox<'scope, 'env>(
         (outcome, reader.join().expect("output reader panicked"))
     });
     let _ = waiter.join();
+    drop(docker);
     let exit = outcome.map_err(|e| Failure::infra(chain(&e)))?;
     let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
     *used = usage;
@@ -818,6 +825,10 @@ fn run_in_sandbox<'scope, 'env>(
                 format!("sandbox setup failed: {message}"),
                 None,
             ));
+        }
+        (Outcome::BackgroundFailed(message), None) => {
+            let reason = crate::services::explain_failure(task, message);
+            return Err(fail(FailureKind::Task, reason, None));
         }
         // `outputs.execution-status.success-exit-codes`: 0 and these count as success.
         (Outcome::Exited(code), None)

@@ -58,6 +58,8 @@ pub(crate) struct ResolvedInputs {
     /// A layer under the task that a shared cache promised did not arrive: the task cannot
     /// start in this pass of the run.
     pub(crate) deferred: Option<String>,
+    /// Its `background-processes` (and Docker daemon) as they run (`services.rs`).
+    pub(crate) background: Vec<strata_sandbox::BackgroundProcess>,
 }
 
 /// `cache` as it applies to one run of a task.
@@ -456,6 +458,13 @@ pub(crate) fn resolve(
             (String::new(), task.run.raw.clone())
         }
     };
+    let services = crate::services::resolve(task, &scope, &key_scope).unwrap_or_else(|e| {
+        error.get_or_insert(e);
+        crate::services::ResolvedServices {
+            processes: Vec::new(),
+            keyed: String::new(),
+        }
+    });
     // Old Mint files append `NAME=value` lines to `$MINT_ENV` as a file.
     let dotenv = crate::dotenv::used_as_file(&command);
     for (dir, names) in SandboxSpec::OUTPUTS {
@@ -546,12 +555,14 @@ pub(crate) fn resolve(
         workspace,
         env: keyed_env,
         command: keyed_command,
-        // A privileged task can do what others cannot: never the same result.
+        // A privileged task can do what others cannot: never the same result. Background
+        // processes and Docker add to it only when the task has them, so that other tasks
+        // keep their keys.
         executor: {
             let mut executor = if task.privileged {
-                format!("{EXECUTOR} privileged")
+                format!("{EXECUTOR} privileged{}", services.keyed)
             } else {
-                EXECUTOR.to_string()
+                format!("{EXECUTOR}{}", services.keyed)
             };
             // What the entry holds depends on `outputs` (the layer's filter, its artifacts,
             // which exit codes pass): keyed, and only when set, so other keys stay as they were.
@@ -575,6 +586,7 @@ pub(crate) fn resolve(
         cache,
         error,
         deferred,
+        background: services.processes,
     }
 }
 

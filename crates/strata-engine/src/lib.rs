@@ -5,7 +5,8 @@
 //! scheduler (`-j`, `--target`, `--fail-fast`, timeouts, interruption) and the state machine
 //! that makes its decisions (the dispatcher), `plan`, `explain` and `shell`,
 //! calls at run time (each called task's `params`/`init` scope, a package's files in its stack,
-//! hooks), and the typed [`Event`]s through which every fact reaches the user. The terminal display and
+//! hooks), a task's background processes and Docker daemon as the sandbox is given them, and
+//! the typed [`Event`]s through which every fact reaches the user. The terminal display and
 //! `--json` are two consumers of the same events; the engine never prints.
 //!
 //! Must not touch: YAML (it gets a validated `Pipeline`), mount syscalls (the sandbox crate), the
@@ -29,6 +30,7 @@ mod output;
 mod packages;
 mod plan;
 mod scheduler;
+mod services;
 mod shell;
 mod sources;
 mod task_outputs;

@@ -189,6 +189,9 @@ pub fn shell<'a>(
         env,
         privileged: task.privileged,
         cgroups: Vec::new(),
+        // The shell is for looking at files: no database or daemon is started for it.
+        background: Vec::new(),
+        binds: Vec::new(),
     };
     let attached = Attached {
         argv: options.argv.clone(),
@@ -200,6 +203,8 @@ pub fn shell<'a>(
     match exit?.outcome {
         Outcome::Exited(code) => Ok(code),
         Outcome::SetupFailed(message) => Err(ShellError::SetupFailed(message)),
+        // The shell starts no background process.
+        Outcome::BackgroundFailed(message) => Err(ShellError::SetupFailed(message)),
     }
 }
 

@@ -33,8 +33,9 @@ pub use duration::parse_duration;
 pub use dynamic::{DynamicFile, DynamicTasks, parse_dynamic_tasks};
 pub use filter::{Filter, FilterEntry, Visibility};
 pub use model::{
-    Base, CachePolicy, Dialect, EnvConfig, EnvMerge, EnvValue, EnvVar, HostBase, Note, Pipeline,
-    RemoteCacheDecl, Task, TaskKind, TaskName, Text, TrustedKeyDecl, Unsupported, WorkspaceSource,
+    BackgroundProcess, Base, CachePolicy, Dialect, Docker, EnvConfig, EnvMerge, EnvValue, EnvVar,
+    HostBase, Note, Pipeline, ReadyCheck, RemoteCacheDecl, Task, TaskKind, TaskName, Text,
+    TrustedKeyDecl, Unsupported, WorkspaceSource,
 };
 pub use outputs::{
     ArtifactDecl, FilesystemFilter, FilesystemOutput, Retry, TaskOutputs, TestResultsDecl,
@@ -43,6 +44,7 @@ pub use parallel::replace_groups as replace_parallel_groups;
 pub use parallel::{
     Dimension, Parallel, ParallelGroup, ParallelInstance, ParallelKind, ParallelSpec, ValuesSpec,
 };
+pub use parse::DOCKERD_PROCESS;
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS, TASK_STATUSES};
 pub use parse::outputs::valid_artifact_key;
 pub use parse::{dialect_of, load, load_with, parse_str, parse_with};

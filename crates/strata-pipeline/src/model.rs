@@ -269,11 +269,48 @@ pub struct Task {
     pub outputs: crate::outputs::TaskOutputs,
     /// `retry`: how many more times a failed task runs.
     pub retry: Option<crate::outputs::Retry>,
+    /// `background-processes`: started in the task's sandbox before its command. Keyed.
+    pub background: Vec<BackgroundProcess>,
+    /// `docker`: a Docker daemon private to the task. Keyed; implies `privileged`.
+    pub docker: Docker,
     /// Where each `use`/`after` reference is written, for "no such task" errors.
     pub(crate) ref_spans: Vec<RefSpan>,
     /// For a task of a called package or run definition: the call, whose arguments are its
     /// `params` (or `init`) namespace. `None`: a task of the file itself.
     pub scope: Option<std::sync::Arc<crate::calls::CallScope>>,
+}
+
+/// One of a task's `background-processes` (a database for its tests, a server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackgroundProcess {
+    /// Unique within the task: the prefix of its output lines, and what `after` names.
+    pub key: String,
+    /// Where `key` is written.
+    pub at: Location,
+    pub run: Text,
+    /// Without one the process is ready as soon as it has started.
+    pub ready_check: Option<ReadyCheck>,
+    /// Processes of the same task that must be ready before this one starts.
+    pub after: Vec<String>,
+    /// After SIGTERM, when the command has ended, before SIGKILL (RWX's default: 10 s).
+    pub grace_period: Duration,
+}
+
+/// `ready-check`: run until it exits 0, for at most `timeout` (RWX's default: 60 s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyCheck {
+    pub run: Text,
+    pub timeout: Duration,
+}
+
+/// `docker:`: whether the task gets a Docker daemon of its own, and whether what it stored
+/// (images, volumes, build cache) is kept for the next execution of the task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Docker {
+    #[default]
+    Disabled,
+    Enabled,
+    PreserveData,
 }
 
 #[derive(Debug, Clone)]
@@ -334,6 +371,10 @@ impl Task {
         texts.extend(self.filter.iter().flat_map(|f| f.templates()));
         texts.extend(&self.condition);
         texts.extend(self.retry.iter().flat_map(|r| &r.condition));
+        for process in &self.background {
+            texts.push(&process.run);
+            texts.extend(process.ready_check.iter().map(|c| &c.run));
+        }
         if let Some(crate::parallel::Parallel::Pending(spec)) = &self.parallel {
             texts.extend(spec.texts());
         }

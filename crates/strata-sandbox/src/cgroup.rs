@@ -228,6 +228,44 @@ fn enable_controllers(cgroup: &Path) {
     }
 }
 
+/// Removes the cgroup `name` (relative to each hierarchy's root) and everything under it, in
+/// every mounted cgroup hierarchy: what a task's Docker daemon created for its containers
+/// (`--cgroup-parent`), once the task is over. Only empty cgroups can go; those whose last
+/// process is still being torn down are tried again for a moment.
+pub fn remove_cgroup_tree(name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    for mount in cgroup_roots() {
+        let top = mount.join(name.trim_start_matches('/'));
+        while top.exists() && remove_tree(&top).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// The root of every mounted cgroup hierarchy (v1 and v2).
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            matches!(right.split(' ').next(), Some("cgroup" | "cgroup2"))
+                .then(|| left.split(' ').nth(4).map(unescape))
+                .flatten()
+        })
+        .collect()
+}
+
+/// rmdir of a cgroup's children, then of the cgroup (its files are not files).
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
 /// The mount points of the cgroup2 hierarchy and of the v1 memory hierarchy, from
 /// `/proc/self/mountinfo`.
 fn cgroup_mounts(mountinfo: &str) -> (Option<PathBuf>, Option<PathBuf>) {

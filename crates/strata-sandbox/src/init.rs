@@ -133,6 +133,9 @@ fn run_pid1(spec: &SandboxSpec, attached: Option<&Attached>) -> ! {
         Some(bash) => (bash, &["-e", "-o", "pipefail"]),
         None => ("/bin/sh", &["-e"]),
     };
+    if !spec.background.is_empty() {
+        crate::background::supervise(spec, shell, flags);
+    }
     let err = std::process::Command::new(shell)
         .args(flags)
         .arg("-c")

@@ -5,7 +5,8 @@
 //! Owns: the helper process (`strata` re-executed with [`INIT_ARG`]) that unshares namespaces,
 //! mounts the stack, pivots into it and execs the shell; the mount sequence (behind the
 //! [`Syscalls`] trait so it can be checked without root); and the host-side handle that streams
-//! output, kills the whole process tree and reports how the command ended; for `strata shell`,
+//! output, kills the whole process tree and reports how the command ended; a task's background
+//! processes, supervised by its PID 1 (`background.rs`); for `strata shell`,
 //! the same sandbox with a program attached to strata's own terminal in its place (`attach.rs`).
 //!
 //! Every mount lives in the task's private mount namespace, so when its last process dies the
@@ -14,6 +15,7 @@
 //! Must not touch: the cache (it is handed directories) or the pipeline model.
 
 mod attach;
+mod background;
 mod cgroup;
 mod init;
 mod setup;
@@ -22,11 +24,11 @@ mod spec;
 mod syscalls;
 
 pub use attach::run_attached;
-pub use cgroup::Usage;
+pub use cgroup::{Usage, cgroup_roots, remove_cgroup_tree};
 pub use init::{INIT_ARG, init_main};
 pub use setup::{
     DEFAULT_CAPABILITIES, MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, hostname_for, setup_root,
 };
 pub use spawn::{Exit, Killer, Outcome, RunningSandbox, SandboxError, spawn};
-pub use spec::{Attached, SandboxSpec};
+pub use spec::{Attached, BackgroundProcess, BindMount, ReadyCheck, SandboxSpec};
 pub use syscalls::{LinuxSyscalls, RecordingSyscalls, Syscalls};

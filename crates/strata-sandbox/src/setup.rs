@@ -182,6 +182,15 @@ pub fn setup_root(
             }
         }
     }
+    for bind in &spec.binds {
+        let relative = bind.target.strip_prefix("/").unwrap_or(&bind.target);
+        let target = merged.join(relative);
+        if !sys.exists(&target) {
+            sys.mkdir_all(&target)?;
+            created.push(relative.to_string_lossy().into_owned());
+        }
+        sys.bind(&bind.source, &target, false)?;
+    }
     resolve_own_hostname(spec, sys, &merged)?;
     Ok((merged, created))
 }
@@ -240,6 +249,8 @@ mod tests {
             env: vec![],
             privileged: false,
             cgroups: vec![],
+            background: vec![],
+            binds: vec![],
         }
     }
 
@@ -373,6 +384,30 @@ mod tests {
         assert_eq!(hostname_for("_x_"), "x");
         assert_eq!(hostname_for("__"), "strata-task");
         assert_eq!(hostname_for(&"a".repeat(100)).len(), 63);
+    }
+
+    #[test]
+    fn host_directories_are_bound_read_write_after_the_stack_and_run() {
+        let sys = fake_with(&["var/lib", "workspace"]);
+        let spec = SandboxSpec {
+            binds: vec![crate::spec::BindMount {
+                source: "/cache/docker/t.data".into(),
+                target: "/var/lib/docker".into(),
+            }],
+            ..spec()
+        };
+        let (_, created) = setup_root(&spec, &sys).unwrap();
+        // The mount point it needed is removed from the upper dir before the commit.
+        assert_eq!(created, ["var/lib/docker"]);
+        let calls = sys.calls.borrow();
+        let at = |call: &str| {
+            calls
+                .iter()
+                .position(|c| c == call)
+                .unwrap_or_else(|| panic!("no {call:?} in {calls:#?}"))
+        };
+        let bind = at("bind /cache/docker/t.data /s/merged/var/lib/docker");
+        assert!(bind > at("tmpfs /s/merged/run mode=755"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
+use crate::background::{BACKGROUND_ERROR_FILE, BACKGROUND_FAILED};
 use crate::cgroup::{self, CGROUP_ERROR_FILE, TaskCgroup, Usage};
 use crate::init::{INIT_ARG, SETUP_FAILED};
 use crate::setup::{MOUNTPOINTS_FILE, SETUP_ERROR_FILE};
@@ -37,6 +38,9 @@ pub enum Outcome {
     Exited(i32),
     /// The sandbox could not be built; the command never ran.
     SetupFailed(String),
+    /// A background process exited or was not ready in time; the command never ran. The
+    /// task's failure, not strata's.
+    BackgroundFailed(String),
 }
 
 /// How the task ended and what it used.
@@ -97,6 +101,9 @@ pub struct RunningSandbox {
     child: Child,
     output: Option<PipeReader>,
     scratch: PathBuf,
+    outputs_dir: PathBuf,
+    /// The task has background processes: PID 1 supervises them.
+    supervised: bool,
     killer: Killer,
     cgroup: Option<TaskCgroup>,
     notice: Option<String>,
@@ -138,6 +145,8 @@ pub fn spawn(exe: &Path, spec: &SandboxSpec) -> Result<RunningSandbox, SandboxEr
         child,
         output: Some(reader),
         scratch: spec.scratch.clone(),
+        outputs_dir: spec.outputs_dir.clone(),
+        supervised: !spec.background.is_empty(),
         cgroup: task_cgroup,
         notice,
     })
@@ -153,6 +162,7 @@ fn start_helper(exe: &Path, spec: &SandboxSpec) -> Result<(Child, PipeReader), S
     for stale in [SETUP_ERROR_FILE, MOUNTPOINTS_FILE, CGROUP_ERROR_FILE] {
         let _ = std::fs::remove_file(spec.scratch.join(stale));
     }
+    let _ = std::fs::remove_file(spec.outputs_dir.join(BACKGROUND_ERROR_FILE));
     std::fs::write(
         &spec_path,
         serde_json::to_vec(spec).expect("spec serializes"),
@@ -221,9 +231,19 @@ impl RunningSandbox {
         } else {
             usage
         };
+        // Only a supervising PID 1 writes it; a command exiting 124 (`timeout`'s status) of a
+        // task without background processes is the command's own failure.
+        let background_error = || {
+            std::fs::read_to_string(self.outputs_dir.join(BACKGROUND_ERROR_FILE))
+                .ok()
+                .filter(|_| code == BACKGROUND_FAILED && self.supervised)
+        };
         let outcome = match std::fs::read_to_string(self.scratch.join(SETUP_ERROR_FILE)) {
             Ok(message) if code == SETUP_FAILED => Outcome::SetupFailed(message),
-            _ => Outcome::Exited(code),
+            _ => match background_error() {
+                Some(message) => Outcome::BackgroundFailed(message),
+                None => Outcome::Exited(code),
+            },
         };
         Ok(Exit { outcome, usage })
     }

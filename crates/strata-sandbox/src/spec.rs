@@ -32,6 +32,46 @@ pub struct SandboxSpec {
     /// memory v1 leaf); empty where the machine offers none.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// `background-processes`: started in the sandbox before the command, which waits for
+    /// their ready checks; stopped when it ends (`background.rs`).
+    #[serde(default)]
+    pub background: Vec<BackgroundProcess>,
+    /// Host directories bound read-write into the task's root after its overlay is mounted,
+    /// outside the layer (a private `dockerd`'s data root, which cannot live on an overlay).
+    #[serde(default)]
+    pub binds: Vec<BindMount>,
+}
+
+/// One of a task's `background-processes`, its expressions resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackgroundProcess {
+    /// Unique within the task; prefixes the process's output lines in the log.
+    pub key: String,
+    pub run: String,
+    pub ready_check: Option<ReadyCheck>,
+    /// Keys of the processes that must be ready before this one starts.
+    pub after: Vec<String>,
+    /// Between SIGTERM to the process's group and SIGKILL when the command has ended.
+    pub grace_period: std::time::Duration,
+}
+
+/// A command run again and again until it exits 0 (the process is then ready), for at most
+/// `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyCheck {
+    pub run: String,
+    pub timeout: std::time::Duration,
+    /// Shell text run before `run` in the same shell (functions it may call), not shown in
+    /// messages.
+    #[serde(default)]
+    pub prelude: String,
+}
+
+/// A host directory bound at `target` (absolute, inside the task's root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
 }
 
 impl SandboxSpec {

@@ -34,6 +34,8 @@ const HONOURED_TASK_KEYS: &[&str] = &[
     "tool-cache",
     "outputs",
     "retry",
+    "background-processes",
+    "docker",
 ];
 
 const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
@@ -42,8 +44,6 @@ const TASK_KEY_STATUS: &[(&str, KeyStatus)] = &[
     ("health-timeout", KeyStatus::NoEffect),
     ("auto-cancel", KeyStatus::NoEffect),
     ("bootstrapping", KeyStatus::NoEffect),
-    ("background-processes", KeyStatus::Later),
-    ("docker", KeyStatus::Later),
     ("app", KeyStatus::Later),
 ];
 

@@ -6,6 +6,9 @@ pub(crate) mod expressions;
 mod file;
 mod options;
 pub(crate) mod outputs;
+mod services;
+
+pub use services::DOCKERD_PROCESS;
 pub(crate) mod scalars;
 pub(crate) mod task;
 

@@ -171,6 +171,14 @@ pub(crate) fn build_task(
                 t.workspace = as_bool(value, "`workspace`", errors).unwrap_or(false)
             }
             "tool-cache" => t.tool_cache = tool_cache_name(value, errors),
+            "background-processes" => {
+                t.background = crate::parse::services::build_background(value, errors)
+            }
+            "docker" => {
+                if let Some(d) = crate::parse::services::build_docker(value, errors) {
+                    t.docker = d;
+                }
+            }
             "privileged" if dialect == Dialect::Strata => {
                 t.privileged = as_bool(value, "`privileged`", errors).unwrap_or(false)
             }
@@ -192,6 +200,7 @@ pub(crate) fn build_task(
             },
         }
     }
+    crate::parse::services::check_docker_key(&t.background, t.docker, errors);
     if let [_, second, ..] = t.timeout_keys.as_slice() {
         errors.push(
             Diagnostic::new(*second, 7, "both `timeout` and `timeout-minutes` are set")
@@ -282,6 +291,8 @@ pub(crate) fn build_task(
         tool_cache: t.tool_cache,
         outputs: t.outputs,
         retry: t.retry,
+        background: t.background,
+        docker: t.docker,
         ref_spans: t.ref_spans,
         scope: None,
     })
@@ -310,6 +321,8 @@ struct TaskParts {
     tool_cache: Option<String>,
     outputs: crate::outputs::TaskOutputs,
     retry: Option<crate::outputs::Retry>,
+    background: Vec<crate::model::BackgroundProcess>,
+    docker: crate::model::Docker,
     ref_spans: Vec<RefSpan>,
 }
 
