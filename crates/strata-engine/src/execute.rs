@@ -282,6 +282,11 @@ pub(crate) fn execute<'scope, 'env>(
         }
         return TaskOutcome::Cached { result, key, saved };
     }
+    reporter.event(&Event::TaskMissed {
+        task: task.name.to_string(),
+        key: key.to_hex(),
+        reasons: crate::miss::reasons(ctx, task, &resolved),
+    });
     let start = Instant::now();
     let mut used = TaskUsage::default();
     match run_in_sandbox(ctx, task, &resolved, reporter, start, scope, &mut used) {
@@ -623,6 +628,12 @@ fn run_in_sandbox<'scope, 'env>(
     let tail = || collected.tail.clone();
     let fail = |kind: FailureKind, reason: String, exit_code: Option<i32>| -> Failure {
         let kept = keep_upper(ctx, task, &mounts.upperdir);
+        // An entry only records runs that passed: the failed run's log is kept for `strata logs`.
+        if let Ok(log) = &collected.log {
+            let _ = ctx
+                .cache
+                .keep_failed_log(&ctx.pipeline.path, task.name.as_str(), log.path());
+        }
         let reason = if resolved.tree.files.is_empty() && !sees_workspace(ctx, task) {
             format!("{reason}; {}", no_workspace_hint(ctx))
         } else {

@@ -11,6 +11,7 @@
 mod blobs;
 mod durability;
 mod error;
+mod history;
 mod import;
 mod index;
 mod layers;
@@ -22,6 +23,7 @@ mod usage;
 mod verify;
 
 pub use error::{StoreError, error_chain};
+pub use history::{RUN_RECORDS_KEPT, RunRecordWriter};
 pub use import::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
