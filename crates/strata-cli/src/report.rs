@@ -309,7 +309,9 @@ fn timeline(h: &mut String, view: &RunView) {
             (Some(s), Some(e)) => {
                 // At least a sliver, so that an instant (a restore) still shows.
                 let left = (s as f64 / total * 100.0).min(99.7);
-                let width = (e.saturating_sub(s) as f64 / total * 100.0).clamp(0.3, 100.0 - left);
+                let width = (e.saturating_sub(s) as f64 / total * 100.0)
+                    .max(0.3)
+                    .min(100.0 - left);
                 let what = match label {
                     "restored" => format!("restored (saved {})", seconds(t.saved_ms)),
                     _ => format!("{label} in {}", seconds(e.saturating_sub(s))),
@@ -458,6 +460,19 @@ mod tests {
             1,
             "only the page's own script"
         );
+    }
+
+    #[test]
+    fn a_timeline_of_instants_at_the_end_of_a_run_still_draws() {
+        // Restores all found in the run's last millisecond, as in a fully warm run.
+        let view = RunView::parse(&[
+            r#"{"run":{"pipeline":"p","started_ms":0,"tasks":[{"name":"a","uses":[],"after":[]}]}}"#,
+            r#"{"at_ms":7,"e":{"event":"task-cached","task":"a","key":"k","layer":"l","saved_ms":5,"from":"local"}}"#,
+            r#"{"at_ms":7,"e":{"event":"run-finished","failed":0,"skipped":0,"interrupted":false,"duration_ms":3}}"#,
+        ].join("\n"));
+        let mut h = String::new();
+        timeline(&mut h, &view);
+        assert!(h.contains("left:99.70%;width:0.30%"), "{h}");
     }
 
     #[test]
