@@ -91,19 +91,24 @@ pub(crate) fn logs(cache: &LocalCache, pipeline: &std::path::Path, task: &str) -
                     }
                 }
                 "ran" => {
+                    // The entry of the key it ran (none for `cache: false`, whose log is not
+                    // kept; never an older entry's log under this run's heading).
                     let e = t
                         .key
                         .as_deref()
                         .and_then(strata_key::CacheKey::parse)
-                        .and_then(|k| cache.lookup(&k).ok().flatten())
-                        .or(entry.clone());
-                    (
-                        format!(
-                            "`{task}` passed in the run of {when}, in {}",
-                            secs(t.duration_ms)
+                        .and_then(|k| cache.lookup(&k).ok().flatten());
+                    let about = format!(
+                        "`{task}` passed in the run of {when}, in {}",
+                        secs(t.duration_ms)
+                    );
+                    match e {
+                        Some(e) => (about, Shown::Entry(Box::new(e))),
+                        None => (
+                            format!("{about} (its log was not kept: the task stores no entry)"),
+                            Shown::Nothing,
                         ),
-                        e.map_or(Shown::Nothing, |e| Shown::Entry(Box::new(e))),
-                    )
+                    }
                 }
                 "cached" => {
                     let e = t

@@ -247,6 +247,21 @@ fn logs_show_the_latest_run_failed_or_not_and_say_which() {
     // Two files named: refused.
     let o = f.output(&["logs", "strata.yml", "flaky", "-f", "strata.yml"]);
     assert_eq!(o.status.code(), Some(2));
+
+    // A task that stores no entry keeps no log of a pass, and says so rather than show an
+    // older run's log.
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: flaky\n    cache: false\n    run: echo uncached\n",
+    );
+    assert_eq!(f.run(&[]).code, 0);
+    let o = f.output(&["logs", "flaky"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("its log was not kept"),
+        "{o:?}"
+    );
 }
 
 #[test]

@@ -628,8 +628,11 @@ fn run_in_sandbox<'scope, 'env>(
     let tail = || collected.tail.clone();
     let fail = |kind: FailureKind, reason: String, exit_code: Option<i32>| -> Failure {
         let kept = keep_upper(ctx, task, &mounts.upperdir);
-        // An entry only records runs that passed: the failed run's log is kept for `strata logs`.
-        if let Ok(log) = &collected.log {
+        // An entry only records runs that passed: the failed run's log is kept for `strata logs`
+        // (not when the disk is low: a log may be gigabytes).
+        if let Ok(log) = &collected.log
+            && !ctx.cache.disk_is_low()
+        {
             let _ = ctx
                 .cache
                 .keep_failed_log(&ctx.pipeline.path, task.name.as_str(), log.path());
