@@ -364,12 +364,21 @@ impl RunView {
                 }
                 _ => {}
             }
-            // Test results, when the task's events carry them (the key the test-results work
-            // gives its events; read loosely until it is wired).
+            // TEST RESULTS: parsed test results, when the task's events carry them — a
+            // `test_results`/`tests` field of a task event, or an event of their own whose kind
+            // names tests. Read loosely until the test-results work is wired in; the report
+            // shows whatever is here in its `data-slot="test-results"` section.
             if let Some(tests) = e.get("test_results").or_else(|| e.get("tests"))
                 && !tests.is_null()
             {
                 t.tests = Some(tests.clone());
+            } else if kind.contains("test") {
+                let mut tests = e.clone();
+                if let Some(map) = tests.as_object_mut() {
+                    map.remove("event");
+                    map.remove("task");
+                }
+                t.tests = Some(tests);
             }
         }
         view
@@ -447,6 +456,21 @@ mod tests {
         assert_eq!(b.miss_reasons, vec!["file x: content changed"]);
         assert_eq!(b.failed_log.as_ref().unwrap().0, "boom\n");
         assert_eq!(v.failed().len(), 1);
+    }
+
+    #[test]
+    fn test_results_land_in_their_slot_whichever_way_events_carry_them() {
+        let v = RunView::parse(&[
+            r#"{"run":{"pipeline":"p","started_ms":0,"tasks":[{"name":"a"},{"name":"b"}]}}"#,
+            r#"{"at_ms":1,"e":{"event":"task-passed","task":"a","key":"k","layer":"l","duration_ms":1,"test_results":{"passed":3,"failed":0}}}"#,
+            r#"{"at_ms":2,"e":{"event":"task-test-results","task":"b","failed":["t1"]}}"#,
+        ]
+        .join("\n"));
+        assert_eq!(
+            v.task("a").unwrap().tests,
+            Some(json!({"passed": 3, "failed": 0}))
+        );
+        assert_eq!(v.task("b").unwrap().tests, Some(json!({"failed": ["t1"]})));
     }
 
     #[test]
