@@ -109,7 +109,8 @@ impl OutputPolicy {
         }
     }
 
-    fn ended(&self, task: &str, passed: bool) {
+    /// Releases or keeps the output of a task that ended; whether it was shown just now.
+    fn ended(&self, task: &str, passed: bool) -> bool {
         let held = self
             .held
             .lock()
@@ -118,7 +119,7 @@ impl OutputPolicy {
             .unwrap_or_default();
         let setting = if passed { self.success } else { self.failure };
         if held.lines.is_empty() && held.skipped_bytes == 0 {
-            return;
+            return false;
         }
         if setting.immediate() {
             self.release(task, &held);
@@ -129,6 +130,7 @@ impl OutputPolicy {
                 .expect("end lock")
                 .push((task.to_string(), passed, held));
         }
+        setting.immediate()
     }
 }
 
@@ -153,8 +155,21 @@ impl Reporter for OutputPolicy {
                     .skipped_bytes += bytes;
                 return;
             }
-            Event::TaskPassed { task, .. } => self.ended(task, true),
-            Event::TaskFailed { task, .. } => self.ended(task, false),
+            Event::TaskPassed { task, .. } => {
+                self.ended(task, true);
+            }
+            Event::TaskFailed { task, .. } => {
+                if self.ended(task, false) {
+                    // Its whole output was just shown: the failure line need not repeat the
+                    // last lines of its log.
+                    let mut shown = event.clone();
+                    if let Event::TaskFailed { log_tail, .. } = &mut shown {
+                        log_tail.clear();
+                    }
+                    self.inner.event(&shown);
+                    return;
+                }
+            }
             Event::RunFinished(_) => {
                 let finals = std::mem::take(&mut *self.at_the_end.lock().expect("end lock"));
                 for (task, passed, held) in finals {

@@ -317,6 +317,17 @@ fn passing_output_can_be_hidden_and_failing_output_shown_at_the_end() {
     let summary = err.find("failed: ").unwrap_or_else(|| panic!("{err}"));
     assert!(shown < line && line < summary, "{err}");
 
+    // Shown when it fails, in full, without repeating its last lines after the failure.
+    let o = f.output(&["run", "--success-output", "never"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("all good here"), "{err}");
+    assert_eq!(err.matches("about to fail").count(), 1, "{err}");
+    let line = err
+        .find("loud | about to fail")
+        .unwrap_or_else(|| panic!("{err}"));
+    let failed = err.find("loud ✗ failed").unwrap_or_else(|| panic!("{err}"));
+    assert!(line < failed, "{err}");
+
     // The default streams every task's output live, as before.
     let o = f.output(&["run", "--no-cache"]);
     let err = String::from_utf8_lossy(&o.stderr);
