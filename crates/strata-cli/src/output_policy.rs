@@ -159,7 +159,8 @@ impl Reporter for OutputPolicy {
                 self.ended(task, true);
             }
             Event::TaskFailed { task, .. } => {
-                if self.ended(task, false) {
+                let shown_in_full = self.ended(task, false);
+                if shown_in_full {
                     // Its whole output was just shown: the failure line need not repeat the
                     // last lines of its log.
                     let mut shown = event.clone();
