@@ -9,6 +9,8 @@ use strata_engine::{Explanation, PlanStatus, RunContext, RunOptions};
 use strata_pipeline::{Pipeline, TaskName};
 use strata_store::LocalCache;
 
+use crate::output_policy::OutputPolicy;
+use crate::record::{Recorder, RunView, Tee};
 use crate::reporter::{JsonReporter, TerminalReporter, WarningsOnly};
 use crate::{PackageArgs, PipelineArgs};
 
@@ -52,6 +54,34 @@ impl CliError {
 
 pub(crate) type CliResult = Result<u8, CliError>;
 
+/// The pipeline file named positionally or with `-f` (not both); `None` for the default one.
+pub(crate) fn pipeline_file(
+    positional: Option<PathBuf>,
+    flag: crate::FileFlag,
+) -> Result<Option<PathBuf>, CliError> {
+    match (positional, flag.file) {
+        (Some(a), Some(b)) => Err(CliError::bad_input(format!(
+            "error: two pipeline files given ({} and -f {}); give one",
+            a.display(),
+            b.display()
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// `[FILE] TASK`: with one name it is the task, whatever files exist (no guessing); with two,
+/// the first is the pipeline file.
+pub(crate) fn file_and_task(
+    names: crate::FileAndTask,
+) -> Result<(Option<PathBuf>, String), CliError> {
+    let crate::FileAndTask { mut names, flag } = names;
+    let task = names.pop().expect("clap requires a task");
+    let positional = names.pop().map(PathBuf::from);
+    Ok((pipeline_file(positional, flag)?, task))
+}
+
+/// The pipeline file: the one given, else `strata.yml` or `strata.yaml` in the current
+/// directory. Every command that reads a pipeline finds it here.
 fn find_pipeline(file: Option<PathBuf>) -> Result<PathBuf, CliError> {
     if let Some(f) = file {
         return Ok(f);
@@ -490,31 +520,31 @@ fn print_notes(pipeline: &Pipeline) {
     }
 }
 
-/// The flags of `strata run` beyond the pipeline and its targets.
-pub(crate) struct RunFlags {
-    pub no_cache: bool,
-    pub fail_fast: bool,
-    pub jobs: Option<usize>,
-    pub json: bool,
-    pub require_cached_parents: bool,
+/// What `strata run` was asked besides the pipeline.
+pub(crate) struct RunArgs {
+    pub(crate) targets: Vec<String>,
+    pub(crate) no_cache: bool,
+    pub(crate) fail_fast: bool,
+    pub(crate) jobs: Option<usize>,
+    pub(crate) json: bool,
+    pub(crate) output: crate::RunOutputArgs,
+    /// Fail instead of building a non-target task that is in no cache.
+    pub(crate) require_cached_parents: bool,
     /// `--artifacts DIR`.
-    pub artifacts: Option<PathBuf>,
+    pub(crate) artifacts: Option<PathBuf>,
 }
 
-pub(crate) fn run(
-    file: Option<PathBuf>,
-    args: &PipelineArgs,
-    targets: Vec<String>,
-    flags: RunFlags,
-) -> CliResult {
-    let RunFlags {
+pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> CliResult {
+    let RunArgs {
+        targets,
         no_cache,
         fail_fast,
         jobs,
         json,
+        output,
         require_cached_parents,
         artifacts,
-    } = flags;
+    } = run;
     let session = open(file, args, &targets, true)?;
     if let Some(message) = session.pipeline.unsupported_report() {
         return Err(CliError::bad_input(format!(
@@ -552,15 +582,67 @@ pub(crate) fn run(
         eprintln!("nothing to run: {why}");
         return Ok(0);
     }
+    // Every run is recorded, for `strata report` and `strata logs` later.
+    let recorder = match Recorder::start(
+        &session.cache,
+        &session.pipeline,
+        &ctx.invocation.secret_values,
+    ) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("warning: this run will not be recorded: {e}");
+            None
+        }
+    };
     let summary = if json {
         let reporter = JsonReporter::new();
         let _flusher = reporter.start_flusher();
-        strata_engine::run(&ctx, &*reporter)
+        let mut tee: Vec<&dyn strata_engine::Reporter> = vec![&*reporter];
+        tee.extend(recorder.as_ref().map(|r| r as &dyn strata_engine::Reporter));
+        strata_engine::run(&ctx, &Tee(tee))
     } else {
         let reporter = TerminalReporter::new(&session.pipeline);
         let _ticker = reporter.start_ticker();
-        strata_engine::run(&ctx, &*reporter)
+        let policy = OutputPolicy::new(
+            Arc::clone(&reporter),
+            output.success_output,
+            output.failure_output,
+        );
+        let mut tee: Vec<&dyn strata_engine::Reporter> = match &policy {
+            Some(p) => vec![p],
+            None => vec![&*reporter],
+        };
+        tee.extend(recorder.as_ref().map(|r| r as &dyn strata_engine::Reporter));
+        strata_engine::run(&ctx, &Tee(tee))
     };
+    let failed: Vec<String> = summary
+        .tasks
+        .iter()
+        .filter(|(_, t)| t.status == strata_engine::TaskStatus::Failed)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let record = recorder.and_then(|r| r.finish(&session.cache, &session.pipeline.path, &failed));
+    let github = !output.no_github_summary
+        && (output.github_summary || std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"));
+    if output.report.is_some() || github {
+        match record.as_deref().map(RunView::read) {
+            Some(Ok(view)) => {
+                if let Some(path) = &output.report {
+                    let inputs = crate::report::gather(&session.cache, &view);
+                    match crate::report::write(path, &crate::report::render(&view, &inputs)) {
+                        Ok(()) if !json => eprintln!("report: {}", path.display()),
+                        Ok(()) => {}
+                        Err(e) => eprintln!("warning: {e}"),
+                    }
+                }
+                if github && let Err(e) = crate::github::publish(&view, json) {
+                    eprintln!("warning: GitHub summary: {e}");
+                }
+            }
+            Some(Err(e)) => eprintln!("warning: the run's record could not be read: {e}"),
+            None => eprintln!("warning: no report: the run could not be recorded"),
+        }
+    }
     // While this run's lease is held: what it used is kept.
     if summary.ran > 0 || summary.cached > 0 {
         keep_budget(&session.cache, &summary, json);
@@ -804,11 +886,46 @@ pub(crate) fn plan(
 }
 
 /// Opens the pipeline and cache for a command about one task, which must exist.
-fn open_for_task(file: PathBuf, args: &PipelineArgs, task: &str) -> Result<Session, CliError> {
-    open(Some(file), args, &[task.to_string()], false)
+fn open_for_task(
+    file: Option<PathBuf>,
+    args: &PipelineArgs,
+    task: &str,
+) -> Result<Session, CliError> {
+    open(file, args, &[task.to_string()], false)
 }
 
-pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {
+/// `strata report`: the HTML report of the pipeline's latest recorded run.
+pub(crate) fn report(file: Option<PathBuf>, args: &PipelineArgs, out: &Path) -> CliResult {
+    let session = open(file, args, &[], false)?;
+    let records = session
+        .cache
+        .history()
+        .run_records(&session.pipeline.path)
+        .map_err(|e| CliError::internal(&e))?;
+    let Some(latest) = records.first() else {
+        return Err(CliError::bad_input(format!(
+            "error: {} has no recorded run in this cache yet",
+            session.pipeline.path.display()
+        )));
+    };
+    let view = RunView::read(latest).map_err(|e| CliError {
+        message: format!("error: {e}"),
+        code: EXIT_INTERNAL,
+    })?;
+    let inputs = crate::report::gather(&session.cache, &view);
+    crate::report::write(out, &crate::report::render(&view, &inputs)).map_err(|e| CliError {
+        message: format!("error: {e}"),
+        code: EXIT_INTERNAL,
+    })?;
+    eprintln!(
+        "report of the run of {}: {}",
+        crate::logs::utc(view.started_ms),
+        out.display()
+    );
+    Ok(0)
+}
+
+pub(crate) fn explain(file: Option<PathBuf>, args: &PipelineArgs, task: &str) -> CliResult {
     let session = open_for_task(file, args, task)?;
     let ctx = context(&session, args, Vec::new())?;
     let explanation =
@@ -851,29 +968,16 @@ pub(crate) fn explain(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResu
     Ok(0)
 }
 
-pub(crate) fn logs(file: PathBuf, args: &PipelineArgs, task: &str) -> CliResult {
+pub(crate) fn logs(file: Option<PathBuf>, args: &PipelineArgs, task: &str) -> CliResult {
     let session = open_for_task(file, args, task)?;
-    let entry = session
-        .cache
-        .index()
-        .latest_for_task(&session.pipeline.path.display().to_string(), task)
-        .map_err(|e| CliError::internal(&e))?
-        .ok_or_else(|| CliError::bad_input(format!("error: `{task}` has no cached run yet")))?;
-    // Streamed: a log may be gigabytes.
-    let mut log = session
-        .cache
-        .content()
-        .open_log(&entry.log)
-        .map_err(|e| CliError::internal(&e))?;
-    let _ = std::io::copy(&mut log, &mut std::io::stdout().lock());
-    Ok(0)
+    crate::logs::logs(&session.cache, &session.pipeline.path, task)
 }
 
 /// `strata shell`: the program's exit status, or strata's own codes when it cannot open the
 /// task (2: the task cannot be shown — no command, no entry under it, no kept failure; 3: the
 /// sandbox or the cache failed).
 pub(crate) fn shell(
-    file: PathBuf,
+    file: Option<PathBuf>,
     args: &PipelineArgs,
     task: &str,
     failed: bool,
@@ -936,7 +1040,12 @@ pub(crate) struct ExportArgs {
     pub(crate) compression: String,
 }
 
-pub(crate) fn export(file: PathBuf, args: &PipelineArgs, task: &str, e: ExportArgs) -> CliResult {
+pub(crate) fn export(
+    file: Option<PathBuf>,
+    args: &PipelineArgs,
+    task: &str,
+    e: ExportArgs,
+) -> CliResult {
     let ExportArgs {
         oci,
         tag,

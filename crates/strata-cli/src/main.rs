@@ -11,8 +11,13 @@
 mod cache;
 mod commands;
 mod fanout;
+mod github;
+mod logs;
+mod output_policy;
 mod outputs_report;
+mod record;
 mod remote_prune;
+mod report;
 mod reporter;
 mod signing;
 
@@ -67,6 +72,25 @@ pub(crate) struct PipelineArgs {
     packages: PackageArgs,
 }
 
+/// `-f FILE`: the pipeline file, for commands that otherwise find the default one
+/// (`strata.yml` or `strata.yaml` in the current directory).
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct FileFlag {
+    /// The pipeline file (default: strata.yml or strata.yaml in the current directory).
+    #[arg(short = 'f', long = "file", id = "file_flag", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+/// `[FILE] TASK`: one name is the task (the pipeline file is then `-f FILE` or the default);
+/// two are the file and the task.
+#[derive(clap::Args, Clone)]
+pub(crate) struct FileAndTask {
+    #[arg(required = true, num_args = 1..=2, value_names = ["FILE", "TASK"])]
+    names: Vec<String>,
+    #[command(flatten)]
+    flag: FileFlag,
+}
+
 /// Where `call: NAME VERSION` finds packages.
 #[derive(clap::Args, Clone, Default)]
 pub(crate) struct PackageArgs {
@@ -77,12 +101,36 @@ pub(crate) struct PackageArgs {
     packages: Vec<String>,
 }
 
+/// What a run shows besides its live display.
+#[derive(clap::Args, Clone)]
+pub(crate) struct RunOutputArgs {
+    /// When passing tasks' output is shown on the terminal (nextest's model; `immediate`
+    /// with `--failure-output immediate` streams it live).
+    #[arg(long, value_enum, default_value = "immediate", value_name = "WHEN")]
+    success_output: output_policy::ShowOutput,
+    /// When failing tasks' output is shown on the terminal.
+    #[arg(long, value_enum, default_value = "immediate", value_name = "WHEN")]
+    failure_output: output_policy::ShowOutput,
+    /// Write a self-contained HTML report of the run to this file.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+    /// Append a Markdown summary to $GITHUB_STEP_SUMMARY and print an `::error` annotation per
+    /// failed task (on by default when $GITHUB_ACTIONS is `true`).
+    #[arg(long, overrides_with = "no_github_summary")]
+    github_summary: bool,
+    /// Not even on GitHub Actions.
+    #[arg(long)]
+    no_github_summary: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline, restoring every task whose inputs are unchanged.
     Run {
         /// The pipeline file (default: strata.yml or strata.yaml in the current directory).
         file: Option<PathBuf>,
+        #[command(flatten)]
+        flag: FileFlag,
         #[command(flatten)]
         pipeline: PipelineArgs,
         /// Run only this task and what it needs (repeatable).
@@ -108,17 +156,33 @@ enum Command {
         /// DIR/<task>/<key>/, restored tasks' too.
         #[arg(long, value_name = "DIR")]
         artifacts: Option<PathBuf>,
+        #[command(flatten)]
+        output: RunOutputArgs,
     },
     /// Validate a pipeline file without running anything.
     Check {
         file: Option<PathBuf>,
         #[command(flatten)]
+        flag: FileFlag,
+        #[command(flatten)]
         packages: PackageArgs,
+    },
+    /// Write the HTML report of the pipeline's latest run (as `strata run --report`).
+    Report {
+        /// Where to write it.
+        #[arg(default_value = "strata-report.html")]
+        out: PathBuf,
+        #[command(flatten)]
+        flag: FileFlag,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
     },
     /// Show every task with its cache key and whether it would be restored.
     Plan {
         /// The pipeline file (default: strata.yml or strata.yaml in the current directory).
         file: Option<PathBuf>,
+        #[command(flatten)]
+        flag: FileFlag,
         #[command(flatten)]
         pipeline: PipelineArgs,
         #[arg(long = "target", short = 't', value_name = "TASK")]
@@ -133,10 +197,9 @@ enum Command {
     },
     /// Explain why a task would run: which inputs changed since its latest cache entry.
     Explain {
-        /// The pipeline file.
-        file: PathBuf,
-        /// The task to explain.
-        task: String,
+        /// `[FILE] TASK`: the task to explain.
+        #[command(flatten)]
+        names: FileAndTask,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -144,10 +207,9 @@ enum Command {
     /// task is built or restored first, like `strata run --target TASK`.
     #[command(group(clap::ArgGroup::new("dest").required(true).args(["oci", "push"])))]
     Export {
-        /// The pipeline file.
-        file: PathBuf,
-        /// The task to export.
-        task: String,
+        /// `[FILE] TASK`: the task to export.
+        #[command(flatten)]
+        names: FileAndTask,
         #[command(flatten)]
         pipeline: PipelineArgs,
         /// Write an OCI image layout to this directory (created if needed).
@@ -167,12 +229,11 @@ enum Command {
         #[arg(long, value_name = "gzip|zstd", default_value = "gzip")]
         compression: String,
     },
-    /// Print the saved log of a task's latest cached run.
+    /// Print the log of a task's latest run, failed or not (a line on stderr says which run).
     Logs {
-        /// The pipeline file.
-        file: PathBuf,
-        /// The task whose log to print.
-        task: String,
+        /// `[FILE] TASK`: the task whose log to print.
+        #[command(flatten)]
+        names: FileAndTask,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -180,10 +241,9 @@ enum Command {
     /// parents' layers from the cache, the workspace files it sees, its environment and
     /// confinement. What it writes is discarded; nothing is run before it or recorded.
     Shell {
-        /// The pipeline file.
-        file: PathBuf,
-        /// The task whose filesystem to open.
-        task: String,
+        /// `[FILE] TASK`: the task whose filesystem to open.
+        #[command(flatten)]
+        names: FileAndTask,
         #[command(flatten)]
         pipeline: PipelineArgs,
         /// Put what the task's latest failed run left (its kept upper dir) on top.
@@ -221,75 +281,86 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run {
             file,
+            flag,
             pipeline,
             targets,
             no_cache,
             fail_fast,
             jobs,
             json,
+            output,
             require_cached_parents,
             artifacts,
-        } => commands::run(
+        } => commands::pipeline_file(file, flag).and_then(|file| {
+            commands::run(
+                file,
+                &pipeline,
+                commands::RunArgs {
+                    targets,
+                    no_cache,
+                    fail_fast,
+                    jobs,
+                    json,
+                    output,
+                    require_cached_parents,
+                    artifacts,
+                },
+            )
+        }),
+        Command::Check {
             file,
-            &pipeline,
-            targets,
-            commands::RunFlags {
-                no_cache,
-                fail_fast,
-                jobs,
-                json,
-                require_cached_parents,
-                artifacts,
-            },
-        ),
-        Command::Check { file, packages } => commands::check(file, &packages),
+            flag,
+            packages,
+        } => commands::pipeline_file(file, flag).and_then(|file| commands::check(file, &packages)),
+        Command::Report {
+            out,
+            flag,
+            pipeline,
+        } => commands::report(flag.file, &pipeline, &out),
         Command::Cache(command) => cache::cache(command),
         Command::SettleCache { dir } => commands::settle_cache(&dir),
         Command::Plan {
             file,
+            flag,
             pipeline,
             targets,
             json,
             format,
-        } => commands::plan(file, &pipeline, targets, json, format.as_deref()),
-        Command::Explain {
-            file,
-            task,
-            pipeline,
-        } => commands::explain(file, &pipeline, &task),
-        Command::Logs {
-            file,
-            task,
-            pipeline,
-        } => commands::logs(file, &pipeline, &task),
+        } => commands::pipeline_file(file, flag)
+            .and_then(|file| commands::plan(file, &pipeline, targets, json, format.as_deref())),
+        Command::Explain { names, pipeline } => commands::file_and_task(names)
+            .and_then(|(file, task)| commands::explain(file, &pipeline, &task)),
+        Command::Logs { names, pipeline } => commands::file_and_task(names)
+            .and_then(|(file, task)| commands::logs(file, &pipeline, &task)),
         Command::Shell {
-            file,
-            task,
+            names,
             pipeline,
             failed,
             cmd,
-        } => commands::shell(file, &pipeline, &task, failed, cmd),
+        } => commands::file_and_task(names)
+            .and_then(|(file, task)| commands::shell(file, &pipeline, &task, failed, cmd)),
         Command::Export {
-            file,
-            task,
+            names,
             pipeline,
             oci,
             tag,
             push,
             cmd,
             compression,
-        } => commands::export(
-            file,
-            &pipeline,
-            &task,
-            commands::ExportArgs {
-                oci,
-                tag,
-                push,
-                cmd,
-                compression,
-            },
-        ),
+        } => commands::file_and_task(names).and_then(|(file, task)| {
+            commands::export(
+                file,
+                &pipeline,
+                &task,
+                commands::ExportArgs {
+                    oci,
+                    tag,
+                    push,
+                    cmd,
+                    compression,
+                },
+            )
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -297,5 +368,14 @@ fn main() -> ExitCode {
             eprintln!("{}", e.message);
             ExitCode::from(e.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

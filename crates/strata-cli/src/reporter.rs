@@ -213,6 +213,20 @@ impl TerminalReporter {
         })
     }
 
+    /// A line about a task's output, not from it (`--success-output` and `--failure-output`
+    /// say where held output begins, or that some was left out).
+    pub(crate) fn note(&self, task: &str, text: &str) {
+        let mut d = self.display.lock().expect("display lock");
+        let d = &mut *d;
+        if d.status_shown {
+            let _ = d.out.write_all(b"\r\x1b[2K");
+            d.status_shown = false;
+        }
+        let color = self.colors.get(task).copied().unwrap_or("0");
+        let name = self.paint(color, &format!("{task:>w$}", w = self.width));
+        let _ = writeln!(d.out, "{name} {}", self.paint("2", text));
+    }
+
     /// A line of a task's output: the common event, written without the general rendering.
     fn output_line(&self, d: &mut Display, task: &str, line: &str) {
         if d.status_shown {
@@ -258,6 +272,9 @@ impl TerminalReporter {
                     )
                 )
             )],
+            // Why a task missed is in `--json`, the run record and the report; the terminal
+            // shows that it runs.
+            Event::TaskMissed { .. } => Vec::new(),
             Event::TaskStarted { task, key } => {
                 d.running.insert(task.clone(), Instant::now());
                 vec![format!(

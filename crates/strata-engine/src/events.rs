@@ -76,6 +76,13 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// The task's entry was not found or not usable, so it runs: why, as `strata explain`
+    /// would say (its inputs against its latest entry's, secrets masked).
+    TaskMissed {
+        task: String,
+        key: String,
+        reasons: Vec<String>,
+    },
     TaskStarted {
         task: String,
         key: String,

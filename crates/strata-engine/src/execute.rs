@@ -299,6 +299,11 @@ pub(crate) fn execute<'scope, 'env>(
         }
         return TaskOutcome::Cached { result, key, saved };
     }
+    reporter.event(&Event::TaskMissed {
+        task: task.name.to_string(),
+        key: key.to_hex(),
+        reasons: crate::miss::reasons(ctx, task, &resolved),
+    });
     if ctx.options.require_cached_parents
         && resolved.cache.enabled
         && !ctx.options.no_cache
@@ -803,6 +808,17 @@ fn run_in_sandbox<'scope, 'env>(
             }
         }
         let kept = keep_upper(ctx, task, &mounts.upperdir);
+        // An entry only records runs that passed: the failed run's log is kept for `strata logs`
+        // (not when the disk is low: a log may be gigabytes).
+        if let Ok(log) = &collected.log
+            && !ctx.cache.runs().disk_is_low()
+        {
+            let _ = ctx.cache.history().keep_failed_log(
+                &ctx.pipeline.path,
+                task.name.as_str(),
+                log.path(),
+            );
+        }
         let reason = if resolved.tree.files.is_empty() && !sees_workspace(ctx, task) {
             format!("{reason}; {}", no_workspace_hint(ctx))
         } else {

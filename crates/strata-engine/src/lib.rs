@@ -26,6 +26,7 @@ mod hooks;
 mod inputs;
 mod invocation;
 mod layer_parts;
+mod miss;
 mod output;
 mod packages;
 mod plan;

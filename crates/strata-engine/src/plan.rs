@@ -290,7 +290,7 @@ pub fn explain(
 }
 
 /// What changed in a host base, by package and key path, when this machine recorded both.
-fn base_changes(
+pub(crate) fn base_changes(
     ctx: &RunContext<'_>,
     old: &strata_key::BaseId,
     new: &strata_key::BaseId,

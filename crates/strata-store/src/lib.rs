@@ -11,6 +11,7 @@
 mod blobs;
 mod durability;
 mod error;
+mod history;
 mod import;
 mod index;
 mod layers;
@@ -25,6 +26,7 @@ mod verify;
 
 pub use blobs::FileMtime;
 pub use error::{StoreError, error_chain};
+pub use history::{History, RUN_RECORDS_KEPT, RunRecordWriter};
 pub use index::{Entry, NewEntry};
 pub use layers::Mounts;
 pub use local::{Content, Index, Layers, LocalCache, Runs, default_cache_dir, package_sources_dir};

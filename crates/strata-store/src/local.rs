@@ -40,6 +40,7 @@ pub struct Runs<'a> {
 /// logs/<digest>       task logs
 /// runs/<id>/          scratch of a running strata process (held by a lock, removed when stale)
 /// failed/<task>-<tag>/  the upper dir of the last failed run of a task, kept for inspection
+/// history/<tag>/     the latest failed log per task and the last runs' records (`history.rs`)
 /// locks/<key>         one execution per key (`flock`), removed by prune when unheld
 /// statcache/<root>    remembered workspace file digests, per workspace root
 /// tmp/                temp files, renamed into place when complete

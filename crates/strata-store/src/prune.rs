@@ -11,7 +11,7 @@
 //!   remaining lists names;
 //! - lock files nobody holds, the scratch and temporary files of dead processes, and kept
 //!   upper dirs of failed tasks beyond the latest one per task (all of them older than
-//!   `--older-than`).
+//!   `--older-than`), and failed logs and run records (`history.rs`) older than `--older-than`.
 //!
 //! What never goes — the rules that make pruning safe while other strata processes run:
 //! - a layer noted in a live run's lease (`runs/<id>/uses`, see [`crate::RunDir::note_layer`]):
@@ -238,6 +238,7 @@ impl LocalCache {
         }
         self.sweep(options, started, &forced, &mut report)?;
         self.prune_failed(older_than_ms, &mut report)?;
+        report.failed += self.history().prune(older_than_ms)?;
 
         // The budget.
         if let Some(max) = options.max_bytes {
