@@ -102,6 +102,13 @@ fn a_miss_starts_from_the_tool_cache_which_is_not_keyed_and_a_hit_ignores_it() {
         key_before,
         "the tool cache is not keyed"
     );
+    // `explain` names what changed, never the tool cache.
+    f.write("strata.yml", &counting_pipeline("2", false));
+    let explain = f.output(&["explain", "strata.yml", "count"]);
+    let said = String::from_utf8_lossy(&explain.stdout).to_string()
+        + &String::from_utf8_lossy(&explain.stderr);
+    assert!(explain.status.success(), "{said}");
+    assert!(said.contains('V') && !said.contains("tool"), "{said}");
 
     // A miss (another `V`) starts from what the first execution left.
     f.write("strata.yml", &counting_pipeline("2", false));
