@@ -169,7 +169,7 @@ for r in $(seq "$rounds"); do
     ev=$mnt/cold$r.json
     add cold_build "$(grep '"event":"task-passed"' "$ev" | grep '"task":"build"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     add cold_test "$(grep '"event":"task-passed"' "$ev" | grep '"task":"test"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
-    add cold_restore "$(grep '"event":"layer-restored"' "$ev" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
+    add cold_restore "$(grep '"event":"layer-fetched"' "$ev" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
     sync
     t0=$(now); STRATA_CACHE_DIR=$mnt/cache-key$r "$strata" plan --no-remote "$mnt/clone$r/strata.yml" >/dev/null; t1=$(now)
     add cold_key "$(ms "$t0" "$t1")"

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use strata_key::CacheKey;
 use strata_oci::OciDigest;
 
-use crate::entry::RemoteEntry;
+use crate::entry::EntryDocument;
 
 /// A blob being read from a backend. The reader verifies its digest.
 pub type BlobReader = Box<dyn Read + Send + Sync>;
@@ -101,10 +101,10 @@ pub trait CacheBackend: Send + Sync {
     }
 
     /// The entry stored under `key`, if there is one that this version of strata can use.
-    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError>;
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<EntryDocument>, BackendError>;
 
     /// Stores an entry. Its blobs must already be stored. The first writer of a key wins.
-    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError>;
+    fn put_entry(&self, entry: &EntryDocument) -> Result<PutOutcome, BackendError>;
 
     fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError>;
 
@@ -226,11 +226,11 @@ impl CacheBackend for ReadOnly {
         Access::ReadOnly
     }
 
-    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<EntryDocument>, BackendError> {
         self.0.get_entry(key)
     }
 
-    fn put_entry(&self, _: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+    fn put_entry(&self, _: &EntryDocument) -> Result<PutOutcome, BackendError> {
         Err(BackendError::ReadOnly {
             location: self.location(),
         })

@@ -20,7 +20,7 @@ use strata_oci::{DigestReader, OciDigest};
 use crate::backend::{
     BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, Swept,
 };
-use crate::entry::RemoteEntry;
+use crate::entry::EntryDocument;
 
 pub struct DirBackend {
     root: PathBuf,
@@ -112,16 +112,16 @@ impl CacheBackend for DirBackend {
         format!("file://{}", self.root.display())
     }
 
-    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<EntryDocument>, BackendError> {
         let path = self.entry_path(key);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(RemoteEntry::from_json(&bytes, key)),
+            Ok(bytes) => Ok(EntryDocument::from_json(&bytes, key)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.root.is_dir() => Ok(None),
             Err(e) => Err(self.fail("read an entry", &path, e)),
         }
     }
 
-    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+    fn put_entry(&self, entry: &EntryDocument) -> Result<PutOutcome, BackendError> {
         let dest = self.entry_path(&entry.key);
         if dest.exists() {
             return Ok(PutOutcome::AlreadyPresent);

@@ -44,7 +44,7 @@ pub struct ArchiveRef {
 /// A cached task result as shared between machines: everything the local index keeps, with the
 /// layer and log as blobs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteEntry {
+pub struct EntryDocument {
     pub schema: u32,
     pub key: CacheKey,
     pub task: String,
@@ -64,12 +64,12 @@ pub struct RemoteEntry {
     pub signatures: Vec<EntrySignature>,
 }
 
-impl RemoteEntry {
+impl EntryDocument {
     /// Parses an entry fetched for `key`. An entry of another schema, for another key, or whose
     /// recorded inputs do not hash to its key is refused (`None`): it was written by another
     /// version of strata, or tampered with.
-    pub fn from_json(bytes: &[u8], key: &CacheKey) -> Option<RemoteEntry> {
-        let entry: RemoteEntry = serde_json::from_slice(bytes).ok()?;
+    pub fn from_json(bytes: &[u8], key: &CacheKey) -> Option<EntryDocument> {
+        let entry: EntryDocument = serde_json::from_slice(bytes).ok()?;
         (entry.schema == ENTRY_SCHEMA && entry.key == *key && entry.inputs.key() == *key)
             .then_some(entry)
     }

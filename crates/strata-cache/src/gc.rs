@@ -27,14 +27,14 @@ use strata_oci::OciDigest;
 use crate::backend::{BackendError, CacheBackend, Listed, Swept};
 
 #[derive(Debug, Clone, Copy)]
-pub struct RemotePruneOptions {
+pub struct SharedPruneOptions {
     pub older_than: Option<Duration>,
     pub max_bytes: Option<u64>,
     pub grace: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct RemotePruneReport {
+pub struct SharedPruneReport {
     pub location: String,
     pub entries: u64,
     pub blobs: u64,
@@ -105,12 +105,12 @@ pub(crate) fn select_entries(
 }
 
 /// Prunes one shared cache (see the module's doc).
-pub fn prune_remote(
+pub fn prune_shared(
     backend: &dyn CacheBackend,
-    options: &RemotePruneOptions,
-) -> Result<RemotePruneReport, BackendError> {
+    options: &SharedPruneOptions,
+) -> Result<SharedPruneReport, BackendError> {
     let started = SystemTime::now();
-    let mut report = RemotePruneReport {
+    let mut report = SharedPruneReport {
         location: backend.location(),
         ..Default::default()
     };

@@ -13,7 +13,7 @@ use crate::backend::{
     BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, read_small,
 };
 use crate::chunks::{ChunkedUpload, Chunks};
-use crate::entry::RemoteEntry;
+use crate::entry::EntryDocument;
 
 pub const MEDIA_ENTRY: &str = "application/vnd.strata.entry.v1+json";
 pub const MEDIA_LOG: &str = "application/vnd.strata.log.v1";
@@ -92,7 +92,7 @@ impl CacheBackend for RegistryBackend {
         format!("oci://{}/{}", self.registry.host(), self.repository)
     }
 
-    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<EntryDocument>, BackendError> {
         let Some(fetched) = self
             .registry
             .get_manifest(&self.repository, &Self::tag(key))
@@ -116,10 +116,10 @@ impl CacheBackend for RegistryBackend {
                 digest: manifest.config.digest,
             });
         }
-        Ok(RemoteEntry::from_json(&bytes, key))
+        Ok(EntryDocument::from_json(&bytes, key))
     }
 
-    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+    fn put_entry(&self, entry: &EntryDocument) -> Result<PutOutcome, BackendError> {
         let tag = Self::tag(&entry.key);
         if self
             .registry

@@ -24,7 +24,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::Signer as _;
 use serde_json::Value;
 
-use crate::entry::{EntrySignature, RemoteEntry};
+use crate::entry::{EntryDocument, EntrySignature};
 
 /// Separates strata's entry signatures from anything else the same key could sign.
 const SIGNATURE_DOMAIN: &[u8] = b"strata-entry-signature-v1\n";
@@ -232,7 +232,7 @@ impl SigningKey {
     }
 
     /// This key's signature of `entry` (its [`signed_form`]).
-    pub fn sign(&self, entry: &RemoteEntry) -> EntrySignature {
+    pub fn sign(&self, entry: &EntryDocument) -> EntrySignature {
         let signature = self.key.sign(&signed_form(entry));
         EntrySignature {
             key: self.name.clone(),
@@ -279,7 +279,7 @@ pub fn parse_signing_keys(list: &str) -> Result<Vec<SigningKey>, (usize, KeyErro
 
 /// The bytes a signature of `entry` covers: the domain tag, then the entry as canonical JSON
 /// without its `signatures`.
-pub fn signed_form(entry: &RemoteEntry) -> Vec<u8> {
+pub fn signed_form(entry: &EntryDocument) -> Vec<u8> {
     let mut value = serde_json::to_value(entry).expect("entries serialize");
     if let Value::Object(members) = &mut value {
         members.remove("signatures");
@@ -340,7 +340,7 @@ pub enum Untrusted {
 /// name. As in Nix, signatures by keys not in `trusted` are ignored, and one valid signature
 /// by a trusted key is enough.
 pub fn verify_entry<'k>(
-    entry: &RemoteEntry,
+    entry: &EntryDocument,
     trusted: &'k [PublicKey],
 ) -> Result<&'k str, Untrusted> {
     verify_signatures(&entry.signatures, trusted, || signed_form(entry))
@@ -409,11 +409,11 @@ mod tests {
         }
     }
 
-    fn entry() -> RemoteEntry {
+    fn entry() -> EntryDocument {
         let inputs = inputs("make");
         let mut env = ExportedEnv::default();
         env.vars.insert("CC".into(), "gcc".into());
-        RemoteEntry {
+        EntryDocument {
             schema: ENTRY_SCHEMA,
             key: inputs.key(),
             task: "build".into(),
@@ -437,7 +437,7 @@ mod tests {
         }
     }
 
-    fn signed(key: &SigningKey) -> RemoteEntry {
+    fn signed(key: &SigningKey) -> EntryDocument {
         let mut e = entry();
         e.signatures = vec![key.sign(&e)];
         e
@@ -572,7 +572,7 @@ mod tests {
         assert_eq!(signed_form(&signed(&key)), form);
         // A signed entry survives its trip through JSON.
         let e = signed(&key);
-        let back = RemoteEntry::from_json(&e.to_json(), &e.key).unwrap();
+        let back = EntryDocument::from_json(&e.to_json(), &e.key).unwrap();
         assert_eq!(back, e);
         assert_eq!(
             verify_entry(&back, &[key.public_key()]),
@@ -627,7 +627,7 @@ mod tests {
         let key = SigningKey::generate("ci-main").unwrap();
         let trusted = [key.public_key()];
         let good = signed(&key);
-        type Tampering = Box<dyn Fn(&mut RemoteEntry)>;
+        type Tampering = Box<dyn Fn(&mut EntryDocument)>;
         let tamperings: Vec<(&str, Tampering)> = vec![
             ("schema", Box::new(|e| e.schema += 1)),
             (
@@ -694,7 +694,7 @@ mod tests {
             );
             // The same through the document a reader parses.
             let json = serde_json::to_vec(&e).unwrap();
-            let read: RemoteEntry = serde_json::from_slice(&json).unwrap();
+            let read: EntryDocument = serde_json::from_slice(&json).unwrap();
             assert!(verify_entry(&read, &trusted).is_err(), "{what}");
         }
     }
@@ -726,7 +726,7 @@ mod tests {
         // An entry written before signing existed has no `signatures` member.
         let mut doc = serde_json::to_value(entry()).unwrap();
         assert!(doc.as_object_mut().unwrap().remove("signatures").is_none());
-        let read = RemoteEntry::from_json(&serde_json::to_vec(&doc).unwrap(), &e.key).unwrap();
+        let read = EntryDocument::from_json(&serde_json::to_vec(&doc).unwrap(), &e.key).unwrap();
         assert!(read.signatures.is_empty());
     }
 }

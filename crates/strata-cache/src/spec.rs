@@ -15,7 +15,7 @@ use crate::registry::RegistryBackend;
 use crate::s3::S3Backend;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteSpec {
+pub struct SharedCacheSpec {
     /// The URL as written, without the access suffix.
     pub url: String,
     pub read_only: bool,
@@ -29,7 +29,7 @@ pub struct SpecError {
 }
 
 /// Parses one spec (`URL[,ro|,rw]`).
-pub fn parse_spec(spec: &str) -> Result<RemoteSpec, SpecError> {
+pub fn parse_spec(spec: &str) -> Result<SharedCacheSpec, SpecError> {
     let fail = |reason: &str| SpecError {
         spec: spec.to_string(),
         reason: reason.to_string(),
@@ -51,14 +51,14 @@ pub fn parse_spec(spec: &str) -> Result<RemoteSpec, SpecError> {
             "expected s3://BUCKET[/PREFIX], oci://HOST[:PORT]/REPOSITORY, file:///DIR or an absolute path",
         ));
     }
-    Ok(RemoteSpec {
+    Ok(SharedCacheSpec {
         url: url.to_string(),
         read_only,
     })
 }
 
 /// Parses a list of specs separated by whitespace or `;` (the form `STRATA_CACHE` takes).
-pub fn parse_specs(list: &str) -> Result<Vec<RemoteSpec>, SpecError> {
+pub fn parse_specs(list: &str) -> Result<Vec<SharedCacheSpec>, SpecError> {
     list.split(|c: char| c == ';' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(parse_spec)
@@ -66,7 +66,7 @@ pub fn parse_specs(list: &str) -> Result<Vec<RemoteSpec>, SpecError> {
 }
 
 /// Opens the backend a spec names. Nothing is contacted yet.
-pub fn open_backend(spec: &RemoteSpec) -> Result<Box<dyn CacheBackend>, SpecError> {
+pub fn open_backend(spec: &SharedCacheSpec) -> Result<Box<dyn CacheBackend>, SpecError> {
     let fail = |reason: String| SpecError {
         spec: spec.url.clone(),
         reason,
@@ -153,15 +153,15 @@ mod tests {
         assert_eq!(
             specs,
             vec![
-                RemoteSpec {
+                SharedCacheSpec {
                     url: "s3://ci/strata?endpoint=http://127.0.0.1:8014".into(),
                     read_only: true
                 },
-                RemoteSpec {
+                SharedCacheSpec {
                     url: "oci://localhost:5000/cache".into(),
                     read_only: false
                 },
-                RemoteSpec {
+                SharedCacheSpec {
                     url: "/mnt/c".into(),
                     read_only: false
                 },

@@ -2,7 +2,7 @@
 //! whole by each writer (last writer wins), holding the *entry* of the execution that wrote it.
 //! The entry is a task result like any other (its recorded inputs hash to its key; its layer
 //! archive and log are the blobs it names), so a machine without a local tool cache restores it
-//! with [`CacheChain::restore`], verified as every restore is.
+//! with [`SharedCaches::restore`], verified as every restore is.
 //!
 //! A document is signed as a whole (domain tag `strata-tool-cache-signature-v1\n`, then the
 //! canonical JSON of every member but `signatures`): the tool cache's name, vault, age and entry
@@ -15,8 +15,8 @@ use strata_key::CacheKey;
 use strata_store::ToolCacheId;
 
 use crate::backend::Access;
-use crate::chain::{CacheChain, Warn};
-use crate::entry::{EntrySignature, RemoteEntry};
+use crate::entry::{EntryDocument, EntrySignature};
+use crate::shared::{SharedCaches, Warn};
 use crate::signing::{Untrusted, verify_signatures, write_canonical};
 
 /// Bumped when the document's members change meaning; other schemas are ignored.
@@ -33,7 +33,7 @@ pub struct ToolCacheDocument {
     /// When the execution that wrote it finished (milliseconds since the epoch): its age.
     pub written_ms: i64,
     /// The execution's entry: its layer is the tool cache's content.
-    pub entry: RemoteEntry,
+    pub entry: EntryDocument,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<EntrySignature>,
 }
@@ -70,7 +70,7 @@ pub struct ToolCacheLookup {
     pub untrusted: Vec<(String, Untrusted)>,
 }
 
-impl CacheChain {
+impl SharedCaches {
     /// Publishes the tool cache `id` as holding the entry of `key` to every writable remote
     /// that is up and has that entry (published just before, or by another machine: the same
     /// key's result either way). Returns how many remotes took it.

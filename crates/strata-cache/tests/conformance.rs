@@ -6,9 +6,9 @@ use std::io::Read;
 use std::sync::Arc;
 
 use strata_cache::{
-    ArchiveRef, BackendError, BlobReader, BlobRef, CacheBackend, CacheChain, DirBackend,
-    ENTRY_SCHEMA, Listed, PutOutcome, ReadOnly, RegistryBackend, RemoteEntry, RemotePruneOptions,
-    S3Backend, prune_remote,
+    ArchiveRef, BackendError, BlobReader, BlobRef, CacheBackend, DirBackend, ENTRY_SCHEMA,
+    EntryDocument, Listed, PutOutcome, ReadOnly, RegistryBackend, S3Backend, SharedCaches,
+    SharedPruneOptions, prune_shared,
 };
 use strata_key::{BaseId, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, WorkspaceDigest};
 use strata_oci::OciDigest;
@@ -89,7 +89,7 @@ fn inputs(command: &str) -> KeyInputs {
 }
 
 /// Stores a layer blob and a log blob and returns an entry naming them.
-fn stored_entry(b: &dyn CacheBackend, command: &str, duration_ms: u64) -> RemoteEntry {
+fn stored_entry(b: &dyn CacheBackend, command: &str, duration_ms: u64) -> EntryDocument {
     let layer = format!("layer of {command} {duration_ms}").into_bytes();
     let log = format!("log of {command}").into_bytes();
     let (ld, gd) = (OciDigest::of(&layer), OciDigest::of(&log));
@@ -97,7 +97,7 @@ fn stored_entry(b: &dyn CacheBackend, command: &str, duration_ms: u64) -> Remote
         .unwrap();
     b.put_blob(&gd, log.len() as u64, &mut &log[..]).unwrap();
     let inputs = inputs(command);
-    RemoteEntry {
+    EntryDocument {
         schema: ENTRY_SCHEMA,
         key: inputs.key(),
         task: "build".into(),
@@ -191,7 +191,7 @@ fn entries_round_trip_and_the_first_writer_wins(s: Subject) {
 }
 
 fn concurrent_publishers_leave_one_complete_entry(s: Subject) {
-    let entries: Vec<RemoteEntry> = (0..6)
+    let entries: Vec<EntryDocument> = (0..6)
         .map(|i| stored_entry(s.backend.as_ref(), "race", i))
         .collect();
     let key = entries[0].key;
@@ -245,10 +245,10 @@ impl CacheBackend for SharedBackend {
     fn location(&self) -> String {
         self.0.location()
     }
-    fn get_entry(&self, key: &strata_key::CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+    fn get_entry(&self, key: &strata_key::CacheKey) -> Result<Option<EntryDocument>, BackendError> {
         self.0.get_entry(key)
     }
-    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+    fn put_entry(&self, entry: &EntryDocument) -> Result<PutOutcome, BackendError> {
         self.0.put_entry(entry)
     }
     fn has_blob(&self, digest: &OciDigest) -> Result<bool, BackendError> {
@@ -355,7 +355,7 @@ fn entries_and_blobs_are_listed_and_deleted(s: Subject) {
     assert!(age < std::time::Duration::from_secs(3600), "{listed:?}");
     let doc = b.entry_document(&entry.key).unwrap().unwrap();
     assert_eq!(
-        RemoteEntry::from_json(&doc, &entry.key),
+        EntryDocument::from_json(&doc, &entry.key),
         Some(entry.clone())
     );
     // A registry lists none: its blobs are its own garbage collector's.
@@ -465,10 +465,10 @@ impl CacheBackend for Racing {
     fn location(&self) -> String {
         self.inner.location()
     }
-    fn get_entry(&self, key: &strata_key::CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+    fn get_entry(&self, key: &strata_key::CacheKey) -> Result<Option<EntryDocument>, BackendError> {
         self.inner.get_entry(key)
     }
-    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+    fn put_entry(&self, entry: &EntryDocument) -> Result<PutOutcome, BackendError> {
         (self.before_put_entry)(self.inner.as_ref());
         self.inner.put_entry(entry)
     }
@@ -499,8 +499,8 @@ impl CacheBackend for Racing {
     }
 }
 
-fn options(grace_secs: u64) -> RemotePruneOptions {
-    RemotePruneOptions {
+fn options(grace_secs: u64) -> SharedPruneOptions {
+    SharedPruneOptions {
         older_than: None,
         max_bytes: None,
         grace: std::time::Duration::from_secs(grace_secs),
@@ -528,13 +528,13 @@ fn consistent(b: &dyn CacheBackend) -> Vec<String> {
 fn fresh_blobs_outlive_a_prune_within_the_grace_period(s: Subject) {
     let b = s.backend.as_ref();
     let entry = stored_entry(b, "fresh", 1);
-    let report = prune_remote(b, &options(3600)).unwrap();
+    let report = prune_shared(b, &options(3600)).unwrap();
     assert_eq!(report.blobs, 0);
     b.put_entry(&entry).unwrap();
     assert!(consistent(b).is_empty());
     // The same without a grace period: the blobs go, which is what the period is for.
     let other = stored_entry(b, "fresh too", 1);
-    let report = prune_remote(b, &options(0)).unwrap();
+    let report = prune_shared(b, &options(0)).unwrap();
     assert_eq!(report.blobs, 2, "{report:?}");
     assert!(!b.has_blob(&other.archive.digest).unwrap());
 }
@@ -554,7 +554,7 @@ fn an_entry_written_as_its_blob_is_deleted_is_removed(s: Subject) {
             }
         }),
     };
-    let report = prune_remote(&racing, &options(0)).unwrap();
+    let report = prune_shared(&racing, &options(0)).unwrap();
     assert_eq!(report.withdrawn, 1, "{report:?}");
     assert!(s.backend.get_entry(&entry.key).unwrap().is_none());
     assert!(consistent(s.backend.as_ref()).is_empty());
@@ -589,33 +589,32 @@ fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took(s: Subject) {
     let racing = Racing {
         inner: Arc::clone(&s.backend),
         before_put_entry: Box::new(|inner| {
-            prune_remote(inner, &options(0)).unwrap();
+            prune_shared(inner, &options(0)).unwrap();
         }),
         before_delete_blob: Box::new(|_| {}),
     };
-    let chain = CacheChain::new(vec![Box::new(racing)]);
+    let chain = SharedCaches::new(vec![Box::new(racing)]);
     let inputs = inputs("reusing");
     let warnings = std::sync::Mutex::new(Vec::new());
     let warn = |e: &BackendError| warnings.lock().unwrap().push(e.to_string());
-    let log_dir = tempfile::tempdir().unwrap();
-    let log = log_dir.path().join("log");
-    std::fs::write(&log, b"log").unwrap();
+    let log = local.content().put_log(b"log").unwrap();
     let published = chain.publish(
         &local,
-        &strata_cache::Publication {
+        &strata_store::NewEntry {
             key: inputs.key(),
-            task: "reusing",
+            pipeline: "p".into(),
+            task: "reusing".into(),
             layer,
-            env: &ExportedEnv::default(),
-            inputs: &inputs,
-            workspace_files: &[],
+            env: ExportedEnv::default(),
+            inputs: inputs.clone(),
+            workspace_files: Vec::new(),
             duration: std::time::Duration::from_millis(5),
-            log: &log,
+            log,
             exit_code: 0,
         },
         &warn,
     );
-    assert_eq!(published.remotes, 0);
+    assert_eq!(published.caches, 0);
     let warnings = warnings.into_inner().unwrap();
     assert!(
         warnings.iter().any(|w| w.contains("withdrawn")),

@@ -281,11 +281,11 @@ impl<'a> Trial<'a> {
         let delay = self.rng.range(0, 300);
         let mut r = self.world.start_run(&ws, &b, Some(&remote));
         let hit = r.wait_for(RUN_LIMIT, |e| {
-            is(e, "task-cached", task) && e["from"] != "local"
+            is(e, "task-restored", task) && e["from"] != "local"
         });
         std::thread::sleep(Duration::from_millis(delay));
         r.signal(libc::SIGKILL);
-        let restored = r.events.iter().any(|e| is(e, "layer-restored", task));
+        let restored = r.events.iter().any(|e| is(e, "layer-fetched", task));
         let out = r.finish(Duration::from_secs(60));
         self.note(format!(
             "SIGKILL +{delay} ms after `{task}` hit the remote{}{}",
@@ -312,12 +312,12 @@ impl<'a> Trial<'a> {
         let b = self.cache("b");
         let delay = self.rng.range(0, 250);
         let mut r = self.world.start_run(&ws, &b, Some(&remote));
-        let hit = r.wait_for(RUN_LIMIT, |e| e["event"] == "task-cached");
+        let hit = r.wait_for(RUN_LIMIT, |e| e["event"] == "task-restored");
         std::thread::sleep(Duration::from_millis(delay));
         let restored = r
             .events
             .iter()
-            .filter(|e| e["event"] == "layer-restored")
+            .filter(|e| e["event"] == "layer-fetched")
             .count();
         if let Some(server) = self.world.server(remote.kind) {
             server.kill();
@@ -536,7 +536,7 @@ impl<'a> Trial<'a> {
         let out = self.world.run(&ws, &b, Some(&remote), RUN_LIMIT);
         self.good(&out, &expected, "restoring machine");
         for task in ["odd", "over"] {
-            if out.status(task) != "cached" {
+            if out.status(task) != "restored" {
                 self.fail(vec![format!(
                     "restoring machine: `{task}` was {} instead of restored ({})",
                     out.status(task),
@@ -652,7 +652,7 @@ impl<'a> Trial<'a> {
             let out = self.world.run(&ws, &a, None, RUN_LIMIT);
             self.good(&out, &expected, "run after the closed-pipe run");
             for task in ["gen", "lib", "tool", "app"] {
-                if out.status(task) != "cached" {
+                if out.status(task) != "restored" {
                     self.fail(vec![format!(
                         "the closed-pipe run did not store `{task}` ({})",
                         out.describe()

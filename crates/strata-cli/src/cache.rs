@@ -53,7 +53,7 @@ pub(crate) enum CacheCommand {
         #[arg(long, value_name = "AGE")]
         grace: Option<String>,
         /// Prune this shared cache (repeatable): s3://..., oci://..., file:///DIR.
-        #[arg(long = "remote", value_name = "URL")]
+        #[arg(long = "shared-cache", alias = "remote", value_name = "URL")]
         remotes: Vec<String>,
         #[arg(long)]
         json: bool,
@@ -117,7 +117,7 @@ pub(crate) fn cache(command: CacheCommand) -> CliResult {
             if remotes.is_empty() {
                 prune(&dir.open()?, &options, json)
             } else {
-                crate::remote_prune::prune_remotes(&remotes, &options, json)
+                crate::shared_prune::prune_shared_caches(&remotes, &options, json)
             }
         }
     }

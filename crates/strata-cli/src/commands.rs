@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use strata_cache::CacheChain;
+use strata_cache::SharedCaches;
 use strata_engine::{Explanation, PlanStatus, RunContext, RunOptions};
 use strata_pipeline::{Pipeline, TaskName};
 use strata_store::LocalCache;
@@ -235,7 +235,7 @@ fn require_root() -> Result<(), CliError> {
 struct Session {
     pipeline: Pipeline,
     cache: LocalCache,
-    remotes: CacheChain,
+    shared: SharedCaches,
 }
 
 /// Loads the pipeline, checks that the `tasks` named on the command line exist, and only then
@@ -282,7 +282,7 @@ fn open(
     Ok(Session {
         pipeline,
         cache,
-        remotes,
+        shared: remotes,
     })
 }
 
@@ -320,9 +320,9 @@ pub(crate) fn config_file() -> Option<PathBuf> {
 /// `trusted-keys` that the pipeline's and the config file's lists give the same URL; a cache
 /// that trusts no key uses entries signed or not. What is published is signed with the keys of
 /// `$STRATA_SIGNING_KEY`.
-fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain, CliError> {
+fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<SharedCaches, CliError> {
     if args.no_remote {
-        return Ok(CacheChain::new(Vec::new()));
+        return Ok(SharedCaches::new(Vec::new()));
     }
     // Every declaration, with the file it is in (`None`: the pipeline, checked when loaded).
     let mut decls: Vec<_> = pipeline.caches.iter().map(|d| (d.clone(), None)).collect();
@@ -343,7 +343,8 @@ fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain,
                 None => CliError::bad_input(format!("error: {e}")),
             }
         };
-    let mut declared: Vec<(strata_cache::RemoteSpec, Vec<strata_cache::PublicKey>)> = Vec::new();
+    let mut declared: Vec<(strata_cache::SharedCacheSpec, Vec<strata_cache::PublicKey>)> =
+        Vec::new();
     for (d, config) in &decls {
         let spec = strata_cache::parse_spec(&d.spec).map_err(|e| located(&e, config, d.at))?;
         let keys = d
@@ -361,7 +362,7 @@ fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain,
             .iter()
             .map(|r| strata_cache::parse_spec(r))
             .collect::<Result<_, _>>()
-            .map_err(|e| CliError::bad_input(format!("error: --remote: {e}")))?
+            .map_err(|e| CliError::bad_input(format!("error: --shared-cache: {e}")))?
     } else if let Ok(list) = std::env::var("STRATA_CACHE") {
         if matches!(list.trim(), "" | "none" | "off") {
             Vec::new()
@@ -370,7 +371,7 @@ fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain,
                 .map_err(|e| CliError::bad_input(format!("error: $STRATA_CACHE: {e}")))?
         }
     } else {
-        let mut specs: Vec<strata_cache::RemoteSpec> = Vec::new();
+        let mut specs: Vec<strata_cache::SharedCacheSpec> = Vec::new();
         for (spec, _) in &declared {
             if !specs.iter().any(|s| s.url == spec.url) {
                 specs.push(spec.clone());
@@ -379,7 +380,7 @@ fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain,
         specs
     };
     if specs.is_empty() {
-        return Ok(CacheChain::new(Vec::new()));
+        return Ok(SharedCaches::new(Vec::new()));
     }
     let for_all = crate::signing::trusted_keys_for_all()?;
     let mut remotes = Vec::new();
@@ -396,7 +397,7 @@ fn remote_caches(pipeline: &Pipeline, args: &PipelineArgs) -> Result<CacheChain,
         }
         remotes.push((backend, trusted));
     }
-    Ok(CacheChain::with_trusted_keys(remotes).signing_with(crate::signing::signing_keys()?))
+    Ok(SharedCaches::with_trusted_keys(remotes).signing_with(crate::signing::signing_keys()?))
 }
 
 /// The workspace: `--workspace`, else for an RWX file (under `.rwx/` or `.mint/`) the git
@@ -572,7 +573,7 @@ pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> C
     let ctx = RunContext::new(
         &session.pipeline,
         &session.cache,
-        &session.remotes,
+        &session.shared,
         opts,
         interrupted,
     )
@@ -644,7 +645,7 @@ pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> C
         }
     }
     // While this run's lease is held: what it used is kept.
-    if summary.ran > 0 || summary.cached > 0 {
+    if summary.ran > 0 || summary.restored > 0 {
         keep_budget(&session.cache, &summary, json);
     }
     drop(ctx);
@@ -760,7 +761,7 @@ fn context<'a>(
     RunContext::new(
         &session.pipeline,
         &session.cache,
-        &session.remotes,
+        &session.shared,
         opts,
         Arc::new(AtomicBool::new(false)),
     )
@@ -820,7 +821,7 @@ pub(crate) fn plan(
             .map(|p| {
                 let (status, parent) = match &p.status {
                     PlanStatus::Hit => ("hit", None),
-                    PlanStatus::RemoteHit { from } => ("remote-hit", Some(from.clone())),
+                    PlanStatus::SharedHit { from } => ("shared-hit", Some(from.clone())),
                     PlanStatus::Miss => ("miss", None),
                     PlanStatus::Uncached => ("uncached", None),
                     PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
@@ -837,7 +838,7 @@ pub(crate) fn plan(
                     "status": status,
                     "waits_for": if matches!(p.status, PlanStatus::Unknown { .. }) { parent.clone() } else { None },
                     "because": if matches!(p.status, PlanStatus::SkippedByCondition { .. }) { parent.clone() } else { None },
-                    "from": if matches!(p.status, PlanStatus::RemoteHit { .. }) { parent } else { None },
+                    "from": if matches!(p.status, PlanStatus::SharedHit { .. }) { parent } else { None },
                     "uses": session.pipeline.task(&p.task).map(|t| t.uses.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
                     "needs": session.pipeline.task(&p.task).map(|t| t.dependencies().map(|u| u.to_string()).collect::<std::collections::BTreeSet<_>>()),
                     "job": job_of(&p.task).map(|j| serde_json::json!({"id": j.id, "needs": j.needs})),
@@ -859,7 +860,7 @@ pub(crate) fn plan(
         let key = p.key.map_or("-".to_string(), |k| k.short());
         let status = match &p.status {
             PlanStatus::Hit => "hit: would be restored".to_string(),
-            PlanStatus::RemoteHit { from } => format!("hit: would be restored from {from}"),
+            PlanStatus::SharedHit { from } => format!("hit: would be restored from {from}"),
             PlanStatus::Miss => "miss: would run".to_string(),
             PlanStatus::Uncached => "would run (cache disabled)".to_string(),
             PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
@@ -1076,7 +1077,7 @@ pub(crate) fn export(
     let ctx = RunContext::new(
         &session.pipeline,
         &session.cache,
-        &session.remotes,
+        &session.shared,
         opts,
         Arc::new(AtomicBool::new(false)),
     )

@@ -31,7 +31,7 @@ fn fenced(text: &str) -> String {
 fn status(t: &TaskView) -> &'static str {
     match t.status.as_str() {
         "ran" => "✅ passed",
-        "cached" => "♻️ restored",
+        "restored" => "♻️ restored",
         "failed" => "❌ failed",
         "skipped" => "⏭️ skipped",
         "workspace" => "workspace",
@@ -57,7 +57,7 @@ pub(crate) fn summary_markdown(view: &RunView) -> String {
     md.push_str(&format!(
         "{} ran, {} restored, {} failed, {} skipped in {}; restoring saved {}.\n\n",
         count("ran"),
-        count("cached"),
+        count("restored"),
         count("failed"),
         count("skipped"),
         seconds(view.duration_ms()),
@@ -70,7 +70,7 @@ pub(crate) fn summary_markdown(view: &RunView) -> String {
             _ => "—".into(),
         };
         let cache = match t.status.as_str() {
-            "cached" => format!("hit ({})", t.from.as_deref().unwrap_or("local")),
+            "restored" => format!("hit ({})", t.from.as_deref().unwrap_or("local")),
             "ran" | "failed" => match t.miss_reasons.first() {
                 Some(r) if t.miss_reasons.len() > 1 => {
                     format!("miss: {r} (+{} more)", t.miss_reasons.len() - 1)
@@ -80,7 +80,7 @@ pub(crate) fn summary_markdown(view: &RunView) -> String {
             },
             _ => "—".into(),
         };
-        let saved = if t.status == "cached" {
+        let saved = if t.status == "restored" {
             seconds(t.saved_ms)
         } else {
             "—".into()
@@ -204,7 +204,7 @@ mod tests {
     fn view() -> RunView {
         RunView::parse(&[
             r#"{"run":{"pipeline":"/w/ci/strata.yml","started_ms":0,"tasks":[{"name":"a","uses":[],"after":[],"line":2},{"name":"b","uses":["a"],"after":[],"line":5}]}}"#,
-            r#"{"at_ms":1,"e":{"event":"task-cached","task":"a","key":"k","layer":"l","saved_ms":1500,"from":"local"}}"#,
+            r#"{"at_ms":1,"e":{"event":"task-restored","task":"a","key":"k","layer":"l","saved_ms":1500,"from":"local"}}"#,
             r#"{"at_ms":9,"e":{"event":"task-failed","task":"b","reason":"command exited with status 3","exit_code":3,"duration_ms":8,"log_tail":["100% done","a|b ```"]}}"#,
             r#"{"at_ms":9,"e":{"event":"run-finished","failed":1,"skipped":0,"interrupted":false,"duration_ms":9}}"#,
         ].join("\n"))

@@ -112,7 +112,7 @@ pub(crate) fn logs(cache: &LocalCache, pipeline: &std::path::Path, task: &str) -
                         ),
                     }
                 }
-                "cached" => {
+                "restored" => {
                     let e = t
                         .key
                         .as_deref()

@@ -16,7 +16,7 @@ mod logs;
 mod output_policy;
 mod outputs_report;
 mod record;
-mod remote_prune;
+mod shared_prune;
 mod report;
 mod reporter;
 mod signing;
@@ -48,10 +48,10 @@ pub(crate) struct PipelineArgs {
     /// A shared cache to use after the local one (repeatable; replaces $STRATA_CACHE and the
     /// `cache:` lists): s3://BUCKET[/PREFIX], oci://HOST[:PORT]/REPO, file:///DIR, with an
     /// optional `,ro` suffix.
-    #[arg(long = "remote", value_name = "URL")]
+    #[arg(long = "shared-cache", alias = "remote", value_name = "URL")]
     remotes: Vec<String>,
     /// Use the local cache only, whatever else is configured.
-    #[arg(long)]
+    #[arg(long = "no-shared-cache", alias = "no-remote")]
     no_remote: bool,
     /// Give every task this host variable (its value here, or VALUE), keyed by its value
     /// (repeatable; the config file's `env` list adds more).

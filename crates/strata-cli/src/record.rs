@@ -322,11 +322,11 @@ impl RunView {
                     t.key = s(&e["key"]);
                     t.start_ms = Some(at);
                 }
-                "task-cached" => {
+                "task-restored" => {
                     let from = s(&e["from"]).unwrap_or_default();
                     t.status = match from.as_str() {
                         "workspace" | "call" => from.clone(),
-                        _ => "cached".into(),
+                        _ => "restored".into(),
                     };
                     t.key = s(&e["key"]);
                     t.layer = s(&e["layer"]).filter(|l| !l.is_empty());
@@ -335,7 +335,7 @@ impl RunView {
                     t.start_ms = Some(at);
                     t.end_ms = Some(at);
                 }
-                "layer-restored" => {
+                "layer-fetched" => {
                     t.downloaded_bytes += e["bytes"].as_u64().unwrap_or(0);
                     t.end_ms = Some(at);
                 }
@@ -432,11 +432,11 @@ mod tests {
     fn a_record_reads_back_as_tasks_with_their_timeline() {
         let text = [
             r#"{"run":{"pipeline":"/w/strata.yml","started_ms":5,"tasks":[{"name":"a","uses":[],"after":[],"line":2},{"name":"b","uses":["a"],"after":[],"line":4}]}}"#,
-            r#"{"at_ms":1,"e":{"event":"task-cached","task":"a","key":"k1","layer":"l1","saved_ms":900,"from":"local"}}"#,
+            r#"{"at_ms":1,"e":{"event":"task-restored","task":"a","key":"k1","layer":"l1","saved_ms":900,"from":"local"}}"#,
             r#"{"at_ms":2,"e":{"event":"task-missed","task":"b","key":"k2","reasons":["file x: content changed"]}}"#,
             r#"{"at_ms":3,"e":{"event":"task-started","task":"b","key":"k2"}}"#,
             r#"{"at_ms":50,"e":{"event":"task-failed","task":"b","reason":"command exited with status 1","exit_code":1,"duration_ms":47,"log_tail":["boom"],"kept_upper":null}}"#,
-            r#"{"at_ms":51,"e":{"event":"run-finished","ran":0,"cached":1,"failed":1,"skipped":0,"interrupted":false,"duration_ms":51}}"#,
+            r#"{"at_ms":51,"e":{"event":"run-finished","ran":0,"restored":1,"failed":1,"skipped":0,"interrupted":false,"duration_ms":51}}"#,
             r#"{"failed_log":{"task":"b","tail":"boom\n","omitted_bytes":0}}"#,
             "not json",
         ]
@@ -448,7 +448,7 @@ mod tests {
         let a = v.task("a").unwrap();
         assert_eq!(
             (a.status.as_str(), a.from.as_deref()),
-            ("cached", Some("local"))
+            ("restored", Some("local"))
         );
         let b = v.task("b").unwrap();
         assert_eq!(b.status, "failed");

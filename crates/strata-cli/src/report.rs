@@ -44,12 +44,12 @@ pub(crate) fn gather(cache: &LocalCache, view: &RunView) -> ReportInputs {
             );
             continue;
         }
-        if t.status == "cached"
+        if t.status == "restored"
             && let Some(layer) = t.layer.as_deref().and_then(strata_key::LayerDigest::parse)
         {
             reused += cache.layers().bytes(&layer).ok().flatten().unwrap_or(0);
         }
-        if !matches!(t.status.as_str(), "ran" | "cached") {
+        if !matches!(t.status.as_str(), "ran" | "restored") {
             continue;
         }
         let Some(key) = t.key.as_deref().and_then(strata_key::CacheKey::parse) else {
@@ -109,7 +109,7 @@ fn seconds(ms: u64) -> String {
 fn status_label(t: &TaskView) -> &'static str {
     match t.status.as_str() {
         "ran" => "passed",
-        "cached" => "restored",
+        "restored" => "restored",
         "failed" => "failed",
         "skipped" => "skipped",
         "workspace" => "workspace",
@@ -180,7 +180,7 @@ pub(crate) fn render(view: &RunView, inputs: &ReportInputs) -> String {
          <div><b>{}</b>downloaded from shared caches</div></div>",
         view.tasks.len(),
         count("ran"),
-        count("cached"),
+        count("restored"),
         count("failed"),
         count("skipped"),
         seconds(view.duration_ms()),
@@ -343,7 +343,7 @@ fn task_details(h: &mut String, t: &TaskView, log: Option<&LogExcerpt>) {
     let open = if t.status == "failed" { " open" } else { "" };
     let time = match t.status.as_str() {
         "ran" | "failed" => format!(" in {}", seconds(t.duration_ms)),
-        "cached" => format!(" (saved {})", seconds(t.saved_ms)),
+        "restored" => format!(" (saved {})", seconds(t.saved_ms)),
         _ => String::new(),
     };
     let _ = write!(
@@ -360,7 +360,7 @@ fn task_details(h: &mut String, t: &TaskView, log: Option<&LogExcerpt>) {
         facts.push(format!("key <code class=\"key\">{}</code>", escape(key)));
     }
     if let Some(from) = &t.from
-        && t.status == "cached"
+        && t.status == "restored"
     {
         facts.push(format!("restored from {}", escape(from)));
     }
@@ -468,7 +468,7 @@ mod tests {
         // Restores all found in the run's last millisecond, as in a fully warm run.
         let view = RunView::parse(&[
             r#"{"run":{"pipeline":"p","started_ms":0,"tasks":[{"name":"a","uses":[],"after":[]}]}}"#,
-            r#"{"at_ms":7,"e":{"event":"task-cached","task":"a","key":"k","layer":"l","saved_ms":5,"from":"local"}}"#,
+            r#"{"at_ms":7,"e":{"event":"task-restored","task":"a","key":"k","layer":"l","saved_ms":5,"from":"local"}}"#,
             r#"{"at_ms":7,"e":{"event":"run-finished","failed":0,"skipped":0,"interrupted":false,"duration_ms":3}}"#,
         ].join("\n"));
         let mut h = String::new();

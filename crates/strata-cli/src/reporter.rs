@@ -284,7 +284,7 @@ impl TerminalReporter {
                     self.paint("2", &format!("(key {})", &key[..12]))
                 )]
             }
-            Event::TaskCached {
+            Event::TaskRestored {
                 task,
                 saved_ms,
                 from,
@@ -306,7 +306,7 @@ impl TerminalReporter {
                 vec![format!(
                     "{} {} {}",
                     name(task),
-                    self.paint("32", "✓ cached"),
+                    self.paint("32", "✓ restored"),
                     self.paint("2", &format!("({whence}saved {})", seconds(*saved_ms)))
                 )]
             }
@@ -339,7 +339,7 @@ impl TerminalReporter {
                     self.paint("33", "… waiting:")
                 )]
             }
-            Event::LayerRestored {
+            Event::LayerFetched {
                 task,
                 bytes: n,
                 duration_ms,
@@ -352,7 +352,7 @@ impl TerminalReporter {
                 vec![format!(
                     "{} {} {} in {}",
                     name(task),
-                    self.paint("36", "↓ restored"),
+                    self.paint("36", "↓ fetched"),
                     bytes(*n),
                     seconds(*duration_ms)
                 )]
@@ -360,7 +360,7 @@ impl TerminalReporter {
             Event::TaskPushed {
                 task,
                 bytes: n,
-                remotes,
+                caches: count,
                 duration_ms,
             } => {
                 let what = if *n == 0 {
@@ -368,9 +368,9 @@ impl TerminalReporter {
                 } else {
                     bytes(*n)
                 };
-                let caches = if *remotes == 1 { "cache" } else { "caches" };
+                let caches = if *count == 1 { "cache" } else { "caches" };
                 vec![format!(
-                    "{} {} {what} to {remotes} shared {caches} in {}",
+                    "{} {} {what} to {count} shared {caches} in {}",
                     name(task),
                     self.paint("36", "↑ pushed"),
                     seconds(*duration_ms)
@@ -509,7 +509,7 @@ impl TerminalReporter {
                 };
                 lines.push(format!(
                     "{verdict}: {} ran, {} restored, {} failed, {} skipped{by_condition} in {} (restoring saved {})",
-                    s.ran, s.cached, s.failed, s.skipped, seconds(s.duration_ms), seconds(s.saved_ms)
+                    s.ran, s.restored, s.failed, s.skipped, seconds(s.duration_ms), seconds(s.saved_ms)
                 ));
                 if s.cpu_ms.is_some() || s.peak_memory_bytes.is_some() {
                     let cpu = s.cpu_ms.map(|ms| format!("{} CPU", seconds(ms)));

@@ -274,7 +274,7 @@ fn background_processes_are_keyed() {
     f.write("strata.yml", &pipeline("'true'"));
     let first = f.run(&[]);
     assert_eq!(first.status("t"), "ran", "{}", first.stderr);
-    assert_eq!(f.run(&[]).status("t"), "cached");
+    assert_eq!(f.run(&[]).status("t"), "restored");
     f.write("strata.yml", &pipeline("'test -d /tmp'"));
     assert_eq!(f.run(&[]).status("t"), "ran");
     // A task without background processes has the key it always had.

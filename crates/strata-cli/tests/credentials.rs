@@ -92,7 +92,7 @@ fn assert_shared(f: &Fixture, counter: &Counter, url: &str, home: &Path, vars: &
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
     assert_eq!(
-        r.event("task-cached", "deps").map(|e| e["from"].clone()),
+        r.event("task-restored", "deps").map(|e| e["from"].clone()),
         Some(serde_json::json!(url.split('?').next().unwrap())),
         "{:?}",
         r.events
@@ -181,7 +181,7 @@ fn instance_metadata_credentials_need_a_session_token_and_are_refreshed_before_t
     let b = CacheDir::new("strata-cache-b-");
     let r = run(&f, b.path(), &url, home.path(), &vars);
     assert_eq!(
-        r.event("task-cached", "deps").unwrap()["from"],
+        r.event("task-restored", "deps").unwrap()["from"],
         "s3://strata-ci"
     );
     assert!(counter.take().is_empty());

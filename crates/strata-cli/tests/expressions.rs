@@ -34,7 +34,7 @@ tasks:
     assert_eq!(r.output("deploy"), ["to prod (prod) careful"]);
     assert_eq!(c.take(), ["deploy"], "a resolved value enters the key");
     let r = f.run(&[]);
-    assert_eq!(r.status("deploy"), "cached");
+    assert_eq!(r.status("deploy"), "restored");
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn values_pass_between_tasks_and_survive_a_shared_cache() {
     b.write("strata.yml", pipeline);
     let r = b.run(&["--remote", &url]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("version"), "cached");
+    assert_eq!(r.status("version"), "restored");
     assert_eq!(r.output("release"), ["release 4.5.6"]);
 }
 
@@ -215,7 +215,7 @@ fn a_secret_never_appears_in_output_log_entry_key_or_events() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(r#""status":"cached""#), "{stdout}");
+    assert!(stdout.contains(r#""status":"restored""#), "{stdout}");
     // Without it: a clear error, nothing run.
     let out = f.output(&["run"]);
     assert_eq!(out.status.code(), Some(2));

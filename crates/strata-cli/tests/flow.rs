@@ -67,7 +67,7 @@ fn a_false_if_skips_the_task_and_its_subtree_and_the_run_succeeds() {
     let r = f.run(&["--init", "deploy=yes"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(c.take(), ["announce", "deploy", "smoke"]);
-    assert_eq!(r.status("build"), "cached");
+    assert_eq!(r.status("build"), "restored");
 }
 
 #[test]
@@ -192,7 +192,7 @@ fn a_matrix_runs_every_combination_and_dependents_use_them_all() {
     assert_eq!(r.output("report"), ["all built"]);
     assert_eq!(r.summary()["ran"], 6);
     let r = f.run(&[]);
-    assert_eq!(r.summary()["cached"], 6, "{}", r.stderr);
+    assert_eq!(r.summary()["restored"], 6, "{}", r.stderr);
 }
 
 #[test]
@@ -305,7 +305,7 @@ fn values_written_by_a_task_expand_a_parallel_task_at_run_time() {
     let r = f.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.summary()["ran"], 0, "{}", r.summary());
-    assert_eq!(r.summary()["cached"], 8);
+    assert_eq!(r.summary()["restored"], 8);
     assert!(c.take().is_empty());
 }
 
@@ -440,9 +440,9 @@ fn tasks_written_into_rwx_dynamic_tasks_join_the_run_and_come_back_from_the_cach
     // The generator is restored: its tasks come back with it, and are restored too.
     let r = f.run(&["--remote", &url]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("generate"), "cached");
-    assert_eq!(r.status("test-one"), "cached");
-    assert_eq!(r.status("summary"), "cached");
+    assert_eq!(r.status("generate"), "restored");
+    assert_eq!(r.status("test-one"), "restored");
+    assert_eq!(r.status("summary"), "restored");
     assert_eq!(r.summary()["ran"], 0);
 
     // Another machine: the generator comes from the shared cache, with its task files.
@@ -450,9 +450,9 @@ fn tasks_written_into_rwx_dynamic_tasks_join_the_run_and_come_back_from_the_cach
     g.write("strata.yml", GENERATOR);
     let r = g.run(&["--remote", &url]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("generate"), "cached");
-    assert_eq!(r.status("test-two"), "cached");
-    assert_eq!(r.summary()["cached"], 5, "{}", r.summary());
+    assert_eq!(r.status("generate"), "restored");
+    assert_eq!(r.status("test-two"), "restored");
+    assert_eq!(r.summary()["restored"], 5, "{}", r.summary());
 }
 
 #[test]

@@ -109,8 +109,8 @@ fn a_pipeline_runs_on_an_image_pulled_from_a_registry() {
     );
     // Unchanged: restored.
     let r = f.run(&[]);
-    assert_eq!(r.status("greet"), "cached");
-    assert_eq!(r.status("read"), "cached");
+    assert_eq!(r.status("greet"), "restored");
+    assert_eq!(r.status("read"), "restored");
     assert!(counter.take().is_empty());
 
     // The tag moves to another image: the base identity changes, everything runs again.
@@ -132,7 +132,7 @@ fn a_pipeline_runs_on_an_image_layout_directory() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.output("read")[0], "hello");
     let r = f.run(&[]);
-    assert_eq!(r.status("read"), "cached");
+    assert_eq!(r.status("read"), "restored");
 }
 
 #[test]
@@ -322,7 +322,7 @@ fn without_its_registry_a_pipeline_uses_the_image_as_last_pulled() {
     // The registry is gone: the run goes on with the image it last resolved to, and says so.
     let r = f.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("read"), "cached");
+    assert_eq!(r.status("read"), "restored");
     let warned = r.events.iter().any(|e| {
         e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("unreachable")
     });

@@ -107,7 +107,7 @@ fn the_terminal_display_prefixes_output_and_ends_with_a_summary() {
     assert!(err.contains("failed tasks: bad"), "{err}");
     let again = f.output(&["run", "--target", "hello"]);
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(err.contains("hello ✓ cached"), "{err}");
+    assert!(err.contains("hello ✓ restored"), "{err}");
     assert!(err.contains("success: 0 ran, 1 restored"), "{err}");
 }
 
@@ -148,8 +148,8 @@ fn on_a_terminal_a_status_line_shows_running_tasks_and_restored_bytes() {
     // Another machine restores it: the layer's size is shown as it arrives.
     let other = tempfile::tempdir().unwrap();
     let shown = on_tty(other.path());
-    assert!(shown.contains("✓ cached"), "{shown:?}");
-    assert!(shown.contains("↓ restored"), "{shown:?}");
+    assert!(shown.contains("✓ restored"), "{shown:?}");
+    assert!(shown.contains("↓ fetched"), "{shown:?}");
     assert!(shown.contains("4.0 MB"), "{shown:?}");
     assert!(shown.contains("downloaded"), "{shown:?}");
 }
@@ -170,7 +170,7 @@ fn host_key_paths_join_the_base_and_explain_names_them() {
         ),
     );
     assert_eq!(f.run(&[]).status("build"), "ran");
-    assert_eq!(f.run(&[]).status("build"), "cached");
+    assert_eq!(f.run(&[]).status("build"), "restored");
 
     std::fs::write(tool.path().join("version"), "2.0").unwrap();
     let out = f.output(&["explain", "strata.yml", "build"]);

@@ -72,7 +72,7 @@ tasks:
     assert_eq!(f.run(&[]).code, 0);
     assert_eq!(c.take(), ["a"]);
     let r = f.run(&[]);
-    assert_eq!(r.status("a"), "cached");
+    assert_eq!(r.status("a"), "restored");
     assert!(c.take().is_empty());
     // The expression is false: the entry is not used, the command runs.
     let r = f.run(&["--init", "use-cache=false"]);
@@ -116,7 +116,7 @@ tasks:
     assert_eq!(r.output("a"), ["hello strata"]);
     // `cache: false` came through the merge: the task runs again.
     let r = f.run(&[]);
-    assert_ne!(r.status("a"), "cached");
+    assert_ne!(r.status("a"), "restored");
 }
 
 #[test]
@@ -141,9 +141,9 @@ fn mint_env_written_as_a_dotenv_file_is_read() {
     assert_eq!(r.output("show"), ["1.2.3|two words|/opt/new"]);
     // Restored from the cache, the exports are the same.
     let r = f.run(&[".mint/ci.yml"]);
-    assert_eq!(r.status("old"), "cached");
+    assert_eq!(r.status("old"), "restored");
     assert_eq!(r.output("show"), Vec::<String>::new());
-    assert_eq!(r.status("show"), "cached");
+    assert_eq!(r.status("show"), "restored");
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn a_cache_key_excluded_filter_entry_is_visible_but_not_keyed() {
     // Another VERSION: not part of the key, the task is restored.
     f.write("VERSION", "2\n");
     let r = f.run(&[]);
-    assert_eq!(r.status("build"), "cached");
+    assert_eq!(r.status("build"), "restored");
     assert!(c.take().is_empty());
     // A keyed file changes: the task runs, and sees the current VERSION.
     f.write("src/a.c", "int b;\n");
@@ -266,7 +266,7 @@ tasks:
     let r = f.run(&["--init", "other=y"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.status("gen"), "ran", "{:?}", r.summary());
-    assert_eq!(r.status("narrow"), "cached");
+    assert_eq!(r.status("narrow"), "restored");
     assert_eq!(r.output("whole"), ["notes=y"]);
     assert_eq!(c.take(), ["whole"]);
     // A file inside the filter changes: `narrow` runs and sees it.

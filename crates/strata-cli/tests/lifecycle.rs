@@ -81,7 +81,7 @@ fn ls_and_stats_count_hits_sizes_and_time_saved() {
     std::thread::sleep(Duration::from_millis(20));
     run_ok(&f, &[]);
     let r = run_ok(&f, &[]);
-    assert_eq!(r.status("slow"), "cached");
+    assert_eq!(r.status("slow"), "restored");
     let listed = entries(&f);
     let slow = &listed.iter().find(|(t, _)| t == "slow").unwrap().1;
     assert_eq!(slow["hits"], 2, "{slow}");
@@ -130,7 +130,7 @@ fn an_index_from_before_usage_tracking_is_migrated() {
     .unwrap();
     drop(conn);
     let r = run_ok(&f, &[]);
-    assert_eq!(r.status("a"), "cached");
+    assert_eq!(r.status("a"), "restored");
     let listed = entries(&f);
     assert_eq!(listed[0].1["hits"], 1, "{:?}", listed);
 }
@@ -212,7 +212,7 @@ fn prune_max_size_evicts_the_least_recently_used_and_keeps_what_the_latest_run_u
     assert_eq!(code, 0, "{report}");
     assert_eq!(tasks_in_cache(&f), ["b"]);
     let r = run_ok(&f, &[]);
-    assert_eq!(r.status("b"), "cached");
+    assert_eq!(r.status("b"), "restored");
     assert_eq!(counter.take(), ["a", "c"]);
 }
 
@@ -325,7 +325,7 @@ fn prune_reclaims_orphans_stale_locks_and_extra_failed_dirs_after_the_grace_peri
     assert!(!orphan.exists() && !orphan_log.exists());
     assert_eq!(tasks_in_cache(&f), ["a"]);
     let r = run_ok(&f, &[]);
-    assert_eq!(r.status("a"), "cached");
+    assert_eq!(r.status("a"), "restored");
 }
 
 #[test]
@@ -419,7 +419,7 @@ fn remote_run(f: &Fixture, url: &str) -> common::RunResult {
     }
 }
 
-fn remote_prune(f: &Fixture, url: &str, extra: &[&str]) -> Value {
+fn shared_prune(f: &Fixture, url: &str, extra: &[&str]) -> Value {
     let mut args = vec!["cache", "prune", "--json", "--remote", url];
     args.extend_from_slice(extra);
     let out = with_s3_env(&mut f.command(&args)).output().unwrap();
@@ -489,15 +489,15 @@ fn old_entries_and_their_blobs_go(url: &str, sweeps_blobs: bool) {
     write("v2");
     let r = remote_run(&f, url);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("keep"), "cached");
+    assert_eq!(r.status("keep"), "restored");
     counter.take();
     let (all, _) = remote_state(url);
     assert_eq!(all.len(), 3);
     // Nothing is old enough yet: nothing goes.
-    let report = remote_prune(&f, url, &["--older-than", "1h", "--grace", "0s"]);
+    let report = shared_prune(&f, url, &["--older-than", "1h", "--grace", "0s"]);
     assert_eq!(report["removed_entries"], 0, "{report}");
     assert_eq!(report["blobs"], 0, "{report}");
-    let report = remote_prune(&f, url, &["--older-than", "2s", "--grace", "0s"]);
+    let report = shared_prune(&f, url, &["--older-than", "2s", "--grace", "0s"]);
     assert_eq!(report["removed_entries"], 2, "{report}");
     let (left, broken) = remote_state(url);
     assert_eq!(left.len(), 1, "{left:?}");
@@ -523,12 +523,12 @@ fn old_entries_and_their_blobs_go(url: &str, sweeps_blobs: bool) {
     );
     let r = remote_run(&other, url);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("change"), "cached");
+    assert_eq!(r.status("change"), "restored");
     assert_eq!(r.status("keep"), "ran");
 }
 
 #[test]
-fn remote_prune_of_a_directory_removes_old_entries_blobs_and_abandoned_uploads() {
+fn shared_prune_of_a_directory_removes_old_entries_blobs_and_abandoned_uploads() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().display());
     old_entries_and_their_blobs_go(&url, true);
@@ -536,7 +536,7 @@ fn remote_prune_of_a_directory_removes_old_entries_blobs_and_abandoned_uploads()
     let f = Fixture::new();
     let stale = dir.path().join("tmp/4242.0");
     std::fs::write(&stale, vec![1u8; 4096]).unwrap();
-    let report = remote_prune(&f, &url, &[]);
+    let report = shared_prune(&f, &url, &[]);
     assert_eq!(
         report["abandoned_upload_objects"], 0,
         "young: kept {report}"
@@ -548,7 +548,7 @@ fn remote_prune_of_a_directory_removes_old_entries_blobs_and_abandoned_uploads()
         .unwrap()
         .set_modified(old)
         .unwrap();
-    let report = remote_prune(&f, &url, &[]);
+    let report = shared_prune(&f, &url, &[]);
     assert_eq!(report["abandoned_upload_objects"], 1, "{report}");
     assert!(!stale.exists());
 }
@@ -571,7 +571,7 @@ fn ago(secs: u64) -> std::time::SystemTime {
 }
 
 #[test]
-fn remote_prune_of_s3_removes_old_entries_streamed_blobs_and_orphan_chunks() {
+fn shared_prune_of_s3_removes_old_entries_streamed_blobs_and_orphan_chunks() {
     let server = strata_testkit::Server::s3("strata-ci");
     let url = format!("s3://strata-ci/team?endpoint={}", server.endpoint());
     old_entries_and_their_blobs_go(&url, true);
@@ -580,12 +580,12 @@ fn remote_prune_of_s3_removes_old_entries_streamed_blobs_and_orphan_chunks() {
     std::fs::create_dir_all(&bucket).unwrap();
     std::fs::write(bucket.join("1"), vec![0u8; 1000]).unwrap();
     let f = Fixture::new();
-    let report = remote_prune(&f, &url, &[]);
+    let report = shared_prune(&f, &url, &[]);
     assert_eq!(
         report["abandoned_upload_objects"], 0,
         "young: kept {report}"
     );
-    let report = remote_prune(&f, &url, &["--grace", "0s"]);
+    let report = shared_prune(&f, &url, &["--grace", "0s"]);
     assert_eq!(report["abandoned_upload_objects"], 1, "{report}");
     assert!(!bucket.join("1").exists());
     // The 9 MB archive went up as chunks, twice (the second machine published `keep` again):
@@ -598,7 +598,7 @@ fn remote_prune_of_s3_removes_old_entries_streamed_blobs_and_orphan_chunks() {
 }
 
 #[test]
-fn remote_prune_of_a_registry_deletes_old_entry_manifests() {
+fn shared_prune_of_a_registry_deletes_old_entry_manifests() {
     let server = strata_testkit::Server::registry();
     let url = format!("oci://{}/strata-cache", server.host());
     old_entries_and_their_blobs_go(&url, false);
@@ -680,7 +680,7 @@ fn prune_racing_a_publish_loses_nothing_on_s3() {
 }
 
 #[test]
-fn remote_prune_refuses_bad_urls_and_read_only_caches() {
+fn shared_prune_refuses_bad_urls_and_read_only_caches() {
     let f = Fixture::new();
     for url in ["ftp://x", "/srv/cache,ro", "oci://nohost"] {
         let out = f.output(&["cache", "prune", "--remote", url]);

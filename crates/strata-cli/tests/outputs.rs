@@ -52,7 +52,7 @@ fn artifacts_are_copied_out_of_a_run_and_of_a_restored_run() {
     assert_eq!(first.status("build"), "ran");
     std::fs::remove_dir_all(out.path().join("build")).unwrap();
     let second = f.run(&["--artifacts", dir]);
-    assert_eq!(second.status("build"), "cached");
+    assert_eq!(second.status("build"), "restored");
     check(&second);
 }
 
@@ -124,9 +124,9 @@ fn artifacts_and_test_results_travel_with_an_entry_through_s3() {
     // Another machine: a fresh local cache, the entry from S3.
     let second = run(b.path(), out_b.path().to_str().unwrap());
     assert_eq!(second.code, 0, "{}", second.stderr);
-    assert_eq!(second.status("test"), "cached");
+    assert_eq!(second.status("test"), "restored");
     assert_ne!(
-        second.event("task-cached", "test").unwrap()["from"],
+        second.event("task-restored", "test").unwrap()["from"],
         "local"
     );
     assert_eq!(
@@ -209,7 +209,7 @@ fn a_cached_task_still_reports_its_tests() {
     // Failing tests do not fail a task whose command passed: its exit status decides.
     assert_eq!(tests_event(&first, "test")["failed"], 1);
     let second = f.run(&[]);
-    assert_eq!(second.status("test"), "cached");
+    assert_eq!(second.status("test"), "restored");
     let results = tests_event(&second, "test");
     assert_eq!(results["failed"], 1);
     assert_eq!(results["files"][0], "$RWX_TEST_RESULTS/r.xml");
@@ -268,7 +268,7 @@ fn a_task_that_fails_once_passes_on_its_retry_and_is_cached() {
     assert_eq!(r.status("after"), "ran");
     // The passing attempt is cached under the task's key.
     let again = f.run(&[]);
-    assert_eq!(again.status("flaky"), "cached");
+    assert_eq!(again.status("flaky"), "restored");
     assert!(c.take().is_empty());
     let out = f.output(&["run", "--no-cache"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -322,7 +322,7 @@ fn success_exit_codes_pass_and_the_code_is_kept() {
     assert_eq!(r.status("next"), "ran");
     assert_eq!(r.status("other"), "failed");
     let r = f.run(&["-t", "next"]);
-    assert_eq!(r.status("lint"), "cached");
+    assert_eq!(r.status("lint"), "restored");
     // The exit code is kept in the entry, and published with it.
     let remote = tempfile::tempdir().unwrap();
     let url = format!("file://{}", remote.path().display());
@@ -407,7 +407,7 @@ fn a_filtered_cache_directory_does_not_rerun_dependents() {
     assert_eq!(second.status("install"), "ran");
     assert_eq!(
         second.status("build"),
-        "cached",
+        "restored",
         "the filtered directory re-ran the dependent"
     );
     assert!(c.take().is_empty());

@@ -101,7 +101,7 @@ fn a_package_with_required_and_default_parameters_and_a_version_fallback() {
     assert_eq!(c.take(), ["prep", "say"]);
     let r = f.run(&["--packages", &packages(&f)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("greet.say"), "cached");
+    assert_eq!(r.status("greet.say"), "restored");
     assert_eq!(c.take(), Vec::<String>::new());
 }
 
@@ -136,9 +136,9 @@ fn the_package_digest_is_in_its_tasks_keys() {
     let r = f.run(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(c.take(), ["prep", "say"]);
-    assert_eq!(r.status("other"), "cached");
+    assert_eq!(r.status("other"), "restored");
     let r = f.run(&args);
-    assert_eq!(r.status("greet.prep"), "cached");
+    assert_eq!(r.status("greet.prep"), "restored");
     assert_eq!(c.take(), Vec::<String>::new());
 }
 
@@ -321,7 +321,7 @@ tasks:
     );
     let r = f.run(&[]);
     assert_eq!(r.output("after"), ["base2", "system"]);
-    assert_eq!(r.status("setup.system"), "cached");
+    assert_eq!(r.status("setup.system"), "restored");
     assert_eq!(c.take(), ["tools"]);
 }
 
@@ -376,7 +376,7 @@ tasks:
     );
     let r = f.run(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("login.hooks"), "cached");
+    assert_eq!(r.status("login.hooks"), "restored");
     assert_eq!(r.output("work"), ["before as me", "work again", "after"]);
 }
 

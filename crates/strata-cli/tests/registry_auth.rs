@@ -71,7 +71,7 @@ fn assert_shared(f: &Fixture, counter: &Counter, url: &str, vars: &[(&str, Strin
     let r = run(f, b.path(), url, vars);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
-    assert!(r.event("task-cached", "deps").is_some(), "{:?}", r.events);
+    assert!(r.event("task-restored", "deps").is_some(), "{:?}", r.events);
     assert!(counter.take().is_empty());
 }
 
@@ -364,7 +364,7 @@ fn token_authentication_with_scopes_as_docker_hub_and_ghcr_do_it() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
-    assert!(r.event("task-cached", "deps").is_some(), "{:?}", r.events);
+    assert!(r.event("task-restored", "deps").is_some(), "{:?}", r.events);
     let scopes: Vec<(String, String)> = issuer.seen.lock().unwrap().drain(..).collect();
     assert!(
         !scopes.is_empty() && scopes.iter().all(|(g, _)| g == "refresh_token"),

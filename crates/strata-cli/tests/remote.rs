@@ -105,7 +105,7 @@ fn run(f: &Fixture, cache: &Path, remote: &str, extra: &[&str]) -> RunResult {
 }
 
 fn from(r: &RunResult, task: &str) -> String {
-    r.event("task-cached", task)
+    r.event("task-restored", task)
         .map(|e| e["from"].as_str().unwrap_or_default().to_string())
         .unwrap_or_else(|| format!("not cached ({})", r.status(task)))
 }
@@ -304,7 +304,7 @@ fn a_tampered_layer_is_refused_and_never_applied() {
         .unwrap()
         .flatten()
         .collect();
-    let deps_layer = r.event("task-cached", "deps").unwrap()["layer"]
+    let deps_layer = r.event("task-restored", "deps").unwrap()["layer"]
         .as_str()
         .unwrap()
         .to_string();
@@ -322,8 +322,8 @@ fn a_tampered_layer_is_refused_and_never_applied() {
     // What the run built is this machine's now; the broken entry is not asked for again.
     let r = run(&f, b.cache.path(), &url, &["--target", "lint"]);
     assert_eq!(r.code, 0, "{:?}", r.events);
-    assert_eq!(r.status("deps"), "cached", "{:?}", r.events);
-    assert_eq!(r.event("task-cached", "deps").unwrap()["from"], "local");
+    assert_eq!(r.status("deps"), "restored", "{:?}", r.events);
+    assert_eq!(r.event("task-restored", "deps").unwrap()["from"], "local");
     assert!(counter.take().is_empty());
 }
 
@@ -389,7 +389,7 @@ fn a_registry_that_wants_credentials() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
-        stdout.matches("\"event\":\"layer-restored\"").count(),
+        stdout.matches("\"event\":\"layer-fetched\"").count(),
         4,
         "{stdout}"
     );
@@ -513,7 +513,7 @@ fn sockets_and_opaque_dirs_make_the_same_layer_on_both_machines() {
         .collect();
     assert!(warnings.is_empty(), "{warnings:?}");
     for t in ["base", "odd", "after"] {
-        assert_eq!(r.status(t), "cached", "{t}: {:?}", r.events);
+        assert_eq!(r.status(t), "restored", "{t}: {:?}", r.events);
     }
     assert!(
         b.cache
@@ -547,7 +547,7 @@ fn a_truncated_blob_of_a_task_nothing_waits_for_is_built_in_the_same_run() {
         .any(|m| m.contains("running again"));
     assert!(again, "{:?}", r.events);
     let r = run(&f, b.cache.path(), &url, &["--target", "deps"]);
-    assert_eq!(r.event("task-cached", "deps").unwrap()["from"], "local");
+    assert_eq!(r.event("task-restored", "deps").unwrap()["from"], "local");
 }
 
 #[test]
@@ -657,7 +657,7 @@ fn a_shared_cache_dying_mid_upload_fails_nothing_and_leaves_no_entry() {
     assert_eq!(counter.take(), vec!["big"]);
     // The local entry is whole.
     let r = f.run(&[]);
-    assert_eq!(r.event("task-cached", "big").unwrap()["from"], "local");
+    assert_eq!(r.event("task-restored", "big").unwrap()["from"], "local");
     // The shared cache holds no entry: a fresh machine builds the task, and the run passes.
     server.restart();
     let b = Machine::new();

@@ -130,11 +130,11 @@ fn the_html_report_shows_the_run_in_a_browser_and_runs_no_markup_from_tasks() {
     );
     assert!(dom.contains("&lt;script&gt;document.title=\"PWNED\"&lt;/script&gt;"));
     for (task, status) in [
-        ("deps", "cached"),
+        ("deps", "restored"),
         ("build", "ran"),
         ("test", "failed"),
-        ("lint", "cached"),
-        ("secret", "cached"),
+        ("lint", "restored"),
+        ("secret", "restored"),
     ] {
         assert!(
             dom.contains(&format!(

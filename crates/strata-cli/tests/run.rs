@@ -35,7 +35,7 @@ fn an_unchanged_pipeline_runs_no_command_the_second_time() {
         "no command may run on an unchanged pipeline"
     );
     for t in ["a", "b", "c"] {
-        assert_eq!(second.status(t), "cached");
+        assert_eq!(second.status(t), "restored");
     }
     assert!(
         second.wall < Duration::from_millis(1000),
@@ -65,13 +65,13 @@ fn a_filtered_file_change_reruns_that_task_and_its_dependents_only() {
     let r = f.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(c.take(), vec!["x", "z"]);
-    assert_eq!(r.status("y"), "cached");
+    assert_eq!(r.status("y"), "restored");
     assert_eq!(r.output("z"), vec!["x2"]);
     // A file outside every filter changes nothing.
     f.write("other.txt", "new");
     let r = f.run(&[]);
     assert_eq!(c.take(), Vec::<String>::new());
-    assert_eq!(r.status("x"), "cached");
+    assert_eq!(r.status("x"), "restored");
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn a_parent_that_reruns_with_identical_output_leaves_its_child_a_hit() {
     let r = f.run(&[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.status("parent"), "ran");
-    assert_eq!(r.status("child"), "cached");
+    assert_eq!(r.status("child"), "restored");
     assert_eq!(c.take(), vec!["parent"]);
 }
 
@@ -202,7 +202,7 @@ fn a_failing_task_is_not_cached_and_its_dependents_are_skipped() {
     // Not cached: it runs again; the independent task is restored.
     let r = f.run(&[]);
     assert_eq!(r.status("bad"), "failed");
-    assert_eq!(r.status("independent"), "cached");
+    assert_eq!(r.status("independent"), "restored");
     assert_eq!(c.take(), vec!["bad"]);
 }
 
@@ -381,7 +381,7 @@ fn an_edit_that_keeps_size_and_mtime_is_still_seen() {
     };
     set_old();
     assert_eq!(f.run(&[]).code, 0);
-    assert_eq!(f.run(&[]).status("t"), "cached");
+    assert_eq!(f.run(&[]).status("t"), "restored");
     assert_eq!(counter.take(), vec!["t"]);
     std::thread::sleep(Duration::from_millis(20));
     f.write("input", "bbbb\n");

@@ -75,9 +75,9 @@ fn two_processes_share_one_cache_at_once() {
     let r = f.run(&[]);
     assert_eq!(r.code, 0);
     for i in 0..6 {
-        assert_eq!(r.status(&format!("t{i}")), "cached");
+        assert_eq!(r.status(&format!("t{i}")), "restored");
     }
-    assert_eq!(r.status("all"), "cached");
+    assert_eq!(r.status("all"), "restored");
     let layers = std::fs::read_dir(f.cache.path().join("layers"))
         .unwrap()
         .count();
@@ -132,7 +132,7 @@ fn the_example_pipeline_builds_tests_and_is_then_fully_restored() {
     std::fs::remove_file(&tarball).unwrap();
     let (again, summary) = run();
     assert_eq!(summary["ran"], 0);
-    assert_eq!(summary["cached"], 7);
+    assert_eq!(summary["restored"], 7);
     // Restored: the artifact is copied again and the tests are reported again.
     assert!(tarball.is_file(), "{again}");
     let tests = again

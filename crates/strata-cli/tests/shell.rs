@@ -155,8 +155,8 @@ fn changes_are_discarded_and_nothing_is_recorded() {
     );
     let r = run(&f);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.status("tools"), "cached");
-    assert_eq!(r.status("build"), "cached");
+    assert_eq!(r.status("tools"), "restored");
+    assert_eq!(r.status("build"), "restored");
 }
 
 #[test]

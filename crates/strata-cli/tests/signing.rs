@@ -138,7 +138,7 @@ fn signed_entries_are_trusted_only_with_their_key(remote: &str, entries: Option<
     assert_eq!(rb.code, 0, "{}", rb.stderr);
     assert!(counter.take().is_empty(), "machine B ran a task");
     for task in ["left", "right", "both"] {
-        assert_eq!(rb.status(task), "cached", "{task}");
+        assert_eq!(rb.status(task), "restored", "{task}");
     }
     assert!(warnings(&rb).is_empty(), "{:?}", warnings(&rb));
 
@@ -270,7 +270,7 @@ fn pull_requests_share_a_cache_of_their_own_that_main_never_trusts() {
     let m = main_job(&f, main2.path(), &format!("{main_url} {pr_url},ro"));
     assert_eq!(m.code, 0, "{}", m.stderr);
     assert_eq!(counter.take(), ["both", "right"]);
-    assert_eq!(m.status("left"), "cached");
+    assert_eq!(m.status("left"), "restored");
     let w = warnings(&m);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("signed only by `ci-pr`"), "{}", w[0]);
@@ -363,8 +363,8 @@ fn an_entry_whose_archive_was_swapped_under_its_signature_is_refused() {
         "the swapped entry was used, or an honest one was not"
     );
     // `left` built on B is what A built: `both`, keyed on its parents' content, is restored.
-    assert_eq!(rb.status("right"), "cached");
-    assert_eq!(rb.status("both"), "cached");
+    assert_eq!(rb.status("right"), "restored");
+    assert_eq!(rb.status("both"), "restored");
     let w = warnings(&rb);
     let refused: Vec<_> = w
         .iter()
@@ -435,7 +435,7 @@ fn per_cache_trusted_keys_come_from_the_config_file_next_to_plain_urls() {
     // Nothing ran: the tampered entry is ignored in the trusted cache, and the plain cache,
     // which trusts no key, has it.
     assert!(counter.take().is_empty());
-    let from = rb.event("task-cached", &task).expect("restored")["from"]
+    let from = rb.event("task-restored", &task).expect("restored")["from"]
         .as_str()
         .unwrap()
         .to_string();

@@ -125,10 +125,10 @@ fn a_miss_starts_from_the_tool_cache_which_is_not_keyed_and_a_hit_ignores_it() {
     f.write("strata.yml", &counting_pipeline("1", false));
     let r3 = f.run(&[]);
     assert_eq!(r3.code, 0, "{}", r3.stderr);
-    assert_eq!(r3.status("count"), "cached");
+    assert_eq!(r3.status("count"), "restored");
     assert!(r3.event("tool-cache-restored", "count").is_none());
     assert_eq!(
-        r3.event("task-cached", "count").unwrap()["layer"],
+        r3.event("task-restored", "count").unwrap()["layer"],
         passed["layer"],
         "the hit's own layer, not the tool cache"
     );
@@ -301,7 +301,7 @@ fn workspace_files_show_their_real_mtime_which_is_not_keyed() {
     // An mtime alone is no change: the task is restored.
     touch("a.txt", "2022-01-01 00:00:00");
     let r = f.run(&[]);
-    assert_eq!(r.status("stat"), "cached", "{}", r.stderr);
+    assert_eq!(r.status("stat"), "restored", "{}", r.stderr);
     // An edit is a change, and the task sees the edit's mtime.
     f.write("a.txt", "edited\n");
     let r = f.run(&[]);
@@ -483,7 +483,7 @@ fn a_tool_cache_travels_through_a_shared_cache_from_trusted_writers_only() {
     );
     assert_eq!(a.code, 0, "{}", a.stderr);
     let pushed = a.event("tool-cache-pushed", "count").expect("published");
-    assert_eq!(pushed["remotes"], 1);
+    assert_eq!(pushed["caches"], 1);
     let docs = server.dir.path().join("strata-tc/main/tool-caches");
     let doc_path = std::fs::read_dir(&docs)
         .unwrap()
@@ -631,7 +631,7 @@ fn the_example_recompiles_only_the_edited_source() {
     assert!(r2.event("tool-cache-restored", "build").is_some());
     assert_eq!(compiled(&r2), ["src/count.c"]);
     // A comment changes no byte of the binary: the tests of that binary are restored.
-    assert_eq!(r2.status("test"), "cached");
+    assert_eq!(r2.status("test"), "restored");
 }
 
 /// RWX's `reset-tool-cache: true` on a cron trigger: a scheduled run starts without tool

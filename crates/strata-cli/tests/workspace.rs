@@ -61,7 +61,7 @@ fn a_system_task_without_filter_stays_cached_across_source_edits() {
     let second = f.run(&[]);
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert_eq!(c.take(), ["build", "test"]);
-    assert_eq!(second.status("system"), "cached");
+    assert_eq!(second.status("system"), "restored");
 
     // A file only `test` sees (it sees all of the workspace, through `build`).
     f.write("README.md", "hello again");
@@ -157,11 +157,11 @@ tasks:
         Vec::<String>::new(),
         "a new commit alone reruns nothing"
     );
-    assert_eq!(second.status("build"), "cached");
+    assert_eq!(second.status("build"), "restored");
     assert!(second.output("report")[0].starts_with(&format!("sha={head2} ")));
     // The clone is served from the checkout: it is neither run nor restored.
     assert_eq!(second.status("code"), "workspace");
-    assert_eq!(second.summary()["cached"], 2, "{:?}", second.summary());
+    assert_eq!(second.summary()["restored"], 2, "{:?}", second.summary());
     assert_eq!(second.summary()["ran"], 1, "{:?}", second.summary());
 
     // A source edit reruns the build only.
@@ -293,7 +293,7 @@ fn values_and_key_excluded_env_reach_dependents() {
     assert_eq!(failed["errors"][0], "the widget is broken", "{failed}");
     // `stamp` ran again and exported another stamp: `use-it` is not keyed on it.
     let second = f.run(&[]);
-    assert_eq!(second.status("use-it"), "cached");
+    assert_eq!(second.status("use-it"), "restored");
     assert_eq!(c.take(), Vec::<String>::new());
 }
 

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use strata_cache::CacheChain;
+use strata_cache::SharedCaches;
 use strata_key::{BaseId, Workspace};
 use strata_pipeline::{Base, Pipeline, TaskName};
 use strata_store::{LocalCache, RunDir, StoreError};
@@ -81,7 +81,7 @@ pub struct RunContext<'a> {
     pub pipeline: &'a Pipeline,
     pub cache: &'a LocalCache,
     /// Shared caches after the local one (possibly none).
-    pub remotes: &'a CacheChain,
+    pub shared: &'a SharedCaches,
     pub options: RunOptions,
     pub workspace: Workspace,
     pub base_id: BaseId,
@@ -113,7 +113,7 @@ impl<'a> RunContext<'a> {
     pub fn new(
         pipeline: &'a Pipeline,
         cache: &'a LocalCache,
-        remotes: &'a CacheChain,
+        remotes: &'a SharedCaches,
         options: RunOptions,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self, EngineError> {
@@ -279,7 +279,7 @@ impl<'a> RunContext<'a> {
         Ok(RunContext {
             pipeline,
             cache,
-            remotes,
+            shared: remotes,
             options,
             workspace,
             base_id,

@@ -12,7 +12,7 @@ pub enum Event {
         jobs: usize,
     },
     /// Restored from the cache: the command was not run.
-    TaskCached {
+    TaskRestored {
         task: String,
         key: String,
         layer: String,
@@ -48,7 +48,7 @@ pub enum Event {
     ToolCachePushed {
         task: String,
         tool_cache: String,
-        remotes: usize,
+        caches: usize,
     },
     /// Bytes of a layer downloaded so far.
     RestoreProgress {
@@ -57,7 +57,7 @@ pub enum Event {
         total: u64,
     },
     /// A layer from a shared cache is now in the local cache.
-    LayerRestored {
+    LayerFetched {
         task: String,
         layer: String,
         /// Compressed bytes downloaded (0 when the layer was already here).
@@ -69,7 +69,7 @@ pub enum Event {
         task: String,
         /// Layer archive bytes uploaded (0 when the caches had the layer already).
         bytes: u64,
-        remotes: usize,
+        caches: usize,
         duration_ms: u64,
     },
     /// Something went wrong that does not fail the run (a shared cache is unreachable, ...).
@@ -175,7 +175,7 @@ pub enum Event {
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStatus {
     Ran,
-    Cached,
+    Restored,
     Failed,
     Skipped,
     /// A `git/clone` of the workspace, served from the checkout: nothing ran or was restored.
@@ -303,7 +303,7 @@ pub struct TaskSummary {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub ran: usize,
-    pub cached: usize,
+    pub restored: usize,
     pub failed: usize,
     /// Tasks skipped because of a failure or an interruption (not those in
     /// `skipped_by_condition`).

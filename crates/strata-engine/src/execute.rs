@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use std::thread::Scope;
 
-use strata_cache::RemoteEntry;
-use strata_key::{CacheKey, ContentDigest, ExportedEnv, LayerDigest, ParentInput};
+use strata_cache::EntryDocument;
+use strata_key::{CacheKey, ExportedEnv, LayerDigest, ParentInput};
 use strata_pipeline::{Task, TaskKind};
 use strata_sandbox::{Outcome, RunningSandbox, SandboxSpec};
 use strata_store::{Entry, LogWriter, NewEntry, WrittenLog};
@@ -19,11 +19,11 @@ use crate::events::{Event, Reporter, TaskUsage};
 use crate::expressions::TaskValues;
 use crate::inputs::{CacheDecision, ResolvedInputs, TaskResult, WORKSPACE_DIR, resolve};
 use crate::task_outputs::LayerSource;
-use crate::transfer::{Outgoing, remote_lookup, start_publish, start_restore};
+use crate::transfer::{remote_lookup, start_publish, start_restore};
 use strata_store::error_chain as chain;
 
 pub(crate) enum TaskOutcome {
-    Cached {
+    Restored {
         result: TaskResult,
         key: CacheKey,
         saved: Duration,
@@ -62,35 +62,35 @@ fn ms(d: Duration) -> u64 {
 /// A usable cache entry: in the local index, or in a shared cache.
 pub(crate) enum Found {
     Local(Entry),
-    Remote { remote: usize, entry: RemoteEntry },
+    Shared { remote: usize, entry: EntryDocument },
 }
 
 impl Found {
     pub(crate) fn layer(&self) -> LayerDigest {
         match self {
             Found::Local(e) => e.layer,
-            Found::Remote { entry, .. } => entry.layer,
+            Found::Shared { entry, .. } => entry.layer,
         }
     }
 
     pub(crate) fn env(&self) -> ExportedEnv {
         match self {
             Found::Local(e) => e.env.clone(),
-            Found::Remote { entry, .. } => entry.env.clone(),
+            Found::Shared { entry, .. } => entry.env.clone(),
         }
     }
 
     fn duration(&self) -> Duration {
         match self {
             Found::Local(e) => e.duration,
-            Found::Remote { entry, .. } => Duration::from_millis(entry.duration_ms),
+            Found::Shared { entry, .. } => Duration::from_millis(entry.duration_ms),
         }
     }
 
     fn created_at(&self) -> SystemTime {
         match self {
             Found::Local(e) => e.created_at,
-            Found::Remote { entry, .. } => {
+            Found::Shared { entry, .. } => {
                 SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at_ms)
             }
         }
@@ -100,7 +100,7 @@ impl Found {
     pub(crate) fn source(&self, ctx: &RunContext<'_>) -> String {
         match self {
             Found::Local(_) => "local".to_string(),
-            Found::Remote { remote, .. } => ctx.remotes.remotes()[*remote].location(),
+            Found::Shared { remote, .. } => ctx.shared.caches()[*remote].location(),
         }
     }
 }
@@ -139,7 +139,7 @@ fn lookup(
         return Some(found);
     }
     let (remote, entry) = remote_lookup(ctx, key, reporter)?;
-    fresh(Found::Remote { remote, entry })
+    fresh(Found::Shared { remote, entry })
 }
 
 /// Whether an entry is within the task's `cache.ttl`.
@@ -281,7 +281,7 @@ pub(crate) fn execute<'scope, 'env>(
         if ctx.options.artifacts_dir.is_some() {
             ctx.artifacts.note(task, LayerSource::Layer(found.layer()));
         }
-        reporter.event(&Event::TaskCached {
+        reporter.event(&Event::TaskRestored {
             task: task.name.to_string(),
             key: key.to_hex(),
             layer: found.layer().to_hex(),
@@ -291,13 +291,13 @@ pub(crate) fn execute<'scope, 'env>(
         let result = result_of(task, &resolved, found.layer(), &found.env());
         match found {
             Found::Local(_) => ctx.run_dir.note_hit(key),
-            Found::Remote { remote, entry } => {
+            Found::Shared { remote, entry } => {
                 // A lease on the layer being restored, for a concurrent prune.
                 let _ = ctx.run_dir.note_layer(&entry.layer);
                 start_restore(scope, ctx, reporter, remote, entry);
             }
         }
-        return TaskOutcome::Cached { result, key, saved };
+        return TaskOutcome::Restored { result, key, saved };
     }
     reporter.event(&Event::TaskMissed {
         task: task.name.to_string(),
@@ -487,7 +487,7 @@ fn stand_in(
             "call",
         ),
     };
-    reporter.event(&Event::TaskCached {
+    reporter.event(&Event::TaskRestored {
         task: task.name.to_string(),
         key: resolved.key.to_hex(),
         layer: String::new(),
@@ -962,45 +962,30 @@ fn commit<'scope, 'env>(
     }
     let stored = resolved.cache.enabled;
     if stored {
-        let store = || -> Result<ContentDigest, strata_store::StoreError> {
+        let store = || -> Result<NewEntry, strata_store::StoreError> {
             let log = ctx.cache.content().put_log_file(log)?;
             ctx.cache.sync()?;
-            ctx.cache.index().put(&NewEntry {
+            let entry = NewEntry {
                 key: resolved.key,
-                pipeline: &ctx.pipeline_id(),
-                task: task.name.as_str(),
+                pipeline: ctx.pipeline_id(),
+                task: task.name.to_string(),
                 layer,
-                env: &env,
-                inputs: &resolved.inputs,
-                workspace_files: &resolved.files,
+                env: env.clone(),
+                inputs: resolved.inputs.clone(),
+                workspace_files: resolved.files.clone(),
                 exit_code,
                 duration,
                 log,
-            })?;
-            Ok(log)
+            };
+            ctx.cache.index().put(&entry)?;
+            Ok(entry)
         };
-        let log = store().map_err(|e| {
+        let entry = store().map_err(|e| {
             Failure::infra(format!("failed to record the cache entry: {}", chain(&e)))
         })?;
         let tool_cache = crate::tool_cache::save(ctx, task, &layer, reporter);
-        if ctx.remotes.has_writable() {
-            start_publish(
-                scope,
-                ctx,
-                reporter,
-                Outgoing {
-                    key: resolved.key,
-                    task: task.name.to_string(),
-                    layer,
-                    env: env.clone(),
-                    inputs: resolved.inputs.clone(),
-                    files: resolved.files.clone(),
-                    duration,
-                    log: ctx.cache.content().log_path(&log),
-                    tool_cache,
-                    exit_code,
-                },
-            );
+        if ctx.shared.has_writable() {
+            start_publish(scope, ctx, reporter, entry, tool_cache);
         }
     }
     if !stored {

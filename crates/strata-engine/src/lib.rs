@@ -22,6 +22,7 @@ mod events;
 mod execute;
 mod export;
 mod expressions;
+mod fetch;
 mod hooks;
 mod inputs;
 mod invocation;

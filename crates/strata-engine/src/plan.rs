@@ -13,7 +13,7 @@ pub enum PlanStatus {
     /// Would be restored from the local cache.
     Hit,
     /// Would be restored from this shared cache.
-    RemoteHit { from: String },
+    SharedHit { from: String },
     /// Would run: no usable entry for its key.
     Miss,
     /// `cache: false` or `--no-cache`: always runs.
@@ -181,7 +181,7 @@ pub(crate) fn plan_with_results(
                 Some(found) => (
                     match &found {
                         Found::Local(_) => PlanStatus::Hit,
-                        Found::Remote { .. } => PlanStatus::RemoteHit {
+                        Found::Shared { .. } => PlanStatus::SharedHit {
                             from: found.source(ctx),
                         },
                     },
@@ -231,7 +231,7 @@ pub fn explain(
         .iter()
         .find(|p| p.task == task_name)
         .expect("every task is planned when there are no targets");
-    if matches!(p.status, PlanStatus::Hit | PlanStatus::RemoteHit { .. }) {
+    if matches!(p.status, PlanStatus::Hit | PlanStatus::SharedHit { .. }) {
         return Ok(Explanation::WouldHit {
             key: p.key.expect("hits have keys"),
         });

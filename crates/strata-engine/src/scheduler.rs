@@ -171,8 +171,8 @@ fn carry_over(before: Summary, mut after: Summary) -> Summary {
             }
             continue;
         };
-        if t.status == TaskStatus::Ran && now.status == TaskStatus::Cached {
-            after.cached -= 1;
+        if t.status == TaskStatus::Ran && now.status == TaskStatus::Restored {
+            after.restored -= 1;
             after.ran += 1;
             *now = t.clone();
         }
@@ -319,12 +319,12 @@ fn run_pass(
                         }
                     }
                 }
-                TaskOutcome::Cached { result, key, saved }
+                TaskOutcome::Restored { result, key, saved }
                     if !result.env.dynamic_tasks.is_empty() =>
                 {
                     if add_dynamic_tasks(ctx, &mut table, &mut dispatcher, i, &result.env, reporter)
                     {
-                        TaskOutcome::Cached { result, key, saved }
+                        TaskOutcome::Restored { result, key, saved }
                     } else {
                         TaskOutcome::Failed {
                             key,
@@ -576,10 +576,10 @@ fn record_outcome(
             record_skip(summary, task, SkipReason::ConditionFalse);
             return (Outcome::ConditionFalse, None);
         }
-        TaskOutcome::Cached { result, key, saved } => {
-            summary.cached += 1;
+        TaskOutcome::Restored { result, key, saved } => {
+            summary.restored += 1;
             summary.saved_ms += saved.as_millis() as u64;
-            let status = TaskStatus::Cached;
+            let status = TaskStatus::Restored;
             (Outcome::Cached, status, Some(result), Duration::ZERO, key)
         }
         // Succeeds like a restored task, counted as neither ran nor restored.

@@ -219,7 +219,7 @@ fn restore_remote_hits<'a>(
     let remote: Vec<_> = planned
         .iter()
         .filter(|p| p.task != task.name.as_str())
-        .filter(|p| matches!(p.status, PlanStatus::RemoteHit { .. }))
+        .filter(|p| matches!(p.status, PlanStatus::SharedHit { .. }))
         .filter_map(|p| Some((ctx.pipeline.task(&p.task)?, p.key?)))
         .collect();
     if remote.is_empty() {
@@ -228,7 +228,7 @@ fn restore_remote_hits<'a>(
     let mut layers = Vec::new();
     std::thread::scope(|scope| {
         for (t, key) in remote {
-            if let Some(Found::Remote { remote, entry }) = usable_entry(ctx, t, &key, reporter) {
+            if let Some(Found::Shared { remote, entry }) = usable_entry(ctx, t, &key, reporter) {
                 // A lease on the layer being restored, for a concurrent prune.
                 let _ = ctx.run_dir.note_layer(&entry.layer);
                 layers.push(entry.layer);

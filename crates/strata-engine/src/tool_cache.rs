@@ -155,12 +155,12 @@ fn from_shared_caches(
     id: &ToolCacheId,
     reporter: &dyn Reporter,
 ) -> Option<ToolCacheRecord> {
-    if ctx.remotes.is_empty() {
+    if ctx.shared.is_empty() {
         return None;
     }
     let warn = crate::transfer::warn_with(reporter);
     let oldest = now_ms() - max_age(ctx).as_millis().min(i64::MAX as u128) as i64;
-    let lookup = ctx.remotes.lookup_tool_cache(id, oldest, &warn);
+    let lookup = ctx.shared.lookup_tool_cache(id, oldest, &warn);
     for (location, why) in lookup.untrusted {
         reporter.event(&Event::Warning {
             message: format!(
@@ -172,10 +172,14 @@ fn from_shared_caches(
     let (remote, doc) = lookup.found?;
     if !ctx.cache.layers().has(&doc.entry.layer) {
         let _ = ctx.run_dir.note_layer(&doc.entry.layer);
-        if let Err(e) =
-            ctx.remotes
-                .restore(ctx.cache, remote, &doc.entry, &ctx.pipeline_id(), &|_| {})
-        {
+        if let Err(e) = crate::fetch::fetch(
+            ctx.shared,
+            ctx.cache,
+            remote,
+            &doc.entry,
+            &ctx.pipeline_id(),
+            &|_| {},
+        ) {
             reporter.event(&Event::Warning {
                 message: format!(
                     "`{}` starts without its tool cache `{id}`: {}",
@@ -239,14 +243,14 @@ pub(crate) fn publish(
     reporter: &dyn Reporter,
     warn: &(dyn Fn(&strata_cache::BackendError) + Sync),
 ) {
-    let remotes = ctx
-        .remotes
+    let caches = ctx
+        .shared
         .publish_tool_cache(&record.id, &key, record.written_ms, warn);
-    if remotes > 0 {
+    if caches > 0 {
         reporter.event(&Event::ToolCachePushed {
             task: task.to_string(),
             tool_cache: record.id.to_string(),
-            remotes,
+            caches,
         });
     }
 }

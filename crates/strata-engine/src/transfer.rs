@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Scope;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use strata_cache::{BackendError, Publication, RemoteEntry};
-use strata_key::{ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
+use strata_cache::{BackendError, EntryDocument};
+use strata_key::LayerDigest;
+use strata_store::NewEntry;
 
 use crate::context::RunContext;
 use crate::events::{Event, Reporter};
@@ -119,7 +120,7 @@ pub(crate) fn start_restore<'scope, 'env>(
     ctx: &'env RunContext<'env>,
     reporter: &'env dyn Reporter,
     remote: usize,
-    entry: RemoteEntry,
+    entry: EntryDocument,
 ) {
     let slot = Arc::new(Slot::default());
     let earlier = {
@@ -145,15 +146,20 @@ pub(crate) fn start_restore<'scope, 'env>(
                 total: entry.archive.size,
             })
         };
-        let result = ctx
-            .remotes
-            .restore(ctx.cache, remote, &entry, &ctx.pipeline_id(), &progress);
+        let result = crate::fetch::fetch(
+            ctx.shared,
+            ctx.cache,
+            remote,
+            &entry,
+            &ctx.pipeline_id(),
+            &progress,
+        );
         let outcome = match result {
             Ok(restored) => {
                 ctx.transfers
                     .restored_bytes
                     .fetch_add(restored.bytes, Ordering::Relaxed);
-                reporter.event(&Event::LayerRestored {
+                reporter.event(&Event::LayerFetched {
                     task: entry.task.clone(),
                     layer: entry.layer.to_hex(),
                     bytes: restored.bytes,
@@ -164,7 +170,7 @@ pub(crate) fn start_restore<'scope, 'env>(
             Err(e) => {
                 // A broken entry (a blob missing or corrupt) is not asked for again for a while;
                 // a server that failed to answer may be back next time.
-                let location = ctx.remotes.remotes()[remote].location();
+                let location = ctx.shared.caches()[remote].location();
                 let remembered = e.condemns_entry()
                     && ctx
                         .cache
@@ -196,60 +202,32 @@ pub(crate) fn start_restore<'scope, 'env>(
     });
 }
 
-/// What a task that ran hands to the publisher.
-pub(crate) struct Outgoing {
-    pub(crate) key: strata_key::CacheKey,
-    pub(crate) task: String,
-    pub(crate) layer: LayerDigest,
-    pub(crate) env: ExportedEnv,
-    pub(crate) inputs: KeyInputs,
-    pub(crate) files: Vec<WorkspaceFile>,
-    pub(crate) duration: Duration,
-    /// The task's log, stored in the local cache: published streamed from the file.
-    pub(crate) log: std::path::PathBuf,
-    /// The tool cache the task just wrote, published after its entry (`tool_cache.rs`).
-    pub(crate) tool_cache: Option<strata_store::ToolCacheRecord>,
-    pub(crate) exit_code: i32,
-}
-
-/// Publishes a task result to the writable remotes in the background.
+/// Publishes an entry to the writable shared caches in the background, then the tool cache the
+/// task wrote, if any.
 pub(crate) fn start_publish<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     ctx: &'env RunContext<'env>,
     reporter: &'env dyn Reporter,
-    out: Outgoing,
+    entry: NewEntry,
+    tool_cache: Option<strata_store::ToolCacheRecord>,
 ) {
     scope.spawn(move || {
         let start = Instant::now();
         let warn = warn_with(reporter);
-        let published = ctx.remotes.publish(
-            ctx.cache,
-            &Publication {
-                key: out.key,
-                task: &out.task,
-                layer: out.layer,
-                env: &out.env,
-                inputs: &out.inputs,
-                workspace_files: &out.files,
-                duration: out.duration,
-                log: &out.log,
-                exit_code: out.exit_code,
-            },
-            &warn,
-        );
+        let published = ctx.shared.publish(ctx.cache, &entry, &warn);
         ctx.transfers
             .pushed_bytes
             .fetch_add(published.bytes, Ordering::Relaxed);
-        if published.remotes > 0 {
+        if published.caches > 0 {
             reporter.event(&Event::TaskPushed {
-                task: out.task.clone(),
+                task: entry.task.clone(),
                 bytes: published.bytes,
-                remotes: published.remotes,
+                caches: published.caches,
                 duration_ms: start.elapsed().as_millis() as u64,
             });
         }
-        if let Some(record) = &out.tool_cache {
-            crate::tool_cache::publish(ctx, &out.task, out.key, record, reporter, &warn);
+        if let Some(record) = &tool_cache {
+            crate::tool_cache::publish(ctx, &entry.task, entry.key, record, reporter, &warn);
         }
     });
 }
@@ -260,12 +238,12 @@ pub(crate) fn remote_lookup(
     ctx: &RunContext<'_>,
     key: &strata_key::CacheKey,
     reporter: &dyn Reporter,
-) -> Option<(usize, RemoteEntry)> {
-    if ctx.remotes.is_empty() {
+) -> Option<(usize, EntryDocument)> {
+    if ctx.shared.is_empty() {
         return None;
     }
     let warn = warn_with(reporter);
-    ctx.remotes.lookup(
+    ctx.shared.lookup(
         key,
         // An index that cannot say is not a reason to skip the shared cache.
         &|location| {

@@ -24,14 +24,14 @@
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::Diagnostics;
-use crate::model::RemoteCacheDecl;
+use crate::model::SharedCacheDecl;
 use crate::parse::{read_source, remote_caches};
 use crate::yaml::{self, Value};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     pub path: PathBuf,
-    pub caches: Vec<RemoteCacheDecl>,
+    pub caches: Vec<SharedCacheDecl>,
     pub env: Vec<ConfigEnv>,
     /// Package sources: directories or git URLs (relative directories: to the config file).
     pub packages: Vec<String>,

@@ -34,7 +34,7 @@ pub use dynamic::{DynamicFile, DynamicTasks, parse_dynamic_tasks};
 pub use filter::{Filter, FilterEntry, Visibility};
 pub use model::{
     BackgroundProcess, Base, CachePolicy, Dialect, Docker, EnvConfig, EnvMerge, EnvValue, EnvVar,
-    HostBase, Note, Pipeline, ReadyCheck, RemoteCacheDecl, Task, TaskKind, TaskName, Text,
+    HostBase, Note, Pipeline, ReadyCheck, SharedCacheDecl, Task, TaskKind, TaskName, Text,
     TrustedKeyDecl, Unsupported, WorkspaceSource,
 };
 pub use outputs::{

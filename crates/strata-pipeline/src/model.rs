@@ -53,7 +53,7 @@ pub struct HostBase {
 /// A shared cache named in a pipeline or config file: `URL[,ro|,rw]`, or a mapping
 /// `{url: URL, trusted-keys: [NAME:BASE64, ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteCacheDecl {
+pub struct SharedCacheDecl {
     pub spec: String,
     pub at: Location,
     /// Public keys one of which must have signed an entry of this cache for it to be used
@@ -331,7 +331,7 @@ pub struct Pipeline {
     /// Where `base` is written, if it is.
     pub base_at: Option<Location>,
     /// Shared caches to use after the local one, in order.
-    pub caches: Vec<RemoteCacheDecl>,
+    pub caches: Vec<SharedCacheDecl>,
     /// Tasks in file order; validation guarantees unique names, known references, no cycles.
     pub tasks: Vec<Task>,
     /// Keys this version accepts but cannot run yet.

@@ -159,15 +159,17 @@ pub struct Entry {
     pub created_at: SystemTime,
 }
 
-/// What a successful task hands to the index.
-pub struct NewEntry<'a> {
+/// An entry being written: what a successful task (or a fetched shared hit) hands to the index,
+/// and what is published to the shared caches (its log by digest, in the local cache).
+#[derive(Debug, Clone)]
+pub struct NewEntry {
     pub key: CacheKey,
-    pub pipeline: &'a str,
-    pub task: &'a str,
+    pub pipeline: String,
+    pub task: String,
     pub layer: LayerDigest,
-    pub env: &'a ExportedEnv,
-    pub inputs: &'a KeyInputs,
-    pub workspace_files: &'a [WorkspaceFile],
+    pub env: ExportedEnv,
+    pub inputs: KeyInputs,
+    pub workspace_files: Vec<WorkspaceFile>,
     pub exit_code: i32,
     pub duration: Duration,
     pub log: ContentDigest,
@@ -312,10 +314,10 @@ impl Index<'_> {
 
     /// Records an entry. The layer and log it names must already be in the cache (and synced);
     /// when two processes record the same key, the first one wins.
-    pub fn put(&self, e: &NewEntry<'_>) -> Result<(), StoreError> {
-        let env = serde_json::to_string(e.env).expect("env serializes");
-        let inputs = serde_json::to_string(e.inputs).expect("inputs serialize");
-        let files = serde_json::to_string(e.workspace_files).expect("files serialize");
+    pub fn put(&self, e: &NewEntry) -> Result<(), StoreError> {
+        let env = serde_json::to_string(&e.env).expect("env serializes");
+        let inputs = serde_json::to_string(&e.inputs).expect("inputs serialize");
+        let files = serde_json::to_string(&e.workspace_files).expect("files serialize");
         let mut db = self.cache.db.lock().expect("index lock poisoned");
         let tx = db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

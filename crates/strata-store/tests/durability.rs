@@ -41,12 +41,12 @@ fn task(
         .index()
         .put(&NewEntry {
             key: inputs.key(),
-            pipeline: "p",
-            task: command,
+            pipeline: "p".into(),
+            task: command.into(),
             layer,
-            env: &Default::default(),
-            inputs: &inputs,
-            workspace_files: &[],
+            env: Default::default(),
+            inputs: inputs.clone(),
+            workspace_files: Vec::new(),
             exit_code: 0,
             duration: Duration::from_millis(5),
             log,

@@ -12,7 +12,7 @@ use super::stream::{ChunkList, StreamedBlob};
 use crate::backend::{
     BackendError, BlobReader, BlobUpload, CacheBackend, Listed, PutOutcome, Swept, read_small,
 };
-use crate::entry::RemoteEntry;
+use crate::entry::EntryDocument;
 
 /// Object names under the cache's prefix.
 #[derive(Clone)]
@@ -116,15 +116,15 @@ impl CacheBackend for S3Backend {
         self.client.location.clone()
     }
 
-    fn get_entry(&self, key: &CacheKey) -> Result<Option<RemoteEntry>, BackendError> {
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<EntryDocument>, BackendError> {
         let Some(resp) = self.client.get(&self.names.entry(key), "read an entry")? else {
             return Ok(None);
         };
         let bytes = read_small(resp.into_reader(), &self.client.location, "an entry")?;
-        Ok(RemoteEntry::from_json(&bytes, key))
+        Ok(EntryDocument::from_json(&bytes, key))
     }
 
-    fn put_entry(&self, entry: &RemoteEntry) -> Result<PutOutcome, BackendError> {
+    fn put_entry(&self, entry: &EntryDocument) -> Result<PutOutcome, BackendError> {
         let object = self.names.entry(&entry.key);
         if self.client.exists(&object, "look up an entry")? {
             return Ok(PutOutcome::AlreadyPresent);

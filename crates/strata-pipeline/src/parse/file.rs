@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::calls::LoadOptions;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::model::{
-    Base, Dialect, HostBase, Note, Pipeline, RemoteCacheDecl, TrustedKeyDecl, Unsupported,
+    Base, Dialect, HostBase, Note, Pipeline, SharedCacheDecl, TrustedKeyDecl, Unsupported,
 };
 use crate::parse::catalog::{self, KeyStatus};
 use crate::parse::scalars::{as_map, as_string, as_string_list, key_name, unknown_key};
@@ -400,7 +400,7 @@ pub(crate) fn remote_caches(
     node: &Node,
     what: &str,
     errors: &mut Vec<Diagnostic>,
-) -> Vec<RemoteCacheDecl> {
+) -> Vec<SharedCacheDecl> {
     match &node.value {
         Value::Seq(items) => items
             .iter()
@@ -426,8 +426,8 @@ pub(crate) fn remote_caches(
     }
 }
 
-fn plain_cache(spec: String, node: &Node) -> RemoteCacheDecl {
-    RemoteCacheDecl {
+fn plain_cache(spec: String, node: &Node) -> SharedCacheDecl {
+    SharedCacheDecl {
         spec,
         at: node.at,
         trusted_keys: Vec::new(),
@@ -440,7 +440,7 @@ fn remote_cache_mapping(
     fields: &[(Node, Node)],
     what: &str,
     errors: &mut Vec<Diagnostic>,
-) -> Option<RemoteCacheDecl> {
+) -> Option<SharedCacheDecl> {
     const KEYS: &[&str] = &["url", "trusted-keys"];
     let mut url: Option<(String, &Node)> = None;
     let mut trusted_keys = Vec::new();
@@ -473,7 +473,7 @@ fn remote_cache_mapping(
         );
         return None;
     };
-    Some(RemoteCacheDecl {
+    Some(SharedCacheDecl {
         spec,
         at: at.at,
         trusted_keys,

@@ -1,35 +1,35 @@
 //! `strata cache prune --remote URL`: garbage collection of shared caches (`strata-cache`'s
 //! `gc.rs` has the rules).
 
-use strata_cache::{RemotePruneOptions, RemotePruneReport};
+use strata_cache::{SharedPruneOptions, SharedPruneReport};
 use strata_store::PruneOptions;
 
 use crate::commands::{CliError, CliResult};
 use crate::reporter::bytes;
 
-pub(crate) fn prune_remotes(remotes: &[String], options: &PruneOptions, json: bool) -> CliResult {
+pub(crate) fn prune_shared_caches(remotes: &[String], options: &PruneOptions, json: bool) -> CliResult {
     // Every URL is checked before any cache is touched.
     let mut backends = Vec::new();
     for url in remotes {
         let spec = strata_cache::parse_spec(url)
-            .map_err(|e| CliError::bad_input(format!("error: --remote: {e}")))?;
+            .map_err(|e| CliError::bad_input(format!("error: --shared-cache: {e}")))?;
         if spec.read_only {
             return Err(CliError::bad_input(format!(
-                "error: --remote {url}: a read-only cache cannot be pruned"
+                "error: --shared-cache {url}: a read-only cache cannot be pruned"
             )));
         }
         let backend = strata_cache::open_backend(&spec)
-            .map_err(|e| CliError::bad_input(format!("error: --remote: {e}")))?;
+            .map_err(|e| CliError::bad_input(format!("error: --shared-cache: {e}")))?;
         backends.push(backend);
     }
-    let remote_options = RemotePruneOptions {
+    let remote_options = SharedPruneOptions {
         older_than: options.older_than,
         max_bytes: options.max_bytes,
         grace: options.grace,
     };
     let mut reports = Vec::new();
     for backend in &backends {
-        let report = strata_cache::prune_remote(backend.as_ref(), &remote_options)
+        let report = strata_cache::prune_shared(backend.as_ref(), &remote_options)
             .map_err(|e| CliError::internal(&e))?;
         if !json {
             println!("{}", describe(&report));
@@ -43,7 +43,7 @@ pub(crate) fn prune_remotes(remotes: &[String], options: &PruneOptions, json: bo
     Ok(0)
 }
 
-fn describe(r: &RemotePruneReport) -> String {
+fn describe(r: &SharedPruneReport) -> String {
     let mut line = format!("{}: removed {} entries", r.location, r.entries);
     if r.server_collects_blobs {
         line.push_str(
@@ -67,7 +67,7 @@ fn describe(r: &RemotePruneReport) -> String {
     line
 }
 
-fn to_json(r: &RemotePruneReport) -> serde_json::Value {
+fn to_json(r: &SharedPruneReport) -> serde_json::Value {
     serde_json::json!({
         "location": r.location,
         "removed_entries": r.entries,

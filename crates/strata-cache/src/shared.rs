@@ -1,26 +1,26 @@
-//! The cache chain: the local cache first, then the remotes in order. A remote hit is written
-//! back to the local cache; a task that ran is published to every writable remote. A remote that
-//! cannot be reached is reported once and left out for the rest of the run; it never fails one.
+//! The shared caches of a run, in order (after the local cache, which the engine asks first): an
+//! entry is looked up in each, and a task that ran is published to every writable one. A shared
+//! cache that cannot be reached is reported once and left out for the rest of the run; it never
+//! fails one. Fetching a hit into the local cache is the engine's (`strata-engine`'s `fetch.rs`).
 //!
-//! A remote may be given trusted public keys: then only entries signed by one of them are used,
-//! and any other entry is a miss, reported once per remote per run. Entries published are
-//! signed with the chain's signing keys, if it has any.
+//! A shared cache may be given trusted public keys: then only entries signed by one of them are
+//! used, and any other entry is a miss, reported once per cache per run. Entries published are
+//! signed with the run's signing keys, if it has any.
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use strata_key::{CacheKey, ExportedEnv, KeyInputs, LayerDigest, WorkspaceFile};
-use strata_oci::{Compression, DigestReader, Expected, OciDigest, apply_layer, write_layer};
-use strata_store::{ArchiveRecord, LocalCache, NewEntry, WrittenLog};
+use strata_key::{CacheKey, LayerDigest};
+use strata_oci::{Compression, DigestReader, OciDigest, write_layer};
+use strata_store::{ArchiveRecord, LocalCache, NewEntry};
 
 use crate::backend::{Access, BackendError, BlobUpload, CacheBackend, PutOutcome};
-use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, RemoteEntry};
+use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, EntryDocument};
 use crate::signing::{PublicKey, SigningKey, Untrusted, verify_entry};
 use strata_store::error_chain;
 
-pub struct Remote {
+pub struct SharedCache {
     pub backend: Box<dyn CacheBackend>,
     down: AtomicBool,
     /// Keys one of which must have signed an entry for it to be used; empty: entries are used
@@ -30,9 +30,14 @@ pub struct Remote {
     untrusted_reported: AtomicBool,
 }
 
-impl Remote {
+impl SharedCache {
     pub fn location(&self) -> String {
         self.backend.location()
+    }
+
+    /// Leaves this cache out for the rest of the run (a transport failure).
+    pub fn mark_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn trusted_keys(&self) -> &[PublicKey] {
@@ -40,8 +45,8 @@ impl Remote {
     }
 }
 
-pub struct CacheChain {
-    remotes: Vec<Remote>,
+pub struct SharedCaches {
+    caches: Vec<SharedCache>,
     /// Every entry published is signed with each of these.
     signing: Vec<SigningKey>,
 }
@@ -63,26 +68,11 @@ pub struct UntrustedEntry {
     pub trusted: Vec<String>,
 }
 
-/// A task result to publish.
-pub struct Publication<'a> {
-    pub key: CacheKey,
-    pub task: &'a str,
-    pub layer: LayerDigest,
-    pub env: &'a ExportedEnv,
-    pub inputs: &'a KeyInputs,
-    pub workspace_files: &'a [WorkspaceFile],
-    pub duration: Duration,
-    /// The task's log file (in the local cache), streamed to each remote.
-    pub log: &'a Path,
-    /// 0, or one of the task's `success-exit-codes`.
-    pub exit_code: i32,
-}
-
 /// What publishing reached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Published {
     /// Remotes that now have the entry.
-    pub remotes: usize,
+    pub caches: usize,
     /// Layer archive bytes uploaded (0 when every remote had the layer).
     pub bytes: u64,
 }
@@ -118,7 +108,7 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
-    fn from_backend(e: BackendError) -> RestoreError {
+    pub fn from_backend(e: BackendError) -> RestoreError {
         match e {
             BackendError::Corrupt { location, digest } => RestoreError::Corrupt {
                 location,
@@ -143,19 +133,21 @@ pub type Warn<'a> = &'a (dyn Fn(&BackendError) + Sync);
 /// Untrusted entries are reported through this, once per remote per run.
 pub type WarnUntrusted<'a> = &'a (dyn Fn(&UntrustedEntry) + Sync);
 
-impl CacheChain {
+impl SharedCaches {
     /// Remotes whose entries are used signed or not.
-    pub fn new(backends: Vec<Box<dyn CacheBackend>>) -> CacheChain {
-        CacheChain::with_trusted_keys(backends.into_iter().map(|b| (b, Vec::new())).collect())
+    pub fn new(backends: Vec<Box<dyn CacheBackend>>) -> SharedCaches {
+        SharedCaches::with_trusted_keys(backends.into_iter().map(|b| (b, Vec::new())).collect())
     }
 
     /// Remotes, each with the public keys one of which must have signed an entry for it to be
     /// used (none: any entry is used).
-    pub fn with_trusted_keys(remotes: Vec<(Box<dyn CacheBackend>, Vec<PublicKey>)>) -> CacheChain {
-        CacheChain {
-            remotes: remotes
+    pub fn with_trusted_keys(
+        remotes: Vec<(Box<dyn CacheBackend>, Vec<PublicKey>)>,
+    ) -> SharedCaches {
+        SharedCaches {
+            caches: remotes
                 .into_iter()
-                .map(|(backend, trusted)| Remote {
+                .map(|(backend, trusted)| SharedCache {
                     backend,
                     down: AtomicBool::new(false),
                     trusted,
@@ -167,7 +159,7 @@ impl CacheChain {
     }
 
     /// Signs every entry this chain publishes with `keys`.
-    pub fn signing_with(mut self, keys: Vec<SigningKey>) -> CacheChain {
+    pub fn signing_with(mut self, keys: Vec<SigningKey>) -> SharedCaches {
         self.signing = keys;
         self
     }
@@ -176,7 +168,7 @@ impl CacheChain {
     /// what this run publishes to them.
     pub fn notices(&self) -> Vec<String> {
         let mut notices = Vec::new();
-        for remote in &self.remotes {
+        for remote in &self.caches {
             if remote.trusted.is_empty() || remote.backend.access() != Access::ReadWrite {
                 continue;
             }
@@ -205,15 +197,15 @@ impl CacheChain {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.remotes.is_empty()
+        self.caches.is_empty()
     }
 
-    pub fn remotes(&self) -> &[Remote] {
-        &self.remotes
+    pub fn caches(&self) -> &[SharedCache] {
+        &self.caches
     }
 
     pub fn has_writable(&self) -> bool {
-        self.remotes
+        self.caches
             .iter()
             .any(|r| r.backend.access() == Access::ReadWrite)
     }
@@ -221,7 +213,7 @@ impl CacheChain {
     /// Reports a failure once and leaves the remote out for the rest of the run: whether it is
     /// unreachable or refuses us (credentials, permissions, a server error), asking again for
     /// every task would only repeat the warning.
-    pub(crate) fn failed(&self, remote: &Remote, e: BackendError, warn: Warn<'_>) {
+    pub(crate) fn failed(&self, remote: &SharedCache, e: BackendError, warn: Warn<'_>) {
         if !remote.down.swap(true, Ordering::SeqCst) {
             warn(&e);
         }
@@ -232,8 +224,8 @@ impl CacheChain {
         &self.signing
     }
 
-    pub(crate) fn up(&self) -> impl Iterator<Item = (usize, &Remote)> {
-        self.remotes
+    pub(crate) fn up(&self) -> impl Iterator<Item = (usize, &SharedCache)> {
+        self.caches
             .iter()
             .enumerate()
             .filter(|(_, r)| !r.down.load(Ordering::SeqCst))
@@ -253,12 +245,12 @@ impl CacheChain {
         have_layer: &dyn Fn(&LayerDigest) -> bool,
         warn: Warn<'_>,
         untrusted: WarnUntrusted<'_>,
-    ) -> Option<(usize, RemoteEntry)> {
+    ) -> Option<(usize, EntryDocument)> {
         for (i, remote) in self.up() {
             if skip(&remote.location()) {
                 continue;
             }
-            let trusted = |entry: Option<RemoteEntry>| {
+            let trusted = |entry: Option<EntryDocument>| {
                 entry.filter(|e| match self.distrust(remote, e) {
                     None => true,
                     Some(refused) => {
@@ -291,7 +283,7 @@ impl CacheChain {
 
     /// Why `entry` may not be used from `remote`, if it may not: the remote has trusted keys
     /// and none of them signed it.
-    fn distrust(&self, remote: &Remote, entry: &RemoteEntry) -> Option<UntrustedEntry> {
+    fn distrust(&self, remote: &SharedCache, entry: &EntryDocument) -> Option<UntrustedEntry> {
         if remote.trusted.is_empty() {
             return None;
         }
@@ -306,205 +298,14 @@ impl CacheChain {
         })
     }
 
-    /// Makes a remote entry a local one: downloads, verifies and unpacks its layer (streamed: no
-    /// temporary archive), checks that it unpacked to the tree its entry names, fetches its
-    /// log, and writes the entry into the local index. `progress` is called with the bytes
-    /// downloaded so far. A transport failure also leaves the remote out for the rest of the
-    /// run.
-    pub fn restore(
-        &self,
-        local: &LocalCache,
-        remote: usize,
-        entry: &RemoteEntry,
-        pipeline: &str,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Restored, RestoreError> {
-        let result = self.restore_from(local, remote, entry, pipeline, progress);
-        if let Err(RestoreError::Transport(_)) = &result {
-            self.remotes[remote].down.store(true, Ordering::SeqCst);
-        }
-        result
-    }
-
-    fn restore_from(
-        &self,
-        local: &LocalCache,
-        remote: usize,
-        entry: &RemoteEntry,
-        pipeline: &str,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Restored, RestoreError> {
-        let backend = &self.remotes[remote].backend;
-        let location = backend.location();
-        let local_err = |action: &str, e: &dyn std::error::Error| RestoreError::Local {
-            cache: local.root().display().to_string(),
-            action: action.to_string(),
-            message: error_chain(e),
-        };
-        let corrupt = |what: String| RestoreError::Corrupt {
-            location: location.clone(),
-            what,
-        };
-        let mut bytes = 0;
-        // A layer already here is used only if it is verified (a name alone is never trusted).
-        let present = local
-            .layers()
-            .verified(&entry.layer)
-            .map_err(|e| local_err("check a layer", &e))?;
-        if !present {
-            let blob = backend
-                .get_blob(&entry.archive.digest)
-                .map_err(RestoreError::from_backend)?
-                .ok_or_else(|| RestoreError::Missing {
-                    location: location.clone(),
-                    digest: entry.archive.digest,
-                })?;
-            let dir = local
-                .layers()
-                .import_dir()
-                .map_err(|e| local_err("make an import directory", &e))?;
-            let counted = Progress::new(blob, progress);
-            let stream_failed = counted.failed.clone();
-            // The blob's digest is checked, and the entry is what names it: its diff_id is kept
-            // as recorded (for images built from it), not recomputed.
-            let expected = Expected {
-                digest: Some(entry.archive.digest),
-                diff_id: None,
-            };
-            let applied = apply_layer(counted, Compression::Zstd, &dir, expected);
-            let applied = match applied {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    let failed = stream_failed.lock().expect("stream lock").take();
-                    return Err(match (e, failed) {
-                        // The download broke off: nothing says the blob is bad.
-                        (_, Some(cause)) => RestoreError::Transport(BackendError::Unreachable {
-                            location,
-                            message: format!(
-                                "the download of {} broke off: {cause}",
-                                entry.archive.digest
-                            ),
-                        }),
-                        (e @ strata_oci::ApplyError::Io { .. }, None) => {
-                            local_err(&format!("unpack layer {}", entry.layer.short()), &e)
-                        }
-                        (strata_oci::ApplyError::DigestMismatch { .. }, None) => corrupt(format!(
-                            "blob {} does not match its digest",
-                            entry.archive.digest
-                        )),
-                        // The whole blob arrived and is not a valid or safe archive.
-                        (other, None) => corrupt(format!(
-                            "layer archive {}: {}",
-                            entry.archive.digest,
-                            error_chain(&other)
-                        )),
-                    });
-                }
-            };
-            bytes = applied.size;
-            // The archive matched its digest, but the entry names the tree it must unpack to:
-            // an archive swapped in (digests updated, layer name kept) is caught here.
-            match local
-                .layers()
-                .publish(&dir, Some(&entry.layer), &applied.contents)
-            {
-                Ok(_) => {}
-                Err(strata_store::StoreError::LayerMismatch { found, .. }) => {
-                    return Err(corrupt(format!(
-                        "its archive unpacks to layer {}, not the {} its entry names",
-                        found.short(),
-                        entry.layer.short()
-                    )));
-                }
-                Err(e) => return Err(local_err("publish a layer", &e)),
-            }
-        }
-        let _ = local.index().record_archive(
-            &entry.layer,
-            &ArchiveRecord {
-                digest: entry.archive.digest.to_string(),
-                size: entry.archive.size,
-                diff_id: entry.archive.diff_id.to_string(),
-            },
-        );
-        let log = self.fetch_log(local, backend.as_ref(), &entry.log)?;
-        let store = || -> Result<(), strata_store::StoreError> {
-            let log = local.content().put_log_file(log)?;
-            local.sync()?;
-            local.index().put(&NewEntry {
-                key: entry.key,
-                pipeline,
-                task: &entry.task,
-                layer: entry.layer,
-                env: &entry.env,
-                inputs: &entry.inputs,
-                workspace_files: &entry.workspace_files,
-                exit_code: entry.exit_code,
-                duration: Duration::from_millis(entry.duration_ms),
-                log,
-            })
-        };
-        store().map_err(|e| local_err("write back an entry", &e))?;
-        Ok(Restored { bytes })
-    }
-
-    /// Downloads a log into the local cache's `tmp/`, streamed (a log may be gigabytes) and
-    /// checked against its digest and size before it is stored.
-    fn fetch_log(
-        &self,
-        local: &LocalCache,
-        backend: &dyn CacheBackend,
-        blob: &BlobRef,
-    ) -> Result<WrittenLog, RestoreError> {
-        let reader = backend
-            .get_blob(&blob.digest)
-            .map_err(RestoreError::from_backend)?
-            .ok_or_else(|| RestoreError::Missing {
-                location: backend.location(),
-                digest: blob.digest,
-            })?;
-        let local_err = |e: &dyn std::error::Error| RestoreError::Local {
-            cache: local.root().display().to_string(),
-            action: "write a log".to_string(),
-            message: error_chain(e),
-        };
-        let mut writer = local.content().log_writer().map_err(|e| local_err(&e))?;
-        let mut reader = DigestReader::new(reader.take(blob.size + 1));
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(RestoreError::Transport(BackendError::Unreachable {
-                        location: backend.location(),
-                        message: e.to_string(),
-                    }));
-                }
-            };
-            writer.write_all(&buf[..n]).map_err(|e| local_err(&e))?;
-        }
-        let written = writer.finish();
-        let (digest, size) = reader.finish();
-        if digest != blob.digest || size != blob.size {
-            let _ = std::fs::remove_file(written.path());
-            return Err(RestoreError::Corrupt {
-                location: backend.location(),
-                what: format!("blob {} does not match its digest", blob.digest),
-            });
-        }
-        Ok(written)
-    }
-
     /// Publishes a task result to every writable remote that is up: the layer archive and the
     /// log first (each skipped when the remote has it), the entry last. The archive is built
     /// once, streamed to the remotes that take streams while it is being built (so uploading
     /// overlaps with compressing), and written to a temporary file for the others.
-    pub fn publish(&self, local: &LocalCache, p: &Publication<'_>, warn: Warn<'_>) -> Published {
+    pub fn publish(&self, local: &LocalCache, p: &NewEntry, warn: Warn<'_>) -> Published {
+        let log_path = local.content().log_path(&p.log);
         let mut published = Published::default();
-        let targets: Vec<&Remote> = self
+        let targets: Vec<&SharedCache> = self
             .up()
             .map(|(_, r)| r)
             .filter(|r| r.backend.access() == Access::ReadWrite)
@@ -560,13 +361,13 @@ impl CacheChain {
             }
         }
         // The log is hashed from its file, then streamed from it to each remote.
-        let log = match log_blob(p.log) {
+        let log = match log_blob(&log_path) {
             Ok(log) => log,
             Err(e) => {
                 warn(&BackendError::Failed {
                     location: format!("local cache {}", local.root().display()),
                     action: format!("read the log of `{}`", p.task),
-                    message: format!("{}: {e}", p.log.display()),
+                    message: format!("{}: {e}", log_path.display()),
                 });
                 return published;
             }
@@ -575,7 +376,7 @@ impl CacheChain {
             let Some(archive) = have[i].filter(|_| alive[i]) else {
                 continue;
             };
-            let mut entry = RemoteEntry {
+            let mut entry = EntryDocument {
                 schema: ENTRY_SCHEMA,
                 key: p.key,
                 task: p.task.to_string(),
@@ -593,17 +394,17 @@ impl CacheChain {
                 signatures: Vec::new(),
             };
             entry.signatures = self.signing.iter().map(|k| k.sign(&entry)).collect();
-            let result = std::fs::File::open(p.log)
+            let result = std::fs::File::open(&log_path)
                 .map_err(|e| BackendError::Failed {
                     location: format!("local cache {}", local.root().display()),
                     action: format!("read the log of `{}`", p.task),
-                    message: format!("{}: {e}", p.log.display()),
+                    message: format!("{}: {e}", log_path.display()),
                 })
                 .and_then(|mut file| remote.backend.put_blob(&log.digest, log.size, &mut file))
                 .and_then(|()| remote.backend.put_entry(&entry));
             match result {
                 Ok(PutOutcome::Stored) => match self.still_has(remote, &archive.digest, &log) {
-                    Ok(true) => published.remotes += 1,
+                    Ok(true) => published.caches += 1,
                     Ok(false) => {
                         // A concurrent prune deleted a blob this entry names, one that was
                         // there before (its upload skipped): the entry goes again, so that none
@@ -617,7 +418,7 @@ impl CacheChain {
                     }
                     Err(e) => self.failed(remote, e, warn),
                 },
-                Ok(PutOutcome::AlreadyPresent) => published.remotes += 1,
+                Ok(PutOutcome::AlreadyPresent) => published.caches += 1,
                 Err(e) => self.failed(remote, e, warn),
             }
         }
@@ -627,7 +428,7 @@ impl CacheChain {
     /// Whether the remote still has an entry's blobs, checked after writing the entry.
     fn still_has(
         &self,
-        remote: &Remote,
+        remote: &SharedCache,
         archive: &OciDigest,
         log: &BlobRef,
     ) -> Result<bool, BackendError> {
@@ -651,7 +452,7 @@ impl CacheChain {
         &self,
         local: &LocalCache,
         layer: &LayerDigest,
-        targets: &[&Remote],
+        targets: &[&SharedCache],
         needing: &[usize],
     ) -> Result<(ArchiveRef, Vec<Result<(), BackendError>>), BackendError> {
         let fail = |e: &dyn std::error::Error| BackendError::Failed {
@@ -796,42 +597,6 @@ impl std::io::Write for Tee<'_, '_> {
     }
 }
 
-/// A reader that reports how many bytes went through it, at most every 200 ms.
-struct Progress<'a, R> {
-    inner: R,
-    bytes: u64,
-    last: std::time::Instant,
-    report: &'a (dyn Fn(u64) + Sync),
-    /// Why reading the download failed, if it did: the stream, not its content, is to blame.
-    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl<'a, R> Progress<'a, R> {
-    fn new(inner: R, report: &'a (dyn Fn(u64) + Sync)) -> Self {
-        Progress {
-            inner,
-            bytes: 0,
-            last: std::time::Instant::now(),
-            report,
-            failed: Default::default(),
-        }
-    }
-}
-
-impl<R: Read> Read for Progress<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf).inspect_err(|e| {
-            *self.failed.lock().expect("stream lock") = Some(e.to_string());
-        })?;
-        self.bytes += n as u64;
-        if n == 0 || self.last.elapsed() > Duration::from_millis(200) {
-            self.last = std::time::Instant::now();
-            (self.report)(self.bytes);
-        }
-        Ok(n)
-    }
-}
-
 /// Key names for a message, each quoted once.
 fn names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -857,13 +622,13 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
-    use strata_key::{BaseId, EnvInput, WorkspaceDigest};
+    use strata_key::{BaseId, EnvInput, ExportedEnv, KeyInputs, WorkspaceDigest};
 
     use super::*;
     use crate::backend::ReadOnly;
     use crate::dir::DirBackend;
 
-    fn entry(command: &str) -> RemoteEntry {
+    fn entry(command: &str) -> EntryDocument {
         let inputs = KeyInputs {
             version: strata_key::KEY_VERSION,
             base: BaseId::from_hash(blake3::hash(b"base")),
@@ -873,7 +638,7 @@ mod tests {
             command: command.to_string(),
             executor: "sandbox/1".to_string(),
         };
-        RemoteEntry {
+        EntryDocument {
             schema: ENTRY_SCHEMA,
             key: inputs.key(),
             task: command.to_string(),
@@ -897,13 +662,13 @@ mod tests {
         }
     }
 
-    fn signed(command: &str, key: &SigningKey) -> RemoteEntry {
+    fn signed(command: &str, key: &SigningKey) -> EntryDocument {
         let mut e = entry(command);
         e.signatures = vec![key.sign(&e)];
         e
     }
 
-    fn dir_with(entries: &[RemoteEntry]) -> (tempfile::TempDir, Box<dyn CacheBackend>) {
+    fn dir_with(entries: &[EntryDocument]) -> (tempfile::TempDir, Box<dyn CacheBackend>) {
         let dir = tempfile::tempdir().unwrap();
         let backend = DirBackend::new(dir.path());
         for e in entries {
@@ -920,7 +685,7 @@ mod tests {
         // holds the first task signed by the main key.
         let (_a, first) = dir_with(&[entry("build"), signed("test", &pr)]);
         let (_b, second) = dir_with(&[signed("build", &main)]);
-        let chain = CacheChain::with_trusted_keys(vec![
+        let chain = SharedCaches::with_trusted_keys(vec![
             (first, vec![main.public_key()]),
             (second, vec![main.public_key()]),
         ]);
@@ -955,7 +720,7 @@ mod tests {
 
         // Without trusted keys, the same remote's entries are used as before.
         let (_c, first) = dir_with(&[entry("build")]);
-        let chain = CacheChain::new(vec![first]);
+        let chain = SharedCaches::new(vec![first]);
         let found = chain.lookup(
             &entry("build").key,
             &|_| false,
@@ -973,7 +738,7 @@ mod tests {
         let chain = |signing: Vec<SigningKey>| {
             let (dir, writable) = dir_with(&[]);
             let (_, read_only) = dir_with(&[]);
-            let chain = CacheChain::with_trusted_keys(vec![
+            let chain = SharedCaches::with_trusted_keys(vec![
                 (writable, vec![main.public_key()]),
                 (Box::new(ReadOnly(read_only)), vec![main.public_key()]),
             ])
