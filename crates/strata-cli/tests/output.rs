@@ -374,7 +374,7 @@ fn a_log_published_to_a_shared_cache_is_restored_whole() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&b.stdout);
-    assert!(stdout.contains("\"status\":\"cached\""), "{stdout}");
+    assert!(stdout.contains("\"status\":\"restored\""), "{stdout}");
     assert!(!stdout.contains("task-output"), "{stdout}");
     let expected = sha256_of_output(Command::new("seq").args(["1", "500000"]));
     let restored = sha256_of_output(

@@ -22,7 +22,11 @@ const PIPELINE: &str = r#"tasks:
       echo '<script>document.title="PWNED"</script><img src=x onerror="document.title=1">'
   - key: test
     use: build
-    run: 'echo running tests; echo "assertion failed: 1 == 2" >&2; exit 3'
+    run: |
+      echo running tests
+      printf '%s' '<testsuite name="unit" tests="2" failures="1"><testcase classname="unit" name="adds_numbers"/><testcase classname="unit" name="widget_breaks"><failure message="expected 2">boom</failure></testcase></testsuite>' > $RWX_TEST_RESULTS/junit.xml
+      echo "assertion failed: 1 == 2" >&2
+      exit 3
   - key: lint
     after: deps
     run: echo lint is clean
@@ -159,6 +163,13 @@ fn the_html_report_shows_the_run_in_a_browser_and_runs_no_markup_from_tasks() {
     assert!(dom.contains("assertion failed: 1 == 2"));
     assert!(dom.contains("<li>file src.txt: content changed</li>"));
     assert!(dom.contains("data-slot=\"test-results\""));
+    // The failing task's test results: counts, and the failing case first with its message.
+    assert!(dom.contains("1 passed, 1 failed"), "{dom}");
+    let failing = dom
+        .find("<tr class=\"test-failed\">")
+        .expect("a failing test case row");
+    assert!(dom[failing..].contains("widget_breaks"), "{dom}");
+    assert!(dom[failing..].contains("expected 2"), "{dom}");
     assert!(dom.contains("the pass is ***"), "the masked log is shown");
     assert!(
         dom.contains("class=\"edge after\""),
