@@ -198,7 +198,7 @@ pub(crate) fn render(view: &RunView, inputs: &ReportInputs) -> String {
     h.push_str(
         "<h2>Tasks</h2><div class=\"filters\">\
          <button data-filter=\"all\">all</button><button data-filter=\"failed\">failed</button>\
-         <button data-filter=\"ran\">ran</button><button data-filter=\"cached\">restored</button>\
+         <button data-filter=\"ran\">ran</button><button data-filter=\"restored\">restored</button>\
          <button data-filter=\"skipped\">skipped</button></div>",
     );
     for t in &view.tasks {
@@ -398,8 +398,7 @@ fn task_details(h: &mut String, t: &TaskView, log: Option<&LogExcerpt>) {
     // Test results: filled when the task's events carry them.
     h.push_str("<section class=\"tests\" data-slot=\"test-results\">");
     if let Some(tests) = &t.tests {
-        let pretty = serde_json::to_string_pretty(tests).unwrap_or_default();
-        let _ = write!(h, "<h3>Test results</h3><pre>{}</pre>", escape(&pretty));
+        test_results(h, tests);
     }
     h.push_str("</section>");
     match log {
@@ -426,6 +425,63 @@ fn task_details(h: &mut String, t: &TaskView, log: Option<&LogExcerpt>) {
     }
     h.push_str("</details>");
 }
+
+/// A task's test results: the counts, then the failing cases with their messages, then the
+/// others (at most [`TEST_CASES_SHOWN`]). Results in another shape are shown as they came.
+fn test_results(h: &mut String, tests: &serde_json::Value) {
+    let results = tests.get("results").unwrap_or(tests);
+    let Ok(parsed) = serde_json::from_value::<strata_key::TestResults>(results.clone()) else {
+        let pretty = serde_json::to_string_pretty(tests).unwrap_or_default();
+        let _ = write!(h, "<h3>Test results</h3><pre>{}</pre>", escape(&pretty));
+        return;
+    };
+    let _ = write!(
+        h,
+        "<h3>Test results</h3><p class=\"test-counts\"><span class=\"{}\">{} passed, {} failed</span>, {} skipped{}</p>",
+        if parsed.failed > 0 {
+            "failed"
+        } else {
+            "passed"
+        },
+        parsed.passed,
+        parsed.failed,
+        parsed.skipped,
+        if parsed.truncated {
+            " (not every case kept)"
+        } else {
+            ""
+        }
+    );
+    let mut cases: Vec<&strata_key::TestCase> = parsed.cases.iter().collect();
+    // Failures first, as a reader looks for them.
+    cases.sort_by_key(|c| c.status != strata_key::TestStatus::Failed);
+    h.push_str("<table class=\"test-cases\"><tr><th>status</th><th>suite</th><th>test</th><th>message</th></tr>");
+    for c in cases.iter().take(TEST_CASES_SHOWN) {
+        let status = serde_json::to_value(c.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            "<tr class=\"test-{status}\"><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
+            escape(&status),
+            escape(&c.suite),
+            escape(&c.name),
+            escape(c.message.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>");
+    if cases.len() > TEST_CASES_SHOWN {
+        let _ = write!(
+            h,
+            "<div class=\"muted\">{} more cases not shown</div>",
+            cases.len() - TEST_CASES_SHOWN
+        );
+    }
+}
+
+/// How many test cases a task's section lists.
+const TEST_CASES_SHOWN: usize = 200;
 
 #[cfg(test)]
 mod tests {
