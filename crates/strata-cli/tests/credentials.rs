@@ -61,15 +61,7 @@ fn run(f: &Fixture, cache: &Path, url: &str, home: &Path, vars: &[(&str, &str)])
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    RunResult {
-        code: out.status.code().unwrap_or(-1),
-        events: String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        wall: Duration::ZERO,
-    }
+    RunResult::of(&out)
 }
 
 fn warnings(r: &RunResult) -> Vec<String> {
@@ -124,6 +116,22 @@ fn credential_document(expires: SystemTime) -> String {
         "Expiration": rfc3339(expires),
     })
     .to_string()
+}
+
+/// moto's server, which serves S3 too, with the bucket the tests publish to.
+fn moto_with_bucket() -> Server {
+    let moto = Server::moto();
+    let created = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            &format!("{}/strata-ci", moto.endpoint()),
+        ])
+        .status()
+        .unwrap();
+    assert!(created.success(), "create the bucket in moto");
+    moto
 }
 
 #[test]
@@ -266,14 +274,8 @@ fn a_profile_with_a_credential_process() {
 
 #[test]
 fn web_identity_is_exchanged_with_sts_and_its_keys_sign_the_requests() {
-    let moto = Server::moto();
+    let moto = moto_with_bucket();
     let endpoint = moto.endpoint();
-    // moto serves S3 too; the bucket must exist.
-    let created = Command::new("curl")
-        .args(["-sf", "-X", "PUT", &format!("{endpoint}/strata-ci")])
-        .status()
-        .unwrap();
-    assert!(created.success(), "create the bucket in moto");
     let f = Fixture::new();
     let counter = Counter::start();
     pipeline(&f, &counter, 0);
@@ -338,13 +340,8 @@ fn static_keys_in_the_shared_credentials_file() {
 
 #[test]
 fn a_profile_with_a_role_and_a_web_identity_token_file() {
-    let moto = Server::moto();
+    let moto = moto_with_bucket();
     let endpoint = moto.endpoint();
-    let created = Command::new("curl")
-        .args(["-sf", "-X", "PUT", &format!("{endpoint}/strata-ci")])
-        .status()
-        .unwrap();
-    assert!(created.success(), "create the bucket in moto");
     let f = Fixture::new();
     let counter = Counter::start();
     pipeline(&f, &counter, 0);

@@ -164,15 +164,7 @@ fn run_job(f: &Fixture, cache: &std::path::Path, remote: &str, args: &[String]) 
         .env("STRATA_CACHE_DIR", cache)
         .output()
         .unwrap();
-    RunResult {
-        code: out.status.code().unwrap_or(-1),
-        events: String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        wall: std::time::Duration::ZERO,
-    }
+    RunResult::of(&out)
 }
 
 #[test]

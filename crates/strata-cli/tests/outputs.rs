@@ -103,15 +103,7 @@ fn artifacts_and_test_results_travel_with_an_entry_through_s3() {
             .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
             .output()
             .unwrap();
-        RunResult {
-            code: out.status.code().unwrap_or(-1),
-            events: String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            wall: std::time::Duration::ZERO,
-        }
+        RunResult::of(&out)
     };
     let (a, b) = (
         CacheDir::new("strata-cache-a-"),

@@ -41,15 +41,7 @@ fn run(f: &Fixture, cache: &Path, url: &str, vars: &[(&str, String)]) -> RunResu
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    RunResult {
-        code: out.status.code().unwrap_or(-1),
-        events: String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        wall: std::time::Duration::ZERO,
-    }
+    RunResult::of(&out)
 }
 
 fn warnings(r: &RunResult) -> Vec<String> {

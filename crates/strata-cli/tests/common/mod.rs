@@ -70,6 +70,21 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// What a finished `strata run --json` printed and exited with (`wall` left at zero).
+    pub fn of(out: &Output) -> RunResult {
+        RunResult {
+            code: out.status.code().unwrap_or(-1),
+            events: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))
+                })
+                .collect(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            wall: Duration::ZERO,
+        }
+    }
+
     pub fn summary(&self) -> &Value {
         let last = self.events.last().expect("at least one event");
         assert_eq!(
