@@ -278,3 +278,110 @@ fn a_tool_cache_a_running_task_uses_is_never_removed() {
     assert!(s.tool_caches().is_empty());
     assert!(!s.layer_dir(&tc_layer).exists());
 }
+
+/// `strata ARGS` as a machine whose local cache is `cache`, with the config `config` and S3
+/// credentials: exit code, stdout, stderr.
+fn on_machine(f: &Fixture, cache: &Path, config: &str, args: &[&str]) -> (i32, String, String) {
+    // In the workspace (the fixture removes it), one per machine.
+    let config_path = f.ws().join(format!(
+        "config-{}.yaml",
+        cache.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&config_path, config).unwrap();
+    let out = f
+        .command(args)
+        .env("STRATA_CACHE_DIR", cache)
+        .env("STRATA_CONFIG", &config_path)
+        .env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
+        .env_remove("STRATA_CACHE")
+        .env_remove("STRATA_SIGNING_KEY")
+        .env_remove("STRATA_TRUSTED_KEYS")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh machine runs the tool cache's task (a miss) with `remote`: what it started from.
+fn fresh_machine_starts_from(f: &Fixture, remote: &str, v: &str) -> String {
+    let cache = common::CacheDir::new("strata-cache-fresh-");
+    f.write("strata.yml", &pipeline(v, 50, 0.0, false));
+    let (code, stdout, stderr) =
+        on_machine(f, cache.path(), "", &["run", "--json", "--remote", remote]);
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    previous(&events)
+}
+
+/// `strata cache prune --shared-cache` on a real S3 server and a directory: every entry goes
+/// (`--older-than 0s`), a live tool cache stays with its blobs and a fresh machine still starts
+/// from it; past the maximum age of the config, it goes.
+fn shared_prune_keeps_a_live_tool_cache_and_removes_an_old_one(remote: &str) {
+    let f = Fixture::new();
+    f.write("strata.yml", &pipeline("1", 50, 0.0, false));
+    let (code, stdout, stderr) = on_machine(
+        &f,
+        f.cache.path(),
+        "",
+        &["run", "--json", "--remote", remote],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("tool-cache-pushed"), "{stdout}");
+
+    let prune = |config: &str| -> Value {
+        let (code, stdout, stderr) = on_machine(
+            &f,
+            f.cache.path(),
+            config,
+            &[
+                "cache",
+                "prune",
+                "--shared-cache",
+                remote,
+                "--older-than",
+                "0s",
+                "--grace",
+                "0s",
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()[0].clone()
+    };
+    let report = prune("");
+    assert_eq!(report["removed_entries"], 1, "{report}");
+    assert_eq!(report["removed_tool_caches"], 0, "{report}");
+    assert_eq!(report["tool_caches"], 1, "{report}");
+    assert_eq!(
+        fresh_machine_starts_from(&f, remote, "2"),
+        "1",
+        "the live tool cache's blobs outlived its entry"
+    );
+    // That machine published a tool cache of its own; past a 1 s maximum age it goes.
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = prune("local:\n  tool-cache-max-age: 1s\n");
+    assert_eq!(report["removed_tool_caches"], 1, "{report}");
+    assert_eq!(report["tool_caches"], 0, "{report}");
+    assert_eq!(fresh_machine_starts_from(&f, remote, "3"), "0");
+}
+
+#[test]
+fn shared_prune_of_s3_keeps_a_live_tool_cache_and_removes_an_old_one() {
+    let server = strata_testkit::Server::s3("strata-tcp");
+    let remote = format!("s3://strata-tcp/main?endpoint={}", server.endpoint());
+    shared_prune_keeps_a_live_tool_cache_and_removes_an_old_one(&remote);
+}
+
+#[test]
+fn shared_prune_of_a_directory_keeps_a_live_tool_cache_and_removes_an_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = format!("file://{}", dir.path().display());
+    shared_prune_keeps_a_live_tool_cache_and_removes_an_old_one(&remote);
+}
