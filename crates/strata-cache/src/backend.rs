@@ -154,6 +154,18 @@ pub trait CacheBackend: Send + Sync {
         Err(self.unsupported("publish a tool cache"))
     }
 
+    /// Every tool cache document's file name, with when it was stored (for garbage
+    /// collection). A backend without tool caches has none.
+    fn list_tool_caches(&self) -> Result<Vec<Listed<String>>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes a tool cache's document (gone already is fine).
+    fn delete_tool_cache(&self, name: &str) -> Result<(), BackendError> {
+        let _ = name;
+        Err(self.unsupported("delete tool caches"))
+    }
+
     // Garbage collection (`strata cache prune --remote`). A backend that cannot list or delete
     // says so with `Unsupported`.
 

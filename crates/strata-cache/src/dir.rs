@@ -250,6 +250,29 @@ impl CacheBackend for DirBackend {
         std::fs::rename(&tmp, &dest).map_err(|e| self.fail("publish a tool cache", &dest, e))
     }
 
+    fn list_tool_caches(&self) -> Result<Vec<Listed<String>>, BackendError> {
+        let dir = self.root.join("tool-caches");
+        Ok(self
+            .list_dir(&dir)?
+            .into_iter()
+            .filter(|(name, _)| name.ends_with(".json"))
+            .filter_map(|(name, meta)| {
+                Some(Listed {
+                    size: meta.len(),
+                    modified: meta.modified().ok()?,
+                    name,
+                })
+            })
+            .collect())
+    }
+
+    fn delete_tool_cache(&self, name: &str) -> Result<(), BackendError> {
+        self.remove(
+            "delete a tool cache",
+            &self.root.join("tool-caches").join(name),
+        )
+    }
+
     fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
         let path = self.entry_path(key);
         match std::fs::read(&path) {

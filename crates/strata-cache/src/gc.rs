@@ -13,7 +13,10 @@
 //!    blobs it did not upload itself after writing its entry, withdrawing the entry if one is
 //!    gone (`chain.rs`). Whichever comes last sees the other's work, so no entry is left naming
 //!    a missing blob; readers treat one as a miss meanwhile.
-//! 4. Uploads never published are removed once older than the grace period: S3 chunks under
+//! 4. Tool cache documents past the tool caches' maximum age are deleted first; the others
+//!    keep every blob they name, and are checked again after blobs were deleted
+//!    (`gc_tool_caches.rs`).
+//! 5. Uploads never published are removed once older than the grace period: S3 chunks under
 //!    `chunks/<upload>/` that no `.chunks` list names, a directory cache's `tmp/`. A registry's
 //!    upload sessions (`_uploads`) and unreferenced blobs are the registry's own business (its
 //!    garbage collector reclaims them once their manifests are deleted).
@@ -31,6 +34,8 @@ pub struct SharedPruneOptions {
     pub older_than: Option<Duration>,
     pub max_bytes: Option<u64>,
     pub grace: Duration,
+    /// Tool cache documents written longer ago are deleted (`local.tool-cache-max-age`).
+    pub tool_cache_max_age: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -41,6 +46,12 @@ pub struct SharedPruneReport {
     pub blob_bytes: u64,
     /// Entries published during the prune that named a blob it deleted, deleted in turn.
     pub withdrawn: u64,
+    /// Tool cache documents deleted for their age.
+    pub tool_caches: u64,
+    /// Tool cache documents left (their blobs stay).
+    pub live_tool_caches: u64,
+    /// Tool cache documents written during the prune that named a blob it deleted.
+    pub withdrawn_tool_caches: u64,
     pub uploads: Swept,
     /// Whether the server reclaims unreferenced blobs itself (a registry).
     pub server_collects_blobs: bool,
@@ -114,6 +125,11 @@ pub fn prune_shared(
         location: backend.location(),
         ..Default::default()
     };
+    // Tool caches first: the blobs the documents left name are kept whatever happens to the
+    // entries they copy.
+    let tool_caches = crate::gc_tool_caches::expire(backend, options.tool_cache_max_age, started)?;
+    report.tool_caches = tool_caches.expired;
+    report.live_tool_caches = tool_caches.live;
     let entries = backend.list_entries()?;
     let mut names = Vec::with_capacity(entries.len());
     for e in &entries {
@@ -142,12 +158,13 @@ pub fn prune_shared(
         .filter(|(i, _)| !doomed_set.contains(i))
         .map(|(_, e)| e.name)
         .collect();
-    let named: HashSet<OciDigest> = names
+    let mut named: HashSet<OciDigest> = names
         .iter()
         .enumerate()
         .filter(|(i, _)| !doomed_set.contains(i))
         .flat_map(|(_, set)| set.iter().copied())
         .collect();
+    named.extend(tool_caches.named);
     let young = started
         .checked_sub(options.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -176,6 +193,8 @@ pub fn prune_shared(
                     report.withdrawn += 1;
                 }
             }
+            report.withdrawn_tool_caches =
+                crate::gc_tool_caches::withdraw_naming(backend, &deleted)?;
         }
         report.remaining_bytes = Some(
             named

@@ -17,6 +17,7 @@ mod chunks;
 mod dir;
 mod entry;
 mod gc;
+mod gc_tool_caches;
 mod registry;
 mod s3;
 mod shared;

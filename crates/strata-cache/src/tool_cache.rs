@@ -88,7 +88,7 @@ impl SharedCaches {
             }
             let result = remote.backend.get_entry(key).and_then(|entry| {
                 let Some(entry) = entry else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 let mut doc = ToolCacheDocument {
                     schema: TOOL_CACHE_SCHEMA,
@@ -105,14 +105,32 @@ impl SharedCaches {
                     .map(|k| k.sign_message(&message))
                     .collect();
                 let bytes = serde_json::to_vec(&doc).expect("documents serialize");
-                remote
-                    .backend
-                    .put_tool_cache(&id.file_name(), &bytes)
-                    .map(|()| true)
+                let name = id.file_name();
+                remote.backend.put_tool_cache(&name, &bytes)?;
+                // The entry's blobs may be old: a concurrent prune may have deleted one since
+                // the entry was read (`gc_tool_caches.rs`). Then the document goes again,
+                // unless another writer has replaced it already.
+                let backend = &remote.backend;
+                if backend.has_blob(&doc.entry.archive.digest)?
+                    && backend.has_blob(&doc.entry.log.digest)?
+                {
+                    return Ok(Some(true));
+                }
+                if backend.get_tool_cache(&name)?.as_deref() == Some(&bytes[..]) {
+                    backend.delete_tool_cache(&name)?;
+                }
+                Ok(Some(false))
             });
             match result {
-                Ok(true) => published += 1,
-                Ok(false) => {}
+                Ok(Some(true)) => published += 1,
+                Ok(Some(false)) => warn(&crate::BackendError::Failed {
+                    location: remote.location(),
+                    action: format!("publish the tool cache `{id}`"),
+                    message:
+                        "a concurrent prune deleted a blob it names; the tool cache was withdrawn"
+                            .into(),
+                }),
+                Ok(None) => {}
                 // A backend without tool caches (a registry) is not a failing remote.
                 Err(crate::BackendError::Unsupported { .. }) => {}
                 Err(e) => self.failed(remote, e, warn),

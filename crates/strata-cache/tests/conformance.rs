@@ -8,7 +8,7 @@ use std::sync::Arc;
 use strata_cache::{
     ArchiveRef, BackendError, BlobReader, BlobRef, CacheBackend, DirBackend, ENTRY_SCHEMA,
     EntryDocument, Listed, PutOutcome, ReadOnly, RegistryBackend, S3Backend, SharedCaches,
-    SharedPruneOptions, prune_shared,
+    SharedPruneOptions, TOOL_CACHE_SCHEMA, ToolCacheDocument, prune_shared,
 };
 use strata_key::{BaseId, EnvInput, ExportedEnv, KEY_VERSION, KeyInputs, WorkspaceDigest};
 use strata_oci::OciDigest;
@@ -263,6 +263,9 @@ impl CacheBackend for SharedBackend {
     fn put_blob(&self, d: &OciDigest, size: u64, c: &mut dyn Read) -> Result<(), BackendError> {
         self.0.put_blob(d, size, c)
     }
+    fn get_tool_cache(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.0.get_tool_cache(name)
+    }
 }
 
 /// A blob uploaded while it is produced is invisible until finished, complete afterwards, and
@@ -497,6 +500,20 @@ impl CacheBackend for Racing {
         (self.before_delete_blob)(self.inner.as_ref());
         self.inner.delete_blob(digest)
     }
+    fn get_tool_cache(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.inner.get_tool_cache(name)
+    }
+    /// A document is written as an entry is: after the `before_put_entry` hook.
+    fn put_tool_cache(&self, name: &str, document: &[u8]) -> Result<(), BackendError> {
+        (self.before_put_entry)(self.inner.as_ref());
+        self.inner.put_tool_cache(name, document)
+    }
+    fn list_tool_caches(&self) -> Result<Vec<Listed<String>>, BackendError> {
+        self.inner.list_tool_caches()
+    }
+    fn delete_tool_cache(&self, name: &str) -> Result<(), BackendError> {
+        self.inner.delete_tool_cache(name)
+    }
 }
 
 fn options(grace_secs: u64) -> SharedPruneOptions {
@@ -504,6 +521,7 @@ fn options(grace_secs: u64) -> SharedPruneOptions {
         older_than: None,
         max_bytes: None,
         grace: std::time::Duration::from_secs(grace_secs),
+        tool_cache_max_age: std::time::Duration::from_secs(48 * 3600),
     }
 }
 
@@ -624,6 +642,162 @@ fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took(s: Subject) {
     assert!(consistent(s.backend.as_ref()).is_empty());
 }
 
+// Tool caches in a prune.
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn tool_cache_id(name: &str) -> strata_store::ToolCacheId {
+    strata_store::ToolCacheId {
+        vault: "main".into(),
+        name: name.into(),
+    }
+}
+
+/// Writes a tool cache document holding `entry`, written at `written_ms`.
+fn put_tool_cache(b: &dyn CacheBackend, name: &str, entry: &EntryDocument, written_ms: i64) {
+    let doc = ToolCacheDocument {
+        schema: TOOL_CACHE_SCHEMA,
+        vault: "main".into(),
+        name: name.into(),
+        written_ms,
+        entry: entry.clone(),
+        signatures: Vec::new(),
+    };
+    b.put_tool_cache(
+        &tool_cache_id(name).file_name(),
+        &serde_json::to_vec(&doc).unwrap(),
+    )
+    .unwrap();
+}
+
+fn has_tool_cache(b: &dyn CacheBackend, name: &str) -> bool {
+    b.get_tool_cache(&tool_cache_id(name).file_name())
+        .unwrap()
+        .is_some()
+}
+
+/// Every tool cache document's blobs are there.
+fn tool_caches_consistent(b: &dyn CacheBackend) -> Vec<String> {
+    let mut broken = Vec::new();
+    for listed in b.list_tool_caches().unwrap() {
+        let bytes = b.get_tool_cache(&listed.name).unwrap().unwrap();
+        let doc: ToolCacheDocument = serde_json::from_slice(&bytes).unwrap();
+        for d in [doc.entry.archive.digest, doc.entry.log.digest] {
+            if !b.has_blob(&d).unwrap() {
+                broken.push(format!("{} names missing {d}", doc.name));
+            }
+        }
+    }
+    broken
+}
+
+/// A document past the maximum age goes (and its blobs, named by nothing else); a live one
+/// keeps its blobs although its entry is deleted, and is still restorable from.
+fn an_old_tool_cache_goes_and_a_live_one_keeps_its_blobs(s: Subject) {
+    let b = s.backend.as_ref();
+    let live = stored_entry(b, "live tool cache", 1);
+    let old = stored_entry(b, "old tool cache", 1);
+    b.put_entry(&live).unwrap();
+    put_tool_cache(b, "live", &live, now_ms() - HOUR_MS);
+    put_tool_cache(b, "old", &old, now_ms() - 49 * HOUR_MS);
+    assert_eq!(b.list_tool_caches().unwrap().len(), 2);
+    // Every entry goes (`--older-than 0s`), and every blob nothing names.
+    let mut opts = options(0);
+    opts.older_than = Some(std::time::Duration::ZERO);
+    let report = prune_shared(b, &opts).unwrap();
+    assert_eq!(report.entries, 1, "{report:?}");
+    assert_eq!(
+        (report.tool_caches, report.live_tool_caches),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.blobs, 2,
+        "the old tool cache's two blobs: {report:?}"
+    );
+    assert!(!has_tool_cache(b, "old"));
+    assert!(!b.has_blob(&old.archive.digest).unwrap());
+    assert!(b.get_entry(&live.key).unwrap().is_none());
+    assert!(b.has_blob(&live.archive.digest).unwrap());
+    assert!(b.has_blob(&live.log.digest).unwrap());
+    assert!(tool_caches_consistent(b).is_empty());
+    let chain = SharedCaches::new(vec![Box::new(SharedBackend(Arc::clone(&s.backend)))]);
+    let lookup = chain.lookup_tool_cache(&tool_cache_id("live"), now_ms() - 48 * HOUR_MS, &|_| {});
+    let (_, doc) = lookup.found.expect("the live tool cache is found");
+    assert_eq!(
+        read_all(b, &doc.entry.archive.digest).unwrap().len() as u64,
+        doc.entry.archive.size
+    );
+    // A shorter maximum age (the config's) takes the live one too.
+    let mut opts = options(0);
+    opts.tool_cache_max_age = std::time::Duration::from_secs(60);
+    let report = prune_shared(b, &opts).unwrap();
+    assert_eq!((report.tool_caches, report.blobs), (1, 2), "{report:?}");
+    assert!(b.list_tool_caches().unwrap().is_empty());
+}
+
+/// A tool cache published while a prune deletes blobs: one for a live entry loses nothing; one
+/// naming a blob the prune is deleting is removed by the prune's second look.
+fn a_tool_cache_published_during_a_prune_loses_nothing_and_names_no_missing_blob(s: Subject) {
+    let kept = stored_entry(s.backend.as_ref(), "kept entry", 1);
+    s.backend.put_entry(&kept).unwrap();
+    let orphan = stored_entry(s.backend.as_ref(), "orphan blobs", 1);
+    let written = std::sync::atomic::AtomicBool::new(false);
+    let (kept_for_hook, orphan_for_hook) = (kept.clone(), orphan.clone());
+    let racing = Racing {
+        inner: Arc::clone(&s.backend),
+        before_put_entry: Box::new(|_| {}),
+        before_delete_blob: Box::new(move |inner| {
+            if !written.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                put_tool_cache(inner, "kept", &kept_for_hook, now_ms());
+                put_tool_cache(inner, "orphan", &orphan_for_hook, now_ms());
+            }
+        }),
+    };
+    let report = prune_shared(&racing, &options(0)).unwrap();
+    assert_eq!(report.blobs, 2, "{report:?}");
+    assert_eq!(report.withdrawn_tool_caches, 1, "{report:?}");
+    assert!(has_tool_cache(s.backend.as_ref(), "kept"));
+    assert!(!has_tool_cache(s.backend.as_ref(), "orphan"));
+    assert!(s.backend.has_blob(&kept.archive.digest).unwrap());
+    assert!(tool_caches_consistent(s.backend.as_ref()).is_empty());
+}
+
+/// The publisher's side: the entry it read is deleted and its blobs pruned just before the
+/// document is written; the publisher finds a blob gone and withdraws the document.
+fn a_publisher_withdraws_a_tool_cache_whose_blob_a_prune_took(s: Subject) {
+    let entry = stored_entry(s.backend.as_ref(), "pruned under the publisher", 1);
+    s.backend.put_entry(&entry).unwrap();
+    let key = entry.key;
+    let racing = Racing {
+        inner: Arc::clone(&s.backend),
+        before_put_entry: Box::new(move |inner| {
+            inner.delete_entry(&key).unwrap();
+            prune_shared(inner, &options(0)).unwrap();
+        }),
+        before_delete_blob: Box::new(|_| {}),
+    };
+    let chain = SharedCaches::new(vec![Box::new(racing)]);
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let warn = |e: &BackendError| warnings.lock().unwrap().push(e.to_string());
+    let published = chain.publish_tool_cache(&tool_cache_id("raced"), &key, now_ms(), &warn);
+    assert_eq!(published, 0);
+    let warnings = warnings.into_inner().unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("withdrawn")),
+        "{warnings:?}"
+    );
+    assert!(!has_tool_cache(s.backend.as_ref(), "raced"));
+    assert!(tool_caches_consistent(s.backend.as_ref()).is_empty());
+}
+
 macro_rules! races {
     ($module:ident, $subject:expr) => {
         mod $module {
@@ -638,6 +812,18 @@ macro_rules! races {
             #[test]
             fn a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took() {
                 super::a_publisher_withdraws_an_entry_whose_reused_blob_a_prune_took($subject);
+            }
+            #[test]
+            fn an_old_tool_cache_goes_and_a_live_one_keeps_its_blobs() {
+                super::an_old_tool_cache_goes_and_a_live_one_keeps_its_blobs($subject);
+            }
+            #[test]
+            fn a_tool_cache_published_during_a_prune_loses_nothing_and_names_no_missing_blob() {
+                super::a_tool_cache_published_during_a_prune_loses_nothing_and_names_no_missing_blob($subject);
+            }
+            #[test]
+            fn a_publisher_withdraws_a_tool_cache_whose_blob_a_prune_took() {
+                super::a_publisher_withdraws_a_tool_cache_whose_blob_a_prune_took($subject);
             }
         }
     };

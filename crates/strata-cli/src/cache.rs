@@ -10,7 +10,7 @@ use crate::reporter::bytes;
 
 #[derive(clap::Subcommand)]
 pub(crate) enum CacheCommand {
-    /// List the entries of the local cache, most recently used first.
+    /// List the entries of the local cache, most recently used first, then its tool caches.
     Ls {
         #[command(flatten)]
         dir: CacheDirArg,
@@ -187,6 +187,7 @@ fn internal(e: strata_store::StoreError) -> CliError {
 
 fn ls(cache: &LocalCache, json: bool) -> CliResult {
     let entries = cache.index().entry_usage().map_err(internal)?;
+    let tool_caches = crate::tool_cache_listing::usage(cache)?;
     if json {
         let rows: Vec<serde_json::Value> = entries
             .iter()
@@ -205,11 +206,16 @@ fn ls(cache: &LocalCache, json: bool) -> CliResult {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        let value = serde_json::json!({
+            "entries": rows,
+            "tool_caches": crate::tool_cache_listing::json(&tool_caches),
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("json"));
         return Ok(0);
     }
     if entries.is_empty() {
         println!("the cache at {} has no entries", cache.root().display());
+        crate::tool_cache_listing::print_table(&tool_caches);
         return Ok(0);
     }
     let task_w = entries
@@ -247,11 +253,13 @@ fn ls(cache: &LocalCache, json: bool) -> CliResult {
             duration(e.saved()),
         );
     }
+    crate::tool_cache_listing::print_table(&tool_caches);
     Ok(0)
 }
 
 fn stats(cache: &LocalCache, json: bool) -> CliResult {
     let s = cache.stats().map_err(internal)?;
+    let tool_caches = crate::tool_cache_listing::totals(&crate::tool_cache_listing::usage(cache)?);
     if json {
         let value = serde_json::json!({
             "cache": cache.root().display().to_string(),
@@ -270,6 +278,11 @@ fn stats(cache: &LocalCache, json: bool) -> CliResult {
             },
             "hits": s.hits,
             "saved_ms": s.saved.as_millis() as u64,
+            "tool_caches": {
+                "count": tool_caches.count,
+                // Part of `bytes.layers`: a tool cache holds a committed layer.
+                "layer_bytes": tool_caches.layer_bytes,
+            },
         });
         println!("{}", serde_json::to_string_pretty(&value).expect("json"));
         return Ok(0);
@@ -296,6 +309,11 @@ fn stats(cache: &LocalCache, json: bool) -> CliResult {
     println!("  failed tasks     {:>9}", bytes(s.disk.failed));
     println!("  scratch          {:>9}", bytes(s.disk.scratch));
     println!("  index            {:>9}", bytes(s.disk.index));
+    println!(
+        "tool caches {} (their layers: {}, counted in layers above)",
+        tool_caches.count,
+        bytes(tool_caches.layer_bytes)
+    );
     Ok(0)
 }
 

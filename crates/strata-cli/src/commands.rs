@@ -691,7 +691,7 @@ fn keep_budget(cache: &LocalCache, summary: &strata_engine::Summary, json: bool)
         ..Default::default()
     };
     match cache.prune(&options) {
-        Ok(report) if !json && !report.entries.is_empty() => {
+        Ok(report) if !json && (!report.entries.is_empty() || report.tool_caches > 0) => {
             eprintln!(
                 "cache budget {} ({}): {}",
                 crate::reporter::bytes(max),

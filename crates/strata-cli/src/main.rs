@@ -20,6 +20,7 @@ mod report;
 mod reporter;
 mod shared_prune;
 mod signing;
+mod tool_cache_listing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

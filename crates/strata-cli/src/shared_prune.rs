@@ -30,6 +30,7 @@ pub(crate) fn prune_shared_caches(
         older_than: options.older_than,
         max_bytes: options.max_bytes,
         grace: options.grace,
+        tool_cache_max_age: options.tool_cache_max_age,
     };
     let mut reports = Vec::new();
     for backend in &backends {
@@ -62,6 +63,16 @@ fn describe(r: &SharedPruneReport) -> String {
             bytes(r.uploads.bytes)
         ));
     }
+    line.push_str(&format!(
+        "; {} expired tool caches removed, {} kept",
+        r.tool_caches, r.live_tool_caches
+    ));
+    if r.withdrawn_tool_caches > 0 {
+        line.push_str(&format!(
+            "; {} tool caches published meanwhile named a deleted blob and were removed",
+            r.withdrawn_tool_caches
+        ));
+    }
     if r.withdrawn > 0 {
         line.push_str(&format!(
             "; {} entries published meanwhile named a deleted blob and were removed",
@@ -78,6 +89,9 @@ fn to_json(r: &SharedPruneReport) -> serde_json::Value {
         "blobs": r.blobs,
         "blob_bytes": r.blob_bytes,
         "withdrawn_entries": r.withdrawn,
+        "removed_tool_caches": r.tool_caches,
+        "tool_caches": r.live_tool_caches,
+        "withdrawn_tool_caches": r.withdrawn_tool_caches,
         "abandoned_upload_objects": r.uploads.objects,
         "abandoned_upload_bytes": r.uploads.bytes,
         "server_collects_blobs": r.server_collects_blobs,

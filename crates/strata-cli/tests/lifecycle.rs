@@ -30,7 +30,7 @@ fn cache_json(f: &Fixture, args: &[&str]) -> (i32, Value) {
 fn entries(f: &Fixture) -> Vec<(String, Value)> {
     let (code, value) = cache_json(f, &["ls"]);
     assert_eq!(code, 0);
-    value
+    value["entries"]
         .as_array()
         .expect("a list")
         .iter()

@@ -119,8 +119,19 @@ pub(crate) fn seed(
             return;
         }
     };
-    // A lease on the layer being copied, for a concurrent prune.
+    // A lease on the layer being copied, for a concurrent prune; then the use is noted (the
+    // budget evicts tool caches by last use), which also checks that no prune removed the
+    // tool cache before the lease was there (`ToolCaches::note_use`).
     let _ = ctx.run_dir.note_layer(&record.layer);
+    if !matches!(ctx.cache.tool_caches().note_use(&record), Ok(true)) {
+        reporter.event(&Event::Warning {
+            message: format!(
+                "`{}` starts without its tool cache `{id}`: it was evicted as the task started",
+                task.name
+            ),
+        });
+        return;
+    }
     let started = Instant::now();
     let checkout = CheckoutPaths::of(resolved);
     let layer = ctx.cache.layers().path(&record.layer);

@@ -34,6 +34,8 @@ pub use logs::{LogWriter, WrittenLog};
 pub use prune::{DEFAULT_GRACE, PruneOptions, PruneReport};
 pub use records::{ArchiveRecord, BROKEN_ENTRY_TTL};
 pub use runs::{KeyLock, LiveRun, RunDir};
-pub use tool_caches::{DEFAULT_TOOL_CACHE_MAX_AGE, ToolCacheId, ToolCacheRecord, ToolCaches};
+pub use tool_caches::{
+    DEFAULT_TOOL_CACHE_MAX_AGE, ToolCacheId, ToolCacheRecord, ToolCacheUsage, ToolCaches,
+};
 pub use usage::{CacheStats, DiskUsage, EntryUsage};
 pub use verify::{Problem, VerifyReport};

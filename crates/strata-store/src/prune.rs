@@ -4,7 +4,9 @@
 //! What goes:
 //! - entries last used before `--older-than`, then, while the cache is over its budget, entries
 //!   in least-recently-used order; an entry's layer and log go with it unless another entry
-//!   names them;
+//!   names them; tool caches are evicted alongside, by their last use (a task starting from
+//!   one touches its record), their record first, then their layer with the last entry or tool
+//!   cache naming it;
 //! - layers no entry or pulled image names (orphans of killed runs) and logs no entry names,
 //!   once older than the grace period;
 //! - workspace file lists no entry names, and the workspace blobs (`files/`) none of the
@@ -83,7 +85,8 @@ pub struct PruneReport {
     pub files: u64,
     pub failed: u64,
     pub locks: u64,
-    /// Tool cache records evicted for their age.
+    /// Tool cache records evicted: for their age, their last use (`--older-than`) or the
+    /// budget.
     pub tool_caches: u64,
     /// Bytes freed by kind.
     pub freed: crate::DiskUsage,
@@ -94,9 +97,11 @@ pub struct PruneReport {
     pub over_budget: bool,
 }
 
-/// An entry as eviction sees it.
+/// An entry (or a tool cache) as eviction sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
+    /// A tool cache's record file name; `None` for an entry.
+    pub tool_cache: Option<String>,
     pub key: String,
     pub task: String,
     pub layer: String,
@@ -135,7 +140,9 @@ pub(crate) fn select_evictions(
     let mut log_refs: HashMap<&str, usize> = HashMap::new();
     for e in entries {
         *layer_refs.entry(&e.layer).or_default() += 1;
-        *log_refs.entry(&e.log).or_default() += 1;
+        if e.tool_cache.is_none() {
+            *log_refs.entry(&e.log).or_default() += 1;
+        }
     }
     let mut order: Vec<usize> = (0..entries.len())
         .filter(|&i| !protection.protects(&entries[i]))
@@ -154,6 +161,9 @@ pub(crate) fn select_evictions(
         *refs -= 1;
         if *refs == 0 {
             freed += e.layer_bytes;
+        }
+        if e.tool_cache.is_some() {
+            continue;
         }
         let refs = log_refs.get_mut(e.log.as_str()).expect("counted");
         *refs -= 1;
@@ -230,7 +240,7 @@ impl LocalCache {
         // Entries not used for too long.
         let mut forced = HashSet::new();
         if older_than_ms.is_some() {
-            let entries = self.candidates()?;
+            let entries = self.candidates(options)?;
             let mut p = protection.clone();
             p.layers = self.leased_layers()?;
             let evict = select_evictions(&entries, &p, older_than_ms, 0);
@@ -244,7 +254,7 @@ impl LocalCache {
         if let Some(max) = options.max_bytes {
             let total = self.disk_usage()?.reclaimable();
             if total > max {
-                let entries = self.candidates()?;
+                let entries = self.candidates(options)?;
                 let mut p = protection.clone();
                 p.layers = self.leased_layers()?;
                 let evict = select_evictions(&entries, &p, None, total - max);
@@ -277,7 +287,7 @@ impl LocalCache {
             .collect())
     }
 
-    fn candidates(&self) -> Result<Vec<Candidate>, StoreError> {
+    fn candidates(&self, options: &PruneOptions) -> Result<Vec<Candidate>, StoreError> {
         let rows: Vec<(String, String, String, String, i64)> = {
             let db = self.db.lock().expect("index lock poisoned");
             let mut stmt = db
@@ -301,6 +311,7 @@ impl LocalCache {
                 .and_then(|l| std::fs::symlink_metadata(self.content().log_path(&l)).ok())
                 .map_or(0, |m| m.blocks() * 512);
             out.push(Candidate {
+                tool_cache: None,
                 key,
                 task,
                 layer,
@@ -310,6 +321,11 @@ impl LocalCache {
                 log_bytes,
             });
         }
+        // Tool caches compete with entries for the budget, by their last use.
+        out.extend(crate::tool_caches::candidates(
+            &self.tool_caches(),
+            options.tool_cache_max_age,
+        )?);
         Ok(out)
     }
 
@@ -331,6 +347,15 @@ impl LocalCache {
             .map_err(self.index_err("begin a transaction"))?;
         for &i in chosen {
             let e = &entries[i];
+            if let Some(file_name) = &e.tool_cache {
+                // A record is a file, not a row: removed here, before the sweep that may
+                // take its layer.
+                if self.tool_caches().remove_if_holds(file_name, &e.layer)? {
+                    report.tool_caches += 1;
+                    freed.insert(e.layer.clone());
+                }
+                continue;
+            }
             tx.execute("DELETE FROM entries WHERE key = ?1", params![e.key])
                 .map_err(self.index_err("remove an entry"))?;
             report.entries.push((e.task.clone(), e.key.clone()));
@@ -618,6 +643,7 @@ mod tests {
 
     fn entry(key: &str, layer: &str, used_ms: i64, bytes: u64) -> Candidate {
         Candidate {
+            tool_cache: None,
             key: key.into(),
             task: key.into(),
             layer: layer.into(),
@@ -686,6 +712,34 @@ mod tests {
         ];
         let chosen = select_evictions(&entries, &Protection::default(), Some(250), 0);
         assert_eq!(keys(&entries, chosen), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_tool_cache_competes_with_entries_and_its_layer_frees_with_the_last_referrer() {
+        let tool_cache = |layer: &str, used_ms| Candidate {
+            tool_cache: Some("tc.json".into()),
+            log: String::new(),
+            ..entry("tc", layer, used_ms, 50)
+        };
+        // The tool cache holds the layer of the oldest entry: both must go to free it.
+        let entries = vec![
+            entry("old", "l1", 100, 50),
+            tool_cache("l1", 150),
+            entry("new", "l2", 300, 50),
+        ];
+        let chosen = select_evictions(&entries, &Protection::default(), None, 50);
+        assert_eq!(keys(&entries, chosen), ["old", "tc"]);
+        // Used recently, the tool cache stays and the newer entry goes instead.
+        let entries = vec![entry("old", "l1", 100, 50), tool_cache("l9", 400)];
+        let chosen = select_evictions(&entries, &Protection::default(), None, 50);
+        assert_eq!(keys(&entries, chosen), ["old"]);
+        // In a live run's lease (a task is starting from it): never.
+        let protection = Protection {
+            layers: HashSet::from(["l9".to_string()]),
+            used_since_ms: None,
+        };
+        let chosen = select_evictions(&entries, &protection, None, u64::MAX);
+        assert_eq!(keys(&entries, chosen), ["old"]);
     }
 
     #[test]

@@ -101,6 +101,28 @@ impl ToolCacheRecord {
     }
 }
 
+/// A record and its file.
+struct RecordFile {
+    path: PathBuf,
+    record: ToolCacheRecord,
+    /// Last used by a task that started from it (the file's mtime), or written.
+    used_ms: i64,
+}
+
+/// A tool cache as `strata cache ls` and the `local.max-size` budget see it.
+#[derive(Debug, Clone)]
+pub struct ToolCacheUsage {
+    pub record: ToolCacheRecord,
+    /// The record's file name under `tool-caches/`.
+    pub file_name: String,
+    /// Last used by a task that started from it, or written (ms since the epoch).
+    pub used_ms: i64,
+    /// Its layer's size on disk; `None` when the layer is missing.
+    pub layer_bytes: Option<u64>,
+    /// Older than the maximum age: no longer used, removed by the next prune.
+    pub expired: bool,
+}
+
 /// The tool caches of a [`LocalCache`]: one record per tool cache, naming the committed layer
 /// it holds (`tool-caches/<id>`).
 #[derive(Clone, Copy)]
@@ -169,6 +191,11 @@ impl ToolCaches<'_> {
 
     /// Every readable tool cache record, expired or not.
     pub fn list(&self) -> Result<Vec<ToolCacheRecord>, StoreError> {
+        Ok(self.files()?.into_iter().map(|f| f.record).collect())
+    }
+
+    /// Every readable record with its file, sorted by name then vault.
+    fn files(&self) -> Result<Vec<RecordFile>, StoreError> {
         let dir = self.dir();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -178,15 +205,82 @@ impl ToolCaches<'_> {
         let mut out = Vec::new();
         for entry in entries {
             let path = entry.map_err(io(&dir))?.path();
-            if let Some(r) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| ToolCacheRecord::from_json(&b))
-            {
-                out.push(r);
+            let (Ok(bytes), Ok(meta)) = (std::fs::read(&path), std::fs::metadata(&path)) else {
+                continue;
+            };
+            if let Some(record) = ToolCacheRecord::from_json(&bytes) {
+                let touched_ms = meta.modified().map_or(0, |t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64)
+                });
+                out.push(RecordFile {
+                    path,
+                    used_ms: record.written_ms.max(touched_ms),
+                    record,
+                });
             }
         }
-        out.sort_by(|a, b| a.id.name.cmp(&b.id.name).then(a.id.vault.cmp(&b.id.vault)));
+        out.sort_by(|a, b| {
+            (&a.record.id.name, &a.record.id.vault).cmp(&(&b.record.id.name, &b.record.id.vault))
+        });
         Ok(out)
+    }
+
+    /// Every readable tool cache with its last use and layer size (`cache ls`, the budget).
+    pub fn usage(&self, max_age: Duration) -> Result<Vec<ToolCacheUsage>, StoreError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for f in self.files()? {
+            out.push(ToolCacheUsage {
+                layer_bytes: self.cache.layers().bytes(&f.record.layer)?,
+                expired: f.record.expired(max_age, now),
+                used_ms: f.used_ms,
+                file_name: f
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                record: f.record,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A task starts from `record`: notes the use (the record's mtime, its last use for the
+    /// budget) if the tool cache still holds that layer. `false`: a prune removed it meanwhile,
+    /// and its layer may be going (the caller noted the layer in its lease *before* asking, so
+    /// a `true` means the prune, which reads leases after removing records, keeps the layer).
+    pub fn note_use(&self, record: &ToolCacheRecord) -> Result<bool, StoreError> {
+        let path = self.dir().join(record.id.file_name());
+        let held = std::fs::read(&path)
+            .ok()
+            .and_then(|b| ToolCacheRecord::from_json(&b))
+            .is_some_and(|r| r.layer == record.layer);
+        if held {
+            // Best effort: a missed touch only makes the tool cache look older to the budget.
+            if let Ok(file) = std::fs::File::options().write(true).open(&path) {
+                let _ = file.set_modified(std::time::SystemTime::now());
+            }
+        }
+        Ok(held)
+    }
+
+    /// Removes the record `file_name` if it still names `layer` (a run may have replaced it
+    /// since the budget chose it). Returns whether it went.
+    pub(crate) fn remove_if_holds(&self, file_name: &str, layer: &str) -> Result<bool, StoreError> {
+        let path = self.dir().join(file_name);
+        let holds = std::fs::read(&path)
+            .ok()
+            .and_then(|b| ToolCacheRecord::from_json(&b))
+            .is_some_and(|r| r.layer.to_hex() == layer);
+        if !holds {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Removes the records older than `max_age` (and unreadable ones): their layers are then
@@ -223,6 +317,28 @@ impl ToolCaches<'_> {
             .map(|r| r.layer.to_hex())
             .collect())
     }
+}
+
+/// The live tool caches as the collector's eviction candidates (`prune.rs`).
+pub(crate) fn candidates(
+    tool_caches: &ToolCaches<'_>,
+    max_age: Duration,
+) -> Result<Vec<crate::prune::Candidate>, StoreError> {
+    Ok(tool_caches
+        .usage(max_age)?
+        .into_iter()
+        .filter(|u| !u.expired)
+        .map(|u| crate::prune::Candidate {
+            tool_cache: Some(u.file_name),
+            key: u.record.id.to_string(),
+            task: u.record.task,
+            layer: u.record.layer.to_hex(),
+            log: String::new(),
+            used_ms: u.used_ms,
+            layer_bytes: u.layer_bytes.unwrap_or(0),
+            log_bytes: 0,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -263,6 +263,30 @@ impl CacheBackend for S3Backend {
             .map_err(|e| self.client.error("write a tool cache", e))
     }
 
+    fn list_tool_caches(&self) -> Result<Vec<Listed<String>>, BackendError> {
+        let prefix = self.names.object("tool-caches/");
+        Ok(self
+            .client
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|(name, size, modified)| {
+                let name = name.strip_prefix(&prefix)?;
+                name.ends_with(".json").then(|| Listed {
+                    name: name.to_string(),
+                    size,
+                    modified,
+                })
+            })
+            .collect())
+    }
+
+    fn delete_tool_cache(&self, name: &str) -> Result<(), BackendError> {
+        self.client.delete_object(
+            &self.names.object(&format!("tool-caches/{name}")),
+            "delete a tool cache",
+        )
+    }
+
     fn entry_document(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, BackendError> {
         match self.client.get(&self.names.entry(key), "read an entry")? {
             Some(resp) => Ok(Some(read_small(
