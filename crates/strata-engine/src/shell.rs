@@ -128,6 +128,14 @@ pub fn shell<'a>(
     for dep in &task.value_deps {
         values.insert(dep.to_string(), result_of(dep)?.env.values.clone());
     }
+    for a in &task.artifact_refs {
+        let own = result_of(&a.task)?
+            .stack
+            .last()
+            .filter(|p| p.task == a.task.as_str())
+            .map(|p| p.layer);
+        values.artifact_layers.insert(a.task.to_string(), own);
+    }
     restore_remote_hits(ctx, task, &planned, reporter)?;
 
     let resolved = resolve(ctx, task, &parents, &values);

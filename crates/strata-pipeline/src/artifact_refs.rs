@@ -1,0 +1,108 @@
+//! `${{ tasks.X.artifacts.KEY }}`: a task reading an artifact of another task. The reader waits
+//! for X (X joins its `value_deps`) without using X's layer; what the reference evaluates to,
+//! how the artifact becomes visible and how it is keyed is the engine's
+//! (`strata-engine`'s `artifact_refs.rs`). Here: which references a task makes, and the checks
+//! that can be made when the file is loaded.
+
+use crate::diagnostic::{Diagnostic, Location};
+use crate::model::{Pipeline, TaskName};
+
+/// Where every artifact another task reads is, in the reader's filesystem:
+/// `<ARTIFACT_REFS_DIR>/<task>/<key>` (a directory; a file artifact is the one file in it).
+pub const ARTIFACT_REFS_DIR: &str = "/var/lib/strata/task-artifacts";
+
+/// One `${{ tasks.TASK.artifacts.KEY }}` of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRef {
+    /// The task that produces the artifact (its name in the run, a call's prefix included).
+    pub task: TaskName,
+    /// The task's name as the reader's file writes it: the path of the expression.
+    pub written: String,
+    pub key: String,
+    /// Where the reference is written, and its length.
+    pub at: Location,
+    pub width: usize,
+}
+
+impl ArtifactRef {
+    /// `build.bundle`, as messages and `strata explain` name it.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.written, self.key)
+    }
+}
+
+/// The reference `tasks.<written>.artifacts.<rest>` of `reader`, written at `at`: `Err` says
+/// what is wrong with it. (That `written` is a task was checked by the caller.)
+pub(crate) fn reference(
+    reader: &crate::model::Task,
+    written: &str,
+    rest: &[String],
+    (at, width): (Location, usize),
+) -> Result<ArtifactRef, String> {
+    let key = match rest {
+        [key] => key,
+        [] => {
+            return Err(format!(
+                "`tasks.{written}.artifacts` needs an artifact key: `tasks.{written}.artifacts.KEY`"
+            ));
+        }
+        [key, more, ..] => {
+            return Err(format!(
+                "`tasks.{written}.artifacts.{key}.{more}`: an artifact is a path, it has no fields"
+            ));
+        }
+    };
+    // A called file's tasks are renamed (`caller.` prefixed) when spliced into the run.
+    let task = TaskName::new(written.to_string());
+    if task == reader.name {
+        return Err(format!(
+            "task `{written}` reads its own artifact `{key}`; artifacts come from tasks it depends on"
+        ));
+    }
+    Ok(ArtifactRef {
+        task,
+        written: written.to_string(),
+        key: key.clone(),
+        at,
+        width,
+    })
+}
+
+/// Each artifact reference names an artifact its task declares in `outputs.artifacts`, unless
+/// the task may write artifacts of its own choosing into `$RWX_ARTIFACTS` (then the run checks
+/// it), or is not a command of this file (a call's stand-in, a task joining later).
+pub(crate) fn check_declared(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) {
+    for reader in &pipeline.tasks {
+        for r in &reader.artifact_refs {
+            let Some(producer) = pipeline.tasks.iter().find(|t| t.name == r.task) else {
+                continue;
+            };
+            if !matches!(producer.kind, crate::model::TaskKind::Command)
+                || producer.run.raw.contains("RWX_ARTIFACTS")
+                || producer.outputs.artifacts.iter().any(|a| a.key == r.key)
+            {
+                continue;
+            }
+            let declared: Vec<&str> = producer
+                .outputs
+                .artifacts
+                .iter()
+                .map(|a| a.key.as_str())
+                .collect();
+            let mut e = Diagnostic::new(
+                r.at,
+                r.width,
+                format!("task `{}` declares no artifact `{}`", r.written, r.key),
+            );
+            e = match crate::parse::scalars::suggest(&r.key, &declared) {
+                Some(h) => e.with_help(h),
+                None if declared.is_empty() => e.with_help(format!(
+                    "declare it in `{}`'s `outputs.artifacts` (`key` and `path`)",
+                    r.written
+                )),
+                None => e.with_help(format!("its artifacts are: {}", declared.join(", "))),
+            };
+            errors.push(e);
+        }
+    }
+}
