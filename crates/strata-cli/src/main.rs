@@ -16,9 +16,9 @@ mod logs;
 mod output_policy;
 mod outputs_report;
 mod record;
-mod shared_prune;
 mod report;
 mod reporter;
+mod shared_prune;
 mod signing;
 
 use std::path::PathBuf;

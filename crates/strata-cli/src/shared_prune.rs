@@ -7,7 +7,11 @@ use strata_store::PruneOptions;
 use crate::commands::{CliError, CliResult};
 use crate::reporter::bytes;
 
-pub(crate) fn prune_shared_caches(remotes: &[String], options: &PruneOptions, json: bool) -> CliResult {
+pub(crate) fn prune_shared_caches(
+    remotes: &[String],
+    options: &PruneOptions,
+    json: bool,
+) -> CliResult {
     // Every URL is checked before any cache is touched.
     let mut backends = Vec::new();
     for url in remotes {

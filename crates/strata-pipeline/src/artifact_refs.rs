@@ -106,3 +106,43 @@ pub(crate) fn check_declared(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn parse(text: &str) -> crate::model::Pipeline {
+        crate::parse::parse_str(Path::new("strata.yml"), text).unwrap()
+    }
+
+    #[test]
+    fn a_reference_orders_the_reader_after_the_producer() {
+        let p = parse(
+            "tasks:\n  - key: build\n    run: mkdir d\n    outputs:\n      artifacts: [{key: d, path: d}]\n  - key: ship\n    run: ls ${{ tasks.build.artifacts.d }} ${{ tasks.build.artifacts.d }}/x\n",
+        );
+        let ship = &p.tasks[1];
+        assert_eq!(ship.value_deps.len(), 1);
+        assert_eq!(ship.value_deps[0].as_str(), "build");
+        assert_eq!(ship.artifact_refs.len(), 1, "one reference per artifact");
+        assert_eq!(ship.artifact_refs[0].label(), "build.d");
+        assert_eq!(ship.artifact_refs[0].at.line, 7);
+        assert!(p.unsupported.is_empty());
+    }
+
+    #[test]
+    fn an_undeclared_artifact_is_accepted_when_the_task_may_write_it() {
+        let p = parse(
+            "tasks:\n  - key: build\n    run: echo x > $RWX_ARTIFACTS/d\n  - key: ship\n    run: cat ${{ tasks.build.artifacts.d }}\n",
+        );
+        assert_eq!(p.tasks[1].artifact_refs.len(), 1);
+    }
+
+    #[test]
+    fn the_artifacts_of_a_parallel_task_are_refused_by_run_only() {
+        let p = parse(
+            "tasks:\n  - key: p\n    parallel: 2\n    run: mkdir d\n    outputs:\n      artifacts: [{key: d, path: d}]\n  - key: r\n    run: ls ${{ tasks.p.artifacts.d }}\n",
+        );
+        assert_eq!(p.unsupported.len(), 1);
+        assert!(p.unsupported[0].key.contains("parallel task"));
+    }
+}

@@ -111,12 +111,21 @@ pub(crate) fn check_tasks(
                 let d = |message: String| Diagnostic::new(at, r.len, message);
                 match r.path.first().map(String::as_str) {
                     Some("tasks") => match (r.path.get(1), r.path.get(2).map(String::as_str)) {
-                        (Some(t), Some(what @ ("values" | "artifacts")))
-                            if parallel_tasks.contains(t) =>
-                        {
+                        (Some(t), Some("values")) if parallel_tasks.contains(t) => {
                             errors.push(d(format!(
-                                "`tasks.{t}`: `{t}` is a parallel task; read the {what} of one of the tasks it generates"
+                                "`tasks.{t}`: `{t}` is a parallel task; read the values of one of the tasks it generates"
                             )));
+                        }
+                        // RWX gathers the artifacts of every task a parallel task generates;
+                        // strata cannot yet.
+                        (Some(t), Some("artifacts")) if parallel_tasks.contains(t) => {
+                            unsupported.push(Unsupported {
+                                key: format!(
+                                    "`tasks.{t}.artifacts`: the artifacts of a parallel task"
+                                ),
+                                task: Some(task.name.clone()),
+                                at,
+                            })
                         }
                         (Some(t), _)
                             if !names.contains(t)
