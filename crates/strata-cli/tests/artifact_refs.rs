@@ -286,7 +286,7 @@ fn bad_references_are_errors_at_their_line_and_column() {
 ",
     );
     assert!(e.contains("cycle"), "{e}");
-    assert!(e.contains("strata.yml:"), "{e}");
+    assert!(e.contains("strata.yml:9:17"), "at the reference: {e}");
 
     let e = check_error(
         &f,
