@@ -301,3 +301,43 @@ fn bad_references_are_errors_at_their_line_and_column() {
     assert!(e.contains("strata.yml:3:17"), "{e}");
     assert!(e.contains("reads its own artifact `dist`"), "{e}");
 }
+
+#[test]
+fn the_artifact_of_a_parallel_task_gathers_every_generated_task_s() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: build
+    parallel:
+      matrix:
+        target: [amd64, arm64]
+    run: |
+      mkdir -p dist
+      echo ${{ parallel.target }} > dist/app-${{ parallel.target }}.tar.gz
+    outputs:
+      artifacts:
+        - {key: dist, path: dist}
+  - key: publish
+    env:
+      ASSETS: ${{ tasks.build.artifacts.dist }}
+    run: |
+      echo \"assets=$ASSETS\"
+      find \"$ASSETS\" -type f -name '*.tar.gz' | sort | xargs cat
+      ls \"$ASSETS\" | wc -l
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.output("publish"),
+        vec![
+            "assets=/var/lib/strata/task-artifacts/build/dist".to_string(),
+            "amd64".to_string(),
+            "arm64".to_string(),
+            "2".to_string(),
+        ],
+        "one directory per generated task, each with its artifact"
+    );
+    assert_eq!(f.run(&[]).status("publish"), "restored");
+}

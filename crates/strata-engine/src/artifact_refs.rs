@@ -33,15 +33,26 @@ pub(crate) fn layers_for<'a>(
 ) -> Option<ArtifactLayers> {
     let mut out = ArtifactLayers::new();
     for r in &task.artifact_refs {
-        let result = result_of(&r.task)?;
-        let own = result
-            .stack
-            .last()
-            .filter(|p| p.task == r.task.as_str())
-            .map(|p| p.layer);
-        out.insert(r.task.to_string(), own);
+        for producer in producers(r) {
+            let result = result_of(producer)?;
+            let own = result
+                .stack
+                .last()
+                .filter(|p| p.task == producer.as_str())
+                .map(|p| p.layer);
+            out.insert(producer.to_string(), own);
+        }
     }
     Some(out)
+}
+
+/// The tasks whose layers hold what `r` reads: the task, or a parallel task's generated tasks.
+pub(crate) fn producers(r: &ArtifactRef) -> &[TaskName] {
+    if r.members.is_empty() {
+        std::slice::from_ref(&r.task)
+    } else {
+        &r.members
+    }
 }
 
 /// Why a task's artifact references could not be resolved.
@@ -52,12 +63,19 @@ pub(crate) enum ArtifactError {
     Failed(String),
 }
 
+#[derive(Debug, Clone)]
+pub(crate) enum ArtifactSources {
+    One(PathBuf),
+    Gathered(Vec<(String, PathBuf)>),
+}
+
 /// One artifact a task reads, found in its producer's layer.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadArtifact {
     pub(crate) reference: ArtifactRef,
-    /// The artifact's directory in the producer's committed layer.
-    pub(crate) source: PathBuf,
+    /// The artifact's directory in the producer's committed layer; for a parallel task's, each
+    /// generated task's with the name of the directory it is gathered into.
+    pub(crate) sources: ArtifactSources,
     /// What the expression gives, in the reader's filesystem.
     pub(crate) path: String,
     pub(crate) digest: ArtifactDigest,
@@ -92,46 +110,79 @@ pub(crate) fn read(
         {
             continue;
         }
-        let no_artifact = || {
-            ArtifactError::Failed(format!(
-                "`tasks.{}.artifacts.{}`: task `{}` produced no artifact `{}`",
-                r.written, r.key, r.task, r.key
-            ))
-        };
-        let Some(Some(layer)) = layers.get(r.task.as_str()) else {
-            return Err(no_artifact());
-        };
-        ctx.transfers
-            .wait_for(ctx, std::slice::from_ref(layer))
-            .map_err(ArtifactError::NotRestored)?;
-        let source = ctx
-            .cache
-            .layers()
-            .path(layer)
-            .join(ARTIFACTS_DIR.trim_start_matches('/'))
-            .join(&r.key);
-        if !source.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            return Err(no_artifact());
-        }
-        let digest = strata_key::tree_digest(&source).map_err(|e| {
-            ArtifactError::Failed(format!(
-                "failed to read artifact `{}` of `{}`: {e}",
-                r.key, r.task
-            ))
-        })?;
         let dir = format!("{ARTIFACT_REFS_DIR}/{}/{}", r.task, r.key);
-        let path = match file_artifact(&source, &declared_name(ctx, r)) {
-            Some(name) => format!("{dir}/{name}"),
-            None => dir,
+        let artifact = if r.members.is_empty() {
+            let (source, digest) = find(ctx, r, &r.task, layers)?;
+            let path = match file_artifact(&source, &declared_name(ctx, r)) {
+                Some(name) => format!("{dir}/{name}"),
+                None => dir,
+            };
+            ReadArtifact {
+                reference: r.clone(),
+                sources: ArtifactSources::One(source),
+                path,
+                digest: ArtifactDigest::from_bytes(*digest.as_bytes()),
+            }
+        } else {
+            // The directory of a parallel task's artifact holds one directory per generated
+            // task, named after it; the digest covers each name and artifact.
+            let mut h = blake3::Hasher::new();
+            let mut sources = Vec::with_capacity(r.members.len());
+            for member in &r.members {
+                let (source, digest) = find(ctx, r, member, layers)?;
+                for part in [member.as_str(), &digest.to_hex()] {
+                    h.update(&(part.len() as u64).to_le_bytes());
+                    h.update(part.as_bytes());
+                }
+                sources.push((member.to_string(), source));
+            }
+            ReadArtifact {
+                reference: r.clone(),
+                sources: ArtifactSources::Gathered(sources),
+                path: dir,
+                digest: ArtifactDigest::from_hash(h.finalize()),
+            }
         };
-        out.push(ReadArtifact {
-            reference: r.clone(),
-            source,
-            path,
-            digest: ArtifactDigest::from_bytes(*digest.as_bytes()),
-        });
+        out.push(artifact);
     }
     Ok(out)
+}
+
+/// Artifact `r.key` in the layer of `producer` (waited for), and its tree digest.
+fn find(
+    ctx: &RunContext<'_>,
+    r: &ArtifactRef,
+    producer: &TaskName,
+    layers: &ArtifactLayers,
+) -> Result<(PathBuf, LayerDigest), ArtifactError> {
+    let no_artifact = || {
+        ArtifactError::Failed(format!(
+            "`tasks.{}.artifacts.{}`: task `{producer}` produced no artifact `{}`",
+            r.written, r.key, r.key
+        ))
+    };
+    let Some(Some(layer)) = layers.get(producer.as_str()) else {
+        return Err(no_artifact());
+    };
+    ctx.transfers
+        .wait_for(ctx, std::slice::from_ref(layer))
+        .map_err(ArtifactError::NotRestored)?;
+    let source = ctx
+        .cache
+        .layers()
+        .path(layer)
+        .join(ARTIFACTS_DIR.trim_start_matches('/'))
+        .join(&r.key);
+    if !source.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(no_artifact());
+    }
+    let digest = strata_key::tree_digest(&source).map_err(|e| {
+        ArtifactError::Failed(format!(
+            "failed to read artifact `{}` of `{producer}`: {e}",
+            r.key
+        ))
+    })?;
+    Ok((source, digest))
 }
 
 /// The name a file artifact's file has in the artifact's directory: the last component of the
@@ -200,7 +251,13 @@ pub(crate) fn view(run_dir: &Path, artifacts: &[ReadArtifact]) -> Result<PathBuf
             .join(ARTIFACT_REFS_DIR.trim_start_matches('/'))
             .join(a.reference.task.as_str())
             .join(&a.reference.key);
-        if let Err((p, e)) = link_tree(&a.source, &dest) {
+        let linked = match &a.sources {
+            ArtifactSources::One(source) => link_tree(source, &dest),
+            ArtifactSources::Gathered(sources) => sources
+                .iter()
+                .try_for_each(|(name, source)| link_tree(source, &dest.join(name))),
+        };
+        if let Err((p, e)) = linked {
             let _ = std::fs::remove_dir_all(&built);
             return Err(fail(&p, e));
         }
@@ -280,8 +337,9 @@ mod tests {
                 key: "bundle".into(),
                 at: Default::default(),
                 width: 0,
+                members: Vec::new(),
             },
-            source: src.clone(),
+            sources: ArtifactSources::One(src.clone()),
             path: String::new(),
             digest: ArtifactDigest::from_hash(blake3::hash(b"x")),
         };

@@ -22,6 +22,9 @@ pub struct ArtifactRef {
     /// Where the reference is written, and its length.
     pub at: Location,
     pub width: usize,
+    /// For a parallel task (`task` is then its name, not a task of the run): the tasks it
+    /// generated, whose artifacts are gathered, one directory each. Empty otherwise.
+    pub members: Vec<TaskName>,
 }
 
 impl ArtifactRef {
@@ -65,6 +68,7 @@ pub(crate) fn reference(
         key: key.clone(),
         at,
         width,
+        members: Vec::new(),
     })
 }
 
@@ -74,7 +78,9 @@ pub(crate) fn reference(
 pub(crate) fn check_declared(pipeline: &Pipeline, errors: &mut Vec<Diagnostic>) {
     for reader in &pipeline.tasks {
         for r in &reader.artifact_refs {
-            let Some(producer) = pipeline.tasks.iter().find(|t| t.name == r.task) else {
+            // A parallel task's generated tasks share its `outputs`.
+            let producer_name = r.members.first().unwrap_or(&r.task);
+            let Some(producer) = pipeline.tasks.iter().find(|t| &t.name == producer_name) else {
                 continue;
             };
             if !matches!(producer.kind, crate::model::TaskKind::Command)
@@ -138,9 +144,20 @@ mod tests {
     }
 
     #[test]
-    fn the_artifacts_of_a_parallel_task_are_refused_by_run_only() {
+    fn a_parallel_task_expanded_at_load_gathers_its_generated_tasks() {
         let p = parse(
             "tasks:\n  - key: p\n    parallel: 2\n    run: mkdir d\n    outputs:\n      artifacts: [{key: d, path: d}]\n  - key: r\n    run: ls ${{ tasks.p.artifacts.d }}\n",
+        );
+        assert!(p.unsupported.is_empty(), "{:?}", p.unsupported);
+        let r = p.tasks.iter().find(|t| t.name.as_str() == "r").unwrap();
+        assert_eq!(r.artifact_refs[0].members.len(), 2);
+        assert_eq!(r.value_deps.len(), 2);
+    }
+
+    #[test]
+    fn the_artifacts_of_a_parallel_task_expanded_at_run_time_are_refused_by_run_only() {
+        let p = parse(
+            "tasks:\n  - key: n\n    run: x\n  - key: p\n    parallel: ${{ tasks.n.values.count }}\n    run: mkdir d\n    outputs:\n      artifacts: [{key: d, path: d}]\n  - key: r\n    run: ls ${{ tasks.p.artifacts.d }}\n",
         );
         assert_eq!(p.unsupported.len(), 1);
         assert!(p.unsupported[0].key.contains("parallel task"));

@@ -235,6 +235,7 @@ pub(super) fn splice(
         t.value_deps = t.value_deps.iter().map(&rename).collect();
         for a in &mut t.artifact_refs {
             a.task = rename(&a.task);
+            a.members = a.members.iter().map(&rename).collect();
         }
         // Order crosses into every call, embedded runs included.
         t.after.extend(caller.after.iter().cloned());

@@ -116,12 +116,42 @@ pub(crate) fn check_tasks(
                                 "`tasks.{t}`: `{t}` is a parallel task; read the values of one of the tasks it generates"
                             )));
                         }
-                        // RWX gathers the artifacts of every task a parallel task generates;
-                        // strata cannot yet.
+                        // A parallel task expanded when the file was read: the artifact of
+                        // every task it generated, gathered.
+                        (Some(t), Some("artifacts"))
+                            if groups.iter().any(|g| g.name.as_str() == t) =>
+                        {
+                            let group = groups
+                                .iter()
+                                .find(|g| g.name.as_str() == t)
+                                .expect("just found");
+                            match crate::artifact_refs::reference(
+                                task,
+                                t,
+                                &r.path[3..],
+                                (at, r.len),
+                            ) {
+                                Ok(mut a) => {
+                                    a.members = group.members.clone();
+                                    for m in &a.members {
+                                        if !deps.contains(m) {
+                                            deps.push(m.clone());
+                                        }
+                                    }
+                                    if !artifacts.iter().any(|b: &ArtifactRef| {
+                                        b.task == a.task && b.key == a.key
+                                    }) {
+                                        artifacts.push(a);
+                                    }
+                                }
+                                Err(message) => errors.push(d(message)),
+                            }
+                        }
+                        // One expanded at run time: its generated tasks are not known yet.
                         (Some(t), Some("artifacts")) if parallel_tasks.contains(t) => {
                             unsupported.push(Unsupported {
                                 key: format!(
-                                    "`tasks.{t}.artifacts`: the artifacts of a parallel task"
+                                    "`tasks.{t}.artifacts`: the artifacts of a parallel task expanded at run time"
                                 ),
                                 task: Some(task.name.clone()),
                                 at,
