@@ -637,6 +637,7 @@ mod tests {
             env: BTreeMap::from([("CI".to_string(), EnvInput::Value("true".into()))]),
             command: command.to_string(),
             executor: "sandbox/1".to_string(),
+            artifacts: Vec::new(),
         };
         EntryDocument {
             schema: ENTRY_SCHEMA,

@@ -85,6 +85,7 @@ fn inputs(command: &str) -> KeyInputs {
         env: BTreeMap::from([("CI".to_string(), EnvInput::Value("true".into()))]),
         command: command.to_string(),
         executor: "sandbox/1".to_string(),
+        artifacts: Vec::new(),
     }
 }
 

@@ -7,8 +7,41 @@ use std::collections::BTreeMap;
 use strata_pipeline::expr::{Rendered, Scope, Value, parse_template};
 use strata_pipeline::{Text, WorkspaceSource};
 
-/// The values of the tasks a task reads: task name -> value name -> value.
-pub(crate) type TaskValues = BTreeMap<String, BTreeMap<String, String>>;
+/// The values of the tasks a task reads: task name -> value name -> value; and the layers of
+/// the tasks whose artifacts it reads (`artifact_refs.rs`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TaskValues {
+    values: BTreeMap<String, BTreeMap<String, String>>,
+    pub(crate) artifact_layers: crate::artifact_refs::ArtifactLayers,
+}
+
+impl TaskValues {
+    pub(crate) fn new() -> Self {
+        TaskValues::default()
+    }
+}
+
+impl std::ops::Deref for TaskValues {
+    type Target = BTreeMap<String, BTreeMap<String, String>>;
+    fn deref(&self) -> &Self::Target {
+        &self.values
+    }
+}
+
+impl std::ops::DerefMut for TaskValues {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.values
+    }
+}
+
+impl FromIterator<(String, BTreeMap<String, String>)> for TaskValues {
+    fn from_iter<I: IntoIterator<Item = (String, BTreeMap<String, String>)>>(iter: I) -> Self {
+        TaskValues {
+            values: iter.into_iter().collect(),
+            artifact_layers: Default::default(),
+        }
+    }
+}
 
 /// A text as it runs and as it is keyed.
 pub(crate) struct Resolved {
@@ -20,7 +53,7 @@ pub(crate) struct Resolved {
 /// The run's scope with `tasks.X.values.*` of the tasks this one reads.
 pub(crate) fn with_values(scope: &Scope, values: &TaskValues) -> Scope {
     let mut scope = scope.clone();
-    for (task, vals) in values {
+    for (task, vals) in values.iter() {
         let obj: BTreeMap<String, Value> = vals
             .iter()
             .map(|(k, v)| (k.clone(), Value::from(v.clone())))
@@ -120,7 +153,7 @@ mod tests {
     fn values_of_other_tasks_are_readable() {
         let scope = with_values(
             &Scope::new(),
-            &BTreeMap::from([(
+            &TaskValues::from_iter([(
                 "build".to_string(),
                 BTreeMap::from([("version".to_string(), "1.2".to_string())]),
             )]),

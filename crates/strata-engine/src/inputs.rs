@@ -60,6 +60,8 @@ pub(crate) struct ResolvedInputs {
     pub(crate) deferred: Option<String>,
     /// Its `background-processes` (and Docker daemon) as they run (`services.rs`).
     pub(crate) background: Vec<strata_sandbox::BackgroundProcess>,
+    /// The artifacts of other tasks it reads (`artifact_refs.rs`): a lower dir of their own.
+    pub(crate) artifacts: Vec<crate::artifact_refs::ReadArtifact>,
 }
 
 /// `cache` as it applies to one run of a task.
@@ -193,7 +195,14 @@ impl ResolvedInputs {
             Some(p) => Some(crate::packages::package_lower(ctx, p)?),
             None => None,
         };
-        let mut lowerdirs = Vec::with_capacity(parents.len() + ctx.base_layers.len() + 3);
+        let mut lowerdirs = Vec::with_capacity(parents.len() + ctx.base_layers.len() + 4);
+        // Artifacts read from other tasks, above all: their paths are strata's own.
+        if !self.artifacts.is_empty() {
+            lowerdirs.push(crate::artifact_refs::view(
+                ctx.run_dir.path(),
+                &self.artifacts,
+            )?);
+        }
         if self.masked {
             let mask = ctx.trees.mask(ctx.run_dir.path()).map_err(|e| {
                 format!(
@@ -242,6 +251,7 @@ pub(crate) fn values_for<'a>(
     for dep in &task.value_deps {
         out.insert(dep.to_string(), result_of(dep)?.env.values.clone());
     }
+    out.artifact_layers = crate::artifact_refs::layers_for(task, &result_of)?;
     Some(out)
 }
 
@@ -368,6 +378,36 @@ pub(crate) fn resolve(
                 Cow::Borrowed(&ctx.invocation.key_scope),
             )
         }
+    };
+    let mut deferred = None;
+    // The artifacts of other tasks it reads: in its scopes, its key and its lower dirs.
+    let artifacts = match crate::artifact_refs::read(ctx, task, &values.artifact_layers) {
+        Ok(artifacts) => artifacts,
+        Err(crate::artifact_refs::ArtifactError::NotRestored(e)) => {
+            deferred = Some(e);
+            Vec::new()
+        }
+        Err(crate::artifact_refs::ArtifactError::Failed(e)) => {
+            error.get_or_insert(e);
+            Vec::new()
+        }
+    };
+    let (scope, key_scope) = if artifacts.is_empty() {
+        (scope, key_scope)
+    } else {
+        let (mut scope, mut key_scope) = (scope, key_scope);
+        for a in &artifacts {
+            let path = [
+                "tasks",
+                a.reference.written.as_str(),
+                "artifacts",
+                a.reference.key.as_str(),
+            ];
+            let value = strata_pipeline::expr::Value::from(a.path.clone());
+            scope.to_mut().insert(&path, value.clone());
+            key_scope.to_mut().insert(&path, value);
+        }
+        (scope, key_scope)
     };
     let stack = flatten_stack(parents);
     let inherited = inherit_env(task, parents);
@@ -508,7 +548,6 @@ pub(crate) fn resolve(
             .sources
             .visible_added(&ctx.workspace, task, filter.as_deref()),
     };
-    let mut deferred = None;
     let (visible, keyed_stack, masked) = match filtered_layers(ctx, filter.as_deref(), &stack) {
         Ok(Some((layers, keyed_stack))) => {
             let filter = filter.as_deref().expect("only a filtered task");
@@ -520,7 +559,7 @@ pub(crate) fn resolve(
         }
         Ok(None) => (visible, stack.clone(), false),
         Err(LayersError::NotRestored(e)) => {
-            deferred = Some(e);
+            deferred.get_or_insert(e);
             (visible, stack.clone(), false)
         }
         Err(LayersError::Other(e)) => {
@@ -572,6 +611,7 @@ pub(crate) fn resolve(
             }
             executor
         },
+        artifacts: artifacts.iter().map(|a| a.key_input()).collect(),
     };
     ResolvedInputs {
         key: inputs.key(),
@@ -587,6 +627,7 @@ pub(crate) fn resolve(
         error,
         deferred,
         background: services.processes,
+        artifacts,
     }
 }
 

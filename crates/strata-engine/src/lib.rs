@@ -12,6 +12,7 @@
 //! Must not touch: YAML (it gets a validated `Pipeline`), mount syscalls (the sandbox crate), the
 //! cache's on-disk layout (the store crate).
 
+mod artifact_refs;
 mod base_image;
 mod checkout;
 mod conditions;

@@ -292,7 +292,7 @@ mod tests {
             .expect("the package's task, named caller.inner");
         assert!(say.value_deps.iter().any(|d| d.as_str() == "v"));
         let call = say.scope.as_ref().unwrap();
-        let values = BTreeMap::from([(
+        let values = TaskValues::from_iter([(
             "v".to_string(),
             BTreeMap::from([("name".to_string(), "world".to_string())]),
         )]);

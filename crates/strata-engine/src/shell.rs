@@ -128,6 +128,18 @@ pub fn shell<'a>(
     for dep in &task.value_deps {
         values.insert(dep.to_string(), result_of(dep)?.env.values.clone());
     }
+    for producer in task
+        .artifact_refs
+        .iter()
+        .flat_map(crate::artifact_refs::producers)
+    {
+        let own = result_of(producer)?
+            .stack
+            .last()
+            .filter(|p| p.task == producer.as_str())
+            .map(|p| p.layer);
+        values.artifact_layers.insert(producer.to_string(), own);
+    }
     restore_remote_hits(ctx, task, &planned, reporter)?;
 
     let resolved = resolve(ctx, task, &parents, &values);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::recipe::{EnvInput, ParentInput, RecordedInputs};
+use crate::recipe::{ArtifactInput, EnvInput, ParentInput, RecordedInputs};
 use crate::workspace::WorkspaceFile;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,16 @@ pub enum Difference {
         old: String,
         new: String,
     },
+    /// An artifact of another task it reads (`task.key`) is new, gone or has other content.
+    ArtifactAdded {
+        artifact: String,
+    },
+    ArtifactRemoved {
+        artifact: String,
+    },
+    ArtifactChanged {
+        artifact: String,
+    },
 }
 
 impl fmt::Display for Difference {
@@ -93,6 +103,11 @@ impl fmt::Display for Difference {
                 write!(f, "command: {:?} -> {:?}", old, new)
             }
             Difference::Executor { old, new } => write!(f, "executor: {old} -> {new}"),
+            Difference::ArtifactAdded { artifact } => write!(f, "artifact {artifact}: now read"),
+            Difference::ArtifactRemoved { artifact } => {
+                write!(f, "artifact {artifact}: no longer read")
+            }
+            Difference::ArtifactChanged { artifact } => write!(f, "artifact {artifact} changed"),
         }
     }
 }
@@ -127,7 +142,32 @@ pub fn compare(old: &RecordedInputs, new: &RecordedInputs) -> Vec<Difference> {
             new: n.executor.clone(),
         });
     }
+    compare_artifacts(&o.artifacts, &n.artifacts, &mut out);
     out
+}
+
+fn compare_artifacts(old: &[ArtifactInput], new: &[ArtifactInput], out: &mut Vec<Difference>) {
+    let name = |a: &ArtifactInput| format!("{}.{}", a.task, a.key);
+    let by_name = |list: &[ArtifactInput]| -> BTreeMap<String, crate::ArtifactDigest> {
+        list.iter().map(|a| (name(a), a.digest)).collect()
+    };
+    let (old, new) = (by_name(old), by_name(new));
+    for (artifact, digest) in &new {
+        match old.get(artifact) {
+            None => out.push(Difference::ArtifactAdded {
+                artifact: artifact.clone(),
+            }),
+            Some(d) if d != digest => out.push(Difference::ArtifactChanged {
+                artifact: artifact.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for artifact in old.keys().filter(|a| !new.contains_key(*a)) {
+        out.push(Difference::ArtifactRemoved {
+            artifact: artifact.clone(),
+        });
+    }
 }
 
 fn compare_parents(old: &[ParentInput], new: &[ParentInput], out: &mut Vec<Difference>) {

@@ -79,3 +79,9 @@ digest_type!(
     /// The identity of a base filesystem.
     BaseId
 );
+digest_type!(
+    /// The content digest of one artifact another task reads (`${{ tasks.X.artifacts.K }}`):
+    /// the tree digest of the artifact's directory in X's layer, so a reader is keyed on the
+    /// artifact alone, not on the rest of X's layer.
+    ArtifactDigest
+);

@@ -23,9 +23,9 @@ pub use base::{
     BaseChange, HostInventory, KeyPath, host_identity, image_identity, rootfs_identity,
 };
 pub use diff::{Difference, compare};
-pub use digest::{BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
+pub use digest::{ArtifactDigest, BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;
-pub use recipe::{EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
+pub use recipe::{ArtifactInput, EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use stat_cache::StatCache;
 pub use test_results::{TestCase, TestResults, TestStatus};
 pub use tree::{

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{BaseId, CacheKey, LayerDigest, WorkspaceDigest};
+use crate::digest::{ArtifactDigest, BaseId, CacheKey, LayerDigest, WorkspaceDigest};
 use crate::workspace::WorkspaceFile;
 
 /// Changes whenever anything about how keys are computed changes, so that entries written by an
@@ -17,6 +17,15 @@ pub const KEY_VERSION: u32 = 3;
 pub struct ParentInput {
     pub task: String,
     pub layer: LayerDigest,
+}
+
+/// An artifact of another task that a task reads (`${{ tasks.TASK.artifacts.KEY }}`): keyed by
+/// its content, so that the reader re-runs when the artifact changes and only then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInput {
+    pub task: String,
+    pub key: String,
+    pub digest: ArtifactDigest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +50,11 @@ pub struct KeyInputs {
     /// How the command is run (executor, working directory, shell): anything that changes
     /// behaviour without being part of the task's text.
     pub executor: String,
+    /// The artifacts of other tasks it reads, by task then key. Hashed only when there are
+    /// some, so that the keys of every other task are what they were before artifacts could be
+    /// read (and entries recorded before then still deserialize).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactInput>,
 }
 
 impl KeyInputs {
@@ -68,6 +82,11 @@ impl KeyInputs {
         }
         field("command", self.command.as_bytes());
         field("executor", self.executor.as_bytes());
+        for a in &self.artifacts {
+            field("artifact", a.task.as_bytes());
+            field("artifact-key", a.key.as_bytes());
+            field("artifact-digest", a.digest.to_hex().as_bytes());
+        }
         CacheKey::from_hash(h.finalize())
     }
 }
@@ -96,6 +115,7 @@ mod tests {
             env: BTreeMap::from([("CI".into(), EnvInput::Value("true".into()))]),
             command: "make".into(),
             executor: "sandbox".into(),
+            artifacts: Vec::new(),
         }
     }
 
@@ -124,6 +144,16 @@ mod tests {
         let mut v = base.clone();
         v.executor = "vm".into();
         assert_ne!(v.key(), k);
+        let mut v = base.clone();
+        v.artifacts.push(ArtifactInput {
+            task: "build".into(),
+            key: "bundle".into(),
+            digest: ArtifactDigest::from_hash(blake3::hash(b"a")),
+        });
+        let with_artifact = v.key();
+        assert_ne!(with_artifact, k);
+        v.artifacts[0].digest = ArtifactDigest::from_hash(blake3::hash(b"b"));
+        assert_ne!(v.key(), with_artifact);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! (packages in the package directories it is given, other run definitions), the cache, or
 //! processes.
 
+mod artifact_refs;
 pub mod calls;
 mod config;
 mod diagnostic;
@@ -26,6 +27,7 @@ mod triggers;
 mod validate;
 mod yaml;
 
+pub use artifact_refs::{ARTIFACT_REFS_DIR, ArtifactRef};
 pub use calls::{LoadOptions, PackageSources};
 pub use config::{Config, ConfigEnv, LocalConfig, is_git_url, load_config, plain_env};
 pub use diagnostic::{Diagnostic, Diagnostics, Level, Location};

@@ -235,6 +235,9 @@ pub struct Task {
     pub after: Vec<TaskName>,
     /// Tasks whose values (`${{ tasks.X.values.Y }}`) this task reads: they finish first.
     pub value_deps: Vec<TaskName>,
+    /// Artifacts of other tasks this task reads (`${{ tasks.X.artifacts.K }}`); each X is in
+    /// `value_deps` too, so it finishes first.
+    pub artifact_refs: Vec<crate::artifact_refs::ArtifactRef>,
     /// Narrows which workspace files the task sees (and is keyed on); `None`: all it can see.
     /// In strata's own files it also asks for the workspace.
     pub filter: Option<Filter>,

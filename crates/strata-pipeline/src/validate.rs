@@ -84,9 +84,21 @@ pub(crate) fn validate_tasks(
             .chain(std::iter::once(&cycle[0]))
             .map(|&i| pipeline.tasks[i].name.as_str())
             .collect();
+        // A cycle through an artifact reference is shown where the reference is written.
+        let in_cycle = |n: &TaskName| cycle.iter().any(|&i| &pipeline.tasks[i].name == n);
+        let (at, width) = cycle
+            .iter()
+            .find_map(|&i| {
+                let r = pipeline.tasks[i]
+                    .artifact_refs
+                    .iter()
+                    .find(|r| in_cycle(&r.task))?;
+                Some((r.at, r.width))
+            })
+            .unwrap_or((first.at, 3));
         errors.push(Diagnostic::new(
-            first.at,
-            3,
+            at,
+            width,
             format!(
                 "tasks depend on each other in a cycle: {}",
                 path.join(" -> ")

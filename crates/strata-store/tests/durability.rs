@@ -17,6 +17,7 @@ fn inputs(command: &str) -> KeyInputs {
         env: BTreeMap::new(),
         command: command.to_string(),
         executor: "sandbox/1".to_string(),
+        artifacts: Vec::new(),
     }
 }
 

@@ -233,6 +233,10 @@ pub(super) fn splice(
         t.uses = uses;
         t.after = t.after.iter().map(&rename).collect();
         t.value_deps = t.value_deps.iter().map(&rename).collect();
+        for a in &mut t.artifact_refs {
+            a.task = rename(&a.task);
+            a.members = a.members.iter().map(&rename).collect();
+        }
         // Order crosses into every call, embedded runs included.
         t.after.extend(caller.after.iter().cloned());
         if !caller.cache.enabled {

@@ -2,6 +2,7 @@
 //! namespaces and task names, each error at its line and column. A reference to a task's
 //! values orders the tasks.
 
+use crate::artifact_refs::ArtifactRef;
 use crate::diagnostic::{Diagnostic, Location};
 use crate::expr::{Template, check_functions, parse_template};
 use crate::model::{Pipeline, RefSpan, Task, TaskName, Text, Unsupported};
@@ -90,6 +91,7 @@ pub(crate) fn check_tasks(
         .collect();
     let mut unsupported = Vec::new();
     let mut value_deps: Vec<Vec<TaskName>> = Vec::new();
+    let mut artifact_refs: Vec<Vec<ArtifactRef>> = Vec::new();
     let mut status_deps: Vec<(Vec<TaskName>, Vec<RefSpan>)> = Vec::new();
     for task in &pipeline.tasks {
         status_deps.push(check_after_condition(task, source, &groups, errors));
@@ -99,6 +101,7 @@ pub(crate) fn check_tasks(
             Some(Parallel::Instance(i)) => Some(Some(i.values.keys().cloned().collect())),
         };
         let mut deps = Vec::new();
+        let mut artifacts = Vec::new();
         for text in task.texts() {
             let Some(template) = parse_checked(text, source, errors) else {
                 continue;
@@ -112,6 +115,47 @@ pub(crate) fn check_tasks(
                             errors.push(d(format!(
                                 "`tasks.{t}`: `{t}` is a parallel task; read the values of one of the tasks it generates"
                             )));
+                        }
+                        // A parallel task expanded when the file was read: the artifact of
+                        // every task it generated, gathered.
+                        (Some(t), Some("artifacts"))
+                            if groups.iter().any(|g| g.name.as_str() == t) =>
+                        {
+                            let group = groups
+                                .iter()
+                                .find(|g| g.name.as_str() == t)
+                                .expect("just found");
+                            match crate::artifact_refs::reference(
+                                task,
+                                t,
+                                &r.path[3..],
+                                (at, r.len),
+                            ) {
+                                Ok(mut a) => {
+                                    a.members = group.members.clone();
+                                    for m in &a.members {
+                                        if !deps.contains(m) {
+                                            deps.push(m.clone());
+                                        }
+                                    }
+                                    if !artifacts.iter().any(|b: &ArtifactRef| {
+                                        b.task == a.task && b.key == a.key
+                                    }) {
+                                        artifacts.push(a);
+                                    }
+                                }
+                                Err(message) => errors.push(d(message)),
+                            }
+                        }
+                        // One expanded at run time: its generated tasks are not known yet.
+                        (Some(t), Some("artifacts")) if parallel_tasks.contains(t) => {
+                            unsupported.push(Unsupported {
+                                key: format!(
+                                    "`tasks.{t}.artifacts`: the artifacts of a parallel task expanded at run time"
+                                ),
+                                task: Some(task.name.clone()),
+                                at,
+                            })
                         }
                         (Some(t), _)
                             if !names.contains(t)
@@ -135,9 +179,25 @@ pub(crate) fn check_tasks(
                                 deps.push(TaskName::new(t.clone()));
                             }
                         }
+                        (Some(t), Some("artifacts")) => {
+                            match crate::artifact_refs::reference(task, t, &r.path[3..], (at, r.len)) {
+                                Ok(a) => {
+                                    if !deps.contains(&a.task) {
+                                        deps.push(a.task.clone());
+                                    }
+                                    // Once per artifact, where it is first read.
+                                    if !artifacts.iter().any(|b: &ArtifactRef| {
+                                        b.task == a.task && b.key == a.key
+                                    }) {
+                                        artifacts.push(a);
+                                    }
+                                }
+                                Err(message) => errors.push(d(message)),
+                            }
+                        }
                         (Some(t), other) => unsupported.push(Unsupported {
                             key: format!(
-                                "`tasks.{t}.{}` (only `tasks.{t}.values.NAME` for now)",
+                                "`tasks.{t}.{}` (only `tasks.{t}.values.NAME` and `tasks.{t}.artifacts.KEY` for now)",
                                 other.unwrap_or("…")
                             ),
                             task: Some(task.name.clone()),
@@ -198,6 +258,7 @@ pub(crate) fn check_tasks(
             }
         }
         value_deps.push(deps);
+        artifact_refs.push(artifacts);
     }
     for trigger in &pipeline.triggers.triggers {
         for text in trigger
@@ -230,14 +291,20 @@ pub(crate) fn check_tasks(
             &["event", "github", "run", "secrets", "vaults", "github-apps"],
         );
     }
-    for ((task, deps), (status, spans)) in
-        pipeline.tasks.iter_mut().zip(value_deps).zip(status_deps)
+    for (((task, deps), (status, spans)), artifacts) in pipeline
+        .tasks
+        .iter_mut()
+        .zip(value_deps)
+        .zip(status_deps)
+        .zip(artifact_refs)
     {
         task.value_deps = deps;
+        task.artifact_refs = artifacts;
         task.status_deps = status;
         task.ref_spans.extend(spans);
     }
     pipeline.unsupported.extend(unsupported);
+    crate::artifact_refs::check_declared(pipeline, errors);
 }
 
 /// `params.NAME`: only in a package, and only a parameter it declares.

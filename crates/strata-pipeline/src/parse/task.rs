@@ -276,6 +276,7 @@ pub(crate) fn build_task(
         uses: t.uses,
         after: t.after,
         value_deps: Vec::new(),
+        artifact_refs: Vec::new(),
         filter: t.filter,
         workspace: t.workspace,
         env: t.env,
