@@ -65,7 +65,8 @@ ratio() { echo "scale=3; $1 / $2" | bc | sed 's/^\./0./'; }
 # --- The repository ---------------------------------------------------------------------------
 # The commands take their root from $ROOT (empty in strata's sandbox), so that the by-hand
 # variant runs the very same commands over the trees it unpacked itself.
-build_cmd='mkdir -p $ROOT/opt/out && find $ROOT/opt/toolchain -name "*.so" | sort | head -2000 | xargs cat | sha256sum > $ROOT/opt/out/build.txt && find src -type f -name "*.js" | sort | xargs cat | sha256sum >> $ROOT/opt/out/build.txt && cat $ROOT/opt/deps/VERSION >> $ROOT/opt/out/build.txt'
+# (No `head` in these pipelines: under `pipefail` the writer it leaves behind fails with SIGPIPE.)
+build_cmd='mkdir -p $ROOT/opt/out && find $ROOT/opt/toolchain -name "*.so" | sort | sed -n 1,2000p | xargs cat | sha256sum > $ROOT/opt/out/build.txt && find src -type f -name "*.js" | sort | xargs cat | sha256sum >> $ROOT/opt/out/build.txt && cat $ROOT/opt/deps/VERSION >> $ROOT/opt/out/build.txt'
 test_cmd='test $(wc -l < $ROOT/opt/out/build.txt) = 3 && grep -q deps-1 $ROOT/opt/out/build.txt && find src -type f -name "*.json" | sort | xargs cat | sha256sum > $ROOT/opt/out/test.txt'
 repo=$mnt/origin
 mkdir -p "$repo"
@@ -95,14 +96,15 @@ nfiles=$(git -C "$repo" ls-files | wc -l)
 
 # Machine A ran the base commit and published everything; then one source file changes.
 git clone -q "$repo" "$mnt/a"
-STRATA_CACHE_DIR=$mnt/cache-a "$strata" run --remote "$remote" "$mnt/a/strata.yml" >/dev/null 2>&1
+STRATA_CACHE_DIR=$mnt/cache-a "$strata" run --shared-cache "$remote" "$mnt/a/strata.yml" > "$mnt/a.log" 2>&1 \
+    || { tail -30 "$mnt/a.log" >&2; exit 1; }
 settled
 echo "// edited" >> "$repo/src/pkg000/mod0/file0.js"
 git -C "$repo" -c user.name=b -c user.email=b@b commit -qam edit
 
 # The by-hand variant's tarballs (what a CI user's cache step would have uploaded).
 layer_of() {
-    STRATA_CACHE_DIR=$mnt/cache-a "$strata" plan --json --no-remote "$mnt/a/strata.yml" 2>/dev/null \
+    STRATA_CACHE_DIR=$mnt/cache-a "$strata" plan --json --no-shared-cache "$mnt/a/strata.yml" 2>/dev/null \
         | python3 -c "
 import json, sqlite3, sys
 key = [r['key'] for r in json.load(sys.stdin) if r['task'] == '$1'][0]
@@ -126,7 +128,7 @@ for r in $(seq "$rounds"); do
     cold() {
         sync
         t0=$(now)
-        STRATA_CACHE_DIR=$mnt/cache-cold$r "$strata" run --json --remote "$remote" "$mnt/clone$r/strata.yml" > "$mnt/cold$r.json" 2>/dev/null
+        STRATA_CACHE_DIR=$mnt/cache-cold$r "$strata" run --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$mnt/cold$r.json" 2>/dev/null
         t1=$(now)
         add cold "$(ms "$t0" "$t1")"
         settled
@@ -159,7 +161,7 @@ for r in $(seq "$rounds"); do
     rm -f "$mnt/cache-w$r"/index.sqlite*
     cp "$mnt/cache-a"/index.sqlite* "$mnt/cache-w$r/"
     sync
-    t0=$(now); STRATA_CACHE_DIR=$mnt/cache-w$r "$strata" run --no-remote "$mnt/a/strata.yml" >/dev/null 2>&1; t1=$(now)
+    t0=$(now); STRATA_CACHE_DIR=$mnt/cache-w$r "$strata" run --no-shared-cache "$mnt/a/strata.yml" >/dev/null 2>&1; t1=$(now)
     add warm "$(ms "$t0" "$t1")"
     settled
     git -C "$mnt/a" reset -q --hard HEAD~1
@@ -171,7 +173,7 @@ for r in $(seq "$rounds"); do
     add cold_test "$(grep '"event":"task-passed"' "$ev" | grep '"task":"test"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     add cold_restore "$(grep '"event":"layer-fetched"' "$ev" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
     sync
-    t0=$(now); STRATA_CACHE_DIR=$mnt/cache-key$r "$strata" plan --no-remote "$mnt/clone$r/strata.yml" >/dev/null; t1=$(now)
+    t0=$(now); STRATA_CACHE_DIR=$mnt/cache-key$r "$strata" plan --no-shared-cache "$mnt/clone$r/strata.yml" >/dev/null; t1=$(now)
     add cold_key "$(ms "$t0" "$t1")"
     settled
     rm -rf "$mnt/clone$r" "$mnt/hand$r" "$mnt/hand$r-ws" "$mnt/cache-cold$r" "$mnt/cache-key$r"
