@@ -284,3 +284,71 @@ fn background_processes_are_keyed() {
     let key = |r: &RunResult| r.event("task-started", "t").unwrap()["key"].clone();
     assert_ne!(key(&plain), key(&first));
 }
+
+#[test]
+fn a_task_timeout_stops_its_processes_too() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: slow
+    timeout: 2s
+    run: sleep 100
+    background-processes:
+      - key: svc
+        run: exec sleep 1003
+",
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(failed_reason(&r, "slow").contains("timed out"));
+    assert!(
+        processes_with("sleep 1003").is_empty(),
+        "the process outlived its task"
+    );
+}
+
+#[test]
+fn secrets_in_processes_and_their_output_are_masked_and_keyed_by_name() {
+    let f = Fixture::new();
+    let secret = "s3cr3t-bg-4242";
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: uses-secret
+    run: echo command done
+    background-processes:
+      - key: svc
+        run: echo \"password is ${{ secrets.db-password }}\"; exec sleep 1004
+        ready-check: test -n \"${{ secrets.db-password }}\"
+",
+    );
+    let out = f
+        .command(&["run", "--json"])
+        .env("STRATA_SECRET_DB_PASSWORD", secret)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[svc] password is ***"), "{stdout}");
+    assert!(!stdout.contains(secret), "the secret is in the events");
+    let logs = f.output(&["logs", "strata.yml", "uses-secret"]);
+    let log = String::from_utf8_lossy(&logs.stdout);
+    assert!(log.contains("[svc] password is ***"), "{log}");
+    assert!(!log.contains(secret));
+    // Nothing in the cache directory holds it (the key records it by name).
+    let grep = std::process::Command::new("grep")
+        .args(["-r", "-l", secret])
+        .arg(f.cache.path())
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+}

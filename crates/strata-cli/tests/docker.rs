@@ -255,3 +255,34 @@ fn preserve_data_keeps_images_for_the_next_execution_and_for_the_tasks_that_use_
         leftover_cgroups("images")
     );
 }
+
+#[test]
+fn docker_without_dockerd_in_the_task_filesystem_says_what_is_missing() {
+    let f = Fixture::new();
+    // A base with a shell and nothing of Docker.
+    let rootfs = f.ws().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    f.write(
+        "strata.yml",
+        &format!(
+            "base:\n  rootfs: {}\ntasks:\n  - key: needs-docker\n    docker: true\n    run: echo ran\n",
+            rootfs.display()
+        ),
+    );
+    let r = f.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let failed = r
+        .event("task-failed", "needs-docker")
+        .expect("the task failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("background process `dockerd` exited with status 127 before it was ready")
+            && reason.contains("Debian's `docker.io` package"),
+        "{reason}"
+    );
+    assert!(!r.output("needs-docker").contains(&"ran".to_string()));
+}
