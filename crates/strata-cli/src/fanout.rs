@@ -33,7 +33,8 @@ pub(crate) fn jobs(pipeline: &Pipeline) -> Vec<Job> {
         .enumerate()
         .map(|(i, t)| (t.name.as_str(), i))
         .collect();
-    // Dependencies by index, through calls (a task that uses a call needs the call's tasks).
+    // Dependencies by index, through calls: a call's task depends on every task of its call
+    // (`use` for its final ones, `after` for the others), so expanding it is enough.
     let deps: Vec<Vec<usize>> = tasks
         .iter()
         .map(|t| {
@@ -48,64 +49,52 @@ pub(crate) fn jobs(pipeline: &Pipeline) -> Vec<Job> {
                     Some(&i) => {
                         out.insert(i);
                     }
-                    None => {
-                        if let Some(call) = pipeline.task(d) {
-                            stack.extend(call.dependencies().map(|n| n.as_str()));
-                            let prefix = format!("{d}.");
-                            stack.extend(
-                                tasks
-                                    .iter()
-                                    .filter(|x| x.name.as_str().starts_with(&prefix))
-                                    .map(|x| x.name.as_str()),
-                            );
-                        }
-                    }
+                    None => stack.extend(
+                        pipeline
+                            .task(d)
+                            .into_iter()
+                            .flat_map(|call| call.dependencies().map(|n| n.as_str())),
+                    ),
                 }
             }
             out.into_iter().collect()
         })
         .collect();
-    // Union-find: an uncached task and every task that depends on it, transitively.
+    // A task is tainted when its cache is off, or when it depends on a tainted task: its input
+    // is then never in a shared cache, so it joins the job of what taints it (union-find).
+    let mut tainted: Vec<Option<bool>> = vec![None; tasks.len()];
+    fn is_tainted(
+        i: usize,
+        tasks: &[&strata_pipeline::Task],
+        deps: &[Vec<usize>],
+        memo: &mut [Option<bool>],
+    ) -> bool {
+        if let Some(known) = memo[i] {
+            return known;
+        }
+        let uncached = !tasks[i].cache.enabled && tasks[i].cache.enabled_expr.is_none();
+        // The graph is acyclic (validated), so this recursion ends.
+        let tainted = deps[i]
+            .iter()
+            .fold(uncached, |acc, &d| is_tainted(d, tasks, deps, memo) || acc);
+        memo[i] = Some(tainted);
+        tainted
+    }
     let mut group: Vec<usize> = (0..tasks.len()).collect();
     fn find(group: &mut [usize], i: usize) -> usize {
         let mut r = i;
         while group[r] != r {
             r = group[r];
         }
-        let mut i = i;
-        while group[i] != r {
-            let next = group[i];
-            group[i] = r;
-            i = next;
-        }
+        group[i] = r;
         r
     }
-    let mut tainted = vec![false; tasks.len()];
-    for _ in 0..tasks.len() {
-        let mut changed = false;
-        for (i, t) in tasks.iter().enumerate() {
-            let uncached = !t.cache.enabled && t.cache.enabled_expr.is_none();
-            for &d in &deps[i] {
-                if tainted[d] || (!tasks[d].cache.enabled && tasks[d].cache.enabled_expr.is_none())
-                {
-                    let (a, b) = (find(&mut group, i), find(&mut group, d));
-                    if a != b {
-                        group[a.max(b)] = a.min(b);
-                        changed = true;
-                    }
-                    if !tainted[i] {
-                        tainted[i] = true;
-                        changed = true;
-                    }
-                }
+    for i in 0..tasks.len() {
+        for &d in &deps[i] {
+            if is_tainted(d, &tasks, &deps, &mut tainted) {
+                let (a, b) = (find(&mut group, i), find(&mut group, d));
+                group[a.max(b)] = a.min(b);
             }
-            if uncached && !tainted[i] {
-                tainted[i] = true;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
         }
     }
     let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
