@@ -1096,16 +1096,17 @@ fn read_errors(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Whether the run was asked for this task: a target, or a task of a target call.
+/// Whether the run was asked for this task: a target, or a task of a target call (its call
+/// scopes, innermost first, name their callers).
 fn is_target(ctx: &RunContext<'_>, task: &Task) -> bool {
-    let name = task.name.as_str();
-    ctx.options.targets.iter().any(|t| {
-        let t = t.as_str();
-        name == t
-            || name
-                .strip_prefix(t)
-                .is_some_and(|rest| rest.starts_with('.'))
-    })
+    let targets = &ctx.options.targets;
+    let mut scope = task.scope.as_deref();
+    let mut found = targets.contains(&task.name);
+    while let (false, Some(s)) = (found, scope) {
+        found = targets.contains(&s.caller);
+        scope = s.parent.as_deref();
+    }
+    found
 }
 
 fn sees_workspace(ctx: &RunContext<'_>, task: &Task) -> bool {
