@@ -51,19 +51,11 @@ impl Client {
                 location: self.location.clone(),
                 message: strata_oci::retry::TransportFailure::new(&t).to_string(),
             },
-            ureq::Error::Status(code, resp) => {
-                let body: String = resp
-                    .into_string()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect();
-                BackendError::Failed {
-                    location: self.location.clone(),
-                    action: action.to_string(),
-                    message: format!("HTTP {code} {body}"),
-                }
-            }
+            ureq::Error::Status(code, resp) => BackendError::Failed {
+                location: self.location.clone(),
+                action: action.to_string(),
+                message: format!("HTTP {code} {}", body_excerpt(resp)),
+            },
         }
     }
 
@@ -205,9 +197,18 @@ impl Client {
     }
 }
 
+/// The start of an error answer's body, for a message (servers explain refusals there).
+pub(super) fn body_excerpt(resp: ureq::Response) -> String {
+    resp.into_string()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
+}
+
 /// The contents of every `<name>…</name>` element in `xml` (S3 listings are flat and simple
 /// enough not to need an XML parser; servers differ in which optional fields they send).
-fn elements<'a>(xml: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
+pub(super) fn elements<'a>(xml: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
     let (open, close) = (format!("<{name}>"), format!("</{name}>"));
     let mut rest = xml;
     std::iter::from_fn(move || {
@@ -219,7 +220,7 @@ fn elements<'a>(xml: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
     })
 }
 
-fn unescape(text: &str) -> String {
+pub(super) fn unescape(text: &str) -> String {
     text.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use super::client::parse_time;
+use super::client::{body_excerpt, elements, parse_time, unescape};
 
 /// Temporary credentials are fetched again when they expire in less than this.
 pub const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
@@ -383,13 +383,7 @@ fn agent() -> ureq::Agent {
 fn http_err(source: &str, e: ureq::Error) -> CredentialError {
     match e {
         ureq::Error::Status(code, resp) => {
-            let body: String = resp
-                .into_string()
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            fail(source, format!("HTTP {code} {}", body.trim()))
+            fail(source, format!("HTTP {code} {}", body_excerpt(resp).trim()))
         }
         ureq::Error::Transport(t) => fail(source, strata_oci::retry::TransportFailure::new(&t)),
     }
@@ -430,7 +424,10 @@ fn web_identity(
         .map_err(|e| http_err(source, e))?;
     let body = resp.into_string().map_err(|e| fail(source, e))?;
     let field = |name: &str| {
-        xml_text(&body, name).ok_or_else(|| fail(source, format!("no <{name}> in the answer")))
+        elements(&body, name)
+            .next()
+            .map(|text| unescape(text.trim()))
+            .ok_or_else(|| fail(source, format!("no <{name}> in the answer")))
     };
     Ok(AwsCredentials {
         access_key: field("AccessKeyId")?,
@@ -441,22 +438,6 @@ fn web_identity(
         ),
         source: format!("web identity (role {role})"),
     })
-}
-
-/// The text of the first `<name>…</name>` element (STS answers are small and flat).
-fn xml_text(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))? + start;
-    Some(
-        body[start..end]
-            .trim()
-            .replace("&amp;", "&")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'"),
-    )
 }
 
 /// The JSON document container credentials, IMDS and `credential_process` all answer with.
