@@ -30,5 +30,5 @@ pub use setup::{
     DEFAULT_CAPABILITIES, MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, hostname_for, setup_root,
 };
 pub use spawn::{Exit, Killer, Outcome, RunningSandbox, SandboxError, spawn};
-pub use spec::{Attached, BackgroundProcess, BindMount, ReadyCheck, SandboxSpec};
+pub use spec::{Attached, BackgroundProcess, BindMount, OverlayMount, ReadyCheck, SandboxSpec};
 pub use syscalls::{LinuxSyscalls, RecordingSyscalls, Syscalls};

@@ -134,6 +134,18 @@ pub fn setup_root(
         }
     }
 
+    for overlay in &spec.overlays {
+        let target = merged.join(&overlay.target);
+        sys.mount_overlay(
+            &target,
+            &overlay.lowerdirs,
+            Some((&overlay.upperdir, &overlay.workdir)),
+        )?;
+        if !spec.privileged {
+            sys.set_nodev(&target, true)?;
+        }
+    }
+
     sys.mount_proc(&merged.join("proc"))?;
     let dev = merged.join("dev");
     sys.mount_tmpfs(&dev, "mode=755,size=65536k")?;
@@ -251,6 +263,7 @@ mod tests {
             cgroups: vec![],
             background: vec![],
             binds: vec![],
+            overlays: vec![],
         }
     }
 
@@ -390,6 +403,7 @@ mod tests {
     fn host_directories_are_bound_read_write_after_the_stack_and_run() {
         let sys = fake_with(&["var/lib", "workspace"]);
         let spec = SandboxSpec {
+            overlays: vec![],
             binds: vec![crate::spec::BindMount {
                 source: "/cache/docker/t.data".into(),
                 target: "/var/lib/docker".into(),
