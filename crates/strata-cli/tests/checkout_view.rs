@@ -268,7 +268,7 @@ fn a_checkout_edited_while_a_task_runs_is_used_but_never_cached() {
 }
 
 #[test]
-fn a_checkout_owned_by_another_user_is_given_as_a_tree() {
+fn a_checkout_cloned_by_another_user_is_shown_as_root_s() {
     let f = Fixture::new();
     f.write("src/a.txt", "alpha");
     f.write(
@@ -276,22 +276,63 @@ fn a_checkout_owned_by_another_user_is_given_as_a_tree() {
         "tasks:
   - key: look
     filter: [src/**]
-    run: stat -c '%u %g' src/a.txt && cat src/a.txt
+    run: |
+      stat -c '%u %g' . src src/a.txt
+      cat src/a.txt
+      echo more >> src/a.txt
 ",
     );
     checkout(&f);
-    let status = std::process::Command::new("chown")
-        .args(["-R", "1234:1234"])
-        .arg(f.ws().join("src"))
-        .status()
+    let chown = |owner: &str, path: &std::path::Path| {
+        let status = std::process::Command::new("chown")
+            .args(["-R", owner])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // As actions/checkout leaves it: everything the CI's user's.
+    chown("1234:1234", f.ws());
+    let run = f.run(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(started(&run, "look")["workspace"], "checkout");
+    // Through an idmapped mount: root's, as a layer's files are, whoever cloned.
+    assert_eq!(run.output("look"), ["0 0", "0 0", "0 0", "alpha"]);
+    let dir = f.cache.path().join("layers").join(layer(&run, "look"));
+    let copied = std::fs::metadata(dir.join("workspace/src/a.txt")).unwrap();
+    assert_eq!((copied.uid(), copied.gid()), (0, 0));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("workspace/src/a.txt")).unwrap(),
+        "alphamore\n"
+    );
+    // The checkout itself is untouched, and still its user's.
+    let original = std::fs::metadata(f.ws().join("src/a.txt")).unwrap();
+    assert_eq!((original.uid(), original.gid()), (1234, 1234));
+    assert_eq!(
+        std::fs::read_to_string(f.ws().join("src/a.txt")).unwrap(),
+        "alpha"
+    );
+    // The same layer as a tree of root's copies gives.
+    let other = common::CacheDir::new("strata-cache-tree-");
+    let out = f
+        .command(&["run", "--json"])
+        .env("STRATA_CACHE_DIR", other.path())
+        .env("STRATA_WORKSPACE_TREE", "1")
+        .output()
         .unwrap();
-    assert!(status.success());
+    let tree = RunResult::of(&out);
+    assert_eq!(tree.code, 0, "{}", tree.stderr);
+    assert_eq!(tree.output("look"), ["0 0", "0 0", "0 0", "alpha"]);
+    assert_eq!(layer(&tree, "look"), layer(&run, "look"));
+
+    // Files of two owners cannot both be shown as root's: a tree.
+    f.write("src/a.txt", "beta");
+    chown("999:999", &f.ws().join("src/a.txt"));
     let run = f.run(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let how = started(&run, "look")["workspace"].as_str().unwrap();
-    assert!(how.contains("owned by another user"), "{how}");
-    // The task's files are owned by strata's user, as every layer's are.
-    assert_eq!(run.output("look"), ["0 0", "alpha"]);
+    assert!(how.starts_with("tree:") && how.contains("owned by 999:999"), "{how}");
+    assert_eq!(run.output("look"), ["0 0", "0 0", "0 0", "beta"]);
 }
 
 #[test]

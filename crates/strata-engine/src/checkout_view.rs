@@ -31,7 +31,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use strata_key::{Seen, Workspace, WorkspaceFile};
 use strata_pipeline::Task;
-use strata_sandbox::OverlayMount;
+use strata_sandbox::{IdMappedLower, OverlayMount};
 
 use crate::context::RunContext;
 use crate::inputs::ResolvedInputs;
@@ -47,6 +47,9 @@ pub(crate) struct CheckoutView {
     pub(crate) prefix: String,
     /// The lower dir of whiteouts just above the checkout.
     pub(crate) mask: PathBuf,
+    /// The owner of the checkout's files when it is not strata's user: they are shown as
+    /// strata's through an idmapped mount.
+    owner: Option<(u32, u32)>,
     /// Each visible file: its path in the checkout, and how the capture found it.
     files: Vec<(Arc<str>, Seen)>,
     /// Each directory the mask was built from, as it was then.
@@ -87,10 +90,12 @@ impl CheckoutView {
         if workspace.seen.len() != workspace.files.len() {
             return Err(NotExact("the capture did not stat its files".into()));
         }
-        let owner = (
-            rustix::process::geteuid().as_raw(),
-            rustix::process::getegid().as_raw(),
-        );
+        // One owner for everything shown: strata's own, or another user's (the CI's, who
+        // cloned), then shown as strata's through an idmapped mount.
+        let owner = match rustix::fs::stat(&root) {
+            Ok(st) => (st.st_uid, st.st_gid),
+            Err(e) => return Err(NotExact(format!("{}: {e}", root.display()))),
+        };
         let mut prefix: Option<String> = None;
         let mut shown = Vec::with_capacity(files.len());
         for (f, origin) in files.iter().zip(origins) {
@@ -112,13 +117,21 @@ impl CheckoutView {
                 .and_then(|i| workspace.seen.get(i))
                 .ok_or_else(|| NotExact(format!("{origin} was not captured")))?;
             if (seen.uid, seen.gid) != owner {
-                return Err(NotExact(format!("{origin} is owned by another user")));
+                return Err(NotExact(format!(
+                    "{origin} is owned by {}:{}, the checkout by {}:{}",
+                    seen.uid, seen.gid, owner.0, owner.1
+                )));
             }
             shown.push((origin.clone(), *seen));
         }
         let prefix = prefix.unwrap_or_default();
         let dirs = build_mask(&root, &shown, dir, owner)?;
+        let ours = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
         Ok(CheckoutView {
+            owner: (owner != ours).then_some(owner),
             root,
             prefix,
             mask: dir.to_path_buf(),
@@ -136,17 +149,28 @@ impl CheckoutView {
     /// The lower dirs of the `/workspace` overlay, top first: from each of the root overlay's
     /// lower dirs `above` the checkout (top first) and `below` it, its directory at the mount
     /// point; the mask and the checkout between. `Err` when a layer hides the checkout.
-    pub(crate) fn lowerdirs(
+    pub(crate) fn overlay(
         &self,
         above: &[PathBuf],
         below: &[PathBuf],
-    ) -> Result<Vec<PathBuf>, NotExact> {
+        upperdir: PathBuf,
+        workdir: PathBuf,
+    ) -> Result<OverlayMount, NotExact> {
         let point = self.mount_point();
         let mut out = Vec::with_capacity(above.len() + below.len() + 2);
         for lower in above {
             out.extend(part_at(lower, &point)?);
         }
         out.push(self.mask.clone());
+        let idmapped = self
+            .owner
+            .map(|(uid, gid)| IdMappedLower {
+                lower: out.len(),
+                uid,
+                gid,
+            })
+            .into_iter()
+            .collect();
         out.push(self.root.clone());
         for lower in below {
             // A base whose `/workspace` is the checkout (or holds it) adds nothing it shows.
@@ -156,7 +180,13 @@ impl CheckoutView {
                 out.push(p);
             }
         }
-        Ok(out)
+        Ok(OverlayMount {
+            target: point,
+            lowerdirs: out,
+            upperdir,
+            workdir,
+            idmapped,
+        })
     }
 
     /// What of the checkout changed since the capture, among what the task was shown: `None`
@@ -245,11 +275,15 @@ impl WorkspaceMount {
                     let (lowerdirs, above) = resolved.lowerdirs_around(ctx, task, None, parents)?;
                     let mut below = lowerdirs[above..].to_vec();
                     below.push(ctx.base_root.clone());
-                    match view.lowerdirs(&lowerdirs[..above], &below) {
+                    let overlay = view.overlay(
+                        &lowerdirs[..above],
+                        &below,
+                        upper.join(view.mount_point()),
+                        scratch.join("work-workspace"),
+                    );
+                    match overlay {
                         Err(NotExact(why)) => Some(why),
-                        Ok(lowers) => {
-                            return Self::checkout(view, lowerdirs, lowers, upper, scratch);
-                        }
+                        Ok(overlay) => return Self::checkout(view, lowerdirs, overlay, upper),
                     }
                 }
             }
@@ -272,16 +306,14 @@ impl WorkspaceMount {
     fn checkout(
         view: Arc<CheckoutView>,
         lowerdirs: Vec<PathBuf>,
-        lowers: Vec<PathBuf>,
+        overlay: OverlayMount,
         upper: &Path,
-        scratch: &Path,
     ) -> Result<WorkspaceMount, String> {
         let io =
             |what: &Path, e: std::io::Error| format!("failed to create {}: {e}", what.display());
-        let point = view.mount_point();
         let mut made = Vec::new();
         let mut dir = upper.to_path_buf();
-        for component in point.components() {
+        for component in overlay.target.components() {
             dir.push(component);
             if !dir.exists() {
                 std::fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
@@ -290,19 +322,14 @@ impl WorkspaceMount {
                 made.push(dir.clone());
             }
         }
-        let workdir = scratch.join("work-workspace");
+        let workdir = &overlay.workdir;
         if workdir.exists() {
-            std::fs::remove_dir_all(&workdir).map_err(|e| io(&workdir, e))?;
+            std::fs::remove_dir_all(workdir).map_err(|e| io(workdir, e))?;
         }
-        std::fs::create_dir_all(&workdir).map_err(|e| io(&workdir, e))?;
+        std::fs::create_dir_all(workdir).map_err(|e| io(workdir, e))?;
         Ok(WorkspaceMount {
             lowerdirs,
-            overlays: vec![OverlayMount {
-                target: point,
-                lowerdirs: lowers,
-                upperdir: dir,
-                workdir,
-            }],
+            overlays: vec![overlay],
             view: Some(view),
             how: Some("checkout".into()),
             made,
@@ -455,8 +482,12 @@ fn build_mask(
         let st = rustix::fs::fstat(&fd).map_err(|e| fail(&path.display().to_string(), &e))?;
         if (st.st_uid, st.st_gid) != owner {
             return Err(NotExact(format!(
-                "{} is owned by another user",
-                path.display()
+                "{} is owned by {}:{}, the checkout by {}:{}",
+                path.display(),
+                st.st_uid,
+                st.st_gid,
+                owner.0,
+                owner.1
             )));
         }
         modes.insert(rel, st.st_mode & 0o7777);

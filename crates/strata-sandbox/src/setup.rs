@@ -134,11 +134,21 @@ pub fn setup_root(
         }
     }
 
-    for overlay in &spec.overlays {
+    for (i, overlay) in spec.overlays.iter().enumerate() {
         let target = merged.join(&overlay.target);
+        let mut lowers = overlay.lowerdirs.clone();
+        for m in &overlay.idmapped {
+            let Some(lower) = lowers.get_mut(m.lower) else {
+                continue;
+            };
+            let shown = spec.scratch.join(format!("idmapped-{i}-{}", m.lower));
+            sys.mkdir_all(&shown)?;
+            sys.idmapped_bind(lower, &shown, m.uid, m.gid)?;
+            *lower = shown;
+        }
         sys.mount_overlay(
             &target,
-            &overlay.lowerdirs,
+            &lowers,
             Some((&overlay.upperdir, &overlay.workdir)),
         )?;
         if !spec.privileged {

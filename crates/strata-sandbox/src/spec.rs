@@ -55,6 +55,17 @@ pub struct OverlayMount {
     pub lowerdirs: Vec<PathBuf>,
     pub upperdir: PathBuf,
     pub workdir: PathBuf,
+    /// Lower dirs shown through an idmapped bind mount, their owner's files as root's.
+    #[serde(default)]
+    pub idmapped: Vec<IdMappedLower>,
+}
+
+/// The lower dir at `lower` (an index into `lowerdirs`), whose files belong to `uid`:`gid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMappedLower {
+    pub lower: usize,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// One of a task's `background-processes`, its expressions resolved.
