@@ -275,7 +275,7 @@ impl TerminalReporter {
             // Why a task missed is in `--json`, the run record and the report; the terminal
             // shows that it runs.
             Event::TaskMissed { .. } => Vec::new(),
-            Event::TaskStarted { task, key } => {
+            Event::TaskStarted { task, key, .. } => {
                 d.running.insert(task.clone(), Instant::now());
                 vec![format!(
                     "{} {} {}",

@@ -175,7 +175,7 @@ fn a_missing_image_is_a_clear_error() {
 }
 
 /// Lists a filesystem with busybox tools, the same way inside the sandbox and outside.
-const LISTING: &str = r#"cd / && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run \) -prune -o -print | sort | while read f; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo "$f $(stat -c '%a %u %g %s' "$f") $(md5sum < "$f" | cut -c1-32)"; elif [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(stat -c '%F %a %u %g' "$f")"; fi; done"#;
+const LISTING: &str = r#"cd / && find . \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run \) -prune -o -print | sort | while read f; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo "$f $(stat -c '%a %u %g %s' "$f") $(md5sum < "$f" | cut -c1-32)"; elif [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(stat -c '%F %a %u %g' "$f")"; fi; done"#;
 
 #[test]
 fn an_exported_image_is_valid_and_holds_what_the_task_saw() {

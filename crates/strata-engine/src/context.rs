@@ -271,7 +271,7 @@ impl<'a> RunContext<'a> {
             Workspace {
                 root: options.workspace.clone(),
                 files: Vec::new(),
-                mtimes: Vec::new(),
+                seen: Vec::new(),
             }
         };
         notices.extend(remotes.notices());

@@ -86,6 +86,11 @@ pub enum Event {
     TaskStarted {
         task: String,
         key: String,
+        /// How it was given the workspace files it sees (`checkout_view.rs`): `checkout`, the
+        /// checkout itself; `tree: <why>`, a tree of links to the cache's copies; absent when it
+        /// sees none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        workspace: Option<String>,
     },
     /// One line of the task's output (stdout and stderr merged), without its newline. A line
     /// longer than 64 KiB is cut, with a note saying how many bytes only the log has.

@@ -641,10 +641,6 @@ fn run_in_sandbox<'scope, 'env>(
         .wait_for(ctx, &resolved.stack_layers())
         .map_err(Failure::deferred)?;
     let scratch = ctx.run_dir.path().join("tasks").join(&name);
-    let ws_tree = resolved
-        .tree
-        .materialize(ctx)
-        .map_err(|e| Failure::infra(format!("failed to prepare the workspace: {}", chain(&e))))?;
     let mounts = ctx
         .cache
         .layers()
@@ -661,15 +657,21 @@ fn run_in_sandbox<'scope, 'env>(
     let dotenv = outputs_dir.join(crate::dotenv::DOTENV_FILE);
     std::fs::write(&dotenv, "")
         .map_err(|e| Failure::infra(format!("failed to create {}: {e}", dotenv.display())))?;
-    let lowerdirs = resolved
-        .lowerdirs(ctx, task, ws_tree, &mounts.lowerdirs)
-        .map_err(Failure::infra)?;
+    let workspace = crate::checkout_view::WorkspaceMount::prepare(
+        ctx,
+        task,
+        resolved,
+        &mounts.lowerdirs,
+        &mounts.upperdir,
+        &scratch,
+    )
+    .map_err(Failure::infra)?;
     // Held until the task has ended: a `docker: true` daemon's data root is removed then.
     let docker = crate::services::docker_data(ctx, task, &scratch).map_err(Failure::infra)?;
     let spec = SandboxSpec {
         task: name.clone(),
         base: ctx.base_root.clone(),
-        lowerdirs,
+        lowerdirs: workspace.lowerdirs.clone(),
         upperdir: mounts.upperdir.clone(),
         workdir: mounts.workdir.clone(),
         scratch: scratch.clone(),
@@ -700,10 +702,12 @@ fn run_in_sandbox<'scope, 'env>(
         cgroups: Vec::new(), // the sandbox gives the task its cgroup
         background: resolved.background.clone(),
         binds: docker.iter().map(|d| d.bind.clone()).collect(),
+        overlays: workspace.overlays.clone(),
     };
     reporter.event(&Event::TaskStarted {
         task: name.clone(),
         key: resolved.key.to_hex(),
+        workspace: workspace.how.clone(),
     });
     // The log goes to a file in the task's scratch as it arrives: a task may print gigabytes.
     // Created before the task starts, so that a failure here leaves nothing running.
@@ -775,6 +779,7 @@ fn run_in_sandbox<'scope, 'env>(
     });
     let _ = waiter.join();
     drop(docker);
+    let checkout_changed = workspace.finish();
     let exit = outcome.map_err(|e| Failure::infra(chain(&e)))?;
     let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
     *used = usage;
@@ -894,6 +899,7 @@ fn run_in_sandbox<'scope, 'env>(
             usage,
             exit_code,
             test_results,
+            checkout_changed,
         },
         reporter,
         scope,
@@ -911,6 +917,9 @@ struct Finished<'a> {
     /// 0, or one of `outputs.execution-status.success-exit-codes`.
     exit_code: i32,
     test_results: Option<strata_key::TestResults>,
+    /// What of the checkout changed while the task was given it (`checkout_view.rs`): then
+    /// the task saw other files than its key names, and its result is not stored.
+    checkout_changed: Option<String>,
 }
 
 fn commit<'scope, 'env>(
@@ -930,6 +939,7 @@ fn commit<'scope, 'env>(
         usage,
         exit_code,
         test_results,
+        checkout_changed,
     } = finished;
     let committing = Instant::now();
     // The entry keeps the task's own exports; what it inherited is merged in at every run.
@@ -960,7 +970,16 @@ fn commit<'scope, 'env>(
     if ctx.options.artifacts_dir.is_some() {
         ctx.artifacts.note(task, LayerSource::Layer(layer));
     }
-    let stored = resolved.cache.enabled;
+    if let Some(change) = &checkout_changed {
+        reporter.event(&Event::Warning {
+            message: format!(
+                "`{}`: the checkout changed while it ran ({change}): its result is used by this \
+                 run but not cached",
+                task.name
+            ),
+        });
+    }
+    let stored = resolved.cache.enabled && checkout_changed.is_none();
     if stored {
         let store = || -> Result<NewEntry, strata_store::StoreError> {
             let log = ctx.cache.content().put_log_file(log)?;

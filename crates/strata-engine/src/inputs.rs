@@ -191,6 +191,19 @@ impl ResolvedInputs {
         ws_tree: std::path::PathBuf,
         parents: &[std::path::PathBuf],
     ) -> Result<Vec<std::path::PathBuf>, String> {
+        self.lowerdirs_around(ctx, task, Some(ws_tree), parents)
+            .map(|(lowers, _)| lowers)
+    }
+
+    /// The same, the workspace tree left out when `ws_tree` is `None`, and how many of the
+    /// lower dirs lie above the tree's place.
+    pub(crate) fn lowerdirs_around(
+        &self,
+        ctx: &RunContext<'_>,
+        task: &Task,
+        ws_tree: Option<std::path::PathBuf>,
+        parents: &[std::path::PathBuf],
+    ) -> Result<(Vec<std::path::PathBuf>, usize), String> {
         let package = match task.scope.as_ref().and_then(|s| s.package()) {
             Some(p) => Some(crate::packages::package_lower(ctx, p)?),
             None => None,
@@ -210,17 +223,21 @@ impl ResolvedInputs {
                     strata_store::error_chain(&e)
                 )
             })?;
-            lowerdirs.push(ws_tree);
+            let above = lowerdirs.len();
+            lowerdirs.extend(ws_tree);
             lowerdirs.push(mask);
             lowerdirs.extend(parents.iter().cloned());
             lowerdirs.extend(package);
+            lowerdirs.extend(ctx.base_layers.iter().cloned());
+            Ok((lowerdirs, above))
         } else {
             lowerdirs.extend(parents.iter().cloned());
             lowerdirs.extend(package);
-            lowerdirs.push(ws_tree);
+            let above = lowerdirs.len();
+            lowerdirs.extend(ws_tree);
+            lowerdirs.extend(ctx.base_layers.iter().cloned());
+            Ok((lowerdirs, above))
         }
-        lowerdirs.extend(ctx.base_layers.iter().cloned());
-        Ok(lowerdirs)
     }
 
     pub(crate) fn stack_layers(&self) -> Vec<LayerDigest> {

@@ -15,6 +15,7 @@
 mod artifact_refs;
 mod base_image;
 mod checkout;
+mod checkout_view;
 mod conditions;
 mod context;
 mod dispatch;

@@ -204,6 +204,7 @@ pub fn shell<'a>(
         // The shell is for looking at files: no database or daemon is started for it.
         background: Vec::new(),
         binds: Vec::new(),
+        overlays: Vec::new(),
     };
     let attached = Attached {
         argv: options.argv.clone(),

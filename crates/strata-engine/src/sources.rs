@@ -295,7 +295,7 @@ mod tests {
                     },
                 })
                 .collect(),
-            mtimes: Vec::new(),
+            seen: Vec::new(),
         }
     }
 

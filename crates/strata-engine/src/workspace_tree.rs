@@ -11,12 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use strata_key::{FileKind, Workspace, WorkspaceDigest, WorkspaceFile};
+
+use crate::checkout_view::CheckoutView;
+use crate::context::RunContext;
+use crate::inputs::WorkspaceView;
 use strata_store::{LocalCache, StoreError};
 
 #[derive(Default)]
 pub(crate) struct WorkspaceTrees {
     built: Mutex<HashMap<WorkspaceDigest, PathBuf>>,
     mask: Mutex<Option<PathBuf>>,
+    /// Views of the checkout itself (`checkout_view.rs`), `None` where one is not exact.
+    views: Mutex<HashMap<WorkspaceDigest, Result<Arc<CheckoutView>, String>>>,
 }
 
 /// Where a file of a workspace tree comes from.
@@ -104,6 +110,35 @@ impl WorkspaceTrees {
         }
         built.insert(digest, root.clone());
         Ok(root)
+    }
+
+    /// The checkout itself as `view`'s files (made once per digest in a run), or why that
+    /// would not be exact and a tree is needed.
+    pub(crate) fn checkout_view(
+        &self,
+        ctx: &RunContext<'_>,
+        view: &WorkspaceView,
+    ) -> Result<Arc<CheckoutView>, String> {
+        let mut views = self.views.lock().expect("view lock poisoned");
+        views
+            .entry(view.digest)
+            .or_insert_with(|| {
+                let dir = ctx
+                    .run_dir
+                    .path()
+                    .join("ws-view")
+                    .join(view.digest.to_hex());
+                CheckoutView::build(
+                    &ctx.workspace,
+                    &view.files,
+                    &view.origins,
+                    ctx.cache.root(),
+                    &dir,
+                )
+                .map(Arc::new)
+                .map_err(|e| e.0)
+            })
+            .clone()
     }
 
     /// The run's mask: a directory whose `workspace/` is an opaque directory, so that, as a lower

@@ -32,4 +32,4 @@ pub use tree::{
     TreeError, content_digest, tree_digest, tree_digest_known, tree_digest_listing_sockets,
     tree_digest_without,
 };
-pub use workspace::{FileKind, Selection, Workspace, WorkspaceError, WorkspaceFile};
+pub use workspace::{FileKind, Seen, Selection, Workspace, WorkspaceError, WorkspaceFile};

@@ -60,10 +60,40 @@ pub struct Workspace {
     pub root: PathBuf,
     /// Sorted by path.
     pub files: Vec<WorkspaceFile>,
-    /// Each file's mtime as the capture found it (stat before read, so a file edited while it
-    /// was read shows an mtime no newer than its content), in the order of `files`; empty when
-    /// unknown. Never part of a digest: only the tasks' trees show it.
-    pub mtimes: Vec<(i64, u32)>,
+    /// How the capture found each file (lstat before read, so a file edited while it was read
+    /// shows an mtime no newer than its content, and a later change shows in its ctime), in the
+    /// order of `files`; empty when unknown. Never part of a digest: the tasks' trees show the
+    /// mtimes, and a task given the checkout itself is checked against the rest afterwards.
+    pub seen: Vec<Seen>,
+}
+
+/// A file as the capture's `lstat` found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seen {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+    /// The whole `st_mode`: file type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Seen {
+    pub fn of_stat(st: &rustix::fs::Stat) -> Seen {
+        Seen {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+        }
+    }
 }
 
 impl Workspace {
@@ -98,10 +128,10 @@ impl Workspace {
         }
         let hashed = hash_in_parallel(&root, found, known)?;
         let mut files = Vec::with_capacity(hashed.len());
-        let mut mtimes = Vec::with_capacity(hashed.len());
+        let mut seen = Vec::with_capacity(hashed.len());
         let mut changed = known.len() != hashed.len();
-        for (file, stamp) in hashed {
-            mtimes.push(stamp.map_or((0, 0), |(s, _)| s.mtime));
+        for (file, stamp, found) in hashed {
+            seen.push(found);
             if let (Some((stamp, reused)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
                 changed |= !reused;
                 fresh.insert(&file.path, stamp, *digest);
@@ -109,20 +139,13 @@ impl Workspace {
             files.push(file);
         }
         // Nothing new to remember: the old cache (and the time it was taken) stays valid.
-        Ok((
-            Workspace {
-                root,
-                files,
-                mtimes,
-            },
-            changed.then_some(fresh),
-        ))
+        Ok((Workspace { root, files, seen }, changed.then_some(fresh)))
     }
 
     /// The mtime the capture found for the file at `path`, if it captured it.
     pub fn mtime(&self, path: &str) -> Option<(i64, u32)> {
         let i = self.files.binary_search_by(|f| (*f.path).cmp(path)).ok()?;
-        self.mtimes.get(i).copied()
+        self.seen.get(i).map(|s| s.mtime)
     }
 
     /// The files whose path `wanted` keeps (a task's filter).
@@ -170,8 +193,8 @@ impl Workspace {
 type Found = (String, bool);
 
 /// A hashed file, with the stamp its digest can be remembered under (regular files only) and
-/// whether that digest came from the stat cache.
-type Hashed = (WorkspaceFile, Option<(Stamp, bool)>);
+/// whether that digest came from the stat cache, and how the capture found it.
+type Hashed = (WorkspaceFile, Option<(Stamp, bool)>, Seen);
 
 /// Lists the workspace's files (sorted), walking directories on all CPUs.
 fn walk(
@@ -323,6 +346,7 @@ fn hash_one(
             kind,
         },
         stamp,
+        Seen::of_stat(&st),
     ))
 }
 

@@ -63,6 +63,10 @@ pub fn init_main(spec_path: &Path) -> ! {
             libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
         }
     }
+    // While `/proc` still names the helper's children by the PIDs it gets.
+    if let Err(message) = crate::idmap::prepare(&spec) {
+        fail(message);
+    }
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     // SAFETY: the helper is single-threaded; unshare has no memory-safety preconditions.
     if unsafe { libc::unshare(flags) } != 0 {

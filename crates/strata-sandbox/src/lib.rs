@@ -17,6 +17,7 @@
 mod attach;
 mod background;
 mod cgroup;
+mod idmap;
 mod init;
 mod setup;
 mod spawn;
@@ -30,5 +31,7 @@ pub use setup::{
     DEFAULT_CAPABILITIES, MOUNTPOINTS_FILE, SETUP_ERROR_FILE, confine, hostname_for, setup_root,
 };
 pub use spawn::{Exit, Killer, Outcome, RunningSandbox, SandboxError, spawn};
-pub use spec::{Attached, BackgroundProcess, BindMount, ReadyCheck, SandboxSpec};
+pub use spec::{
+    Attached, BackgroundProcess, BindMount, IdMappedLower, OverlayMount, ReadyCheck, SandboxSpec,
+};
 pub use syscalls::{LinuxSyscalls, RecordingSyscalls, Syscalls};

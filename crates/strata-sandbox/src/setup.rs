@@ -134,6 +134,28 @@ pub fn setup_root(
         }
     }
 
+    for (i, overlay) in spec.overlays.iter().enumerate() {
+        let target = merged.join(&overlay.target);
+        let mut lowers = overlay.lowerdirs.clone();
+        for m in &overlay.idmapped {
+            let Some(lower) = lowers.get_mut(m.lower) else {
+                continue;
+            };
+            let shown = spec.scratch.join(format!("idmapped-{i}-{}", m.lower));
+            sys.mkdir_all(&shown)?;
+            sys.idmapped_bind(lower, &shown, m.uid, m.gid)?;
+            *lower = shown;
+        }
+        sys.mount_overlay(
+            &target,
+            &lowers,
+            Some((&overlay.upperdir, &overlay.workdir)),
+        )?;
+        if !spec.privileged {
+            sys.set_nodev(&target, true)?;
+        }
+    }
+
     sys.mount_proc(&merged.join("proc"))?;
     let dev = merged.join("dev");
     sys.mount_tmpfs(&dev, "mode=755,size=65536k")?;
@@ -251,6 +273,7 @@ mod tests {
             cgroups: vec![],
             background: vec![],
             binds: vec![],
+            overlays: vec![],
         }
     }
 
@@ -390,6 +413,7 @@ mod tests {
     fn host_directories_are_bound_read_write_after_the_stack_and_run() {
         let sys = fake_with(&["var/lib", "workspace"]);
         let spec = SandboxSpec {
+            overlays: vec![],
             binds: vec![crate::spec::BindMount {
                 source: "/cache/docker/t.data".into(),
                 target: "/var/lib/docker".into(),

@@ -40,6 +40,32 @@ pub struct SandboxSpec {
     /// outside the layer (a private `dockerd`'s data root, which cannot live on an overlay).
     #[serde(default)]
     pub binds: Vec<BindMount>,
+    /// Overlays mounted over directories of the task's root once it is mounted, before
+    /// anything else: a task's `/workspace` served from the checkout itself, whose upper dir
+    /// lies inside the task's own, so that what the task writes there is part of its layer.
+    #[serde(default)]
+    pub overlays: Vec<OverlayMount>,
+}
+
+/// An overlay mounted at `target` (relative to the task's root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayMount {
+    pub target: PathBuf,
+    /// Top first.
+    pub lowerdirs: Vec<PathBuf>,
+    pub upperdir: PathBuf,
+    pub workdir: PathBuf,
+    /// Lower dirs shown through an idmapped bind mount, their owner's files as root's.
+    #[serde(default)]
+    pub idmapped: Vec<IdMappedLower>,
+}
+
+/// The lower dir at `lower` (an index into `lowerdirs`), whose files belong to `uid`:`gid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMappedLower {
+    pub lower: usize,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// One of a task's `background-processes`, its expressions resolved.

@@ -21,6 +21,15 @@ pub trait Syscalls {
         lowers: &[PathBuf],
         upper: Option<(&Path, &Path)>,
     ) -> std::io::Result<()>;
+    /// Binds `source` on `target` (not its submounts) with its files of owner `uid`:`gid`
+    /// shown as root's (`idmap.rs`).
+    fn idmapped_bind(
+        &self,
+        source: &Path,
+        target: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<()>;
     /// A recursive bind; `readonly` makes it read-only all the way down (every submount too).
     fn bind(&self, source: &Path, target: &Path, readonly: bool) -> std::io::Result<()>;
     /// Binds `target` onto itself, read-only all the way down.
@@ -139,6 +148,25 @@ impl Syscalls for LinuxSyscalls {
                     } else {
                         format!(" [{}]", log.trim_end_matches("; "))
                     }
+                ),
+            )
+        })
+    }
+
+    fn idmapped_bind(
+        &self,
+        source: &Path,
+        target: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<()> {
+        crate::idmap::bind(source, target, uid, gid).map_err(|e| {
+            with_context(
+                e,
+                format!(
+                    "bind {} on {} with owner {uid}:{gid} as root",
+                    source.display(),
+                    target.display()
                 ),
             )
         })
@@ -307,11 +335,11 @@ const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// `struct mount_attr` of `mount_setattr(2)` (not in rustix yet).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub(crate) attr_set: u64,
+    pub(crate) attr_clr: u64,
+    pub(crate) propagation: u64,
+    pub(crate) userns_fd: u64,
 }
 
 /// `mount_setattr(2)`: changes mount attributes, of every submount too with `recursive`.
@@ -380,6 +408,19 @@ impl Syscalls for RecordingSyscalls {
             "overlay {} lower={} {upper}",
             target.display(),
             lowers.join(":")
+        ))
+    }
+    fn idmapped_bind(
+        &self,
+        source: &Path,
+        target: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> std::io::Result<()> {
+        self.record(format!(
+            "idmapped {} {} {uid}:{gid}",
+            source.display(),
+            target.display()
         ))
     }
     fn bind(&self, source: &Path, target: &Path, readonly: bool) -> std::io::Result<()> {

@@ -1,0 +1,549 @@
+//! A task's `/workspace` served from the checkout itself, not copied into the cache first.
+//!
+//! A workspace tree (`workspace_tree.rs`) costs one blob and one link per file the task sees:
+//! on the empty cache of a fresh CI machine, seconds for a 100k-file repository, every file
+//! copied once more than the clone already wrote it. Instead, when the files a task sees all
+//! come from the checkout, its `/workspace` (or `/workspace/<path>` of a clone with a `path`) is
+//! a second overlay, mounted over the root overlay's, whose lowers are the used layers' own
+//! `workspace/` directories, then a *mask*, then the checkout directory. The mask holds a
+//! whiteout for every entry of the checkout the task must not see (`.git`, ignored files, files
+//! its filter leaves out, empty directories), found by reading only the directories that hold
+//! files it sees; its upper dir is the task's `upper/workspace/<path>`, so what the task
+//! writes there is in its layer exactly as before.
+//!
+//! The tree was a snapshot; the checkout is not. So after the task, every file it was shown is
+//! stat'ed again against what the capture found (inode, size, mode, mtime, ctime), and every
+//! directory the mask was built from is checked for new entries: if anything changed, the task
+//! saw other files than its key names, and its result is used by this run but not cached.
+//!
+//! Only where it is exact: every visible file comes from the checkout (no used task wrote into
+//! the workspace through a filter: that needs the merged tree), files and directories are owned
+//! by strata's own user and group (as blobs are: a layer's owners must not depend on who cloned),
+//! the cache does not live inside the checkout (overlapping layers), and no used layer hides the
+//! checkout (a whiteout, a file or an opaque directory on the way to `/workspace/<path>`).
+//! Anything else takes the tree. `STRATA_WORKSPACE_TREE=1` forces the tree.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use strata_key::{Seen, Workspace, WorkspaceFile};
+use strata_pipeline::Task;
+use strata_sandbox::{IdMappedLower, OverlayMount};
+
+use crate::context::RunContext;
+use crate::inputs::ResolvedInputs;
+use crate::workspace_tree::Origin;
+
+/// How a task's `/workspace` comes from the checkout (see the module's documentation).
+#[derive(Debug)]
+pub(crate) struct CheckoutView {
+    /// The checkout directory: the captured workspace's root.
+    pub(crate) root: PathBuf,
+    /// Where the checkout appears below `/workspace`: empty, or a clone's `path` with a
+    /// trailing `/`.
+    pub(crate) prefix: String,
+    /// The lower dir of whiteouts just above the checkout.
+    pub(crate) mask: PathBuf,
+    /// The owner of the checkout's files when it is not strata's user: they are shown as
+    /// strata's through an idmapped mount.
+    owner: Option<(u32, u32)>,
+    /// Each visible file: its path in the checkout, and how the capture found it.
+    files: Vec<(Arc<str>, Seen)>,
+    /// Each directory the mask was built from, as it was then.
+    dirs: Vec<DirSeen>,
+}
+
+/// A directory of the checkout as the mask saw it.
+#[derive(Debug)]
+struct DirSeen {
+    /// Relative to the checkout ("" for its root).
+    rel: String,
+    stamp: (u64, (i64, u32), (i64, u32)),
+    /// Every name it held: shown or masked. A name that appears later is shown unmasked.
+    names: HashSet<String>,
+}
+
+/// What keeps a task from being given the checkout; the task gets a tree instead.
+#[derive(Debug)]
+pub(crate) struct NotExact(pub(crate) String);
+
+impl CheckoutView {
+    /// The view of `files` (each from `origins`), with its mask built under `dir`; `Err` when
+    /// the checkout cannot be shown exactly (the caller builds a tree).
+    pub(crate) fn build(
+        workspace: &Workspace,
+        files: &[WorkspaceFile],
+        origins: &[Origin],
+        cache_root: &Path,
+        dir: &Path,
+    ) -> Result<CheckoutView, NotExact> {
+        if std::env::var_os("STRATA_WORKSPACE_TREE").is_some_and(|v| v != "0") {
+            return Err(NotExact("STRATA_WORKSPACE_TREE is set".into()));
+        }
+        let root = workspace.root.clone();
+        if overlaps(&root, cache_root) {
+            return Err(NotExact("the cache lives inside the checkout".into()));
+        }
+        if workspace.seen.len() != workspace.files.len() {
+            return Err(NotExact("the capture did not stat its files".into()));
+        }
+        // One owner for everything shown: strata's own, or another user's (the CI's, who
+        // cloned), then shown as strata's through an idmapped mount.
+        let owner = match rustix::fs::stat(&root) {
+            Ok(st) => (st.st_uid, st.st_gid),
+            Err(e) => return Err(NotExact(format!("{}: {e}", root.display()))),
+        };
+        let mut prefix: Option<String> = None;
+        let mut shown = Vec::with_capacity(files.len());
+        for (f, origin) in files.iter().zip(origins) {
+            let Origin::Captured(origin) = origin else {
+                return Err(NotExact("a used task wrote into the workspace".into()));
+            };
+            let Some(p) = f.path.strip_suffix(&**origin) else {
+                return Err(NotExact("files from more than one place".into()));
+            };
+            match &prefix {
+                None => prefix = Some(p.to_string()),
+                Some(q) if q == p => {}
+                Some(_) => return Err(NotExact("files from more than one place".into())),
+            }
+            let seen = workspace
+                .files
+                .binary_search_by(|c| (*c.path).cmp(origin))
+                .ok()
+                .and_then(|i| workspace.seen.get(i))
+                .ok_or_else(|| NotExact(format!("{origin} was not captured")))?;
+            if (seen.uid, seen.gid) != owner {
+                return Err(NotExact(format!(
+                    "{origin} is owned by {}:{}, the checkout by {}:{}",
+                    seen.uid, seen.gid, owner.0, owner.1
+                )));
+            }
+            shown.push((origin.clone(), *seen));
+        }
+        let prefix = prefix.unwrap_or_default();
+        let dirs = build_mask(&root, &shown, dir, owner)?;
+        let ours = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        Ok(CheckoutView {
+            owner: (owner != ours).then_some(owner),
+            root,
+            prefix,
+            mask: dir.to_path_buf(),
+            files: shown,
+            dirs,
+        })
+    }
+
+    /// `/workspace/<prefix>` inside the task, relative to its root (`workspace` or
+    /// `workspace/<path>`).
+    pub(crate) fn mount_point(&self) -> PathBuf {
+        PathBuf::from("workspace").join(self.prefix.trim_end_matches('/'))
+    }
+
+    /// The lower dirs of the `/workspace` overlay, top first: from each of the root overlay's
+    /// lower dirs `above` the checkout (top first) and `below` it, its directory at the mount
+    /// point; the mask and the checkout between. `Err` when a layer hides the checkout.
+    pub(crate) fn overlay(
+        &self,
+        above: &[PathBuf],
+        below: &[PathBuf],
+        upperdir: PathBuf,
+        workdir: PathBuf,
+    ) -> Result<OverlayMount, NotExact> {
+        let point = self.mount_point();
+        let mut out = Vec::with_capacity(above.len() + below.len() + 2);
+        for lower in above {
+            out.extend(part_at(lower, &point)?);
+        }
+        out.push(self.mask.clone());
+        let idmapped = self
+            .owner
+            .map(|(uid, gid)| IdMappedLower {
+                lower: out.len(),
+                uid,
+                gid,
+            })
+            .into_iter()
+            .collect();
+        out.push(self.root.clone());
+        for lower in below {
+            // A base whose `/workspace` is the checkout (or holds it) adds nothing it shows.
+            if let Some(p) = part_at(lower, &point)?
+                && !overlaps(&p, &self.root)
+            {
+                out.push(p);
+            }
+        }
+        Ok(OverlayMount {
+            target: point,
+            lowerdirs: out,
+            upperdir,
+            workdir,
+            idmapped,
+        })
+    }
+
+    /// What of the checkout changed since the capture, among what the task was shown: `None`
+    /// when nothing did.
+    pub(crate) fn changed_since_capture(&self) -> Option<String> {
+        let mut dir: Option<(&str, OwnedFd)> = None;
+        for (rel, seen) in &self.files {
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            if dir.as_ref().is_none_or(|(p, _)| *p != parent) {
+                let Ok(fd) = open_dir(&self.root.join(parent)) else {
+                    return Some(format!("{parent}/ is gone"));
+                };
+                dir = Some((parent, fd));
+            }
+            let (_, fd) = dir.as_ref().expect("opened above");
+            let now = match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Seen::of_stat(&st),
+                Err(_) => return Some(format!("{rel} is gone")),
+            };
+            let same = now.dev == seen.dev
+                && now.ino == seen.ino
+                && now.size == seen.size
+                && now.mode == seen.mode
+                && now.mtime == seen.mtime
+                && now.ctime == seen.ctime;
+            if !same {
+                return Some(format!("{rel} changed"));
+            }
+        }
+        for d in &self.dirs {
+            let Ok(fd) = open_dir(&self.root.join(&d.rel)) else {
+                return Some(format!("{}/ is gone", d.rel));
+            };
+            let Ok(st) = rustix::fs::fstat(&fd) else {
+                return Some(format!("{}/ is gone", d.rel));
+            };
+            if dir_stamp(&st) == d.stamp {
+                continue;
+            }
+            let Ok(names) = read_names(fd) else {
+                return Some(format!("{}/ is gone", d.rel));
+            };
+            if let Some(new) = names.iter().find(|n| !d.names.contains(*n)) {
+                return Some(format!("{} appeared", join(&d.rel, new)));
+            }
+        }
+        None
+    }
+}
+
+/// A task's workspace as it is mounted: a tree among its lower dirs, or the checkout through an
+/// overlay of its own.
+pub(crate) struct WorkspaceMount {
+    /// The root overlay's lower dirs, top first.
+    pub(crate) lowerdirs: Vec<PathBuf>,
+    pub(crate) overlays: Vec<OverlayMount>,
+    /// The checkout view the task is given, to be checked once it has run.
+    pub(crate) view: Option<Arc<CheckoutView>>,
+    /// How: `checkout`, or `tree: <why not the checkout>`; `None` without workspace files.
+    pub(crate) how: Option<String>,
+    /// Directories made in the task's upper dir for the overlay's own upper dir, outermost
+    /// first: not the task's doing, so removed again when it left them empty.
+    made: Vec<PathBuf>,
+}
+
+impl WorkspaceMount {
+    /// Gives the task of `resolved` its workspace: the checkout itself where that is exact,
+    /// else a tree (`workspace_tree.rs`). `upper` is the task's upper dir, `scratch` its
+    /// scratch directory.
+    pub(crate) fn prepare(
+        ctx: &RunContext<'_>,
+        task: &Task,
+        resolved: &ResolvedInputs,
+        parents: &[PathBuf],
+        upper: &Path,
+        scratch: &Path,
+    ) -> Result<WorkspaceMount, String> {
+        let why_not = if resolved.tree.files.is_empty() {
+            None
+        } else if resolved.masked {
+            Some("a used task wrote into the workspace".to_string())
+        } else {
+            match ctx.trees.checkout_view(ctx, &resolved.tree) {
+                Err(why) => Some(why),
+                Ok(view) => {
+                    let (lowerdirs, above) = resolved.lowerdirs_around(ctx, task, None, parents)?;
+                    let mut below = lowerdirs[above..].to_vec();
+                    below.push(ctx.base_root.clone());
+                    let overlay = view.overlay(
+                        &lowerdirs[..above],
+                        &below,
+                        upper.join(view.mount_point()),
+                        scratch.join("work-workspace"),
+                    );
+                    match overlay {
+                        Err(NotExact(why)) => Some(why),
+                        Ok(overlay) => return Self::checkout(view, lowerdirs, overlay, upper),
+                    }
+                }
+            }
+        };
+        let tree = resolved.tree.materialize(ctx).map_err(|e| {
+            format!(
+                "failed to prepare the workspace: {}",
+                strata_store::error_chain(&e)
+            )
+        })?;
+        Ok(WorkspaceMount {
+            lowerdirs: resolved.lowerdirs(ctx, task, tree, parents)?,
+            overlays: Vec::new(),
+            view: None,
+            how: why_not.map(|why| format!("tree: {why}")),
+            made: Vec::new(),
+        })
+    }
+
+    fn checkout(
+        view: Arc<CheckoutView>,
+        lowerdirs: Vec<PathBuf>,
+        overlay: OverlayMount,
+        upper: &Path,
+    ) -> Result<WorkspaceMount, String> {
+        let io =
+            |what: &Path, e: std::io::Error| format!("failed to create {}: {e}", what.display());
+        let mut made = Vec::new();
+        let mut dir = upper.to_path_buf();
+        for component in overlay.target.components() {
+            dir.push(component);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
+                rustix::fs::chmod(&dir, Mode::from_raw_mode(0o755))
+                    .map_err(|e| io(&dir, e.into()))?;
+                made.push(dir.clone());
+            }
+        }
+        let workdir = &overlay.workdir;
+        if workdir.exists() {
+            std::fs::remove_dir_all(workdir).map_err(|e| io(workdir, e))?;
+        }
+        std::fs::create_dir_all(workdir).map_err(|e| io(workdir, e))?;
+        Ok(WorkspaceMount {
+            lowerdirs,
+            overlays: vec![overlay],
+            view: Some(view),
+            how: Some("checkout".into()),
+            made,
+        })
+    }
+
+    /// Once the task has ended: removes the directories made for the overlay's upper dir if
+    /// the task left them empty, and says what of the checkout changed while it ran, if
+    /// anything did.
+    pub(crate) fn finish(&self) -> Option<String> {
+        for dir in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        self.view.as_ref().and_then(|v| v.changed_since_capture())
+    }
+}
+
+/// Whether either path lies inside the other (or they are the same).
+fn overlaps(a: &Path, b: &Path) -> bool {
+    let a = std::fs::canonicalize(a).unwrap_or_else(|_| a.to_path_buf());
+    let b = std::fs::canonicalize(b).unwrap_or_else(|_| b.to_path_buf());
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+}
+
+fn dir_stamp(st: &rustix::fs::Stat) -> (u64, (i64, u32), (i64, u32)) {
+    (
+        st.st_ino,
+        (st.st_mtime, st.st_mtime_nsec as u32),
+        (st.st_ctime, st.st_ctime_nsec as u32),
+    )
+}
+
+fn read_names(fd: OwnedFd) -> rustix::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let dir = rustix::fs::Dir::read_from(&fd)?;
+    for entry in dir {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push(String::from_utf8_lossy(name).into_owned());
+    }
+    Ok(out)
+}
+
+/// The directory of lower dir `lower` at `point` (relative), if it has one; `Err` when the
+/// layer hides whatever is below it there (a whiteout, a file, an opaque directory).
+fn part_at(lower: &Path, point: &Path) -> Result<Option<PathBuf>, NotExact> {
+    let mut path = lower.to_path_buf();
+    for component in point.components() {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(NotExact(format!("{}: {e}", path.display()))),
+            Ok(m) if !m.is_dir() => {
+                return Err(NotExact(format!("{} hides the checkout", path.display())));
+            }
+            Ok(_) => {
+                let opaque = rustix::fs::lgetxattr(&path, "trusted.overlay.opaque", &mut [0u8; 4])
+                    .is_ok_and(|n| n == 1);
+                if opaque {
+                    return Err(NotExact(format!("{} hides the checkout", path.display())));
+                }
+            }
+        }
+    }
+    Ok(Some(path))
+}
+
+/// Makes the mask's directory `rel` and those above it, each with the mode of the checkout's
+/// (a lower dir's attributes show through the overlay).
+fn make_mask_dir(
+    mask: &Path,
+    rel: &str,
+    modes: &HashMap<&str, u32>,
+    made: &mut HashSet<String>,
+) -> std::io::Result<()> {
+    if made.contains(rel) {
+        return Ok(());
+    }
+    if let Some((parent, _)) = rel.rsplit_once('/') {
+        make_mask_dir(mask, parent, modes, made)?;
+    } else if !rel.is_empty() {
+        make_mask_dir(mask, "", modes, made)?;
+    }
+    let path = mask.join(rel);
+    if !rel.is_empty() {
+        std::fs::create_dir(&path)?;
+    }
+    let mode = modes.get(rel).copied().unwrap_or(0o755);
+    rustix::fs::chmod(&path, Mode::from_raw_mode(mode))?;
+    made.insert(rel.to_string());
+    Ok(())
+}
+
+/// Builds in `mask` a whiteout for every entry of the checkout's directories that hold shown
+/// files which is neither a shown file nor a directory on the way to one. Directories of the
+/// mask take the mode and times of the checkout's, since a lower dir's attributes show.
+fn build_mask(
+    root: &Path,
+    shown: &[(Arc<str>, Seen)],
+    mask: &Path,
+    owner: (u32, u32),
+) -> Result<Vec<DirSeen>, NotExact> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| NotExact(format!("{what}: {e}"));
+    // Each directory holding shown entries, with the names it must keep.
+    let mut keep: HashMap<&str, HashSet<&str>> = HashMap::new();
+    keep.entry("").or_default();
+    for (rel, _) in shown {
+        let mut path: &str = rel;
+        loop {
+            let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let new = !keep.contains_key(parent);
+            keep.entry(parent).or_default().insert(name);
+            if parent.is_empty() || !new {
+                break;
+            }
+            path = parent;
+        }
+    }
+    let _ = std::fs::remove_dir_all(mask);
+    std::fs::create_dir_all(mask).map_err(|e| fail(&mask.display().to_string(), &e))?;
+    let mut dirs: Vec<(&str, &HashSet<&str>)> = keep.iter().map(|(d, n)| (*d, n)).collect();
+    // Parents before children, so a mask directory exists before its whiteouts.
+    dirs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut seen = Vec::with_capacity(dirs.len());
+    // A mask directory only where a whiteout goes: elsewhere the checkout's own shows.
+    let mut modes: HashMap<&str, u32> = HashMap::new();
+    let mut made: HashSet<String> = HashSet::new();
+    for (rel, wanted) in dirs {
+        let path = root.join(rel);
+        let fd = open_dir(&path).map_err(|e| fail(&path.display().to_string(), &e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| fail(&path.display().to_string(), &e))?;
+        if (st.st_uid, st.st_gid) != owner {
+            return Err(NotExact(format!(
+                "{} is owned by {}:{}, the checkout by {}:{}",
+                path.display(),
+                st.st_uid,
+                st.st_gid,
+                owner.0,
+                owner.1
+            )));
+        }
+        modes.insert(rel, st.st_mode & 0o7777);
+        let names = read_names(fd).map_err(|e| fail(&path.display().to_string(), &e))?;
+        for name in &names {
+            if wanted.contains(name.as_str()) {
+                continue;
+            }
+            make_mask_dir(mask, rel, &modes, &mut made)
+                .map_err(|e| fail(&mask.join(rel).display().to_string(), &e))?;
+            let whiteout = mask.join(rel).join(name);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &whiteout,
+                rustix::fs::FileType::CharacterDevice,
+                Mode::empty(),
+                0,
+            )
+            .map_err(|e| fail(&whiteout.display().to_string(), &e))?;
+        }
+        seen.push(DirSeen {
+            rel: rel.to_string(),
+            stamp: dir_stamp(&st),
+            names: names.into_iter().collect(),
+        });
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_without_the_mount_point_adds_nothing_and_a_file_there_hides_the_checkout() {
+        let d = tempfile::tempdir().unwrap();
+        let point = Path::new("workspace/app");
+        let none = d.path().join("none");
+        std::fs::create_dir_all(none.join("usr")).unwrap();
+        assert!(part_at(&none, point).unwrap().is_none());
+        let some = d.path().join("some");
+        std::fs::create_dir_all(some.join("workspace/app/node_modules")).unwrap();
+        assert_eq!(
+            part_at(&some, point).unwrap(),
+            Some(some.join("workspace/app"))
+        );
+        let file = d.path().join("file");
+        std::fs::create_dir_all(file.join("workspace")).unwrap();
+        std::fs::write(file.join("workspace/app"), "x").unwrap();
+        assert!(part_at(&file, point).is_err());
+    }
+
+    #[test]
+    fn overlapping_paths() {
+        assert!(overlaps(Path::new("/a/b"), Path::new("/a/b/c")));
+        assert!(overlaps(Path::new("/a/b/c"), Path::new("/a/b")));
+        assert!(!overlaps(Path::new("/a/b"), Path::new("/a/bc")));
+    }
+}
