@@ -331,7 +331,10 @@ fn a_checkout_cloned_by_another_user_is_shown_as_root_s() {
     let run = f.run(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let how = started(&run, "look")["workspace"].as_str().unwrap();
-    assert!(how.starts_with("tree:") && how.contains("owned by 999:999"), "{how}");
+    assert!(
+        how.starts_with("tree:") && how.contains("owned by 999:999"),
+        "{how}"
+    );
     assert_eq!(run.output("look"), ["0 0", "0 0", "0 0", "beta"]);
 }
 

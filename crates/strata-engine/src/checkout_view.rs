@@ -62,8 +62,6 @@ struct DirSeen {
     /// Relative to the checkout ("" for its root).
     rel: String,
     stamp: (u64, (i64, u32), (i64, u32)),
-    /// Every name it held: shown or masked. A name that appears later is shown unmasked.
-    names: HashSet<String>,
 }
 
 /// What keeps a task from being given the checkout; the task gets a tree instead.
@@ -190,10 +188,54 @@ impl CheckoutView {
     }
 
     /// What of the checkout changed since the capture, among what the task was shown: `None`
-    /// when nothing did.
+    /// when nothing did. The files are stat'ed on all CPUs.
     pub(crate) fn changed_since_capture(&self) -> Option<String> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = self.files.len().div_ceil(threads).max(1024);
+        let changed = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .files
+                .chunks(chunk)
+                .map(|part| s.spawn(move || self.changed_file(part)))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().expect("stat thread panicked"))
+                .next()
+        });
+        if changed.is_some() {
+            return changed;
+        }
+        for d in &self.dirs {
+            let gone = || Some(format!("{}/ is gone", d.rel));
+            let Ok(fd) = open_dir(&self.root.join(&d.rel)) else {
+                return gone();
+            };
+            let Ok(st) = rustix::fs::fstat(&fd) else {
+                return gone();
+            };
+            if dir_stamp(&st) == d.stamp {
+                continue;
+            }
+            let Ok(names) = read_names(fd) else {
+                return gone();
+            };
+            // A name that is neither shown nor masked appeared since.
+            let masked = self.mask.join(&d.rel);
+            for name in names {
+                let path = join(&d.rel, &name);
+                if !self.shows(&path) && std::fs::symlink_metadata(masked.join(&name)).is_err() {
+                    return Some(format!("{path} appeared"));
+                }
+            }
+        }
+        None
+    }
+
+    /// The first of `files` that is not as the capture found it.
+    fn changed_file(&self, files: &[(Arc<str>, Seen)]) -> Option<String> {
         let mut dir: Option<(&str, OwnedFd)> = None;
-        for (rel, seen) in &self.files {
+        for (rel, seen) in files {
             let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
             if dir.as_ref().is_none_or(|(p, _)| *p != parent) {
                 let Ok(fd) = open_dir(&self.root.join(parent)) else {
@@ -216,24 +258,22 @@ impl CheckoutView {
                 return Some(format!("{rel} changed"));
             }
         }
-        for d in &self.dirs {
-            let Ok(fd) = open_dir(&self.root.join(&d.rel)) else {
-                return Some(format!("{}/ is gone", d.rel));
-            };
-            let Ok(st) = rustix::fs::fstat(&fd) else {
-                return Some(format!("{}/ is gone", d.rel));
-            };
-            if dir_stamp(&st) == d.stamp {
-                continue;
-            }
-            let Ok(names) = read_names(fd) else {
-                return Some(format!("{}/ is gone", d.rel));
-            };
-            if let Some(new) = names.iter().find(|n| !d.names.contains(*n)) {
-                return Some(format!("{} appeared", join(&d.rel, new)));
-            }
-        }
         None
+    }
+
+    /// Whether the checkout's `path` is a shown file or a directory on the way to one.
+    fn shows(&self, path: &str) -> bool {
+        if self
+            .files
+            .binary_search_by(|(p, _)| (**p).cmp(path))
+            .is_ok()
+        {
+            return true;
+        }
+        // Not `path` itself: `path-x` sorts between `path` and `path/…`.
+        let dir = format!("{path}/");
+        let i = self.files.partition_point(|(p, _)| **p < *dir);
+        self.files.get(i).is_some_and(|(p, _)| p.starts_with(&dir))
     }
 }
 
@@ -452,24 +492,34 @@ fn build_mask(
     owner: (u32, u32),
 ) -> Result<Vec<DirSeen>, NotExact> {
     let fail = |what: &str, e: &dyn std::fmt::Display| NotExact(format!("{what}: {e}"));
-    // Each directory holding shown entries, with the names it must keep.
-    let mut keep: HashMap<&str, HashSet<&str>> = HashMap::new();
-    keep.entry("").or_default();
+    // Each directory holding shown entries, with the names it must keep. The paths come
+    // sorted, so a directory's files are next to each other: one lookup per directory.
+    let mut keep: HashMap<&str, Vec<&str>> = HashMap::new();
+    keep.insert("", Vec::new());
+    let mut current: Option<&str> = None;
     for (rel, _) in shown {
-        let mut path: &str = rel;
-        loop {
-            let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
-            let new = !keep.contains_key(parent);
-            keep.entry(parent).or_default().insert(name);
-            if parent.is_empty() || !new {
-                break;
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if current != Some(parent) {
+            let mut new = Vec::new();
+            let mut p = parent;
+            while !keep.contains_key(p) {
+                keep.insert(p, Vec::new());
+                new.push(p.rsplit_once('/').unwrap_or(("", p)));
+                p = new.last().expect("pushed").0;
             }
-            path = parent;
+            for (above, child) in new {
+                keep.get_mut(above).expect("inserted").push(child);
+            }
+            current = Some(parent);
         }
+        keep.get_mut(parent).expect("inserted").push(name);
+    }
+    for names in keep.values_mut() {
+        names.sort_unstable();
     }
     let _ = std::fs::remove_dir_all(mask);
     std::fs::create_dir_all(mask).map_err(|e| fail(&mask.display().to_string(), &e))?;
-    let mut dirs: Vec<(&str, &HashSet<&str>)> = keep.iter().map(|(d, n)| (*d, n)).collect();
+    let mut dirs: Vec<(&str, &Vec<&str>)> = keep.iter().map(|(d, n)| (*d, n)).collect();
     // Parents before children, so a mask directory exists before its whiteouts.
     dirs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut seen = Vec::with_capacity(dirs.len());
@@ -493,7 +543,7 @@ fn build_mask(
         modes.insert(rel, st.st_mode & 0o7777);
         let names = read_names(fd).map_err(|e| fail(&path.display().to_string(), &e))?;
         for name in &names {
-            if wanted.contains(name.as_str()) {
+            if wanted.binary_search(&name.as_str()).is_ok() {
                 continue;
             }
             make_mask_dir(mask, rel, &modes, &mut made)
@@ -511,7 +561,6 @@ fn build_mask(
         seen.push(DirSeen {
             rel: rel.to_string(),
             stamp: dir_stamp(&st),
-            names: names.into_iter().collect(),
         });
     }
     Ok(seen)
@@ -538,6 +587,27 @@ mod tests {
         std::fs::create_dir_all(file.join("workspace")).unwrap();
         std::fs::write(file.join("workspace/app"), "x").unwrap();
         assert!(part_at(&file, point).is_err());
+    }
+
+    #[test]
+    fn a_directory_on_the_way_to_a_shown_file_is_shown() {
+        let view = CheckoutView {
+            root: PathBuf::from("/c"),
+            prefix: String::new(),
+            mask: PathBuf::from("/m"),
+            owner: None,
+            files: ["a.txt", "src-x", "src/lib/m.rs"]
+                .into_iter()
+                .map(|p| (Arc::from(p), Seen::default()))
+                .collect(),
+            dirs: Vec::new(),
+        };
+        for shown in ["a.txt", "src-x", "src", "src/lib", "src/lib/m.rs"] {
+            assert!(view.shows(shown), "{shown}");
+        }
+        for hidden in ["a", "sr", "src/li", "src/lib/m", "b"] {
+            assert!(!view.shows(hidden), "{hidden}");
+        }
     }
 
     #[test]
