@@ -26,18 +26,17 @@ cargo build --release --quiet
 strata=$PWD/target/release/strata
 gen=$PWD/scripts/bench/gen-tree.py
 
-img=/var/tmp/strata-bench-cold.img
-mnt=/var/tmp/strata-bench-cold
+# A name of its own: two runs at once (or another benchmark's cleanup) must not share it.
+img=$(mktemp /var/tmp/strata-coldvm.XXXXXX.img)
+mnt=${img%.img}
 cleanup() {
     [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
     while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done
     umount "$mnt" 2>/dev/null || true
-    rm -f "$img"
+    rm -rf "$img" "$mnt"
 }
 trap cleanup EXIT
 mkdir -p "$mnt"
-umount "$mnt" 2>/dev/null || true
-rm -f "$img"
 truncate -s 24G "$img"
 mkfs.ext4 -q -F "$img"
 mount -o loop "$img" "$mnt"
