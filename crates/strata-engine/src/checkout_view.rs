@@ -85,6 +85,7 @@ impl CheckoutView {
         if overlaps(&root, cache_root) {
             return Err(NotExact("the cache lives inside the checkout".into()));
         }
+        let fs = filesystem(&root)?;
         if workspace.seen.len() != workspace.files.len() {
             return Err(NotExact("the capture did not stat its files".into()));
         }
@@ -128,6 +129,13 @@ impl CheckoutView {
             rustix::process::geteuid().as_raw(),
             rustix::process::getegid().as_raw(),
         );
+        if owner != ours && !fs.idmaps {
+            return Err(NotExact(format!(
+                "the checkout is owned by {}:{} on a {} file system, which cannot show it as \
+                 strata's",
+                owner.0, owner.1, fs.name
+            )));
+        }
         Ok(CheckoutView {
             owner: (owner != ours).then_some(owner),
             root,
@@ -385,6 +393,35 @@ impl WorkspaceMount {
         }
         self.view.as_ref().and_then(|v| v.changed_since_capture())
     }
+}
+
+/// The checkout's file system, as far as serving it matters.
+struct Filesystem {
+    name: &'static str,
+    /// Whether it can be bind-mounted with an idmapping.
+    idmaps: bool,
+}
+
+/// The file system of `path`, if it is one an overlay is known to take as a lower dir (local
+/// file systems with `d_type`); network and FUSE file systems get a tree instead, rather than
+/// a task whose sandbox cannot be mounted.
+fn filesystem(path: &Path) -> Result<Filesystem, NotExact> {
+    let st = rustix::fs::statfs(path).map_err(|e| NotExact(format!("{}: {e}", path.display())))?;
+    let (name, idmaps) = match st.f_type as u64 {
+        0xEF53 => ("ext4", true),
+        0x5846_5342 => ("xfs", true),
+        0x9123_683E => ("btrfs", true),
+        0xF2F5_2010 => ("f2fs", true),
+        0x0102_1994 => ("tmpfs", true),
+        0x794C_7630 => ("overlay", false),
+        0x2FC1_2FC1 => ("zfs", false),
+        other => {
+            return Err(NotExact(format!(
+                "the checkout's file system (type {other:#x}) is not one strata gives as is"
+            )));
+        }
+    };
+    Ok(Filesystem { name, idmaps })
 }
 
 /// Whether either path lies inside the other (or they are the same).
