@@ -141,7 +141,8 @@ run_erofs() {
 }
 run_strata_erofs() {
     mkdir "$mnt/m-s$r"
-    timed strata_erofs "$ex/fetch_erofs" "$endpoint" bench c "$digest" "$mnt/s$r.erofs" "$mnt/m-s$r" 2>/dev/null
+    timed strata_erofs "$ex/fetch_erofs" "$endpoint" bench c "$digest" "$mnt/s$r.erofs" "$mnt/m-s$r" \
+        2>> "$mnt/strata_erofs.log"
 }
 run_curl() {
     timed curl bash -c 'eval "sig=($sig_s)"; curl -sS -f "${sig[@]}" "$endpoint/bench/manual/layer.tar.zst" -o /dev/null'
@@ -189,5 +190,7 @@ for k in strata tar erofs strata_erofs curl chunks apply; do
     echo "| $k | $(med $k) | $(all $k) | $(ratio "$(med $k)" "$(med tar)")× | $(med ${k}_cpu) | $(med ${k}_s3) |"
 done
 echo "sizes: tar.zst $(stat -c %s "$mnt/layer.tar.zst") B; mkfs.erofs image $(stat -c %s "$mnt/layer.erofs") B (zstd -3: $(stat -c %s "$mnt/layer.erofs.zst") B); strata's image $(stat -c %s "$mnt/s$r.erofs") B"
+echo "strata_erofs phases (image written, mounted, tree digest over the mount done), per round:"
+sed 's/^/    /' "$mnt/strata_erofs.log"
 echo "read every file: directory $read_dir ms, erofs mount $read_mount ms"
 echo "re-verify: tree digest of the directory $(ms "$t0" "$t1") ms (3 runs), of the mount $(ms "$t1" "$t2") ms (3 runs); b3sum of the image $(ms "$t2" "$t3") ms"
