@@ -4,7 +4,6 @@
 //! file: entry paths are names in the image's own tree, so `..`, absolute paths and paths
 //! through a symlink can only be refused, never followed.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
@@ -15,16 +14,16 @@ use crate::archive::{
 };
 use crate::digest::OciDigest;
 
-use super::image::{ImageError, ImageWriter, NodeMeta, Xattrs};
+use super::image::{ImageEntry, ImageError, ImageWriter, NodeMeta, Xattrs};
 
-/// What was converted: the compressed stream's digest and size, and the BLAKE3 digest of
-/// every regular file's content by its path relative to the image's root (as [`crate::AppliedLayer::contents`]: the layer's
-/// tree digest need not read them again).
+/// What was converted: the compressed stream's digest and size, and every entry of the image
+/// with its metadata and, for a file, the BLAKE3 digest of its content (taken as it was
+/// written), in the order of a layer's tree digest: the digest need not walk the mounted image.
 #[derive(Debug)]
 pub struct ConvertedLayer {
     pub digest: OciDigest,
     pub size: u64,
-    pub contents: HashMap<PathBuf, [u8; 32]>,
+    pub entries: Vec<ImageEntry>,
 }
 
 /// Reads the layer archive from `input` and writes it as an erofs image into `out` (a new,
@@ -51,7 +50,7 @@ pub fn convert_layer<R: Read + Send, W: Write + Seek>(
             None => (convert_to_end(&mut reader, out), None),
         };
         let produced = producer.join().expect("decompression thread panicked");
-        let (contents, out) = converted?;
+        let (entries, out) = converted?;
         let (digest, size) = produced.map_err(ApplyError::Malformed)?;
         if let Some(expected) = expected.digest
             && expected != digest
@@ -73,28 +72,28 @@ pub fn convert_layer<R: Read + Send, W: Write + Seek>(
             ConvertedLayer {
                 digest,
                 size,
-                contents,
+                entries,
             },
             out,
         ))
     })
 }
 
-type Contents = HashMap<PathBuf, [u8; 32]>;
-
 /// Converts, then reads the stream to its end, so the compressed stream's digest covers it all.
 fn convert_to_end<W: Write + Seek>(
     plain: &mut dyn Read,
     out: W,
-) -> Result<(Contents, W), ApplyError> {
+) -> Result<(Vec<ImageEntry>, W), ApplyError> {
     let converted = convert(plain, out)?;
     io::copy(plain, &mut io::sink()).map_err(ApplyError::Malformed)?;
     Ok(converted)
 }
 
-fn convert<W: Write + Seek>(plain: &mut dyn Read, out: W) -> Result<(Contents, W), ApplyError> {
+fn convert<W: Write + Seek>(
+    plain: &mut dyn Read,
+    out: W,
+) -> Result<(Vec<ImageEntry>, W), ApplyError> {
     let mut writer = ImageWriter::new(out, dir_meta(0o755, 0, 0, 0)).map_err(image_err)?;
-    let mut contents = HashMap::new();
     let mut archive = tar::Archive::new(plain);
     for entry in archive.entries().map_err(ApplyError::Malformed)? {
         let mut entry = entry.map_err(ApplyError::Malformed)?;
@@ -168,14 +167,9 @@ fn convert<W: Write + Seek>(plain: &mut dyn Read, out: W) -> Result<(Contents, W
                 let size = header.size().map_err(ApplyError::Malformed)?;
                 let mut m = meta(xattrs)?;
                 m.mode |= 0o100000;
-                let mut hashing = HashingReader {
-                    inner: &mut entry,
-                    hasher: blake3::Hasher::new(),
-                };
                 writer
-                    .add_file(&path, size, &mut hashing, m)
+                    .add_file(&path, size, &mut entry, m)
                     .map_err(entry_err)?;
-                contents.insert(rel, *hashing.hasher.finalize().as_bytes());
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -223,8 +217,9 @@ fn convert<W: Write + Seek>(plain: &mut dyn Read, out: W) -> Result<(Contents, W
             _ => return Err(refuse("unsupported entry type")),
         }
     }
+    let entries = writer.entries();
     let out = writer.finish().map_err(image_err)?;
-    Ok((contents, out))
+    Ok((entries, out))
 }
 
 /// Missing parents are made as plain directories (root-owned, 0755), as `tar -x` makes them.
@@ -271,19 +266,6 @@ fn entry_err(e: ImageError) -> ApplyError {
 
 fn image_err(e: ImageError) -> ApplyError {
     entry_err(e)
-}
-
-struct HashingReader<'a, R> {
-    inner: &'a mut R,
-    hasher: blake3::Hasher,
-}
-
-impl<R: Read> Read for HashingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// An entry path as a clean relative path: no root, no `..`; `.` components dropped.

@@ -31,10 +31,12 @@ const XATTR_ENTRY: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
     Dir,
-    /// A regular file whose content is at `block` (in blocks), `size` bytes long.
+    /// A regular file whose content is at `block` (in blocks), `size` bytes long, with the
+    /// BLAKE3 digest of that content (taken as it was written).
     File {
         block: u32,
         size: u64,
+        content: [u8; 32],
     },
     Symlink(Vec<u8>),
     /// Character or block device, FIFO or socket: the file type bits of `mode` say which;
@@ -128,6 +130,32 @@ impl<W: Write + Seek> ImageWriter<W> {
         let xattrs = &mut self.nodes[node].meta.xattrs;
         xattrs.retain(|(n, _)| n != name);
         xattrs.push((name.to_vec(), value.to_vec()));
+    }
+
+    /// Every entry but the root, each directory followed by its contents, names sorted
+    /// bytewise (the order of a layer's tree digest); a hard-linked file under each of its
+    /// names. Paths start with `/`.
+    pub fn entries(&self) -> Vec<ImageEntry> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        self.list(0, &mut Vec::new(), &mut out);
+        out
+    }
+
+    fn list(&self, dir: usize, prefix: &mut Vec<u8>, out: &mut Vec<ImageEntry>) {
+        for (name, &i) in &self.nodes[dir].children {
+            let len = prefix.len();
+            prefix.push(b'/');
+            prefix.extend_from_slice(name);
+            out.push(ImageEntry {
+                rel: prefix.clone(),
+                kind: self.nodes[i].kind.clone(),
+                meta: self.nodes[i].meta.clone(),
+            });
+            if self.nodes[i].kind == NodeKind::Dir {
+                self.list(i, prefix, out);
+            }
+            prefix.truncate(len);
+        }
     }
 
     /// The node at `path`, if any.
@@ -227,7 +255,11 @@ impl<W: Write + Seek> ImageWriter<W> {
         self.parent_of(path)?;
         let block = u32::try_from(self.end / BLOCK)
             .map_err(|_| ImageError::Invalid("the image is larger than 16 TiB".into()))?;
-        let copied = io::copy(&mut content.take(size), &mut self.out)?;
+        let mut hashing = Hashing {
+            inner: content.take(size),
+            hasher: blake3::Hasher::new(),
+        };
+        let copied = io::copy(&mut hashing, &mut self.out)?;
         if copied != size {
             return Err(ImageError::Invalid(format!(
                 "`{}` ended after {copied} of {size} bytes",
@@ -235,8 +267,17 @@ impl<W: Write + Seek> ImageWriter<W> {
             )));
         }
         self.pad_to_block(size)?;
-        self.insert(path, NodeKind::File { block, size }, meta)
-            .map(drop)
+        let content = *hashing.hasher.finalize().as_bytes();
+        self.insert(
+            path,
+            NodeKind::File {
+                block,
+                size,
+                content,
+            },
+            meta,
+        )
+        .map(drop)
     }
 
     /// A second name for the regular file at `target`.
@@ -319,7 +360,7 @@ impl<W: Write + Seek> ImageWriter<W> {
         for (i, node) in self.nodes.iter().enumerate() {
             let (offset, xattrs) = &inode_bytes[i];
             let (size, u) = match &node.kind {
-                NodeKind::File { block, size } => (*size, if *size == 0 { 0 } else { *block }),
+                NodeKind::File { block, size, .. } => (*size, if *size == 0 { 0 } else { *block }),
                 NodeKind::Dir | NodeKind::Symlink(_) => (data_size[i], data_block[i]),
                 NodeKind::Special { rdev } => (0, encode_dev(*rdev)),
             };
@@ -476,5 +517,28 @@ const XATTR_PREFIXES: &[(&[u8], u8)] = &[
     (b"trusted.", 4),
     (b"user.", 1),
 ];
+
+/// An entry of the image, as [`ImageWriter::entries`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// The path from the root, starting with `/`.
+    pub rel: Vec<u8>,
+    pub kind: NodeKind,
+    pub meta: NodeMeta,
+}
+
+/// Hashes what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
 
 static ZEROES: [u8; BLOCK as usize] = [0; BLOCK as usize];

@@ -9,4 +9,4 @@ mod image;
 
 pub use from_dir::write_image_from_dir;
 pub use from_tar::{ConvertedLayer, convert_layer};
-pub use image::{ImageError, ImageWriter, NodeKind, NodeMeta, Xattrs};
+pub use image::{ImageEntry, ImageError, ImageWriter, NodeKind, NodeMeta, Xattrs};
