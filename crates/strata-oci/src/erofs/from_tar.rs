@@ -93,7 +93,7 @@ fn convert<W: Write + Seek>(
     plain: &mut dyn Read,
     out: W,
 ) -> Result<(Vec<ImageEntry>, W), ApplyError> {
-    let mut writer = ImageWriter::new(out, dir_meta(0o755, 0, 0, 0)).map_err(image_err)?;
+    let mut writer = ImageWriter::new(out, dir_meta(0o755, 0, 0, 0)).map_err(entry_err)?;
     let mut archive = tar::Archive::new(plain);
     for entry in archive.entries().map_err(ApplyError::Malformed)? {
         let mut entry = entry.map_err(ApplyError::Malformed)?;
@@ -218,7 +218,7 @@ fn convert<W: Write + Seek>(
         }
     }
     let entries = writer.entries();
-    let out = writer.finish().map_err(image_err)?;
+    let out = writer.finish().map_err(entry_err)?;
     Ok((entries, out))
 }
 
@@ -262,10 +262,6 @@ fn entry_err(e: ImageError) -> ApplyError {
             source,
         },
     }
-}
-
-fn image_err(e: ImageError) -> ApplyError {
-    entry_err(e)
 }
 
 /// An entry path as a clean relative path: no root, no `..`; `.` components dropped.

@@ -441,8 +441,9 @@ impl<W: Write + Seek> ImageWriter<W> {
         blocks
     }
 
+    /// A directory entry's file type byte (`EROFS_FT_*`), from the node's mode.
     fn file_type(&self, i: usize) -> u8 {
-        match self.nodes[i].meta.mode & libc_s_ifmt() {
+        match self.nodes[i].meta.mode & S_IFMT {
             0o100000 => 1,
             0o040000 => 2,
             0o020000 => 3,
@@ -455,9 +456,8 @@ impl<W: Write + Seek> ImageWriter<W> {
     }
 }
 
-const fn libc_s_ifmt() -> u32 {
-    0o170000
-}
+/// The file type bits of a mode.
+const S_IFMT: u32 = 0o170000;
 
 /// A directory's size: whole blocks but the last, which ends where its last name ends.
 fn blocks_size(blocks: &[Vec<u8>]) -> u64 {
