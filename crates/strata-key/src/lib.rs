@@ -17,6 +17,7 @@ mod recipe;
 mod stat_cache;
 mod test_results;
 mod tree;
+mod tree_entries;
 mod workspace;
 
 pub use base::{
@@ -32,4 +33,5 @@ pub use tree::{
     TreeError, content_digest, tree_digest, tree_digest_known, tree_digest_listing_sockets,
     tree_digest_without,
 };
+pub use tree_entries::{TreeEntry, TreeEntryKind, tree_digest_of_entries};
 pub use workspace::{FileKind, Seen, Selection, Workspace, WorkspaceError, WorkspaceFile};

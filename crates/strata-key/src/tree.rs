@@ -213,10 +213,10 @@ fn record(item: &Item, known: &HashMap<PathBuf, [u8; 32]>) -> Result<Vec<u8>, Tr
     Ok(out)
 }
 
-const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+pub(crate) const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 
 /// Overlay's bookkeeping xattrs that describe how a file was copied up, not what it is.
-fn is_bookkeeping_xattr(name: &[u8]) -> bool {
+pub(crate) fn is_bookkeeping_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") && name != OPAQUE_XATTR
 }
 

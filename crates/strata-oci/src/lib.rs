@@ -13,6 +13,7 @@
 mod archive;
 mod auth;
 mod digest;
+pub mod erofs;
 mod image;
 mod layout;
 mod reference;

@@ -141,7 +141,7 @@ pub fn apply_layer<R: Read + Send>(
 }
 
 /// Reads, hashes and decompresses `input` into chunks; returns the compressed stream's digest.
-fn produce<R: Read>(
+pub(crate) fn produce<R: Read>(
     input: R,
     compression: Compression,
     tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
@@ -210,7 +210,7 @@ fn consume(
 }
 
 /// The decompressed stream, as chunks from the decompression thread.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     spent: mpsc::SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
@@ -218,7 +218,10 @@ struct ChannelReader {
 }
 
 impl ChannelReader {
-    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>, spent: mpsc::SyncSender<Vec<u8>>) -> Self {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+        spent: mpsc::SyncSender<Vec<u8>>,
+    ) -> Self {
         ChannelReader {
             rx,
             spent,
