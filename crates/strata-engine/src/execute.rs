@@ -130,7 +130,7 @@ fn lookup(
             let created = SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at_ms);
             within_ttl(decision.ttl, created)
         };
-        if let Some((remote, entry)) = ctx.transfers.adopt_prefetched(key, usable) {
+        if let Some((remote, entry)) = ctx.transfers.take_offer(key, usable) {
             return Some(Found::Shared { remote, entry });
         }
     }

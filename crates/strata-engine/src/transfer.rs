@@ -6,7 +6,7 @@
 //!
 //! A restore may also be started by the prefetch (`prefetch.rs`) before its task starts: it
 //! takes the layer's slot like any restore, so a layer is downloaded once, and the entry it
-//! offers is the one the task takes when it looks its key up (`adopt_prefetched`).
+//! offers is the one the task takes when it looks its key up (`take_offer`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,7 +75,7 @@ enum Prefetched {
         entry: Box<EntryDocument>,
     },
     /// A task took it: the restore is that task's now, and its failure the task's.
-    Adopted,
+    Taken,
     /// Its restore failed before a task took it: the task looks its key up as it would have.
     Failed,
 }
@@ -167,7 +167,7 @@ impl Transfers {
 
     /// The entry the prefetch found for `key`, if `usable` accepts it and its restore has not
     /// failed: the task takes it (and with it its restore, under way or done).
-    pub(crate) fn adopt_prefetched(
+    pub(crate) fn take_offer(
         &self,
         key: &CacheKey,
         usable: impl FnOnce(&EntryDocument) -> bool,
@@ -176,7 +176,7 @@ impl Transfers {
         let offered = prefetched.get_mut(key)?;
         match offered {
             Prefetched::Offered { entry, .. } if usable(entry) => {
-                match std::mem::replace(offered, Prefetched::Adopted) {
+                match std::mem::replace(offered, Prefetched::Taken) {
                     Prefetched::Offered { remote, entry } => Some((remote, *entry)),
                     _ => unreachable!("matched above"),
                 }
@@ -186,11 +186,11 @@ impl Transfers {
     }
 
     /// A task restores `key` itself and found the prefetch doing it: the restore is its own.
-    fn take_prefetched(&self, key: &CacheKey) {
+    fn mark_taken(&self, key: &CacheKey) {
         if let Some(p @ Prefetched::Offered { .. }) =
             self.prefetched.lock().expect("prefetch lock").get_mut(key)
         {
-            *p = Prefetched::Adopted;
+            *p = Prefetched::Taken;
         }
     }
 
@@ -199,7 +199,7 @@ impl Transfers {
     fn prefetch_failed(&self, key: &CacheKey) -> bool {
         let mut prefetched = self.prefetched.lock().expect("prefetch lock");
         match prefetched.get_mut(key) {
-            Some(Prefetched::Adopted) => true,
+            Some(Prefetched::Taken) => true,
             Some(p) => {
                 *p = Prefetched::Failed;
                 false
@@ -270,7 +270,7 @@ pub(crate) fn restore<'scope, 'env>(
             // that a prefetch failing now sees it taken.
             Some(existing) if existing.key == entry.key => {
                 if by == Restorer::Task {
-                    ctx.transfers.take_prefetched(&entry.key);
+                    ctx.transfers.mark_taken(&entry.key);
                 }
                 return false;
             }
@@ -468,4 +468,106 @@ pub(crate) fn remote_lookup(
             })
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use strata_cache::{ArchiveRef, BlobRef, ENTRY_SCHEMA};
+    use strata_key::{BaseId, ExportedEnv, KeyInputs, WorkspaceDigest};
+    use strata_oci::OciDigest;
+
+    use super::*;
+
+    fn entry(command: &str) -> EntryDocument {
+        let inputs = KeyInputs {
+            version: strata_key::KEY_VERSION,
+            base: BaseId::from_hash(blake3::hash(b"base")),
+            parents: Vec::new(),
+            workspace: WorkspaceDigest::from_hash(blake3::hash(b"ws")),
+            env: BTreeMap::new(),
+            command: command.to_string(),
+            executor: "sandbox".to_string(),
+            artifacts: Vec::new(),
+        };
+        EntryDocument {
+            schema: ENTRY_SCHEMA,
+            key: inputs.key(),
+            task: command.into(),
+            layer: LayerDigest::from_hash(blake3::hash(command.as_bytes())),
+            archive: ArchiveRef {
+                digest: OciDigest::of(b"archive"),
+                size: 7,
+                diff_id: OciDigest::of(b"tar"),
+            },
+            env: ExportedEnv::default(),
+            inputs,
+            workspace_files: Vec::new(),
+            exit_code: 0,
+            duration_ms: 1,
+            log: BlobRef {
+                digest: OciDigest::of(b"log"),
+                size: 3,
+            },
+            created_at_ms: 1_700_000_000_000,
+            signatures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_offered_entry_is_taken_once_and_is_then_the_takers_failure() {
+        let t = Transfers::default();
+        let e = entry("make");
+        t.offer(e.key, 1, e.clone());
+        let (remote, taken) = t.take_offer(&e.key, |_| true).unwrap();
+        assert_eq!((remote, taken.layer), (1, e.layer));
+        assert!(t.take_offer(&e.key, |_| true).is_none());
+        assert!(
+            t.prefetch_failed(&e.key),
+            "a failure after taking is the task's"
+        );
+    }
+
+    #[test]
+    fn an_entry_the_task_refuses_stays_offered() {
+        let t = Transfers::default();
+        let e = entry("make");
+        t.offer(e.key, 0, e.clone());
+        assert!(t.take_offer(&e.key, |_| false).is_none());
+        assert!(t.take_offer(&e.key, |_| true).is_some());
+    }
+
+    #[test]
+    fn a_prefetch_that_failed_before_it_was_taken_is_not_offered_any_more() {
+        let t = Transfers::default();
+        let e = entry("make");
+        t.offer(e.key, 0, e.clone());
+        assert!(!t.prefetch_failed(&e.key), "nobody had taken it");
+        assert!(t.take_offer(&e.key, |_| true).is_none());
+        // A key nobody offered: nobody took it either.
+        assert!(!t.prefetch_failed(&entry("other").key));
+    }
+
+    #[test]
+    fn a_task_restoring_the_entry_itself_takes_the_prefetch() {
+        let t = Transfers::default();
+        let e = entry("make");
+        t.offer(e.key, 0, e.clone());
+        t.mark_taken(&e.key);
+        assert!(t.take_offer(&e.key, |_| true).is_none());
+        assert!(t.prefetch_failed(&e.key));
+    }
+
+    #[test]
+    fn a_new_pass_forgets_the_offers_and_may_prefetch_again() {
+        let t = Transfers::default();
+        let e = entry("make");
+        t.offer(e.key, 0, e.clone());
+        t.stop_prefetch();
+        assert!(t.prefetch_stopped());
+        t.begin_prefetch();
+        assert!(!t.prefetch_stopped());
+        assert!(t.take_offer(&e.key, |_| true).is_none());
+    }
 }
