@@ -13,6 +13,9 @@
 #
 # Variants: off (`--prefetch off`, what strata did before), needed, all (the default).
 #
+# Everything (the S3 server's files, the workspace, the local caches) lives under
+# $STRATA_BENCH_DIR (default /var/tmp; /dev/shm keeps a shared machine's disk out of it).
+#
 #   sudo scripts/bench/prefetch.sh [ROUNDS]     (default 3; needs root, s3s-fs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,7 +29,7 @@ cargo build --release --quiet
 strata=$PWD/target/release/strata
 gen=$PWD/scripts/bench/gen-tree.py
 
-dir=$(mktemp -d /var/tmp/strata-bench-prefetch.XXXXXX)
+dir=$(mktemp -d "${STRATA_BENCH_DIR:-/var/tmp}/strata-bench-prefetch.XXXXXX")
 cleanup() {
     [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
     while pgrep -f "strata settle-cache $dir" >/dev/null; do sleep 0.05; done
@@ -116,6 +119,11 @@ for r in $(seq "$rounds"); do
                 || { tail -5 "$dir/$p-$v-$r.json" >&2; exit 1; }
             t1=$(now)
             add "$p-$v" "$(ms "$t0" "$t1")"
+            add "$p-$v-fetch" "$(python3 -c "
+import json
+for line in open('$dir/$p-$v-$r.json'):
+    e = json.loads(line)
+    if e.get('event') == 'layer-fetched' and e['task'] == 'toolchain': print(e['duration_ms'])")"
             grep -q '"ran":1,' "$dir/$p-$v-$r.json" || grep -q '"ran":2,' "$dir/$p-$v-$r.json" \
                 || { echo "$p/$v: not the expected tasks ran" >&2; tail -1 "$dir/$p-$v-$r.json" >&2; exit 1; }
             settled
@@ -136,3 +144,9 @@ for p in after chain; do
     printf '%-8s %10s %10s %10s %14s %14s\n' "$p" "$(med "$p-off")" "$(med "$p-needed")" "$(med "$p-all")" \
         "$(ratio "$(med "$p-needed")" "$(med "$p-off")")" "$(ratio "$(med "$p-all")" "$(med "$p-off")")"
 done
+echo "the toolchain layer's own fetch (download, verify, unpack), median ms:"
+for p in after chain; do
+    printf '%-8s %10s %10s %10s\n' "$p" "$(med "$p-off-fetch")" "$(med "$p-needed-fetch")" "$(med "$p-all-fetch")"
+done
+echo "every run (ms):"
+for k in "${!S[@]}"; do echo "  $k:${S[$k]}"; done | sort
