@@ -346,8 +346,8 @@ impl TerminalReporter {
                 ..
             } => {
                 let why = match needed_by {
-                    Some(t) => format!("for `{t}`, which runs"),
-                    None => "restored tasks only".to_string(),
+                    Some(t) => format!("needed by `{t}`"),
+                    None => "for restored tasks only".to_string(),
                 };
                 vec![format!(
                     "{} {} {} ahead ({why})",

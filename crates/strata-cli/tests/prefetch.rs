@@ -234,8 +234,13 @@ fn the_layer_a_task_that_runs_needs_arrives_before_the_slow_task_ahead_ends() {
     // The gate opens only once the layers of `toolchain` and then `docs` are in B's local
     // cache: without prefetch, nothing would look either up before the gate ends.
     let fetched = |e: &Value| is(e, "layer-fetched", "docs");
-    let r = run(&s.f, b.path(), &s.url, &[], fetched, &s.gate);
+    let report = b.path().join("report.html");
+    let args = ["--report", report.to_str().unwrap()];
+    let r = run(&s.f, b.path(), &s.url, &args, fetched, &s.gate);
     assert_eq!(r.code, 0, "{}\n{:#?}", r.stderr, r.events);
+    // The HTML report says it too.
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(page.contains("for <code>build</code>"), "{page}");
     let prefetching = position(&r, "layer-prefetching", "toolchain");
     assert_eq!(
         r.events[prefetching]["needed_by"], "build",

@@ -63,8 +63,9 @@ pub enum Event {
         layer: String,
         /// Compressed bytes to download.
         bytes: u64,
-        /// The first task found to run on this layer; absent when only tasks restored from
-        /// the cache stand on it (fetched after the layers of tasks that run).
+        /// The first task found to need this layer: one that runs on it, or a filtered task
+        /// whose key reads it; absent when only tasks restored from the cache stand on it
+        /// (fetched after the others).
         #[serde(skip_serializing_if = "Option::is_none")]
         needed_by: Option<String>,
     },

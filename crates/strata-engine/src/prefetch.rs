@@ -116,8 +116,8 @@ impl<'scope, 'env> Downloads<'scope, 'env> {
                 .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// `needed_by` (a task that runs, `None` for write-back) needs `layers`: starts the
-    /// restores of those a shared cache offers and nobody restores yet.
+    /// `needed_by` (a task that runs on them or whose key reads them; `None`: write-back) needs
+    /// `layers`: starts the restores of those a shared cache offers and nobody restores yet.
     fn start(&self, layers: impl IntoIterator<Item = LayerDigest>, needed_by: Option<&str>) {
         for layer in layers {
             if self.stopped() {

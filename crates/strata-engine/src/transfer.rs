@@ -89,7 +89,8 @@ pub(crate) enum Restorer {
     /// The prefetch, before the task started: a failure is the task's only once it took the
     /// entry; before that the task looks its key up itself, as without prefetch.
     Prefetch {
-        /// The first task known to run on the layer (`None`: only hits need it).
+        /// The first task found to need the layer: one that runs on it, or a filtered task
+        /// whose key reads it (`None`: only hits need it).
         needed_by: Option<String>,
     },
 }
