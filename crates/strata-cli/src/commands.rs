@@ -492,6 +492,7 @@ fn options(
         no_cache: false,
         fail_fast: false,
         require_cached_parents: false,
+        prefetch: strata_engine::PrefetchPolicy::default(),
         workspace,
         exe: std::env::current_exe().map_err(|e| CliError::internal(&e))?,
         artifacts_dir: None,
@@ -533,6 +534,25 @@ pub(crate) struct RunArgs {
     pub(crate) require_cached_parents: bool,
     /// `--artifacts DIR`.
     pub(crate) artifacts: Option<PathBuf>,
+    pub(crate) prefetch: Prefetch,
+}
+
+/// `strata run --prefetch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Prefetch {
+    All,
+    Needed,
+    Off,
+}
+
+impl From<Prefetch> for strata_engine::PrefetchPolicy {
+    fn from(p: Prefetch) -> Self {
+        match p {
+            Prefetch::All => strata_engine::PrefetchPolicy::All,
+            Prefetch::Needed => strata_engine::PrefetchPolicy::Needed,
+            Prefetch::Off => strata_engine::PrefetchPolicy::Off,
+        }
+    }
 }
 
 pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> CliResult {
@@ -545,6 +565,7 @@ pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> C
         output,
         require_cached_parents,
         artifacts,
+        prefetch,
     } = run;
     let session = open(file, args, &targets, true)?;
     if let Some(message) = session.pipeline.unsupported_report() {
@@ -560,6 +581,7 @@ pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> C
     opts.no_cache = no_cache;
     opts.fail_fast = fail_fast;
     opts.require_cached_parents = require_cached_parents;
+    opts.prefetch = prefetch.into();
     opts.artifacts_dir = artifacts;
     if let Some(j) = jobs {
         opts.jobs = j.max(1);

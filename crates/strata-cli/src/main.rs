@@ -157,6 +157,11 @@ enum Command {
         /// DIR/<task>/<key>/, restored tasks' too.
         #[arg(long, value_name = "DIR")]
         artifacts: Option<PathBuf>,
+        /// What to download from the shared caches as the run starts, before the tasks ahead
+        /// finish: `all` (the layers of tasks that run first, then those only restored tasks
+        /// need), `needed` (only the first), `off` (each task looks up when it starts).
+        #[arg(long, value_enum, value_name = "WHAT", default_value = "all")]
+        prefetch: commands::Prefetch,
         #[command(flatten)]
         output: RunOutputArgs,
     },
@@ -292,6 +297,7 @@ fn main() -> ExitCode {
             output,
             require_cached_parents,
             artifacts,
+            prefetch,
         } => commands::pipeline_file(file, flag).and_then(|file| {
             commands::run(
                 file,
@@ -305,6 +311,7 @@ fn main() -> ExitCode {
                     output,
                     require_cached_parents,
                     artifacts,
+                    prefetch,
                 },
             )
         }),

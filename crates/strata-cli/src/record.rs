@@ -206,6 +206,8 @@ pub(crate) struct TaskView {
     /// Why it missed the cache.
     pub(crate) miss_reasons: Vec<String>,
     pub(crate) downloaded_bytes: u64,
+    /// When the prefetch started downloading its layer, and for which task that runs.
+    pub(crate) prefetched: Option<(u64, Option<String>)>,
     pub(crate) pushed_bytes: u64,
     /// The tail of a failed task's log, as the record kept it, and the bytes left out.
     pub(crate) failed_log: Option<(String, u64)>,
@@ -335,6 +337,7 @@ impl RunView {
                     t.start_ms = Some(at);
                     t.end_ms = Some(at);
                 }
+                "layer-prefetching" => t.prefetched = Some((at, s(&e["needed_by"]))),
                 "layer-fetched" => {
                     t.downloaded_bytes += e["bytes"].as_u64().unwrap_or(0);
                     t.end_ms = Some(at);

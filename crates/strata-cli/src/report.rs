@@ -373,6 +373,16 @@ fn task_details(h: &mut String, t: &TaskView, log: Option<&LogExcerpt>) {
             crate::reporter::bytes(t.downloaded_bytes)
         ));
     }
+    if let Some((at, needed_by)) = &t.prefetched {
+        let why = match needed_by {
+            Some(task) => format!(" for <code>{}</code>", escape(task)),
+            None => String::new(),
+        };
+        facts.push(format!(
+            "prefetched at {}{why}",
+            crate::reporter::seconds(*at)
+        ));
+    }
     if t.pushed_bytes > 0 {
         facts.push(format!(
             "uploaded {}",

@@ -122,7 +122,7 @@ pub(crate) struct TerminalReporter {
 
 const PALETTE: &[&str] = &["36", "35", "34", "33", "32", "96", "95", "94"];
 
-fn seconds(ms: u64) -> String {
+pub(crate) fn seconds(ms: u64) -> String {
     let d = Duration::from_millis(ms);
     if d.as_secs() >= 60 {
         format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
@@ -337,6 +337,23 @@ impl TerminalReporter {
                     "{} {} {why}",
                     name(task),
                     self.paint("33", "… waiting:")
+                )]
+            }
+            Event::LayerPrefetching {
+                task,
+                bytes: n,
+                needed_by,
+                ..
+            } => {
+                let why = match needed_by {
+                    Some(t) => format!("needed by `{t}`"),
+                    None => "for restored tasks only".to_string(),
+                };
+                vec![format!(
+                    "{} {} {} ahead ({why})",
+                    name(task),
+                    self.paint("36", "⇣ prefetching"),
+                    bytes(*n)
                 )]
             }
             Event::LayerFetched {

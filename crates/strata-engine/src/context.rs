@@ -73,6 +73,9 @@ pub struct RunOptions {
     pub tool_cache_max_age: Option<std::time::Duration>,
     /// `--artifacts DIR`: every task's artifacts are copied to `DIR/<task>/<key>/`.
     pub artifacts_dir: Option<PathBuf>,
+    /// What is looked up and downloaded at the start of a run, ahead of the tasks
+    /// (`--prefetch`).
+    pub prefetch: crate::PrefetchPolicy,
 }
 
 /// What every task of one run shares: the pipeline, the cache, the captured workspace and the

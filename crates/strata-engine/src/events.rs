@@ -56,6 +56,19 @@ pub enum Event {
         bytes: u64,
         total: u64,
     },
+    /// A layer a shared cache holds starts downloading before its task starts: the prefetch
+    /// found the task's entry at the start of the run. Its `layer-fetched` follows.
+    LayerPrefetching {
+        task: String,
+        layer: String,
+        /// Compressed bytes to download.
+        bytes: u64,
+        /// The first task found to need this layer: one that runs on it, or a filtered task
+        /// whose key reads it; absent when only tasks restored from the cache stand on it
+        /// (fetched after the others).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        needed_by: Option<String>,
+    },
     /// A layer from a shared cache is now in the local cache.
     LayerFetched {
         task: String,

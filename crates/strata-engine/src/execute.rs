@@ -117,8 +117,29 @@ pub(crate) fn usable_entry(
     lookup(ctx, decision, key, reporter)
 }
 
-/// The cached entry for `key`, if `decision` lets the cache be used.
+/// The cached entry for `key`, if `decision` lets the cache be used: the one the prefetch
+/// found at the start of the run (`prefetch.rs`), whose restore is under way, or a lookup now.
 fn lookup(
+    ctx: &RunContext<'_>,
+    decision: CacheDecision,
+    key: &CacheKey,
+    reporter: &dyn Reporter,
+) -> Option<Found> {
+    if decision.enabled && !ctx.options.no_cache {
+        let usable = |entry: &EntryDocument| {
+            let created = SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at_ms);
+            within_ttl(decision.ttl, created)
+        };
+        if let Some((remote, entry)) = ctx.transfers.take_offer(key, usable) {
+            return Some(Found::Shared { remote, entry });
+        }
+    }
+    find_entry(ctx, decision, key, reporter)
+}
+
+/// The cached entry for `key`, if `decision` lets the cache be used: the local cache first,
+/// then the shared caches in order.
+pub(crate) fn find_entry(
     ctx: &RunContext<'_>,
     decision: CacheDecision,
     key: &CacheKey,
@@ -144,11 +165,15 @@ fn lookup(
 
 /// Whether an entry is within the task's `cache.ttl`.
 fn fresh_enough(ttl: Option<Duration>, found: &Found) -> bool {
+    within_ttl(ttl, found.created_at())
+}
+
+fn within_ttl(ttl: Option<Duration>, created: SystemTime) -> bool {
     let Some(ttl) = ttl else {
         return true;
     };
     let age = SystemTime::now()
-        .duration_since(found.created_at())
+        .duration_since(created)
         .unwrap_or_default();
     age <= ttl
 }

@@ -33,6 +33,7 @@ mod miss;
 mod output;
 mod packages;
 mod plan;
+mod prefetch;
 mod scheduler;
 mod services;
 mod shell;
@@ -52,6 +53,7 @@ pub use export::{ExportError, ExportOptions, ExportTarget, Exported, export};
 pub use invocation::{Invocation, InvocationOptions, invoke};
 pub use packages::git_package_source;
 pub use plan::{Explanation, PlanStatus, PlannedTask, explain, plan};
+pub use prefetch::PrefetchPolicy;
 pub use scheduler::run;
 pub use shell::{ShellError, ShellOptions, shell};
 /// What a task's test result files said: in [`Event::TaskTestResults`] and kept with its entry.

@@ -198,6 +198,8 @@ fn run_pass(
     let mut results: Vec<Option<TaskResult>> = vec![None; table.len()];
     let (tx, rx) = mpsc::channel::<(usize, TaskOutcome)>();
     std::thread::scope(|scope| {
+        // Every task's entry looked up now, and the layers tasks that run need on their way.
+        crate::prefetch::start(scope, ctx, reporter);
         let mut told_interrupted = false;
         loop {
             if !told_interrupted && ctx.interrupted.load(Ordering::SeqCst) {
@@ -284,7 +286,10 @@ fn run_pass(
                         });
                         record_skip(&mut summary, name, reason);
                     }
-                    Action::Done => return,
+                    Action::Done => {
+                        ctx.transfers.stop_prefetch();
+                        return;
+                    }
                 }
             }
             if decided {
@@ -348,6 +353,10 @@ fn run_pass(
             }
             results.resize(table.len(), None);
             results[i] = result;
+            if outcome == Outcome::Failed && ctx.options.fail_fast {
+                // Nothing new starts: nothing new is fetched for it either.
+                ctx.transfers.stop_prefetch();
+            }
             dispatcher.record(DispatchEvent::TaskFinished { task: i, outcome });
         }
     });
