@@ -13,6 +13,9 @@ mod base;
 mod diff;
 mod digest;
 mod env;
+mod file_id;
+mod git_checkout;
+mod git_index;
 mod recipe;
 mod stat_cache;
 mod test_results;
@@ -25,6 +28,8 @@ pub use base::{
 pub use diff::{Difference, compare};
 pub use digest::{ArtifactDigest, BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;
+pub use file_id::{FileId, FileIdError, FileIdHasher, file_id};
+pub use git_index::{GitIndex, IndexError};
 pub use recipe::{ArtifactInput, EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use stat_cache::StatCache;
 pub use test_results::{TestCase, TestResults, TestStatus};
@@ -32,4 +37,4 @@ pub use tree::{
     TreeError, content_digest, tree_digest, tree_digest_known, tree_digest_listing_sockets,
     tree_digest_without,
 };
-pub use workspace::{FileKind, Selection, Workspace, WorkspaceError, WorkspaceFile};
+pub use workspace::{FileKind, IdSources, Selection, Workspace, WorkspaceError, WorkspaceFile};

@@ -5,13 +5,21 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{ContentDigest, WorkspaceDigest};
+use crate::digest::WorkspaceDigest;
+use crate::file_id::{FileId, FileIdError, id_of_reader};
+use crate::git_checkout::LazyCheckout;
 use crate::stat_cache::{Stamp, StatCache};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {
-    File { digest: ContentDigest, size: u64 },
-    Symlink { target: String },
+    /// `digest` is the content's git blob id, however it was obtained (see [`FileId`]).
+    File {
+        digest: FileId,
+        size: u64,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +46,8 @@ pub enum WorkspaceError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Id(#[from] FileIdError),
     #[error("workspace path {path} is not valid UTF-8")]
     NotUtf8 { path: PathBuf },
 }
@@ -53,6 +63,9 @@ pub struct Selection<'a> {
     /// Keep files that `.gitignore` and `.git/info/exclude` would leave out (a host path, not a
     /// checkout).
     pub no_ignore: bool,
+    /// Never take ids from git's index, hashing every file (what a directory outside git gets;
+    /// tests compare the two).
+    pub ignore_git_index: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -90,20 +103,41 @@ impl Workspace {
         known: &StatCache,
         selection: &Selection<'_>,
     ) -> Result<(Workspace, Option<StatCache>), WorkspaceError> {
+        Self::capture_counted(root, exclude, known, selection).map(|(ws, stats, _)| (ws, stats))
+    }
+
+    /// The same, also saying where each regular file's id came from.
+    pub fn capture_counted(
+        root: &Path,
+        exclude: &[PathBuf],
+        known: &StatCache,
+        selection: &Selection<'_>,
+    ) -> Result<(Workspace, Option<StatCache>, IdSources), WorkspaceError> {
         let mut fresh = StatCache::starting_now();
         let root = root.to_path_buf();
         let mut found = walk(&root, exclude, selection)?;
         if let Some(wanted) = selection.files {
             found.retain(|(rel, _)| wanted(rel));
         }
-        let hashed = hash_in_parallel(&root, found, known)?;
+        let git = if selection.ignore_git_index || selection.no_ignore {
+            None
+        } else {
+            Some(LazyCheckout::new(&root))
+        };
+        let hashed = hash_in_parallel(&root, found, known, git.as_ref())?;
         let mut files = Vec::with_capacity(hashed.len());
         let mut mtimes = Vec::with_capacity(hashed.len());
         let mut changed = known.len() != hashed.len();
+        let mut sources = IdSources::default();
         for (file, stamp) in hashed {
             mtimes.push(stamp.map_or((0, 0), |(s, _)| s.mtime));
-            if let (Some((stamp, reused)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
-                changed |= !reused;
+            if let (Some((stamp, source)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
+                changed |= source != IdSource::Remembered;
+                match source {
+                    IdSource::Remembered => sources.remembered += 1,
+                    IdSource::GitIndex => sources.git_index += 1,
+                    IdSource::Read => sources.read += 1,
+                }
                 fresh.insert(&file.path, stamp, *digest);
             }
             files.push(file);
@@ -116,6 +150,7 @@ impl Workspace {
                 mtimes,
             },
             changed.then_some(fresh),
+            sources,
         ))
     }
 
@@ -137,7 +172,7 @@ impl Workspace {
     pub fn digest<'a>(files: impl Iterator<Item = &'a WorkspaceFile>) -> WorkspaceDigest {
         use std::fmt::Write;
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"strata-workspace-v1\0");
+        hasher.update(b"strata-workspace-v2\0");
         // Records are gathered into large blocks: BLAKE3 hashes a block's chunks side by side
         // (SIMD), which small per-file updates would not allow. This runs over every file of the
         // workspace for every task.
@@ -152,7 +187,7 @@ impl Workspace {
             match &f.kind {
                 FileKind::File { digest, .. } => {
                     buf.push_str("f ");
-                    buf.push_str(blake3::Hash::from(*digest.as_bytes()).to_hex().as_str());
+                    digest.write_hex(&mut buf);
                 }
                 FileKind::Symlink { target } => {
                     buf.push_str("l ");
@@ -166,12 +201,30 @@ impl Workspace {
     }
 }
 
+/// How many regular files' ids a capture took from where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdSources {
+    /// From the stat cache of an earlier capture.
+    pub remembered: usize,
+    /// From git's index (clean tracked files).
+    pub git_index: usize,
+    /// Hashed from the file's bytes.
+    pub read: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdSource {
+    Remembered,
+    GitIndex,
+    Read,
+}
+
 /// A file found by the walk: its relative path and whether it is a symlink.
 type Found = (String, bool);
 
 /// A hashed file, with the stamp its digest can be remembered under (regular files only) and
-/// whether that digest came from the stat cache.
-type Hashed = (WorkspaceFile, Option<(Stamp, bool)>);
+/// where that digest came from.
+type Hashed = (WorkspaceFile, Option<(Stamp, IdSource)>);
 
 /// Lists the workspace's files (sorted), walking directories on all CPUs.
 fn walk(
@@ -273,6 +326,7 @@ fn hash_one(
     dir: &rustix::fd::OwnedFd,
     (rel, is_symlink): Found,
     known: &StatCache,
+    git: Option<&LazyCheckout>,
 ) -> Result<Hashed, WorkspaceError> {
     let name = rel.rsplit_once('/').map_or(rel.as_str(), |(_, n)| n);
     let read_err = |e: rustix::io::Errno| WorkspaceError::Read {
@@ -289,9 +343,15 @@ fn hash_one(
         }
     } else {
         let now = Stamp::of_stat(&st);
-        let cached = known.lookup(&rel, &now);
-        let digest = match cached {
-            Some(d) => d,
+        // Known without reading: remembered from an earlier capture, or clean in git's index.
+        let known_id = match known.lookup(&rel, &now) {
+            Some(id) => Some((id, IdSource::Remembered)),
+            None => git
+                .and_then(|g| g.clean_id(&rel, &st))
+                .map(|id| (id, IdSource::GitIndex)),
+        };
+        let (digest, source) = match known_id {
+            Some(known) => known,
             None => {
                 let fd = rustix::fs::openat(
                     dir,
@@ -300,17 +360,12 @@ fn hash_one(
                     rustix::fs::Mode::empty(),
                 )
                 .map_err(read_err)?;
-                let mut hasher = blake3::Hasher::new();
-                hasher
-                    .update_reader(std::fs::File::from(fd))
-                    .map_err(|source| WorkspaceError::Read {
-                        path: root.join(&rel),
-                        source,
-                    })?;
-                ContentDigest::from_hash(hasher.finalize())
+                let id =
+                    id_of_reader(std::fs::File::from(fd), st.st_size as u64, &root.join(&rel))?;
+                (id, IdSource::Read)
             }
         };
-        stamp = Some((now, cached.is_some()));
+        stamp = Some((now, source));
         FileKind::File {
             digest,
             size: st.st_size as u64,
@@ -330,6 +385,7 @@ fn hash_in_parallel(
     root: &Path,
     found: Vec<Found>,
     known: &StatCache,
+    git: Option<&LazyCheckout>,
 ) -> Result<Vec<Hashed>, WorkspaceError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = found.len().div_ceil(threads).max(64);
@@ -368,9 +424,9 @@ fn hash_in_parallel(
                             dir = Some((parent.to_string(), fd));
                         }
                         let (_, fd) = dir.as_ref().expect("opened above");
-                        out.push(hash_one(root, fd, f, known)?);
+                        out.push(hash_one(root, fd, f, known, git)?);
                     }
-                    Ok(out)
+                    Ok::<_, WorkspaceError>(out)
                 })
             })
             .collect();
@@ -386,6 +442,10 @@ fn hash_in_parallel(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    fn id(bytes: &[u8]) -> FileId {
+        FileId::of_bytes(bytes, Path::new("test")).unwrap()
+    }
 
     #[test]
     fn honours_gitignore_and_skips_git() {
@@ -414,7 +474,7 @@ mod tests {
         assert_eq!(cache.len(), 2);
         // A cache that vouches for `a` with a made-up digest: a capture that trusts it reports
         // the made-up digest, which proves it did not read `a`.
-        let made_up = ContentDigest::from_hash(blake3::hash(b"made up"));
+        let made_up = id(b"made up");
         let cache = cache.settled_with("a", made_up);
         let digest_of = |ws: &Workspace, i: usize| match &ws.files[i].kind {
             FileKind::File { digest, .. } => *digest,
@@ -425,10 +485,7 @@ mod tests {
         // Any change to the file (content, size, mode: ctime moves) makes it read again.
         std::fs::write(d.path().join("a"), "one!").unwrap();
         let (ws, _) = Workspace::capture_with(d.path(), &[], &cache).unwrap();
-        assert_eq!(
-            digest_of(&ws, 0),
-            ContentDigest::from_hash(blake3::hash(b"one!"))
-        );
+        assert_eq!(digest_of(&ws, 0), id(b"one!"));
         std::fs::set_permissions(d.path().join("b"), std::fs::Permissions::from_mode(0o600))
             .unwrap();
         let cache = Workspace::capture_with(d.path(), &[], &StatCache::default())
@@ -439,10 +496,7 @@ mod tests {
         std::fs::set_permissions(d.path().join("b"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
         let (ws, _) = Workspace::capture_with(d.path(), &[], &cache).unwrap();
-        assert_eq!(
-            digest_of(&ws, 1),
-            ContentDigest::from_hash(blake3::hash(b"two"))
-        );
+        assert_eq!(digest_of(&ws, 1), id(b"two"));
     }
 
     #[test]
