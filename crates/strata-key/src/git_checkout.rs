@@ -44,7 +44,7 @@ pub(crate) struct GitCheckout {
     /// When the index was written: files modified since (or at the same instant) are racy.
     index_mtime: (i64, u32),
     /// Directories (relative, `/`-terminated; `""` is the root) whose `.gitattributes` sets a
-    /// conversion: their files are read.
+    /// conversion, sorted: their files are read.
     converted: Vec<String>,
 }
 
@@ -119,15 +119,21 @@ impl GitCheckout {
 
     /// The id of `rel` from the index, when git vouches that the file `st` describes has
     /// exactly that content.
-    pub(crate) fn clean_id(&self, rel: &str, st: &rustix::fs::Stat) -> Option<FileId> {
-        if self
-            .converted
-            .iter()
-            .any(|dir| rel.starts_with(dir.as_str()))
-        {
-            return None;
+    pub(crate) fn clean_id(
+        &self,
+        rel: &str,
+        st: &rustix::fs::Stat,
+        cursor: &mut usize,
+    ) -> Option<FileId> {
+        if !self.converted.is_empty() {
+            // `converted` is sorted: look each of the file's directories up.
+            let under = |dir: &str| self.converted.binary_search_by(|c| c.as_str().cmp(dir));
+            let mut ancestors = rel.match_indices('/').map(|(i, _)| &rel[..=i]);
+            if under("").is_ok() || ancestors.any(|dir| under(dir).is_ok()) {
+                return None;
+            }
         }
-        let e = self.index.entry(rel)?;
+        let e = self.index.entry_near(rel, cursor)?;
         if e.unverified {
             return None;
         }
@@ -167,11 +173,16 @@ impl LazyCheckout {
         }
     }
 
-    pub(crate) fn clean_id(&self, rel: &str, st: &rustix::fs::Stat) -> Option<FileId> {
+    pub(crate) fn clean_id(
+        &self,
+        rel: &str,
+        st: &rustix::fs::Stat,
+        cursor: &mut usize,
+    ) -> Option<FileId> {
         self.opened
             .get_or_init(|| GitCheckout::open(&self.root))
             .as_ref()?
-            .clean_id(rel, st)
+            .clean_id(rel, st, cursor)
     }
 }
 

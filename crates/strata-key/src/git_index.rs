@@ -124,7 +124,8 @@ impl GitIndex {
                 0
             };
             let name_len = (flags & 0x0fff) as usize;
-            let path: Vec<u8> = if version == 4 {
+            // One buffer for every path: version 4 builds each from the one before.
+            if version == 4 {
                 // Prefix-compressed: drop N bytes from the end of the previous path, then add
                 // the NUL-terminated suffix.
                 let strip = r.varint()?;
@@ -132,30 +133,29 @@ impl GitIndex {
                     .len()
                     .checked_sub(strip)
                     .ok_or(IndexError::BadPath)?;
-                let suffix = r.until_nul()?;
-                let mut p = previous[..keep].to_vec();
-                p.extend_from_slice(suffix);
-                p
+                previous.truncate(keep);
+                previous.extend_from_slice(r.until_nul()?);
             } else {
-                let p = r.until_nul()?.to_vec();
+                previous.clear();
+                previous.extend_from_slice(r.until_nul()?);
                 // Entries are padded with 1–8 NULs to a multiple of 8 bytes; the NUL read
                 // above is the first.
                 let len = r.at - start;
                 let padded = (len + 7) & !7;
                 r.take(padded - len)?;
-                p
-            };
+            }
+            let path = previous.as_slice();
             if name_len < 0x0fff && name_len != path.len() {
                 return Err(IndexError::BadPath);
             }
             let stage = ((flags >> 12) & 3) as u8;
             if let Some((s, l, e)) = index.entries.last() {
                 let last = &index.paths.as_bytes()[*s as usize..(*s + *l) as usize];
-                if (last, e.stage) >= (path.as_slice(), stage) {
+                if (last, e.stage) >= (path, stage) {
                     return Err(IndexError::BadPath);
                 }
             }
-            let text = std::str::from_utf8(&path).map_err(|_| IndexError::BadPath)?;
+            let text = std::str::from_utf8(path).map_err(|_| IndexError::BadPath)?;
             let at = u32::try_from(index.paths.len()).map_err(|_| IndexError::Truncated)?;
             index.paths.push_str(text);
             index.entries.push((
@@ -169,7 +169,6 @@ impl GitIndex {
                         || extended & (SKIP_WORKTREE | INTENT_TO_ADD) != 0,
                 },
             ));
-            previous = path;
         }
         // Extensions: skipped, except those that mean the entries above are not the whole
         // index, and unknown ones git requires readers to understand (lowercase first letter).
@@ -203,10 +202,21 @@ impl GitIndex {
     /// The stage-0 entry of `path` when it is the only entry of that path (a path with
     /// conflict stages is in the middle of a merge: not clean).
     pub(crate) fn entry(&self, path: &str) -> Option<&IndexEntry> {
-        let i = self.lower_bound(path);
+        self.entry_near(path, &mut 0)
+    }
+
+    /// [`GitIndex::entry`] for paths asked in sorted order: the entry after the previous one
+    /// found (`cursor`) is tried before a binary search.
+    pub(crate) fn entry_near(&self, path: &str, cursor: &mut usize) -> Option<&IndexEntry> {
+        let i = if *cursor < self.entries.len() && self.path(*cursor) == path {
+            *cursor
+        } else {
+            self.lower_bound(path)
+        };
         if i >= self.entries.len() || self.path(i) != path {
             return None;
         }
+        *cursor = i + 1;
         let e = &self.entries[i].2;
         let alone = i + 1 >= self.entries.len() || self.path(i + 1) != path;
         (e.stage == 0 && alone).then_some(e)
@@ -223,6 +233,12 @@ impl GitIndex {
             }
         }
         lo
+    }
+
+    /// Whether `path` has an entry whose id could stand for the file (before its stat data is
+    /// compared): for the fuzz target.
+    pub fn has_clean_candidate(&self, path: &str) -> bool {
+        self.entry(path).is_some()
     }
 
     /// Every path of the index (for tests and the fuzz target).

@@ -100,8 +100,27 @@ impl StatCache {
     }
 
     /// The recorded digest of `rel`, if the file provably has not changed since.
+    #[cfg(test)]
     pub(crate) fn lookup(&self, rel: &str, stamp: &Stamp) -> Option<FileId> {
-        let (_, _, recorded, digest) = self.entries[self.find(rel)?];
+        self.lookup_near(rel, stamp, &mut 0)
+    }
+
+    /// [`StatCache::lookup`] for files asked in path order: `cursor` (where the previous file
+    /// was found, plus one) is tried before a binary search, which a capture's sorted files
+    /// almost never need.
+    pub(crate) fn lookup_near(
+        &self,
+        rel: &str,
+        stamp: &Stamp,
+        cursor: &mut usize,
+    ) -> Option<FileId> {
+        let i = if *cursor < self.entries.len() && self.path(*cursor) == rel {
+            *cursor
+        } else {
+            self.find(rel)?
+        };
+        *cursor = i + 1;
+        let (_, _, recorded, digest) = self.entries[i];
         let settled = stamp.mtime < self.taken_at && stamp.ctime < self.taken_at;
         (recorded == *stamp && settled).then_some(digest)
     }

@@ -319,13 +319,15 @@ fn walk(
 }
 
 /// One file, and the stamp its digest can be remembered under (regular files only), with
-/// whether the digest came from the stat cache. `dir` is the file's directory, opened once for
-/// all its files: a lookup relative to it is much cheaper than one of the whole path.
+/// where the digest came from. `dir` is the file's directory, opened once for all its files: a
+/// lookup relative to it is much cheaper than one of the whole path. `cursors` carry where the
+/// previous file was found in the stat cache and the index, for files that come in order.
 fn hash_one(
     root: &Path,
     dir: &rustix::fd::OwnedFd,
     (rel, is_symlink): Found,
     known: &StatCache,
+    cursors: &mut (usize, usize),
     git: Option<&LazyCheckout>,
 ) -> Result<Hashed, WorkspaceError> {
     let name = rel.rsplit_once('/').map_or(rel.as_str(), |(_, n)| n);
@@ -344,10 +346,10 @@ fn hash_one(
     } else {
         let now = Stamp::of_stat(&st);
         // Known without reading: remembered from an earlier capture, or clean in git's index.
-        let known_id = match known.lookup(&rel, &now) {
+        let known_id = match known.lookup_near(&rel, &now, &mut cursors.0) {
             Some(id) => Some((id, IdSource::Remembered)),
             None => git
-                .and_then(|g| g.clean_id(&rel, &st))
+                .and_then(|g| g.clean_id(&rel, &st, &mut cursors.1))
                 .map(|id| (id, IdSource::GitIndex)),
         };
         let (digest, source) = match known_id {
@@ -406,6 +408,8 @@ fn hash_in_parallel(
                     // Sorted paths: a directory's files are next to each other.
                     let mut dir: Option<(String, rustix::fd::OwnedFd)> = None;
                     let mut out = Vec::with_capacity(part.len());
+                    // Where the previous file was found in the stat cache and in git's index.
+                    let mut cursors = (0, 0);
                     for f in part {
                         let parent = f.0.rsplit_once('/').map_or("", |(p, _)| p);
                         if dir.as_ref().is_none_or(|(p, _)| p != parent) {
@@ -424,7 +428,7 @@ fn hash_in_parallel(
                             dir = Some((parent.to_string(), fd));
                         }
                         let (_, fd) = dir.as_ref().expect("opened above");
-                        out.push(hash_one(root, fd, f, known, git)?);
+                        out.push(hash_one(root, fd, f, known, &mut cursors, git)?);
                     }
                     Ok::<_, WorkspaceError>(out)
                 })
