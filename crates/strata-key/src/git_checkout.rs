@@ -173,16 +173,20 @@ impl LazyCheckout {
         }
     }
 
+    /// Opens the checkout now (once), rather than on the first file that needs it.
+    pub(crate) fn open_now(&self) -> Option<&GitCheckout> {
+        self.opened
+            .get_or_init(|| GitCheckout::open(&self.root))
+            .as_ref()
+    }
+
     pub(crate) fn clean_id(
         &self,
         rel: &str,
         st: &rustix::fs::Stat,
         cursor: &mut usize,
     ) -> Option<FileId> {
-        self.opened
-            .get_or_init(|| GitCheckout::open(&self.root))
-            .as_ref()?
-            .clean_id(rel, st, cursor)
+        self.open_now()?.clean_id(rel, st, cursor)
     }
 }
 

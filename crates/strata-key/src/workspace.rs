@@ -115,15 +115,22 @@ impl Workspace {
     ) -> Result<(Workspace, Option<StatCache>, IdSources), WorkspaceError> {
         let mut fresh = StatCache::starting_now();
         let root = root.to_path_buf();
-        let mut found = walk(&root, exclude, selection)?;
-        if let Some(wanted) = selection.files {
-            found.retain(|(rel, _)| wanted(rel));
-        }
         let git = if selection.ignore_git_index || selection.no_ignore {
             None
         } else {
             Some(LazyCheckout::new(&root))
         };
+        let mut found = std::thread::scope(|s| {
+            // With nothing remembered (a fresh clone), every file will ask the index: read it
+            // while the directories are walked rather than after.
+            if let Some(git) = git.as_ref().filter(|_| known.is_empty()) {
+                s.spawn(|| git.open_now());
+            }
+            walk(&root, exclude, selection)
+        })?;
+        if let Some(wanted) = selection.files {
+            found.retain(|(rel, _)| wanted(rel));
+        }
         let hashed = hash_in_parallel(&root, found, known, git.as_ref())?;
         let mut files = Vec::with_capacity(hashed.len());
         let mut mtimes = Vec::with_capacity(hashed.len());
