@@ -67,7 +67,7 @@ impl GitCheckout {
         global_sources.extend(common.map(|c| c.join("info/attributes")));
         global_sources.extend(config.attributes_file);
         for source in global_sources {
-            if let Ok(text) = std::fs::read_to_string(&source)
+            if let Some(text) = read_attributes(&source)?
                 && scan_attributes(&text) != Scan::Plain
             {
                 return None;
@@ -100,7 +100,7 @@ impl GitCheckout {
         }
         let mut converted = Vec::new();
         for dir in dirs {
-            let Ok(text) = std::fs::read_to_string(root.join(&dir).join(".gitattributes")) else {
+            let Some(text) = read_attributes(&root.join(&dir).join(".gitattributes"))? else {
                 continue;
             };
             match scan_attributes(&text) {
@@ -155,6 +155,23 @@ impl GitCheckout {
             && s.size == st.st_size as u32;
         let racy = (st.st_mtime, st.st_mtime_nsec as u32) >= self.index_mtime;
         (same && !racy).then_some(e.id)
+    }
+}
+
+/// An attributes file's text: `Some(None)` when there is none, `None` when it exists but cannot
+/// be read (then nothing can be trusted). Not necessarily UTF-8: git does not require it.
+fn read_attributes(path: &Path) -> Option<Option<String>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Some(None)
+        }
+        Err(_) => None,
     }
 }
 

@@ -340,6 +340,15 @@ fn converted_files_are_keyed_by_their_bytes() {
     assert!(assert_same_key_as_outside_git(&clone).git_index > 0);
     write(&clone, ".git/info/attributes", "*.c ident\n");
     assert_eq!(assert_same_key_as_outside_git(&clone).git_index, 0);
+    // An attributes file need not be UTF-8: still read for conversions.
+    std::fs::remove_file(clone.join(".git/info/attributes")).unwrap();
+    assert!(assert_same_key_as_outside_git(&clone).git_index > 0);
+    std::fs::write(
+        clone.join(".gitattributes"),
+        b"caf\xe9.c -diff\n*.c ident\n",
+    )
+    .unwrap();
+    assert_eq!(assert_same_key_as_outside_git(&clone).git_index, 0);
 }
 
 /// A SHA-256 repository: its index is not read (ids are SHA-1 blob ids), every file is hashed.
