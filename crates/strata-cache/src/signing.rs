@@ -667,7 +667,8 @@ mod tests {
                         path: "src/main.c".into(),
                         mode: 0o644,
                         kind: strata_key::FileKind::File {
-                            digest: strata_key::ContentDigest::from_hash(blake3::hash(b"x")),
+                            digest: strata_key::FileId::of_bytes(b"x", std::path::Path::new("x"))
+                                .unwrap(),
                             size: 1,
                         },
                     })

@@ -254,7 +254,7 @@ impl<'a> RunContext<'a> {
             let selection = strata_key::Selection {
                 files: Some(&wants),
                 git_dir: sources.needs_git_dir(),
-                no_ignore: false,
+                ..strata_key::Selection::default()
             };
             let (workspace, stats) = Workspace::capture_selected(
                 &options.workspace,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use strata_key::{ContentDigest, FileKind, LayerDigest, WorkspaceFile};
+use strata_key::{FileId, FileKind, LayerDigest, WorkspaceFile};
 use strata_pipeline::{Filter, Visibility};
 use strata_store::LocalCache;
 
@@ -47,7 +47,9 @@ pub(crate) struct PartEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum PartKind {
     File {
-        digest: ContentDigest,
+        /// The git blob id, as for a captured workspace file: a file a used task wrote and the
+        /// same bytes in the checkout are the same input.
+        digest: FileId,
         size: u64,
     },
     Symlink {
@@ -234,7 +236,7 @@ fn walk(path: &Path, rel: &str, out: &mut Vec<PartEntry>) -> Result<(), String> 
         PartKind::Dir { opaque }
     } else if ft.is_file() {
         PartKind::File {
-            digest: strata_key::content_digest(path).map_err(|e| e.to_string())?,
+            digest: strata_key::file_id(path).map_err(|e| e.to_string())?,
             size: meta.len(),
         }
     } else if ft.is_symlink() {
@@ -374,7 +376,7 @@ mod tests {
             path: path.into(),
             mode: 0o644,
             kind: PartKind::File {
-                digest: ContentDigest::from_hash(blake3::hash(content.as_bytes())),
+                digest: FileId::of_bytes(content.as_bytes(), Path::new(path)).unwrap(),
                 size: content.len() as u64,
             },
         }
@@ -394,7 +396,7 @@ mod tests {
                 path: path.into(),
                 mode: 0o644,
                 kind: FileKind::File {
-                    digest: ContentDigest::from_hash(blake3::hash(path.as_bytes())),
+                    digest: FileId::of_bytes(path.as_bytes(), Path::new(path)).unwrap(),
                     size: 1,
                 },
             },

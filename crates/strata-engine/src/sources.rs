@@ -275,7 +275,7 @@ fn sees<'p>(
 mod tests {
     use super::*;
     use std::path::Path;
-    use strata_key::{ContentDigest, FileKind};
+    use strata_key::{FileId, FileKind};
 
     fn pipeline(path: &str, text: &str) -> Pipeline {
         strata_pipeline::parse_str(Path::new(path), text).unwrap()
@@ -290,7 +290,7 @@ mod tests {
                     path: (*p).into(),
                     mode: 0o644,
                     kind: FileKind::File {
-                        digest: ContentDigest::from_hash(blake3::hash(p.as_bytes())),
+                        digest: FileId::of_bytes(p.as_bytes(), std::path::Path::new(p)).unwrap(),
                         size: 1,
                     },
                 })

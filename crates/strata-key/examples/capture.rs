@@ -1,11 +1,26 @@
-//! Times a workspace capture, cold then warm (with the stat cache of the first): `capture DIR`.
+//! Times a workspace capture, cold then warm (with the stat cache of the first):
+//! `capture DIR [--ignore-git-index]`. In a git checkout the cold capture takes clean tracked
+//! files' ids from git's index; `--ignore-git-index` hashes every file as outside git.
 use std::time::Instant;
 fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("DIR"));
+    let selection = strata_key::Selection {
+        ignore_git_index: std::env::args().any(|a| a == "--ignore-git-index"),
+        ..strata_key::Selection::default()
+    };
     let t = Instant::now();
-    let (ws, stats) =
-        strata_key::Workspace::capture_with(&dir, &[], &strata_key::StatCache::default()).unwrap();
-    eprintln!("cold: {} files in {:?}", ws.files.len(), t.elapsed());
+    let (ws, stats, sources) = strata_key::Workspace::capture_counted(
+        &dir,
+        &[],
+        &strata_key::StatCache::default(),
+        &selection,
+    )
+    .unwrap();
+    eprintln!(
+        "cold: {} files in {:?} ({sources:?})",
+        ws.files.len(),
+        t.elapsed()
+    );
     let t = Instant::now();
     let bytes = stats
         .expect("a first capture has something to remember")
@@ -20,8 +35,13 @@ fn main() {
     let mut ws = None;
     for _ in 0..5 {
         let t = Instant::now();
-        let (w, _) = strata_key::Workspace::capture_with(&dir, &[], &back).unwrap();
-        eprintln!("warm: {} files in {:?}", w.files.len(), t.elapsed());
+        let (w, _, sources) =
+            strata_key::Workspace::capture_counted(&dir, &[], &back, &selection).unwrap();
+        eprintln!(
+            "warm: {} files in {:?} ({sources:?})",
+            w.files.len(),
+            t.elapsed()
+        );
         ws = Some(w);
     }
     let ws = ws.unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{BaseId, ContentDigest, WorkspaceDigest};
+use crate::digest::{BaseId, WorkspaceDigest};
 use crate::stat_cache::StatCache;
 use crate::tree::{TreeError, tree_digest};
 use crate::workspace::{FileKind, Selection, Workspace, WorkspaceError, WorkspaceFile};
@@ -70,16 +70,8 @@ impl KeyPath {
                         target: target.to_string_lossy().into_owned(),
                     }
                 } else {
-                    let read_err = |source| WorkspaceError::Read {
-                        path: path.to_path_buf(),
-                        source,
-                    };
-                    let mut hasher = blake3::Hasher::new();
-                    hasher
-                        .update_reader(std::fs::File::open(path).map_err(read_err)?)
-                        .map_err(read_err)?;
                     FileKind::File {
-                        digest: ContentDigest::from_hash(hasher.finalize()),
+                        digest: crate::file_id::file_id(path)?,
                         size: meta.len(),
                     }
                 };

@@ -13,6 +13,9 @@ mod base;
 mod diff;
 mod digest;
 mod env;
+mod file_id;
+mod git_checkout;
+mod git_index;
 mod recipe;
 mod stat_cache;
 mod test_results;
@@ -26,6 +29,8 @@ pub use base::{
 pub use diff::{Difference, compare};
 pub use digest::{ArtifactDigest, BaseId, CacheKey, ContentDigest, LayerDigest, WorkspaceDigest};
 pub use env::ExportedEnv;
+pub use file_id::{FileId, FileIdError, FileIdHasher, file_id};
+pub use git_index::{GitIndex, IndexError};
 pub use recipe::{ArtifactInput, EnvInput, KEY_VERSION, KeyInputs, ParentInput, RecordedInputs};
 pub use stat_cache::StatCache;
 pub use test_results::{TestCase, TestResults, TestStatus};
@@ -34,4 +39,6 @@ pub use tree::{
     tree_digest_without,
 };
 pub use tree_entries::{TreeEntry, TreeEntryKind, tree_digest_of_entries};
-pub use workspace::{FileKind, Seen, Selection, Workspace, WorkspaceError, WorkspaceFile};
+pub use workspace::{
+    FileKind, IdSources, Seen, Selection, Workspace, WorkspaceError, WorkspaceFile,
+};

@@ -6,9 +6,10 @@
 //!
 //! This crate only encodes and decodes the cache; the store keeps the bytes.
 
-use crate::digest::ContentDigest;
+use crate::file_id::FileId;
 
-const MAGIC: &[u8] = b"strata-stat-v1\0";
+// v2: ids are git blob ids (20 bytes), not BLAKE3 digests.
+const MAGIC: &[u8] = b"strata-stat-v2\0";
 
 /// What identifies a version of a file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub struct StatCache {
     taken_at: (i64, u32),
     paths: String,
     /// (start, length) of the path in `paths`, stamp, digest; sorted by path.
-    entries: Vec<(u32, u32, Stamp, ContentDigest)>,
+    entries: Vec<(u32, u32, Stamp, FileId)>,
 }
 
 impl StatCache {
@@ -99,14 +100,33 @@ impl StatCache {
     }
 
     /// The recorded digest of `rel`, if the file provably has not changed since.
-    pub(crate) fn lookup(&self, rel: &str, stamp: &Stamp) -> Option<ContentDigest> {
-        let (_, _, recorded, digest) = self.entries[self.find(rel)?];
+    #[cfg(test)]
+    pub(crate) fn lookup(&self, rel: &str, stamp: &Stamp) -> Option<FileId> {
+        self.lookup_near(rel, stamp, &mut 0)
+    }
+
+    /// [`StatCache::lookup`] for files asked in path order: `cursor` (where the previous file
+    /// was found, plus one) is tried before a binary search, which a capture's sorted files
+    /// almost never need.
+    pub(crate) fn lookup_near(
+        &self,
+        rel: &str,
+        stamp: &Stamp,
+        cursor: &mut usize,
+    ) -> Option<FileId> {
+        let i = if *cursor < self.entries.len() && self.path(*cursor) == rel {
+            *cursor
+        } else {
+            self.find(rel)?
+        };
+        *cursor = i + 1;
+        let (_, _, recorded, digest) = self.entries[i];
         let settled = stamp.mtime < self.taken_at && stamp.ctime < self.taken_at;
         (recorded == *stamp && settled).then_some(digest)
     }
 
     /// Records a file; files must come in increasing path order (as a capture lists them).
-    pub(crate) fn insert(&mut self, rel: &str, stamp: Stamp, digest: ContentDigest) {
+    pub(crate) fn insert(&mut self, rel: &str, stamp: Stamp, digest: FileId) {
         debug_assert!(self.entries.is_empty() || self.path(self.entries.len() - 1) < rel);
         let start = self.paths.len() as u32;
         self.paths.push_str(rel);
@@ -115,7 +135,7 @@ impl StatCache {
 
     /// For tests: a cache that trusts every recorded stamp, with `rel` said to have `digest`.
     #[cfg(test)]
-    pub(crate) fn settled_with(mut self, rel: &str, digest: ContentDigest) -> StatCache {
+    pub(crate) fn settled_with(mut self, rel: &str, digest: FileId) -> StatCache {
         self.taken_at = (i64::MAX, 0);
         if let Some(i) = self.find(rel) {
             self.entries[i].3 = digest;
@@ -124,7 +144,7 @@ impl StatCache {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(MAGIC.len() + 20 + self.paths.len() + self.len() * 96);
+        let mut out = Vec::with_capacity(MAGIC.len() + 20 + self.paths.len() + self.len() * 84);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.taken_at.0.to_le_bytes());
         out.extend_from_slice(&self.taken_at.1.to_le_bytes());
@@ -173,7 +193,7 @@ impl StatCache {
                 ctime: (r.i64()?, r.u32()?),
                 mode: r.u32()?,
             };
-            let digest = ContentDigest::from_bytes(r.take(32)?.try_into().ok()?);
+            let digest = FileId::from_bytes(r.take(20)?.try_into().ok()?);
             cache.insert(path, stamp, digest);
         }
         r.0.is_empty().then_some(cache)
@@ -213,7 +233,11 @@ mod tests {
         std::fs::write(&f, "x").unwrap();
         let stamp = Stamp::of(&std::fs::metadata(&f).unwrap());
         let mut c = StatCache::starting_now();
-        c.insert("f", stamp, ContentDigest::from_hash(blake3::hash(b"x")));
+        c.insert(
+            "f",
+            stamp,
+            FileId::of_bytes(b"x", std::path::Path::new("f")).unwrap(),
+        );
         let back = StatCache::from_bytes(&c.to_bytes());
         assert_eq!(back.len(), 1);
         assert_eq!(back.entries, c.entries);
@@ -232,7 +256,11 @@ mod tests {
         std::fs::write(&f, "x").unwrap();
         let stamp = Stamp::of(&std::fs::metadata(&f).unwrap());
         let mut c = c;
-        c.insert("f", stamp, ContentDigest::from_hash(blake3::hash(b"x")));
+        c.insert(
+            "f",
+            stamp,
+            FileId::of_bytes(b"x", std::path::Path::new("f")).unwrap(),
+        );
         // Written after the capture began: it could change again within the same mtime.
         assert_eq!(c.lookup("f", &stamp), None);
         let later = StatCache {

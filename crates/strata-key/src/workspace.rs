@@ -5,13 +5,21 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{ContentDigest, WorkspaceDigest};
+use crate::digest::WorkspaceDigest;
+use crate::file_id::{FileId, FileIdError, id_of_reader};
+use crate::git_checkout::LazyCheckout;
 use crate::stat_cache::{Stamp, StatCache};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {
-    File { digest: ContentDigest, size: u64 },
-    Symlink { target: String },
+    /// `digest` is the content's git blob id, however it was obtained (see [`FileId`]).
+    File {
+        digest: FileId,
+        size: u64,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +46,8 @@ pub enum WorkspaceError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Id(#[from] FileIdError),
     #[error("workspace path {path} is not valid UTF-8")]
     NotUtf8 { path: PathBuf },
 }
@@ -53,6 +63,9 @@ pub struct Selection<'a> {
     /// Keep files that `.gitignore` and `.git/info/exclude` would leave out (a host path, not a
     /// checkout).
     pub no_ignore: bool,
+    /// Never take ids from git's index, hashing every file (what a directory outside git gets;
+    /// tests compare the two).
+    pub ignore_git_index: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -120,26 +133,58 @@ impl Workspace {
         known: &StatCache,
         selection: &Selection<'_>,
     ) -> Result<(Workspace, Option<StatCache>), WorkspaceError> {
+        Self::capture_counted(root, exclude, known, selection).map(|(ws, stats, _)| (ws, stats))
+    }
+
+    /// The same, also saying where each regular file's id came from.
+    pub fn capture_counted(
+        root: &Path,
+        exclude: &[PathBuf],
+        known: &StatCache,
+        selection: &Selection<'_>,
+    ) -> Result<(Workspace, Option<StatCache>, IdSources), WorkspaceError> {
         let mut fresh = StatCache::starting_now();
         let root = root.to_path_buf();
-        let mut found = walk(&root, exclude, selection)?;
+        let git = if selection.ignore_git_index || selection.no_ignore {
+            None
+        } else {
+            Some(LazyCheckout::new(&root))
+        };
+        let mut found = std::thread::scope(|s| {
+            // With nothing remembered (a fresh clone), every file will ask the index: read it
+            // while the directories are walked rather than after.
+            if let Some(git) = git.as_ref().filter(|_| known.is_empty()) {
+                s.spawn(|| git.open_now());
+            }
+            walk(&root, exclude, selection)
+        })?;
         if let Some(wanted) = selection.files {
             found.retain(|(rel, _)| wanted(rel));
         }
-        let hashed = hash_in_parallel(&root, found, known)?;
+        let hashed = hash_in_parallel(&root, found, known, git.as_ref())?;
         let mut files = Vec::with_capacity(hashed.len());
         let mut seen = Vec::with_capacity(hashed.len());
         let mut changed = known.len() != hashed.len();
+        let mut sources = IdSources::default();
         for (file, stamp, found) in hashed {
             seen.push(found);
-            if let (Some((stamp, reused)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
-                changed |= !reused;
+            if let (Some((stamp, source)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
+                changed |= source != IdSource::Remembered;
+                match source {
+                    IdSource::Remembered => sources.remembered += 1,
+                    IdSource::GitIndex => sources.git_index += 1,
+                    IdSource::Read => sources.read += 1,
+                }
                 fresh.insert(&file.path, stamp, *digest);
             }
             files.push(file);
         }
         // Nothing new to remember: the old cache (and the time it was taken) stays valid.
-        Ok((Workspace { root, files, seen }, changed.then_some(fresh)))
+        Ok((
+            Workspace { root, files, seen },
+            changed.then_some(fresh),
+            sources,
+        ))
     }
 
     /// The mtime the capture found for the file at `path`, if it captured it.
@@ -160,7 +205,7 @@ impl Workspace {
     pub fn digest<'a>(files: impl Iterator<Item = &'a WorkspaceFile>) -> WorkspaceDigest {
         use std::fmt::Write;
         let mut hasher = blake3::Hasher::new();
-        hasher.update(b"strata-workspace-v1\0");
+        hasher.update(b"strata-workspace-v2\0");
         // Records are gathered into large blocks: BLAKE3 hashes a block's chunks side by side
         // (SIMD), which small per-file updates would not allow. This runs over every file of the
         // workspace for every task.
@@ -175,7 +220,7 @@ impl Workspace {
             match &f.kind {
                 FileKind::File { digest, .. } => {
                     buf.push_str("f ");
-                    buf.push_str(blake3::Hash::from(*digest.as_bytes()).to_hex().as_str());
+                    digest.write_hex(&mut buf);
                 }
                 FileKind::Symlink { target } => {
                     buf.push_str("l ");
@@ -189,12 +234,30 @@ impl Workspace {
     }
 }
 
+/// How many regular files' ids a capture took from where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdSources {
+    /// From the stat cache of an earlier capture.
+    pub remembered: usize,
+    /// From git's index (clean tracked files).
+    pub git_index: usize,
+    /// Hashed from the file's bytes.
+    pub read: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdSource {
+    Remembered,
+    GitIndex,
+    Read,
+}
+
 /// A file found by the walk: its relative path and whether it is a symlink.
 type Found = (String, bool);
 
 /// A hashed file, with the stamp its digest can be remembered under (regular files only) and
-/// whether that digest came from the stat cache, and how the capture found it.
-type Hashed = (WorkspaceFile, Option<(Stamp, bool)>, Seen);
+/// where that digest came from, and how the capture found it.
+type Hashed = (WorkspaceFile, Option<(Stamp, IdSource)>, Seen);
 
 /// Lists the workspace's files (sorted), walking directories on all CPUs.
 fn walk(
@@ -289,13 +352,16 @@ fn walk(
 }
 
 /// One file, and the stamp its digest can be remembered under (regular files only), with
-/// whether the digest came from the stat cache. `dir` is the file's directory, opened once for
-/// all its files: a lookup relative to it is much cheaper than one of the whole path.
+/// where the digest came from. `dir` is the file's directory, opened once for all its files: a
+/// lookup relative to it is much cheaper than one of the whole path. `cursors` carry where the
+/// previous file was found in the stat cache and the index, for files that come in order.
 fn hash_one(
     root: &Path,
     dir: &rustix::fd::OwnedFd,
     (rel, is_symlink): Found,
     known: &StatCache,
+    cursors: &mut (usize, usize),
+    git: Option<&LazyCheckout>,
 ) -> Result<Hashed, WorkspaceError> {
     let name = rel.rsplit_once('/').map_or(rel.as_str(), |(_, n)| n);
     let read_err = |e: rustix::io::Errno| WorkspaceError::Read {
@@ -312,9 +378,15 @@ fn hash_one(
         }
     } else {
         let now = Stamp::of_stat(&st);
-        let cached = known.lookup(&rel, &now);
-        let digest = match cached {
-            Some(d) => d,
+        // Known without reading: remembered from an earlier capture, or clean in git's index.
+        let known_id = match known.lookup_near(&rel, &now, &mut cursors.0) {
+            Some(id) => Some((id, IdSource::Remembered)),
+            None => git
+                .and_then(|g| g.clean_id(&rel, &st, &mut cursors.1))
+                .map(|id| (id, IdSource::GitIndex)),
+        };
+        let (digest, source) = match known_id {
+            Some(known) => known,
             None => {
                 let fd = rustix::fs::openat(
                     dir,
@@ -323,17 +395,12 @@ fn hash_one(
                     rustix::fs::Mode::empty(),
                 )
                 .map_err(read_err)?;
-                let mut hasher = blake3::Hasher::new();
-                hasher
-                    .update_reader(std::fs::File::from(fd))
-                    .map_err(|source| WorkspaceError::Read {
-                        path: root.join(&rel),
-                        source,
-                    })?;
-                ContentDigest::from_hash(hasher.finalize())
+                let id =
+                    id_of_reader(std::fs::File::from(fd), st.st_size as u64, &root.join(&rel))?;
+                (id, IdSource::Read)
             }
         };
-        stamp = Some((now, cached.is_some()));
+        stamp = Some((now, source));
         FileKind::File {
             digest,
             size: st.st_size as u64,
@@ -354,6 +421,7 @@ fn hash_in_parallel(
     root: &Path,
     found: Vec<Found>,
     known: &StatCache,
+    git: Option<&LazyCheckout>,
 ) -> Result<Vec<Hashed>, WorkspaceError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = found.len().div_ceil(threads).max(64);
@@ -374,6 +442,8 @@ fn hash_in_parallel(
                     // Sorted paths: a directory's files are next to each other.
                     let mut dir: Option<(String, rustix::fd::OwnedFd)> = None;
                     let mut out = Vec::with_capacity(part.len());
+                    // Where the previous file was found in the stat cache and in git's index.
+                    let mut cursors = (0, 0);
                     for f in part {
                         let parent = f.0.rsplit_once('/').map_or("", |(p, _)| p);
                         if dir.as_ref().is_none_or(|(p, _)| p != parent) {
@@ -392,9 +462,9 @@ fn hash_in_parallel(
                             dir = Some((parent.to_string(), fd));
                         }
                         let (_, fd) = dir.as_ref().expect("opened above");
-                        out.push(hash_one(root, fd, f, known)?);
+                        out.push(hash_one(root, fd, f, known, &mut cursors, git)?);
                     }
-                    Ok(out)
+                    Ok::<_, WorkspaceError>(out)
                 })
             })
             .collect();
@@ -410,6 +480,10 @@ fn hash_in_parallel(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    fn id(bytes: &[u8]) -> FileId {
+        FileId::of_bytes(bytes, Path::new("test")).unwrap()
+    }
 
     #[test]
     fn honours_gitignore_and_skips_git() {
@@ -438,7 +512,7 @@ mod tests {
         assert_eq!(cache.len(), 2);
         // A cache that vouches for `a` with a made-up digest: a capture that trusts it reports
         // the made-up digest, which proves it did not read `a`.
-        let made_up = ContentDigest::from_hash(blake3::hash(b"made up"));
+        let made_up = id(b"made up");
         let cache = cache.settled_with("a", made_up);
         let digest_of = |ws: &Workspace, i: usize| match &ws.files[i].kind {
             FileKind::File { digest, .. } => *digest,
@@ -449,10 +523,7 @@ mod tests {
         // Any change to the file (content, size, mode: ctime moves) makes it read again.
         std::fs::write(d.path().join("a"), "one!").unwrap();
         let (ws, _) = Workspace::capture_with(d.path(), &[], &cache).unwrap();
-        assert_eq!(
-            digest_of(&ws, 0),
-            ContentDigest::from_hash(blake3::hash(b"one!"))
-        );
+        assert_eq!(digest_of(&ws, 0), id(b"one!"));
         std::fs::set_permissions(d.path().join("b"), std::fs::Permissions::from_mode(0o600))
             .unwrap();
         let cache = Workspace::capture_with(d.path(), &[], &StatCache::default())
@@ -463,10 +534,7 @@ mod tests {
         std::fs::set_permissions(d.path().join("b"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
         let (ws, _) = Workspace::capture_with(d.path(), &[], &cache).unwrap();
-        assert_eq!(
-            digest_of(&ws, 1),
-            ContentDigest::from_hash(blake3::hash(b"two"))
-        );
+        assert_eq!(digest_of(&ws, 1), id(b"two"));
     }
 
     #[test]

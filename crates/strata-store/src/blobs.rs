@@ -1,9 +1,10 @@
 //! Workspace file blobs (logs are in `logs.rs`).
 //!
-//! A blob `files/<digest>-<mode>` is named by content and mode, and carries the mtime the file
+//! A blob `files/<id>-<mode>` is named by content (its git blob id, as keys name workspace
+//! files) and mode, and carries the mtime the file
 //! had when it was first copied in. A workspace tree must show each file with its real mtime
 //! (cargo and make compare mtimes), and the blob is hard-linked into trees, so a file whose
-//! mtime differs from its blob's gets a copy of its own, `files/<digest>-<mode>@<secs>.<nanos>`,
+//! mtime differs from its blob's gets a copy of its own, `files/<id>-<mode>@<secs>.<nanos>`,
 //! made once and linked from then on. Setting the mtime of a shared blob instead would change it
 //! under every tree linking it. mtimes never enter a key; prune and verify treat a copy as part
 //! of its content's blob.
@@ -12,7 +13,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use strata_key::ContentDigest;
+use strata_key::{FileId, FileIdHasher};
 
 use crate::error::{StoreError, io};
 use crate::local::Content;
@@ -57,7 +58,7 @@ impl Content<'_> {
     pub fn workspace_blob_with_mtime(
         &self,
         src: &Path,
-        digest: &ContentDigest,
+        digest: &FileId,
         mode: u32,
         mtime: FileMtime,
     ) -> Result<PathBuf, StoreError> {
@@ -90,7 +91,7 @@ impl Content<'_> {
     pub fn workspace_blob(
         &self,
         src: &Path,
-        digest: &ContentDigest,
+        digest: &FileId,
         mode: u32,
     ) -> Result<PathBuf, StoreError> {
         self.workspace_blob_stamped(src, digest, mode, None)
@@ -99,7 +100,7 @@ impl Content<'_> {
     fn workspace_blob_stamped(
         &self,
         src: &Path,
-        digest: &ContentDigest,
+        digest: &FileId,
         mode: u32,
         mtime: Option<FileMtime>,
     ) -> Result<PathBuf, StoreError> {
@@ -113,8 +114,9 @@ impl Content<'_> {
         }
         let tmp = self.cache.tmp_path("file");
         let mut input = std::fs::File::open(src).map_err(io(src))?;
+        let size = input.metadata().map_err(io(src))?.len();
         let mut output = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = FileIdHasher::new(size);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = input.read(&mut buf).map_err(io(src))?;
@@ -125,7 +127,9 @@ impl Content<'_> {
             output.write_all(&buf[..n]).map_err(io(&tmp))?;
         }
         drop(output);
-        if ContentDigest::from_hash(hasher.finalize()) != *digest {
+        // A file that changed size, or whose new content carries a collision attack, is no
+        // more the file that was keyed than one whose id differs.
+        if hasher.finish(src).ok() != Some(*digest) {
             let _ = std::fs::remove_file(&tmp);
             return Err(StoreError::WorkspaceChanged {
                 path: src.to_path_buf(),

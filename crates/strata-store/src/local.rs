@@ -34,7 +34,7 @@ pub struct Runs<'a> {
 /// index.sqlite        entries: cache key -> layer, env, inputs, log, timing, last use, hits
 /// hits                hits of warm runs not yet folded into the index (`usage.rs`)
 /// layers/<digest>/    committed layers, unpacked, immutable, used directly as overlay lowers
-/// files/<digest>-<mode>  workspace file blobs (hard-linked into per-run workspace trees);
+/// files/<id>-<mode>   workspace file blobs, named by git blob id (hard-linked into workspace trees);
 ///                     `...@<mtime>`: a copy with another file's mtime (`blobs.rs`)
 /// tool-caches/<id>.json  which layer each tool cache holds (`tool_caches.rs`)
 /// logs/<digest>       task logs

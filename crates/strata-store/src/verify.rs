@@ -199,6 +199,17 @@ impl LocalCache {
         let files = self.root.join("files");
         for entry in std::fs::read_dir(&files).map_err(io(&files))? {
             let path = entry.map_err(io(&files))?.path();
+            // A blob named by a BLAKE3 digest (64 hex digits) was written by a recipe before
+            // workspace files were named by git blob ids: no entry of this version names it,
+            // and prune removes it. It is not damage.
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| crate::blobs::content_name(n).split_once('-'))
+                .is_some_and(|(hex, _)| hex.len() == 64)
+            {
+                continue;
+            }
             report.files += 1;
             let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
             let named = path
@@ -207,14 +218,14 @@ impl LocalCache {
                 .and_then(|n| crate::blobs::content_name(n).split_once('-'))
                 .and_then(|(hex, mode)| {
                     Some((
-                        ContentDigest::parse(hex)?,
+                        strata_key::FileId::parse(hex)?,
                         u32::from_str_radix(mode, 8).ok()?,
                     ))
                 });
             let ok = meta.is_file()
                 && named.is_some_and(|(digest, mode)| {
                     meta.permissions().mode() & 0o7777 == mode
-                        && content_digest(&path).is_ok_and(|d| d == digest)
+                        && strata_key::file_id(&path).is_ok_and(|d| d == digest)
                 });
             if !ok {
                 report

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use strata_key::{BaseId, ContentDigest, KEY_VERSION, KeyInputs, LayerDigest, WorkspaceDigest};
+use strata_key::{BaseId, KEY_VERSION, KeyInputs, LayerDigest, WorkspaceDigest};
 use strata_store::{LocalCache, NewEntry};
 
 fn inputs(command: &str) -> KeyInputs {
@@ -129,7 +129,7 @@ fn workspace_blobs_written_after_the_last_flush_are_dropped() {
     let old = src.path().join("old");
     std::fs::write(&old, "old").unwrap();
     let cache = LocalCache::open_in_boot(dir.path(), boot("one")).unwrap();
-    let digest = |p: &Path| ContentDigest::from_hash(blake3::hash(&std::fs::read(p).unwrap()));
+    let digest = |p: &Path| strata_key::file_id(p).unwrap();
     cache.note_unsynced_files().unwrap();
     let old_blob = cache
         .content()
