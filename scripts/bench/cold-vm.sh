@@ -32,8 +32,10 @@ mnt=${img%.img}
 cleanup() {
     [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
     while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done
-    umount "$mnt" 2>/dev/null || true
-    rm -rf "$img" "$mnt"
+    # A process that outlived the run (s3s-fs exiting) can keep it busy for a moment.
+    umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    rm -rf "$img"
+    rmdir "$mnt" 2>/dev/null || true
 }
 trap cleanup EXIT
 mkdir -p "$mnt"
