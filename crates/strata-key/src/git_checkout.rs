@@ -233,13 +233,21 @@ struct Config {
 impl Config {
     fn read(root: &Path) -> Option<Config> {
         let mut cmd = Command::new("git");
-        cmd.arg("-C").arg(root).args([
-            "config",
-            "-z",
-            "--includes",
-            "--get-regexp",
-            r"^(core\.autocrlf|core\.attributesfile|extensions\.objectformat|attr\.tree)$",
-        ]);
+        // strata runs as root over a checkout the CI's user cloned. Unless run through sudo,
+        // git then skips the repository as another user's (`safe.directory`) and answers from
+        // the global config alone, as if `core.autocrlf` were unset in it: ids would be taken
+        // for converted files. Reading these values runs nothing the repository's config
+        // names, so the repository is allowed here.
+        cmd.arg("-C")
+            .arg(root)
+            .args(["-c", "safe.directory=*"])
+            .args([
+                "config",
+                "-z",
+                "--includes",
+                "--get-regexp",
+                r"^(core\.autocrlf|core\.attributesfile|extensions\.objectformat|attr\.tree)$",
+            ]);
         // The checkout at `root`, whatever the environment points git at.
         for var in [
             "GIT_DIR",

@@ -364,3 +364,103 @@ fn a_sha256_repository_hashes_every_file() {
     assert_eq!(sources.git_index, 0);
     assert_eq!(sources.read, 1);
 }
+
+/// strata runs as root (not through sudo) over a clone that the CI's user made: git, asked for
+/// the checkout's config, must not refuse it as another user's repository.
+#[test]
+fn a_checkout_of_another_user_is_keyed_from_its_index() {
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "this test changes file owners: run it as root (scripts/test does)"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let upstream = d.path().join("upstream");
+    std::fs::create_dir(&upstream).unwrap();
+    git(&upstream, &["init", "-q"]);
+    for i in 0..50 {
+        write(
+            &upstream,
+            &format!("d{}/f{i}.txt", i % 5),
+            &format!("file {i}\n"),
+        );
+    }
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "init"]);
+    git(
+        d.path(),
+        &["clone", "-q", upstream.to_str().unwrap(), "clone"],
+    );
+    let clone = d.path().join("clone");
+    let status = Command::new("chown")
+        .args(["-R", "1234:1234"])
+        .arg(&clone)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The chown moved every ctime: the index is refreshed as the CI's user would have it.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    for version in ["2", "4"] {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&clone)
+            .args([
+                "-c",
+                "safe.directory=*",
+                "update-index",
+                "--refresh",
+                "--index-version",
+            ])
+            .arg(version)
+            .env_remove("SUDO_UID")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let sources = assert_same_key_as_outside_git(&clone);
+    assert_eq!(
+        sources,
+        IdSources {
+            remembered: 0,
+            git_index: 50,
+            read: 0
+        }
+    );
+    // Its own config is read too: git, as root without sudo, would skip a repository of
+    // another user's and answer as if nothing were set there.
+    let set = Command::new("git")
+        .arg("-C")
+        .arg(&clone)
+        .args(["-c", "safe.directory=*", "config", "core.autocrlf", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let plain = Command::new("git")
+        .arg("-C")
+        .arg(&clone)
+        .args(["config", "--get", "core.autocrlf"])
+        .env_remove("SUDO_UID")
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "git reads another user's repository here: this test proves nothing"
+    );
+    let sources = assert_same_key_as_outside_git(&clone);
+    assert_eq!(
+        sources,
+        IdSources {
+            remembered: 0,
+            git_index: 0,
+            read: 50
+        }
+    );
+}
