@@ -102,6 +102,12 @@ impl Syscalls for LinuxSyscalls {
             if let Some((upperdir, workdir)) = upper {
                 rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", upperdir)?;
                 rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", workdir)?;
+                // Unmounting an overlay with an upper dir syncs the whole file system under it,
+                // so a task's end waited for every dirty page of that disk (seconds after a
+                // large write by anything). The upper dir is never mounted again: strata hashes
+                // and commits it, and its own durability notes cover the layer until it is
+                // flushed (`settle-cache`), so the overlay need not sync.
+                rustix::mount::fsconfig_set_flag(fs.as_fd(), "volatile")?;
             }
             // Layers must read the same on any machine: no redirects, index or metacopy.
             for (key, value) in [
