@@ -49,7 +49,7 @@ fn main() {
     .expect("mount -t erofs");
     let mounted = start.elapsed();
     // The layer's tree digest from the entries the conversion listed (no walk of the mount).
-    let listed = strata_key::tree_digest_of_entries(&tree_entries(&converted.entries));
+    let listed = converted.layer_digest();
     let from_entries = start.elapsed();
     eprintln!(
         "{} bytes: image written {written:?}, mounted {mounted:?}, tree digest {} from the \
@@ -76,35 +76,4 @@ fn main() {
         assert_eq!(listed, walked, "the listed entries' digest is the mount's");
         eprintln!("    walking the mount instead: {:?}", t.elapsed());
     }
-}
-
-/// The entries of a converted image as the layer's tree digest sees them (sockets, which a
-/// layer never holds, left out).
-fn tree_entries(entries: &[strata_oci::erofs::ImageEntry]) -> Vec<strata_key::TreeEntry> {
-    use strata_key::TreeEntryKind as K;
-    use strata_oci::erofs::NodeKind;
-    entries
-        .iter()
-        .filter(|e| e.meta.mode & 0o170000 != 0o140000)
-        .map(|e| strata_key::TreeEntry {
-            rel: String::from_utf8_lossy(&e.rel).into_owned(),
-            mode: e.meta.mode,
-            uid: e.meta.uid,
-            gid: e.meta.gid,
-            kind: match &e.kind {
-                NodeKind::Dir => K::Dir,
-                NodeKind::File { size, content, .. } => K::File {
-                    size: *size,
-                    content: *content,
-                },
-                NodeKind::Symlink(target) => K::Symlink(target.clone()),
-                NodeKind::Special { rdev } => match e.meta.mode & 0o170000 {
-                    0o020000 => K::CharDevice(*rdev),
-                    0o060000 => K::BlockDevice(*rdev),
-                    _ => K::Fifo,
-                },
-            },
-            xattrs: e.meta.xattrs.clone(),
-        })
-        .collect()
 }

@@ -379,7 +379,7 @@ proptest! {
             strata_oci::Expected::default(),
         )
         .unwrap();
-        prop_assert_eq!(strata_key::tree_digest_of_entries(&tree_entries(&converted.entries)), layer);
+        prop_assert_eq!(converted.layer_digest(), layer);
     }
 }
 
@@ -420,10 +420,7 @@ fn a_converted_archive_mounts_as_the_unpacked_tree() {
     let layer = strata_key::tree_digest(&src).unwrap();
     assert_eq!(strata_key::tree_digest(&mounted.0).unwrap(), layer);
     // The digest from the entries the conversion listed, without walking the mount.
-    assert_eq!(
-        strata_key::tree_digest_of_entries(&tree_entries(&converted.entries)),
-        layer
-    );
+    assert_eq!(converted.layer_digest(), layer);
 }
 
 /// A converted archive is refused, with nothing mounted, when its digest is not the one asked
@@ -473,35 +470,4 @@ fn a_converted_archive_is_checked_like_an_unpacked_one() {
             "{path} ({why}): {err}"
         );
     }
-}
-
-/// The entries of a converted image as the layer's tree digest sees them (sockets, which a
-/// layer never holds, left out).
-fn tree_entries(entries: &[strata_oci::erofs::ImageEntry]) -> Vec<strata_key::TreeEntry> {
-    use strata_key::TreeEntryKind as K;
-    use strata_oci::erofs::NodeKind;
-    entries
-        .iter()
-        .filter(|e| e.meta.mode & 0o170000 != 0o140000)
-        .map(|e| strata_key::TreeEntry {
-            rel: String::from_utf8_lossy(&e.rel).into_owned(),
-            mode: e.meta.mode,
-            uid: e.meta.uid,
-            gid: e.meta.gid,
-            kind: match &e.kind {
-                NodeKind::Dir => K::Dir,
-                NodeKind::File { size, content, .. } => K::File {
-                    size: *size,
-                    content: *content,
-                },
-                NodeKind::Symlink(target) => K::Symlink(target.clone()),
-                NodeKind::Special { rdev } => match e.meta.mode & 0o170000 {
-                    0o020000 => K::CharDevice(*rdev),
-                    0o060000 => K::BlockDevice(*rdev),
-                    _ => K::Fifo,
-                },
-            },
-            xattrs: e.meta.xattrs.clone(),
-        })
-        .collect()
 }

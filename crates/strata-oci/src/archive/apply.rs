@@ -43,6 +43,31 @@ pub struct Expected {
     pub diff_id: Option<OciDigest>,
 }
 
+impl Expected {
+    /// Whether the archive that was read, with `digest` and (when it was hashed) `diff_id`, is
+    /// the one expected.
+    pub(crate) fn check(
+        &self,
+        digest: OciDigest,
+        diff_id: Option<OciDigest>,
+    ) -> Result<(), ApplyError> {
+        if let Some(expected) = self.digest
+            && expected != digest
+        {
+            return Err(ApplyError::DigestMismatch {
+                expected,
+                actual: digest,
+            });
+        }
+        if let (Some(expected), Some(actual)) = (self.diff_id, diff_id)
+            && expected != actual
+        {
+            return Err(ApplyError::DiffIdMismatch { expected, actual });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("layer archive entry `{entry}` is refused: {reason}")]
@@ -118,19 +143,7 @@ pub fn apply_layer<R: Read + Send>(
         let produced = producer.join().expect("decompression thread panicked");
         let diff_id = consumed?;
         let (digest, size) = produced.map_err(ApplyError::Malformed)?;
-        if let Some(expected) = expected.digest
-            && expected != digest
-        {
-            return Err(ApplyError::DigestMismatch {
-                expected,
-                actual: digest,
-            });
-        }
-        if let (Some(expected), Some(actual)) = (expected.diff_id, diff_id)
-            && expected != actual
-        {
-            return Err(ApplyError::DiffIdMismatch { expected, actual });
-        }
+        expected.check(digest, diff_id)?;
         let contents = std::mem::take(&mut *pool.contents.lock().expect("contents lock"));
         Ok(AppliedLayer {
             digest,

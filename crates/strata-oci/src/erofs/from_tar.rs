@@ -52,22 +52,7 @@ pub fn convert_layer<R: Read + Send, W: Write + Seek>(
         let produced = producer.join().expect("decompression thread panicked");
         let (entries, out) = converted?;
         let (digest, size) = produced.map_err(ApplyError::Malformed)?;
-        if let Some(expected) = expected.digest
-            && expected != digest
-        {
-            return Err(ApplyError::DigestMismatch {
-                expected,
-                actual: digest,
-            });
-        }
-        if let (Some(expected), Some(diff_id)) = (expected.diff_id, diff_id)
-            && expected != diff_id
-        {
-            return Err(ApplyError::DiffIdMismatch {
-                expected,
-                actual: diff_id,
-            });
-        }
+        expected.check(digest, diff_id)?;
         Ok((
             ConvertedLayer {
                 digest,
@@ -291,4 +276,43 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Xattrs, ApplyErr
         }
     }
     Ok(out)
+}
+
+impl ConvertedLayer {
+    /// The layer's tree digest (`strata_key::tree_digest`), from the entries written: no walk
+    /// of the mounted image.
+    pub fn layer_digest(&self) -> strata_key::LayerDigest {
+        strata_key::tree_digest_of_entries(&tree_entries(&self.entries))
+    }
+}
+
+/// The entries of a converted image as the layer's tree digest sees them (sockets, which a
+/// layer never holds, left out).
+fn tree_entries(entries: &[ImageEntry]) -> Vec<strata_key::TreeEntry> {
+    use super::image::NodeKind;
+    use strata_key::TreeEntryKind as K;
+    entries
+        .iter()
+        .filter(|e| e.meta.mode & 0o170000 != 0o140000)
+        .map(|e| strata_key::TreeEntry {
+            rel: String::from_utf8_lossy(&e.rel).into_owned(),
+            mode: e.meta.mode,
+            uid: e.meta.uid,
+            gid: e.meta.gid,
+            kind: match &e.kind {
+                NodeKind::Dir => K::Dir,
+                NodeKind::File { size, content, .. } => K::File {
+                    size: *size,
+                    content: *content,
+                },
+                NodeKind::Symlink(target) => K::Symlink(target.clone()),
+                NodeKind::Special { rdev } => match e.meta.mode & 0o170000 {
+                    0o020000 => K::CharDevice(*rdev),
+                    0o060000 => K::BlockDevice(*rdev),
+                    _ => K::Fifo,
+                },
+            },
+            xattrs: e.meta.xattrs.clone(),
+        })
+        .collect()
 }
