@@ -22,6 +22,21 @@ fn started<'a>(run: &'a RunResult, task: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no task-started for {task}: {:?}", run.events))
 }
 
+/// The same run on an empty cache of its own, the workspace given as a tree of the cache's
+/// copies (the way it was before the checkout view); it must pass.
+fn run_as_tree(f: &Fixture) -> RunResult {
+    let other = common::CacheDir::new("strata-cache-tree-");
+    let out = f
+        .command(&["run", "--json"])
+        .env("STRATA_CACHE_DIR", other.path())
+        .env("STRATA_WORKSPACE_TREE", "1")
+        .output()
+        .unwrap();
+    let tree = RunResult::of(&out);
+    assert_eq!(tree.code, 0, "{}", tree.stderr);
+    tree
+}
+
 fn layer(run: &RunResult, task: &str) -> String {
     run.event("task-passed", task).expect("task-passed")["layer"]
         .as_str()
@@ -112,15 +127,7 @@ fn a_task_sees_exactly_its_files_of_the_checkout_itself_and_writes_only_its_laye
     assert!(!narrow.join("workspace/src").exists());
 
     // The same layers as a tree of the cache's copies gives (the way it was before).
-    let other = common::CacheDir::new("strata-cache-tree-");
-    let out = f
-        .command(&["run", "--json"])
-        .env("STRATA_CACHE_DIR", other.path())
-        .env("STRATA_WORKSPACE_TREE", "1")
-        .output()
-        .unwrap();
-    let tree = RunResult::of(&out);
-    assert_eq!(tree.code, 0, "{}", tree.stderr);
+    let tree = run_as_tree(&f);
     assert!(
         started(&tree, "whole")["workspace"]
             .as_str()
@@ -313,15 +320,7 @@ fn a_checkout_cloned_by_another_user_is_shown_as_root_s() {
         "alpha"
     );
     // The same layer as a tree of root's copies gives.
-    let other = common::CacheDir::new("strata-cache-tree-");
-    let out = f
-        .command(&["run", "--json"])
-        .env("STRATA_CACHE_DIR", other.path())
-        .env("STRATA_WORKSPACE_TREE", "1")
-        .output()
-        .unwrap();
-    let tree = RunResult::of(&out);
-    assert_eq!(tree.code, 0, "{}", tree.stderr);
+    let tree = run_as_tree(&f);
     assert_eq!(tree.output("look"), ["0 0", "0 0", "0 0", "alpha"]);
     assert_eq!(layer(&tree, "look"), layer(&run, "look"));
 
