@@ -19,49 +19,15 @@ cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 # STRATA_BENCH_SCALE shrinks both trees for a quick check of the script itself (figures at 1).
 scale=${STRATA_BENCH_SCALE:-1}
-[ "$(id -u)" -eq 0 ] || { echo "scripts/bench/cold-vm.sh: needs root" >&2; exit 1; }
-export PATH="$HOME/.cargo/bin:$PATH"
-command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked --features binary
-cargo build --release --quiet
-strata=$PWD/target/release/strata
+. scripts/bench/lib.sh
+need_root
+need_tools zstd curl git python3
+need_s3s_fs
+build_strata
 gen=$PWD/scripts/bench/gen-tree.py
-
-# A name of its own: two runs at once (or another benchmark's cleanup) must not share it.
-img=$(mktemp /var/tmp/strata-coldvm.XXXXXX.img)
-mnt=${img%.img}
-cleanup() {
-    [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
-    while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done
-    # A process that outlived the run (s3s-fs exiting) can keep it busy for a moment.
-    umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-    rm -rf "$img"
-    rmdir "$mnt" 2>/dev/null || true
-}
-trap cleanup EXIT
-mkdir -p "$mnt"
-truncate -s 24G "$img"
-mkfs.ext4 -q -F "$img"
-mount -o loop "$img" "$mnt"
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$mnt/s3/bench"
-s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench-secret "$mnt/s3" \
-    >/dev/null 2>&1 &
-s3pid=$!
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true
-endpoint=http://127.0.0.1:$port
+own_fs 24G strata-coldvm
+s3_server "$mnt/s3"
 remote="s3://bench/cold?endpoint=$endpoint"
-sig=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench-secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
-
-now() { date +%s%N; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
-declare -A S
-add() { S[$1]="${S[$1]:-} $2"; }
-med() { printf '%s\n' ${S[$1]} | median; }
-settled() { while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done; }
-ratio() { echo "scale=3; $1 / $2" | bc | sed 's/^\./0./'; }
 
 # --- The repository ---------------------------------------------------------------------------
 # The commands take their root from $ROOT (empty in strata's sandbox), so that the by-hand

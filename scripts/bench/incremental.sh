@@ -15,18 +15,15 @@ rounds=${1:-3}
 crates=${2:-4}
 fns=${3:-400}
 strata=${4:-}
-[ "$(id -u)" -eq 0 ] || { echo "scripts/bench/incremental.sh: needs root" >&2; exit 1; }
-export PATH="$HOME/.cargo/bin:$PATH" CARGO_INCREMENTAL=0
+. scripts/bench/lib.sh
+need_root
+export CARGO_INCREMENTAL=0
 if [ -z "$strata" ]; then
-    cargo build --release --quiet -p strata-cli
-    strata=$PWD/target/release/strata
+    build_strata -p strata-cli
 fi
 work=$(mktemp -d /var/tmp/strata-bench-inc.XXXXXX)
-trap 'while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done; rm -rf "$work"' EXIT
-
-now() { date +%s%N; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+on_exit "rm -rf '$work'"
+on_exit "settled '$work'"
 
 # A workspace: lib0..libN-1 with FNS functions each, and `app` calling one of each.
 make_ws() {

@@ -10,19 +10,18 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 scale=${1:-0.5}
 strata=${2:-}
-[ "$(id -u)" -eq 0 ] || { echo "scripts/bench/mtimes.sh: needs root" >&2; exit 1; }
+. scripts/bench/lib.sh
+need_root
 if [ -z "$strata" ]; then
-    cargo build --release --quiet -p strata-cli
-    strata=$PWD/target/release/strata
+    build_strata -p strata-cli
 fi
 work=$(mktemp -d /var/tmp/strata-bench-mt.XXXXXX)
-trap 'while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done; rm -rf "$work"' EXIT
+on_exit "rm -rf '$work'"
+on_exit "settled '$work'"
 export STRATA_CACHE_DIR=$work/cache
 python3 scripts/bench/gen-tree.py "$work/ws/src" "$scale" small
 files=$(find "$work/ws/src" -type f | wc -l)
 printf 'tasks:\n  - key: see\n    workspace: true\n    cache: false\n    run: "true"\n' > "$work/ws/strata.yml"
-now() { date +%s%N; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
 step() {
     sync
     local t0 t1

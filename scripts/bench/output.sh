@@ -12,15 +12,14 @@ cd "$(dirname "$0")/../.."
 mb=${1:-500}
 rounds=${2:-3}
 strata=${3:-}
+. scripts/bench/lib.sh
 if [ -z "$strata" ]; then
-    cargo build --release --quiet -p strata-cli
-    strata=$PWD/target/release/strata
+    build_strata -p strata-cli
 fi
 work=$(mktemp -d /var/tmp/strata-bench-out.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+on_exit "rm -rf '$work'"
 export STRATA_CACHE_DIR=$work/cache
 mkdir -p "$work/ws"
-now() { date +%s%N; }
 rate() { echo "scale=1; $mb * 1048576 * 1000 / ($2 - $1)" | bc; }
 
 declare -A gen=(

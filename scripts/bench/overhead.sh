@@ -4,11 +4,10 @@
 # The full side-by-side benchmark suite is issue 4's; this only backs the figures in BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet
-strata=$PWD/target/release/strata
+. scripts/bench/lib.sh
+build_strata
 work=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-now() { date +%s%N; }
+on_exit "rm -rf '$work'"
 ms() { echo "scale=1; ($2 - $1) / 1000000" | bc; }
 
 export STRATA_CACHE_DIR=$work/cache

@@ -22,38 +22,17 @@ cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 scale=${STRATA_BENCH_SCALE:-0.5}
 slow=${SLOW:-4}
-[ "$(id -u)" -eq 0 ] || { echo "scripts/bench/prefetch.sh: needs root" >&2; exit 1; }
-export PATH="$HOME/.cargo/bin:$PATH"
-command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked --features binary
-cargo build --release --quiet
-strata=$PWD/target/release/strata
+. scripts/bench/lib.sh
+need_root
+need_s3s_fs
+build_strata
 gen=$PWD/scripts/bench/gen-tree.py
 
 dir=$(mktemp -d "${STRATA_BENCH_DIR:-/var/tmp}/strata-bench-prefetch.XXXXXX")
-cleanup() {
-    [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
-    while pgrep -f "strata settle-cache $dir" >/dev/null; do sleep 0.05; done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$dir/s3/bench"
-s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench-secret "$dir/s3" \
-    >/dev/null 2>&1 &
-s3pid=$!
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true
-remote="s3://bench/prefetch?endpoint=http://127.0.0.1:$port"
-
-now() { date +%s%N; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
-declare -A S
-add() { S[$1]="${S[$1]:-} $2"; }
-med() { printf '%s\n' ${S[$1]} | median; }
-settled() { while pgrep -f "strata settle-cache $dir" >/dev/null; do sleep 0.05; done; }
-ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
+on_exit "rm -rf '$dir'"
+on_exit "settled '$dir'"
+s3_server "$dir/s3"
+remote="s3://bench/prefetch?endpoint=$endpoint"
 
 ws=$dir/ws
 mkdir -p "$ws/src"

@@ -12,35 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
-cargo build --release --quiet
-strata=$PWD/target/release/strata
-export PATH="$HOME/.cargo/bin:$PATH"
-
-img=/var/tmp/strata-bench.img
-mnt=/var/tmp/strata-bench-mnt
-cleanup() {
-    [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
-    umount "$mnt" 2>/dev/null || true
-    rm -f "$img"
-}
-trap cleanup EXIT
-mkdir -p "$mnt"
-umount "$mnt" 2>/dev/null || true
-rm -f "$img"
-truncate -s 12G "$img"
-mkfs.ext4 -q -F "$img"
-mount -o loop "$img" "$mnt"
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$mnt/s3/bench"
-s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench-secret "$mnt/s3" \
-    >/dev/null 2>&1 &
-s3pid=$!
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
-endpoint=http://127.0.0.1:$port
-# S3 wants a payload hash header; a user uploading with curl sends it unsigned.
-sig=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench-secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+. scripts/bench/lib.sh
+need_root
+need_tools zstd curl python3
+need_s3s_fs
+build_strata
+own_fs 12G
+s3_server "$mnt/s3"
 
 mkdir -p "$mnt/ws"
 cp scripts/bench/gen-tree.py "$mnt/ws/"
@@ -51,9 +29,6 @@ tasks:
     run: python3 gen-tree.py /opt/deps
 YAML
 
-now() { date +%s%N; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 
 # Machine A builds the layer once.
 export STRATA_CACHE_DIR=$mnt/cache-a

@@ -13,24 +13,12 @@ cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 scale=${2:-2.23}
 strata=${3:-}
-[ "$(id -u)" -eq 0 ] || { echo "scripts/bench/workspace.sh: needs root" >&2; exit 1; }
+. scripts/bench/lib.sh
+need_root
 if [ -z "$strata" ]; then
-    cargo build --release --quiet -p strata-cli
-    strata=$PWD/target/release/strata
+    build_strata -p strata-cli
 fi
-# A file system of its own: file creation on the root one is uneven after large deletions.
-img=$(mktemp /var/tmp/strata-bench-ws.XXXXXX.img)
-mnt=${img%.img}
-mkdir -p "$mnt"
-truncate -s 8G "$img"
-mkfs.ext4 -q -F "$img"
-mount -o loop "$img" "$mnt"
-cleanup() {
-    while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done
-    umount "$mnt" 2>/dev/null || true
-    rm -rf "$img" "$mnt"
-}
-trap cleanup EXIT
+own_fs 8G strata-bench-ws
 repo=$mnt/repo
 python3 scripts/bench/gen-tree.py "$repo/src" "$scale" small 2>/dev/null
 cmd='find src -type f | sort | wc -l'
@@ -40,13 +28,6 @@ git -C "$repo" -c user.name=b -c user.email=b@b commit -qm base
 git clone -q "$repo" "$mnt/clone"
 files=$(git -C "$mnt/clone" ls-files | wc -l)
 
-now() { date +%s%N; }
-ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
-declare -A S
-add() { S[$1]="${S[$1]:-} $2"; }
-med() { printf '%s\n' ${S[$1]} | median; }
-ratio() { echo "scale=3; $1 / $2" | bc | sed 's/^\./0./'; }
 
 strata_run() { # VARIANT ROUND
     local cache=$mnt/cache-$1$2 events=$mnt/$1$2.json t0 t1
@@ -62,7 +43,7 @@ strata_run() { # VARIANT ROUND
     add "$1_task" "$(grep '"event":"task-passed"' "$events" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     grep -q "\"workspace\":\"$([ "$1" = tree ] && echo tree || echo checkout)" "$events" \
         || { echo "the $1 run was not given the workspace as expected" >&2; exit 1; }
-    while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done
+    settled
     rm -rf "$cache"
 }
 direct() {
