@@ -79,6 +79,57 @@ fn explain_names_the_inputs_that_changed() {
 }
 
 #[test]
+fn explain_against_an_entry_of_an_older_key_version_names_the_version() {
+    let f = Fixture::new();
+    f.write("src/a.c", "int a;");
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: build\n    filter: [src]\n    run: ls src\n",
+    );
+    assert_eq!(f.run(&[]).code, 0);
+    // Take the entry back to what key version 3 recorded: its workspace files named by 64-digit
+    // BLAKE3 ids, which today's 40-digit git ids do not parse.
+    let db = f.cache.path().join("index.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE entries SET inputs = replace(inputs, '\"version\":4', '\"version\":3')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let files: String = conn
+        .query_row("SELECT files FROM workspaces", [], |r| r.get(0))
+        .unwrap();
+    let id = files
+        .split('"')
+        .find(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .expect("a recorded file id")
+        .to_string();
+    let old = files.replace(&id, &"ab".repeat(32));
+    conn.execute("UPDATE workspaces SET files = ?1", [&old])
+        .unwrap();
+    drop(conn);
+    // An older strata's entries never match today's keys: something else must change for
+    // `explain` to compare at all.
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: build\n    filter: [src]\n    run: ls -l src\n",
+    );
+
+    let out = f.output(&["explain", "strata.yml", "build"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("key recipe: version 3 -> 4"), "{text}");
+    // Files recorded in another id format are not compared: no file is named as changed.
+    assert!(!text.contains("file src/a.c"), "{text}");
+}
+
+#[test]
 fn logs_prints_the_saved_log() {
     let f = Fixture::new();
     f.write(

@@ -289,7 +289,15 @@ impl Index<'_> {
     }
 
     /// The recorded inputs of an entry, with the workspace files behind its workspace digest.
+    /// An entry of another key version names its files in that version's format (version 3:
+    /// BLAKE3 ids): they are not read, and the comparison names the version instead.
     pub fn recorded_inputs(&self, entry: &Entry) -> Result<RecordedInputs, StoreError> {
+        if entry.inputs.version != strata_key::KEY_VERSION {
+            return Ok(RecordedInputs {
+                inputs: entry.inputs.clone(),
+                workspace_files: Vec::new(),
+            });
+        }
         let db = self.cache.db.lock().expect("index lock poisoned");
         let files: Option<String> = db
             .query_row(
