@@ -139,6 +139,23 @@ for r in $(seq "$rounds"); do
     add cold_build "$(grep '"event":"task-passed"' "$ev" | grep '"task":"build"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     add cold_test "$(grep '"event":"task-passed"' "$ev" | grep '"task":"test"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     add cold_restore "$(grep '"event":"layer-fetched"' "$ev" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
+    # The last round's cold run as a timeline, from its record (ms since the run began).
+    if [ "$r" = "$rounds" ]; then
+        timeline=$(python3 - "$mnt/cache-cold$r" <<'PY'
+import glob, json, os, sys
+records = sorted(glob.glob(os.path.join(sys.argv[1], "history", "*", "runs", "*")), key=os.path.getmtime)
+for line in open(records[-1]):
+    v = json.loads(line)
+    if "at_ms" not in v:
+        continue
+    e = v["e"]
+    if e["event"] in ("task-output", "task-status"):
+        continue
+    extra = " ".join(f"{k}={e[k]}" for k in ("duration_ms", "layer", "bytes", "workspace", "from") if k in e)
+    print(f"{v['at_ms']:>7} ms  {e['event']:<20} {e.get('task', '')} {extra}")
+PY
+)
+    fi
     sync
     t0=$(now); STRATA_CACHE_DIR=$mnt/cache-key$r "$strata" plan --no-shared-cache "$mnt/clone$r/strata.yml" >/dev/null; t1=$(now)
     add cold_key "$(ms "$t0" "$t1")"
@@ -164,3 +181,9 @@ echo
 echo "Where strata's cold time goes (medians of the parts; restores overlap the key and each"
 echo "other): key of the fresh clone $(med cold_key) ms, slowest layer restore $(med cold_restore) ms,"
 echo "\`build\` $(med cold_build) ms, \`test\` $(med cold_test) ms."
+echo
+echo "The last round's cold run, event by event (from its run record):"
+echo
+echo '```'
+echo "$timeline"
+echo '```'

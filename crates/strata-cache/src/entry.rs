@@ -59,6 +59,17 @@ pub struct EntryDocument {
     pub log: BlobRef,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Whether the layer has a `workspace/` directory: what a filtered task that uses this one
+    /// reads of it for its key (`layer_parts.rs`). `Some(false)` lets such a child's key be
+    /// known before the layer is downloaded (so their downloads overlap instead of following
+    /// one another); the claim is checked when the layer arrives. `None`: not said (a writer
+    /// from before this member, or it could not tell).
+    ///
+    /// Added without a schema change, like `signatures`: an older reader ignores it. An older
+    /// reader that checks signatures computes the signed form without it and so refuses a
+    /// signed entry that has it, until it is upgraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_workspace: Option<bool>,
     /// Signatures of everything above, one per key the writer signed with; absent when unsigned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<EntrySignature>,

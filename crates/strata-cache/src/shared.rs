@@ -372,6 +372,12 @@ impl SharedCaches {
                 return published;
             }
         };
+        let writes_workspace =
+            match std::fs::symlink_metadata(local.layers().path(&p.layer).join("workspace")) {
+                Ok(_) => Some(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+                Err(_) => None,
+            };
         for (i, remote) in targets.iter().enumerate() {
             let Some(archive) = have[i].filter(|_| alive[i]) else {
                 continue;
@@ -391,6 +397,7 @@ impl SharedCaches {
                 created_at_ms: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
+                writes_workspace,
                 signatures: Vec::new(),
             };
             entry.signatures = self.signing.iter().map(|k| k.sign(&entry)).collect();
@@ -659,6 +666,7 @@ mod tests {
                 size: 3,
             },
             created_at_ms: 1,
+            writes_workspace: None,
             signatures: Vec::new(),
         }
     }

@@ -434,6 +434,7 @@ mod tests {
                 size: 3,
             },
             created_at_ms: 1_700_000_000_000,
+            writes_workspace: None,
             signatures: Vec::new(),
         }
     }

@@ -118,6 +118,7 @@ fn stored_entry(b: &dyn CacheBackend, command: &str, duration_ms: u64) -> EntryD
             size: log.len() as u64,
         },
         created_at_ms: 1,
+        writes_workspace: None,
         signatures: Vec::new(),
     }
 }

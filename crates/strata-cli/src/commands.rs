@@ -847,6 +847,7 @@ pub(crate) fn plan(
                     PlanStatus::Miss => ("miss", None),
                     PlanStatus::Uncached => ("uncached", None),
                     PlanStatus::Unknown { parent } => ("after-parent", Some(parent.clone())),
+                    PlanStatus::AfterRestore { parent } => ("after-restore", Some(parent.clone())),
                     PlanStatus::Workspace => ("workspace", None),
                     PlanStatus::Call => ("call", None),
                     PlanStatus::SkippedByCondition { because } => {
@@ -858,7 +859,7 @@ pub(crate) fn plan(
                     "task": p.task,
                     "key": p.key.map(|k| k.to_hex()),
                     "status": status,
-                    "waits_for": if matches!(p.status, PlanStatus::Unknown { .. }) { parent.clone() } else { None },
+                    "waits_for": if matches!(p.status, PlanStatus::Unknown { .. } | PlanStatus::AfterRestore { .. }) { parent.clone() } else { None },
                     "because": if matches!(p.status, PlanStatus::SkippedByCondition { .. }) { parent.clone() } else { None },
                     "from": if matches!(p.status, PlanStatus::SharedHit { .. }) { parent } else { None },
                     "uses": session.pipeline.task(&p.task).map(|t| t.uses.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
@@ -886,6 +887,11 @@ pub(crate) fn plan(
             PlanStatus::Miss => "miss: would run".to_string(),
             PlanStatus::Uncached => "would run (cache disabled)".to_string(),
             PlanStatus::Unknown { parent } => format!("key known after `{parent}` runs"),
+            PlanStatus::AfterRestore { parent } => {
+                format!(
+                    "key known once `{parent}`'s layer is downloaded (it wrote into the workspace)"
+                )
+            }
             PlanStatus::Workspace => "served from the workspace checkout".to_string(),
             PlanStatus::Call => "a call: stands for its tasks".to_string(),
             PlanStatus::SkippedByCondition { because } => format!("would be skipped: {because}"),
@@ -896,6 +902,7 @@ pub(crate) fn plan(
         let files = if matches!(
             p.status,
             PlanStatus::Unknown { .. }
+                | PlanStatus::AfterRestore { .. }
                 | PlanStatus::SkippedByCondition { .. }
                 | PlanStatus::PendingExpansion
         ) {
@@ -978,6 +985,9 @@ pub(crate) fn explain(file: Option<PathBuf>, args: &PipelineArgs, task: &str) ->
                 print_all(&differences);
             }
         }
+        Explanation::AfterRestore { parent } => println!(
+            "`{task}`'s key reads what `{parent}` wrote into the workspace, and `{parent}`'s layer is in the shared cache, not here: the key is known once a run downloads it"
+        ),
         Explanation::Changed { differences } if differences.is_empty() => {
             println!(
                 "`{task}` would run: its inputs match its latest entry, which is no longer usable (expired, or its layer is missing)"

@@ -294,14 +294,26 @@ fn filtered_layers(
         return Ok(None);
     }
     // The layers must be here to be read (those restored from a shared cache may be on their
-    // way).
-    let layers: Vec<LayerDigest> = stack.iter().map(|p| p.layer).collect();
+    // way), except those whose entry says they wrote nothing under /workspace: a child's key
+    // takes them whole, so that their downloads need not wait for one another.
+    let bare: Vec<bool> = stack
+        .iter()
+        .map(|p| ctx.layer_parts.bare_before_arrival(ctx.cache, &p.layer))
+        .collect();
+    let layers: Vec<LayerDigest> = (stack.iter().zip(&bare))
+        .filter(|(_, bare)| !**bare)
+        .map(|(p, _)| p.layer)
+        .collect();
     ctx.transfers
         .wait_for(ctx, &layers)
         .map_err(LayersError::NotRestored)?;
     let mut parts = Vec::new();
     let mut keyed = Vec::with_capacity(stack.len());
-    for p in stack {
+    for (p, bare) in stack.iter().zip(bare) {
+        if bare {
+            keyed.push(p.clone());
+            continue;
+        }
         match ctx
             .layer_parts
             .narrowed(ctx.cache, p.layer, filter)

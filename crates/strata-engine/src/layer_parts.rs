@@ -12,7 +12,7 @@
 //! reads it (`layer-parts/<layer>.<filter>.json`: what can matter to that filter, usually a
 //! small part of a large `node_modules`): layers are immutable, so neither goes stale.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,11 @@ pub(crate) struct LayerPartsCache {
     memo: Mutex<HashMap<LayerDigest, Parts>>,
     /// By layer and filter fingerprint.
     narrowed: Mutex<HashMap<(LayerDigest, String), Parts>>,
+    /// Layers not here yet whose shared entry says they wrote nothing under `/workspace`
+    /// (`EntryDocument::writes_workspace`): a filtered child's key takes them whole without
+    /// waiting for their download. Each claim is checked when its layer is here
+    /// ([`LayerPartsCache::check_claim`], on every wait for a layer) and then forgotten.
+    claimed_bare: Mutex<HashSet<LayerDigest>>,
 }
 
 /// A name for what a filter is (its entries and whether each is keyed).
@@ -110,6 +115,51 @@ pub(crate) fn narrow(parts: &LayerParts, filter: &Filter) -> LayerParts {
 }
 
 impl LayerPartsCache {
+    /// A shared cache's entry says `layer` has no `workspace/` directory.
+    pub(crate) fn claim_bare(&self, layer: LayerDigest) {
+        self.claimed_bare.lock().expect("claims lock").insert(layer);
+    }
+
+    /// Whether `layer` may be taken as having no workspace part before it is here: it is not
+    /// here, and its entry said so.
+    pub(crate) fn bare_before_arrival(&self, cache: &LocalCache, layer: &LayerDigest) -> bool {
+        self.claimed_bare
+            .lock()
+            .expect("claims lock")
+            .contains(layer)
+            && !cache.layers().has(layer)
+    }
+
+    /// Checks what the entry of `layer` (here now) said of its workspace part. A layer that
+    /// has one after all fails every task that waits for it: keys computed from the claim are
+    /// not the keys of what the tasks would see.
+    pub(crate) fn check_claim(
+        &self,
+        cache: &LocalCache,
+        layer: &LayerDigest,
+    ) -> Result<(), String> {
+        if !self
+            .claimed_bare
+            .lock()
+            .expect("claims lock")
+            .contains(layer)
+        {
+            return Ok(());
+        }
+        match std::fs::symlink_metadata(cache.layers().path(layer).join(WORKSPACE)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.claimed_bare.lock().expect("claims lock").remove(layer);
+                Ok(())
+            }
+            Ok(_) => Err(format!(
+                "the shared cache's entry of layer {} says it wrote nothing under /workspace, but \
+                 it did: the keys of the filtered tasks on it were computed from a false claim",
+                layer.short()
+            )),
+            Err(e) => Err(format!("failed to read layer {}: {e}", layer.short())),
+        }
+    }
+
     /// The layer's parts narrowed for `filter` (see [`narrow`]), or `None` when it wrote
     /// nothing under `/workspace`.
     pub(crate) fn narrowed(

@@ -20,6 +20,9 @@ pub enum PlanStatus {
     Uncached,
     /// Its key depends on what this parent produces, which is unknown until it runs.
     Unknown { parent: String },
+    /// Its key reads what this parent wrote into the workspace, and the parent's layer is in a
+    /// shared cache, not here: the plan downloads nothing.
+    AfterRestore { parent: String },
     /// A `git/clone` of the workspace: served from the checkout, nothing to run or restore.
     Workspace,
     /// A calling task: it stands for its call's tasks, nothing to run or restore.
@@ -154,6 +157,27 @@ pub(crate) fn plan_with_results(
             .expect("every task whose values it reads has a result");
 
         let resolved = resolve(ctx, task, &parents, &values);
+        if resolved.deferred.is_some() {
+            // A layer its key reads is not here (a filtered task on a shared hit whose entry
+            // does not say it left the workspace alone).
+            let layers = ctx.cache.layers();
+            let parent = resolved
+                .stack
+                .iter()
+                .find(|p| {
+                    !layers.has(&p.layer)
+                        && !ctx.layer_parts.bare_before_arrival(ctx.cache, &p.layer)
+                })
+                .map_or_else(|| task.name.to_string(), |p| p.task.clone());
+            results[i] = Some(Err(parent.clone()));
+            out.push(PlannedTask {
+                task: task.name.to_string(),
+                key: None,
+                status: PlanStatus::AfterRestore { parent },
+                workspace_files: 0,
+            });
+            continue;
+        }
         if task.is_source() {
             results[i] = Some(Ok(crate::execute::source_result(ctx, task, &resolved)));
             out.push(PlannedTask {
@@ -212,6 +236,9 @@ pub enum Explanation {
         parent: String,
         differences: Vec<Difference>,
     },
+    /// Its key reads what this parent wrote into the workspace, whose layer is in a shared
+    /// cache and not here.
+    AfterRestore { parent: String },
     /// What changed since the task's latest entry.
     Changed { differences: Vec<Difference> },
 }
@@ -234,6 +261,11 @@ pub fn explain(
     if matches!(p.status, PlanStatus::Hit | PlanStatus::SharedHit { .. }) {
         return Ok(Explanation::WouldHit {
             key: p.key.expect("hits have keys"),
+        });
+    }
+    if let PlanStatus::AfterRestore { parent } = &p.status {
+        return Ok(Explanation::AfterRestore {
+            parent: parent.clone(),
         });
     }
     let Some(latest) = ctx

@@ -226,16 +226,18 @@ impl Transfers {
         stack: &[LayerDigest],
     ) -> Result<(), String> {
         for layer in stack {
-            if ctx.cache.layers().has(layer) {
-                continue;
+            if !ctx.cache.layers().has(layer) {
+                let slot = self.slots.lock().expect("slots lock").get(layer).cloned();
+                match slot {
+                    Some(slot) => slot.wait().map_err(|e| {
+                        format!("layer {} could not be restored: {e}", layer.short())
+                    })?,
+                    None => {
+                        return Err(format!("layer {} is not in the local cache", layer.short()));
+                    }
+                }
             }
-            let slot = self.slots.lock().expect("slots lock").get(layer).cloned();
-            match slot {
-                Some(slot) => slot
-                    .wait()
-                    .map_err(|e| format!("layer {} could not be restored: {e}", layer.short()))?,
-                None => return Err(format!("layer {} is not in the local cache", layer.short())),
-            }
+            ctx.layer_parts.check_claim(ctx.cache, layer)?;
         }
         Ok(())
     }
@@ -445,7 +447,7 @@ pub(crate) fn remote_lookup(
         return None;
     }
     let warn = warn_with(reporter);
-    ctx.shared.lookup(
+    let found = ctx.shared.lookup(
         key,
         // An index that cannot say is not a reason to skip the shared cache.
         &|location| {
@@ -468,7 +470,13 @@ pub(crate) fn remote_lookup(
                 message: refused.to_string(),
             })
         },
-    )
+    );
+    if let Some((_, entry)) = &found
+        && entry.writes_workspace == Some(false)
+    {
+        ctx.layer_parts.claim_bare(entry.layer);
+    }
+    found
 }
 
 #[cfg(test)]
@@ -512,6 +520,7 @@ mod tests {
                 size: 3,
             },
             created_at_ms: 1_700_000_000_000,
+            writes_workspace: None,
             signatures: Vec::new(),
         }
     }
