@@ -64,30 +64,107 @@ enum Verdict {
     Unknown,
 }
 
-/// The verdicts so far, which the threads of later tasks wait on.
+/// How many tasks are decided at once: lookups wait on the network and keys on layers, but a
+/// pipeline of a thousand tasks must not start a thousand threads.
+const DECIDERS: usize = 16;
+
+/// The verdicts so far, and which tasks are ready to be decided (everything they depend on is).
 struct Board {
-    verdicts: Mutex<Vec<Option<Verdict>>>,
+    state: Mutex<BoardState>,
     changed: Condvar,
 }
 
+struct BoardState {
+    verdicts: Vec<Option<Verdict>>,
+    /// Per task, how many of the tasks it depends on are not decided yet.
+    waiting_on: Vec<usize>,
+    /// Per task, the tasks that depend on it.
+    dependents: Vec<Vec<usize>>,
+    ready: Vec<usize>,
+    /// Tasks not decided yet (taken or not).
+    left: usize,
+}
+
 impl Board {
+    /// `deps[i]`: the tasks task `i` depends on; `None` for a task not wanted (decided as
+    /// unknown from the start).
+    fn new(deps: Vec<Option<Vec<usize>>>) -> Board {
+        let n = deps.len();
+        let mut state = BoardState {
+            verdicts: vec![None; n],
+            waiting_on: vec![0; n],
+            dependents: vec![Vec::new(); n],
+            ready: Vec::new(),
+            left: 0,
+        };
+        for (i, d) in deps.iter().enumerate() {
+            if d.is_none() {
+                state.verdicts[i] = Some(Verdict::Unknown);
+            }
+        }
+        for (i, d) in deps.into_iter().enumerate() {
+            let Some(mut d) = d else { continue };
+            d.sort_unstable();
+            d.dedup();
+            state.left += 1;
+            for j in d {
+                if state.verdicts[j].is_none() {
+                    state.waiting_on[i] += 1;
+                    state.dependents[j].push(i);
+                }
+            }
+            if state.waiting_on[i] == 0 {
+                state.ready.push(i);
+            }
+        }
+        // Decided in file order where the order is free.
+        state.ready.reverse();
+        Board {
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+        }
+    }
+
     fn set(&self, task: usize, verdict: Verdict) {
-        self.verdicts.lock().expect("board lock")[task] = Some(verdict);
+        let mut state = self.state.lock().expect("board lock");
+        state.verdicts[task] = Some(verdict);
+        state.left -= 1;
+        for j in std::mem::take(&mut state.dependents[task]) {
+            state.waiting_on[j] -= 1;
+            if state.waiting_on[j] == 0 {
+                state.ready.push(j);
+            }
+        }
         self.changed.notify_all();
     }
 
-    /// The verdicts of `tasks`, once they are all in.
-    fn wait(&self, tasks: &[usize]) -> Vec<Verdict> {
-        let mut verdicts = self.verdicts.lock().expect("board lock");
+    /// The next task to decide, waiting while every undecided one waits on another; `None`
+    /// once none is left to take.
+    fn take(&self) -> Option<usize> {
+        let mut state = self.state.lock().expect("board lock");
         loop {
-            if tasks.iter().all(|&t| verdicts[t].is_some()) {
-                return tasks
-                    .iter()
-                    .map(|&t| verdicts[t].clone().expect("checked"))
-                    .collect();
+            if let Some(i) = state.ready.pop() {
+                return Some(i);
             }
-            verdicts = self.changed.wait(verdicts).expect("board lock");
+            if state.left == 0 {
+                return None;
+            }
+            // Every task left is being decided or waits on one that is: wait for a verdict.
+            state = self.changed.wait(state).expect("board lock");
         }
+    }
+
+    /// The verdicts of `tasks`, all decided (a task is taken only once they are).
+    fn verdicts(&self, tasks: &[usize]) -> Vec<Verdict> {
+        let state = self.state.lock().expect("board lock");
+        tasks
+            .iter()
+            .map(|&t| {
+                state.verdicts[t]
+                    .clone()
+                    .expect("decided before its dependents")
+            })
+            .collect()
     }
 }
 
@@ -177,15 +254,21 @@ fn prefetch<'scope, 'env>(
     } else {
         pipeline.closure(&ctx.options.targets)
     };
-    let board = Board {
-        verdicts: Mutex::new(
-            wanted
-                .iter()
-                .map(|&w| (!w).then_some(Verdict::Unknown))
-                .collect(),
-        ),
-        changed: Condvar::new(),
+    let index = |n: &strata_pipeline::TaskName| {
+        pipeline
+            .tasks
+            .iter()
+            .position(|t| &t.name == n)
+            .expect("validated reference")
     };
+    let board = Board::new(
+        pipeline
+            .tasks
+            .iter()
+            .zip(&wanted)
+            .map(|(task, &w)| w.then(|| task_dependencies(task).map(index).collect()))
+            .collect(),
+    );
     let downloads = Downloads {
         scope,
         ctx,
@@ -193,12 +276,15 @@ fn prefetch<'scope, 'env>(
         offers: Mutex::new(HashMap::new()),
         needed: Mutex::new(Vec::new()),
     };
+    let deciders = wanted.iter().filter(|&&w| w).count().min(DECIDERS);
     std::thread::scope(|decisions| {
-        for i in (0..pipeline.tasks.len()).filter(|&i| wanted[i]) {
+        for _ in 0..deciders {
             let (board, downloads) = (&board, &downloads);
             decisions.spawn(move || {
-                let verdict = decide(ctx, reporter, board, downloads, i);
-                board.set(i, verdict);
+                while let Some(i) = board.take() {
+                    let verdict = decide(ctx, reporter, board, downloads, i);
+                    board.set(i, verdict);
+                }
             });
         }
     });
@@ -217,6 +303,14 @@ fn prefetch<'scope, 'env>(
         .map(|(layer, _)| *layer)
         .collect();
     downloads.start(rest, None);
+}
+
+/// What a task's verdict depends on: the tasks whose results its key reads first (`use`,
+/// values), then those its artifacts and conditions may read.
+fn task_dependencies(
+    task: &strata_pipeline::Task,
+) -> impl Iterator<Item = &strata_pipeline::TaskName> {
+    (task.uses.iter().chain(&task.value_deps)).chain(task.after.iter().chain(&task.status_deps))
 }
 
 /// Decides task `i` once what it depends on is decided, starting the restores of the layers
@@ -240,11 +334,8 @@ fn decide(
     // Its key reads what the tasks it uses and whose values it reads hand on; artifacts and
     // conditions may read any task it depends on.
     let keyed = task.uses.len() + task.value_deps.len();
-    let all: Vec<usize> = (task.uses.iter().chain(&task.value_deps))
-        .chain(task.after.iter().chain(&task.status_deps))
-        .map(index)
-        .collect();
-    let all_verdicts = board.wait(&all);
+    let all: Vec<usize> = task_dependencies(task).map(index).collect();
+    let all_verdicts = board.verdicts(&all);
     let verdicts = &all_verdicts[..keyed];
     if downloads.stopped() {
         return Verdict::Unknown;
@@ -334,5 +425,50 @@ fn decide(
             downloads.start(stack(), Some(name));
             Verdict::Runs
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of deciders over a DAG: every task is taken once, only after everything it
+    /// depends on is decided, and the pool ends when all are.
+    #[test]
+    fn the_board_hands_out_each_task_once_after_its_dependencies() {
+        // 0 <- 1 <- 3, 0 <- 2 <- 3, 4 alone, 5 not wanted, 6 <- 5 (an unwanted dependency is
+        // decided from the start).
+        let deps = vec![
+            Some(vec![]),
+            Some(vec![0]),
+            Some(vec![0, 0]),
+            Some(vec![1, 2]),
+            Some(vec![]),
+            None,
+            Some(vec![5]),
+        ];
+        let board = Board::new(deps.clone());
+        let order = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    while let Some(i) = board.take() {
+                        for &d in deps[i].as_ref().unwrap() {
+                            assert!(
+                                board.state.lock().unwrap().verdicts[d].is_some(),
+                                "{i} taken before {d} was decided"
+                            );
+                        }
+                        order.lock().unwrap().push(i);
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        board.set(i, Verdict::Runs);
+                    }
+                });
+            }
+        });
+        let mut order = order.into_inner().unwrap();
+        order.sort_unstable();
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 6]);
+        assert!(board.take().is_none());
     }
 }
