@@ -30,16 +30,30 @@ pub enum LayerImages {
 /// Whether this run restores layers as images: asked, and possible here. The first call that
 /// finds them impossible tells the user, once per run.
 pub(crate) fn restore_as_images(ctx: &RunContext<'_>, reporter: &dyn Reporter) -> bool {
-    if ctx.options.layer_images == LayerImages::Off {
+    decide(
+        ctx.options.layer_images,
+        || probe(ctx.cache),
+        || ctx.transfers.note_images_unavailable(),
+        reporter,
+    )
+}
+
+/// `asked`, unless `probe` says images cannot be mounted here; then the user is told, if
+/// `first_to_say` (once per run).
+fn decide(
+    asked: LayerImages,
+    probe: impl FnOnce() -> Result<(), String>,
+    first_to_say: impl FnOnce() -> bool,
+    reporter: &dyn Reporter,
+) -> bool {
+    if asked == LayerImages::Off {
         return false;
     }
-    match probe(ctx.cache) {
+    match probe() {
         Ok(()) => true,
         Err(reason) => {
-            if ctx.transfers.note_images_unavailable() {
-                reporter.event(&Event::LayerImagesUnavailable {
-                    reason: reason.clone(),
-                });
+            if first_to_say() {
+                reporter.event(&Event::LayerImagesUnavailable { reason });
             }
             false
         }
@@ -133,4 +147,45 @@ pub(crate) fn restore_image<R: Read + Send>(
         .place_image(&file, &entry.layer)
         .map_err(|e| discard(ImageRestoreError::Local(e)))?;
     Ok(converted.size)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Event>>);
+
+    impl Reporter for Recorded {
+        fn event(&self, event: &Event) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    #[test]
+    fn off_never_probes_and_on_restores_images_where_they_mount() {
+        let r = Recorded::default();
+        let never = || -> Result<(), String> { panic!("probed although images are off") };
+        assert!(!decide(LayerImages::Off, never, || true, &r));
+        assert!(decide(LayerImages::On, || Ok(()), || true, &r));
+        assert!(r.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn where_images_cannot_be_mounted_the_run_restores_directories_and_says_so_once() {
+        let r = Recorded::default();
+        let said = AtomicBool::new(false);
+        let first = || !said.swap(true, Ordering::SeqCst);
+        let no_erofs = || Err("this kernel cannot mount erofs images (ENODEV)".to_string());
+        assert!(!decide(LayerImages::On, no_erofs, first, &r));
+        assert!(!decide(LayerImages::On, no_erofs, first, &r));
+        let events = r.0.lock().unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            matches!(&events[0], Event::LayerImagesUnavailable { reason } if reason.contains("ENODEV"))
+        );
+    }
 }
