@@ -1,7 +1,8 @@
 //! Whether a shared hit's layer is restored as an erofs image (`strata run --layer-images`),
 //! and the restore itself: the layer archive converted into an image while it downloads,
 //! checked against the layer its entry names from the entries the conversion listed (no walk
-//! of the mount), then placed and mounted by the local cache (`strata-store`'s `images.rs`).
+//! of the mount), then placed and mounted by the local cache (strata-store's
+//! `layer_images.rs`).
 //!
 //! Images need a kernel that mounts erofs from a file and the right to mount: both are probed
 //! once per process, with a one-entry image, before the first restore; where either is

@@ -184,7 +184,7 @@ impl LocalCache {
             let name = rel.rsplit('/').next().unwrap_or_default();
             // An image (`layers/<hex>.erofs`) is the layer `<hex>` as much as a directory is.
             let hex = name
-                .strip_suffix(crate::images::IMAGE_SUFFIX)
+                .strip_suffix(crate::layer_images::IMAGE_SUFFIX)
                 .unwrap_or(name)
                 .to_string();
             if rel.starts_with("layers/") {

@@ -126,7 +126,7 @@ impl Layers<'_> {
                 return Ok(false);
             };
             (
-                format!("{}{}", digest.to_hex(), crate::images::IMAGE_SUFFIX),
+                format!("{}{}", digest.to_hex(), crate::layer_images::IMAGE_SUFFIX),
                 at,
             )
         };
@@ -136,7 +136,7 @@ impl Layers<'_> {
         }
         // Moved aside first, so that no reader ever finds a half-removed layer under the name.
         if let Some(aside) = self.move_aside(&name, "bad-layer")? {
-            crate::images::remove_aside(&aside)?;
+            crate::layer_images::remove_aside(&aside)?;
         }
         Ok(false)
     }

@@ -34,7 +34,7 @@ pub struct Runs<'a> {
 /// index.sqlite        entries: cache key -> layer, env, inputs, log, timing, last use, hits
 /// hits                hits of warm runs not yet folded into the index (`usage.rs`)
 /// layers/<digest>/    committed layers, unpacked, immutable, used directly as overlay lowers
-/// layers/<digest>.erofs  restored layers kept as erofs images (`images.rs`), mounted read-only at
+/// layers/<digest>.erofs  restored layers kept as erofs images (`layer_images.rs`), mounted read-only at
 /// mounts/<digest>/    once per boot, and used as overlay lowers from there
 /// files/<id>-<mode>   workspace file blobs, named by git blob id (hard-linked into workspace trees);
 ///                     `...@<mtime>`: a copy with another file's mtime (`blobs.rs`)

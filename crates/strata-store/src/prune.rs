@@ -394,7 +394,7 @@ impl LocalCache {
                 continue;
             };
             // A directory or an image (`<hex>.erofs`), named by its digest either way.
-            let Some((digest, _)) = crate::images::stored_layer(&name) else {
+            let Some((digest, _)) = crate::layer_images::stored_layer(&name) else {
                 continue;
             };
             let hex = digest.to_hex();
@@ -551,7 +551,7 @@ impl LocalCache {
             };
             tx.commit().map_err(self.index_err("forget a layer"))?;
         }
-        crate::images::remove_aside(&aside)?;
+        crate::layer_images::remove_aside(&aside)?;
         Ok(true)
     }
 

@@ -156,7 +156,7 @@ impl LocalCache {
             let stored = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(crate::images::stored_layer);
+                .and_then(crate::layer_images::stored_layer);
             let named = stored.map(|(digest, _)| digest);
             let found = match stored {
                 // An image is hashed through its mount; one that does not mount is not a layer.
@@ -330,7 +330,7 @@ impl LocalCache {
                     .and_then(|n| n.to_str())
                     .unwrap_or_default();
                 let name = &file_name
-                    .strip_suffix(crate::images::IMAGE_SUFFIX)
+                    .strip_suffix(crate::layer_images::IMAGE_SUFFIX)
                     .unwrap_or(file_name);
                 for table in ["verified_layers", "layer_sizes"] {
                     tx.execute(
@@ -361,7 +361,7 @@ impl LocalCache {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
             if let Some(aside) = self.layers().move_aside(name, "corrupt")? {
-                crate::images::remove_aside(&aside)?;
+                crate::layer_images::remove_aside(&aside)?;
             }
         }
         for path in &bad_blobs {
