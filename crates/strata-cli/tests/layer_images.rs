@@ -451,8 +451,7 @@ fn an_oci_export_of_an_image_layer_equals_that_of_the_directory_layer() {
         layers.drain(5..7);
         layers
     };
-    // Machine C restores the same layers as directories (what the builder's layers carry
-    // beyond the archive, sub-second mtimes, neither restore has).
+    // Machine C restores the same layers as directories; A built them.
     let c = CacheDir::new("strata-cache-dirs-");
     let restored = run(&s.f, c.path(), &s.url, &["--layer-images", "off"]);
     assert_eq!(restored.code, 0, "{}", restored.stderr);
@@ -461,4 +460,9 @@ fn an_oci_export_of_an_image_layer_equals_that_of_the_directory_layer() {
     let from_dirs = tasks_layers(export(c.path(), &dirs.path().join("c")));
     let from_images = tasks_layers(export(s.b.path(), &dirs.path().join("b")));
     assert_eq!(from_dirs, from_images, "the same layer blobs");
+    let from_builder = tasks_layers(export(s.f.cache.path(), &dirs.path().join("a")));
+    assert_eq!(
+        from_builder, from_images,
+        "the same layer blobs as the builder's"
+    );
 }
