@@ -4,6 +4,8 @@
 # round (the order rotates), medians reported (issue 13, item 2):
 #
 #   strata    strata run on an empty local cache (lookup, download, verify, unpack, index)
+#   strata_img  the same with --layer-images on: the layer converted into an erofs image as it
+#             downloads, placed in the local cache and mounted (what `strata run` really does)
 #   tar       curl | zstd -d | tar -x                                   (the row's comparison)
 #   erofs     curl | zstd -d > layer.erofs; mount -t erofs layer.erofs  (one file, then a mount;
 #             the image made beforehand by mkfs.erofs and stored in S3 as its own object)
@@ -22,6 +24,7 @@
 # the image itself.
 #
 #   sudo scripts/bench/restore-candidates.sh [ROUNDS]     (default 3; needs root)
+#   sudo STEPS="strata strata_img tar" scripts/bench/restore-candidates.sh 5   (only those rows)
 #
 # Its own loop-mounted ext4 (/var/tmp/strata-restore-bench.img), so it can run beside the suite.
 set -euo pipefail
@@ -48,8 +51,8 @@ img=/var/tmp/strata-restore-bench.img
 mnt=/var/tmp/strata-restore-bench-mnt
 cleanup() {
     [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
-    for m in "$mnt"/m-*; do umount "$m" 2>/dev/null || true; done
-    for m in "$mnt"/m-*; do umount "$m" 2>/dev/null || true; done
+    for m in "$mnt"/m-* "$mnt"/cache-i*/mounts/*; do umount "$m" 2>/dev/null || true; done
+    for m in "$mnt"/m-* "$mnt"/cache-i*/mounts/*; do umount "$m" 2>/dev/null || true; done
     umount "$mnt" 2>/dev/null || true
     rm -f "$img"
 }
@@ -131,6 +134,12 @@ run_strata() {
     test "$(ls "$mnt/cache-b$r/layers" | wc -l)" = 1
     settled
 }
+run_strata_img() {
+    timed strata_img env STRATA_CACHE_DIR="$mnt/cache-i$r" "$strata" run --layer-images on \
+        --remote "s3://bench/c?endpoint=$endpoint" "$mnt/ws/strata.yml" >/dev/null 2>&1
+    test "$(ls "$mnt/cache-i$r/layers" | grep -c '\.erofs$')" = 1
+    settled
+}
 run_tar() {
     mkdir "$mnt/tar$r"
     timed tar bash -c 'eval "sig=($sig_s)"; curl -sS -f "${sig[@]}" "$endpoint/bench/manual/layer.tar.zst" | zstd -d -q | tar -x -C "$mnt/tar'"$r"'"'
@@ -157,17 +166,19 @@ run_chunks() {
 run_apply() {
     timed apply "$ex/apply" "$mnt/layer.tar.zst" "$mnt/apply$r" 2>/dev/null
 }
-steps=(run_strata run_tar run_erofs run_strata_erofs run_curl run_chunks run_apply)
+all_steps="strata strata_img tar erofs strata_erofs curl chunks apply"
+read -r -a names <<< "${STEPS:-$all_steps}"
+steps=("${names[@]/#/run_}")
 for r in $(seq "$rounds"); do
     n=${#steps[@]}
     for i in $(seq 0 $((n - 1))); do "${steps[$(( (i + r) % n ))]}"; done
-    echo "round $r (load $(cut -d' ' -f1 /proc/loadavg)): strata ${S[strata]##* } tar ${S[tar]##* }" \
-        "erofs ${S[erofs]##* } strata_erofs ${S[strata_erofs]##* } curl ${S[curl]##* }" \
-        "chunks ${S[chunks]##* } apply ${S[apply]##* }" >&2
+    line="round $r (load $(cut -d' ' -f1 /proc/loadavg)):"
+    for k in "${names[@]}"; do line+=" $k ${S[$k]##* }"; done
+    echo "$line" >&2
     if [ "$r" != "$rounds" ]; then
-        umount "$mnt/m-$r" "$mnt/m-s$r"
-        rm -rf "$mnt/cache-b$r" "$mnt/tar$r" "$mnt/e$r.erofs" "$mnt/s$r.erofs" "$mnt/m-$r" \
-            "$mnt/m-s$r" "$mnt/apply$r"
+        umount "$mnt/m-$r" "$mnt/m-s$r" "$mnt"/cache-i"$r"/mounts/* 2>/dev/null || true
+        rm -rf "$mnt/cache-b$r" "$mnt/cache-i$r" "$mnt/tar$r" "$mnt/e$r.erofs" "$mnt/s$r.erofs" \
+            "$mnt/m-$r" "$mnt/m-s$r" "$mnt/apply$r"
     fi
 done
 
@@ -175,6 +186,18 @@ done
 # from the directory tar made and through strata's image, then the tree digest of each (they
 # must be equal), against one BLAKE3 hash of the image file.
 r=$rounds
+ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
+if [ -n "${STEPS:-}" ]; then
+    echo
+    echo "## Cold restore ($rounds rounds, medians; STEPS=$STEPS) — $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    echo "| what | wall ms (median) | rounds | vs first | CPU ms | S3 server CPU ms |"
+    echo "|---|---|---|---|---|---|"
+    for k in "${names[@]}"; do
+        echo "| $k | $(med $k) | $(all $k) | $(ratio "$(med $k)" "$(med "${names[0]}")")× | $(med ${k}_cpu) | $(med ${k}_s3) |"
+    done
+    exit 0
+fi
 readall() { (cd "$1" && find . -type f -print0 | xargs -0 cat > /dev/null); }
 t0=$(now); readall "$mnt/tar$r"; t1=$(now); readall "$mnt/m-s$r"; t2=$(now)
 read_dir=$(ms "$t0" "$t1"); read_mount=$(ms "$t1" "$t2")
@@ -184,13 +207,12 @@ b3sum "$mnt/s$r.erofs" > /dev/null; t3=$(now)
 echo "tree digest, directory: $d_dir; mount: $d_mount" >&2
 [ "${d_dir%% *}" = "${d_mount%% *}" ] || { echo "the mount's tree digest differs from the directory's" >&2; exit 1; }
 
-ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
 echo
 echo "## Cold restore candidates ($rounds rounds, medians) — $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| what | wall ms (median) | rounds | vs curl \| zstd -d \| tar -x | CPU ms | S3 server CPU ms |"
 echo "|---|---|---|---|---|---|"
-for k in strata tar erofs strata_erofs curl chunks apply; do
+for k in "${names[@]}"; do
     echo "| $k | $(med $k) | $(all $k) | $(ratio "$(med $k)" "$(med tar)")× | $(med ${k}_cpu) | $(med ${k}_s3) |"
 done
 echo "sizes: tar.zst $(stat -c %s "$mnt/layer.tar.zst") B; mkfs.erofs image $(stat -c %s "$mnt/layer.erofs") B (zstd -3: $(stat -c %s "$mnt/layer.erofs.zst") B); strata's image $(stat -c %s "$mnt/s$r.erofs") B"

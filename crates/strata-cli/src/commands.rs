@@ -493,6 +493,7 @@ fn options(
         fail_fast: false,
         require_cached_parents: false,
         prefetch: strata_engine::PrefetchPolicy::default(),
+        layer_images: strata_engine::LayerImages::default(),
         workspace,
         exe: std::env::current_exe().map_err(|e| CliError::internal(&e))?,
         artifacts_dir: None,
@@ -535,6 +536,14 @@ pub(crate) struct RunArgs {
     /// `--artifacts DIR`.
     pub(crate) artifacts: Option<PathBuf>,
     pub(crate) prefetch: Prefetch,
+    pub(crate) layer_images: OnOff,
+}
+
+/// A switch given on the command line (`--layer-images on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OnOff {
+    On,
+    Off,
 }
 
 /// `strata run --prefetch`.
@@ -566,6 +575,7 @@ pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> C
         require_cached_parents,
         artifacts,
         prefetch,
+        layer_images,
     } = run;
     let session = open(file, args, &targets, true)?;
     if let Some(message) = session.pipeline.unsupported_report() {
@@ -582,6 +592,10 @@ pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> C
     opts.fail_fast = fail_fast;
     opts.require_cached_parents = require_cached_parents;
     opts.prefetch = prefetch.into();
+    opts.layer_images = match layer_images {
+        OnOff::On => strata_engine::LayerImages::On,
+        OnOff::Off => strata_engine::LayerImages::Off,
+    };
     opts.artifacts_dir = artifacts;
     if let Some(j) = jobs {
         opts.jobs = j.max(1);

@@ -162,6 +162,17 @@ enum Command {
         /// need), `needed` (only the first), `off` (each task looks up when it starts).
         #[arg(long, value_enum, value_name = "WHAT", default_value = "all")]
         prefetch: commands::Prefetch,
+        /// Keep layers restored from a shared cache as erofs images (one file each, mounted
+        /// read-only) instead of directories: `on` or `off`. Falls back to directories where
+        /// the kernel cannot mount them.
+        #[arg(
+            long,
+            value_enum,
+            value_name = "ON_OFF",
+            env = "STRATA_LAYER_IMAGES",
+            default_value = "off"
+        )]
+        layer_images: commands::OnOff,
         #[command(flatten)]
         output: RunOutputArgs,
     },
@@ -298,6 +309,7 @@ fn main() -> ExitCode {
             require_cached_parents,
             artifacts,
             prefetch,
+            layer_images,
         } => commands::pipeline_file(file, flag).and_then(|file| {
             commands::run(
                 file,
@@ -312,6 +324,7 @@ fn main() -> ExitCode {
                     require_cached_parents,
                     artifacts,
                     prefetch,
+                    layer_images,
                 },
             )
         }),

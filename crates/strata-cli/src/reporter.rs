@@ -396,6 +396,12 @@ impl TerminalReporter {
             Event::Warning { message } => {
                 vec![self.paint("33", &format!("warning: {message}"))]
             }
+            Event::LayerImagesUnavailable { reason } => {
+                vec![self.paint(
+                    "33",
+                    &format!("note: restoring layers as directories, not images: {reason}"),
+                )]
+            }
             Event::TasksAdded { by, file, tasks } => {
                 d.total += tasks.len();
                 // A parallel task expanded at run time is replaced by its generated tasks.

@@ -76,6 +76,9 @@ pub struct RunOptions {
     /// What is looked up and downloaded at the start of a run, ahead of the tasks
     /// (`--prefetch`).
     pub prefetch: crate::PrefetchPolicy,
+    /// Whether layers restored from a shared cache are kept as erofs images
+    /// (`--layer-images`, `layer_images.rs`).
+    pub layer_images: crate::LayerImages,
 }
 
 /// What every task of one run shares: the pipeline, the cache, the captured workspace and the

@@ -69,6 +69,12 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         needed_by: Option<String>,
     },
+    /// Layers restored from shared caches cannot be kept as erofs images on this machine (no
+    /// kernel support, or mounting is not permitted): they are restored as directories. Said
+    /// once per run, before the first such restore.
+    LayerImagesUnavailable {
+        reason: String,
+    },
     /// A layer from a shared cache is now in the local cache.
     LayerFetched {
         task: String,

@@ -15,18 +15,20 @@ use strata_store::{ArchiveRecord, LocalCache, NewEntry, WrittenLog, error_chain}
 
 /// Makes a remote entry a local one: downloads, verifies and unpacks its layer (streamed: no
 /// temporary archive), checks that it unpacked to the tree its entry names, fetches its
-/// log, and writes the entry into the local index. `progress` is called with the bytes
-/// downloaded so far. A transport failure also leaves the remote out for the rest of the
-/// run.
+/// log, and writes the entry into the local index. `as_image`: the layer is converted into an
+/// erofs image as it downloads, instead of unpacked into a directory (`layer_images.rs`).
+/// `progress` is called with the bytes downloaded so far. A transport failure also leaves the
+/// remote out for the rest of the run.
 pub(crate) fn fetch(
     shared: &SharedCaches,
     local: &LocalCache,
     remote: usize,
     entry: &EntryDocument,
     pipeline: &str,
+    as_image: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Restored, RestoreError> {
-    let result = fetch_from(shared, local, remote, entry, pipeline, progress);
+    let result = fetch_from(shared, local, remote, entry, pipeline, as_image, progress);
     if let Err(RestoreError::Transport(_)) = &result {
         shared.caches()[remote].mark_down();
     }
@@ -39,6 +41,7 @@ fn fetch_from(
     remote: usize,
     entry: &EntryDocument,
     pipeline: &str,
+    as_image: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Restored, RestoreError> {
     let backend = &shared.caches()[remote].backend;
@@ -66,12 +69,55 @@ fn fetch_from(
                 location: location.clone(),
                 digest: entry.archive.digest,
             })?;
+        let counted = Progress::new(blob, progress);
+        let stream_failed = counted.failed.clone();
+        // What a failed unpack or conversion means: the stream, the blob, or the local disk.
+        let apply_failed = |e: strata_oci::ApplyError| {
+            let failed = stream_failed.lock().expect("stream lock").take();
+            match (e, failed) {
+                // The download broke off: nothing says the blob is bad.
+                (_, Some(cause)) => RestoreError::Transport(BackendError::Unreachable {
+                    location: location.clone(),
+                    message: format!(
+                        "the download of {} broke off: {cause}",
+                        entry.archive.digest
+                    ),
+                }),
+                (e @ strata_oci::ApplyError::Io { .. }, None) => {
+                    local_err(&format!("unpack layer {}", entry.layer.short()), &e)
+                }
+                (strata_oci::ApplyError::DigestMismatch { .. }, None) => corrupt(format!(
+                    "blob {} does not match its digest",
+                    entry.archive.digest
+                )),
+                // The whole blob arrived and is not a valid or safe archive.
+                (other, None) => corrupt(format!(
+                    "layer archive {}: {}",
+                    entry.archive.digest,
+                    error_chain(&other)
+                )),
+            }
+        };
+        let mismatch = |found: strata_key::LayerDigest| {
+            corrupt(format!(
+                "its archive unpacks to layer {}, not the {} its entry names",
+                found.short(),
+                entry.layer.short()
+            ))
+        };
+        if as_image {
+            use crate::layer_images::{ImageRestoreError, restore_image};
+            bytes = restore_image(local, counted, entry).map_err(|e| match e {
+                ImageRestoreError::Convert(e) => apply_failed(e),
+                ImageRestoreError::Mismatch(found) => mismatch(found),
+                ImageRestoreError::Local(e) => local_err("place a layer image", &e),
+            })?;
+            return write_back(local, backend.as_ref(), entry, pipeline, bytes);
+        }
         let dir = local
             .layers()
             .import_dir()
             .map_err(|e| local_err("make an import directory", &e))?;
-        let counted = Progress::new(blob, progress);
-        let stream_failed = counted.failed.clone();
         // The blob's digest is checked, and the entry is what names it: its diff_id is kept
         // as recorded (for images built from it), not recomputed.
         let expected = Expected {
@@ -83,30 +129,7 @@ fn fetch_from(
             Ok(a) => a,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                let failed = stream_failed.lock().expect("stream lock").take();
-                return Err(match (e, failed) {
-                    // The download broke off: nothing says the blob is bad.
-                    (_, Some(cause)) => RestoreError::Transport(BackendError::Unreachable {
-                        location,
-                        message: format!(
-                            "the download of {} broke off: {cause}",
-                            entry.archive.digest
-                        ),
-                    }),
-                    (e @ strata_oci::ApplyError::Io { .. }, None) => {
-                        local_err(&format!("unpack layer {}", entry.layer.short()), &e)
-                    }
-                    (strata_oci::ApplyError::DigestMismatch { .. }, None) => corrupt(format!(
-                        "blob {} does not match its digest",
-                        entry.archive.digest
-                    )),
-                    // The whole blob arrived and is not a valid or safe archive.
-                    (other, None) => corrupt(format!(
-                        "layer archive {}: {}",
-                        entry.archive.digest,
-                        error_chain(&other)
-                    )),
-                });
+                return Err(apply_failed(e));
             }
         };
         bytes = applied.size;
@@ -118,15 +141,27 @@ fn fetch_from(
         {
             Ok(_) => {}
             Err(strata_store::StoreError::LayerMismatch { found, .. }) => {
-                return Err(corrupt(format!(
-                    "its archive unpacks to layer {}, not the {} its entry names",
-                    found.short(),
-                    entry.layer.short()
-                )));
+                return Err(mismatch(found));
             }
             Err(e) => return Err(local_err("publish a layer", &e)),
         }
     }
+    write_back(local, backend.as_ref(), entry, pipeline, bytes)
+}
+
+/// Once the layer is here: its archive record, its log and its entry.
+fn write_back(
+    local: &LocalCache,
+    backend: &dyn CacheBackend,
+    entry: &EntryDocument,
+    pipeline: &str,
+    bytes: u64,
+) -> Result<Restored, RestoreError> {
+    let local_err = |action: &str, e: &dyn std::error::Error| RestoreError::Local {
+        cache: local.root().display().to_string(),
+        action: action.to_string(),
+        message: error_chain(e),
+    };
     let _ = local.index().record_archive(
         &entry.layer,
         &ArchiveRecord {
@@ -135,7 +170,7 @@ fn fetch_from(
             diff_id: entry.archive.diff_id.to_string(),
         },
     );
-    let log = fetch_log(local, backend.as_ref(), &entry.log)?;
+    let log = fetch_log(local, backend, &entry.log)?;
     let store = || -> Result<(), strata_store::StoreError> {
         let log = local.content().put_log_file(log)?;
         local.sync()?;

@@ -189,6 +189,7 @@ fn from_shared_caches(
             remote,
             &doc.entry,
             &ctx.pipeline_id(),
+            crate::layer_images::restore_as_images(ctx, reporter),
             &|_| {},
         ) {
             reporter.event(&Event::Warning {

@@ -65,6 +65,8 @@ pub(crate) struct Transfers {
     /// Set when the pass stops starting tasks (it is over, or `--fail-fast` stopped it): the
     /// prefetch starts nothing new.
     prefetch_stopped: AtomicBool,
+    /// Set once the run has said that layers cannot be restored as images here.
+    images_unavailable_said: AtomicBool,
 }
 
 /// An entry the prefetch found, and whether its task has taken it.
@@ -148,6 +150,11 @@ impl Transfers {
     /// The pass starts no task any more: the prefetch starts nothing new either.
     pub(crate) fn stop_prefetch(&self) {
         self.prefetch_stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// True the first time only: whether to tell the user that layer images are unavailable.
+    pub(crate) fn note_images_unavailable(&self) -> bool {
+        !self.images_unavailable_said.swap(true, Ordering::SeqCst)
     }
 
     pub(crate) fn prefetch_stopped(&self) -> bool {
@@ -315,6 +322,7 @@ pub(crate) fn restore<'scope, 'env>(
             remote,
             &entry,
             &ctx.pipeline_id(),
+            crate::layer_images::restore_as_images(ctx, reporter),
             &progress,
         );
         let outcome = match result {

@@ -181,7 +181,12 @@ impl LocalCache {
                 files_since = Some(files_since.map_or(*at_ms, |t| t.min(*at_ms)));
                 continue;
             }
-            let hex = rel.rsplit('/').next().unwrap_or_default().to_string();
+            let name = rel.rsplit('/').next().unwrap_or_default();
+            // An image (`layers/<hex>.erofs`) is the layer `<hex>` as much as a directory is.
+            let hex = name
+                .strip_suffix(crate::layer_images::IMAGE_SUFFIX)
+                .unwrap_or(name)
+                .to_string();
             if rel.starts_with("layers/") {
                 tx.execute("DELETE FROM entries WHERE layer = ?1", params![hex])
                     .and_then(|_| tx.execute("DELETE FROM archives WHERE layer = ?1", params![hex]))
@@ -195,6 +200,14 @@ impl LocalCache {
             } else if rel.starts_with("logs/") {
                 tx.execute("DELETE FROM entries WHERE log = ?1", params![hex])
                     .map_err(self.index_err("drop entries of a torn log"))?;
+            }
+            if let Some(layer) = rel.strip_prefix("layers/") {
+                // A torn image is not mounted (this is a new boot), but its mount point may be
+                // left: `move_aside` clears both.
+                if let Some(aside) = self.layers().move_aside(layer, "torn")? {
+                    doomed.push(aside);
+                }
+                continue;
             }
             let from = self.root.join(rel);
             let to = self.tmp_path("torn");

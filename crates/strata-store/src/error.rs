@@ -28,6 +28,13 @@ pub enum StoreError {
     },
     #[error("failed to hash layer")]
     Tree(#[from] strata_key::TreeError),
+    #[error("failed to mount layer image {image} at {at}")]
+    ImageMount {
+        image: PathBuf,
+        at: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("workspace file {path} changed while it was being captured")]
     WorkspaceChanged { path: PathBuf },
 }

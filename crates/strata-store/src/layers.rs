@@ -20,12 +20,32 @@ pub struct Mounts {
 }
 
 impl Layers<'_> {
+    /// Where the layer's tree is read: its directory, or the mount point of its image (mounted
+    /// now if it is not yet in this boot). When the image cannot be mounted this is the mount
+    /// point all the same, empty or absent, so that what reads it fails rather than reads
+    /// nothing; [`Layers::open`] says why.
     pub fn path(&self, digest: &LayerDigest) -> PathBuf {
+        self.open(digest)
+            .unwrap_or_else(|_| self.mount_point(digest))
+    }
+
+    /// [`Layers::path`], with the reason when an image cannot be mounted.
+    pub fn open(&self, digest: &LayerDigest) -> Result<PathBuf, StoreError> {
+        let dir = self.dir_path(digest);
+        if !dir.is_dir() && self.image_path(digest).is_file() {
+            return self.mounted(digest);
+        }
+        Ok(dir)
+    }
+
+    /// Where the layer's directory is, when it is kept as one.
+    pub(crate) fn dir_path(&self, digest: &LayerDigest) -> PathBuf {
         self.cache.root.join("layers").join(digest.to_hex())
     }
 
+    /// Whether the layer is here, as a directory or as an image (not mounted by asking).
     pub fn has(&self, digest: &LayerDigest) -> bool {
-        self.path(digest).is_dir()
+        self.dir_path(digest).is_dir() || self.image_path(digest).is_file()
     }
 
     /// Creates fresh `upper` and `work` directories under `scratch` and returns the mounts for a
@@ -40,7 +60,11 @@ impl Layers<'_> {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
         Ok(Mounts {
-            lowerdirs: parents.iter().rev().map(|d| self.path(d)).collect(),
+            lowerdirs: parents
+                .iter()
+                .rev()
+                .map(|d| self.open(d))
+                .collect::<Result<_, _>>()?,
             upperdir,
             workdir,
         })
@@ -64,11 +88,11 @@ impl Layers<'_> {
     /// layer already there is trusted only if it is recorded as verified, or hashes to its name
     /// now; otherwise it is replaced: a name alone is never trusted.
     pub(crate) fn place(&self, dir: &Path, digest: &LayerDigest) -> Result<(), StoreError> {
-        let dest = self.path(digest);
+        let dest = self.dir_path(digest);
         // Touching the record keeps a concurrent prune from taking the layer this commit is
         // about to name (`prune.rs`); when the prune got there first, the record is gone and
         // this copy takes the place.
-        if dest.exists() && self.verified(digest)? && self.touch_verified(digest)? {
+        if self.has(digest) && self.verified(digest)? && self.touch_verified(digest)? {
             std::fs::remove_dir_all(dir).map_err(io(dir))?;
             return Ok(());
         }
@@ -86,22 +110,34 @@ impl Layers<'_> {
     /// Whether `layers/<digest>` exists and holds what its name says: recorded as verified when
     /// it entered the cache, or hashed now (a layer from before verification was recorded, or
     /// put there by something else) and recorded. A layer that does not match is removed.
+    /// An image is hashed through its mount; one that cannot be mounted is not usable here
+    /// and is left alone (the caller restores the layer as a directory instead).
     pub fn verified(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
-        let dest = self.path(digest);
-        if !dest.is_dir() {
+        if !self.has(digest) {
             return Ok(false);
         }
         if self.is_recorded_verified(digest)? {
             return Ok(true);
         }
-        if tree_digest(&dest)? == *digest {
+        let (name, tree) = if self.dir_path(digest).is_dir() {
+            (digest.to_hex(), self.dir_path(digest))
+        } else {
+            let Ok(at) = self.mounted(digest) else {
+                return Ok(false);
+            };
+            (
+                format!("{}{}", digest.to_hex(), crate::layer_images::IMAGE_SUFFIX),
+                at,
+            )
+        };
+        if tree_digest(&tree)? == *digest {
             self.record_verified(digest)?;
             return Ok(true);
         }
         // Moved aside first, so that no reader ever finds a half-removed layer under the name.
-        let aside = self.cache.tmp_path("bad-layer");
-        std::fs::rename(&dest, &aside).map_err(io(&dest))?;
-        std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
+        if let Some(aside) = self.move_aside(&name, "bad-layer")? {
+            crate::layer_images::remove_aside(&aside)?;
+        }
         Ok(false)
     }
 
@@ -117,7 +153,7 @@ impl Layers<'_> {
         .map_err(self.cache.index_err("read a layer record"))
     }
 
-    fn record_verified(&self, digest: &LayerDigest) -> Result<(), StoreError> {
+    pub(crate) fn record_verified(&self, digest: &LayerDigest) -> Result<(), StoreError> {
         let db = self.cache.db.lock().expect("index lock poisoned");
         db.execute(
             "INSERT OR REPLACE INTO verified_layers (digest, at_ms) VALUES (?1, ?2)",
@@ -129,7 +165,7 @@ impl Layers<'_> {
 
     /// Marks a verified layer as just used for a new entry; `false` when it is not recorded
     /// (any more).
-    fn touch_verified(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
+    pub(crate) fn touch_verified(&self, digest: &LayerDigest) -> Result<bool, StoreError> {
         let db = self.cache.db.lock().expect("index lock poisoned");
         db.execute(
             "UPDATE verified_layers SET at_ms = ?2 WHERE digest = ?1",

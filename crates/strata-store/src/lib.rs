@@ -5,8 +5,10 @@
 //! directory. Writes are published atomically (temp + rename, entry after blobs): a crash at any
 //! moment leaves no partial layer or entry visible.
 //!
-//! Must not touch: mounts, namespaces or processes (it hands out [`Mounts`] as data; the sandbox
-//! applies them), or the pipeline model.
+//! Must not touch: namespaces, processes, or the mounts of a task (it hands out [`Mounts`] as
+//! data; the sandbox applies them), or the pipeline model. The one mount it makes is its own:
+//! the read-only mount of a layer kept as an erofs image (`layer_images.rs`), so that such a layer
+//! has a path like any other.
 
 mod blobs;
 mod durability;
@@ -14,6 +16,7 @@ mod error;
 mod history;
 mod import;
 mod index;
+mod layer_images;
 mod layers;
 mod local;
 mod logs;
@@ -28,6 +31,7 @@ pub use blobs::FileMtime;
 pub use error::{StoreError, error_chain};
 pub use history::{History, RUN_RECORDS_KEPT, RunRecordWriter};
 pub use index::{Entry, NewEntry};
+pub use layer_images::{mount_image, unmount};
 pub use layers::Mounts;
 pub use local::{Content, Index, Layers, LocalCache, Runs, default_cache_dir, package_sources_dir};
 pub use logs::{LogWriter, WrittenLog};

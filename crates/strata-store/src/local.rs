@@ -34,6 +34,8 @@ pub struct Runs<'a> {
 /// index.sqlite        entries: cache key -> layer, env, inputs, log, timing, last use, hits
 /// hits                hits of warm runs not yet folded into the index (`usage.rs`)
 /// layers/<digest>/    committed layers, unpacked, immutable, used directly as overlay lowers
+/// layers/<digest>.erofs  restored layers kept as erofs images (`layer_images.rs`), mounted read-only at
+/// mounts/<digest>/    once per boot, and used as overlay lowers from there
 /// files/<id>-<mode>   workspace file blobs, named by git blob id (hard-linked into workspace trees);
 ///                     `...@<mtime>`: a copy with another file's mtime (`blobs.rs`)
 /// tool-caches/<id>.json  which layer each tool cache holds (`tool_caches.rs`)
@@ -85,6 +87,7 @@ pub(crate) const SUBDIRS: &[&str] = &[
     "statcache",
     "tmp",
     "locks",
+    "mounts",
 ];
 
 impl LocalCache {

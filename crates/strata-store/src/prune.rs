@@ -386,17 +386,19 @@ impl LocalCache {
         let layers = self.root.join("layers");
         for entry in std::fs::read_dir(&layers).map_err(io(&layers))? {
             let path = entry.map_err(io(&layers))?.path();
-            let Some(hex) = path
+            let Some(name) = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .map(str::to_string)
             else {
                 continue;
             };
-            if LayerDigest::parse(&hex).is_none()
-                || named_layers.contains(&hex)
-                || leased.contains(&hex)
-            {
+            // A directory or an image (`<hex>.erofs`), named by its digest either way.
+            let Some((digest, _)) = crate::layer_images::stored_layer(&name) else {
+                continue;
+            };
+            let hex = digest.to_hex();
+            if named_layers.contains(&hex) || leased.contains(&hex) {
                 continue;
             }
             let limit = if forced.contains(&hex) {
@@ -404,7 +406,7 @@ impl LocalCache {
             } else {
                 now - grace_ms
             };
-            if self.remove_layer_if_unnamed(&hex, limit)? {
+            if self.remove_layer_if_unnamed(&name, &hex, limit)? {
                 report.layers += 1;
             }
         }
@@ -488,15 +490,17 @@ impl LocalCache {
         Ok((layers, logs, workspaces))
     }
 
-    /// Removes `layers/<hex>` if, under the index's write lock, no entry or image names it and
-    /// it was placed (or last touched by a commit) before `placed_before_ms`.
+    /// Removes `layers/<name>` (the directory or image of layer `hex`) if, under the index's
+    /// write lock, no entry or image names it and it was placed (or last touched by a commit)
+    /// before `placed_before_ms`. An image's mount is detached once it is out of sight.
     fn remove_layer_if_unnamed(
         &self,
+        name: &str,
         hex: &str,
         placed_before_ms: i64,
     ) -> Result<bool, StoreError> {
-        let path = self.root.join("layers").join(hex);
-        let aside = self.tmp_path("pruned");
+        let path = self.root.join("layers").join(name);
+        let aside;
         {
             let mut db = self.db.lock().expect("index lock poisoned");
             let tx = db
@@ -541,14 +545,13 @@ impl LocalCache {
             }
             tx.execute("DELETE FROM archives WHERE layer = ?1", params![hex])
                 .map_err(self.index_err("forget a layer"))?;
-            match std::fs::rename(&path, &aside) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(io(&path)(e)),
-            }
+            aside = match self.layers().move_aside(name, "pruned")? {
+                Some(aside) => aside,
+                None => return Ok(false),
+            };
             tx.commit().map_err(self.index_err("forget a layer"))?;
         }
-        std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
+        crate::layer_images::remove_aside(&aside)?;
         Ok(true)
     }
 

@@ -339,9 +339,13 @@ impl Layers<'_> {
     /// Bytes on disk of a layer, measured once and remembered (layers are immutable); `None`
     /// when it is not here.
     pub fn bytes(&self, layer: &LayerDigest) -> Result<Option<u64>, StoreError> {
-        let path = self.path(layer);
+        let path = self.dir_path(layer);
         if !path.is_dir() {
-            return Ok(None);
+            // An image's size is its file's (what it holds on disk).
+            return Ok(std::fs::metadata(self.image_path(layer))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()));
         }
         let known: Option<i64> = {
             let db = self.cache.db.lock().expect("index lock poisoned");

@@ -153,14 +153,19 @@ impl LocalCache {
         for entry in std::fs::read_dir(&layers).map_err(io(&layers))? {
             let path = entry.map_err(io(&layers))?.path();
             report.layers += 1;
-            let named = path
+            let stored = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(LayerDigest::parse);
-            let found = if path.is_dir() {
-                Some(strata_key::tree_digest(&path)?)
-            } else {
-                None
+                .and_then(crate::layer_images::stored_layer);
+            let named = stored.map(|(digest, _)| digest);
+            let found = match stored {
+                // An image is hashed through its mount; one that does not mount is not a layer.
+                Some((digest, true)) if path.is_file() => match self.layers().mounted(&digest) {
+                    Ok(at) => Some(strata_key::tree_digest(&at)?),
+                    Err(_) => None,
+                },
+                _ if path.is_dir() => Some(strata_key::tree_digest(&path)?),
+                _ => None,
             };
             match (named, found) {
                 (Some(n), Some(f)) if n == f => {
@@ -251,7 +256,7 @@ impl LocalCache {
             let log_ok = ContentDigest::parse(&log).filter(|l| good_logs.contains(l));
             if layer_ok.is_none() {
                 if let Some(layer) = LayerDigest::parse(&layer)
-                    && !self.layers().path(&layer).exists()
+                    && !self.layers().has(&layer)
                 {
                     report.problems.push(Problem::MissingLayer {
                         task: task.clone(),
@@ -287,7 +292,7 @@ impl LocalCache {
         for digest in &recorded {
             if let Some(layer) = LayerDigest::parse(digest)
                 && !good_layers.contains(&layer)
-                && !self.layers().path(&layer).exists()
+                && !self.layers().has(&layer)
             {
                 report.problems.push(Problem::StaleRecord { layer });
             }
@@ -320,10 +325,13 @@ impl LocalCache {
                     .map_err(self.index_err("forget a layer"))?;
             }
             for path in &bad_layers {
-                let name = path
+                let file_name = path
                     .file_name()
                     .and_then(|n| n.to_str())
                     .unwrap_or_default();
+                let name = &file_name
+                    .strip_suffix(crate::layer_images::IMAGE_SUFFIX)
+                    .unwrap_or(file_name);
                 for table in ["verified_layers", "layer_sizes"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE digest = ?1"),
@@ -346,7 +354,17 @@ impl LocalCache {
             }
             tx.commit().map_err(self.index_err("repair the index"))?;
         }
-        for path in bad_layers.iter().chain(&bad_blobs) {
+        for path in &bad_layers {
+            // Out of sight in one rename, an image's mount detached, then deleted.
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if let Some(aside) = self.layers().move_aside(name, "corrupt")? {
+                crate::layer_images::remove_aside(&aside)?;
+            }
+        }
+        for path in &bad_blobs {
             // Out of sight in one rename, then deleted.
             let aside = self.tmp_path("corrupt");
             match std::fs::rename(path, &aside) {

@@ -425,3 +425,48 @@ fn serve_one(stream: TcpStream, handler: &Handler) -> Option<Request> {
     );
     Some(request)
 }
+
+/// Detaches every mount at or under `dir` (deepest first), so that a temporary directory that
+/// held a local cache can be removed: strata keeps layer images mounted under the cache's
+/// `mounts/` (until a prune), and a test's cache outlives no test. Returns how many it detached.
+pub fn unmount_all_under(dir: &Path) -> usize {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    // Deepest first; a point mounted twice is detached twice.
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points
+        .iter()
+        .filter(|p| {
+            Command::new("umount")
+                .arg("--lazy")
+                .arg(p)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .count()
+}
+
+/// `mountinfo` writes space, tab, newline and backslash in paths as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

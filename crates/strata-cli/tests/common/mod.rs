@@ -34,7 +34,8 @@ pub struct Fixture {
 }
 
 /// A temporary local cache. strata flushes what a run published from a detached process
-/// (`settle-cache`); the directory is removed once no such process uses it any more.
+/// (`settle-cache`); the directory is removed once no such process uses it any more, and once
+/// the layer images strata mounted under it are detached.
 pub struct CacheDir(tempfile::TempDir);
 
 impl CacheDir {
@@ -59,6 +60,9 @@ impl Drop for CacheDir {
         while !processes_with(&needle).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Layer images stay mounted under the cache (`mounts/`): detached before the directory
+        // goes, so that no test leaves a mount behind.
+        strata_testkit::unmount_all_under(self.path());
     }
 }
 

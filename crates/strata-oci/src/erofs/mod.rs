@@ -1,7 +1,7 @@
 //! Layers as erofs images: one file per layer that the kernel mounts read-only (from the file,
 //! no loop device) and overlayfs stacks as a lower, instead of a directory of many files.
-//! Measured as the candidate for a cold restore (BENCHMARKS.md, issue 13); not yet used by the
-//! local cache.
+//! A restore with `--layer-images on` converts the layer archive into one while it downloads
+//! (strata-engine's `layer_images.rs`); the local cache mounts it (strata-store's `layer_images.rs`).
 
 mod from_dir;
 mod from_tar;
