@@ -100,6 +100,17 @@ for r in $(seq "$rounds"); do
         add cold "$(ms "$t0" "$t1")"
         settled
     }
+    # The same with the layers restored as erofs images (`--layer-images on`, not the default).
+    cold_img() {
+        sync
+        t0=$(now)
+        STRATA_LAYER_IMAGES=on STRATA_CACHE_DIR=$mnt/cache-img$r "$strata" run --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$mnt/img$r.json" 2>/dev/null
+        t1=$(now)
+        add cold_img "$(ms "$t0" "$t1")"
+        grep -q '"event":"layer-images-unavailable"' "$mnt/img$r.json" \
+            && { echo "cold-vm.sh: this kernel cannot mount layer images" >&2; exit 1; }
+        settled
+    }
     by_hand() {
         sync
         t0=$(now)
@@ -111,7 +122,7 @@ for r in $(seq "$rounds"); do
         t1=$(now)
         add hand "$(ms "$t0" "$t1")"
     }
-    if [ $((r % 2)) = 1 ]; then cold; by_hand; else by_hand; cold; fi
+    if [ $((r % 2)) = 1 ]; then cold; cold_img; by_hand; else by_hand; cold_img; cold; fi
 
     # The floor: the bytes that must move, then the commands over trees already in place.
     t0=$(now)
@@ -139,6 +150,7 @@ for r in $(seq "$rounds"); do
     add cold_build "$(grep '"event":"task-passed"' "$ev" | grep '"task":"build"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     add cold_test "$(grep '"event":"task-passed"' "$ev" | grep '"task":"test"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     add cold_restore "$(grep '"event":"layer-fetched"' "$ev" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
+    add img_restore "$(grep '"event":"layer-fetched"' "$mnt/img$r.json" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
     # The last round's cold run as a timeline, from its record (ms since the run began).
     if [ "$r" = "$rounds" ]; then
         timeline=$(python3 - "$mnt/cache-cold$r" <<'PY'
@@ -160,7 +172,8 @@ PY
     t0=$(now); STRATA_CACHE_DIR=$mnt/cache-key$r "$strata" plan --no-shared-cache "$mnt/clone$r/strata.yml" >/dev/null; t1=$(now)
     add cold_key "$(ms "$t0" "$t1")"
     settled
-    rm -rf "$mnt/clone$r" "$mnt/hand$r" "$mnt/hand$r-ws" "$mnt/cache-cold$r" "$mnt/cache-key$r"
+    unmount_under "$mnt/cache-img$r"
+    rm -rf "$mnt/clone$r" "$mnt/hand$r" "$mnt/hand$r-ws" "$mnt/cache-cold$r" "$mnt/cache-img$r" "$mnt/cache-key$r"
 done
 
 floor=$(( $(med download) + $(med commands) ))
@@ -174,12 +187,14 @@ echo
 echo "| variant | time | vs by hand | vs floor |"
 echo "|---|---|---|---|"
 echo "| strata, cold VM (empty local cache) | $(med cold) ms | $(ratio "$(med cold)" "$(med hand)")× | $(ratio "$(med cold)" "$floor")× |"
+echo "| strata, cold VM, \`--layer-images on\` | $(med cold_img) ms | $(ratio "$(med cold_img)" "$(med hand)")× | $(ratio "$(med cold_img)" "$floor")× |"
 echo "| strata, warm local cache | $(med warm) ms | $(ratio "$(med warm)" "$(med hand)")× | $(ratio "$(med warm)" "$floor")× |"
 echo "| by hand: curl \| zstd -d \| tar -x, then the commands | $(med hand) ms | 1× | $(ratio "$(med hand)" "$floor")× |"
 echo "| floor: download $(( bytes / 1000000 )) MB + the commands | $floor ms ($(med download) + $(med commands)) | $(ratio "$floor" "$(med hand)")× | 1× |"
 echo
 echo "Where strata's cold time goes (medians of the parts; restores overlap the key and each"
-echo "other): key of the fresh clone $(med cold_key) ms, slowest layer restore $(med cold_restore) ms,"
+echo "other): key of the fresh clone $(med cold_key) ms, slowest layer restore $(med cold_restore) ms"
+echo "($(med img_restore) ms as an image),"
 echo "\`build\` $(med cold_build) ms, \`test\` $(med cold_test) ms."
 echo
 echo "The last round's cold run, event by event (from its run record):"

@@ -75,6 +75,15 @@ s3_server() {
     sig=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench-secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
 }
 
+# unmount_under DIR: detaches every mount under DIR (layer images a run with
+# `--layer-images on` left mounted in its cache), deepest first, so that DIR can be removed.
+unmount_under() {
+    local at
+    awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r at; do
+        umount -l "$at" 2>/dev/null || true
+    done
+}
+
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
