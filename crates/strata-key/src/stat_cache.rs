@@ -23,14 +23,14 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    pub(crate) fn of_stat(st: &rustix::fs::Stat) -> Stamp {
+    pub(crate) fn of_seen(seen: &crate::workspace::Seen) -> Stamp {
         Stamp {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size as u64,
-            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
-            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
-            mode: st.st_mode,
+            dev: seen.dev,
+            ino: seen.ino,
+            size: seen.size,
+            mtime: seen.mtime,
+            ctime: seen.ctime,
+            mode: seen.mode,
         }
     }
 
