@@ -29,7 +29,8 @@ use crate::workspace::{Seen, WorkspaceError};
 /// A kept file: its workspace-relative path, its `lstat`, and its target when it is a symlink.
 #[derive(Debug)]
 pub(crate) struct Walked {
-    pub(crate) rel: String,
+    /// Made once, shared by the capture's `WorkspaceFile` from then on.
+    pub(crate) rel: Arc<str>,
     pub(crate) seen: Seen,
     pub(crate) link_target: Option<Vec<u8>>,
 }
@@ -89,10 +90,10 @@ pub(crate) fn walk(root: &Path, rules: &WalkRules<'_>) -> Result<Vec<Walked>, Wo
     }
     listings.sort_unstable_by_key(|(id, _)| *id);
     debug_assert!(listings.iter().enumerate().all(|(i, (id, _))| i == *id));
-    let listings: Vec<Listing> = listings.into_iter().map(|(_, l)| l).collect();
+    let mut listings: Vec<Listing> = listings.into_iter().map(|(_, l)| l).collect();
     let mut out = Vec::with_capacity(listings.iter().map(|l| l.files).sum());
     let mut prefix = Vec::with_capacity(256);
-    flatten(root, &listings, 0, &mut prefix, &mut out)?;
+    flatten(root, &mut listings, 0, &mut prefix, &mut out)?;
     Ok(out)
 }
 
@@ -100,54 +101,48 @@ pub(crate) fn walk(root: &Path, rules: &WalkRules<'_>) -> Result<Vec<Walked>, Wo
 /// the directory's relative path with a trailing `/` (empty at the root).
 fn flatten(
     root: &Path,
-    listings: &[Listing],
+    listings: &mut [Listing],
     id: usize,
     prefix: &mut Vec<u8>,
     out: &mut Vec<Walked>,
 ) -> Result<(), WorkspaceError> {
-    let listing = &listings[id];
-    for item in &listing.items {
-        let name = listing.name(item);
+    let Listing { names, items, .. } = std::mem::take(&mut listings[id]);
+    for item in items {
         let len = prefix.len();
-        prefix.extend_from_slice(name);
-        match &item.what {
+        prefix
+            .extend_from_slice(&names[item.name.0 as usize..(item.name.0 + item.name.1) as usize]);
+        let (seen, link_target) = match item.what {
             What::Dir(child) => {
                 prefix.push(b'/');
-                flatten(root, listings, *child, prefix, out)?;
+                flatten(root, listings, child, prefix, out)?;
+                prefix.truncate(len);
+                continue;
             }
-            What::File(seen) | What::Symlink(seen, _) => {
-                let Ok(rel) = std::str::from_utf8(prefix) else {
-                    return Err(WorkspaceError::NotUtf8 {
-                        path: root.join(OsStr::from_bytes(prefix)),
-                    });
-                };
-                out.push(Walked {
-                    rel: rel.to_owned(),
-                    seen: *seen,
-                    link_target: match &item.what {
-                        What::Symlink(_, target) => Some(target.clone()),
-                        _ => None,
-                    },
-                });
-            }
-        }
+            What::File(seen) => (seen, None),
+            What::Symlink(seen, target) => (seen, Some(target)),
+        };
+        let Ok(rel) = std::str::from_utf8(prefix) else {
+            return Err(WorkspaceError::NotUtf8 {
+                path: root.join(OsStr::from_bytes(prefix)),
+            });
+        };
+        out.push(Walked {
+            rel: rel.into(),
+            seen,
+            link_target,
+        });
         prefix.truncate(len);
     }
     Ok(())
 }
 
 /// One directory's kept entries, sorted so that a depth-first flattening gives path order.
+#[derive(Default)]
 struct Listing {
     names: Vec<u8>,
     items: Vec<Item>,
     /// Kept files (not directories) among `items`.
     files: usize,
-}
-
-impl Listing {
-    fn name(&self, item: &Item) -> &[u8] {
-        &self.names[item.name.0 as usize..(item.name.0 + item.name.1) as usize]
-    }
 }
 
 struct Item {

@@ -150,7 +150,7 @@ impl Workspace {
         known: &StatCache,
         selection: &Selection<'_>,
     ) -> Result<(Workspace, Option<StatCache>, IdSources), WorkspaceError> {
-        let mut fresh = StatCache::starting_now();
+        let fresh = StatCache::starting_now();
         let root = root.to_path_buf();
         let git = if selection.ignore_git_index || selection.no_ignore {
             None
@@ -178,16 +178,14 @@ impl Workspace {
         // the same way, so each lookup starts where the previous one ended).
         let mut files = Vec::with_capacity(walked.len());
         let mut seen = Vec::with_capacity(walked.len());
-        let mut stamps = Vec::with_capacity(walked.len());
+        let mut sources = Vec::with_capacity(walked.len());
         let mut to_read = Vec::new();
         let mut cursors = (0, 0);
         for w in walked {
-            let kind = match w.link_target {
+            let (kind, source) = match w.link_target {
                 Some(target) => {
-                    stamps.push(None);
-                    FileKind::Symlink {
-                        target: String::from_utf8_lossy(&target).into_owned(),
-                    }
+                    let target = String::from_utf8_lossy(&target).into_owned();
+                    (FileKind::Symlink { target }, None)
                 }
                 None => {
                     let now = Stamp::of_seen(&w.seen);
@@ -202,41 +200,41 @@ impl Workspace {
                         to_read.push(files.len());
                         (FileId::from_bytes([0; 20]), IdSource::Read)
                     });
-                    stamps.push(Some((now, source)));
-                    FileKind::File {
-                        digest,
-                        size: w.seen.size,
-                    }
+                    let size = w.seen.size;
+                    (FileKind::File { digest, size }, Some(source))
                 }
             };
             files.push(WorkspaceFile {
-                path: w.rel.into(),
+                path: w.rel,
                 mode: w.seen.mode & 0o7777,
                 kind,
             });
             seen.push(w.seen);
+            sources.push(source);
         }
         read_in_parallel(&root, &mut files, &seen, &to_read)?;
 
-        let mut changed = known.len() != stamps.iter().flatten().count();
-        let mut sources = IdSources::default();
-        for (file, stamp) in files.iter().zip(stamps) {
-            if let (Some((stamp, source)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
-                changed |= source != IdSource::Remembered;
-                match source {
-                    IdSource::Remembered => sources.remembered += 1,
-                    IdSource::GitIndex => sources.git_index += 1,
-                    IdSource::Read => sources.read += 1,
-                }
-                fresh.insert(&file.path, stamp, *digest);
+        let mut counted = IdSources::default();
+        for source in sources.iter().flatten() {
+            match source {
+                IdSource::Remembered => counted.remembered += 1,
+                IdSource::GitIndex => counted.git_index += 1,
+                IdSource::Read => counted.read += 1,
             }
         }
+        // A cache to keep only when something in it would differ (most warm runs: nothing).
+        let changed = counted.remembered != known.len() || counted.git_index + counted.read > 0;
+        let fresh = changed.then(|| {
+            let mut fresh = fresh;
+            for ((file, seen), source) in files.iter().zip(&seen).zip(&sources) {
+                if let (Some(_), FileKind::File { digest, .. }) = (source, &file.kind) {
+                    fresh.insert(&file.path, Stamp::of_seen(seen), *digest);
+                }
+            }
+            fresh
+        });
         // Nothing new to remember: the old cache (and the time it was taken) stays valid.
-        Ok((
-            Workspace { root, files, seen },
-            changed.then_some(fresh),
-            sources,
-        ))
+        Ok((Workspace { root, files, seen }, fresh, counted))
     }
 
     /// The mtime the capture found for the file at `path`, if it captured it.
