@@ -250,8 +250,8 @@ impl<'a> RunContext<'a> {
             &mut notices,
         )?;
         let workspace = if sources.needs_capture() {
-            let known = strata_key::StatCache::from_bytes(
-                &cache.content().load_stat_cache(&options.workspace),
+            let known = strata_key::StatCache::from_vec(
+                cache.content().load_stat_cache(&options.workspace),
             );
             let wants = |p: &str| sources.wants(p);
             let selection = strata_key::Selection {

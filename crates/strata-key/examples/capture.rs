@@ -25,9 +25,11 @@ fn main() {
     let bytes = stats
         .expect("a first capture has something to remember")
         .to_bytes();
+    let encoded = t.elapsed();
+    let t = std::time::Instant::now();
     let back = strata_key::StatCache::from_bytes(&bytes);
     eprintln!(
-        "stat cache round trip: {} bytes in {:?}",
+        "stat cache: {} bytes, encoded in {encoded:?}, loaded in {:?}",
         bytes.len(),
         t.elapsed()
     );

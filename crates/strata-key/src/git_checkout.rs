@@ -27,6 +27,7 @@ use std::process::{Command, Stdio};
 
 use crate::file_id::FileId;
 use crate::git_index::GitIndex;
+use crate::workspace::Seen;
 
 /// Attributes that can make a file's bytes differ from its blob.
 const CONVERSIONS: [&str; 6] = [
@@ -119,12 +120,7 @@ impl GitCheckout {
 
     /// The id of `rel` from the index, when git vouches that the file `st` describes has
     /// exactly that content.
-    pub(crate) fn clean_id(
-        &self,
-        rel: &str,
-        st: &rustix::fs::Stat,
-        cursor: &mut usize,
-    ) -> Option<FileId> {
+    pub(crate) fn clean_id(&self, rel: &str, st: &Seen, cursor: &mut usize) -> Option<FileId> {
         if !self.converted.is_empty() {
             // `converted` is sorted: look each of the file's directories up.
             let under = |dir: &str| self.converted.binary_search_by(|c| c.as_str().cmp(dir));
@@ -137,8 +133,8 @@ impl GitCheckout {
         if e.unverified {
             return None;
         }
-        let is_file = st.st_mode & 0o170000 == 0o100000;
-        let mode = if st.st_mode & 0o100 != 0 {
+        let is_file = st.mode & 0o170000 == 0o100000;
+        let mode = if st.mode & 0o100 != 0 {
             0o100755
         } else {
             0o100644
@@ -146,14 +142,14 @@ impl GitCheckout {
         let s = &e.stat;
         let same = is_file
             && s.mode == mode
-            && s.mtime == (st.st_mtime as u32, st.st_mtime_nsec as u32)
-            && s.ctime == (st.st_ctime as u32, st.st_ctime_nsec as u32)
-            && s.dev == st.st_dev as u32
-            && s.ino == st.st_ino as u32
-            && s.uid == st.st_uid
-            && s.gid == st.st_gid
-            && s.size == st.st_size as u32;
-        let racy = (st.st_mtime, st.st_mtime_nsec as u32) >= self.index_mtime;
+            && s.mtime == (st.mtime.0 as u32, st.mtime.1)
+            && s.ctime == (st.ctime.0 as u32, st.ctime.1)
+            && s.dev == st.dev as u32
+            && s.ino == st.ino as u32
+            && s.uid == st.uid
+            && s.gid == st.gid
+            && s.size == st.size as u32;
+        let racy = st.mtime >= self.index_mtime;
         (same && !racy).then_some(e.id)
     }
 }
@@ -197,12 +193,7 @@ impl LazyCheckout {
             .as_ref()
     }
 
-    pub(crate) fn clean_id(
-        &self,
-        rel: &str,
-        st: &rustix::fs::Stat,
-        cursor: &mut usize,
-    ) -> Option<FileId> {
+    pub(crate) fn clean_id(&self, rel: &str, st: &Seen, cursor: &mut usize) -> Option<FileId> {
         self.open_now()?.clean_id(rel, st, cursor)
     }
 }

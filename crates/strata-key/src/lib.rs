@@ -12,6 +12,7 @@
 mod base;
 mod diff;
 mod digest;
+mod dir_walk;
 mod env;
 mod file_id;
 mod git_checkout;

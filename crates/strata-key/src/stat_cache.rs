@@ -8,8 +8,15 @@
 
 use crate::file_id::FileId;
 
-// v2: ids are git blob ids (20 bytes), not BLAKE3 digests.
-const MAGIC: &[u8] = b"strata-stat-v2\0";
+// v2: ids are git blob ids (20 bytes), not BLAKE3 digests. v3: fixed-size records, then the
+// paths, so that loading is one read and no per-entry work.
+const MAGIC: &[u8] = b"strata-stat-v3\0";
+
+/// One entry on disk and in memory: path (start, length) in the paths, dev, ino, size, mtime
+/// (seconds, nanoseconds), ctime (likewise), mode, id.
+const RECORD: usize = 4 + 4 + 8 + 8 + 8 + 8 + 4 + 8 + 4 + 4 + 20;
+/// Magic, `taken_at`, entry count, paths length.
+const HEADER: usize = MAGIC.len() + 8 + 4 + 8 + 8;
 
 /// What identifies a version of a file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,14 +30,14 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    pub(crate) fn of_stat(st: &rustix::fs::Stat) -> Stamp {
+    pub(crate) fn of_seen(seen: &crate::workspace::Seen) -> Stamp {
         Stamp {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size as u64,
-            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
-            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
-            mode: st.st_mode,
+            dev: seen.dev,
+            ino: seen.ino,
+            size: seen.size,
+            mtime: seen.mtime,
+            ctime: seen.ctime,
+            mode: seen.mode,
         }
     }
 
@@ -48,16 +55,46 @@ impl Stamp {
     }
 }
 
-/// File digests by workspace-relative path, and when they were taken. Entries are kept sorted
-/// by path in one string buffer: a workspace's files come sorted, so building the cache is an
-/// append, loading it allocates twice, and a lookup is a binary search.
+/// File digests by workspace-relative path, and when they were taken. Kept as the bytes of its
+/// file format, records sorted by path: a workspace's files come sorted, so building the cache
+/// is an append, loading it is one read with nothing decoded until a lookup asks, and a lookup
+/// is a comparison with the entry after the previous one (or a binary search).
 #[derive(Debug, Clone, Default)]
 pub struct StatCache {
     /// When the capture that recorded these began (seconds, nanoseconds since the epoch).
     taken_at: (i64, u32),
-    paths: String,
-    /// (start, length) of the path in `paths`, stamp, digest; sorted by path.
-    entries: Vec<(u32, u32, Stamp, FileId)>,
+    /// Holds the records from `records_at` on (a loaded cache keeps its header before them).
+    records: Vec<u8>,
+    records_at: usize,
+    paths: Vec<u8>,
+}
+
+/// One record, read from its bytes.
+struct Record<'a>(&'a [u8]);
+
+impl Record<'_> {
+    fn u32_at(&self, at: usize) -> u32 {
+        u32::from_le_bytes(self.0[at..at + 4].try_into().expect("4 bytes"))
+    }
+    fn u64_at(&self, at: usize) -> u64 {
+        u64::from_le_bytes(self.0[at..at + 8].try_into().expect("8 bytes"))
+    }
+    fn path_span(&self) -> (usize, usize) {
+        (self.u32_at(0) as usize, self.u32_at(4) as usize)
+    }
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            dev: self.u64_at(8),
+            ino: self.u64_at(16),
+            size: self.u64_at(24),
+            mtime: (self.u64_at(32) as i64, self.u32_at(40)),
+            ctime: (self.u64_at(44) as i64, self.u32_at(52)),
+            mode: self.u32_at(56),
+        }
+    }
+    fn id(&self) -> FileId {
+        FileId::from_bytes(self.0[60..80].try_into().expect("20 bytes"))
+    }
 }
 
 impl StatCache {
@@ -74,20 +111,28 @@ impl StatCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        (self.records.len() - self.records_at) / RECORD
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    fn path(&self, i: usize) -> &str {
-        let (start, len, ..) = self.entries[i];
-        &self.paths[start as usize..(start + len) as usize]
+    fn record(&self, i: usize) -> Record<'_> {
+        let at = self.records_at + i * RECORD;
+        Record(&self.records[at..at + RECORD])
+    }
+
+    /// The path of entry `i`; empty when the record points outside the paths (a damaged file:
+    /// then the entry matches nothing and the file is read).
+    fn path(&self, i: usize) -> &[u8] {
+        let (start, len) = self.record(i).path_span();
+        self.paths.get(start..start + len).unwrap_or_default()
     }
 
     fn find(&self, rel: &str) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.entries.len());
+        let rel = rel.as_bytes();
+        let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
             match self.path(mid).cmp(rel) {
@@ -114,23 +159,34 @@ impl StatCache {
         stamp: &Stamp,
         cursor: &mut usize,
     ) -> Option<FileId> {
-        let i = if *cursor < self.entries.len() && self.path(*cursor) == rel {
+        let i = if *cursor < self.len() && self.path(*cursor) == rel.as_bytes() {
             *cursor
         } else {
             self.find(rel)?
         };
         *cursor = i + 1;
-        let (_, _, recorded, digest) = self.entries[i];
+        let record = self.record(i);
         let settled = stamp.mtime < self.taken_at && stamp.ctime < self.taken_at;
-        (recorded == *stamp && settled).then_some(digest)
+        (record.stamp() == *stamp && settled).then(|| record.id())
     }
 
     /// Records a file; files must come in increasing path order (as a capture lists them).
     pub(crate) fn insert(&mut self, rel: &str, stamp: Stamp, digest: FileId) {
-        debug_assert!(self.entries.is_empty() || self.path(self.entries.len() - 1) < rel);
+        debug_assert!(self.is_empty() || self.path(self.len() - 1) < rel.as_bytes());
         let start = self.paths.len() as u32;
-        self.paths.push_str(rel);
-        self.entries.push((start, rel.len() as u32, stamp, digest));
+        self.paths.extend_from_slice(rel.as_bytes());
+        let r = &mut self.records;
+        r.extend_from_slice(&start.to_le_bytes());
+        r.extend_from_slice(&(rel.len() as u32).to_le_bytes());
+        for v in [stamp.dev, stamp.ino, stamp.size] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        for (secs, nanos) in [stamp.mtime, stamp.ctime] {
+            r.extend_from_slice(&secs.to_le_bytes());
+            r.extend_from_slice(&nanos.to_le_bytes());
+        }
+        r.extend_from_slice(&stamp.mode.to_le_bytes());
+        r.extend_from_slice(digest.as_bytes());
     }
 
     /// For tests: a cache that trusts every recorded stamp, with `rel` said to have `digest`.
@@ -138,65 +194,53 @@ impl StatCache {
     pub(crate) fn settled_with(mut self, rel: &str, digest: FileId) -> StatCache {
         self.taken_at = (i64::MAX, 0);
         if let Some(i) = self.find(rel) {
-            self.entries[i].3 = digest;
+            let at = self.records_at + i * RECORD + 60;
+            self.records[at..at + 20].copy_from_slice(digest.as_bytes());
         }
         self
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(MAGIC.len() + 20 + self.paths.len() + self.len() * 84);
+        let records = &self.records[self.records_at..];
+        let mut out = Vec::with_capacity(HEADER + records.len() + self.paths.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.taken_at.0.to_le_bytes());
         out.extend_from_slice(&self.taken_at.1.to_le_bytes());
-        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        for (i, (_, len, s, digest)) in self.entries.iter().enumerate() {
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(self.path(i).as_bytes());
-            for v in [s.dev, s.ino, s.size] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            for (secs, nanos) in [s.mtime, s.ctime] {
-                out.extend_from_slice(&secs.to_le_bytes());
-                out.extend_from_slice(&nanos.to_le_bytes());
-            }
-            out.extend_from_slice(&s.mode.to_le_bytes());
-            out.extend_from_slice(digest.as_bytes());
-        }
+        out.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.paths.len() as u64).to_le_bytes());
+        out.extend_from_slice(records);
+        out.extend_from_slice(&self.paths);
         out
     }
 
     /// Decodes a cache; anything unreadable is an empty cache (it is only an optimisation).
     pub fn from_bytes(bytes: &[u8]) -> StatCache {
+        Self::from_vec(bytes.to_vec())
+    }
+
+    /// [`StatCache::from_bytes`], keeping `bytes` rather than copying them.
+    pub fn from_vec(bytes: Vec<u8>) -> StatCache {
         Self::decode(bytes).unwrap_or_default()
     }
 
-    fn decode(bytes: &[u8]) -> Option<StatCache> {
+    /// Only the sizes are checked here: a record whose path lies outside the paths matches
+    /// nothing, and records out of order only cost binary searches that miss (then reads).
+    fn decode(mut bytes: Vec<u8>) -> Option<StatCache> {
         let mut r = Reader(bytes.strip_prefix(MAGIC)?);
         let taken_at = (r.i64()?, r.u32()?);
-        let count = r.u64()?;
-        let mut cache = StatCache {
-            taken_at,
-            paths: String::with_capacity(bytes.len() / 2),
-            entries: Vec::with_capacity(count.min(1 << 24) as usize),
-        };
-        for _ in 0..count {
-            let len = r.u32()? as usize;
-            let path = std::str::from_utf8(r.take(len)?).ok()?;
-            if !cache.is_empty() && cache.path(cache.len() - 1) >= path {
-                return None;
-            }
-            let stamp = Stamp {
-                dev: r.u64()?,
-                ino: r.u64()?,
-                size: r.u64()?,
-                mtime: (r.i64()?, r.u32()?),
-                ctime: (r.i64()?, r.u32()?),
-                mode: r.u32()?,
-            };
-            let digest = FileId::from_bytes(r.take(20)?.try_into().ok()?);
-            cache.insert(path, stamp, digest);
+        let count = usize::try_from(r.u64()?).ok()?;
+        let paths_len = usize::try_from(r.u64()?).ok()?;
+        let records_len = count.checked_mul(RECORD)?;
+        if bytes.len() != HEADER.checked_add(records_len)?.checked_add(paths_len)? {
+            return None;
         }
-        r.0.is_empty().then_some(cache)
+        let paths = bytes.split_off(HEADER + records_len);
+        Some(StatCache {
+            taken_at,
+            records: bytes,
+            records_at: HEADER,
+            paths,
+        })
     }
 }
 
@@ -240,11 +284,19 @@ mod tests {
         );
         let back = StatCache::from_bytes(&c.to_bytes());
         assert_eq!(back.len(), 1);
-        assert_eq!(back.entries, c.entries);
+        assert_eq!(back.to_bytes(), c.to_bytes());
+        assert_eq!(back.lookup("f", &stamp), c.lookup("f", &stamp));
+        assert_eq!(back.record(0).stamp(), stamp);
         assert!(StatCache::from_bytes(b"nonsense").is_empty());
         let mut cut = c.to_bytes();
         cut.pop();
         assert!(StatCache::from_bytes(&cut).is_empty());
+        // A record pointing outside the paths: loaded, matches nothing, never panics.
+        let mut damaged = c.to_bytes();
+        damaged[HEADER..HEADER + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let damaged = StatCache::from_vec(damaged);
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged.lookup("f", &stamp), None);
     }
 
     #[test]

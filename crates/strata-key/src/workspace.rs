@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::WorkspaceDigest;
+use crate::dir_walk::{self, WalkRules};
 use crate::file_id::{FileId, FileIdError, id_of_reader};
 use crate::git_checkout::LazyCheckout;
 use crate::stat_cache::{Stamp, StatCache};
@@ -39,6 +40,12 @@ pub enum WorkspaceError {
         root: PathBuf,
         #[source]
         source: ignore::Error,
+    },
+    #[error("failed to read workspace directory {path}")]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("failed to read workspace file {path}")]
     Read {
@@ -143,48 +150,91 @@ impl Workspace {
         known: &StatCache,
         selection: &Selection<'_>,
     ) -> Result<(Workspace, Option<StatCache>, IdSources), WorkspaceError> {
-        let mut fresh = StatCache::starting_now();
+        let fresh = StatCache::starting_now();
         let root = root.to_path_buf();
         let git = if selection.ignore_git_index || selection.no_ignore {
             None
         } else {
             Some(LazyCheckout::new(&root))
         };
-        let mut found = std::thread::scope(|s| {
+        let rules = WalkRules {
+            exclude,
+            git_dir: selection.git_dir,
+            honour_ignores: !selection.no_ignore,
+        };
+        let mut walked = std::thread::scope(|s| {
             // With nothing remembered (a fresh clone), every file will ask the index: read it
             // while the directories are walked rather than after.
             if let Some(git) = git.as_ref().filter(|_| known.is_empty()) {
                 s.spawn(|| git.open_now());
             }
-            walk(&root, exclude, selection)
+            dir_walk::walk(&root, &rules)
         })?;
         if let Some(wanted) = selection.files {
-            found.retain(|(rel, _)| wanted(rel));
+            walked.retain(|w| wanted(&w.rel));
         }
-        let hashed = hash_in_parallel(&root, found, known, git.as_ref())?;
-        let mut files = Vec::with_capacity(hashed.len());
-        let mut seen = Vec::with_capacity(hashed.len());
-        let mut changed = known.len() != hashed.len();
-        let mut sources = IdSources::default();
-        for (file, stamp, found) in hashed {
-            seen.push(found);
-            if let (Some((stamp, source)), FileKind::File { digest, .. }) = (stamp, &file.kind) {
-                changed |= source != IdSource::Remembered;
-                match source {
-                    IdSource::Remembered => sources.remembered += 1,
-                    IdSource::GitIndex => sources.git_index += 1,
-                    IdSource::Read => sources.read += 1,
+
+        // Ids known without reading, in path order (the stat cache and the index are sorted
+        // the same way, so each lookup starts where the previous one ended).
+        let mut files = Vec::with_capacity(walked.len());
+        let mut seen = Vec::with_capacity(walked.len());
+        let mut sources = Vec::with_capacity(walked.len());
+        let mut to_read = Vec::new();
+        let mut cursors = (0, 0);
+        for w in walked {
+            let (kind, source) = match w.link_target {
+                Some(target) => {
+                    let target = String::from_utf8_lossy(&target).into_owned();
+                    (FileKind::Symlink { target }, None)
                 }
-                fresh.insert(&file.path, stamp, *digest);
-            }
-            files.push(file);
+                None => {
+                    let now = Stamp::of_seen(&w.seen);
+                    let known_id = match known.lookup_near(&w.rel, &now, &mut cursors.0) {
+                        Some(id) => Some((id, IdSource::Remembered)),
+                        None => git
+                            .as_ref()
+                            .and_then(|g| g.clean_id(&w.rel, &w.seen, &mut cursors.1))
+                            .map(|id| (id, IdSource::GitIndex)),
+                    };
+                    let (digest, source) = known_id.unwrap_or_else(|| {
+                        to_read.push(files.len());
+                        (FileId::from_bytes([0; 20]), IdSource::Read)
+                    });
+                    let size = w.seen.size;
+                    (FileKind::File { digest, size }, Some(source))
+                }
+            };
+            files.push(WorkspaceFile {
+                path: w.rel,
+                mode: w.seen.mode & 0o7777,
+                kind,
+            });
+            seen.push(w.seen);
+            sources.push(source);
         }
+        read_in_parallel(&root, &mut files, &seen, &to_read)?;
+
+        let mut counted = IdSources::default();
+        for source in sources.iter().flatten() {
+            match source {
+                IdSource::Remembered => counted.remembered += 1,
+                IdSource::GitIndex => counted.git_index += 1,
+                IdSource::Read => counted.read += 1,
+            }
+        }
+        // A cache to keep only when something in it would differ (most warm runs: nothing).
+        let changed = counted.remembered != known.len() || counted.git_index + counted.read > 0;
+        let fresh = changed.then(|| {
+            let mut fresh = fresh;
+            for ((file, seen), source) in files.iter().zip(&seen).zip(&sources) {
+                if let (Some(_), FileKind::File { digest, .. }) = (source, &file.kind) {
+                    fresh.insert(&file.path, Stamp::of_seen(seen), *digest);
+                }
+            }
+            fresh
+        });
         // Nothing new to remember: the old cache (and the time it was taken) stays valid.
-        Ok((
-            Workspace { root, files, seen },
-            changed.then_some(fresh),
-            sources,
-        ))
+        Ok((Workspace { root, files, seen }, fresh, counted))
     }
 
     /// The mtime the capture found for the file at `path`, if it captured it.
@@ -252,228 +302,72 @@ enum IdSource {
     Read,
 }
 
-/// A file found by the walk: its relative path and whether it is a symlink.
-type Found = (String, bool);
-
-/// A hashed file, with the stamp its digest can be remembered under (regular files only) and
-/// where that digest came from, and how the capture found it.
-type Hashed = (WorkspaceFile, Option<(Stamp, IdSource)>, Seen);
-
-/// Lists the workspace's files (sorted), walking directories on all CPUs.
-fn walk(
+/// Reads the files at `to_read` (indices into `files`, whose `seen` is their `lstat`) and sets
+/// their ids, on all CPUs. The stat came first: a file edited while it is read shows a stamp
+/// no newer than the content read, so the stat cache never vouches for a newer one.
+fn read_in_parallel(
     root: &Path,
-    exclude: &[PathBuf],
-    selection: &Selection<'_>,
-) -> Result<Vec<Found>, WorkspaceError> {
-    use std::sync::Mutex;
-    let exclude = exclude.to_vec();
-    let git_dir = selection.git_dir;
-    let honour = !selection.no_ignore;
-    let walker = ignore::WalkBuilder::new(root)
-        .hidden(false)
-        .ignore(honour)
-        .git_ignore(honour)
-        .git_exclude(honour)
-        .git_global(false)
-        .require_git(false)
-        .parents(false)
-        .threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .filter_entry(move |e| {
-            (e.file_name() != ".git" || (git_dir && e.depth() == 1))
-                && !exclude.iter().any(|x| e.path() == x)
-        })
-        .build_parallel();
-    let found: Mutex<Vec<Found>> = Mutex::new(Vec::new());
-    let failure: Mutex<Option<WorkspaceError>> = Mutex::new(None);
-
-    /// A walker thread's findings, handed over in batches (and when the thread is done).
-    struct Batch<'a> {
-        items: Vec<Found>,
-        into: &'a Mutex<Vec<Found>>,
+    files: &mut [WorkspaceFile],
+    seen: &[Seen],
+    to_read: &[usize],
+) -> Result<(), WorkspaceError> {
+    if to_read.is_empty() {
+        return Ok(());
     }
-    impl Drop for Batch<'_> {
-        fn drop(&mut self) {
-            self.into.lock().expect("walk lock").append(&mut self.items);
-        }
-    }
-
-    walker.run(|| {
-        let mut batch = Batch {
-            items: Vec::with_capacity(1024),
-            into: &found,
-        };
-        let failure = &failure;
-        Box::new(move |entry| {
-            let fail = |e: WorkspaceError| {
-                failure.lock().expect("walk lock").get_or_insert(e);
-                ignore::WalkState::Quit
-            };
-            let entry = match entry {
-                Ok(e) => e,
-                Err(source) => {
-                    return fail(WorkspaceError::Walk {
-                        root: root.to_path_buf(),
-                        source,
-                    });
-                }
-            };
-            let Some(ft) = entry.file_type() else {
-                return ignore::WalkState::Continue;
-            };
-            if ft.is_dir() || !(ft.is_file() || ft.is_symlink()) {
-                return ignore::WalkState::Continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(root)
-                .expect("walk stays under its root");
-            let Some(rel) = rel.to_str() else {
-                return fail(WorkspaceError::NotUtf8 {
-                    path: entry.path().to_path_buf(),
-                });
-            };
-            batch.items.push((rel.to_string(), ft.is_symlink()));
-            if batch.items.len() >= 1024 {
-                batch
-                    .into
-                    .lock()
-                    .expect("walk lock")
-                    .append(&mut batch.items);
-            }
-            ignore::WalkState::Continue
-        })
-    });
-    if let Some(e) = failure.into_inner().expect("walk lock") {
-        return Err(e);
-    }
-    let mut found = found.into_inner().expect("walk lock");
-    found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(found)
-}
-
-/// One file, and the stamp its digest can be remembered under (regular files only), with
-/// where the digest came from. `dir` is the file's directory, opened once for all its files: a
-/// lookup relative to it is much cheaper than one of the whole path. `cursors` carry where the
-/// previous file was found in the stat cache and the index, for files that come in order.
-fn hash_one(
-    root: &Path,
-    dir: &rustix::fd::OwnedFd,
-    (rel, is_symlink): Found,
-    known: &StatCache,
-    cursors: &mut (usize, usize),
-    git: Option<&LazyCheckout>,
-) -> Result<Hashed, WorkspaceError> {
-    let name = rel.rsplit_once('/').map_or(rel.as_str(), |(_, n)| n);
-    let read_err = |e: rustix::io::Errno| WorkspaceError::Read {
-        path: root.join(&rel),
+    let root_fd = rustix::fs::open(
+        root,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| WorkspaceError::ReadDir {
+        path: root.to_path_buf(),
         source: e.into(),
-    };
-    let st =
-        rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(read_err)?;
-    let mut stamp = None;
-    let kind = if is_symlink {
-        let target = rustix::fs::readlinkat(dir, name, Vec::new()).map_err(read_err)?;
-        FileKind::Symlink {
-            target: target.to_string_lossy().into_owned(),
-        }
-    } else {
-        let now = Stamp::of_stat(&st);
-        // Known without reading: remembered from an earlier capture, or clean in git's index.
-        let known_id = match known.lookup_near(&rel, &now, &mut cursors.0) {
-            Some(id) => Some((id, IdSource::Remembered)),
-            None => git
-                .and_then(|g| g.clean_id(&rel, &st, &mut cursors.1))
-                .map(|id| (id, IdSource::GitIndex)),
-        };
-        let (digest, source) = match known_id {
-            Some(known) => known,
-            None => {
-                let fd = rustix::fs::openat(
-                    dir,
-                    name,
-                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                )
-                .map_err(read_err)?;
-                let id =
-                    id_of_reader(std::fs::File::from(fd), st.st_size as u64, &root.join(&rel))?;
-                (id, IdSource::Read)
-            }
-        };
-        stamp = Some((now, source));
-        FileKind::File {
-            digest,
-            size: st.st_size as u64,
-        }
-    };
-    Ok((
-        WorkspaceFile {
-            path: rel.into(),
-            mode: st.st_mode & 0o7777,
-            kind,
-        },
-        stamp,
-        Seen::of_stat(&st),
-    ))
-}
-
-fn hash_in_parallel(
-    root: &Path,
-    found: Vec<Found>,
-    known: &StatCache,
-    git: Option<&LazyCheckout>,
-) -> Result<Vec<Hashed>, WorkspaceError> {
+    })?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = found.len().div_ceil(threads).max(64);
-    // Owned parts: each path moves into its `WorkspaceFile` rather than being copied.
-    let mut parts = Vec::new();
-    let mut rest = found;
-    while rest.len() > chunk {
-        let tail = rest.split_off(chunk);
-        parts.push(rest);
-        rest = tail;
-    }
-    parts.push(rest);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .into_iter()
+    let chunk = to_read.len().div_ceil(threads).max(16);
+    let ids = std::thread::scope(|s| {
+        let handles: Vec<_> = to_read
+            .chunks(chunk)
             .map(|part| {
+                let (files, root_fd) = (&*files, &root_fd);
                 s.spawn(move || {
-                    // Sorted paths: a directory's files are next to each other.
-                    let mut dir: Option<(String, rustix::fd::OwnedFd)> = None;
-                    let mut out = Vec::with_capacity(part.len());
-                    // Where the previous file was found in the stat cache and in git's index.
-                    let mut cursors = (0, 0);
-                    for f in part {
-                        let parent = f.0.rsplit_once('/').map_or("", |(p, _)| p);
-                        if dir.as_ref().is_none_or(|(p, _)| p != parent) {
-                            let path = root.join(parent);
-                            let fd = rustix::fs::open(
-                                &path,
-                                rustix::fs::OFlags::PATH
-                                    | rustix::fs::OFlags::DIRECTORY
+                    part.iter()
+                        .map(|&i| {
+                            let path = &*files[i].path;
+                            let fd = rustix::fs::openat(
+                                root_fd,
+                                path,
+                                rustix::fs::OFlags::RDONLY
+                                    | rustix::fs::OFlags::NOFOLLOW
                                     | rustix::fs::OFlags::CLOEXEC,
                                 rustix::fs::Mode::empty(),
                             )
                             .map_err(|e| WorkspaceError::Read {
-                                path,
+                                path: root.join(path),
                                 source: e.into(),
                             })?;
-                            dir = Some((parent.to_string(), fd));
-                        }
-                        let (_, fd) = dir.as_ref().expect("opened above");
-                        out.push(hash_one(root, fd, f, known, &mut cursors, git)?);
-                    }
-                    Ok::<_, WorkspaceError>(out)
+                            let id = id_of_reader(
+                                std::fs::File::from(fd),
+                                seen[i].size,
+                                &root.join(path),
+                            )?;
+                            Ok::<_, WorkspaceError>((i, id))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
                 })
             })
             .collect();
-        let mut files = Vec::new();
-        for h in handles {
-            files.extend(h.join().expect("hashing thread panicked")?);
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("hashing thread panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    for (i, id) in ids.into_iter().flatten() {
+        if let FileKind::File { digest, .. } = &mut files[i].kind {
+            *digest = id;
         }
-        Ok(files)
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,520 @@
+//! The workspace walk: every regular file and symlink a capture keeps, each with its `lstat`,
+//! found over directory handles on all CPUs.
+//!
+//! This is the warm key's whole cost (nothing is read when the stat cache vouches for every
+//! file), so it does per entry only what the kernel must: one `getdents64` batch per directory
+//! and one `lstat` relative to the directory's handle. Names stay bytes in one buffer per
+//! directory; a path string is made once per kept file; ignore files are compiled only in the
+//! directories that have them and matched only under them.
+//!
+//! Which files it keeps is exactly what the `ignore` crate's walker kept when configured as the
+//! capture used to configure it (`.ignore`, `.gitignore` and `.git/info/exclude` honoured in every
+//! directory, nearest first, with no parent directories, global excludes or hidden-file rule;
+//! `.git` left out; symlinks not followed); the matching itself is that crate's `Gitignore`. The
+//! tests compare the two on awkward trees.
+
+use std::ffi::{CStr, OsStr};
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rustix::fd::OwnedFd;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use crate::workspace::{Seen, WorkspaceError};
+
+/// A kept file: its workspace-relative path, its `lstat`, and its target when it is a symlink.
+#[derive(Debug)]
+pub(crate) struct Walked {
+    /// Made once, shared by the capture's `WorkspaceFile` from then on.
+    pub(crate) rel: Arc<str>,
+    pub(crate) seen: Seen,
+    pub(crate) link_target: Option<Vec<u8>>,
+}
+
+/// What the walk leaves out besides ignored files.
+pub(crate) struct WalkRules<'a> {
+    /// Absolute paths left out (the cache directory inside the workspace).
+    pub(crate) exclude: &'a [PathBuf],
+    /// Keep the top-level `.git` directory.
+    pub(crate) git_dir: bool,
+    /// Honour `.ignore`, `.gitignore` and `.git/info/exclude`.
+    pub(crate) honour_ignores: bool,
+}
+
+/// Lists the files under `root` that `rules` keep, sorted by path (bytewise, as `str` sorts).
+pub(crate) fn walk(root: &Path, rules: &WalkRules<'_>) -> Result<Vec<Walked>, WorkspaceError> {
+    let exclude: Vec<Vec<u8>> = rules
+        .exclude
+        .iter()
+        .filter_map(|x| x.strip_prefix(root).ok())
+        .map(|rel| {
+            let parts: Vec<&[u8]> = rel.iter().map(|c| c.as_bytes()).collect();
+            parts.join(&b'/')
+        })
+        .filter(|rel| !rel.is_empty())
+        .collect();
+    let shared = Shared {
+        root,
+        exclude,
+        git_dir: rules.git_dir,
+        honour_ignores: rules.honour_ignores,
+        next_id: AtomicUsize::new(1),
+        queue: Mutex::new(Queue {
+            items: vec![Work {
+                id: 0,
+                parent: None,
+                name: Vec::new(),
+                rel: Vec::new(),
+                ignores: None,
+            }],
+            active: 0,
+            error: None,
+        }),
+        wake: Condvar::new(),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut listings: Vec<(usize, Listing)> = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(|| shared.work())).collect();
+        let mut all = shared.work();
+        for h in helpers {
+            all.extend(h.join().expect("walk thread panicked"));
+        }
+        all
+    });
+    if let Some(e) = shared.queue.into_inner().expect("walk lock").error {
+        return Err(e);
+    }
+    listings.sort_unstable_by_key(|(id, _)| *id);
+    debug_assert!(listings.iter().enumerate().all(|(i, (id, _))| i == *id));
+    let mut listings: Vec<Listing> = listings.into_iter().map(|(_, l)| l).collect();
+    let mut out = Vec::with_capacity(listings.iter().map(|l| l.files).sum());
+    let mut prefix = Vec::with_capacity(256);
+    flatten(root, &mut listings, 0, &mut prefix, &mut out)?;
+    Ok(out)
+}
+
+/// Appends directory `id`'s files, and its subdirectories' in place, in path order: `prefix` is
+/// the directory's relative path with a trailing `/` (empty at the root).
+fn flatten(
+    root: &Path,
+    listings: &mut [Listing],
+    id: usize,
+    prefix: &mut Vec<u8>,
+    out: &mut Vec<Walked>,
+) -> Result<(), WorkspaceError> {
+    let Listing { names, items, .. } = std::mem::take(&mut listings[id]);
+    for item in items {
+        let len = prefix.len();
+        prefix
+            .extend_from_slice(&names[item.name.0 as usize..(item.name.0 + item.name.1) as usize]);
+        let (seen, link_target) = match item.what {
+            What::Dir(child) => {
+                prefix.push(b'/');
+                flatten(root, listings, child, prefix, out)?;
+                prefix.truncate(len);
+                continue;
+            }
+            What::File(seen) => (seen, None),
+            What::Symlink(seen, target) => (seen, Some(target)),
+        };
+        let Ok(rel) = std::str::from_utf8(prefix) else {
+            return Err(WorkspaceError::NotUtf8 {
+                path: root.join(OsStr::from_bytes(prefix)),
+            });
+        };
+        out.push(Walked {
+            rel: rel.into(),
+            seen,
+            link_target,
+        });
+        prefix.truncate(len);
+    }
+    Ok(())
+}
+
+/// One directory's kept entries, sorted so that a depth-first flattening gives path order.
+#[derive(Default)]
+struct Listing {
+    names: Vec<u8>,
+    items: Vec<Item>,
+    /// Kept files (not directories) among `items`.
+    files: usize,
+}
+
+struct Item {
+    /// (start, length) in the listing's `names`.
+    name: (u32, u32),
+    what: What,
+}
+
+enum What {
+    File(Seen),
+    Symlink(Seen, Vec<u8>),
+    /// A subdirectory, by the id of its listing.
+    Dir(usize),
+}
+
+/// A directory to list: opened relative to its parent's handle, which it keeps alive.
+struct Work {
+    id: usize,
+    /// `None` for the root, which is opened by its path.
+    parent: Option<Arc<OwnedFd>>,
+    name: Vec<u8>,
+    /// Relative to the root, without a trailing `/`; empty for the root.
+    rel: Vec<u8>,
+    /// The ignore files of this directory's ancestors, nearest first.
+    ignores: Option<Arc<IgnoreLevel>>,
+}
+
+struct Queue {
+    items: Vec<Work>,
+    /// Directories being listed right now (their subdirectories are still to come).
+    active: usize,
+    error: Option<WorkspaceError>,
+}
+
+struct Shared<'a> {
+    root: &'a Path,
+    /// Relative paths left out, `/`-separated.
+    exclude: Vec<Vec<u8>>,
+    git_dir: bool,
+    honour_ignores: bool,
+    next_id: AtomicUsize,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared<'_> {
+    /// Lists directories until none is left (or one failed); returns this thread's listings.
+    fn work(&self) -> Vec<(usize, Listing)> {
+        let mut done = Vec::new();
+        // getdents64 fills this; 32 KiB holds about a thousand entries.
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
+        loop {
+            let work = {
+                let mut q = self.queue.lock().expect("walk lock");
+                loop {
+                    if q.error.is_some() {
+                        return done;
+                    }
+                    if let Some(w) = q.items.pop() {
+                        q.active += 1;
+                        break w;
+                    }
+                    if q.active == 0 {
+                        self.wake.notify_all();
+                        return done;
+                    }
+                    q = self.wake.wait(q).expect("walk lock");
+                }
+            };
+            let id = work.id;
+            let result = self.list(work, &mut buf);
+            let mut q = self.queue.lock().expect("walk lock");
+            q.active -= 1;
+            match result {
+                Ok((listing, children)) => {
+                    let more = !children.is_empty();
+                    q.items.extend(children);
+                    done.push((id, listing));
+                    if more || q.active == 0 {
+                        self.wake.notify_all();
+                    }
+                }
+                Err(e) => {
+                    q.error.get_or_insert(e);
+                    self.wake.notify_all();
+                }
+            }
+        }
+    }
+
+    fn path_of(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(OsStr::from_bytes(rel))
+        }
+    }
+
+    /// Lists one directory: its kept files with their `lstat`, and its subdirectories to list.
+    fn list(
+        &self,
+        work: Work,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Result<(Listing, Vec<Work>), WorkspaceError> {
+        let dir_err = |source: rustix::io::Errno| WorkspaceError::ReadDir {
+            path: self.path_of(&work.rel),
+            source: source.into(),
+        };
+        let fd = match &work.parent {
+            None => rustix::fs::open(
+                self.root,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ),
+            Some(parent) => rustix::fs::openat(
+                parent,
+                OsStr::from_bytes(&work.name),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ),
+        }
+        .map_err(dir_err)?;
+        drop(work.parent);
+
+        // The entries' names and types, as getdents64 gives them.
+        let mut names: Vec<u8> = Vec::with_capacity(4096);
+        let mut raw: Vec<((u32, u32), FileType)> = Vec::with_capacity(64);
+        let mut dir = rustix::fs::RawDir::new(&fd, buf);
+        while let Some(entry) = dir.next() {
+            let entry = entry.map_err(dir_err)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let start = names.len() as u32;
+            names.extend_from_slice(name);
+            raw.push(((start, name.len() as u32), entry.file_type()));
+        }
+        let name_of = |n: (u32, u32)| &names[n.0 as usize..(n.0 + n.1) as usize];
+
+        let ignores = if self.honour_ignores {
+            let has = |wanted: &[u8]| raw.iter().any(|(n, _)| name_of(*n) == wanted);
+            IgnoreLevel::of_dir(
+                &self.path_of(&work.rel),
+                has(b".ignore"),
+                has(b".gitignore"),
+                has(b".git"),
+                work.ignores,
+            )
+        } else {
+            None
+        };
+
+        let fd = Arc::new(fd);
+        let mut items = Vec::with_capacity(raw.len());
+        let mut children = Vec::new();
+        let mut files = 0;
+        let mut rel = work.rel.clone();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        let dir_len = rel.len();
+        let mut abs = PathBuf::new();
+        // A C string of the entry's name, for the *at calls.
+        let mut c_name: Vec<u8> = Vec::with_capacity(256);
+        for (name_at, d_type) in raw.iter().copied() {
+            let name = name_of(name_at);
+            c_name.clear();
+            c_name.extend_from_slice(name);
+            c_name.push(0);
+            let c = CStr::from_bytes_with_nul(&c_name).expect("a directory entry has no NUL");
+            let mut st = None;
+            let file_type = if d_type == FileType::Unknown {
+                // Some filesystems do not say in getdents64.
+                let s = rustix::fs::statat(&fd, c, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+                    WorkspaceError::Read {
+                        path: self.path_of(&work.rel).join(OsStr::from_bytes(name)),
+                        source: e.into(),
+                    }
+                })?;
+                let t = FileType::from_raw_mode(s.st_mode);
+                st = Some(s);
+                t
+            } else {
+                d_type
+            };
+            let is_dir = file_type == FileType::Directory;
+            if !is_dir && file_type != FileType::RegularFile && file_type != FileType::Symlink {
+                continue;
+            }
+            if name == b".git" && !(self.git_dir && work.rel.is_empty()) {
+                continue;
+            }
+            rel.truncate(dir_len);
+            rel.extend_from_slice(name);
+            if self.exclude.contains(&rel) {
+                continue;
+            }
+            if let Some(level) = &ignores {
+                abs.clear();
+                abs.push(self.root);
+                abs.push(OsStr::from_bytes(&rel));
+                if level.ignores(&abs, is_dir) {
+                    continue;
+                }
+            }
+            if is_dir {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                children.push(Work {
+                    id,
+                    parent: Some(fd.clone()),
+                    name: name.to_vec(),
+                    rel: rel.clone(),
+                    ignores: ignores.clone(),
+                });
+                items.push(Item {
+                    name: name_at,
+                    what: What::Dir(id),
+                });
+                continue;
+            }
+            let read_err = |e: rustix::io::Errno| WorkspaceError::Read {
+                path: self.path_of(&rel),
+                source: e.into(),
+            };
+            let st = match st {
+                Some(st) => st,
+                None => rustix::fs::statat(&fd, c, AtFlags::SYMLINK_NOFOLLOW).map_err(read_err)?,
+            };
+            let seen = Seen::of_stat(&st);
+            // The type the stat found wins over getdents64's, should the entry have been
+            // replaced in between.
+            let what = match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => What::File(seen),
+                FileType::Symlink => {
+                    let target = rustix::fs::readlinkat(&fd, c, Vec::new()).map_err(read_err)?;
+                    What::Symlink(seen, target.into_bytes())
+                }
+                _ => continue,
+            };
+            files += 1;
+            items.push(Item {
+                name: name_at,
+                what,
+            });
+        }
+        // A directory sorts as its name followed by `/`: then its files, listed in its place,
+        // come in the order of their whole paths.
+        let key = |item: &Item| {
+            let dir = matches!(item.what, What::Dir(_));
+            let n = &names[item.name.0 as usize..(item.name.0 + item.name.1) as usize];
+            (n, dir)
+        };
+        items.sort_unstable_by(|a, b| {
+            let (na, da) = key(a);
+            let (nb, db) = key(b);
+            let slash: &[u8] = b"/";
+            let ka = na.iter().chain(if da { slash } else { &[] });
+            let kb = nb.iter().chain(if db { slash } else { &[] });
+            ka.cmp(kb)
+        });
+        Ok((
+            Listing {
+                names,
+                items,
+                files,
+            },
+            children,
+        ))
+    }
+}
+
+/// The ignore files of one directory, and those of its ancestors (nearest first). A directory
+/// without any shares its parent's level.
+struct IgnoreLevel {
+    ignore: Gitignore,
+    git_ignore: Gitignore,
+    git_exclude: Gitignore,
+    parent: Option<Arc<IgnoreLevel>>,
+}
+
+impl IgnoreLevel {
+    /// The level for directory `dir`, given which ignore files its listing showed.
+    fn of_dir(
+        dir: &Path,
+        has_ignore: bool,
+        has_git_ignore: bool,
+        has_git: bool,
+        parent: Option<Arc<IgnoreLevel>>,
+    ) -> Option<Arc<IgnoreLevel>> {
+        if !(has_ignore || has_git_ignore || has_git) {
+            return parent;
+        }
+        let of = |present: bool, file: &Path| {
+            if present {
+                compile(dir, file)
+            } else {
+                Gitignore::empty()
+            }
+        };
+        let ignore = of(has_ignore, &dir.join(".ignore"));
+        let git_ignore = of(has_git_ignore, &dir.join(".gitignore"));
+        let git_exclude = match has_git.then(|| git_common_dir(dir)).flatten() {
+            Some(git) => compile(dir, &git.join("info/exclude")),
+            None => Gitignore::empty(),
+        };
+        if ignore.is_empty() && git_ignore.is_empty() && git_exclude.is_empty() {
+            return parent;
+        }
+        Some(Arc::new(IgnoreLevel {
+            ignore,
+            git_ignore,
+            git_exclude,
+            parent,
+        }))
+    }
+
+    /// Whether `path` (absolute, as the root was given) is ignored: for each kind of file, the
+    /// nearest directory with a rule for the path decides; `.ignore` outranks `.gitignore`,
+    /// which outranks `info/exclude`.
+    fn ignores(self: &Arc<Self>, path: &Path, is_dir: bool) -> bool {
+        use ignore::Match;
+        let (mut ignore, mut git_ignore, mut git_exclude) = (Match::None, Match::None, Match::None);
+        let mut level = Some(self);
+        while let Some(l) = level {
+            if ignore.is_none() {
+                ignore = l.ignore.matched(path, is_dir);
+            }
+            if git_ignore.is_none() {
+                git_ignore = l.git_ignore.matched(path, is_dir);
+            }
+            if git_exclude.is_none() {
+                git_exclude = l.git_exclude.matched(path, is_dir);
+            }
+            level = l.parent.as_ref();
+        }
+        ignore.or(git_ignore).or(git_exclude).is_ignore()
+    }
+}
+
+/// The rules of one ignore file, relative to `dir`. Lines that do not parse are left out and an
+/// unreadable file has no rules, as the `ignore` crate's walker did (it reported them beside the
+/// entry, where the capture never looked).
+fn compile(dir: &Path, file: &Path) -> Gitignore {
+    let mut builder = GitignoreBuilder::new(dir);
+    if file.exists() {
+        let _ = builder.add(file);
+    }
+    builder.build().unwrap_or_else(|_| Gitignore::empty())
+}
+
+/// Where `dir/.git`'s `info/exclude` lives: `dir/.git` itself, or for a `.git` file (a linked
+/// worktree) the common directory its git directory names; `None` when that cannot be told.
+fn git_common_dir(dir: &Path) -> Option<PathBuf> {
+    let dot_git = dir.join(".git");
+    let is_file = std::fs::metadata(&dot_git).is_ok_and(|m| m.is_file());
+    if !is_file {
+        return Some(dot_git);
+    }
+    let first_line = |p: &Path| {
+        let text = std::fs::read_to_string(p).ok()?;
+        Some(text.lines().next()?.to_string())
+    };
+    let line = first_line(&dot_git)?;
+    let git_dir = PathBuf::from(line.strip_prefix("gitdir: ")?);
+    let common = first_line(&git_dir.join("commondir"))?;
+    Some(if common.starts_with('.') {
+        git_dir.join(common)
+    } else {
+        PathBuf::from(common)
+    })
+}
+
+#[cfg(test)]
+mod tests;
