@@ -12,7 +12,7 @@
 //!   has them and portable code where not;
 //! - the bit conditions (`ubc.rs`) of [`LANES`] blocks are checked at once, one block per lane
 //!   of an AVX-512 vector, where the CPU has AVX-512 (detected at run time; one by one where
-//!   not, and for a message's last few blocks);
+//!   not);
 //! - a block with a non-zero mask is compressed instead by the software compression of
 //!   `recheck.rs`, which keeps the states the recompression needs, from the chaining value the
 //!   fast path had reached. On random data about 1 block in 21 gets there (4.7 %).
@@ -141,10 +141,21 @@ fn compress_plain(state: &mut [u32; 5], blocks: &[[u8; BLOCK]]) {
 /// past its end are meaningless).
 fn condition_masks(batch: &[[u8; BLOCK]]) -> [u32; LANES] {
     #[cfg(target_arch = "x86_64")]
-    if let Ok(full) = <&[[u8; BLOCK]; LANES]>::try_from(batch)
-        && std::arch::is_x86_feature_detected!("avx512f")
+    if std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
     {
+        let padded;
+        let full = match <&[[u8; BLOCK]; LANES]>::try_from(batch) {
+            Ok(full) => full,
+            // A message's last blocks (all of a small file's): a whole batch costs less than
+            // checking even two blocks one by one.
+            Err(_) => {
+                let mut blocks = [[0u8; BLOCK]; LANES];
+                blocks[..batch.len()].copy_from_slice(batch);
+                padded = blocks;
+                &padded
+            }
+        };
         // SAFETY: the CPU has the features `avx512::masks` is compiled for.
         return unsafe { avx512::masks(full) };
     }

@@ -128,12 +128,20 @@ fn the_colliding_block_is_found_by_the_batched_check_too() {
     let blocks = bytes.as_chunks::<BLOCK>().0;
     let mut flagged = 0;
     for start in 0..blocks.len() - LANES {
-        let batch = &blocks[start..start + LANES];
-        let masks = condition_masks(batch);
-        for (lane, block) in batch.iter().enumerate() {
-            let one = condition_mask(block);
-            assert_eq!(masks[lane], one, "block {}", start + lane);
-            flagged += (one != 0) as usize;
+        // Whole batches, and the short ones that end a message.
+        for len in [LANES, 1, 7] {
+            let batch = &blocks[start..start + len];
+            let masks = condition_masks(batch);
+            for (lane, block) in batch.iter().enumerate() {
+                let one = condition_mask(block);
+                assert_eq!(
+                    masks[lane],
+                    one,
+                    "block {} of a batch of {len}",
+                    start + lane
+                );
+                flagged += (one != 0) as usize;
+            }
         }
     }
     assert!(flagged > 0);
