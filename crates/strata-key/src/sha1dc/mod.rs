@@ -41,12 +41,18 @@ pub(crate) struct Sha1DcOutput {
     pub(crate) collision: bool,
 }
 
+/// A batch's bytes.
+const BATCH: usize = BLOCK * LANES;
+
 /// An incremental SHA-1DC hasher.
 #[derive(Clone)]
 pub(crate) struct Sha1Dc {
     state: [u32; 5],
-    /// The start of a block not yet complete.
-    pending: [u8; BLOCK],
+    /// The start of a batch not yet complete, with room for the padding at the end. Whole
+    /// batches only are hashed before the end, so that a small file costs one batch, not one
+    /// for its first block (which the id's header shifts), one for the rest and one for the
+    /// padding.
+    pending: [u8; BATCH + BLOCK],
     pending_len: usize,
     total_len: u64,
     collision: bool,
@@ -56,7 +62,7 @@ impl Sha1Dc {
     pub(crate) fn new() -> Sha1Dc {
         Sha1Dc {
             state: INITIAL_STATE,
-            pending: [0; BLOCK],
+            pending: [0; BATCH + BLOCK],
             pending_len: 0,
             total_len: 0,
             collision: false,
@@ -65,20 +71,22 @@ impl Sha1Dc {
 
     pub(crate) fn update(&mut self, mut data: &[u8]) {
         self.total_len += data.len() as u64;
-        if self.pending_len > 0 {
-            let take = (BLOCK - self.pending_len).min(data.len());
+        if self.pending_len > 0 || data.len() < BATCH {
+            let take = (BATCH - self.pending_len).min(data.len());
             self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&data[..take]);
             self.pending_len += take;
             data = &data[take..];
-            if self.pending_len < BLOCK {
+            if self.pending_len < BATCH {
                 return;
             }
-            let block = self.pending;
-            self.compress(&[block]);
+            let pending = self.pending;
+            self.compress(pending[..BATCH].as_chunks::<BLOCK>().0);
             self.pending_len = 0;
         }
-        let (blocks, rest) = data.as_chunks::<BLOCK>();
-        self.compress(blocks);
+        let (blocks, _) = data.as_chunks::<BLOCK>();
+        let whole = blocks.len() / LANES * LANES;
+        self.compress(&blocks[..whole]);
+        let rest = &data[whole * BLOCK..];
         self.pending[..rest.len()].copy_from_slice(rest);
         self.pending_len = rest.len();
     }
@@ -87,13 +95,13 @@ impl Sha1Dc {
         // SHA-1's padding: 0x80, zeros, and the length in bits, big-endian, ending a block.
         // The padding blocks are checked like any other, as sha1collisiondetection does.
         let bit_len = self.total_len.wrapping_mul(8);
-        let mut tail = [[0u8; BLOCK]; 2];
         let n = self.pending_len;
-        tail[0][..n].copy_from_slice(&self.pending[..n]);
-        tail[0][n] = 0x80;
-        let blocks = if n < BLOCK - 8 { 1 } else { 2 };
-        tail[blocks - 1][BLOCK - 8..].copy_from_slice(&bit_len.to_be_bytes());
-        self.compress(&tail[..blocks]);
+        let end = (n + 1 + 8).div_ceil(BLOCK) * BLOCK;
+        let mut tail = self.pending;
+        tail[n] = 0x80;
+        tail[n + 1..end - 8].fill(0);
+        tail[end - 8..end].copy_from_slice(&bit_len.to_be_bytes());
+        self.compress(tail[..end].as_chunks::<BLOCK>().0);
         let mut digest = [0u8; 20];
         for (out, word) in digest.as_chunks_mut::<4>().0.iter_mut().zip(self.state) {
             *out = word.to_be_bytes();
