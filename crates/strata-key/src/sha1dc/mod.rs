@@ -138,9 +138,9 @@ fn compress_plain(state: &mut [u32; 5], blocks: &[[u8; BLOCK]]) {
     if blocks.is_empty() {
         return;
     }
-    // SAFETY: `GenericArray<u8, U64>` is `#[repr(transparent)]` over `[u8; 64]`, so a slice of
-    // one is a slice of the other, with the same length (the cast the `sha1` crate itself does
-    // the other way round).
+    // SAFETY: `GenericArray<u8, U64>` has exactly the layout of `[u8; 64]` (generic-array
+    // guarantees it), so a slice of one is a slice of the other, of the same length: the cast
+    // the `sha1` crate itself does, the other way round.
     let blocks: &[ShaBlock] = unsafe { &*(blocks as *const [[u8; BLOCK]] as *const [ShaBlock]) };
     sha1::compress(state, blocks);
 }
