@@ -5,14 +5,16 @@
 //!
 //! What strata hashes, it hashes with collision detection (SHA-1DC, as git itself does since
 //! 2.13): a file carrying one half of a known kind of SHA-1 collision is an error naming it, so
-//! two different contents can never be passed off under one id by that attack.
+//! two different contents can never be passed off under one id by that attack. The hasher is
+//! `crate::sha1dc`: the verdicts and digests of the `sha1-checked` crate, at hardware speed.
 
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha1_checked::Digest;
+
+use crate::sha1dc::Sha1Dc;
 
 /// The git blob id of a workspace file's content (20 bytes, SHA-1 of `blob <size>\0<bytes>`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -116,7 +118,7 @@ pub enum FileIdError {
 
 /// Hashes a file's content of a known size into its [`FileId`], piece by piece.
 pub struct FileIdHasher {
-    sha: sha1_checked::Sha1,
+    sha: Sha1Dc,
     expected: u64,
     seen: u64,
 }
@@ -126,9 +128,9 @@ impl FileIdHasher {
     /// that exactly that many bytes came.
     pub fn new(size: u64) -> FileIdHasher {
         // As git does: a detected collision is reported, never silently "fixed" into another
-        // digest (the "safe hash" mode would give a digest git would not).
-        let mut sha = sha1_checked::Sha1::builder().safe_hash(false).build();
-        Digest::update(&mut sha, format!("blob {size}\0").as_bytes());
+        // digest (`Sha1Dc` has no "safe hash" mode, which would give a digest git would not).
+        let mut sha = Sha1Dc::new();
+        sha.update(format!("blob {size}\0").as_bytes());
         FileIdHasher {
             sha,
             expected: size,
@@ -139,7 +141,7 @@ impl FileIdHasher {
     #[cfg(test)]
     fn without_header(size: u64) -> FileIdHasher {
         FileIdHasher {
-            sha: sha1_checked::Sha1::builder().safe_hash(false).build(),
+            sha: Sha1Dc::new(),
             expected: size,
             seen: 0,
         }
@@ -147,7 +149,7 @@ impl FileIdHasher {
 
     pub fn update(&mut self, bytes: &[u8]) {
         self.seen += bytes.len() as u64;
-        Digest::update(&mut self.sha, bytes);
+        self.sha.update(bytes);
     }
 
     /// The id, or an error naming `path` when the content was not of the announced size or
@@ -160,12 +162,13 @@ impl FileIdHasher {
                 found: self.seen,
             });
         }
-        match self.sha.try_finalize() {
-            sha1_checked::CollisionResult::Ok(out) => Ok(FileId(out.into())),
-            _ => Err(FileIdError::Collision {
+        let out = self.sha.finalize();
+        if out.collision {
+            return Err(FileIdError::Collision {
                 path: path.to_path_buf(),
-            }),
+            });
         }
+        Ok(FileId(out.digest))
     }
 }
 
@@ -177,25 +180,34 @@ pub(crate) fn id_of_reader(
     path: &Path,
 ) -> Result<FileId, FileIdError> {
     let mut hasher = FileIdHasher::new(size);
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(FileIdError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
+    READ_BUFFER.with_borrow_mut(|buf| {
+        loop {
+            let n = match reader.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(FileIdError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            hasher.update(&buf[..n]);
+            if hasher.seen > size {
+                break;
             }
-        };
-        hasher.update(&buf[..n]);
-        if hasher.seen > size {
-            break;
         }
-    }
+        Ok(())
+    })?;
     hasher.finish(path)
+}
+
+thread_local! {
+    /// One read buffer per thread, allocated and zeroed once: a fresh 64 KiB buffer per file
+    /// cost more to zero than hashing a typical source file (3 % of a cold key's time).
+    static READ_BUFFER: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; 64 * 1024].into_boxed_slice());
 }
 
 /// The [`FileId`] of the file at `path` (following symlinks).
@@ -246,7 +258,7 @@ mod tests {
         // PDF without the header (its colliding blocks then sit on their 64-byte boundaries):
         // what is checked is that the detector, configured as for ids, turns into an error
         // naming the file.
-        let pdf = shattered_pdf();
+        let pdf = crate::sha1dc::tests::sha1_checked_test_data("shattered-1.pdf");
         let mut h = FileIdHasher::without_header(pdf.len() as u64);
         h.update(&pdf);
         let err = h.finish(Path::new("evil.pdf")).unwrap_err();
@@ -254,23 +266,5 @@ mod tests {
         assert!(err.to_string().contains("evil.pdf"));
         // The same bytes as a blob are not a collision: the shifted blocks are no attack.
         assert!(FileId::of_bytes(&pdf, Path::new("evil.pdf")).is_ok());
-    }
-
-    fn shattered_pdf() -> Vec<u8> {
-        let home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-            .expect("CARGO_HOME or HOME is set");
-        let src = home.join("registry/src");
-        for index in std::fs::read_dir(&src).expect("cargo's registry sources") {
-            let dir = index
-                .unwrap()
-                .path()
-                .join("sha1-checked-0.10.0/tests/data/shattered-1.pdf");
-            if let Ok(bytes) = std::fs::read(&dir) {
-                return bytes;
-            }
-        }
-        panic!("shattered-1.pdf not found under {}", src.display());
     }
 }

@@ -18,6 +18,7 @@ mod file_id;
 mod git_checkout;
 mod git_index;
 mod recipe;
+mod sha1dc;
 mod stat_cache;
 mod test_results;
 mod tree;
