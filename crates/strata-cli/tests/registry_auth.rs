@@ -333,11 +333,12 @@ fn token_authentication_with_scopes_as_docker_hub_and_ghcr_do_it() {
         // The registry's challenge names the actions in no fixed order (`pull,push` or
         // `push,pull`), and strata asks for what it is challenged with.
         scopes.iter().any(|(_, s)| {
-            s.strip_prefix("repository:ci/cache:").is_some_and(|actions| {
-                let mut actions: Vec<&str> = actions.split(',').collect();
-                actions.sort_unstable();
-                actions == ["pull", "push"]
-            })
+            s.strip_prefix("repository:ci/cache:")
+                .is_some_and(|actions| {
+                    let mut actions: Vec<&str> = actions.split(',').collect();
+                    actions.sort_unstable();
+                    actions == ["pull", "push"]
+                })
         }),
         "publishing asks for push: {scopes:?}"
     );
