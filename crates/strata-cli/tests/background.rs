@@ -233,13 +233,18 @@ fn processes_get_sigterm_then_sigkill_after_their_grace_period() {
         run: |
           trap 'echo got TERM, ignoring it' TERM
           echo up
+          touch /tmp/stubborn-trapped
           while true; do sleep 0.1; done
+        ready-check: test -e /tmp/stubborn-trapped
       - key: polite
         run: |
           trap 'echo got TERM, leaving; exit 0' TERM
+          touch /tmp/polite-trapped
           while true; do sleep 0.1; done
+        ready-check: test -e /tmp/polite-trapped
 ",
     );
+    // Each is ready once its trap is set: under load, a SIGTERM could otherwise come first.
     let r = f.run(&[]);
     let output = r.output("tests");
     assert_eq!(r.code, 0, "{output:#?}\n{}", r.stderr);
