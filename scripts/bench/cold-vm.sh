@@ -66,6 +66,10 @@ git clone -q "$repo" "$mnt/a"
 STRATA_CACHE_DIR=$mnt/cache-a "$strata" run --shared-cache "$remote" "$mnt/a/strata.yml" > "$mnt/a.log" 2>&1 \
     || { tail -30 "$mnt/a.log" >&2; exit 1; }
 settled
+# What the shared cache holds now, for each strata variant to start from: a run publishes what
+# it builds, and the next variant must not find it.
+cp -al "$mnt/s3/bench/cold" "$mnt/s3-published"
+published() { rm -rf "$mnt/s3/bench/cold"; cp -al "$mnt/s3-published" "$mnt/s3/bench/cold"; }
 echo "// edited" >> "$repo/src/pkg000/mod0/file0.js"
 git -C "$repo" -c user.name=b -c user.email=b@b commit -qam edit
 
@@ -92,21 +96,30 @@ for r in $(seq "$rounds"); do
     add clone "$(ms "$t0" "$t1")"
     cp -a "$mnt/clone$r" "$mnt/hand$r-ws"
 
+    # Both strata variants must run `build` and `test` (and restore the rest).
+    ran() {
+        [ "$(grep -c '"event":"task-passed"' "$1")" = 2 ] \
+            || { echo "cold-vm.sh: $1 did not run exactly build and test" >&2; exit 1; }
+    }
     cold() {
+        published
         sync
         t0=$(now)
         STRATA_CACHE_DIR=$mnt/cache-cold$r "$strata" run --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$mnt/cold$r.json" 2>/dev/null
         t1=$(now)
         add cold "$(ms "$t0" "$t1")"
+        ran "$mnt/cold$r.json"
         settled
     }
     # The same with the layers restored as erofs images (`--layer-images on`, not the default).
     cold_img() {
+        published
         sync
         t0=$(now)
         STRATA_LAYER_IMAGES=on STRATA_CACHE_DIR=$mnt/cache-img$r "$strata" run --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$mnt/img$r.json" 2>/dev/null
         t1=$(now)
         add cold_img "$(ms "$t0" "$t1")"
+        ran "$mnt/img$r.json"
         grep -q '"event":"layer-images-unavailable"' "$mnt/img$r.json" \
             && { echo "cold-vm.sh: this kernel cannot mount layer images" >&2; exit 1; }
         settled

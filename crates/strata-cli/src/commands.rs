@@ -539,9 +539,11 @@ pub(crate) struct RunArgs {
     pub(crate) layer_images: OnOff,
 }
 
-/// A switch given on the command line (`--layer-images on`).
+/// A switch given on the command line (`--layer-images on`); `auto` does what is possible here
+/// and says nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum OnOff {
+    Auto,
     On,
     Off,
 }
@@ -593,6 +595,7 @@ pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> C
     opts.require_cached_parents = require_cached_parents;
     opts.prefetch = prefetch.into();
     opts.layer_images = match layer_images {
+        OnOff::Auto => strata_engine::LayerImages::Auto,
         OnOff::On => strata_engine::LayerImages::On,
         OnOff::Off => strata_engine::LayerImages::Off,
     };

@@ -163,12 +163,12 @@ enum Command {
         #[arg(long, value_enum, value_name = "WHAT", default_value = "all")]
         prefetch: commands::Prefetch,
         /// Keep layers restored from a shared cache as erofs images (one file each, mounted
-        /// read-only) instead of directories: `on` or `off`. Falls back to directories where
-        /// the kernel cannot mount them.
+        /// read-only) instead of directories: `auto` (where the kernel can mount them, quietly
+        /// directories elsewhere), `on` (the same, with a note where it cannot), `off`.
         #[arg(
             long,
             value_enum,
-            value_name = "ON_OFF",
+            value_name = "AUTO_ON_OFF",
             env = "STRATA_LAYER_IMAGES",
             default_value = "off"
         )]
