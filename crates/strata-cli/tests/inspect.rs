@@ -197,7 +197,8 @@ fn on_a_terminal_a_status_line_shows_running_tasks_and_restored_bytes() {
     assert!(shown.contains("running: slow"), "{shown:?}");
     assert!(shown.contains("↑ pushed"), "{shown:?}");
     // Another machine restores it: the layer's size is shown as it arrives.
-    let other = tempfile::tempdir().unwrap();
+    // A cache of the harness's: it detaches the layer images a restore may have mounted.
+    let other = common::CacheDir::new("strata-tty-other");
     let shown = on_tty(other.path());
     assert!(shown.contains("✓ restored"), "{shown:?}");
     assert!(shown.contains("↓ fetched"), "{shown:?}");
