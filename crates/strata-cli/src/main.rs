@@ -170,7 +170,7 @@ enum Command {
             value_enum,
             value_name = "AUTO_ON_OFF",
             env = "STRATA_LAYER_IMAGES",
-            default_value = "off"
+            default_value = "auto"
         )]
         layer_images: commands::OnOff,
         #[command(flatten)]

@@ -26,8 +26,8 @@ pub enum LayerImages {
     Auto,
     /// Images where possible, and a note where not: the user asked for them.
     On,
-    /// Restored layers are directories, as locally committed ones are: the default until the
-    /// test suite runs with images (BENCHMARKS.md, "Issue 13 at the end of 2026-12-02").
+    /// Restored layers are directories, as locally committed ones are. The engine's default
+    /// (`strata shell` and `export`); `strata run` defaults to `Auto`.
     #[default]
     Off,
 }
