@@ -29,7 +29,7 @@ build_strata
 gen=$PWD/scripts/bench/gen-tree.py
 
 dir=$(mktemp -d "${STRATA_BENCH_DIR:-/var/tmp}/strata-bench-prefetch.XXXXXX")
-on_exit "rm -rf '$dir'"
+on_exit "unmount_under '$dir'; rm -rf '$dir'"
 on_exit "settled '$dir'"
 s3_server "$dir/s3"
 remote="s3://bench/prefetch?endpoint=$endpoint"
@@ -106,6 +106,7 @@ for line in open('$dir/$p-$v-$r.json'):
             grep -q '"ran":1,' "$dir/$p-$v-$r.json" || grep -q '"ran":2,' "$dir/$p-$v-$r.json" \
                 || { echo "$p/$v: not the expected tasks ran" >&2; tail -1 "$dir/$p-$v-$r.json" >&2; exit 1; }
             settled
+            unmount_under "$cache"
             rm -rf "$cache"
         done
     done

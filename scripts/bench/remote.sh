@@ -75,6 +75,7 @@ for r in $(seq "$rounds"); do
     rest_b+=("$(ms "$t0" "$t1")"); rest_bs+=("$(ms "$t0" "$t2")")
     echo "round $r: save strata ${save_s[-1]} ms, by hand ${save_b[-1]} ms;" \
         "restore strata ${rest_s[-1]} ms, by hand ${rest_b[-1]} ms (${rest_bs[-1]} ms with sync)"
+    unmount_under "$mnt/cache-b$r"
     rm -rf "$mnt/cache-b$r" "$mnt/manual$r"
 done
 

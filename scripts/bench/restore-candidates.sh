@@ -129,7 +129,7 @@ export endpoint mnt
 sig_s=$(printf '%q ' "${sig[@]}")
 export sig_s
 run_strata() {
-    timed strata env STRATA_CACHE_DIR="$mnt/cache-b$r" "$strata" run \
+    timed strata env STRATA_CACHE_DIR="$mnt/cache-b$r" "$strata" run --layer-images off \
         --remote "s3://bench/c?endpoint=$endpoint" "$mnt/ws/strata.yml" >/dev/null 2>&1
     test "$(ls "$mnt/cache-b$r/layers" | wc -l)" = 1
     settled
