@@ -254,13 +254,7 @@ fn prefetch<'scope, 'env>(
     } else {
         pipeline.closure(&ctx.options.targets)
     };
-    let index = |n: &strata_pipeline::TaskName| {
-        pipeline
-            .tasks
-            .iter()
-            .position(|t| &t.name == n)
-            .expect("validated reference")
-    };
+    let index = |n: &strata_pipeline::TaskName| task_index(pipeline, n);
     let board = Board::new(
         pipeline
             .tasks
@@ -305,6 +299,15 @@ fn prefetch<'scope, 'env>(
     downloads.start(rest, None);
 }
 
+/// The position of the task named `name` (a reference the pipeline's validation checked).
+fn task_index(pipeline: &strata_pipeline::Pipeline, name: &strata_pipeline::TaskName) -> usize {
+    pipeline
+        .tasks
+        .iter()
+        .position(|t| &t.name == name)
+        .expect("validated reference")
+}
+
 /// What a task's verdict depends on: the tasks whose results its key reads first (`use`,
 /// values), then those its artifacts and conditions may read.
 fn task_dependencies(
@@ -324,13 +327,7 @@ fn decide(
 ) -> Verdict {
     let pipeline = ctx.pipeline;
     let task = &pipeline.tasks[i];
-    let index = |n: &strata_pipeline::TaskName| {
-        pipeline
-            .tasks
-            .iter()
-            .position(|t| &t.name == n)
-            .expect("validated reference")
-    };
+    let index = |n: &strata_pipeline::TaskName| task_index(pipeline, n);
     // Its key reads what the tasks it uses and whose values it reads hand on; artifacts and
     // conditions may read any task it depends on.
     let keyed = task.uses.len() + task.value_deps.len();
