@@ -96,35 +96,29 @@ for r in $(seq "$rounds"); do
     add clone "$(ms "$t0" "$t1")"
     cp -a "$mnt/clone$r" "$mnt/hand$r-ws"
 
-    # Both strata variants must run `build` and `test` (and restore the rest).
-    ran() {
-        [ "$(grep -c '"event":"task-passed"' "$1")" = 2 ] \
-            || { echo "cold-vm.sh: $1 did not run exactly build and test" >&2; exit 1; }
-    }
-    cold() {
+    # strata_cold NAME IMAGES: a cold run with `--layer-images IMAGES`, its events in
+    # NAME$r.json, its time as sample NAME. It must run `build` and `test` (and restore the
+    # rest), and with images on, restore images.
+    strata_cold() {
+        local events=$mnt/$1$r.json
         published
         sync
         t0=$(now)
-        STRATA_CACHE_DIR=$mnt/cache-cold$r "$strata" run --layer-images off --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$mnt/cold$r.json" 2>/dev/null
+        STRATA_CACHE_DIR=$mnt/cache-$1$r "$strata" run --layer-images "$2" --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$events" 2>/dev/null
         t1=$(now)
-        add cold "$(ms "$t0" "$t1")"
-        ran "$mnt/cold$r.json"
+        add "$1" "$(ms "$t0" "$t1")"
+        [ "$(grep -c '"event":"task-passed"' "$events")" = 2 ] \
+            || { echo "cold-vm.sh: $events did not run exactly build and test" >&2; exit 1; }
+        if grep -q '"event":"layer-images-unavailable"' "$events"; then
+            echo "cold-vm.sh: this kernel cannot mount layer images" >&2
+            exit 1
+        fi
         settled
     }
-    # The same with the layers restored as erofs images (`--layer-images on`; `auto`, the
-    # default, is the same where the kernel mounts them).
-    cold_img() {
-        published
-        sync
-        t0=$(now)
-        STRATA_LAYER_IMAGES=on STRATA_CACHE_DIR=$mnt/cache-img$r "$strata" run --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$mnt/img$r.json" 2>/dev/null
-        t1=$(now)
-        add cold_img "$(ms "$t0" "$t1")"
-        ran "$mnt/img$r.json"
-        grep -q '"event":"layer-images-unavailable"' "$mnt/img$r.json" \
-            && { echo "cold-vm.sh: this kernel cannot mount layer images" >&2; exit 1; }
-        settled
-    }
+    cold() { strata_cold cold off; }
+    # The same with the layers restored as erofs images (`on`; `auto`, the default, is the
+    # same where the kernel mounts them).
+    cold_img() { strata_cold img on; }
     by_hand() {
         sync
         t0=$(now)
@@ -201,7 +195,7 @@ echo
 echo "| variant | time | vs by hand | vs floor |"
 echo "|---|---|---|---|"
 echo "| strata, cold VM (empty local cache), directories (\`--layer-images off\`) | $(med cold) ms | $(ratio "$(med cold)" "$(med hand)")× | $(ratio "$(med cold)" "$floor")× |"
-echo "| strata, cold VM, \`--layer-images on\` | $(med cold_img) ms | $(ratio "$(med cold_img)" "$(med hand)")× | $(ratio "$(med cold_img)" "$floor")× |"
+echo "| strata, cold VM, \`--layer-images on\` | $(med img) ms | $(ratio "$(med img)" "$(med hand)")× | $(ratio "$(med img)" "$floor")× |"
 echo "| strata, warm local cache | $(med warm) ms | $(ratio "$(med warm)" "$(med hand)")× | $(ratio "$(med warm)" "$floor")× |"
 echo "| by hand: curl \| zstd -d \| tar -x, then the commands | $(med hand) ms | 1× | $(ratio "$(med hand)" "$floor")× |"
 echo "| floor: download $(( bytes / 1000000 )) MB + the commands | $floor ms ($(med download) + $(med commands)) | $(ratio "$floor" "$(med hand)")× | 1× |"
