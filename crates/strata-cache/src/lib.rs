@@ -16,6 +16,7 @@ mod backend;
 mod chunks;
 mod dir;
 mod entry;
+mod flights;
 mod gc;
 mod gc_tool_caches;
 mod registry;

@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata_key::CacheKey;
 use strata_oci::{Descriptor, ImageManifest, MEDIA_LAYER_ZSTD, OciDigest, Registry, RegistryError};
@@ -17,6 +18,9 @@ use crate::entry::EntryDocument;
 
 pub const MEDIA_ENTRY: &str = "application/vnd.strata.entry.v1+json";
 pub const MEDIA_LOG: &str = "application/vnd.strata.log.v1";
+
+/// How many times an entry is written while the registry calls a blob it names unknown.
+const MANIFEST_ATTEMPTS: u32 = 3;
 
 pub struct RegistryBackend {
     registry: Arc<Registry>,
@@ -143,9 +147,27 @@ impl CacheBackend for RegistryBackend {
             ],
         );
         let bytes = serde_json::to_vec(&manifest).expect("manifests serialize");
-        self.registry
-            .put_manifest(&self.repository, &tag, strata_oci::MEDIA_MANIFEST, &bytes)
-            .map_err(|e| self.error("write an entry", e))?;
+        // The blobs were uploaded (or found) just before. A registry that still calls one of
+        // them unknown is most likely catching up with another machine's upload of the same
+        // blob (docker-registry rewrites a blob's link file on each commit): ask again, briefly.
+        let mut pause = Duration::from_millis(100);
+        for attempt in 1.. {
+            match self.registry.put_manifest(
+                &self.repository,
+                &tag,
+                strata_oci::MEDIA_MANIFEST,
+                &bytes,
+            ) {
+                Ok(()) => break,
+                Err(RegistryError::Status {
+                    status: 400, body, ..
+                }) if attempt < MANIFEST_ATTEMPTS && body.contains("MANIFEST_BLOB_UNKNOWN") => {
+                    std::thread::sleep(pause);
+                    pause *= 4;
+                }
+                Err(e) => return Err(self.error("write an entry", e)),
+            }
+        }
         Ok(PutOutcome::Stored)
     }
 

@@ -17,6 +17,7 @@ use strata_store::{ArchiveRecord, LocalCache, NewEntry};
 
 use crate::backend::{Access, BackendError, BlobUpload, CacheBackend, PutOutcome};
 use crate::entry::{ArchiveRef, BlobRef, ENTRY_SCHEMA, EntryDocument};
+use crate::flights::Flights;
 use crate::signing::{PublicKey, SigningKey, Untrusted, verify_entry};
 use strata_store::error_chain;
 
@@ -49,6 +50,9 @@ pub struct SharedCaches {
     caches: Vec<SharedCache>,
     /// Every entry published is signed with each of these.
     signing: Vec<SigningKey>,
+    /// Layers whose archive a thread is publishing, and logs being uploaded (`flights.rs`).
+    layer_uploads: Flights<LayerDigest>,
+    log_uploads: Flights<OciDigest>,
 }
 
 /// An entry a remote holds that is ignored because it is not signed by a key the remote is
@@ -155,6 +159,8 @@ impl SharedCaches {
                 })
                 .collect(),
             signing: Vec::new(),
+            layer_uploads: Flights::new(),
+            log_uploads: Flights::new(),
         }
     }
 
@@ -314,7 +320,9 @@ impl SharedCaches {
             return published;
         }
         // Which remotes still need the layer: all of them, unless an earlier upload or download
-        // says which archive this layer is and the remote has it.
+        // says which archive this layer is and the remote has it. Another task publishing the
+        // same layer is waited for: then its upload is the earlier one.
+        let layer_flight = self.layer_uploads.hold(p.layer);
         let known = self.archive_record(local, &p.layer);
         let mut have: Vec<Option<ArchiveRef>> = Vec::new();
         let mut alive: Vec<bool> = Vec::new();
@@ -360,6 +368,7 @@ impl SharedCaches {
                 }
             }
         }
+        drop(layer_flight);
         // The log is hashed from its file, then streamed from it to each remote.
         let log = match log_blob(&log_path) {
             Ok(log) => log,
@@ -372,6 +381,7 @@ impl SharedCaches {
                 return published;
             }
         };
+        let _log_flight = self.log_uploads.hold(log.digest);
         let writes_workspace =
             match std::fs::symlink_metadata(local.layers().path(&p.layer).join("workspace")) {
                 Ok(_) => Some(true),

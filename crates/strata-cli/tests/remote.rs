@@ -205,6 +205,49 @@ fn two_machines_share_a_registry() {
     two_machines_share(&url, &url);
 }
 
+/// Runs `tasks` tasks that write nothing and print nothing (one layer, one log between them;
+/// their commands differ, so their keys do)
+/// with `remote`, checks that every one was published without a warning, and returns the bytes
+/// of layer archives uploaded.
+fn publish_empty_tasks(remote: &str, tasks: usize) -> u64 {
+    let f = Fixture::new();
+    let mut yml = String::from("tasks:\n");
+    for i in 0..tasks {
+        yml.push_str(&format!("  - key: check-{i}\n    run: true {i}\n"));
+    }
+    f.write("strata.yml", &yml);
+    let r = run(&f, f.cache.path(), remote, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let warnings: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for i in 0..tasks {
+        assert!(
+            r.event("task-pushed", &format!("check-{i}")).is_some(),
+            "check-{i}"
+        );
+    }
+    r.summary()["pushed_bytes"].as_u64().unwrap()
+}
+
+/// Tasks of one run that make the same layer and the same log (nothing, the usual case) publish
+/// at once: the archive goes up once and every entry lands. A registry used to refuse an entry
+/// now and then when two uploads of one blob crossed.
+#[test]
+fn tasks_making_the_same_layer_at_once_upload_it_once() {
+    let server = Server::registry();
+    let one = publish_empty_tasks(&format!("oci://{}/ci/one", server.host()), 1);
+    assert!(one > 0);
+    let six = publish_empty_tasks(&format!("oci://{}/ci/six", server.host()), 6);
+    assert_eq!(
+        six, one,
+        "six tasks making one layer uploaded it more than once"
+    );
+}
+
 #[test]
 fn two_machines_share_a_directory() {
     let dir = tempfile::tempdir().unwrap();
