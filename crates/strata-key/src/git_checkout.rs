@@ -171,8 +171,8 @@ fn read_attributes(path: &Path) -> Option<Option<String>> {
     }
 }
 
-/// A checkout opened on first need: a capture whose files the stat cache all vouches for (a
-/// warm run) never reads the index or runs git.
+/// A checkout opened once, by whichever comes first: the thread a capture starts to read it
+/// beside the walk, or the first file that needs it.
 pub(crate) struct LazyCheckout {
     root: PathBuf,
     opened: std::sync::OnceLock<Option<GitCheckout>>,

@@ -163,9 +163,10 @@ impl Workspace {
             honour_ignores: !selection.no_ignore,
         };
         let mut walked = std::thread::scope(|s| {
-            // With nothing remembered (a fresh clone), every file will ask the index: read it
-            // while the directories are walked rather than after.
-            if let Some(git) = git.as_ref().filter(|_| known.is_empty()) {
+            // The stat cache keeps no id git's index vouches for (below): in a checkout, clean
+            // tracked files ask the index on every run. Read it while the directories are
+            // walked rather than after.
+            if let Some(git) = git.as_ref() {
                 s.spawn(|| git.open_now());
             }
             dir_walk::walk(&root, &rules)
@@ -222,12 +223,19 @@ impl Workspace {
                 IdSource::Read => counted.read += 1,
             }
         }
-        // A cache to keep only when something in it would differ (most warm runs: nothing).
-        let changed = counted.remembered != known.len() || counted.git_index + counted.read > 0;
+        // A cache to keep only when something in it would differ (most warm runs: nothing). It
+        // holds the ids that were read, not those git's index gave: the index vouches for them
+        // again next time at the cost of parsing it, where keeping them would write a copy of
+        // the index (10 MB for 100k files) on every fresh clone.
+        let changed = counted.remembered != known.len() || counted.read > 0;
         let fresh = changed.then(|| {
             let mut fresh = fresh;
             for ((file, seen), source) in files.iter().zip(&seen).zip(&sources) {
-                if let (Some(_), FileKind::File { digest, .. }) = (source, &file.kind) {
+                if let (
+                    Some(IdSource::Remembered | IdSource::Read),
+                    FileKind::File { digest, .. },
+                ) = (source, &file.kind)
+                {
                     fresh.insert(&file.path, Stamp::of_seen(seen), *digest);
                 }
             }

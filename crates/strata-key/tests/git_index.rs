@@ -464,3 +464,49 @@ fn a_checkout_of_another_user_is_keyed_from_its_index() {
         }
     );
 }
+
+/// The stat cache of a checkout keeps only what git's index cannot vouch for: the next capture
+/// takes clean tracked files from the index again, remembers the rest, and keys the same.
+#[test]
+fn the_stat_cache_of_a_checkout_keeps_only_what_the_index_cannot_vouch_for() {
+    let d = repo();
+    let root = d.path();
+    settle_index(root, "2");
+    write(root, "untracked.txt", "new\n");
+    write(root, "clean.txt.bak", "copy\n");
+    // Files written in the stat cache's own tick are never vouched for (racily clean).
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let capture_with = |known: &StatCache| {
+        Workspace::capture_counted(root, &[], known, &Selection::default()).unwrap()
+    };
+    let (first, kept, sources) = capture_with(&StatCache::default());
+    let kept = kept.expect("files were read: there is something to keep");
+    assert!(sources.git_index > 0, "{sources:?}");
+    assert_eq!(kept.len(), sources.read, "{sources:?}");
+
+    // Through its bytes, as the engine keeps it.
+    let known = StatCache::from_bytes(&kept.to_bytes());
+    let (second, again, sources2) = capture_with(&known);
+    assert_eq!(
+        sources2,
+        IdSources {
+            remembered: sources.read,
+            git_index: sources.git_index,
+            read: 0
+        }
+    );
+    assert!(again.is_none(), "nothing changed: nothing new to keep");
+    assert_eq!(files(&second), files(&first));
+
+    // A tracked file edited since: read, kept, and the key follows it.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    write(root, "clean.txt", "edited\n");
+    let (third, kept3, sources3) = capture_with(&known);
+    assert_eq!(sources3.read, 1, "{sources3:?}");
+    assert_eq!(kept3.expect("an edit is kept").len(), sources.read + 1);
+    assert_eq!(
+        id_of(&third, "clean.txt"),
+        FileId::of_bytes(b"edited\n", Path::new("x")).unwrap()
+    );
+    assert_same_key_as_outside_git(root);
+}
