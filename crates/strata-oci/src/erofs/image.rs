@@ -86,6 +86,11 @@ pub struct ImageWriter<W: Write + Seek> {
     /// Where the next file's content goes (always on a block boundary).
     end: u64,
     nodes: Vec<Node>,
+    /// File contents pass through here on their way to `out`: a buffer initialized once.
+    /// (`io::copy` into a `BufWriter` reads into the writer's spare capacity, which a reader
+    /// without `read_buf` makes it zero on every call: for a 45k-file layer that zeroing was a
+    /// tenth of the conversion's CPU time.)
+    copy_buf: Vec<u8>,
 }
 
 impl<W: Write + Seek> ImageWriter<W> {
@@ -102,6 +107,7 @@ impl<W: Write + Seek> ImageWriter<W> {
                 parent: 0,
                 nlink: 2,
             }],
+            copy_buf: vec![0; COPY_BUF],
         })
     }
 
@@ -255,11 +261,20 @@ impl<W: Write + Seek> ImageWriter<W> {
         self.parent_of(path)?;
         let block = u32::try_from(self.end / BLOCK)
             .map_err(|_| ImageError::Invalid("the image is larger than 16 TiB".into()))?;
-        let mut hashing = Hashing {
-            inner: content.take(size),
-            hasher: blake3::Hasher::new(),
-        };
-        let copied = io::copy(&mut hashing, &mut self.out)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut copied = 0u64;
+        while copied < size {
+            let want = (size - copied).min(self.copy_buf.len() as u64) as usize;
+            let n = match content.read(&mut self.copy_buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            hasher.update(&self.copy_buf[..n]);
+            self.out.write_all(&self.copy_buf[..n])?;
+            copied += n as u64;
+        }
         if copied != size {
             return Err(ImageError::Invalid(format!(
                 "`{}` ended after {copied} of {size} bytes",
@@ -267,7 +282,7 @@ impl<W: Write + Seek> ImageWriter<W> {
             )));
         }
         self.pad_to_block(size)?;
-        let content = *hashing.hasher.finalize().as_bytes();
+        let content = *hasher.finalize().as_bytes();
         self.insert(
             path,
             NodeKind::File {
@@ -528,17 +543,7 @@ pub struct ImageEntry {
 }
 
 /// Hashes what is read through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
+/// The size of `ImageWriter::copy_buf`.
+const COPY_BUF: usize = 256 * 1024;
 
 static ZEROES: [u8; BLOCK as usize] = [0; BLOCK as usize];
