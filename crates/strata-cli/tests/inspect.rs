@@ -98,17 +98,15 @@ fn explain_against_an_entry_of_an_older_key_version_names_the_version() {
         )
         .unwrap();
     assert_eq!(changed, 1);
-    let files: String = conn
-        .query_row("SELECT files FROM workspaces", [], |r| r.get(0))
+    // Version 3 kept the list as JSON text, as every version before the binary lists did.
+    let old = format!(
+        r#"[{{"path":"src/a.c","mode":420,"kind":{{"File":{{"digest":"{}","size":6}}}}}}]"#,
+        "ab".repeat(32)
+    );
+    let changed = conn
+        .execute("UPDATE workspaces SET files = ?1", [&old])
         .unwrap();
-    let id = files
-        .split('"')
-        .find(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .expect("a recorded file id")
-        .to_string();
-    let old = files.replace(&id, &"ab".repeat(32));
-    conn.execute("UPDATE workspaces SET files = ?1", [&old])
-        .unwrap();
+    assert_eq!(changed, 1);
     drop(conn);
     // An older strata's entries never match today's keys: something else must change for
     // `explain` to compare at all.

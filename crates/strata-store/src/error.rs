@@ -21,6 +21,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the workspace files recorded for cache entry {key} are unreadable: {message}")]
+    CorruptWorkspaceList { key: String, message: String },
     #[error("layer content does not match its name: expected {expected}, found {found}")]
     LayerMismatch {
         expected: strata_key::LayerDigest,

@@ -299,18 +299,18 @@ impl Index<'_> {
             });
         }
         let db = self.cache.db.lock().expect("index lock poisoned");
-        let files: Option<String> = db
+        let files: Option<Result<Vec<WorkspaceFile>, String>> = db
             .query_row(
                 "SELECT files FROM workspaces WHERE digest = ?1",
                 params![entry.inputs.workspace.to_hex()],
-                |r| r.get(0),
+                |r| Ok(crate::workspace_lists::decode(r.get_ref(0)?)),
             )
             .optional()
             .map_err(self.cache.index_err("read recorded workspace files"))?;
         let workspace_files = match files {
-            Some(f) => serde_json::from_str(&f).map_err(|source| StoreError::CorruptEntry {
+            Some(f) => f.map_err(|message| StoreError::CorruptWorkspaceList {
                 key: entry.key.to_hex(),
-                source,
+                message,
             })?,
             None => Vec::new(),
         };
@@ -325,16 +325,31 @@ impl Index<'_> {
     pub fn put(&self, e: &NewEntry) -> Result<(), StoreError> {
         let env = serde_json::to_string(&e.env).expect("env serializes");
         let inputs = serde_json::to_string(&e.inputs).expect("inputs serialize");
-        let files = serde_json::to_string(&e.workspace_files).expect("files serialize");
+        let workspace = e.inputs.workspace.to_hex();
+        // Tasks that see the same files share one list: encoded only by the first.
+        let listed = {
+            let db = self.cache.db.lock().expect("index lock poisoned");
+            db.query_row(
+                "SELECT 1 FROM workspaces WHERE digest = ?1",
+                params![workspace],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(self.cache.index_err("look up workspace files"))?
+            .is_some()
+        };
+        let files = (!listed).then(|| crate::workspace_lists::encode(&e.workspace_files));
         let mut db = self.cache.db.lock().expect("index lock poisoned");
         let tx = db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(self.cache.index_err("begin a transaction"))?;
-        tx.execute(
-            "INSERT OR IGNORE INTO workspaces (digest, files) VALUES (?1, ?2)",
-            params![e.inputs.workspace.to_hex(), files],
-        )
-        .map_err(self.cache.index_err("record workspace files"))?;
+        if let Some(files) = files {
+            tx.execute(
+                "INSERT OR IGNORE INTO workspaces (digest, files) VALUES (?1, ?2)",
+                params![workspace, files],
+            )
+            .map_err(self.cache.index_err("record workspace files"))?;
+        }
         tx.execute(
             &format!("INSERT OR IGNORE INTO entries ({COLUMNS}, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)"),
             params![

@@ -26,6 +26,7 @@ mod runs;
 mod tool_caches;
 mod usage;
 mod verify;
+mod workspace_lists;
 
 pub use blobs::FileMtime;
 pub use error::{StoreError, error_chain};

@@ -569,22 +569,33 @@ impl LocalCache {
             let tx = db
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(self.index_err("begin a transaction"))?;
-            let rows: Vec<(String, String)> = {
+            let digests: Vec<String> = {
                 let mut stmt = tx
-                    .prepare("SELECT digest, files FROM workspaces")
+                    .prepare("SELECT digest FROM workspaces")
                     .map_err(self.index_err("list workspaces"))?;
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                stmt.query_map([], |r| r.get(0))
                     .and_then(|rows| rows.collect::<Result<_, _>>())
                     .map_err(self.index_err("list workspaces"))?
             };
-            for (digest, files) in rows {
+            for digest in digests {
                 if !named.contains(&digest) {
                     tx.execute("DELETE FROM workspaces WHERE digest = ?1", params![digest])
                         .map_err(self.index_err("forget a workspace"))?;
                     continue;
                 }
-                let files: Vec<strata_key::WorkspaceFile> =
-                    serde_json::from_str(&files).unwrap_or_default();
+                // A list that cannot be read stops the sweep: the blobs it names are unknown,
+                // and none may go on a guess.
+                let files = tx
+                    .query_row(
+                        "SELECT files FROM workspaces WHERE digest = ?1",
+                        params![digest],
+                        |r| Ok(crate::workspace_lists::decode(r.get_ref(0)?)),
+                    )
+                    .map_err(self.index_err("read a workspace list"))?
+                    .map_err(|message| StoreError::CorruptWorkspaceList {
+                        key: format!("workspace {digest}"),
+                        message,
+                    })?;
                 for f in files {
                     if let strata_key::FileKind::File { digest, .. } = f.kind {
                         wanted.insert(format!("{}-{:o}", digest.to_hex(), f.mode));
