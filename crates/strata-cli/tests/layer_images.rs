@@ -466,3 +466,58 @@ fn an_oci_export_of_an_image_layer_equals_that_of_the_directory_layer() {
         "the same layer blobs as the builder's"
     );
 }
+
+/// A cache whose layers are images, used where they cannot be mounted (a cache carried to a
+/// machine whose kernel has no erofs; here: images that no longer mount): the tasks are not
+/// taken from those layers but built again, as directories, with a warning; then all is hits.
+#[test]
+fn image_layers_that_cannot_be_mounted_here_are_built_again_as_directories() {
+    let (s, _) = built_on_a();
+    s.f.write("src.txt", "three\n");
+    let b = with_images(&s.f, s.b.path(), &s.url);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    s.counter.take();
+    let root = std::fs::canonicalize(s.b.path()).unwrap();
+    assert_eq!(strata_testkit::unmount_all_under(&root.join("mounts")), 6);
+    let (_, images) = stored(&root);
+    assert_eq!(images.len(), 6);
+    for image in &images {
+        std::fs::write(root.join("layers").join(image), b"not an erofs image").unwrap();
+    }
+
+    let local = |f: &Fixture| {
+        RunResult::of(
+            &f.command(&["run", "--json", "--no-remote"])
+                .env("STRATA_CACHE_DIR", s.b.path())
+                .output()
+                .unwrap(),
+        )
+    };
+    let again = local(&s.f);
+    assert_eq!(again.code, 0, "{}\n{:?}", again.stderr, again.events);
+    assert_eq!(
+        s.counter.take(),
+        ["deps", "l2", "l3", "l4", "l5", "l6", "top"]
+    );
+    let warnings: Vec<String> = again
+        .events
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("`deps`") && w.contains("cannot mount")),
+        "{warnings:?}"
+    );
+    assert!(again.output("top").iter().any(|l| l == "tool ok"));
+    // What was built is kept as directories, and used from now on.
+    let (dirs, _) = stored(&root);
+    for task in ["deps", "l6", "top"] {
+        assert!(dirs.contains(&layer_of(&again, task)), "{task}: {dirs:?}");
+    }
+    let last = local(&s.f);
+    assert_eq!(last.code, 0, "{}", last.stderr);
+    assert_eq!(s.counter.take(), Vec::<String>::new());
+}

@@ -137,6 +137,48 @@ fn lookup(
     find_entry(ctx, decision, key, reporter)
 }
 
+/// The local cache's entry for `key`, when its layer can be read here (leased by this run).
+fn local_hit(
+    ctx: &RunContext<'_>,
+    key: &CacheKey,
+    reporter: &dyn Reporter,
+) -> Option<strata_store::Entry> {
+    let entry = ctx
+        .cache
+        .index()
+        .lookup_for_run(&ctx.run_dir, key)
+        .ok()
+        .flatten()?;
+    readable_here(ctx, &entry, reporter).then_some(entry)
+}
+
+/// Whether the layer of a local entry can be read here. A layer kept as an erofs image that
+/// this kernel does not mount (a cache moved to another machine) cannot: the entry is passed
+/// over, with a warning, and the task is restored from a shared cache or built, as a directory.
+fn readable_here(
+    ctx: &RunContext<'_>,
+    entry: &strata_store::Entry,
+    reporter: &dyn Reporter,
+) -> bool {
+    let layers = ctx.cache.layers();
+    if !layers.is_image(&entry.layer) {
+        return true;
+    }
+    match layers.open(&entry.layer) {
+        Ok(_) => true,
+        Err(e) => {
+            reporter.event(&Event::Warning {
+                message: format!(
+                    "the cached layer of `{}` is an erofs image this machine cannot mount ({}): it is restored or built again",
+                    entry.task,
+                    strata_store::error_chain(&e)
+                ),
+            });
+            false
+        }
+    }
+}
+
 /// The cached entry for `key`, if `decision` lets the cache be used: the local cache first,
 /// then the shared caches in order.
 pub(crate) fn find_entry(
@@ -149,12 +191,7 @@ pub(crate) fn find_entry(
         return None;
     }
     let fresh = |found: Found| fresh_enough(decision.ttl, &found).then_some(found);
-    if let Some(entry) = ctx
-        .cache
-        .index()
-        .lookup_for_run(&ctx.run_dir, key)
-        .ok()
-        .flatten()
+    if let Some(entry) = local_hit(ctx, key, reporter)
         && let Some(found) = fresh(Found::Local(entry))
     {
         return Some(found);
@@ -267,12 +304,7 @@ pub(crate) fn execute<'scope, 'env>(
         match ctx.cache.runs().lock_key(&key, &mut waiting) {
             Ok(Some(lock)) => {
                 _key_lock = Some(lock);
-                found = ctx
-                    .cache
-                    .index()
-                    .lookup_for_run(&ctx.run_dir, &key)
-                    .ok()
-                    .flatten()
+                found = local_hit(ctx, &key, reporter)
                     .map(Found::Local)
                     .filter(|f| fresh_enough(resolved.cache.ttl, f));
             }

@@ -321,7 +321,8 @@ impl Index<'_> {
     }
 
     /// Records an entry. The layer and log it names must already be in the cache (and synced);
-    /// when two processes record the same key, the first one wins.
+    /// when two processes record the same key, the first one wins (unless the layer of the one
+    /// already there cannot be read here).
     pub fn put(&self, e: &NewEntry) -> Result<(), StoreError> {
         let env = serde_json::to_string(&e.env).expect("env serializes");
         let inputs = serde_json::to_string(&e.inputs).expect("inputs serialize");
@@ -339,10 +340,25 @@ impl Index<'_> {
             .is_some()
         };
         let files = (!listed).then(|| crate::workspace_lists::encode(&e.workspace_files));
+        // The first entry of a key wins, among those that can be used: one whose layer cannot
+        // be read here (gone, or an image this kernel does not mount) gives way.
+        let unusable = self
+            .query_one(
+                &format!("SELECT {COLUMNS} FROM entries WHERE key = ?1"),
+                params![e.key.to_hex()],
+            )?
+            .filter(|old| old.layer != e.layer && !self.cache.layers().usable(&old.layer));
         let mut db = self.cache.db.lock().expect("index lock poisoned");
         let tx = db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(self.cache.index_err("begin a transaction"))?;
+        if let Some(old) = unusable {
+            tx.execute(
+                "DELETE FROM entries WHERE key = ?1 AND layer = ?2",
+                params![e.key.to_hex(), old.layer.to_hex()],
+            )
+            .map_err(self.cache.index_err("replace an unusable entry"))?;
+        }
         if let Some(files) = files {
             tx.execute(
                 "INSERT OR IGNORE INTO workspaces (digest, files) VALUES (?1, ?2)",

@@ -69,7 +69,7 @@ impl Layers<'_> {
     /// entries hash to `digest`): noted unsynced, renamed into `layers/`, recorded as verified,
     /// and mounted. When the cache already has this layer verified, `file` is removed.
     pub fn place_image(&self, file: &Path, digest: &LayerDigest) -> Result<PathBuf, StoreError> {
-        if self.has(digest) && self.verified(digest)? && self.touch_verified(digest)? {
+        if self.usable(digest) && self.verified(digest)? && self.touch_verified(digest)? {
             std::fs::remove_file(file).map_err(io(file))?;
             return self.open(digest);
         }

@@ -48,6 +48,15 @@ impl Layers<'_> {
         self.dir_path(digest).is_dir() || self.image_path(digest).is_file()
     }
 
+    /// Whether the layer is here and can be read on this machine: a directory, or an image this
+    /// kernel mounts (mounted by asking). An image from a machine whose kernel mounts erofs
+    /// images, in a cache now used where none can be, is not: its tasks are restored or built
+    /// again, as directories.
+    pub fn usable(&self, digest: &LayerDigest) -> bool {
+        self.dir_path(digest).is_dir()
+            || (self.image_path(digest).is_file() && self.open(digest).is_ok())
+    }
+
     /// Creates fresh `upper` and `work` directories under `scratch` and returns the mounts for a
     /// stack of `parents` (bottom first) under them.
     pub fn prepare(&self, scratch: &Path, parents: &[LayerDigest]) -> Result<Mounts, StoreError> {
@@ -92,7 +101,7 @@ impl Layers<'_> {
         // Touching the record keeps a concurrent prune from taking the layer this commit is
         // about to name (`prune.rs`); when the prune got there first, the record is gone and
         // this copy takes the place.
-        if self.has(digest) && self.verified(digest)? && self.touch_verified(digest)? {
+        if self.usable(digest) && self.verified(digest)? && self.touch_verified(digest)? {
             std::fs::remove_dir_all(dir).map_err(io(dir))?;
             return Ok(());
         }

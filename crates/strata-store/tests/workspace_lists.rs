@@ -62,7 +62,11 @@ fn a_recorded_list_reads_back_keeps_its_blobs_and_a_damaged_one_stops_the_prune(
         .unwrap();
     let entry = cache.index().lookup(&key).unwrap().unwrap();
     assert_eq!(
-        cache.index().recorded_inputs(&entry).unwrap().workspace_files,
+        cache
+            .index()
+            .recorded_inputs(&entry)
+            .unwrap()
+            .workspace_files,
         files
     );
 
