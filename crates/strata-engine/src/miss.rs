@@ -1,5 +1,6 @@
-//! Why a task that is about to run missed the cache, said at the moment it misses (the
-//! `task-missed` event): after the run its latest entry is the new one, and `strata explain`
+//! Why a task that is about to run missed the cache, said before it starts (the `task-missed`
+//! event; worked out on a thread of its own while the task's layers arrive and its workspace is
+//! built: `execute.rs`): after the run its latest entry is the new one, and `strata explain`
 //! could no longer tell. The comparison is `explain`'s (`strata_key::compare` over the recorded
 //! inputs of the task's latest entry), so the two never disagree.
 
