@@ -160,11 +160,8 @@ fn readable_here(
     entry: &strata_store::Entry,
     reporter: &dyn Reporter,
 ) -> bool {
-    let layers = ctx.cache.layers();
-    if !layers.is_image(&entry.layer) {
-        return true;
-    }
-    match layers.open(&entry.layer) {
+    // A directory opens as itself: only an image can fail here.
+    match ctx.cache.layers().open(&entry.layer) {
         Ok(_) => true,
         Err(e) => {
             reporter.event(&Event::Warning {

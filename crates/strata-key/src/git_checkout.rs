@@ -171,33 +171,6 @@ fn read_attributes(path: &Path) -> Option<Option<String>> {
     }
 }
 
-/// A checkout opened once, by whichever comes first: the thread a capture starts to read it
-/// beside the walk, or the first file that needs it.
-pub(crate) struct LazyCheckout {
-    root: PathBuf,
-    opened: std::sync::OnceLock<Option<GitCheckout>>,
-}
-
-impl LazyCheckout {
-    pub(crate) fn new(root: &Path) -> LazyCheckout {
-        LazyCheckout {
-            root: root.to_path_buf(),
-            opened: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Opens the checkout now (once), rather than on the first file that needs it.
-    pub(crate) fn open_now(&self) -> Option<&GitCheckout> {
-        self.opened
-            .get_or_init(|| GitCheckout::open(&self.root))
-            .as_ref()
-    }
-
-    pub(crate) fn clean_id(&self, rel: &str, st: &Seen, cursor: &mut usize) -> Option<FileId> {
-        self.open_now()?.clean_id(rel, st, cursor)
-    }
-}
-
 /// The git directory of a work tree rooted at `root`: `root/.git`, or where a `.git` file
 /// (`gitdir: PATH`, a linked worktree or a submodule) points.
 fn git_dir(root: &Path) -> Option<PathBuf> {

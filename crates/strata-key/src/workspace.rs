@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::WorkspaceDigest;
 use crate::dir_walk::{self, WalkRules};
 use crate::file_id::{FileId, FileIdError, id_of_reader};
-use crate::git_checkout::LazyCheckout;
+use crate::git_checkout::GitCheckout;
 use crate::stat_cache::{Stamp, StatCache};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,25 +152,22 @@ impl Workspace {
     ) -> Result<(Workspace, Option<StatCache>, IdSources), WorkspaceError> {
         let fresh = StatCache::starting_now();
         let root = root.to_path_buf();
-        let git = if selection.ignore_git_index || selection.no_ignore {
-            None
-        } else {
-            Some(LazyCheckout::new(&root))
-        };
+        let use_git = !(selection.ignore_git_index || selection.no_ignore);
         let rules = WalkRules {
             exclude,
             git_dir: selection.git_dir,
             honour_ignores: !selection.no_ignore,
         };
-        let mut walked = std::thread::scope(|s| {
+        let (walked, git) = std::thread::scope(|s| {
             // The stat cache keeps no id git's index vouches for (below): in a checkout, clean
             // tracked files ask the index on every run. Read it while the directories are
             // walked rather than after.
-            if let Some(git) = git.as_ref() {
-                s.spawn(|| git.open_now());
-            }
-            dir_walk::walk(&root, &rules)
-        })?;
+            let git = use_git.then(|| s.spawn(|| GitCheckout::open(&root)));
+            let walked = dir_walk::walk(&root, &rules);
+            let git = git.and_then(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            (walked, git)
+        });
+        let mut walked = walked?;
         if let Some(wanted) = selection.files {
             walked.retain(|w| wanted(&w.rel));
         }
