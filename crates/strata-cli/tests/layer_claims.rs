@@ -69,10 +69,7 @@ fn with_s3(mut cmd: std::process::Command, cache: &Path) -> std::process::Comman
 }
 
 fn run(f: &Fixture, cache: &Path, remote: &str) -> RunResult {
-    let out = with_s3(f.command(&["run", "--json", "--remote", remote]), cache)
-        .output()
-        .unwrap();
-    RunResult::of(&out)
+    f.run_remote(cache, remote, &[])
 }
 
 /// `strata plan --json` on the machine whose local cache is `cache`: task -> its row.

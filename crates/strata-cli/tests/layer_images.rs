@@ -80,16 +80,7 @@ fn workspace() -> (Fixture, Counter) {
 }
 
 fn run(f: &Fixture, cache: &Path, remote: &str, extra: &[&str]) -> RunResult {
-    let mut args = vec!["run", "--json", "--remote", remote];
-    args.extend_from_slice(extra);
-    let out = f
-        .command(&args)
-        .env("STRATA_CACHE_DIR", cache)
-        .env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
-        .output()
-        .unwrap();
-    RunResult::of(&out)
+    f.run_remote(cache, remote, extra)
 }
 
 fn with_images(f: &Fixture, cache: &Path, remote: &str) -> RunResult {
@@ -183,6 +174,18 @@ fn built_on_a() -> (Shared, Vec<String>) {
     )
 }
 
+/// Machine B restores the stack as images (and runs `top` over a third source); then, as after
+/// a reboot, the six images stay in its cache and none is mounted. Returns B's cache, resolved.
+fn restored_as_images_then_unmounted(s: &Shared) -> PathBuf {
+    s.f.write("src.txt", "three\n");
+    let b = with_images(&s.f, s.b.path(), &s.url);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    s.counter.take();
+    let root = std::fs::canonicalize(s.b.path()).unwrap();
+    assert_eq!(strata_testkit::unmount_all_under(&root.join("mounts")), 6);
+    root
+}
+
 #[test]
 fn a_cold_s3_hit_lands_as_an_image_and_a_deep_stack_of_images_reads_as_on_the_builder() {
     let (s, seen_on_a) = built_on_a();
@@ -259,13 +262,7 @@ fn a_cold_s3_hit_lands_as_an_image_and_a_deep_stack_of_images_reads_as_on_the_bu
 #[test]
 fn a_layer_whose_mount_is_gone_is_mounted_again_on_next_use() {
     let (s, seen_on_a) = built_on_a();
-    s.f.write("src.txt", "three\n");
-    let b = with_images(&s.f, s.b.path(), &s.url);
-    assert_eq!(b.code, 0, "{}", b.stderr);
-    s.counter.take();
-    // As after a reboot: the images are in the cache, nothing is mounted.
-    let root = std::fs::canonicalize(s.b.path()).unwrap();
-    assert_eq!(strata_testkit::unmount_all_under(&root.join("mounts")), 6);
+    let root = restored_as_images_then_unmounted(&s);
     assert!(erofs_mounts_under(&root).is_empty());
 
     // `top` runs again (another source), over images mounted anew.
@@ -473,12 +470,7 @@ fn an_oci_export_of_an_image_layer_equals_that_of_the_directory_layer() {
 #[test]
 fn image_layers_that_cannot_be_mounted_here_are_built_again_as_directories() {
     let (s, _) = built_on_a();
-    s.f.write("src.txt", "three\n");
-    let b = with_images(&s.f, s.b.path(), &s.url);
-    assert_eq!(b.code, 0, "{}", b.stderr);
-    s.counter.take();
-    let root = std::fs::canonicalize(s.b.path()).unwrap();
-    assert_eq!(strata_testkit::unmount_all_under(&root.join("mounts")), 6);
+    let root = restored_as_images_then_unmounted(&s);
     let (_, images) = stored(&root);
     assert_eq!(images.len(), 6);
     for image in &images {
@@ -499,12 +491,7 @@ fn image_layers_that_cannot_be_mounted_here_are_built_again_as_directories() {
         s.counter.take(),
         ["deps", "l2", "l3", "l4", "l5", "l6", "top"]
     );
-    let warnings: Vec<String> = again
-        .events
-        .iter()
-        .filter(|e| e["event"] == "warning")
-        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let warnings = again.warnings();
     assert!(
         warnings
             .iter()

@@ -83,25 +83,7 @@ impl Machine {
 }
 
 fn run(f: &Fixture, cache: &Path, remote: &str, extra: &[&str]) -> RunResult {
-    let mut args = vec!["run", "--json", "--remote", remote];
-    args.extend_from_slice(extra);
-    let out = f
-        .command(&args)
-        .env("STRATA_CACHE_DIR", cache)
-        .env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    RunResult {
-        code: out.status.code().unwrap_or(-1),
-        events: stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        wall: std::time::Duration::ZERO,
-    }
+    f.run_remote(cache, remote, extra)
 }
 
 fn from(r: &RunResult, task: &str) -> String {
@@ -125,11 +107,7 @@ fn two_machines_share(remote: &str, location: &str) {
     assert_eq!(a.code, 0, "{}", a.stderr);
     assert_eq!(counter.take(), vec!["build", "deps", "lint", "test"]);
     for t in all_tasks() {
-        let warnings: Vec<_> = a
-            .events
-            .iter()
-            .filter(|e| e["event"] == "warning")
-            .collect();
+        let warnings = a.warnings();
         assert!(
             a.event("task-pushed", t).is_some(),
             "{t} was not pushed: {warnings:?}"
@@ -218,11 +196,7 @@ fn publish_empty_tasks(remote: &str, tasks: usize) -> u64 {
     f.write("strata.yml", &yml);
     let r = run(&f, f.cache.path(), remote, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let warnings: Vec<_> = r
-        .events
-        .iter()
-        .filter(|e| e["event"] == "warning")
-        .collect();
+    let warnings = r.warnings();
     assert!(warnings.is_empty(), "{warnings:?}");
     for i in 0..tasks {
         assert!(
@@ -265,19 +239,9 @@ fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
     let r = run(&f, f.cache.path(), &closed, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(counter.take().len(), 4);
-    let warnings: Vec<_> = r
-        .events
-        .iter()
-        .filter(|e| e["event"] == "warning")
-        .collect();
+    let warnings = r.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unreachable"),
-        "{warnings:?}"
-    );
+    assert!(warnings[0].contains("unreachable"), "{warnings:?}");
     // The local cache still works.
     let r = run(&f, f.cache.path(), &closed, &[]);
     assert!(all_tasks().iter().all(|t| from(&r, t) == "local"));
@@ -553,11 +517,7 @@ fn sockets_and_opaque_dirs_make_the_same_layer_on_both_machines() {
     let b = Machine::new();
     let r = run(&f, b.cache.path(), &url, &[]);
     assert_eq!(r.code, 0, "{:?}", r.events);
-    let warnings: Vec<_> = r
-        .events
-        .iter()
-        .filter(|e| e["event"] == "warning")
-        .collect();
+    let warnings = r.warnings();
     assert!(warnings.is_empty(), "{warnings:?}");
     for t in ["base", "odd", "after"] {
         assert_eq!(r.status(t), "restored", "{t}: {:?}", r.events);

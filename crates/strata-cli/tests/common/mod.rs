@@ -114,6 +114,15 @@ impl RunResult {
             .collect()
     }
 
+    /// The messages of the run's warnings.
+    pub fn warnings(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["event"] == "warning")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     pub fn event(&self, kind: &str, task: &str) -> Option<&Value> {
         self.events
             .iter()
@@ -162,6 +171,21 @@ impl Fixture {
             .env("STRATA_CACHE_DIR", self.cache.path())
             .current_dir(self.ws());
         cmd
+    }
+
+    /// `strata run --json --remote REMOTE EXTRA…` in this workspace with `cache` as the local
+    /// cache, and the credentials of the test S3 server.
+    pub fn run_remote(&self, cache: &Path, remote: &str, extra: &[&str]) -> RunResult {
+        let mut args = vec!["run", "--json", "--remote", remote];
+        args.extend_from_slice(extra);
+        let out = self
+            .command(&args)
+            .env("STRATA_CACHE_DIR", cache)
+            .env("AWS_ACCESS_KEY_ID", strata_testkit::S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", strata_testkit::S3_SECRET_KEY)
+            .output()
+            .unwrap();
+        RunResult::of(&out)
     }
 
     pub fn output(&self, args: &[&str]) -> Output {
