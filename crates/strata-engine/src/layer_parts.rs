@@ -173,32 +173,17 @@ impl LayerPartsCache {
         if let Some(p) = self.narrowed.lock().expect("memo lock").get(&key) {
             return Ok(p.clone());
         }
-        let dir = cache.layers().path(&layer);
-        let parts = if std::fs::symlink_metadata(dir.join(WORKSPACE)).is_err() {
-            if !dir.is_dir() {
-                return Err(format!("layer {} is not in the local cache", layer.short()));
-            }
-            None
-        } else {
-            let memo =
-                cache
-                    .root()
-                    .join("layer-parts")
-                    .join(format!("{}.{}.json", layer.to_hex(), key.1));
-            let read = std::fs::read(&memo)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LayerParts>(&b).ok());
-            Some(Arc::new(match read {
-                Some(p) => p,
-                None => {
+        let parts = match wrote_workspace(cache, &layer)? {
+            None => None,
+            Some(_) => {
+                let memo = memo_path(cache, &format!("{}.{}", layer.to_hex(), key.1));
+                Some(Arc::new(read_or_make(&memo, || {
                     let whole = self.get(cache, layer)?.ok_or_else(|| {
                         format!("layer {} changed while being read", layer.short())
                     })?;
-                    let p = narrow(&whole, filter);
-                    write_memo(&memo, &p);
-                    p
-                }
-            }))
+                    Ok(narrow(&whole, filter))
+                })?))
+            }
         };
         self.narrowed
             .lock()
@@ -216,29 +201,12 @@ impl LayerPartsCache {
         if let Some(p) = self.memo.lock().expect("memo lock").get(&layer) {
             return Ok(p.clone());
         }
-        let dir = cache.layers().path(&layer);
-        let parts = if std::fs::symlink_metadata(dir.join(WORKSPACE)).is_err() {
-            if !dir.is_dir() {
-                return Err(format!("layer {} is not in the local cache", layer.short()));
-            }
-            None
-        } else {
-            let memo = cache
-                .root()
-                .join("layer-parts")
-                .join(format!("{}.json", layer.to_hex()));
-            let read = std::fs::read(&memo)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LayerParts>(&b).ok());
-            Some(Arc::new(match read {
-                Some(p) => p,
-                None => {
-                    let p = split(&dir)
-                        .map_err(|e| format!("failed to read layer {}: {e}", layer.short()))?;
-                    write_memo(&memo, &p);
-                    p
-                }
-            }))
+        let parts = match wrote_workspace(cache, &layer)? {
+            None => None,
+            Some(dir) => Some(Arc::new(read_or_make(
+                &memo_path(cache, &layer.to_hex()),
+                || split(&dir).map_err(|e| format!("failed to read layer {}: {e}", layer.short())),
+            )?)),
         };
         self.memo
             .lock()
@@ -249,6 +217,45 @@ impl LayerPartsCache {
 }
 
 /// Best effort: a memo that cannot be written is computed again next time.
+/// The layer's directory when it wrote under `/workspace`, `None` when it did not; an error
+/// when it is not in the local cache.
+fn wrote_workspace(cache: &LocalCache, layer: &LayerDigest) -> Result<Option<PathBuf>, String> {
+    let dir = cache.layers().path(layer);
+    if std::fs::symlink_metadata(dir.join(WORKSPACE)).is_ok() {
+        Ok(Some(dir))
+    } else if dir.is_dir() {
+        Ok(None)
+    } else {
+        Err(format!("layer {} is not in the local cache", layer.short()))
+    }
+}
+
+/// Where the parts memo `name` of a layer is kept on disk.
+fn memo_path(cache: &LocalCache, name: &str) -> PathBuf {
+    cache
+        .root()
+        .join("layer-parts")
+        .join(format!("{name}.json"))
+}
+
+/// The parts kept in `memo`, or made by `make` and kept there.
+fn read_or_make(
+    memo: &Path,
+    make: impl FnOnce() -> Result<LayerParts, String>,
+) -> Result<LayerParts, String> {
+    let read = std::fs::read(memo)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<LayerParts>(&b).ok());
+    match read {
+        Some(p) => Ok(p),
+        None => {
+            let p = make()?;
+            write_memo(memo, &p);
+            Ok(p)
+        }
+    }
+}
+
 fn write_memo(path: &Path, parts: &LayerParts) {
     let Some(dir) = path.parent() else { return };
     let _ = std::fs::create_dir_all(dir);
