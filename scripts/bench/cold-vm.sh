@@ -33,7 +33,9 @@ remote="s3://bench/cold?endpoint=$endpoint"
 # The commands take their root from $ROOT (empty in strata's sandbox), so that the by-hand
 # variant runs the very same commands over the trees it unpacked itself.
 # (No `head` in these pipelines: under `pipefail` the writer it leaves behind fails with SIGPIPE.)
-build_cmd='mkdir -p $ROOT/opt/out && find $ROOT/opt/toolchain -name "*.so" | sort | sed -n 1,2000p | xargs cat | sha256sum > $ROOT/opt/out/build.txt && find src -type f -name "*.js" | sort | xargs cat | sha256sum >> $ROOT/opt/out/build.txt && cat $ROOT/opt/deps/VERSION >> $ROOT/opt/out/build.txt'
+# `build` says on stderr how long its two reads took, so that strata's sandbox (through the
+# layer stack and the checkout view) and the by-hand trees can be compared part by part.
+build_cmd='t0=$(date +%s%N); mkdir -p $ROOT/opt/out && find $ROOT/opt/toolchain -name "*.so" | sort | sed -n 1,2000p | xargs cat | sha256sum > $ROOT/opt/out/build.txt; t1=$(date +%s%N); find src -type f -name "*.js" | sort | xargs cat | sha256sum >> $ROOT/opt/out/build.txt && cat $ROOT/opt/deps/VERSION >> $ROOT/opt/out/build.txt; t2=$(date +%s%N); echo "parts: $(( (t1 - t0) / 1000000 )) $(( (t2 - t1) / 1000000 ))" >&2'
 test_cmd='test $(wc -l < $ROOT/opt/out/build.txt) = 3 && grep -q deps-1 $ROOT/opt/out/build.txt && find src -type f -name "*.json" | sort | xargs cat | sha256sum > $ROOT/opt/out/test.txt'
 repo=$mnt/origin
 mkdir -p "$repo"
@@ -126,9 +128,11 @@ for r in $(seq "$rounds"); do
         for t in toolchain deps; do
             curl -sS -f "${sig[@]}" "$endpoint/bench/manual/$t.tar.zst" | zstd -d -q | tar -x -C "$mnt/hand$r"
         done
-        (cd "$mnt/hand$r-ws" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$build_cmd" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$test_cmd")
+        (cd "$mnt/hand$r-ws" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$build_cmd" 2> "$mnt/hand-parts" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$test_cmd")
         t1=$(now)
         add hand "$(ms "$t0" "$t1")"
+        read -r _ a b < "$mnt/hand-parts"
+        add hand_tool "$a"; add hand_src "$b"
     }
     if [ $((r % 2)) = 1 ]; then cold; cold_img; by_hand; else by_hand; cold_img; cold; fi
 
@@ -159,9 +163,12 @@ for r in $(seq "$rounds"); do
     add cold_test "$(grep '"event":"task-passed"' "$ev" | grep '"task":"test"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     add cold_restore "$(grep '"event":"layer-fetched"' "$ev" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
     add img_restore "$(grep '"event":"layer-fetched"' "$mnt/img$r.json" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
-    # The last round's cold run as a timeline, from its record (ms since the run began).
+    read -r _ a b < <(STRATA_CACHE_DIR=$mnt/cache-img$r "$strata" logs "$mnt/clone$r/strata.yml" build 2>/dev/null | grep '^parts: ')
+    add img_tool "$a"; add img_src "$b"
+    # The last round's cold run with images (the default) as a timeline, from its record
+    # (ms since the run began).
     if [ "$r" = "$rounds" ]; then
-        timeline=$(python3 - "$mnt/cache-cold$r" <<'PY'
+        timeline=$(python3 - "$mnt/cache-img$r" <<'PY'
 import glob, json, os, sys
 records = sorted(glob.glob(os.path.join(sys.argv[1], "history", "*", "runs", "*")), key=os.path.getmtime)
 for line in open(records[-1]):
@@ -205,7 +212,11 @@ echo "other): key of the fresh clone $(med cold_key) ms, slowest layer restore $
 echo "($(med img_restore) ms as an image),"
 echo "\`build\` $(med cold_build) ms, \`test\` $(med cold_test) ms."
 echo
-echo "The last round's cold run, event by event (from its run record):"
+echo "Inside \`build\` (as it timed itself): reading 2,000 \`.so\` files of the toolchain took"
+echo "$(med img_tool) ms in strata's sandbox (through the image) against $(med hand_tool) ms by hand;"
+echo "reading the clone's \`.js\` files $(med img_src) ms (through the checkout view) against $(med hand_src) ms."
+echo
+echo "The last round's cold run with images (the default), event by event (from its run record):"
 echo
 echo '```'
 echo "$timeline"
