@@ -511,6 +511,7 @@ fn options(
                 })
                 .collect::<Result<_, _>>()?,
             secrets_file: args.secrets.clone(),
+            keys_only: false,
         },
         tool_cache_max_age: tool_cache_max_age(),
     })
@@ -580,7 +581,8 @@ pub(crate) fn run(file: Option<PathBuf>, args: &PipelineArgs, run: RunArgs) -> C
         layer_images,
     } = run;
     let session = open(file, args, &targets, true)?;
-    if let Some(message) = session.pipeline.unsupported_report() {
+    let wanted: Vec<TaskName> = targets.iter().cloned().map(TaskName::new).collect();
+    if let Some(message) = session.pipeline.unsupported_report_for(&wanted) {
         return Err(CliError::bad_input(format!(
             "error: {message}\n(`strata check` accepts them; nothing was run)"
         )));
@@ -791,12 +793,16 @@ pub(crate) fn check(file: Option<PathBuf>, packages: &PackageArgs) -> CliResult 
     Ok(0)
 }
 
+/// The run context of `plan`, `explain` and `shell`; with `keys_only` (plan, explain), secrets
+/// need not be given (see `InvocationOptions::keys_only`).
 fn context<'a>(
     session: &'a Session,
     args: &PipelineArgs,
     targets: Vec<String>,
+    keys_only: bool,
 ) -> Result<RunContext<'a>, CliError> {
-    let opts = options(&session.pipeline, args, targets)?;
+    let mut opts = options(&session.pipeline, args, targets)?;
+    opts.invocation.keys_only = keys_only;
     RunContext::new(
         &session.pipeline,
         &session.cache,
@@ -850,7 +856,7 @@ pub(crate) fn plan(
         }
     };
     let session = open(file, args, &targets, true)?;
-    let ctx = context(&session, args, targets)?;
+    let ctx = context(&session, args, targets, true)?;
     let planned = strata_engine::plan(&ctx, &WarningsOnly);
     if json {
         let jobs = crate::fanout::jobs(&session.pipeline);
@@ -974,7 +980,7 @@ pub(crate) fn report(file: Option<PathBuf>, args: &PipelineArgs, out: &Path) -> 
 
 pub(crate) fn explain(file: Option<PathBuf>, args: &PipelineArgs, task: &str) -> CliResult {
     let session = open_for_task(file, args, task)?;
-    let ctx = context(&session, args, Vec::new())?;
+    let ctx = context(&session, args, Vec::new(), true)?;
     let explanation =
         strata_engine::explain(&ctx, task, &WarningsOnly).map_err(|e| CliError::internal(&e))?;
     let print_all = |diffs: &[strata_key::Difference]| {
@@ -1034,13 +1040,16 @@ pub(crate) fn shell(
     argv: Vec<String>,
 ) -> CliResult {
     let session = open_for_task(file, args, task)?;
-    if let Some(message) = session.pipeline.unsupported_report() {
+    if let Some(message) = session
+        .pipeline
+        .unsupported_report_for(&[TaskName::new(task.to_string())])
+    {
         return Err(CliError::bad_input(format!(
             "error: {message}\n(`strata check` accepts them; nothing was run)"
         )));
     }
     require_root()?;
-    let ctx = context(&session, args, vec![task.to_string()])?;
+    let ctx = context(&session, args, vec![task.to_string()], false)?;
     // SAFETY: isatty has no preconditions.
     let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
     ignore_keyboard_signals();

@@ -220,4 +220,22 @@ fn a_secret_never_appears_in_output_log_entry_key_or_events() {
     let out = f.output(&["run"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("STRATA_SECRET_DEPLOY_TOKEN"));
+    // `plan` and `explain` work out keys only, which take the secret by name: they need no
+    // value, and find the entry the runs made.
+    let out = f.output(&["plan", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#""status": "hit""#), "{stdout}");
+    let out = f.output(&["explain", "strata.yml", "use-secret"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("would be restored"), "{stdout}");
 }

@@ -525,3 +525,58 @@ fn package_sources_from_the_environment_the_config_file_and_git() {
         "the clone is in the cache directory"
     );
 }
+
+#[test]
+fn a_call_that_cannot_run_keeps_only_the_tasks_that_need_it_from_running() {
+    let f = Fixture::new();
+    f.write("none.yaml", "");
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: lint
+    run: echo lint ok
+  - key: gh
+    call: acme/greet 1.2.0
+  - key: publish
+    use: gh
+    run: echo publishing
+",
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        args.push("strata.yml");
+        let out = f
+            .command(&args)
+            .env_remove("STRATA_PACKAGES")
+            .env("STRATA_CONFIG", f.ws().join("none.yaml"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // `lint` needs nothing the file cannot run: it runs.
+    let (code, stdout, stderr) = run(&["--target", "lint"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("lint ok") || stderr.contains("lint ok"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stderr.contains("cannot run yet"), "{stderr}");
+    // `publish` needs `gh`, whose call has no package source: refused, with the task named,
+    // and nothing run.
+    let (code, stdout, stderr) = run(&["--target", "publish"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no package source") && stderr.contains("(task `gh`)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("publishing") && stderr.contains("nothing was run"));
+    // The whole file needs it too.
+    let (code, _, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no package source"), "{stderr}");
+}

@@ -18,6 +18,9 @@ pub struct InvocationOptions {
     pub init: Vec<(String, String)>,
     /// `--secrets FILE`: `NAME=VALUE` lines.
     pub secrets_file: Option<PathBuf>,
+    /// Only keys are worked out (`strata plan`, `strata explain`): they take a secret by its
+    /// name, never its value, so a secret nobody gave is no error.
+    pub keys_only: bool,
 }
 
 /// The outcome: the scope, and what the trigger decided.
@@ -379,6 +382,12 @@ pub fn invoke(
                 secret_paths.push(item.path.clone());
             }
             Some(v) => scope.insert(&p, Value::from(v)),
+            // Nothing runs: a key has the secret's name in its place (below), whatever the
+            // value, and the value itself is never used.
+            None if item.secret && options.keys_only => {
+                scope.insert_secret(&p, Value::from(String::new()));
+                secret_paths.push(item.path.clone());
+            }
             // Needed only if a task that runs reads it: see `missing_values`.
             None => unresolved.push((item.path.clone(), item.hint())),
         }
@@ -688,6 +697,7 @@ tasks:
         let opts = InvocationOptions {
             init: vec![("extra".into(), "1".into())],
             secrets_file: None,
+            keys_only: false,
         };
         let inv = invoke(&p, Some(&checkout()), &opts, &env).unwrap();
         assert_eq!(inv.trigger, None);

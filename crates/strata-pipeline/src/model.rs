@@ -429,19 +429,44 @@ impl Pipeline {
 
     /// What `run` cannot do yet, as one message naming every key (`None`: it can run).
     pub fn unsupported_report(&self) -> Option<String> {
-        if self.unsupported.is_empty() {
+        self.report_unsupported(self.unsupported.iter().collect())
+    }
+
+    /// [`Pipeline::unsupported_report`] for a run of only `targets` (names of tasks or of
+    /// `parallel:` groups; none: every task): what the tasks it needs use, and what belongs to
+    /// no task of the file. A task that no target needs is never run, so what it uses does not
+    /// keep the others from running.
+    pub fn unsupported_report_for(&self, targets: &[TaskName]) -> Option<String> {
+        if targets.is_empty() {
+            return self.unsupported_report();
+        }
+        let targets = crate::parallel::replace_groups(targets, &self.parallel_groups);
+        let wanted = self.closure(&targets);
+        let needed = |u: &&Unsupported| match &u.task {
+            Some(task) => match self.tasks.iter().position(|t| &t.name == task) {
+                Some(i) => wanted[i],
+                // Not a task of the file (inside a call, say): it cannot be told apart.
+                None => true,
+            },
+            None => true,
+        };
+        self.report_unsupported(self.unsupported.iter().filter(needed).collect())
+    }
+
+    fn report_unsupported(&self, unsupported: Vec<&Unsupported>) -> Option<String> {
+        if unsupported.is_empty() {
             return None;
         }
         let mut lines = vec![format!(
             "{} uses {} this version of strata accepts but cannot run yet:",
             self.path.display(),
-            if self.unsupported.len() == 1 {
+            if unsupported.len() == 1 {
                 "a feature"
             } else {
                 "features"
             }
         )];
-        for u in &self.unsupported {
+        for u in unsupported {
             let task = u
                 .task
                 .as_ref()
