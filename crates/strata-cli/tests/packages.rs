@@ -580,3 +580,54 @@ fn a_call_that_cannot_run_keeps_only_the_tasks_that_need_it_from_running() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("no package source"), "{stderr}");
 }
+
+#[test]
+fn each_leg_of_a_parallel_call_gives_its_own_init_and_with() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    write_greet(&f, &c);
+    f.write(
+        "leg.yml",
+        "tasks:
+  - key: show
+    run: echo \"version ${{ init.version }}\"
+",
+    );
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: legs
+    parallel:
+      matrix:
+        version: [\"1\", \"2\"]
+    call: ${{ run.dir }}/leg.yml
+    init:
+      version: ${{ parallel.version }}
+  - key: greet
+    parallel:
+      values: [{name: ann}, {name: bob}]
+    call: acme/greet 1.2.0
+    with:
+      who: ${{ parallel.name }}-${{ parallel.index }}
+  - key: show-0
+    use: greet-0
+    run: cat /greeting.txt
+  - key: show-1
+    use: greet-1
+    run: cat /greeting.txt
+",
+    );
+    let r = f.run(&["--packages", &packages(&f)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("legs-0.show"), ["version 1"]);
+    assert_eq!(r.output("legs-1.show"), ["version 2"]);
+    assert_eq!(r.output("show-0"), ["hello, ann-0!"]);
+    assert_eq!(r.output("show-1"), ["hello, bob-1!"]);
+    // Each leg is keyed on its own arguments: a second run restores both.
+    let r = f.run(&["--packages", &packages(&f)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for task in ["legs-0.show", "legs-1.show", "greet-0.say", "greet-1.say"] {
+        assert_eq!(r.status(task), "restored", "{task}");
+    }
+    drop(c);
+}

@@ -170,6 +170,10 @@ pub(super) fn splice(
         init: spec.init.iter().cloned().chain(missing_init).collect(),
         inherit_init: spec.inherit_init,
         parent: None,
+        parallel: match &caller.parallel {
+            Some(crate::parallel::Parallel::Instance(i)) => Some(i.clone()),
+            _ => None,
+        },
     });
     let prefix = scope.prefix();
     let rename = |n: &TaskName| TaskName::new(format!("{prefix}{n}"));
