@@ -676,3 +676,61 @@ fn a_cron_trigger_with_reset_tool_cache_starts_without_it() {
     assert_eq!(by_hand.code, 0, "{}", by_hand.stderr);
     assert_eq!(previous(&by_hand), "1", "what the scheduled run left");
 }
+
+#[test]
+fn a_tool_cache_named_by_an_expression_gets_its_name_as_the_task_starts() {
+    let f = Fixture::new();
+    let pipeline = |v: &str, name: &str| {
+        format!(
+            "tasks:
+  - key: pick
+    run: printf '{name}' > \"$RWX_VALUES/cache-name\"
+  - key: count
+    use: pick
+    tool-cache: deps-${{{{ tasks.pick.values.cache-name }}}}
+    env:
+      V: \"{v}\"
+    run: |
+      n=$(cat /opt/tc/count 2>/dev/null || echo 0)
+      echo \"previous: $n\"
+      mkdir -p /opt/tc && echo $((n + 1)) > /opt/tc/count
+"
+        )
+    };
+    f.write("strata.yml", &pipeline("1", "a"));
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(previous(&r), "0");
+    let saved = r.event("tool-cache-saved", "count").expect("saved");
+    assert_eq!(saved["tool_cache"], "default/deps-a");
+    // Another `V`, the same name: the miss starts from it.
+    f.write("strata.yml", &pipeline("2", "a"));
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(previous(&r), "1");
+    // Another name: another tool cache, empty so far.
+    f.write("strata.yml", &pipeline("3", "b"));
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(previous(&r), "0");
+    assert_eq!(
+        r.event("tool-cache-saved", "count").expect("saved")["tool_cache"],
+        "default/deps-b"
+    );
+    // A name that is no name fails the task, which says why.
+    f.write("strata.yml", &pipeline("4", "a").replace("deps-${{", "${{"));
+    f.write(
+        "strata.yml",
+        &std::fs::read_to_string(f.ws().join("strata.yml"))
+            .unwrap()
+            .replace("printf 'a'", "printf ' '"),
+    );
+    let r = f.run(&[]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("count"), "failed");
+    let failed = r.event("task-failed", "count").expect("failed");
+    assert!(
+        failed.to_string().contains("`tool-cache` gives ` `"),
+        "{failed}"
+    );
+}

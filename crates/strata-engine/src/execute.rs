@@ -1094,13 +1094,13 @@ fn commit<'scope, 'env>(
         let entry = store().map_err(|e| {
             Failure::infra(format!("failed to record the cache entry: {}", chain(&e)))
         })?;
-        let tool_cache = crate::tool_cache::save(ctx, task, &layer, reporter);
+        let tool_cache = crate::tool_cache::save(ctx, task, resolved, &layer, reporter);
         if ctx.shared.has_writable() {
             start_publish(scope, ctx, reporter, entry, tool_cache);
         }
     }
     if !stored {
-        crate::tool_cache::save(ctx, task, &layer, reporter);
+        crate::tool_cache::save(ctx, task, resolved, &layer, reporter);
     }
     reporter.event(&Event::TaskPassed {
         task: task.name.to_string(),

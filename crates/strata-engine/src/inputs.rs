@@ -62,6 +62,8 @@ pub(crate) struct ResolvedInputs {
     pub(crate) background: Vec<strata_sandbox::BackgroundProcess>,
     /// The artifacts of other tasks it reads (`artifact_refs.rs`): a lower dir of their own.
     pub(crate) artifacts: Vec<crate::artifact_refs::ReadArtifact>,
+    /// Its tool cache, if it has one (its name resolved: `tool_cache.rs`).
+    pub(crate) tool_cache: Option<strata_store::ToolCacheId>,
 }
 
 /// `cache` as it applies to one run of a task.
@@ -556,6 +558,10 @@ pub(crate) fn resolve(
             ttl: None,
         }
     });
+    let tool_cache = crate::tool_cache::id_of(ctx, task, &scope, &key_scope).unwrap_or_else(|e| {
+        error.get_or_insert(e);
+        None
+    });
 
     // A filter's expressions are resolved as the task starts.
     let filter: Option<Cow<'_, Filter>> = match &task.filter {
@@ -657,6 +663,7 @@ pub(crate) fn resolve(
         deferred,
         background: services.processes,
         artifacts,
+        tool_cache,
     }
 }
 

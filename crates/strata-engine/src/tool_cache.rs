@@ -23,7 +23,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata_key::{CacheKey, LayerDigest};
-use strata_pipeline::Task;
+use strata_pipeline::expr::Scope;
+use strata_pipeline::{Task, Text};
 use strata_store::{DEFAULT_TOOL_CACHE_MAX_AGE, ToolCacheId, ToolCacheRecord};
 
 use crate::context::RunContext;
@@ -36,14 +37,31 @@ const DEFAULT_VAULT: &str = "default";
 /// The task's tool cache, if it names one — or if a calling task above it does (RWX's
 /// `call: golang/mod-download` with `tool-cache:`): each of the call's tasks then has a tool
 /// cache of its own, `NAME/INNER` (its name under the caller), so that they never overwrite
-/// one another.
-pub(crate) fn id_of(ctx: &RunContext<'_>, task: &Task) -> Option<ToolCacheId> {
+/// one another. A name written as an expression is resolved in `scope` (the task's, as it
+/// starts): an error, or a name that cannot be one, is the task's failure.
+pub(crate) fn id_of(
+    ctx: &RunContext<'_>,
+    task: &Task,
+    scope: &Scope,
+    key_scope: &Scope,
+) -> Result<Option<ToolCacheId>, String> {
+    let name_of = |text: &Text| -> Result<String, String> {
+        if !text.raw.contains("${{") {
+            return Ok(text.raw.clone());
+        }
+        let name = crate::expressions::resolve(text, scope, key_scope)
+            .map_err(|e| format!("`tool-cache`: {e}"))?
+            .text;
+        strata_pipeline::check_tool_cache_name(&name)
+            .map_err(|why| format!("`tool-cache` gives `{name}`, which cannot name one: {why}"))?;
+        Ok(name)
+    };
     let name = match &task.tool_cache {
-        Some(name) => name.clone(),
+        Some(name) => name_of(name)?,
         None => {
-            let mut scope = task.scope.as_deref();
+            let mut call = task.scope.as_deref();
             let mut found = None;
-            while let Some(s) = scope {
+            while let Some(s) = call {
                 if let Some(name) = ctx
                     .pipeline
                     .task(s.caller.as_str())
@@ -54,22 +72,25 @@ pub(crate) fn id_of(ctx: &RunContext<'_>, task: &Task) -> Option<ToolCacheId> {
                         .as_str()
                         .strip_prefix(&s.prefix())
                         .unwrap_or(task.name.as_str());
-                    found = Some(format!("{name}/{inner}"));
+                    found = Some(format!("{}/{inner}", name_of(name)?));
                     break;
                 }
-                scope = s.parent.as_deref();
+                call = s.parent.as_deref();
             }
-            found?
+            match found {
+                Some(name) => name,
+                None => return Ok(None),
+            }
         }
     };
-    Some(ToolCacheId {
+    Ok(Some(ToolCacheId {
         vault: ctx
             .pipeline
             .tool_cache_vault
             .clone()
             .unwrap_or_else(|| DEFAULT_VAULT.to_string()),
         name,
-    })
+    }))
 }
 
 pub(crate) fn max_age(ctx: &RunContext<'_>) -> Duration {
@@ -94,7 +115,7 @@ pub(crate) fn seed(
     upper: &Path,
     reporter: &dyn Reporter,
 ) {
-    let Some(id) = id_of(ctx, task) else {
+    let Some(id) = resolved.tool_cache.clone() else {
         return;
     };
     // `--no-cache` is a clean run, as `docker build --no-cache`, and so is a run of a cron
@@ -218,10 +239,11 @@ fn from_shared_caches(
 pub(crate) fn save(
     ctx: &RunContext<'_>,
     task: &Task,
+    resolved: &ResolvedInputs,
     layer: &LayerDigest,
     reporter: &dyn Reporter,
 ) -> Option<ToolCacheRecord> {
-    let id = id_of(ctx, task)?;
+    let id = resolved.tool_cache.clone()?;
     // In the run's lease before the record names it, for a concurrent prune.
     let _ = ctx.run_dir.note_layer(layer);
     match ctx.cache.tool_caches().set(&id, task.name.as_str(), layer) {

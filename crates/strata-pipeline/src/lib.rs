@@ -49,6 +49,7 @@ pub use parallel::{
 pub use parse::DOCKERD_PROCESS;
 pub use parse::expressions::{NAMESPACES, RUN_FIELDS, TASK_STATUSES};
 pub use parse::outputs::valid_artifact_key;
+pub use parse::task::check_tool_cache_name;
 pub use parse::{dialect_of, load, load_with, parse_str, parse_with};
 pub use size::parse_size;
 pub use triggers::{Trigger, TriggerEvent, Triggers};

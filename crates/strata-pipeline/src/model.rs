@@ -266,8 +266,9 @@ pub struct Task {
     /// `/sys` and `/proc` unguarded (docs/security.md). Keyed.
     pub privileged: bool,
     /// `tool-cache: NAME`: on a miss the task starts from the files its latest successful
-    /// execution under this name left (not keyed; `strata-engine`'s `tool_cache.rs`).
-    pub tool_cache: Option<String>,
+    /// execution under this name left (not keyed; `strata-engine`'s `tool_cache.rs`). The name
+    /// may be an expression, resolved as the task starts.
+    pub tool_cache: Option<Text>,
     /// `outputs`: artifacts, test results, success exit codes, what the layer keeps.
     pub outputs: crate::outputs::TaskOutputs,
     /// `retry`: how many more times a failed task runs.
@@ -374,6 +375,7 @@ impl Task {
         texts.extend(self.filter.iter().flat_map(|f| f.templates()));
         texts.extend(&self.condition);
         texts.extend(self.retry.iter().flat_map(|r| &r.condition));
+        texts.extend(&self.tool_cache);
         for process in &self.background {
             texts.push(&process.run);
             texts.extend(process.ready_check.iter().map(|c| &c.run));

@@ -10,7 +10,14 @@ fn a_task_names_its_tool_cache_and_the_file_its_vault() {
     let text = "tool-cache:\n  vault: main\ntasks:\n  - key: deps\n    tool-cache: npm\n    run: npm ci\n  - key: plain\n    run: make\n";
     for path in ["strata.yml", ".rwx/ci.yml"] {
         let p = parse_str(Path::new(path), text).unwrap();
-        assert_eq!(p.task("deps").unwrap().tool_cache.as_deref(), Some("npm"));
+        assert_eq!(
+            p.task("deps")
+                .unwrap()
+                .tool_cache
+                .as_ref()
+                .map(|t| t.raw.as_str()),
+            Some("npm")
+        );
         assert_eq!(p.task("plain").unwrap().tool_cache, None);
         assert_eq!(p.tool_cache_vault.as_deref(), Some("main"));
         assert!(
@@ -21,15 +28,31 @@ fn a_task_names_its_tool_cache_and_the_file_its_vault() {
 }
 
 #[test]
-fn a_tool_cache_must_be_a_plain_name() {
-    for (value, at) in [("\"\"", "3:17"), ("${{ init.x }}", "3:17"), ("[a]", "3:17")] {
+fn a_tool_cache_is_a_name_or_an_expression() {
+    for (value, at) in [
+        ("\"\"", "3:17"),
+        ("\"a\\u0007b\"", "3:17"),
+        ("[a]", "3:17"),
+        ("${{ nosuch.x }}", "3:21"),
+    ] {
         let text = format!("tasks:\n  - key: a\n    tool-cache: {value}\n    run: x\n");
         let err = parse_str(Path::new("strata.yml"), &text)
             .expect_err("refused")
             .to_string();
-        assert!(err.contains("`tool-cache`"), "{value}: {err}");
+        assert!(
+            err.contains("`tool-cache`") || err.contains("nosuch"),
+            "{value}: {err}"
+        );
         assert!(err.contains(at), "{value}: {err}");
     }
+    // RWX's own `git/clone` package names its tool cache after another task's value.
+    let text = "tasks:\n  - key: pick\n    run: x\n  - key: a\n    use: pick\n    tool-cache: deps-${{ tasks.pick.values.name }}\n    run: x\n";
+    let p = parse_str(Path::new("strata.yml"), text).expect("an expression is a name");
+    let task = p.task("a").unwrap();
+    assert_eq!(
+        task.tool_cache.as_ref().map(|t| t.raw.as_str()),
+        Some("deps-${{ tasks.pick.values.name }}")
+    );
 }
 
 #[test]

@@ -319,7 +319,7 @@ struct TaskParts {
     after_condition: Option<Text>,
     parallel: Option<crate::parallel::ParallelSpec>,
     privileged: bool,
-    tool_cache: Option<String>,
+    tool_cache: Option<Text>,
     outputs: crate::outputs::TaskOutputs,
     retry: Option<crate::outputs::Retry>,
     background: Vec<crate::model::BackgroundProcess>,
@@ -327,19 +327,33 @@ struct TaskParts {
     ref_spans: Vec<RefSpan>,
 }
 
-/// `tool-cache: NAME`: a plain, non-empty name (it names the cache on disk and in shared
-/// caches, so an expression, which RWX does not allow either, is refused).
-fn tool_cache_name(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<String> {
-    let name = crate::parse::scalars::as_string(node, "`tool-cache`", errors)?;
-    if name.trim().is_empty() || name.contains("${{") || name.chars().any(char::is_control) {
-        errors.push(
-            node.error(
-                "`tool-cache` must be a name, such as `npm` or `cargo-target` (no expression)",
-            ),
-        );
+/// `tool-cache: NAME`: a non-empty name, or an expression that gives one as the task starts
+/// (RWX's own `git/clone` package names its tool cache after a value of another task).
+fn tool_cache_name(node: &Node, errors: &mut Vec<Diagnostic>) -> Option<Text> {
+    let text = as_text(node, "`tool-cache`", errors)?;
+    if text.raw.contains("${{") {
+        // Checked with the pipeline's other expressions; the name it gives, when it runs.
+        return Some(text);
+    }
+    if let Err(why) = check_tool_cache_name(&text.raw) {
+        errors.push(node.error(format!(
+            "`tool-cache` must be a name, such as `npm` or `cargo-target`: {why}"
+        )));
         return None;
     }
-    Some(name)
+    Some(text)
+}
+
+/// Why `name` cannot name a tool cache, if it cannot (it names the cache on disk and in shared
+/// caches).
+pub fn check_tool_cache_name(name: &str) -> Result<(), &'static str> {
+    if name.trim().is_empty() {
+        Err("it is empty")
+    } else if name.chars().any(char::is_control) {
+        Err("it has a control character")
+    } else {
+        Ok(())
+    }
 }
 
 pub(crate) fn is_expression(node: &Node) -> bool {
