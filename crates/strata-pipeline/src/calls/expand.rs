@@ -451,6 +451,45 @@ tasks:
     }
 
     #[test]
+    fn an_embedded_run_with_a_base_of_its_own_is_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "leg.yml",
+            "base:\n  image: ruby:${{ init.v }}\ntasks:\n  - key: t\n    run: ruby -v\n",
+        );
+        write(
+            dir.path(),
+            "same.yml",
+            "base: host\ntasks:\n  - key: t\n    run: echo\n",
+        );
+        let p = parse(
+            dir.path(),
+            "base: host\ntasks:
+  - key: legs
+    parallel:
+      matrix:
+        v: [\"3.2\", \"3.3\"]
+    call: ${{ run.dir }}/leg.yml
+    init:
+      v: ${{ parallel.v }}
+  - key: plain
+    call: ${{ run.dir }}/same.yml
+",
+        )
+        .unwrap();
+        let said: Vec<&str> = p
+            .notes
+            .iter()
+            .map(|n| n.message.as_str())
+            .filter(|m| m.contains("is not used when the file is called"))
+            .collect();
+        // Once for the two legs, and not for the file whose base is the caller's.
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("leg.yml:2:"), "{}", said[0]);
+    }
+
+    #[test]
     fn a_package_pinned_by_its_digest() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "pkgs/acme/build/rwx-package.yml", PACKAGE);

@@ -279,13 +279,30 @@ pub(super) fn splice(
         }
         out.push(t);
     }
-    let file = match &scope.called {
-        Called::Package(p) => p.dir.join(super::sources::PACKAGE_FILE),
-        Called::Run { path, .. } => path.clone(),
-    };
+    let file = file_of(&scope.called);
     // An embedded run's own `base` is not used (its tasks run on the caller's): its notes
-    // about it would mislead.
+    // about it would mislead. One that names another base than the caller's is said: its
+    // tasks would otherwise pass or fail on a system their file does not ask for, unseen
+    // (a matrix of embedded runs, one per image, would test one image many times).
     let embedded = matches!(scope.called, Called::Run { .. });
+    if embedded
+        && let Some(at) = inner.base_at
+        && inner.base != pipeline.base
+    {
+        let message = format!(
+            "warning: {}:{}:{}: this `base` is not used when the file is called: strata runs \
+             every task of a run on one base, so its tasks run on the calling file's",
+            file_of(&scope.called).display(),
+            at.line,
+            at.column,
+        );
+        if !pipeline.notes.iter().any(|o| o.message == message) {
+            pipeline.notes.push(Note {
+                at: spec.at,
+                message,
+            });
+        }
+    }
     for n in inner.notes {
         if embedded && n.message.starts_with("`base`") {
             continue;
@@ -339,6 +356,14 @@ pub(super) fn splice(
     caller.filter = None;
     caller.ref_spans.clear();
     out.push(caller);
+}
+
+/// The file a call reads: the package's, or the embedded run definition.
+fn file_of(called: &Called) -> std::path::PathBuf {
+    match called {
+        Called::Package(p) => p.dir.join(super::sources::PACKAGE_FILE),
+        Called::Run { path, .. } => path.clone(),
+    }
 }
 
 /// A nested call's scope, moved under `root` (its caller renamed with `prefix`).
