@@ -174,8 +174,10 @@ fn a_missing_image_is_a_clear_error() {
     assert!(r.stderr.contains("not found"), "{}", r.stderr);
 }
 
-/// Lists a filesystem with busybox tools, the same way inside the sandbox and outside.
-const LISTING: &str = r#"cd / && find . \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run \) -prune -o -print | sort | while read f; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo "$f $(stat -c '%a %u %g %s' "$f") $(md5sum < "$f" | cut -c1-32)"; elif [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(stat -c '%F %a %u %g' "$f")"; fi; done"#;
+/// Lists a filesystem with busybox tools, the same way inside the sandbox and outside. What the
+/// sandbox provides at run time, as a container runtime does, is not in the image and not
+/// listed: the pseudo-filesystems and the files of /etc bound over the stack's.
+const LISTING: &str = r#"cd / && find . \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run -o -path ./etc/hosts -o -path ./etc/hostname -o -path ./etc/resolv.conf \) -prune -o -print | sort | while read f; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo "$f $(stat -c '%a %u %g %s' "$f") $(md5sum < "$f" | cut -c1-32)"; elif [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(stat -c '%F %a %u %g' "$f")"; fi; done"#;
 
 #[test]
 fn an_exported_image_is_valid_and_holds_what_the_task_saw() {
@@ -333,4 +335,92 @@ fn without_its_registry_a_pipeline_uses_the_image_as_last_pulled() {
     let r = f.run(&[]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("unreachable"), "{}", r.stderr);
+}
+
+/// An image without `/etc/hosts` and `/etc/hostname`, whose `/etc/resolv.conf` is a dangling
+/// symlink into `/run` (as systemd-resolved's images have it), as registry images come: the
+/// runtime provides these files. glibc's `getent` (its NSS files and dns modules are part of
+/// libc) reads what the task is given.
+#[test]
+fn a_task_on_an_image_without_etc_files_gets_hosts_hostname_and_the_host_s_resolver() {
+    let f = Fixture::new();
+    busybox_image(
+        &f.ws().join("img"),
+        "1",
+        "mkdir -p usr/bin lib/x86_64-linux-gnu lib64
+         cp /usr/bin/getent usr/bin/
+         cp /lib/x86_64-linux-gnu/libc.so.6 lib/x86_64-linux-gnu/
+         cp /lib64/ld-linux-x86-64.so.2 lib64/
+         echo 'hosts: files dns' > etc/nsswitch.conf
+         ln -s ../run/systemd/resolve/stub-resolv.conf etc/resolv.conf",
+    );
+    f.write(
+        "strata.yml",
+        r#"base: {image: "oci:img:1"}
+tasks:
+  - key: lookup
+    run: |
+      getent hosts localhost
+      getent hosts "$(hostname)"
+      echo "hostname=$(cat /etc/hostname)"
+      cat /etc/resolv.conf
+      # Edits of these files are the task's own, not its layer's.
+      echo "10.9.9.9 edited" >> /etc/hosts
+      echo "nameserver 10.9.9.9" >> /etc/resolv.conf
+      echo edited > /etc/hostname
+      echo kept > /marker
+  - key: next
+    use: [lookup]
+    run: |
+      getent hosts "$(hostname)"
+      echo "hostname=$(cat /etc/hostname)"
+      grep -c edited /etc/hosts || true
+"#,
+    );
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap();
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = r.output("lookup");
+    let localhost = out[0].split_whitespace().collect::<Vec<_>>();
+    assert!(
+        ["::1", "127.0.0.1"].contains(&localhost[0]) && localhost.contains(&"localhost"),
+        "{out:#?}"
+    );
+    assert_eq!(
+        out[1].split_whitespace().collect::<Vec<_>>(),
+        ["127.0.1.1", "lookup"]
+    );
+    assert_eq!(out[2], "hostname=lookup");
+    assert_eq!(out[3..].join("\n"), host_resolv.trim_end(), "{out:#?}");
+    // The next task sees its own files, none of the edits.
+    assert_eq!(
+        r.output("next"),
+        ["127.0.1.1       next", "hostname=next", "0"]
+    );
+
+    // Nothing of /etc is in the layer: not the files, not the mount points made for them, not
+    // the whiteout that hid the image's symlink, not /etc copied up for them.
+    let layer = f.cache.path().join("layers").join(layer_of(&r, "lookup"));
+    assert!(layer.join("marker").exists(), "{}", layer.display());
+    assert!(
+        std::fs::symlink_metadata(layer.join("etc")).is_err(),
+        "{:?}",
+        std::fs::read_dir(layer.join("etc")).map(|d| d.count())
+    );
+
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("lookup"), "restored");
+    assert_eq!(r.status("next"), "restored");
+    // The restored layer hides nothing of the image's /etc either.
+    let layer = f.cache.path().join("layers").join(layer_of(&r, "lookup"));
+    assert!(std::fs::symlink_metadata(layer.join("etc")).is_err());
+}
+
+fn layer_of(r: &common::RunResult, task: &str) -> String {
+    r.event("task-passed", task)
+        .or_else(|| r.event("task-restored", task))
+        .and_then(|e| e["layer"].as_str())
+        .unwrap_or_else(|| panic!("no layer for {task}"))
+        .to_string()
 }

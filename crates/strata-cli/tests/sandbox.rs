@@ -224,13 +224,18 @@ fn the_hostname_is_the_task_name_and_resolves() {
     let (_f, r) = run_task(
         "unit_tests",
         "",
-        "hostname\ncat /proc/sys/kernel/hostname\ngetent hosts unit-tests | awk '{print \"resolves=\" $1}'",
+        "hostname\ncat /proc/sys/kernel/hostname\ngetent hosts unit-tests | awk '{print \"resolves=\" $1}'\ncat /etc/hostname\ncat /etc/resolv.conf",
     );
     let out = passed(&r, "unit_tests");
     // `_` is not valid in a hostname.
     assert_eq!(out[0], "unit-tests");
     assert_eq!(out[1], "unit-tests");
     assert_eq!(out[2], "resolves=127.0.1.1");
+    assert_eq!(out[3], "unit-tests");
+    // On the host's own root too, the host's resolver configuration (a copy: the host's may be
+    // a symlink into /run, which is the task's own tmpfs).
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap();
+    assert_eq!(out[4..].join("\n"), host_resolv.trim_end());
     assert_ne!(
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap()

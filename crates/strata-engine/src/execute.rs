@@ -1043,9 +1043,7 @@ fn commit<'scope, 'env>(
     env.dynamic_tasks = read_dynamic_tasks(&outputs_dir.join("dynamic-tasks"))?;
     env.test_results = test_results;
     // Mount points the sandbox had to create are not the task's doing.
-    for mp in RunningSandbox::created_mountpoints(scratch) {
-        let _ = std::fs::remove_dir(upper.join(mp));
-    }
+    remove_created_mountpoints(scratch, upper);
     // `outputs.filesystem` decides what of the task's writes is its layer, before it is
     // hashed; its hooks and artifacts are added after, whatever the filter.
     crate::task_outputs::filter_upper(upper, &task.outputs.filesystem)
@@ -1264,5 +1262,23 @@ fn humanize(d: Duration) -> String {
         format!("{}m{}s", s / 60, s % 60)
     } else {
         format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Removes from the upper dir the mount points the sandbox made there, the last first (a
+/// directory is listed before what it holds): a directory only if the task left it empty, a
+/// file only if it is still the empty file made (a task cannot replace a mount point).
+fn remove_created_mountpoints(scratch: &Path, upper: &Path) {
+    for mp in RunningSandbox::created_mountpoints(scratch).iter().rev() {
+        let path = upper.join(mp);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                let _ = std::fs::remove_dir(&path);
+            }
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
     }
 }

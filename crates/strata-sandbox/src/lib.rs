@@ -34,4 +34,4 @@ pub use spawn::{Exit, Killer, Outcome, RunningSandbox, SandboxError, spawn};
 pub use spec::{
     Attached, BackgroundProcess, BindMount, IdMappedLower, OverlayMount, ReadyCheck, SandboxSpec,
 };
-pub use syscalls::{LinuxSyscalls, RecordingSyscalls, Syscalls};
+pub use syscalls::{FileKind, LinuxSyscalls, RecordingSyscalls, Syscalls};

@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::spec::SandboxSpec;
-use crate::syscalls::Syscalls;
+use crate::syscalls::{FileKind, Syscalls};
 
 /// Written by the helper into the scratch dir: mount points it had to create inside the upper
-/// dir (one relative path per line), to be removed before the upper dir is committed.
+/// dir (one relative path per line, a directory before what it holds), to be removed, from the
+/// last, before the upper dir is committed: empty directories and empty files.
 pub const MOUNTPOINTS_FILE: &str = "created-mountpoints";
 /// Written by the helper into the scratch dir when it cannot set up the sandbox.
 pub const SETUP_ERROR_FILE: &str = "setup-error";
@@ -213,29 +214,124 @@ pub fn setup_root(
         }
         sys.bind(&bind.source, &target, false)?;
     }
-    resolve_own_hostname(spec, sys, &merged)?;
+    provide_etc_files(spec, sys, &merged, &mut created)?;
     Ok((merged, created))
 }
 
-/// Adds the task's hostname to a copy of the stack's `/etc/hosts`, bound over it, as Docker
-/// does: without it `sudo` and others complain that they cannot resolve the host. The task's
-/// own edits of `/etc/hosts` therefore stay out of its layer.
-fn resolve_own_hostname(
+/// What `/etc/hosts` starts with where the stack's has no `localhost` (Docker's lines).
+const DEFAULT_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// Gives the task the files of `/etc` Docker gives every container, whatever the stack ships:
+/// an `/etc/hosts` where `localhost` and the task's hostname resolve (the stack's own lines
+/// kept), `/etc/hostname`, and the host's `/etc/resolv.conf`. Without them `sudo` cannot
+/// resolve the host, `localhost` does not resolve, and an image without a resolver
+/// configuration (registry images ship none: the runtime provides it) has no DNS.
+///
+/// Each is a copy in the scratch dir bound over the path, so the task's edits stay out of its
+/// layer. A path the stack lacks, or has as a symlink (`resolv.conf` into `/run`, which is
+/// the task's own tmpfs here, or dangling), gets an empty file to mount over, recorded in
+/// `created` so that it is removed from the upper dir before the commit: the layer keeps
+/// whatever the stack had there. A symlink is never followed: paths of the task's root are
+/// resolved against the host's root until `pivot_root`.
+fn provide_etc_files(
     spec: &SandboxSpec,
     sys: &dyn Syscalls,
     merged: &Path,
+    created: &mut Vec<String>,
 ) -> std::io::Result<()> {
-    let hosts = merged.join("etc/hosts");
-    let Ok(mut content) = sys.read_file(&hosts) else {
-        return Ok(()); // no /etc/hosts (or not a regular file): nothing to add to
-    };
+    let etc = merged.join("etc");
+    match sys.kind(&etc) {
+        Some(FileKind::Dir) => {}
+        None => {
+            sys.mkdir_all(&etc)?;
+            created.push("etc".into());
+        }
+        // An `/etc` that is a symlink (or not a directory) is the stack's business.
+        Some(_) => return Ok(()),
+    }
+    let hostname = hostname_for(&spec.task);
+    // A hosts file that is not a regular file is not read (and is replaced).
+    let stack_hosts = sys.read_file(&etc.join("hosts")).ok();
+    let hosts = hosts_file(stack_hosts.as_deref(), &hostname);
+    bind_etc_file(spec, sys, merged, "hosts", &hosts, created)?;
+    bind_etc_file(
+        spec,
+        sys,
+        merged,
+        "hostname",
+        format!("{hostname}\n").as_bytes(),
+        created,
+    )?;
+    // Tasks share the host's network namespace (the helper unshares mount, PID, UTS and IPC
+    // only), so the host's resolver configuration works as it is, a loopback resolver such as
+    // systemd-resolved's 127.0.0.53 included. In a network namespace of its own a task would
+    // need the upstream servers instead (Docker reads /run/systemd/resolve/resolv.conf then).
+    match sys.read_host_file(Path::new("/etc/resolv.conf")) {
+        Ok(resolv) => bind_etc_file(spec, sys, merged, "resolv.conf", &resolv, created)?,
+        // No resolver configuration on the host: the task's is the stack's, as the host's
+        // programs fall back to the same defaults.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// The task's `/etc/hosts`: the stack's (Docker's localhost lines first where it names no
+/// `localhost`), then the task's hostname on 127.0.1.1, as Debian's installer writes it.
+fn hosts_file(stack: Option<&[u8]>, hostname: &str) -> Vec<u8> {
+    let stack = stack.unwrap_or_default();
+    let names_localhost = String::from_utf8_lossy(stack).lines().any(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        line.split_whitespace()
+            .skip(1)
+            .any(|name| name == "localhost")
+    });
+    let mut content = Vec::new();
+    if !names_localhost {
+        content.extend_from_slice(DEFAULT_HOSTS.as_bytes());
+    }
+    content.extend_from_slice(stack);
     if !content.is_empty() && !content.ends_with(b"\n") {
         content.push(b'\n');
     }
-    content.extend_from_slice(format!("127.0.1.1\t{}\n", hostname_for(&spec.task)).as_bytes());
-    let copy = spec.scratch.join("hosts");
-    sys.write_file(&copy, &content)?;
-    sys.bind(&copy, &hosts, false)
+    content.extend_from_slice(format!("127.0.1.1\t{hostname}\n").as_bytes());
+    content
+}
+
+/// Binds a copy of `content` over `etc/<name>` of the task's root, making the mount point
+/// where the stack has no regular file there.
+fn bind_etc_file(
+    spec: &SandboxSpec,
+    sys: &dyn Syscalls,
+    merged: &Path,
+    name: &str,
+    content: &[u8],
+    created: &mut Vec<String>,
+) -> std::io::Result<()> {
+    let relative = format!("etc/{name}");
+    let target = merged.join(&relative);
+    match sys.kind(&target) {
+        Some(FileKind::File) => {}
+        // A directory there: nothing a file can be bound over.
+        Some(FileKind::Dir) => return Ok(()),
+        kind => {
+            // Making the mount point copies `/etc` up into the upper dir: if the task leaves
+            // nothing else there, that directory goes too (removed after the files, as
+            // `created` is undone from the end).
+            if !sys.exists(&spec.upperdir.join("etc")) && !created.iter().any(|c| c == "etc") {
+                created.push("etc".into());
+            }
+            if kind.is_some() {
+                // A whiteout in the upper dir, gone with the mount point before the commit.
+                sys.remove_file(&target)?;
+            }
+            sys.create_file(&target)?;
+            created.push(relative);
+        }
+    }
+    let copy = spec.scratch.join(name);
+    sys.write_file(&copy, content)?;
+    sys.bind(&copy, &target, false)
 }
 
 /// What happens after `pivot_root`, just before the command runs: the hostname, and the
@@ -277,19 +373,23 @@ mod tests {
         }
     }
 
-    /// A fake whose stack has every mount point, `/etc/hosts`, and the given paths under the
+    /// A fake whose stack has every mount point, `/etc/hosts` and `/etc/hostname`, and the given paths under the
     /// merged root.
     fn fake_with(paths: &[&str]) -> RecordingSyscalls {
         RecordingSyscalls {
             existing: MOUNTPOINTS
                 .iter()
+                .chain(&["etc"])
                 .chain(paths)
                 .map(|m| PathBuf::from("/s/merged").join(m))
                 .collect(),
-            files: vec![(
-                "/s/merged/etc/hosts".into(),
-                b"127.0.0.1 localhost".to_vec(),
-            )],
+            files: vec![
+                (
+                    "/s/merged/etc/hosts".into(),
+                    b"127.0.0.1 localhost".to_vec(),
+                ),
+                ("/s/merged/etc/hostname".into(), b"image".to_vec()),
+            ],
             ..Default::default()
         }
     }
@@ -305,7 +405,11 @@ mod tests {
         };
         let (root, created) = setup_root(&spec(), &sys).unwrap();
         assert_eq!(root, PathBuf::from("/s/merged"));
-        assert_eq!(created, vec!["workspace"]);
+        // The stack has no /etc: the one made for the task's files of /etc goes too.
+        assert_eq!(
+            created,
+            vec!["workspace", "etc", "etc/hosts", "etc/hostname"]
+        );
         let calls = sys.calls.borrow();
         let overlays: Vec<&String> = calls.iter().filter(|c| c.starts_with("overlay")).collect();
         assert_eq!(
@@ -392,11 +496,164 @@ mod tests {
         assert_eq!(calls.last().unwrap(), "hostname t");
     }
 
+    /// The calls that concern the files of `/etc` the task is given.
+    fn etc_calls(sys: &RecordingSyscalls) -> Vec<String> {
+        sys.calls
+            .borrow()
+            .iter()
+            .filter(|c| {
+                ["hosts", "hostname", "resolv.conf", "/s/merged/etc "]
+                    .iter()
+                    .any(|n| c.contains(n))
+                    || c.ends_with("/s/merged/etc")
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn host_resolv() -> (PathBuf, Vec<u8>) {
+        (
+            "/etc/resolv.conf".into(),
+            b"nameserver 10.0.0.53\n".to_vec(),
+        )
+    }
+
     #[test]
-    fn without_etc_hosts_nothing_is_bound_over_it() {
+    fn a_stack_without_etc_files_gets_docker_s_and_they_stay_out_of_the_layer() {
+        // /etc is there (in a lower layer), none of the three files is.
+        let sys = RecordingSyscalls {
+            existing: vec!["/s/merged/etc".into()],
+            files: vec![host_resolv()],
+            ..Default::default()
+        };
+        let (_, created) = setup_root(&spec(), &sys).unwrap();
+        assert_eq!(
+            etc_calls(&sys),
+            [
+                "touch /s/merged/etc/hosts",
+                r#"write /s/hosts "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tt\n""#,
+                "bind /s/hosts /s/merged/etc/hosts",
+                "touch /s/merged/etc/hostname",
+                r#"write /s/hostname "t\n""#,
+                "bind /s/hostname /s/merged/etc/hostname",
+                "touch /s/merged/etc/resolv.conf",
+                r#"write /s/resolv.conf "nameserver 10.0.0.53\n""#,
+                "bind /s/resolv.conf /s/merged/etc/resolv.conf",
+            ]
+        );
+        // The copied-up /etc before the files in it: they are removed from the last.
+        assert_eq!(
+            &created[created.len() - 4..],
+            ["etc", "etc/hosts", "etc/hostname", "etc/resolv.conf"]
+        );
+    }
+
+    #[test]
+    fn the_stack_s_regular_files_are_bound_over_and_its_hosts_lines_kept() {
+        let sys = RecordingSyscalls {
+            existing: vec!["/s/merged/etc".into(), "/s/upper/etc".into()],
+            files: vec![
+                (
+                    "/s/merged/etc/hosts".into(),
+                    b"10.1.2.3 db # local\n".to_vec(),
+                ),
+                ("/s/merged/etc/hostname".into(), b"image\n".to_vec()),
+                (
+                    "/s/merged/etc/resolv.conf".into(),
+                    b"nameserver 1.1.1.1\n".to_vec(),
+                ),
+                host_resolv(),
+            ],
+            ..Default::default()
+        };
+        let (_, created) = setup_root(&spec(), &sys).unwrap();
+        let calls = etc_calls(&sys);
+        // No line of the image's names localhost: Docker's come first, then the image's.
+        assert!(calls.contains(
+            &r#"write /s/hosts "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.1.2.3 db # local\n127.0.1.1\tt\n""#
+                .to_string()
+        ));
+        // The host's resolver, not the image's.
+        assert!(calls.contains(&r#"write /s/resolv.conf "nameserver 10.0.0.53\n""#.to_string()));
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("touch") || c.starts_with("rm"))
+        );
+        assert!(!created.iter().any(|c| c.starts_with("etc")));
+    }
+
+    #[test]
+    fn symlinks_are_replaced_not_followed() {
+        // resolv.conf into /run (the task's own tmpfs) and a dangling hosts: neither is read
+        // nor followed; each is hidden by a whiteout under the mount point, which goes with it.
+        let sys = RecordingSyscalls {
+            existing: vec!["/s/merged/etc".into(), "/s/upper/etc".into()],
+            files: vec![host_resolv()],
+            symlinks: vec![
+                "/s/merged/etc/resolv.conf".into(),
+                "/s/merged/etc/hosts".into(),
+            ],
+            ..Default::default()
+        };
+        let (_, created) = setup_root(&spec(), &sys).unwrap();
+        let calls = etc_calls(&sys);
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+        assert!(at("rm /s/merged/etc/resolv.conf") < at("touch /s/merged/etc/resolv.conf"));
+        assert!(
+            at("touch /s/merged/etc/resolv.conf")
+                < at("bind /s/resolv.conf /s/merged/etc/resolv.conf")
+        );
+        assert!(at("rm /s/merged/etc/hosts") < at("bind /s/hosts /s/merged/etc/hosts"));
+        // The upper dir had /etc already: only the files are undone.
+        assert_eq!(
+            &created[created.len() - 3..],
+            ["etc/hosts", "etc/hostname", "etc/resolv.conf"]
+        );
+        assert!(!created.contains(&"etc".to_string()));
+    }
+
+    #[test]
+    fn a_stack_without_etc_gets_one_and_a_host_without_resolv_conf_none() {
         let sys = RecordingSyscalls::default();
-        setup_root(&spec(), &sys).unwrap();
-        assert!(!sys.calls.borrow().iter().any(|c| c.contains("hosts")));
+        let (_, created) = setup_root(&spec(), &sys).unwrap();
+        let calls = etc_calls(&sys);
+        assert_eq!(calls[0], "mkdir /s/merged/etc");
+        assert!(calls.contains(&"bind /s/hosts /s/merged/etc/hosts".to_string()));
+        assert!(calls.contains(&"bind /s/hostname /s/merged/etc/hostname".to_string()));
+        assert!(!calls.iter().any(|c| c.contains("resolv.conf")));
+        assert_eq!(
+            &created[created.len() - 3..],
+            ["etc", "etc/hosts", "etc/hostname"]
+        );
+    }
+
+    #[test]
+    fn an_etc_that_is_a_symlink_is_left_alone() {
+        let sys = RecordingSyscalls {
+            symlinks: vec!["/s/merged/etc".into()],
+            files: vec![host_resolv()],
+            ..Default::default()
+        };
+        let (_, created) = setup_root(&spec(), &sys).unwrap();
+        assert_eq!(etc_calls(&sys), Vec::<String>::new());
+        assert!(!created.iter().any(|c| c.starts_with("etc")));
+    }
+
+    #[test]
+    fn hosts_lines_naming_localhost_are_not_repeated() {
+        let hosts = hosts_file(Some(b"127.0.0.1 localhost.localdomain localhost"), "t");
+        assert_eq!(
+            String::from_utf8(hosts).unwrap(),
+            "127.0.0.1 localhost.localdomain localhost\n127.0.1.1\tt\n"
+        );
+        // A comment naming it does not count.
+        let hosts = hosts_file(Some(b"# localhost\n"), "t");
+        assert!(
+            String::from_utf8(hosts)
+                .unwrap()
+                .starts_with("127.0.0.1\tlocalhost\n")
+        );
     }
 
     #[test]
@@ -440,7 +697,17 @@ mod tests {
         let (_, created) = setup_root(&spec(), &sys).unwrap();
         assert_eq!(
             created,
-            vec!["proc", "dev", "sys", "tmp", "run", "workspace"]
+            vec![
+                "proc",
+                "dev",
+                "sys",
+                "tmp",
+                "run",
+                "workspace",
+                "etc",
+                "etc/hosts",
+                "etc/hostname"
+            ]
         );
     }
 }

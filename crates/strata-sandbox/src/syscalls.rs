@@ -43,11 +43,18 @@ pub trait Syscalls {
     /// Makes `new_root` the root and detaches the old one.
     fn pivot_root(&self, new_root: &Path) -> std::io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
+    /// What is at `path`, the last component not followed (`lstat`); `None` if nothing is.
+    fn kind(&self, path: &Path) -> Option<FileKind>;
     fn mkdir_all(&self, path: &Path) -> std::io::Result<()>;
     fn create_file(&self, path: &Path) -> std::io::Result<()>;
     fn symlink(&self, target: &str, link: &Path) -> std::io::Result<()>;
+    /// Removes a file, symlink or other non-directory.
+    fn remove_file(&self, path: &Path) -> std::io::Result<()>;
     /// A regular file's content; a symlink or anything else is an error.
     fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+    /// A file of the host's own root, read before `pivot_root`, symlinks followed (the host's
+    /// `/etc/resolv.conf` is often one into `/run`).
+    fn read_host_file(&self, path: &Path) -> std::io::Result<Vec<u8>>;
     fn write_file(&self, path: &Path, contents: &[u8]) -> std::io::Result<()>;
     /// Sets the hostname of the UTS namespace.
     fn set_hostname(&self, name: &str) -> std::io::Result<()>;
@@ -55,6 +62,16 @@ pub trait Syscalls {
     /// `CAP_*` number): the bounding set, then effective and permitted; inheritable and ambient
     /// are emptied.
     fn limit_capabilities(&self, keep: u64) -> std::io::Result<()>;
+}
+
+/// The kinds of file [`Syscalls::kind`] tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    /// A device node, FIFO or socket.
+    Other,
 }
 
 pub struct LinuxSyscalls;
@@ -264,6 +281,19 @@ impl Syscalls for LinuxSyscalls {
         std::fs::symlink_metadata(path).is_ok()
     }
 
+    fn kind(&self, path: &Path) -> Option<FileKind> {
+        let kind = std::fs::symlink_metadata(path).ok()?.file_type();
+        Some(if kind.is_file() {
+            FileKind::File
+        } else if kind.is_dir() {
+            FileKind::Dir
+        } else if kind.is_symlink() {
+            FileKind::Symlink
+        } else {
+            FileKind::Other
+        })
+    }
+
     fn mkdir_all(&self, path: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(path)
             .map_err(|e| with_context(e, format!("create {}", path.display())))
@@ -280,6 +310,11 @@ impl Syscalls for LinuxSyscalls {
             .map_err(|e| with_context(e, format!("create symlink {}", link.display())))
     }
 
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::remove_file(path)
+            .map_err(|e| with_context(e, format!("remove {}", path.display())))
+    }
+
     fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         // Paths inside the task's root are read before pivot_root: a symlink there would be
         // resolved against the host's root.
@@ -291,6 +326,10 @@ impl Syscalls for LinuxSyscalls {
                 format!("{} is not a regular file", path.display()),
             ));
         }
+        std::fs::read(path).map_err(|e| with_context(e, format!("read {}", path.display())))
+    }
+
+    fn read_host_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         std::fs::read(path).map_err(|e| with_context(e, format!("read {}", path.display())))
     }
 
@@ -378,12 +417,14 @@ fn mount_setattr(target: &Path, recursive: bool, set: u64, clear: u64) -> std::i
 }
 
 /// Records every call instead of making it; `exists` answers from a fixed list, `read_file`
-/// from a fixed map (a missing file is `NotFound`).
+/// and `read_host_file` from a fixed map (a missing file is `NotFound`), `kind` from the map
+/// (files), `symlinks` and the list (directories).
 #[derive(Default)]
 pub struct RecordingSyscalls {
     pub calls: RefCell<Vec<String>>,
     pub existing: Vec<PathBuf>,
     pub files: Vec<(PathBuf, Vec<u8>)>,
+    pub symlinks: Vec<PathBuf>,
 }
 
 impl RecordingSyscalls {
@@ -449,6 +490,17 @@ impl Syscalls for RecordingSyscalls {
     fn exists(&self, path: &Path) -> bool {
         self.existing.iter().any(|p| p == path)
     }
+    fn kind(&self, path: &Path) -> Option<FileKind> {
+        if self.files.iter().any(|(p, _)| p == path) {
+            Some(FileKind::File)
+        } else if self.symlinks.iter().any(|p| p == path) {
+            Some(FileKind::Symlink)
+        } else if self.exists(path) {
+            Some(FileKind::Dir)
+        } else {
+            None
+        }
+    }
     fn mkdir_all(&self, path: &Path) -> std::io::Result<()> {
         self.record(format!("mkdir {}", path.display()))
     }
@@ -457,6 +509,9 @@ impl Syscalls for RecordingSyscalls {
     }
     fn symlink(&self, target: &str, link: &Path) -> std::io::Result<()> {
         self.record(format!("symlink {target} {}", link.display()))
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.record(format!("rm {}", path.display()))
     }
     fn bind_readonly_in_place(&self, target: &Path) -> std::io::Result<()> {
         self.record(format!("readonly {}", target.display()))
@@ -477,6 +532,9 @@ impl Syscalls for RecordingSyscalls {
             .find(|(p, _)| p == path)
             .map(|(_, c)| c.clone())
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+    fn read_host_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.read_file(path)
     }
     fn write_file(&self, path: &Path, contents: &[u8]) -> std::io::Result<()> {
         self.record(format!(
