@@ -424,3 +424,63 @@ fn layer_of(r: &common::RunResult, task: &str) -> String {
         .unwrap_or_else(|| panic!("no layer for {task}"))
         .to_string()
 }
+
+/// `base: {image, config}` with a configuration package that records image settings in
+/// `$RWX_IMAGE`, as RWX's `rwx/base` does: the directory is there, the run goes on, and what
+/// strata does not honour is said, naming the task and the file; what it does anyway is not.
+#[test]
+fn a_base_config_package_writes_rwx_image_and_is_told_what_strata_does_not_honour() {
+    let f = Fixture::new();
+    busybox_image(&f.ws().join("img"), "1", "");
+    f.write(
+        "pkgs/demo/base/rwx-package.yml",
+        r#"name: demo/base
+version: 1.0.0
+tasks:
+  - key: configure
+    run: |
+      set -u
+      echo 1000 > "$RWX_IMAGE/user"
+      echo /var/mint-workspace > "$RWX_IMAGE/workspace"
+"#,
+    );
+    f.write(
+        "strata.yml",
+        r#"base:
+  image: "oci:img:1"
+  config: demo/base 1.0.0
+tasks:
+  - key: hello
+    run: |
+      echo "image=$RWX_IMAGE"
+      ls -A "$RWX_IMAGE" | wc -l
+      echo root > "$RWX_IMAGE/user"
+      echo /workspace > "$RWX_IMAGE/workspace"
+"#,
+    );
+    let r = f.run(&["--packages", "pkgs"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("base.config.configure"), "ran");
+    // Each task gets an empty directory of its own, outside its layer.
+    assert_eq!(r.output("hello"), ["image=/run/strata/image", "0"]);
+    let warnings: Vec<String> = r
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("RWX_IMAGE"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "`base.config.configure` wrote `$RWX_IMAGE/user` (`1000`): strata runs every task \
+             as root and does not honour it",
+            "`base.config.configure` wrote `$RWX_IMAGE/workspace` (`/var/mint-workspace`): \
+             strata runs every task in `/workspace` and does not honour it",
+        ]
+    );
+    let layer = f
+        .cache
+        .path()
+        .join("layers")
+        .join(layer_of(&r, "base.config.configure"));
+    assert!(!layer.join("run").exists());
+}

@@ -1060,6 +1060,10 @@ fn commit<'scope, 'env>(
     if ctx.options.artifacts_dir.is_some() {
         ctx.artifacts.note(task, LayerSource::Layer(layer));
     }
+    for message in crate::image_config::warnings(&task.name.to_string(), &outputs_dir.join("image"))
+    {
+        reporter.event(&Event::Warning { message });
+    }
     if let Some(change) = &checkout_changed {
         reporter.event(&Event::Warning {
             message: format!(

@@ -26,6 +26,7 @@ mod export;
 mod expressions;
 mod fetch;
 mod hooks;
+mod image_config;
 mod inputs;
 mod invocation;
 mod layer_images;

@@ -128,6 +128,9 @@ impl SandboxSpec {
             "dynamic-tasks",
             &["RWX_DYNAMIC_TASKS", "MINT_DYNAMIC_TASKS"],
         ),
+        // RWX's image configuration (`user`, `workspace`, ...): read after the task, and said
+        // not to be honoured (the engine's `image_config.rs`).
+        ("image", &["RWX_IMAGE"]),
     ];
 }
 
