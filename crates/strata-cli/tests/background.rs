@@ -357,3 +357,45 @@ fn secrets_in_processes_and_their_output_are_masked_and_keyed_by_name() {
         String::from_utf8_lossy(&grep.stdout)
     );
 }
+
+#[test]
+fn a_failure_shows_the_command_s_last_lines_not_a_process_s() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: web
+    run: |
+      echo building
+      echo the real error >&2
+      exit 3
+    background-processes:
+      - key: chatty
+        run: |
+          trap 'for i in $(seq 30); do echo shutting down $i; done; exit 0' TERM
+          for i in $(seq 30); do echo starting $i; done
+          touch /tmp/up
+          while true; do sleep 0.05; done
+        ready-check: test -f /tmp/up
+",
+    );
+    let r = f.run(&[]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    let failed = r.event("task-failed", "web").expect("failed");
+    let tail: Vec<&str> = failed["log_tail"]
+        .as_array()
+        .expect("a tail")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert_eq!(tail, ["building", "the real error"], "{failed}");
+    // The process's lines are all in the log.
+    let logs = f.output(&["logs", "strata.yml", "web"]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("[chatty] starting 30\n"), "{logs}");
+    assert!(logs.contains("[chatty] shutting down 30\n"), "{logs}");
+    assert!(
+        processes_with("while true; do sleep 0.05").is_empty(),
+        "a process outlived its task"
+    );
+}

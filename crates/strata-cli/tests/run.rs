@@ -88,12 +88,12 @@ fn deletions_and_replaced_directories_in_a_parent_reach_the_child() {
     run: |
       rm /opt/file
       rm -rf /opt/d && mkdir /opt/d && echo c > /opt/d/c
-      rm /etc/hostname
+      rm /etc/debian_version
   - key: check
     use: [change]
     run: |
       test ! -e /opt/file
-      test ! -e /etc/hostname
+      test ! -e /etc/debian_version
       ls /opt/d
 "#,
     );

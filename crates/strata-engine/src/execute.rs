@@ -875,7 +875,10 @@ fn run_in_sandbox<'scope, 'env>(
     let exit = outcome.map_err(|e| Failure::infra(chain(&e)))?;
     let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
     *used = usage;
-    let tail = || collected.tail.clone();
+    // The command's own lines: a background process's (a Docker daemon's shutdown, say) are
+    // in the log, not in the summary of a failure.
+    let background = background_prefixes(resolved);
+    let tail = || collected.tail.lines_skipping(&background);
     // Read whatever the command's status: a failed test run's report says what failed.
     let (test_results, warnings) =
         crate::test_results::read_files(&crate::task_outputs::test_result_files(&outputs_dir));
@@ -996,6 +999,15 @@ fn run_in_sandbox<'scope, 'env>(
         reporter,
         scope,
     )
+}
+
+/// The `[KEY] ` prefixes of the lines the task's background processes write.
+fn background_prefixes(resolved: &ResolvedInputs) -> Vec<String> {
+    resolved
+        .background
+        .iter()
+        .map(|p| format!("[{}] ", p.key))
+        .collect()
 }
 
 /// What a task that exited successfully left behind.

@@ -224,21 +224,27 @@ impl Tail {
         }
     }
 
-    /// The last [`TAIL_LINES`] lines, each cut as a live line would be; a line whose start is
-    /// no longer kept begins with `…`.
-    pub(crate) fn lines(&self) -> Vec<String> {
+    /// The last [`TAIL_LINES`] lines, each cut as a live line would be (a line whose start is
+    /// no longer kept begins with `…`), without the lines that start with one of `prefixes`
+    /// (the `[KEY] ` of the task's background processes: a daemon's shutdown log must not push
+    /// the command's error out of a failure's summary), unless no other line is kept.
+    pub(crate) fn lines_skipping(&self, prefixes: &[String]) -> Vec<String> {
         let text = self.bytes.strip_suffix(b"\n").unwrap_or(&self.bytes);
         if text.is_empty() {
             return Vec::new();
         }
-        let all: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
-        let first = all.len().saturating_sub(TAIL_LINES);
-        all[first..]
+        let all: Vec<(usize, &[u8])> = text.split(|b| *b == b'\n').enumerate().collect();
+        let own: Vec<(usize, &[u8])> = all
             .iter()
-            .enumerate()
+            .filter(|(_, l)| !prefixes.iter().any(|p| l.starts_with(p.as_bytes())))
+            .copied()
+            .collect();
+        let kept = if own.is_empty() { &all } else { &own };
+        kept[kept.len().saturating_sub(TAIL_LINES)..]
+            .iter()
             .map(|(i, l)| {
                 let line = shown_line(l, 0);
-                if i + first == 0 && self.cut {
+                if *i == 0 && self.cut {
                     format!("…{line}")
                 } else {
                     line
@@ -262,7 +268,7 @@ enum Live {
 /// What reading a task's output left: its log, and the tail for a failure.
 pub(crate) struct Collected {
     pub(crate) log: Result<WrittenLog, StoreError>,
-    pub(crate) tail: Vec<String>,
+    pub(crate) tail: Tail,
 }
 
 /// Reads `pipe` to its end: the masked output goes to `log` and to the live display through
@@ -330,7 +336,7 @@ pub(crate) fn collect<'scope, 'env>(
             Some(e) => Err(e),
             None => Ok(log.finish()),
         },
-        tail: tail.lines(),
+        tail,
     }
 }
 
@@ -434,7 +440,7 @@ fn tail_of(chunks: &[&[u8]]) -> Vec<String> {
     for c in chunks {
         tail.push(c);
     }
-    tail.lines()
+    tail.lines_skipping(&[])
 }
 
 #[cfg(test)]
@@ -538,6 +544,27 @@ mod tests {
         assert!(lines[0].contains("line cut at 64 KiB"));
     }
 
+    #[test]
+    fn a_failure_s_tail_leaves_out_background_lines_unless_there_is_nothing_else() {
+        let mut tail = Tail::default();
+        tail.push(b"[dockerd] starting\nbuilding\nerror: no such command\n");
+        for i in 0..30 {
+            tail.push(format!("[dockerd] shutting down {i}\n").as_bytes());
+        }
+        let prefixes = ["[dockerd] ".to_string()];
+        assert_eq!(
+            tail.lines_skipping(&prefixes),
+            ["building", "error: no such command"]
+        );
+        assert_eq!(tail.lines_skipping(&[]).len(), TAIL_LINES);
+        let mut only = Tail::default();
+        only.push(b"[dockerd] failed to start\n");
+        assert_eq!(
+            only.lines_skipping(&prefixes),
+            ["[dockerd] failed to start"]
+        );
+    }
+
     /// A reporter as slow as a bad terminal: 1 ms per event.
     #[derive(Default)]
     struct SlowDisplay {
@@ -597,6 +624,9 @@ mod tests {
             shown + skipped + 12 >= output.len() as u64,
             "{shown} + {skipped}"
         );
-        assert_eq!(collected.tail.last().unwrap(), "line 099999");
+        assert_eq!(
+            collected.tail.lines_skipping(&[]).last().unwrap(),
+            "line 099999"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Test result files read after a task: JUnit XML as pytest, jest-junit, cargo nextest,
 //! go-junit-report and Maven surefire write it (nested `testsuite`s, `failure`, `error`,
-//! `skipped`), and RWX's `rwx-v1-json`. A file that cannot be read is a warning, never a
-//! failure of the task.
+//! `skipped`); RWX's `rwx-v1-json`; and the JSON that test runners write themselves, told apart
+//! by their shape (as RWX's Captain does): Jest's and Vitest's `--json`, Mocha's `json`
+//! reporter and pytest-json-report. A file that cannot be read is a warning, never a failure
+//! of the task.
 
 use std::path::Path;
 
@@ -54,7 +56,7 @@ fn read_file(path: &Path, results: &mut TestResults) -> Result<(), String> {
     let text = String::from_utf8_lossy(&bytes);
     let start = text.trim_start();
     if start.starts_with('{') {
-        return parse_rwx_json(start, results);
+        return parse_json(start, results);
     }
     parse_junit(&text, results)
 }
@@ -196,13 +198,180 @@ fn cut(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
+/// A JSON results file, by its shape: Jest's (and Vitest's) `testResults`, Mocha's `stats`
+/// with its `tests`, pytest-json-report's `tests` with `nodeid`s, RWX's `tests` with
+/// `attempt`s.
+pub(crate) fn parse_json(text: &str, results: &mut TestResults) -> Result<(), String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
+    let tests = doc.get("tests").and_then(|t| t.as_array());
+    let first = tests.and_then(|t| t.first());
+    let has = |key: &str| first.is_some_and(|t| t.get(key).is_some());
+    if doc.get("testResults").is_some_and(|r| r.is_array()) {
+        parse_jest(&doc, results)
+    } else if doc.get("stats").is_some() && tests.is_some() && !has("attempt") {
+        parse_mocha(&doc, results)
+    } else if has("nodeid") {
+        parse_pytest_json(tests.expect("checked above"), results)
+    } else if tests.is_some() {
+        parse_rwx_json(&doc, results)
+    } else {
+        Err(
+            "not a JSON test report strata reads (rwx-v1-json, Jest's or Vitest's `--json`, \
+             Mocha's `json` reporter, pytest-json-report)"
+                .into(),
+        )
+    }
+}
+
+fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v.get(key).and_then(|s| s.as_str()).unwrap_or_default()
+}
+
+/// Jest's `--json` (and Vitest's, the same shape): `testResults`, one per test file, each
+/// with `assertionResults` (`ancestorTitles`, `title`, `status`, `duration` in ms,
+/// `failureMessages`). A file that failed before any test ran (a syntax error) has none:
+/// it counts as one failed case, named after the file, with its `message`.
+fn parse_jest(doc: &serde_json::Value, results: &mut TestResults) -> Result<(), String> {
+    let mut found = TestResults::default();
+    for file in doc["testResults"]
+        .as_array()
+        .expect("checked by the caller")
+    {
+        let path = str_of(file, "name");
+        let cases = file.get("assertionResults").and_then(|a| a.as_array());
+        if cases.is_none_or(|c| c.is_empty()) {
+            if str_of(file, "status") == "failed" {
+                found.add(TestCase {
+                    suite: path.to_string(),
+                    name: path.rsplit('/').next().unwrap_or(path).to_string(),
+                    status: TestStatus::Failed,
+                    message: Some(cut(str_of(file, "message"))).filter(|m| !m.is_empty()),
+                    duration_ms: None,
+                });
+            }
+            continue;
+        }
+        for case in cases.into_iter().flatten() {
+            let groups: Vec<&str> = case
+                .get("ancestorTitles")
+                .and_then(|a| a.as_array())
+                .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                .unwrap_or_default();
+            let status = match str_of(case, "status") {
+                "passed" => TestStatus::Passed,
+                "pending" | "skipped" | "todo" | "disabled" => TestStatus::Skipped,
+                _ => TestStatus::Failed,
+            };
+            let message = case
+                .get("failureMessages")
+                .and_then(|m| m.as_array())
+                .and_then(|m| m.iter().find_map(|s| s.as_str()))
+                .map(cut);
+            found.add(TestCase {
+                suite: if groups.is_empty() {
+                    path.to_string()
+                } else {
+                    groups.join(" / ")
+                },
+                name: str_of(case, "title").to_string(),
+                status,
+                message,
+                duration_ms: case
+                    .get("duration")
+                    .and_then(|d| d.as_f64())
+                    .filter(|d| d.is_finite() && *d >= 0.0)
+                    .map(|d| d.round() as u64),
+            });
+        }
+    }
+    results.absorb(found);
+    Ok(())
+}
+
+/// Mocha's `json` reporter: `tests` (`title`, `fullTitle`, `duration` in ms, `err`, empty
+/// when it passed), and `pending`, the skipped ones.
+fn parse_mocha(doc: &serde_json::Value, results: &mut TestResults) -> Result<(), String> {
+    let pending: Vec<&str> = doc
+        .get("pending")
+        .and_then(|p| p.as_array())
+        .map(|p| p.iter().map(|t| str_of(t, "fullTitle")).collect())
+        .unwrap_or_default();
+    let mut found = TestResults::default();
+    for t in doc["tests"].as_array().expect("checked by the caller") {
+        let (title, full) = (str_of(t, "title"), str_of(t, "fullTitle"));
+        let err = t
+            .get("err")
+            .filter(|e| e.as_object().is_some_and(|o| !o.is_empty()));
+        let status = if pending.contains(&full) {
+            TestStatus::Skipped
+        } else if err.is_some() {
+            TestStatus::Failed
+        } else {
+            TestStatus::Passed
+        };
+        let suite = full.strip_suffix(title).unwrap_or_default().trim();
+        found.add(TestCase {
+            suite: if suite.is_empty() {
+                str_of(t, "file").to_string()
+            } else {
+                suite.to_string()
+            },
+            name: title.to_string(),
+            status,
+            message: err
+                .map(|e| str_of(e, "message"))
+                .filter(|m| !m.is_empty())
+                .map(cut),
+            duration_ms: t.get("duration").and_then(|d| d.as_u64()),
+        });
+    }
+    results.absorb(found);
+    Ok(())
+}
+
+/// pytest-json-report: `tests`, each with a `nodeid` (`file::Class::test`), an `outcome`
+/// (`passed`, `failed`, `error`, `skipped`, `xfailed`, `xpassed`) and its `setup`, `call` and
+/// `teardown` stages (`duration` in seconds, `longrepr` when one failed).
+fn parse_pytest_json(tests: &[serde_json::Value], results: &mut TestResults) -> Result<(), String> {
+    let mut found = TestResults::default();
+    for t in tests {
+        let nodeid = str_of(t, "nodeid");
+        let (suite, name) = nodeid.rsplit_once("::").unwrap_or(("", nodeid));
+        let status = match str_of(t, "outcome") {
+            "passed" | "xpassed" => TestStatus::Passed,
+            "skipped" | "xfailed" => TestStatus::Skipped,
+            _ => TestStatus::Failed,
+        };
+        let stages = ["setup", "call", "teardown"].map(|s| t.get(s));
+        let message = stages.iter().flatten().find_map(|s| {
+            s.get("longrepr")
+                .and_then(|l| l.as_str())
+                .filter(|l| !l.is_empty())
+        });
+        let seconds: f64 = stages
+            .iter()
+            .flatten()
+            .filter_map(|s| s.get("duration").and_then(|d| d.as_f64()))
+            .sum();
+        found.add(TestCase {
+            suite: suite.to_string(),
+            name: name.to_string(),
+            status,
+            message: message.map(cut),
+            duration_ms: (seconds.is_finite() && seconds > 0.0)
+                .then(|| (seconds * 1000.0).round() as u64),
+        });
+    }
+    results.absorb(found);
+    Ok(())
+}
+
 /// RWX's `rwx-v1-json` (rwx-research/test-results-schema): a `tests` list whose items have a
 /// `name`, a `lineage` (group names, then the test's), a `location`, and an `attempt` with a
 /// `status.kind` (`successful`, `failed`, `skipped`, `pended`, `todo`, ...), an optional
 /// `status.message` and `durationInNanoseconds`.
-pub(crate) fn parse_rwx_json(text: &str, results: &mut TestResults) -> Result<(), String> {
-    let doc: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
+fn parse_rwx_json(doc: &serde_json::Value, results: &mut TestResults) -> Result<(), String> {
     let tests = doc
         .get("tests")
         .and_then(|t| t.as_array())
@@ -318,10 +487,75 @@ mod tests {
     fn rwx_v1_json() {
         let json = r#"{"$schema":"https://raw.githubusercontent.com/rwx-research/test-results-schema/main/v1.json","framework":{"language":"Ruby","kind":"RSpec"},"summary":{"status":{"kind":"failed"},"tests":2},"tests":[{"name":"Moon is bright","lineage":["Moon","is bright"],"attempt":{"durationInNanoseconds":2000000,"status":{"kind":"failed","message":"expected bright"}}},{"name":"Sun","attempt":{"status":{"kind":"successful"}}}]}"#;
         let mut r = TestResults::default();
-        parse_rwx_json(json, &mut r).unwrap();
+        parse_json(json, &mut r).unwrap();
         assert_eq!((r.passed, r.failed), (1, 1));
         assert_eq!(r.failing_names(), vec!["Moon > Moon is bright"]);
         assert_eq!(r.cases[0].duration_ms, Some(2));
+    }
+
+    #[test]
+    fn jest_and_vitest_json() {
+        let json = r#"{"numFailedTestSuites":2,"numFailedTests":1,"numPassedTests":1,"numPendingTests":1,"numTotalTests":3,"success":false,"testResults":[{"name":"/w/src/calc.test.js","status":"failed","message":"","assertionResults":[{"ancestorTitles":["Calculator","add"],"fullName":"Calculator add sums","status":"passed","title":"sums","duration":3,"failureMessages":[]},{"ancestorTitles":["Calculator"],"fullName":"Calculator divides","status":"failed","title":"divides","duration":null,"failureMessages":["Error: expect(received).toBe(expected)\n\nExpected: 2"]},{"ancestorTitles":[],"fullName":"later","status":"todo","title":"later","failureMessages":[]}]},{"name":"/w/src/broken.test.js","status":"failed","message":"SyntaxError: Unexpected token","assertionResults":[]}]}"#;
+        let mut r = TestResults::default();
+        parse_json(json, &mut r).unwrap();
+        assert_eq!((r.passed, r.failed, r.skipped), (1, 2, 1));
+        assert_eq!(
+            r.failing_names(),
+            vec![
+                "Calculator > divides",
+                "/w/src/broken.test.js > broken.test.js"
+            ]
+        );
+        assert_eq!(r.cases[0].suite, "Calculator / add");
+        assert_eq!(r.cases[0].duration_ms, Some(3));
+        assert!(
+            r.cases[1]
+                .message
+                .as_deref()
+                .unwrap()
+                .starts_with("Error: expect")
+        );
+        assert_eq!(
+            r.cases[3].message.as_deref(),
+            Some("SyntaxError: Unexpected token")
+        );
+    }
+
+    #[test]
+    fn mocha_json() {
+        let json = r#"{"stats":{"suites":1,"tests":3,"passes":1,"pending":1,"failures":1},"tests":[{"title":"adds","fullTitle":"Calc adds","file":"/w/test/calc.js","duration":2,"currentRetry":0,"err":{}},{"title":"divides","fullTitle":"Calc divides","file":"/w/test/calc.js","duration":1,"err":{"message":"expected 1 to equal 2","stack":"AssertionError"}},{"title":"later","fullTitle":"Calc later","file":"/w/test/calc.js","err":{}}],"pending":[{"title":"later","fullTitle":"Calc later"}],"failures":[],"passes":[]}"#;
+        let mut r = TestResults::default();
+        parse_json(json, &mut r).unwrap();
+        assert_eq!((r.passed, r.failed, r.skipped), (1, 1, 1));
+        assert_eq!(r.failing_names(), vec!["Calc > divides"]);
+        assert_eq!(r.cases[1].message.as_deref(), Some("expected 1 to equal 2"));
+        assert_eq!(r.cases[1].duration_ms, Some(1));
+    }
+
+    #[test]
+    fn pytest_json_report() {
+        let json = r#"{"created":1,"duration":0.1,"exitcode":1,"root":"/w","environment":{},"summary":{"passed":1,"failed":1,"total":3},"tests":[{"nodeid":"tests/test_calc.py::test_add","lineno":1,"outcome":"passed","setup":{"duration":0.001,"outcome":"passed"},"call":{"duration":0.002,"outcome":"passed"},"teardown":{"duration":0.0,"outcome":"passed"}},{"nodeid":"tests/test_calc.py::TestDiv::test_zero","outcome":"failed","setup":{"duration":0.0,"outcome":"passed"},"call":{"duration":0.004,"outcome":"failed","longrepr":"ZeroDivisionError: division by zero"}},{"nodeid":"tests/test_calc.py::test_skip","outcome":"skipped","setup":{"duration":0.0,"outcome":"skipped","longrepr":"('x', 1, 'Skipped: not today')"}}]}"#;
+        let mut r = TestResults::default();
+        parse_json(json, &mut r).unwrap();
+        assert_eq!((r.passed, r.failed, r.skipped), (1, 1, 1));
+        assert_eq!(
+            r.failing_names(),
+            vec!["tests/test_calc.py::TestDiv > test_zero"]
+        );
+        assert_eq!(
+            r.cases[1].message.as_deref(),
+            Some("ZeroDivisionError: division by zero")
+        );
+        assert_eq!(r.cases[1].duration_ms, Some(4));
+        assert_eq!(r.cases[0].duration_ms, Some(3));
+    }
+
+    #[test]
+    fn json_of_another_shape_is_named_as_such() {
+        let mut r = TestResults::default();
+        let err = parse_json(r#"{"results": []}"#, &mut r).unwrap_err();
+        assert!(err.contains("Jest") && err.contains("rwx-v1-json"), "{err}");
+        assert!(r.cases.is_empty());
     }
 
     #[test]
