@@ -60,7 +60,9 @@ tasks:
     filter: ["src/**"]
     run: '$test_cmd'
 EOF
-git -C "$repo" init -q && git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@b commit -qm base
+# No automatic gc in the origin: one detached after the edit's commit packs the 100k loose
+# objects and deletes them while a round clones them (`git clone` then fails at random).
+git -C "$repo" init -q && git -C "$repo" config gc.auto 0 && git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@b commit -qm base
 nfiles=$(git -C "$repo" ls-files | wc -l)
 
 # Machine A ran the base commit and published everything; then one source file changes.

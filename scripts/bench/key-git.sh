@@ -18,7 +18,7 @@ if [ ! -d "$base/tree/.git" ]; then
     mkdir -p "$base"
     python3 scripts/bench/gen-tree.py "$base/tree" 2.23 small >/dev/null 2>&1
     printf 'tasks:\n  - key: all\n    workspace: true\n    run: "true"\n' > "$base/tree/strata.yml"
-    git -C "$base/tree" init -q
+    git -C "$base/tree" init -q && git -C "$base/tree" config gc.auto 0
     git -C "$base/tree" add -A
     git -C "$base/tree" -c user.name=bench -c user.email=bench@example.com commit -qm tree
 fi

@@ -23,7 +23,7 @@ repo=$mnt/repo
 python3 scripts/bench/gen-tree.py "$repo/src" "$scale" small 2>/dev/null
 cmd='find src -type f | sort | wc -l'
 printf 'tasks:\n  - key: build\n    filter: ["src/**"]\n    run: %s\n' "'$cmd'" > "$repo/strata.yml"
-git -C "$repo" init -q && git -C "$repo" add -A
+git -C "$repo" init -q && git -C "$repo" config gc.auto 0 && git -C "$repo" add -A
 git -C "$repo" -c user.name=b -c user.email=b@b commit -qm base
 git clone -q "$repo" "$mnt/clone"
 files=$(git -C "$mnt/clone" ls-files | wc -l)
