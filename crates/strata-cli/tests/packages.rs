@@ -631,3 +631,50 @@ fn each_leg_of_a_parallel_call_gives_its_own_init_and_with() {
     }
     drop(c);
 }
+
+#[test]
+fn a_mint_leaf_is_a_package_whose_tasks_read_mint_leaf_path() {
+    let f = Fixture::new();
+    let c = Counter::start();
+    write_greet(&f, &c);
+    f.write(
+        "leaves/mint/hello/mint-leaf.yml",
+        "name: mint/hello
+version: 1.0.3
+parameters:
+  name:
+    required: true
+tasks:
+  - key: greet
+    run: |
+      \"$MINT_LEAF_PATH/bin/hello\" \"${{ params.name }}\"
+      test \"$MINT_LEAF_PATH\" = \"$RWX_PACKAGE_PATH\"
+",
+    );
+    f.write(
+        "leaves/mint/hello/bin/hello",
+        "#!/bin/sh\necho \"hello, $1 (a leaf)\"\n",
+    );
+    std::fs::set_permissions(
+        f.ws().join("leaves/mint/hello/bin/hello"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: hi
+    call: mint/hello 1.0.0
+    with:
+      name: world
+",
+    );
+    let leaves = f.ws().join("leaves").display().to_string();
+    let r = f.run(&["--packages", &leaves, "--packages", &packages(&f)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("hi.greet"), ["hello, world (a leaf)"]);
+    // Restored the second time.
+    let r = f.run(&["--packages", &leaves, "--packages", &packages(&f)]);
+    assert_eq!(r.status("hi.greet"), "restored");
+    drop(c);
+}

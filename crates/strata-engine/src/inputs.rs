@@ -507,6 +507,11 @@ pub(crate) fn resolve(
     // A package's files, at a path that names their digest: it enters the key.
     if let Some(package) = task.scope.as_ref().and_then(|s| s.package()) {
         let path = crate::packages::package_path(package);
+        // A Mint leaf's scripts know it by its older name (only theirs: other packages' keys
+        // stay as they were).
+        if package.is_mint_leaf() {
+            env.insert("MINT_LEAF_PATH".into(), (path.clone(), Keyed::Value));
+        }
         env.insert("RWX_PACKAGES_PATH".into(), (path.clone(), Keyed::Value));
         env.insert("RWX_PACKAGE_PATH".into(), (path, Keyed::Value));
     }

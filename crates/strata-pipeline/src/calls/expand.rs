@@ -159,7 +159,7 @@ pub(crate) fn expand(
                             ),
                         });
                     }
-                    let path = files.dir.join(super::sources::PACKAGE_FILE);
+                    let path = files.file();
                     (Called::Package(Arc::new(files)), path)
                 }
                 Ok(Lookup::Missing) => {
@@ -199,7 +199,7 @@ pub(crate) fn expand(
             },
             Target::Digest(digest) => match opts.packages.find_digest(&digest) {
                 Ok(Some(files)) => {
-                    let path = files.dir.join(super::sources::PACKAGE_FILE);
+                    let path = files.file();
                     (Called::Package(Arc::new(files)), path)
                 }
                 Ok(None) => {

@@ -68,12 +68,24 @@ pub enum Called {
 pub struct PackageFiles {
     pub name: String,
     pub version: String,
-    /// The directory holding `rwx-package.yml`.
+    /// The directory holding `rwx-package.yml` (or `mint-leaf.yml`).
     pub dir: PathBuf,
     /// The files of the package, relative to `dir`, in the order they were hashed.
     pub files: Vec<PathBuf>,
     /// BLAKE3 over every file's path, mode and content (hex): enters its tasks' keys.
     pub digest: String,
+}
+
+impl PackageFiles {
+    /// Its package file: `rwx-package.yml`, or a Mint leaf's `mint-leaf.yml`.
+    pub fn file(&self) -> PathBuf {
+        sources::package_file_in(&self.dir).unwrap_or_else(|| self.dir.join(sources::PACKAGE_FILE))
+    }
+
+    /// Whether it is a Mint leaf (`mint-leaf.yml`): its tasks read `$MINT_LEAF_PATH`.
+    pub fn is_mint_leaf(&self) -> bool {
+        self.file().ends_with(sources::MINT_LEAF_FILE)
+    }
 }
 
 /// The scope the expressions of a called task are evaluated in: the call's `with` as

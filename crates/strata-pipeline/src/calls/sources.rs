@@ -1,6 +1,7 @@
 //! Package sources: directories holding `NAME/rwx-package.yml` (RWX's packages repository
 //! layout, one version per package) or `NAME/VERSION/rwx-package.yml` (several versions side by
-//! side). A git repository is cloned into such a directory before the file is read.
+//! side); Mint's older leaves, `NAME/mint-leaf.yml` (rwx-research/mint-leaves' `leaves/`), are
+//! read the same way. A git repository is cloned into such a directory before the file is read.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,16 @@ use super::PackageFiles;
 
 /// The file that makes a directory a package.
 pub const PACKAGE_FILE: &str = "rwx-package.yml";
+/// Mint's name for it (a *leaf*), whose tasks read `$MINT_LEAF_PATH`.
+pub const MINT_LEAF_FILE: &str = "mint-leaf.yml";
+
+/// The package file of `dir`, if it is a package: `rwx-package.yml`, else `mint-leaf.yml`.
+pub fn package_file_in(dir: &Path) -> Option<PathBuf> {
+    [PACKAGE_FILE, MINT_LEAF_FILE]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|f| f.is_file())
+}
 
 /// The directories searched for packages, in order: the first that holds a version wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,7 +61,7 @@ impl PackageSources {
         for source in &self.dirs {
             let dir = source.join(name);
             let mut here = Vec::new();
-            if let Some(v) = declared_version(&dir.join(PACKAGE_FILE)) {
+            if let Some(v) = package_file_in(&dir).and_then(|f| declared_version(&f)) {
                 here.push(Candidate {
                     version: v,
                     dir: dir.clone(),
@@ -59,7 +70,7 @@ impl PackageSources {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     let sub = e.path();
-                    if let Some(v) = declared_version(&sub.join(PACKAGE_FILE)) {
+                    if let Some(v) = package_file_in(&sub).and_then(|f| declared_version(&f)) {
                         here.push(Candidate {
                             version: v,
                             dir: sub,
@@ -120,7 +131,9 @@ impl PackageSources {
     pub(crate) fn find_digest(&self, digest: &str) -> Result<Option<PackageFiles>, String> {
         for source in &self.dirs {
             for dir in package_dirs(source) {
-                let file = dir.join(PACKAGE_FILE);
+                let Some(file) = package_file_in(&dir) else {
+                    continue;
+                };
                 let Some(version) = declared_version(&file) else {
                     continue;
                 };
@@ -151,11 +164,11 @@ fn package_dirs(source: &Path) -> Vec<PathBuf> {
     };
     for ns in subdirs(source) {
         for pkg in subdirs(&ns) {
-            if pkg.join(PACKAGE_FILE).is_file() {
+            if package_file_in(&pkg).is_some() {
                 out.push(pkg.clone());
             }
             for version in subdirs(&pkg) {
-                if version.join(PACKAGE_FILE).is_file() {
+                if package_file_in(&version).is_some() {
                     out.push(version);
                 }
             }
@@ -270,7 +283,7 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
         let kind = entry.file_type()?;
         if kind.is_dir() {
             // Another version of the package beside this one is not part of it.
-            if root.join(&rel).join(PACKAGE_FILE).is_file() {
+            if package_file_in(&root.join(&rel)).is_some() {
                 continue;
             }
             walk(root, &rel, out)?;

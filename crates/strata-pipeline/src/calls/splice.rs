@@ -361,7 +361,7 @@ pub(super) fn splice(
 /// The file a call reads: the package's, or the embedded run definition.
 fn file_of(called: &Called) -> std::path::PathBuf {
     match called {
-        Called::Package(p) => p.dir.join(super::sources::PACKAGE_FILE),
+        Called::Package(p) => p.file(),
         Called::Run { path, .. } => path.clone(),
     }
 }
