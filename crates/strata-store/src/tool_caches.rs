@@ -173,18 +173,36 @@ impl ToolCaches<'_> {
             layer: *layer,
             written_ms: now_ms(),
         };
-        self.write(&record)?;
+        // Written is its last use too: the file's time (its last use) is the record's, not
+        // that of the write a moment later.
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.written_ms as u64);
+        self.write_used_at(&record, Some(at))?;
         Ok(record)
     }
 
     /// Writes `record` as it is (a tool cache restored from a shared cache keeps the age it
-    /// has there).
+    /// has there); its last use is now.
     pub fn write(&self, record: &ToolCacheRecord) -> Result<(), StoreError> {
+        self.write_used_at(record, None)
+    }
+
+    fn write_used_at(
+        &self,
+        record: &ToolCacheRecord,
+        used_at: Option<std::time::SystemTime>,
+    ) -> Result<(), StoreError> {
         let dir = self.dir();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let id = &record.id;
         let tmp = self.cache.tmp_path("tool-cache");
         std::fs::write(&tmp, record.to_json()).map_err(io(&tmp))?;
+        if let Some(at) = used_at {
+            std::fs::File::options()
+                .write(true)
+                .open(&tmp)
+                .and_then(|f| f.set_modified(at))
+                .map_err(io(&tmp))?;
+        }
         let dest = dir.join(id.file_name());
         std::fs::rename(&tmp, &dest).map_err(io(&dest))
     }
