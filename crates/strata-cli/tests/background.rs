@@ -212,6 +212,16 @@ fn a_process_that_exits_before_it_is_ready_fails_the_task_at_once() {
         r.output("tests")
             .contains(&"[crashes] cannot bind".to_string())
     );
+    // The process failed: its lines are what the failure's summary shows.
+    let failed = r.event("task-failed", "tests").expect("failed");
+    assert!(
+        failed["log_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "[crashes] cannot bind"),
+        "{failed}"
+    );
     assert!(
         r.wall < Duration::from_secs(30),
         "waited for the ready timeout: {:?}",

@@ -239,3 +239,35 @@ fn a_secret_never_appears_in_output_log_entry_key_or_events() {
     );
     assert!(stdout.contains("would be restored"), "{stdout}");
 }
+
+#[test]
+fn plan_without_a_secret_takes_it_as_set_in_conditions() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: build
+    run: echo build
+  - key: deploy
+    use: build
+    if: ${{ secrets.DEPLOY_TOKEN != '' }}
+    run: echo deploying
+",
+    );
+    // As a run given the secret would: `deploy` is not skipped by its condition.
+    let out = f.output(&["plan", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let deploy = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task"] == "deploy")
+        .expect("deploy planned");
+    assert_eq!(deploy["status"], "after-parent", "{deploy}");
+}

@@ -390,3 +390,34 @@ fn an_edit_that_keeps_size_and_mtime_is_still_seen() {
     assert_eq!(r.status("t"), "ran");
     assert_eq!(r.output("t"), vec!["bbbb"]);
 }
+
+#[test]
+fn two_tasks_of_one_run_with_the_same_key_run_it_once_and_say_so() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: a
+    run: sleep 0.5 && echo made > /made.txt
+  - key: b
+    run: sleep 0.5 && echo made > /made.txt
+",
+    );
+    let r = f.run(&["--jobs", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let statuses = [r.status("a"), r.status("b")];
+    assert!(
+        statuses.contains(&"ran".to_string()) && statuses.contains(&"restored".to_string()),
+        "{statuses:?}"
+    );
+    let waited = r
+        .events
+        .iter()
+        .find(|e| e["event"] == "task-waiting")
+        .expect("one waits for the other");
+    let why = waited["why"].as_str().unwrap();
+    assert!(
+        why.contains("of this run") && !why.contains("another strata process"),
+        "{why}"
+    );
+}

@@ -291,16 +291,25 @@ pub(crate) fn execute<'scope, 'env>(
     if found.is_none() && resolved.cache.enabled && !ctx.options.no_cache {
         let mut waiting = |first: bool| {
             if first {
+                let holder = ctx.held_keys.lock().expect("held keys").get(&key).cloned();
                 reporter.event(&Event::TaskWaiting {
                     task: task.name.to_string(),
-                    why: "another strata process is running this task with the same key".into(),
+                    why: match holder {
+                        Some(other) => format!(
+                            "`{other}` of this run has the same key and is running: this task \
+                             takes its result"
+                        ),
+                        None => {
+                            "another strata process is running this task with the same key".into()
+                        }
+                    },
                 });
             }
             !ctx.interrupted.load(Ordering::SeqCst)
         };
         match ctx.cache.runs().lock_key(&key, &mut waiting) {
             Ok(Some(lock)) => {
-                _key_lock = Some(lock);
+                _key_lock = Some(HeldKey::new(ctx, key, task.name.as_str(), lock));
                 found = local_hit(ctx, &key, reporter)
                     .map(Found::Local)
                     .filter(|f| fresh_enough(resolved.cache.ttl, f));
@@ -875,9 +884,15 @@ fn run_in_sandbox<'scope, 'env>(
     let exit = outcome.map_err(|e| Failure::infra(chain(&e)))?;
     let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
     *used = usage;
-    // The command's own lines: a background process's (a Docker daemon's shutdown, say) are
-    // in the log, not in the summary of a failure.
-    let background = background_prefixes(resolved);
+    // When the command failed, its own lines: a background process's (a Docker daemon's
+    // shutdown, say) are in the log, not in the summary. When a process failed (or the task
+    // was stopped), everything: the process's lines say why.
+    let command_failed = stopped_because.is_none() && matches!(outcome, Outcome::Exited(_));
+    let background = if command_failed {
+        background_prefixes(resolved)
+    } else {
+        Vec::new()
+    };
     let tail = || collected.tail.lines_skipping(&background);
     // Read whatever the command's status: a failed test run's report says what failed.
     let (test_results, warnings) =
@@ -999,6 +1014,38 @@ fn run_in_sandbox<'scope, 'env>(
         reporter,
         scope,
     )
+}
+
+/// The lock of a task's key, and this run's note that the task holds it (both let go when
+/// the task is over).
+struct HeldKey<'c, L> {
+    ctx: &'c RunContext<'c>,
+    key: CacheKey,
+    _lock: L,
+}
+
+impl<'c, L> HeldKey<'c, L> {
+    fn new(ctx: &'c RunContext<'c>, key: CacheKey, task: &str, lock: L) -> Self {
+        ctx.held_keys
+            .lock()
+            .expect("held keys")
+            .insert(key, task.to_string());
+        HeldKey {
+            ctx,
+            key,
+            _lock: lock,
+        }
+    }
+}
+
+impl<L> Drop for HeldKey<'_, L> {
+    fn drop(&mut self) {
+        self.ctx
+            .held_keys
+            .lock()
+            .expect("held keys")
+            .remove(&self.key);
+    }
 }
 
 /// The `[KEY] ` prefixes of the lines the task's background processes write.

@@ -383,9 +383,11 @@ pub fn invoke(
             }
             Some(v) => scope.insert(&p, Value::from(v)),
             // Nothing runs: a key has the secret's name in its place (below), whatever the
-            // value, and the value itself is never used.
+            // value. So does the scope: an `if:` that asks whether the secret is set sees it
+            // set, as a run that is given it would.
             None if item.secret && options.keys_only => {
-                scope.insert_secret(&p, Value::from(String::new()));
+                let name = format!("${{{{ {} }}}}", item.path.join("."));
+                scope.insert_secret(&p, Value::from(name));
                 secret_paths.push(item.path.clone());
             }
             // Needed only if a task that runs reads it: see `missing_values`.

@@ -253,10 +253,16 @@ fn parse_jest(doc: &serde_json::Value, results: &mut TestResults) -> Result<(), 
             continue;
         }
         for case in cases.into_iter().flatten() {
+            // Vitest's first title is often empty (the file's own block).
             let groups: Vec<&str> = case
                 .get("ancestorTitles")
                 .and_then(|a| a.as_array())
-                .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str())
+                        .filter(|s| !s.trim().is_empty())
+                        .collect()
+                })
                 .unwrap_or_default();
             let status = match str_of(case, "status") {
                 "passed" => TestStatus::Passed,
@@ -344,8 +350,12 @@ fn parse_pytest_json(tests: &[serde_json::Value], results: &mut TestResults) -> 
             _ => TestStatus::Failed,
         };
         let stages = ["setup", "call", "teardown"].map(|s| t.get(s));
+        // The error itself (`crash.message`: `AssertionError: …`) says more than the start
+        // of the traceback (`longrepr`), which is the failing test's source.
         let message = stages.iter().flatten().find_map(|s| {
-            s.get("longrepr")
+            let crash = s.get("crash").and_then(|c| c.get("message"));
+            crash
+                .or_else(|| s.get("longrepr"))
                 .and_then(|l| l.as_str())
                 .filter(|l| !l.is_empty())
         });
@@ -495,7 +505,7 @@ mod tests {
 
     #[test]
     fn jest_and_vitest_json() {
-        let json = r#"{"numFailedTestSuites":2,"numFailedTests":1,"numPassedTests":1,"numPendingTests":1,"numTotalTests":3,"success":false,"testResults":[{"name":"/w/src/calc.test.js","status":"failed","message":"","assertionResults":[{"ancestorTitles":["Calculator","add"],"fullName":"Calculator add sums","status":"passed","title":"sums","duration":3,"failureMessages":[]},{"ancestorTitles":["Calculator"],"fullName":"Calculator divides","status":"failed","title":"divides","duration":null,"failureMessages":["Error: expect(received).toBe(expected)\n\nExpected: 2"]},{"ancestorTitles":[],"fullName":"later","status":"todo","title":"later","failureMessages":[]}]},{"name":"/w/src/broken.test.js","status":"failed","message":"SyntaxError: Unexpected token","assertionResults":[]}]}"#;
+        let json = r#"{"numFailedTestSuites":2,"numFailedTests":1,"numPassedTests":1,"numPendingTests":1,"numTotalTests":3,"success":false,"testResults":[{"name":"/w/src/calc.test.js","status":"failed","message":"","assertionResults":[{"ancestorTitles":["","Calculator","add"],"fullName":"Calculator add sums","status":"passed","title":"sums","duration":3,"failureMessages":[]},{"ancestorTitles":["Calculator"],"fullName":"Calculator divides","status":"failed","title":"divides","duration":null,"failureMessages":["Error: expect(received).toBe(expected)\n\nExpected: 2"]},{"ancestorTitles":[],"fullName":"later","status":"todo","title":"later","failureMessages":[]}]},{"name":"/w/src/broken.test.js","status":"failed","message":"SyntaxError: Unexpected token","assertionResults":[]}]}"#;
         let mut r = TestResults::default();
         parse_json(json, &mut r).unwrap();
         assert_eq!((r.passed, r.failed, r.skipped), (1, 2, 1));
@@ -534,7 +544,7 @@ mod tests {
 
     #[test]
     fn pytest_json_report() {
-        let json = r#"{"created":1,"duration":0.1,"exitcode":1,"root":"/w","environment":{},"summary":{"passed":1,"failed":1,"total":3},"tests":[{"nodeid":"tests/test_calc.py::test_add","lineno":1,"outcome":"passed","setup":{"duration":0.001,"outcome":"passed"},"call":{"duration":0.002,"outcome":"passed"},"teardown":{"duration":0.0,"outcome":"passed"}},{"nodeid":"tests/test_calc.py::TestDiv::test_zero","outcome":"failed","setup":{"duration":0.0,"outcome":"passed"},"call":{"duration":0.004,"outcome":"failed","longrepr":"ZeroDivisionError: division by zero"}},{"nodeid":"tests/test_calc.py::test_skip","outcome":"skipped","setup":{"duration":0.0,"outcome":"skipped","longrepr":"('x', 1, 'Skipped: not today')"}}]}"#;
+        let json = r#"{"created":1,"duration":0.1,"exitcode":1,"root":"/w","environment":{},"summary":{"passed":1,"failed":1,"total":3},"tests":[{"nodeid":"tests/test_calc.py::test_add","lineno":1,"outcome":"passed","setup":{"duration":0.001,"outcome":"passed"},"call":{"duration":0.002,"outcome":"passed"},"teardown":{"duration":0.0,"outcome":"passed"}},{"nodeid":"tests/test_calc.py::TestDiv::test_zero","outcome":"failed","setup":{"duration":0.0,"outcome":"passed"},"call":{"duration":0.004,"outcome":"failed","crash":{"path":"/w/tests/test_calc.py","lineno":9,"message":"ZeroDivisionError: division by zero"},"longrepr":"self = <test_calc.TestDiv object at 0x7f>\\n\\n    def test_zero(self):"}},{"nodeid":"tests/test_calc.py::test_skip","outcome":"skipped","setup":{"duration":0.0,"outcome":"skipped","longrepr":"('x', 1, 'Skipped: not today')"}}]}"#;
         let mut r = TestResults::default();
         parse_json(json, &mut r).unwrap();
         assert_eq!((r.passed, r.failed, r.skipped), (1, 1, 1));

@@ -194,8 +194,11 @@ pub(crate) fn build_filter(
                         key.at,
                     )),
                     k if k.trim_start().starts_with("${{") => refused.push((
-                        "`filter` of another task's artifacts (artifacts are not supported yet)"
-                            .to_string(),
+                        format!(
+                            "`filter` of `{}` (a filter of another task's artifacts or of the \
+                             run's directory; only `workspace` is supported yet)",
+                            k.trim()
+                        ),
                         key.at,
                     )),
                     other => errors.push(unknown_key(
