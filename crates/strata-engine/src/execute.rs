@@ -288,13 +288,16 @@ pub(crate) fn execute<'scope, 'env>(
     // One execution per key on this machine: a concurrent run with the same key runs it, and
     // this one waits and then uses its result.
     let mut _key_lock = None;
+    let mut _key_note = None;
     if found.is_none() && resolved.cache.enabled && !ctx.options.no_cache {
+        // Which task of this run, if any, has the key already: then the lock is waited for
+        // because of it, not of another process.
+        let holder = KeyNote::claim(ctx, key, task.name.as_str(), &mut _key_note);
         let mut waiting = |first: bool| {
             if first {
-                let holder = ctx.held_keys.lock().expect("held keys").get(&key).cloned();
                 reporter.event(&Event::TaskWaiting {
                     task: task.name.to_string(),
-                    why: match holder {
+                    why: match &holder {
                         Some(other) => format!(
                             "`{other}` of this run has the same key and is running: this task \
                              takes its result"
@@ -309,7 +312,10 @@ pub(crate) fn execute<'scope, 'env>(
         };
         match ctx.cache.runs().lock_key(&key, &mut waiting) {
             Ok(Some(lock)) => {
-                _key_lock = Some(HeldKey::new(ctx, key, task.name.as_str(), lock));
+                _key_lock = Some(lock);
+                if _key_note.is_none() {
+                    KeyNote::claim(ctx, key, task.name.as_str(), &mut _key_note);
+                }
                 found = local_hit(ctx, &key, reporter)
                     .map(Found::Local)
                     .filter(|f| fresh_enough(resolved.cache.ttl, f));
@@ -1016,35 +1022,43 @@ fn run_in_sandbox<'scope, 'env>(
     )
 }
 
-/// The lock of a task's key, and this run's note that the task holds it (both let go when
-/// the task is over).
-struct HeldKey<'c, L> {
+/// This run's note that one of its tasks has a key (is taking or holds its lock), taken back
+/// when the task is over.
+struct KeyNote<'c> {
     ctx: &'c RunContext<'c>,
     key: CacheKey,
-    _lock: L,
+    task: String,
 }
 
-impl<'c, L> HeldKey<'c, L> {
-    fn new(ctx: &'c RunContext<'c>, key: CacheKey, task: &str, lock: L) -> Self {
-        ctx.held_keys
-            .lock()
-            .expect("held keys")
-            .insert(key, task.to_string());
-        HeldKey {
+impl<'c> KeyNote<'c> {
+    /// Notes that `task` has `key`, unless another task of this run has it: then that task's
+    /// name (and no note is made).
+    fn claim(
+        ctx: &'c RunContext<'c>,
+        key: CacheKey,
+        task: &str,
+        note: &mut Option<KeyNote<'c>>,
+    ) -> Option<String> {
+        let mut held = ctx.held_keys.lock().expect("held keys");
+        if let Some(other) = held.get(&key) {
+            return Some(other.clone());
+        }
+        held.insert(key, task.to_string());
+        *note = Some(KeyNote {
             ctx,
             key,
-            _lock: lock,
-        }
+            task: task.to_string(),
+        });
+        None
     }
 }
 
-impl<L> Drop for HeldKey<'_, L> {
+impl Drop for KeyNote<'_> {
     fn drop(&mut self) {
-        self.ctx
-            .held_keys
-            .lock()
-            .expect("held keys")
-            .remove(&self.key);
+        let mut held = self.ctx.held_keys.lock().expect("held keys");
+        if held.get(&self.key) == Some(&self.task) {
+            held.remove(&self.key);
+        }
     }
 }
 

@@ -121,11 +121,36 @@ fn is_merge_key(key: &Node) -> bool {
     matches!(&key.value, Value::Scalar { text, quoted: false } if text == "<<")
 }
 
+/// A key written twice in one mapping (merged entries aside, which replace by design): an
+/// error at the second, as YAML and RWX's parser have it, rather than one of the two values
+/// silently winning.
+fn duplicate_key(entries: &[(Node, Node)]) -> Option<Diagnostic> {
+    let mut seen: HashMap<&str, Location> = HashMap::new();
+    for (key, _) in entries {
+        if is_merge_key(key) {
+            continue;
+        }
+        if let Value::Scalar { text, .. } = &key.value
+            && let Some(first) = seen.insert(text.as_str(), key.at)
+        {
+            return Some(Diagnostic::new(
+                key.at,
+                text.chars().count().max(1),
+                format!(
+                    "`{text}` is written twice in this mapping (first at line {}, column {})",
+                    first.line, first.column
+                ),
+            ));
+        }
+    }
+    None
+}
+
 /// Applies the `<<` merge keys of a mapping's entries, as RWX does: entries are taken in the
 /// order they are written and a later one wins, whether it is written or merged (`<<: [*a, *b]`
 /// merges `a`, then `b`). A merged entry keeps the position where it is written in its anchored
 /// mapping, which is where an error in it must point. Two written entries with the same key
-/// stay as they are (the caller reports them where it matters).
+/// are an error (`duplicate_key`).
 fn apply_merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Diagnostic> {
     if !entries.iter().any(|(k, _)| is_merge_key(k)) {
         return Ok(entries);
@@ -312,6 +337,9 @@ impl MarkedEventReceiver for Builder {
                 if let Some(Frame::Map(at, anchor, entries, _, cost)) = self.stack.pop()
                     && self.charge(one, at)
                 {
+                    if let Some(d) = duplicate_key(&entries) {
+                        self.error.get_or_insert(d);
+                    }
                     let entries = match apply_merge_keys(entries) {
                         Ok(entries) => entries,
                         Err(d) => {
@@ -586,11 +614,16 @@ mod tests {
         for i in 0..100_000 {
             text.push_str(&format!("  k{i}: v\n"));
         }
-        text.push_str("  k5: again\n");
         let start = std::time::Instant::now();
         let root = parse(&text).unwrap();
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
-        // Two written entries with one key both stay.
-        assert_eq!(map_of(entry(&root, "t")).len(), 100_002);
+        assert_eq!(map_of(entry(&root, "t")).len(), 100_001);
+        // A key written twice is an error at the second, found as fast.
+        text.push_str("  k5: again\n");
+        let start = std::time::Instant::now();
+        let err = parse(&text).unwrap_err();
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(err.location.line, 100_004, "{err:?}");
+        assert!(err.message.contains("`k5` is written twice"), "{err:?}");
     }
 }

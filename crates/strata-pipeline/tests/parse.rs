@@ -72,6 +72,19 @@ fn duplicate_task_keys() {
 }
 
 #[test]
+fn a_key_written_twice_in_one_mapping() {
+    let e = errors("tasks:\n  - key: a\n    run: x\n    env: {A: 1}\n    run: y\n");
+    assert!(e.contains("`run` is written twice"), "{e}");
+    assert!(e.contains("strata.yml:5:5"), "{e}");
+    assert!(e.contains("first at line 3, column 5"), "{e}");
+    // A merge key's entries replace written ones by design: no error.
+    let text =
+        "aliases:\n  base: &base\n    run: a\ntasks:\n  - <<: *base\n    key: t\n    run: b\n";
+    let p = parse_str(Path::new("strata.yml"), text).expect("merged entries may be replaced");
+    assert_eq!(p.task("t").unwrap().run.raw, "b");
+}
+
+#[test]
 fn use_of_missing_task() {
     let e =
         errors("tasks:\n  - key: build\n    run: x\n  - key: t\n    use: [biuld]\n    run: y\n");
