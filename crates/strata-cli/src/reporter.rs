@@ -109,7 +109,14 @@ struct Display {
     status_shown: bool,
     /// Tests and retries, for the summary.
     outputs: crate::outputs_report::OutputsTally,
+    /// Lines of a task's Docker daemon left out of the display, per task: said as it ends.
+    daemon_lines: HashMap<String, u64>,
 }
+
+/// How the lines of a task's Docker daemon (`docker: true`) begin. They are the daemon's own
+/// log, not the task's output: the display leaves them out (the task's log and `--json` keep
+/// them), or a daemon's hundred lines of start-up and shutdown would bury the command's.
+const DAEMON_LINE: &str = "[dockerd] ";
 
 /// Task output prefixed by task, a line per task state change and, on a terminal, a status line
 /// with the running tasks and their time so far.
@@ -145,6 +152,7 @@ impl TerminalReporter {
                 total: pipeline.tasks.len(),
                 status_shown: false,
                 outputs: Default::default(),
+                daemon_lines: HashMap::new(),
             }),
             tty,
             width: pipeline
@@ -229,6 +237,10 @@ impl TerminalReporter {
 
     /// A line of a task's output: the common event, written without the general rendering.
     fn output_line(&self, d: &mut Display, task: &str, line: &str) {
+        if line.starts_with(DAEMON_LINE) {
+            *d.daemon_lines.entry(task.to_string()).or_default() += 1;
+            return;
+        }
         if d.status_shown {
             let _ = d.out.write_all(b"\r\x1b[2K");
             d.status_shown = false;
@@ -598,7 +610,32 @@ impl Reporter for TerminalReporter {
             self.output_line(d, task, line);
             return;
         }
-        let lines = self.render(event, d);
+        let mut lines = self.render(event, d);
+        // A failed run's log is kept, and so is a stored entry's; otherwise only `--json`
+        // has the lines.
+        let ended = match event {
+            Event::TaskPassed { task, stored, .. } => Some((task, *stored)),
+            Event::TaskFailed { task, .. } => Some((task, true)),
+            _ => None,
+        };
+        if let Some((task, kept)) = ended
+            && let Some(n) = d.daemon_lines.remove(task)
+        {
+            let color = self.colors.get(task.as_str()).copied().unwrap_or("0");
+            let has = if kept {
+                "`strata logs` has them"
+            } else {
+                "`strata run --json` has them"
+            };
+            lines.push(format!(
+                "{} {}",
+                self.paint(color, &format!("{task:>w$}", w = self.width)),
+                self.paint(
+                    "2",
+                    &format!("({n} lines of its Docker daemon's log not shown: {has})")
+                )
+            ));
+        }
         if self.tty && d.status_shown {
             let _ = write!(d.out, "\r\x1b[2K");
         }

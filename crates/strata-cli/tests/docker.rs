@@ -244,6 +244,20 @@ fn preserve_data_keeps_images_for_the_next_execution_and_for_the_tasks_that_use_
         assert!(output.contains(&"db is healthy".to_string()), "{output:#?}");
         assert!(output.contains(&"[db] db up".to_string()), "{output:#?}");
     }
+    // On the terminal, the daemons' own log is left out, and said to be in the task's log;
+    // a background process's lines are shown.
+    let out = f.output(&["run", "strata.yml"]);
+    let shown = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("ran from the kept image"), "{shown}");
+    assert!(shown.contains("[db] db up"), "{shown}");
+    assert!(!shown.contains("[dockerd]"), "{shown}");
+    // `cache: false`: no entry keeps the log, so the lines are in `--json` (as the runs above
+    // read them).
+    assert!(
+        shown.contains("lines of its Docker daemon's log not shown: `strata run --json` has them"),
+        "{shown}"
+    );
     assert!(daemons_of("tests").is_empty(), "a daemon outlived its task");
     assert!(
         daemons_of("images").is_empty(),
