@@ -856,6 +856,11 @@ pub(crate) fn plan(
         }
     };
     let session = open(file, args, &targets, true)?;
+    // The file's notes (keys with no effect, an embedded run's base not used), as `run` and
+    // `check` say them; `--json` keeps stderr for warnings only, as `run --json` does.
+    if !json {
+        print_notes(&session.pipeline);
+    }
     let ctx = context(&session, args, targets, true)?;
     let planned = strata_engine::plan(&ctx, &WarningsOnly);
     if json {

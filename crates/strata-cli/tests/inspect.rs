@@ -283,3 +283,25 @@ fn a_reader_that_goes_away_is_not_a_panic() {
         assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn plan_says_the_file_s_notes_as_run_does_but_not_with_json() {
+    let f = Fixture::new();
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: a\n    agent:\n      memory: 4gb\n    run: echo a\n",
+    );
+    let out = f.output(&["plan", "strata.yml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`agent` has no effect in strata") && stderr.contains("strata.yml:3:5"),
+        "{stderr}"
+    );
+    let out = f.output(&["plan", "--json", "strata.yml"]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("no effect"),
+        "--json keeps stderr for warnings"
+    );
+}
