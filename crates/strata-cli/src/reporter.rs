@@ -230,9 +230,18 @@ impl TerminalReporter {
             let _ = d.out.write_all(b"\r\x1b[2K");
             d.status_shown = false;
         }
+        let _ = writeln!(d.out, "{}", self.dim_line(task, text));
+    }
+
+    /// A task's name, right-aligned and in its color.
+    fn task_name(&self, task: &str) -> String {
         let color = self.colors.get(task).copied().unwrap_or("0");
-        let name = self.paint(color, &format!("{task:>w$}", w = self.width));
-        let _ = writeln!(d.out, "{name} {}", self.paint("2", text));
+        self.paint(color, &format!("{task:>w$}", w = self.width))
+    }
+
+    /// `name text`, the text dimmed: what strata says about a task's output.
+    fn dim_line(&self, task: &str, text: &str) -> String {
+        format!("{} {}", self.task_name(task), self.paint("2", text))
     }
 
     /// A line of a task's output: the common event, written without the general rendering.
@@ -246,11 +255,7 @@ impl TerminalReporter {
             d.status_shown = false;
         }
         if !d.prefixes.contains_key(task) {
-            let color = self.colors.get(task).copied().unwrap_or("0");
-            let prefix = format!(
-                "{} | ",
-                self.paint(color, &format!("{task:>w$}", w = self.width))
-            );
+            let prefix = format!("{} | ", self.task_name(task));
             d.prefixes.insert(task.to_string(), prefix);
         }
         let prefix = &d.prefixes[task];
@@ -260,10 +265,7 @@ impl TerminalReporter {
     }
 
     fn render(&self, event: &Event, d: &mut Display) -> Vec<String> {
-        let name = |t: &str| {
-            let color = self.colors.get(t).copied().unwrap_or("0");
-            self.paint(color, &format!("{t:>w$}", w = self.width))
-        };
+        let name = |t: &str| self.task_name(t);
         match event {
             Event::RunStarted { tasks, jobs, .. } => {
                 d.total = tasks.len();
@@ -621,19 +623,14 @@ impl Reporter for TerminalReporter {
         if let Some((task, kept)) = ended
             && let Some(n) = d.daemon_lines.remove(task)
         {
-            let color = self.colors.get(task.as_str()).copied().unwrap_or("0");
             let has = if kept {
                 "`strata logs` has them"
             } else {
                 "`strata run --json` has them"
             };
-            lines.push(format!(
-                "{} {}",
-                self.paint(color, &format!("{task:>w$}", w = self.width)),
-                self.paint(
-                    "2",
-                    &format!("({n} lines of its Docker daemon's log not shown: {has})")
-                )
+            lines.push(self.dim_line(
+                task,
+                &format!("({n} lines of its Docker daemon's log not shown: {has})"),
             ));
         }
         if self.tty && d.status_shown {

@@ -509,7 +509,7 @@ pub(crate) fn resolve(
         let path = crate::packages::package_path(package);
         // A Mint leaf's scripts know it by its older name (only theirs: other packages' keys
         // stay as they were).
-        if package.is_mint_leaf() {
+        if package.mint_leaf {
             env.insert("MINT_LEAF_PATH".into(), (path.clone(), Keyed::Value));
         }
         env.insert("RWX_PACKAGES_PATH".into(), (path.clone(), Keyed::Value));

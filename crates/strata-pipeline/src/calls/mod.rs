@@ -74,17 +74,18 @@ pub struct PackageFiles {
     pub files: Vec<PathBuf>,
     /// BLAKE3 over every file's path, mode and content (hex): enters its tasks' keys.
     pub digest: String,
+    /// A Mint leaf (`mint-leaf.yml`): its tasks read `$MINT_LEAF_PATH` too.
+    pub mint_leaf: bool,
 }
 
 impl PackageFiles {
     /// Its package file: `rwx-package.yml`, or a Mint leaf's `mint-leaf.yml`.
     pub fn file(&self) -> PathBuf {
-        sources::package_file_in(&self.dir).unwrap_or_else(|| self.dir.join(sources::PACKAGE_FILE))
-    }
-
-    /// Whether it is a Mint leaf (`mint-leaf.yml`): its tasks read `$MINT_LEAF_PATH`.
-    pub fn is_mint_leaf(&self) -> bool {
-        self.file().ends_with(sources::MINT_LEAF_FILE)
+        self.dir.join(if self.mint_leaf {
+            sources::MINT_LEAF_FILE
+        } else {
+            sources::PACKAGE_FILE
+        })
     }
 }
 

@@ -235,6 +235,7 @@ fn package_files(name: &str, version: &str, dir: &Path) -> Result<PackageFiles, 
         dir: dir.to_path_buf(),
         files,
         digest,
+        mint_leaf: package_file_in(dir).is_some_and(|f| f.ends_with(MINT_LEAF_FILE)),
     })
 }
 
