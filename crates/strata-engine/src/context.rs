@@ -109,9 +109,9 @@ pub struct RunContext<'a> {
     /// The tasks whose artifacts `--artifacts` copies once the run is over.
     pub(crate) artifacts: crate::task_outputs::ArtifactLedger,
     pub(crate) transfers: Transfers,
-    /// The keys this run's tasks hold the lock of, and which task holds each: a task that
-    /// waits for one says whether it waits for this run or for another strata process.
-    pub(crate) held_keys: std::sync::Mutex<std::collections::HashMap<strata_key::CacheKey, String>>,
+    /// The keys this run's tasks have, and which task has each (`execute.rs`): a task of this
+    /// run waits for another of this run here, and for another strata process at the key's lock.
+    pub(crate) held_keys: crate::execute::HeldKeys,
     /// Things to tell the user once the run starts (a base image used offline, ...).
     pub(crate) notices: Vec<String>,
     pub interrupted: Arc<AtomicBool>,

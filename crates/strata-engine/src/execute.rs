@@ -287,25 +287,33 @@ pub(crate) fn execute<'scope, 'env>(
     let mut found = lookup(ctx, resolved.cache, &key, reporter);
     // One execution per key on this machine: a concurrent run with the same key runs it, and
     // this one waits and then uses its result.
-    let mut _key_lock = None;
+    // Dropped in reverse: the key's lock is let go before this run's note, so that a task
+    // of this run that waits for the note never finds the lock still held.
     let mut _key_note = None;
+    let mut _key_lock = None;
     if found.is_none() && resolved.cache.enabled && !ctx.options.no_cache {
-        // Which task of this run, if any, has the key already: then the lock is waited for
-        // because of it, not of another process.
-        let holder = KeyNote::claim(ctx, key, task.name.as_str(), &mut _key_note);
+        // First among this run's tasks (one with the same key runs it, this one takes its
+        // result), then among processes, at the key's lock.
+        match KeyNote::take(ctx, key, task.name.as_str(), reporter) {
+            Some(note) => _key_note = Some(note),
+            None => {
+                reporter.event(&Event::failed_early(
+                    task.name.to_string(),
+                    "interrupted while waiting for another run of this task",
+                ));
+                return TaskOutcome::Failed {
+                    key,
+                    duration: Duration::ZERO,
+                    used: TaskUsage::default(),
+                    internal: false,
+                };
+            }
+        }
         let mut waiting = |first: bool| {
             if first {
                 reporter.event(&Event::TaskWaiting {
                     task: task.name.to_string(),
-                    why: match &holder {
-                        Some(other) => format!(
-                            "`{other}` of this run has the same key and is running: this task \
-                             takes its result"
-                        ),
-                        None => {
-                            "another strata process is running this task with the same key".into()
-                        }
-                    },
+                    why: "another strata process is running this task with the same key".into(),
                 });
             }
             !ctx.interrupted.load(Ordering::SeqCst)
@@ -313,9 +321,6 @@ pub(crate) fn execute<'scope, 'env>(
         match ctx.cache.runs().lock_key(&key, &mut waiting) {
             Ok(Some(lock)) => {
                 _key_lock = Some(lock);
-                if _key_note.is_none() {
-                    KeyNote::claim(ctx, key, task.name.as_str(), &mut _key_note);
-                }
                 found = local_hit(ctx, &key, reporter)
                     .map(Found::Local)
                     .filter(|f| fresh_enough(resolved.cache.ttl, f));
@@ -1022,43 +1027,62 @@ fn run_in_sandbox<'scope, 'env>(
     )
 }
 
-/// This run's note that one of its tasks has a key (is taking or holds its lock), taken back
-/// when the task is over.
+/// The keys this run's tasks have, and which task has each.
+#[derive(Default)]
+pub(crate) struct HeldKeys {
+    tasks: std::sync::Mutex<std::collections::HashMap<CacheKey, String>>,
+    /// Signalled when a task lets a key go.
+    freed: std::sync::Condvar,
+}
+
+/// A task's hold on its key within this run, let go when the task is over.
 struct KeyNote<'c> {
     ctx: &'c RunContext<'c>,
     key: CacheKey,
-    task: String,
 }
 
 impl<'c> KeyNote<'c> {
-    /// Notes that `task` has `key`, unless another task of this run has it: then that task's
-    /// name (and no note is made).
-    fn claim(
+    /// Takes `key` for `task`, waiting while another task of this run has it (said once);
+    /// `None` if the run was interrupted meanwhile.
+    fn take(
         ctx: &'c RunContext<'c>,
         key: CacheKey,
         task: &str,
-        note: &mut Option<KeyNote<'c>>,
-    ) -> Option<String> {
-        let mut held = ctx.held_keys.lock().expect("held keys");
-        if let Some(other) = held.get(&key) {
-            return Some(other.clone());
+        reporter: &dyn Reporter,
+    ) -> Option<KeyNote<'c>> {
+        let held = &ctx.held_keys;
+        let mut tasks = held.tasks.lock().expect("held keys");
+        let mut said = false;
+        while let Some(other) = tasks.get(&key) {
+            if !said {
+                reporter.event(&Event::TaskWaiting {
+                    task: task.to_string(),
+                    why: format!(
+                        "`{other}` of this run has the same key and is running: this task \
+                         takes its result"
+                    ),
+                });
+                said = true;
+            }
+            if ctx.interrupted.load(Ordering::SeqCst) {
+                return None;
+            }
+            tasks = held
+                .freed
+                .wait_timeout(tasks, Duration::from_millis(100))
+                .expect("held keys")
+                .0;
         }
-        held.insert(key, task.to_string());
-        *note = Some(KeyNote {
-            ctx,
-            key,
-            task: task.to_string(),
-        });
-        None
+        tasks.insert(key, task.to_string());
+        Some(KeyNote { ctx, key })
     }
 }
 
 impl Drop for KeyNote<'_> {
     fn drop(&mut self) {
-        let mut held = self.ctx.held_keys.lock().expect("held keys");
-        if held.get(&self.key) == Some(&self.task) {
-            held.remove(&self.key);
-        }
+        let held = &self.ctx.held_keys;
+        held.tasks.lock().expect("held keys").remove(&self.key);
+        held.freed.notify_all();
     }
 }
 
