@@ -42,6 +42,13 @@ build_strata() {
     strata=$PWD/target/release/strata
 }
 
+# direct_loop MNT: the loop device under MNT reads and writes its file direct, as a VM's disk
+# does: without it, every block written is cached twice (the file system's page and the loop
+# file's), and a write that goes around the page cache (O_DIRECT) would still land in it.
+direct_loop() {
+    losetup --direct-io=on "$(findmnt -no SOURCE "$1")"
+}
+
 # own_fs SIZE [NAME]: a fresh ext4 on a sparse loop image under /var/tmp, of a name of its own
 # (two benchmarks at once must not share one); sets $mnt. File creation on the root file
 # system is uneven after large deletions, and the figures must not depend on it.
@@ -53,6 +60,7 @@ own_fs() {
     truncate -s "$1" "$img"
     mkfs.ext4 -q -F "$img"
     mount -o loop "$img" "$mnt"
+    direct_loop "$mnt"
     # A process that outlived the run (the S3 server exiting) can keep it busy for a moment.
     on_exit "umount '$mnt' 2>/dev/null || umount -l '$mnt' 2>/dev/null; rm -f '$img'; rmdir '$mnt' 2>/dev/null"
     on_exit "settled '$mnt'"

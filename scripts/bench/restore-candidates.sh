@@ -15,6 +15,7 @@
 #   curl      curl > /dev/null of the layer archive                     (the download's floor)
 #   chunks    strata's own S3 reader alone (4 chunks in flight), bytes discarded
 #   apply     strata's unpacker alone, from the archive in a local file
+#   old_img   strata_img with another build of strata, OLD=/path/to/strata (an A/B of a change)
 #
 # and, once: the erofs image's size and compressed size against the tar archive's, what reading
 # every file costs through the mount and from the unpacked directory, and what re-verifying each
@@ -63,6 +64,8 @@ rm -f "$img"
 truncate -s 12G "$img"
 mkfs.ext4 -q -F "$img"
 mount -o loop "$img" "$mnt"
+# As a VM's disk: no second copy of each block in the loop file's page cache.
+losetup --direct-io=on "$(findmnt -no SOURCE "$mnt")"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$mnt/s3/bench"
@@ -157,6 +160,13 @@ run_strata_erofs() {
     WALK=1 "$ex/fetch_erofs" "$endpoint" bench c "$digest" "$mnt/s$r.erofs" "$mnt/m-s$r" \
         2>&1 | tail -1 >> "$mnt/strata_erofs.log"
 }
+run_old_img() {
+    timed old_img env STRATA_CACHE_DIR="$mnt/cache-io$r" "${OLD:?OLD=/path/to/strata}" run \
+        --layer-images on --remote "s3://bench/c?endpoint=$endpoint" "$mnt/ws/strata.yml" \
+        >/dev/null 2>&1
+    test "$(ls "$mnt/cache-io$r/layers" | grep -c '\.erofs$')" = 1
+    settled
+}
 run_curl() {
     timed curl bash -c 'eval "sig=($sig_s)"; curl -sS -f "${sig[@]}" "$endpoint/bench/manual/layer.tar.zst" -o /dev/null'
 }
@@ -176,8 +186,9 @@ for r in $(seq "$rounds"); do
     for k in "${names[@]}"; do line+=" $k ${S[$k]##* }"; done
     echo "$line" >&2
     if [ "$r" != "$rounds" ]; then
-        umount "$mnt/m-$r" "$mnt/m-s$r" "$mnt"/cache-i"$r"/mounts/* 2>/dev/null || true
-        rm -rf "$mnt/cache-b$r" "$mnt/cache-i$r" "$mnt/tar$r" "$mnt/e$r.erofs" "$mnt/s$r.erofs" \
+        umount "$mnt/m-$r" "$mnt/m-s$r" "$mnt"/cache-i"$r"/mounts/* "$mnt"/cache-io"$r"/mounts/* \
+            2>/dev/null || true
+        rm -rf "$mnt/cache-b$r" "$mnt/cache-i$r" "$mnt/cache-io$r" "$mnt/tar$r" "$mnt/e$r.erofs" "$mnt/s$r.erofs" \
             "$mnt/m-$r" "$mnt/m-s$r" "$mnt/apply$r"
     fi
 done

@@ -8,7 +8,7 @@
 //! once per process, with a one-entry image, before the first restore; where either is
 //! missing the run restores directories as before and says so once (`layer-images-unavailable`).
 
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::sync::OnceLock;
 
 use strata_cache::EntryDocument;
@@ -127,8 +127,8 @@ pub(crate) fn restore_image<R: Read + Send>(
             source: e,
         })
     };
-    let out = std::fs::File::create_new(&file).map_err(io_err)?;
-    let out = BufWriter::with_capacity(1 << 20, out);
+    // Written around the page cache: most of a restored layer is never read on this machine.
+    let out = strata_oci::erofs::ImageFile::create_new(&file).map_err(io_err)?;
     let expected = Expected {
         digest: Some(entry.archive.digest),
         diff_id: None,
@@ -139,8 +139,7 @@ pub(crate) fn restore_image<R: Read + Send>(
     };
     let (converted, out) = strata_oci::erofs::convert_layer(blob, Compression::Zstd, out, expected)
         .map_err(|e| discard(ImageRestoreError::Convert(e)))?;
-    out.into_inner()
-        .map_err(|e| discard(io_err(e.into_error())))?;
+    out.finish().map_err(|e| discard(io_err(e)))?;
     // The archive matched its digest, but the entry names the tree it must convert to: an
     // archive swapped in (digests updated, layer name kept) is caught here.
     let found = converted.layer_digest();
