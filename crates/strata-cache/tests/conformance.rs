@@ -833,3 +833,46 @@ macro_rules! races {
 
 races!(dir_races, super::dir_subject());
 races!(s3_races, super::s3_subject());
+
+/// A streamed blob read from S3 in chunks: read twice, whole (the reader's chunk buffers are
+/// reused), and refused with a clear error when a chunk on the server is longer than its list
+/// says.
+#[test]
+fn s3_chunks_read_back_whole_and_a_chunk_grown_on_the_server_is_refused() {
+    let s = s3_subject();
+    let b = s.backend.as_ref();
+    // Five 8 MiB chunks and a short last one: more chunks than the reader has buffers.
+    let content: Vec<u8> = (0..(43u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let d = OciDigest::of(&content);
+    let mut upload = b.begin_upload().unwrap().unwrap();
+    for piece in content.chunks(5 << 20) {
+        upload.write_all(piece).unwrap();
+    }
+    upload.finish(&d, content.len() as u64).unwrap();
+    for _ in 0..2 {
+        assert!(
+            read_all(b, &d).unwrap() == content,
+            "the blob read back differs"
+        );
+    }
+    let chunks: Vec<_> = stored_files(&s.storage)
+        .into_iter()
+        .filter(|(p, size)| p.to_string_lossy().contains("/chunks/") && *size == 8 << 20)
+        .collect();
+    assert_eq!(chunks.len(), 5, "{chunks:?}");
+    let grown = &chunks[2].0;
+    let mut bytes = std::fs::read(grown).unwrap();
+    bytes.push(0);
+    std::fs::write(grown, &bytes).unwrap();
+    let mut r = b.get_blob(&d).unwrap().unwrap();
+    let err = std::io::copy(&mut r, &mut std::io::sink()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "has more than {} bytes, its list says {}",
+            8 << 20,
+            8 << 20
+        )),
+        "{err}"
+    );
+}

@@ -67,13 +67,15 @@ impl ChunkList {
         let chunks = Arc::new(self.chunks);
         let (tickets, queue) = sync_channel::<Ticket>(IN_FLIGHT);
         let queue = Arc::new(Mutex::new(queue));
+        let pool = Pool::default();
         for _ in 0..IN_FLIGHT.min(chunks.len()) {
             let (client, chunks, queue) = (client.clone(), Arc::clone(&chunks), Arc::clone(&queue));
+            let pool = pool.clone();
             std::thread::spawn(move || {
                 loop {
                     let next = queue.lock().expect("ticket lock").recv();
                     let Ok((index, reply)) = next else { return };
-                    let _ = reply.send(fetch(&client, &chunks[index]));
+                    let _ = reply.send(fetch(&client, &chunks[index], &pool));
                 }
             });
         }
@@ -82,8 +84,9 @@ impl ChunkList {
             issued: 0,
             tickets: Some(tickets),
             pending: VecDeque::new(),
-            current: Vec::new(),
+            current: Chunk::default(),
             pos: 0,
+            pool,
         };
         for _ in 0..IN_FLIGHT {
             reader.issue();
@@ -93,31 +96,72 @@ impl ChunkList {
 }
 
 /// A chunk to fetch, and where its content goes.
-type Ticket = (usize, SyncSender<io::Result<Vec<u8>>>);
+type Ticket = (usize, SyncSender<io::Result<Chunk>>);
+
+/// A chunk's bytes: the first `len` of `buf`.
+#[derive(Default)]
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// Buffers of chunks already read, to fetch the next ones into. A new buffer is memory the
+/// process has never touched: each of its pages faults and is zeroed by the kernel (on a fresh
+/// VM, also given to the guest by the host). For a 300 MB layer that was a tenth of a cold
+/// restore's CPU; a few buffers used over and over cost it once.
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Pool {
+    fn take(&self) -> Vec<u8> {
+        self.0.lock().expect("pool lock").pop().unwrap_or_default()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut pool = self.0.lock().expect("pool lock");
+        if pool.len() <= IN_FLIGHT && buf.capacity() > 0 {
+            pool.push(buf);
+        }
+    }
+}
 
 /// A whole chunk, tried again when the transfer breaks off (the request itself is retried by
 /// the client).
-fn fetch(client: &Client, chunk: &ChunkRef) -> io::Result<Vec<u8>> {
+fn fetch(client: &Client, chunk: &ChunkRef, pool: &Pool) -> io::Result<Chunk> {
     let missing = || {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("chunk {} is missing", chunk.object),
         )
     };
-    strata_oci::retry::with_retries(
+    let mut buf = pool.take();
+    let fetched = strata_oci::retry::with_retries(
         || {
             let resp = client
                 .get(&chunk.object, "read a blob chunk")
                 .map_err(io::Error::other)?
                 .ok_or_else(missing)?;
-            let mut bytes = Vec::with_capacity(chunk.size as usize);
-            resp.into_reader()
-                .take(chunk.size + 1)
-                .read_to_end(&mut bytes)?;
-            if bytes.len() as u64 != chunk.size {
+            // One byte more than the chunk's size, to see a chunk that is too long. Initialized
+            // once per buffer (a reader without `read_buf` would have `read_to_end` zero the
+            // spare capacity on every use).
+            let want = chunk.size as usize + 1;
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            let mut body = resp.into_reader();
+            let mut len = 0;
+            while len < want {
+                match body.read(&mut buf[len..want]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if len as u64 != chunk.size {
                 // Short: the transfer broke off (try again); long: the chunk is not what its
                 // list says (final).
-                let kind = if (bytes.len() as u64) < chunk.size {
+                let kind = if (len as u64) < chunk.size {
                     io::ErrorKind::UnexpectedEof
                 } else {
                     io::ErrorKind::InvalidData
@@ -125,14 +169,15 @@ fn fetch(client: &Client, chunk: &ChunkRef) -> io::Result<Vec<u8>> {
                 return Err(io::Error::new(
                     kind,
                     format!(
-                        "chunk {} has {} bytes, its list says {}",
+                        "chunk {} has {}{} bytes, its list says {}",
                         chunk.object,
-                        bytes.len(),
+                        if len == want { "more than " } else { "" },
+                        if len == want { len - 1 } else { len },
                         chunk.size
                     ),
                 ));
             }
-            Ok(bytes)
+            Ok(len)
         },
         |e| {
             !matches!(
@@ -140,7 +185,14 @@ fn fetch(client: &Client, chunk: &ChunkRef) -> io::Result<Vec<u8>> {
                 io::ErrorKind::NotFound | io::ErrorKind::InvalidData | io::ErrorKind::Other
             )
         },
-    )
+    );
+    match fetched {
+        Ok(len) => Ok(Chunk { buf, len }),
+        Err(e) => {
+            pool.give(buf);
+            Err(e)
+        }
+    }
 }
 
 struct ChunkReader {
@@ -148,9 +200,10 @@ struct ChunkReader {
     issued: usize,
     tickets: Option<SyncSender<Ticket>>,
     /// Replies for the chunks asked for, in order.
-    pending: VecDeque<Receiver<io::Result<Vec<u8>>>>,
-    current: Vec<u8>,
+    pending: VecDeque<Receiver<io::Result<Chunk>>>,
+    current: Chunk,
     pos: usize,
+    pool: Pool,
 }
 
 impl ChunkReader {
@@ -171,18 +224,20 @@ impl ChunkReader {
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
+        while self.pos == self.current.len {
             let Some(next) = self.pending.pop_front() else {
                 return Ok(0);
             };
-            self.current = next
+            let next = next
                 .recv()
                 .map_err(|_| io::Error::other("a chunk fetcher stopped"))??;
+            self.pool
+                .give(std::mem::replace(&mut self.current, next).buf);
             self.pos = 0;
             self.issue();
         }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        let n = buf.len().min(self.current.len - self.pos);
+        buf[..n].copy_from_slice(&self.current.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
