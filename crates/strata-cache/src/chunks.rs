@@ -10,8 +10,32 @@ use crate::backend::BackendError;
 /// A chunk and its number (from 1, in the order written).
 pub(crate) type Chunk = (u16, Vec<u8>);
 
-/// Where sender threads take chunks from.
-pub(crate) type Chunks = Arc<Mutex<Receiver<Chunk>>>;
+/// Where sender threads take chunks from, and give their buffers back once sent: a new 8 MiB
+/// buffer per chunk is memory never touched, whose every page faults and is zeroed by the
+/// kernel; a few buffers used over and over pay that once.
+#[derive(Clone)]
+pub(crate) struct Chunks {
+    queue: Arc<Mutex<Receiver<Chunk>>>,
+    spent: Spent,
+}
+
+type Spent = Arc<Mutex<Vec<Vec<u8>>>>;
+
+impl Chunks {
+    /// The next chunk to send; `None` once the blob is complete (or abandoned).
+    pub(crate) fn next(&self) -> Option<Chunk> {
+        self.queue.lock().expect("chunk lock").recv().ok()
+    }
+
+    /// A sent chunk's buffer, for a later chunk.
+    pub(crate) fn spent(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut spent = self.spent.lock().expect("spent chunks lock");
+        if spent.len() < 4 {
+            spent.push(buf);
+        }
+    }
+}
 
 pub(crate) struct ChunkedUpload<R> {
     size: usize,
@@ -19,6 +43,7 @@ pub(crate) struct ChunkedUpload<R> {
     chunk: Vec<u8>,
     next: u16,
     tx: Option<SyncSender<Chunk>>,
+    spent: Spent,
     senders: Vec<JoinHandle<Result<R, BackendError>>>,
 }
 
@@ -31,14 +56,18 @@ impl<R> ChunkedUpload<R> {
         spawn: impl Fn(Chunks) -> JoinHandle<Result<R, BackendError>>,
     ) -> Self {
         let (tx, rx) = sync_channel(threads);
-        let rx = Arc::new(Mutex::new(rx));
+        let chunks = Chunks {
+            queue: Arc::new(Mutex::new(rx)),
+            spent: Spent::default(),
+        };
         ChunkedUpload {
             size,
             location,
             chunk: Vec::with_capacity(size),
             next: 1,
             tx: Some(tx),
-            senders: (0..threads).map(|_| spawn(Arc::clone(&rx))).collect(),
+            spent: Arc::clone(&chunks.spent),
+            senders: (0..threads).map(|_| spawn(chunks.clone())).collect(),
         }
     }
 
@@ -82,7 +111,9 @@ impl<R> ChunkedUpload<R> {
                 message: format!("blobs are limited to {} chunks", u16::MAX - 1),
             });
         }
-        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.size));
+        let spare = self.spent.lock().expect("spent chunks lock").pop();
+        let spare = spare.unwrap_or_else(|| Vec::with_capacity(self.size));
+        let chunk = std::mem::replace(&mut self.chunk, spare);
         let number = self.next;
         self.next += 1;
         if self

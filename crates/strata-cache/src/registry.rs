@@ -185,14 +185,14 @@ impl CacheBackend for RegistryBackend {
                 std::thread::spawn(move || {
                     let mut offset = 0u64;
                     loop {
-                        let next = chunks.lock().expect("chunks lock").recv();
-                        let Ok((_, chunk)) = next else {
+                        let Some((_, chunk)) = chunks.next() else {
                             return Ok(location);
                         };
                         location = registry
                             .upload_chunk(&location, offset, &chunk)
                             .map_err(|e| backend_error(&where_, "upload a chunk", e))?;
                         offset += chunk.len() as u64;
+                        chunks.spent(chunk);
                     }
                 })
             });

@@ -285,14 +285,14 @@ impl StreamedBlob {
                 std::thread::spawn(move || {
                     let mut stored = Vec::new();
                     loop {
-                        let next = queue.lock().expect("chunk lock").recv();
-                        let Ok((number, bytes)) = next else {
+                        let Some((number, bytes)) = queue.next() else {
                             return Ok(stored);
                         };
                         let size = bytes.len() as u64;
                         let action = format!("upload chunk {number}");
                         client.put_bytes(&format!("{dir}{number}"), &bytes, &action)?;
                         stored.push((number, size));
+                        queue.spent(bytes);
                     }
                 })
             },
