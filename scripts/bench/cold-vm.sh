@@ -14,6 +14,8 @@
 # variant and is timed on its own. Everything lives on a loop-mounted ext4, as in `run`.
 #
 #   sudo scripts/bench/cold-vm.sh [ROUNDS]      (default 3; needs root, s3s-fs, zstd, curl, git)
+#   sudo OLD=/path/to/strata scripts/bench/cold-vm.sh [ROUNDS]   (also the image run of another
+#                                                                build: an A/B of a change)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
@@ -108,7 +110,7 @@ for r in $(seq "$rounds"); do
         published
         sync
         t0=$(now)
-        STRATA_CACHE_DIR=$mnt/cache-$1$r "$strata" run --layer-images "$2" --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$events" 2>/dev/null
+        STRATA_CACHE_DIR=$mnt/cache-$1$r "${3:-$strata}" run --layer-images "$2" --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$events" 2>/dev/null
         t1=$(now)
         add "$1" "$(ms "$t0" "$t1")"
         [ "$(grep -c '"event":"task-passed"' "$events")" = 2 ] \
@@ -123,6 +125,7 @@ for r in $(seq "$rounds"); do
     # The same with the layers restored as erofs images (`on`; `auto`, the default, is the
     # same where the kernel mounts them).
     cold_img() { strata_cold img on; }
+    cold_old() { [ -z "${OLD:-}" ] || strata_cold old on "$OLD"; }
     by_hand() {
         sync
         t0=$(now)
@@ -136,7 +139,7 @@ for r in $(seq "$rounds"); do
         read -r _ a b < "$mnt/hand-parts"
         add hand_tool "$a"; add hand_src "$b"
     }
-    if [ $((r % 2)) = 1 ]; then cold; cold_img; by_hand; else by_hand; cold_img; cold; fi
+    if [ $((r % 2)) = 1 ]; then cold; cold_img; cold_old; by_hand; else by_hand; cold_old; cold_img; cold; fi
 
     # The floor: the bytes that must move, then the commands over trees already in place.
     t0=$(now)
@@ -167,6 +170,13 @@ for r in $(seq "$rounds"); do
     add img_restore "$(grep '"event":"layer-fetched"' "$mnt/img$r.json" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
     read -r _ a b < <(STRATA_CACHE_DIR=$mnt/cache-img$r "$strata" logs "$mnt/clone$r/strata.yml" build 2>/dev/null | grep '^parts: ')
     add img_tool "$a"; add img_src "$b"
+    if [ -n "${OLD:-}" ]; then
+        add old_restore "$(grep '"event":"layer-fetched"' "$mnt/old$r.json" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
+        read -r _ a b < <(STRATA_CACHE_DIR=$mnt/cache-old$r "$OLD" logs "$mnt/clone$r/strata.yml" build 2>/dev/null | grep '^parts: ')
+        add old_tool "$a"; add old_src "$b"
+        unmount_under "$mnt/cache-old$r"
+        rm -rf "$mnt/cache-old$r"
+    fi
     # The last round's cold run with images (the default) as a timeline, from its record
     # (ms since the run began).
     if [ "$r" = "$rounds" ]; then
@@ -205,6 +215,7 @@ echo "| variant | time | vs by hand | vs floor |"
 echo "|---|---|---|---|"
 echo "| strata, cold VM (empty local cache), directories (\`--layer-images off\`) | $(med cold) ms | $(ratio "$(med cold)" "$(med hand)")× | $(ratio "$(med cold)" "$floor")× |"
 echo "| strata, cold VM, \`--layer-images on\` | $(med img) ms | $(ratio "$(med img)" "$(med hand)")× | $(ratio "$(med img)" "$floor")× |"
+[ -z "${OLD:-}" ] || echo "| the same, \`$OLD\` | $(med old) ms | $(ratio "$(med old)" "$(med hand)")× | $(ratio "$(med old)" "$floor")× |"
 echo "| strata, warm local cache | $(med warm) ms | $(ratio "$(med warm)" "$(med hand)")× | $(ratio "$(med warm)" "$floor")× |"
 echo "| by hand: curl \| zstd -d \| tar -x, then the commands | $(med hand) ms | 1× | $(ratio "$(med hand)" "$floor")× |"
 echo "| floor: download $(( bytes / 1000000 )) MB + the commands | $floor ms ($(med download) + $(med commands)) | $(ratio "$floor" "$(med hand)")× | 1× |"
@@ -217,6 +228,7 @@ echo
 echo "Inside \`build\` (as it timed itself): reading 2,000 \`.so\` files of the toolchain took"
 echo "$(med img_tool) ms in strata's sandbox (through the image) against $(med hand_tool) ms by hand;"
 echo "reading the clone's \`.js\` files $(med img_src) ms (through the checkout view) against $(med hand_src) ms."
+[ -z "${OLD:-}" ] || echo "With \`$OLD\`: the image restore $(med old_restore) ms, reading the \`.so\` files $(med old_tool) ms, the \`.js\` files $(med old_src) ms."
 echo
 echo "The last round's cold run with images (the default), event by event (from its run record):"
 echo

@@ -118,7 +118,7 @@ impl ImageFile {
             .name("image-writer".into())
             .spawn(move || {
                 for (chunk, at) in chunks {
-                    let done = writing.write_all_at(chunk.bytes(), at).map(|()| chunk);
+                    let done = write_at(&writing, chunk.bytes(), at).map(|()| chunk);
                     if written.send(done).is_err() {
                         return;
                     }
@@ -217,10 +217,10 @@ impl ImageFile {
             block.whole_mut()[..padded].fill(0);
             block.whole_mut()[..tail].copy_from_slice(self.buf.bytes());
             block.len = padded;
-            self.file.write_all_at(block.bytes(), self.start)?;
+            write_at(&self.file, block.bytes(), self.start)?;
             self.spare.push(block);
         }
-        if self.direct && self.file.metadata()?.len() != self.len {
+        if self.file.metadata()?.len() != self.len {
             self.file.set_len(self.len)?;
         }
         Ok(())
@@ -253,7 +253,24 @@ impl ImageFile {
         let offset = (at - first) as usize;
         blocks.whole_mut()[offset..offset + data.len()].copy_from_slice(data);
         blocks.len = len;
-        self.file.write_all_at(blocks.bytes(), first)
+        write_at(&self.file, blocks.bytes(), first)
+    }
+}
+
+/// Writes `bytes` at `at`. A file system that took `O_DIRECT` at open but refuses a direct write
+/// (an alignment larger than `ALIGN`) has the file switched to plain writes, and the write made
+/// again: every write of this module is correct either way.
+fn write_at(file: &File, bytes: &[u8], at: u64) -> io::Result<()> {
+    match file.write_all_at(bytes, at) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            let flags = rustix::fs::fcntl_getfl(file)?;
+            if !flags.contains(OFlags::DIRECT) {
+                return Err(e);
+            }
+            rustix::fs::fcntl_setfl(file, flags - OFlags::DIRECT)?;
+            file.write_all_at(bytes, at)
+        }
+        done => done,
     }
 }
 
@@ -387,6 +404,68 @@ mod tests {
         );
         assert_eq!(file.len(), model.len());
         assert!(file == model, "the file differs from what was written");
+    }
+
+    /// How many of the file's pages are in the page cache.
+    fn cached_pages(path: &Path) -> usize {
+        let file = File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        let mut vec = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: a read-only shared mapping of a file held open, unmapped before return; `vec`
+        // has one byte per page of it.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            let at = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(at, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(at, len, vec.as_mut_ptr()), 0);
+            libc::munmap(at, len);
+        }
+        vec.iter().filter(|b| *b & 1 == 1).count()
+    }
+
+    #[test]
+    fn what_is_written_direct_takes_no_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image");
+        let mut file = ImageFile::create_new(&path).unwrap();
+        assert!(
+            file.is_direct(),
+            "this test's directory is on a file system with direct I/O"
+        );
+        file.seek(SeekFrom::Start(4096)).unwrap();
+        let content = vec![7u8; 16 << 20];
+        file.write_all(&content).unwrap();
+        file.seek(SeekFrom::Start(1024)).unwrap();
+        file.write_all(&[1; 128]).unwrap();
+        file.finish().unwrap();
+        let cached = cached_pages(&path);
+        // Written through the page cache, its 4097 pages would be there.
+        assert!(cached <= 1, "{cached} of the image's pages are cached");
+        let back = std::fs::read(&path).unwrap();
+        assert!(back[4096..] == content[..] && back[1024..1152] == [1; 128]);
+    }
+
+    #[test]
+    fn a_direct_write_the_file_system_refuses_is_made_again_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::DIRECT;
+        let file = File::from(rustix::fs::open(&path, flags, Mode::from_raw_mode(0o644)).unwrap());
+        // Three bytes at offset 5, from an unaligned buffer: no file system takes that direct.
+        write_at(&file, b"abc", 5).unwrap();
+        assert!(
+            !rustix::fs::fcntl_getfl(&file)
+                .unwrap()
+                .contains(OFlags::DIRECT)
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0\0\0abc");
     }
 
     proptest! {
