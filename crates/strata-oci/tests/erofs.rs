@@ -409,12 +409,25 @@ fn a_converted_archive_mounts_as_the_unpacked_tree() {
         expected,
     )
     .unwrap();
+    // Written as a restore writes it: direct, around the page cache.
     let image = tmp.path().join("layer.erofs");
-    let out = std::fs::File::create_new(&image).unwrap();
-    let (converted, _) =
+    let out = strata_oci::erofs::ImageFile::create_new(&image).unwrap();
+    assert!(out.is_direct(), "the test directory takes direct I/O");
+    let (converted, out) =
         strata_oci::erofs::convert_layer(&blob[..], strata_oci::Compression::Zstd, out, expected)
             .unwrap();
+    out.finish().unwrap();
     assert_eq!(converted.digest, written.digest);
+    // Every content ends before the metadata offset, and the inodes start at or after it.
+    let bytes = std::fs::read(&image).unwrap();
+    let meta_blkaddr = u32::from_le_bytes(bytes[1024 + 40..1024 + 44].try_into().unwrap());
+    let from = converted.metadata_offset();
+    assert!(from <= u64::from(meta_blkaddr) * 4096 && from < bytes.len() as u64);
+    for e in &converted.entries {
+        if let strata_oci::erofs::NodeKind::File { block, size, .. } = e.kind {
+            assert!(size == 0 || u64::from(block) * 4096 + size <= from);
+        }
+    }
     let mounted = Mounted::erofs(&image, &tmp.path().join("mnt"));
     assert_eq!(snapshot(&unpacked), snapshot(&mounted.0));
     let layer = strata_key::tree_digest(&src).unwrap();

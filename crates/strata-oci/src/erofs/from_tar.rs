@@ -279,6 +279,22 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Xattrs, ApplyErr
 }
 
 impl ConvertedLayer {
+    /// Where the image's contents end and its metadata (symlink targets, directories, inodes)
+    /// begins: every path lookup reads from there on.
+    pub fn metadata_offset(&self) -> u64 {
+        const BLOCK: u64 = 4096;
+        self.entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                super::image::NodeKind::File { block, size, .. } if size > 0 => {
+                    Some(u64::from(block) * BLOCK + size.div_ceil(BLOCK) * BLOCK)
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(BLOCK)
+    }
+
     /// The layer's tree digest (`strata_key::tree_digest`), from the entries written: no walk
     /// of the mounted image.
     pub fn layer_digest(&self) -> strata_key::LayerDigest {
