@@ -279,7 +279,6 @@ impl Write for ImageFile {
         if data.is_empty() {
             return Ok(0);
         }
-        let end = self.end();
         if self.pos < self.start {
             // Below the chunk: at most up to it, read-modify-written.
             let n = data.len().min((self.start - self.pos) as usize);
@@ -288,20 +287,22 @@ impl Write for ImageFile {
             self.len = self.len.max(self.pos);
             return Ok(n);
         }
-        if self.pos > end {
-            if self.buf.len == 0 && self.pos.is_multiple_of(ALIGN as u64) {
-                // Nothing gathered: the chunk starts here, and what is skipped stays a hole.
-                self.start = self.pos;
-            } else {
-                // A gap: zeroes, as a file has there.
-                let gap = (self.pos - end).min((CHUNK - self.buf.len) as u64) as usize;
-                let len = self.buf.len;
-                self.buf.whole_mut()[len..len + gap].fill(0);
-                self.buf.len += gap;
-                if self.buf.len == CHUNK {
-                    self.send(CHUNK)?;
+        // Past the end: the skipped bytes read as zeroes, as in a file. While nothing is
+        // gathered, the chunk just starts at the last block boundary before the write (a hole
+        // before it); zeroes fill the rest.
+        while self.pos > self.end() {
+            if self.buf.len == 0 {
+                self.start = self.pos / ALIGN as u64 * ALIGN as u64;
+                if self.pos == self.start {
+                    break;
                 }
-                return self.write(data);
+            }
+            let (end, len) = (self.end(), self.buf.len);
+            let gap = (self.pos - end).min((CHUNK - len) as u64) as usize;
+            self.buf.whole_mut()[len..len + gap].fill(0);
+            self.buf.len += gap;
+            if self.buf.len == CHUNK {
+                self.send(CHUNK)?;
             }
         }
         // Within or at the end of the chunk being filled.
@@ -466,6 +467,32 @@ mod tests {
                 .contains(OFlags::DIRECT)
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0\0\0abc");
+    }
+
+    #[test]
+    fn a_write_far_past_the_end_leaves_a_hole_not_a_gigabyte_of_zeroes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let mut file = ImageFile::create_new(&path).unwrap();
+        file.write_all(b"head").unwrap();
+        file.seek(SeekFrom::Start((1 << 30) + 7)).unwrap();
+        file.write_all(b"tail").unwrap();
+        file.finish().unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), (1 << 30) + 11);
+        use std::os::unix::fs::MetadataExt;
+        // At most the rest of the chunk "head" is in is filled with zeroes.
+        assert!(
+            meta.blocks() * 512 <= (CHUNK + 2 * ALIGN) as u64,
+            "{} bytes allocated",
+            meta.blocks() * 512
+        );
+        let file = File::open(&path).unwrap();
+        let mut buf = [0u8; 11];
+        file.read_exact_at(&mut buf, 1 << 30).unwrap();
+        assert_eq!(&buf, b"\0\0\0\0\0\0\0tail");
+        file.read_exact_at(&mut buf[..4], 0).unwrap();
+        assert_eq!(&buf[..4], b"head");
     }
 
     proptest! {
