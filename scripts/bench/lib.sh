@@ -102,6 +102,6 @@ add() { S[$1]="${S[$1]:-} $2"; }
 med() { printf '%s\n' ${S[$1]} | median; }
 # settled [DIR]: waits for the detached flushes runs leave behind (of caches under DIR), which
 # still write into their cache.
-settled() { while pgrep -f "strata settle-cache ${1:-}" >/dev/null; do sleep 0.05; done; }
+settled() { while pgrep -f " settle-cache ${1:-}" >/dev/null; do sleep 0.05; done; }
 # field NAME EVENT: a numeric field of the first JSON event of that kind on stdin.
 field() { grep "\"event\":\"$2\"" | head -1 | sed "s/.*\"$1\":\([0-9]*\).*/\1/"; }

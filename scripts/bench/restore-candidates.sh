@@ -84,7 +84,7 @@ declare -A S
 add() { S[$1]="${S[$1]:-} $2"; }
 med() { printf '%s\n' ${S[$1]} | median; }
 all() { echo ${S[$1]}; }
-settled() { while pgrep -f "strata settle-cache" >/dev/null; do sleep 0.05; done; }
+settled() { while pgrep -f " settle-cache" >/dev/null; do sleep 0.05; done; }
 # CPU seconds the S3 server has used so far (user + system, in clock ticks).
 s3cpu() { awk '{print $14 + $15}' "/proc/$s3pid/stat"; }
 
