@@ -484,3 +484,41 @@ fn a_converted_archive_is_checked_like_an_unpacked_one() {
         );
     }
 }
+
+/// A restore that runs out of disk: the image file reports the failed write, and every later
+/// flush or finish reports it too, rather than waiting for a write that will never come or
+/// calling an incomplete image complete.
+#[test]
+fn an_image_file_that_runs_out_of_space_fails_and_keeps_failing() {
+    use std::io::Write;
+    assert_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a 2 MiB tmpfs");
+    let _mounted = Mounted(small.clone());
+    let path = small.join("image");
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut file = strata_oci::erofs::ImageFile::create_new(&path).unwrap();
+        let first = file
+            .write_all(&vec![1u8; 3 << 20])
+            .and_then(|()| file.flush());
+        let again = file.flush();
+        let finished = file.finish();
+        let _ = done.send((first.is_err(), again.is_err(), finished.is_err()));
+    });
+    let outcome = outcome
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the image file hung after a failed write");
+    assert_eq!(
+        outcome,
+        (true, true, true),
+        "(first, flush again, finish) failed"
+    );
+}

@@ -89,6 +89,8 @@ pub struct ImageFile {
     in_flight: usize,
     spare: Vec<Aligned>,
     writer: Option<JoinHandle<()>>,
+    /// A write failed: the file is incomplete, and every later call says so.
+    failed: bool,
 }
 
 impl ImageFile {
@@ -136,6 +138,7 @@ impl ImageFile {
             in_flight: 0,
             spare: Vec::new(),
             writer: Some(writer),
+            failed: false,
         })
     }
 
@@ -146,6 +149,7 @@ impl ImageFile {
 
     /// Writes what is left and waits for every write.
     pub fn finish(mut self) -> io::Result<()> {
+        self.check()?;
         self.flush_all()?;
         self.to_writer = None;
         if let Some(writer) = self.writer.take() {
@@ -162,13 +166,31 @@ impl ImageFile {
 
     /// Waits for one chunk in flight; keeps its buffer for reuse.
     fn receive_one(&mut self) -> io::Result<()> {
-        let chunk = self
-            .from_writer
-            .recv()
-            .map_err(|_| io::Error::other("the image writing thread stopped"))??;
+        let written = self.from_writer.recv();
         self.in_flight -= 1;
-        self.spare.push(chunk);
-        Ok(())
+        match written {
+            Ok(Ok(chunk)) => {
+                self.spare.push(chunk);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(_) => Err(self.fail(io::Error::other("the image writing thread stopped"))),
+        }
+    }
+
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        self.failed = true;
+        e
+    }
+
+    /// Refuses to go on after a failed write: what follows would land in an incomplete file.
+    fn check(&self) -> io::Result<()> {
+        match self.failed {
+            true => Err(io::Error::other(
+                "an earlier write to the image file failed",
+            )),
+            false => Ok(()),
+        }
     }
 
     fn drain(&mut self) -> io::Result<()> {
@@ -205,6 +227,13 @@ impl ImageFile {
     /// its own (zero-padded past the tail) and kept to be written again with what follows; the
     /// file is cut back to its true length.
     fn flush_all(&mut self) -> io::Result<()> {
+        self.check()?;
+        let flushed = self.flush_inner();
+        self.failed |= flushed.is_err();
+        flushed
+    }
+
+    fn flush_inner(&mut self) -> io::Result<()> {
         let whole = self.buf.len / ALIGN * ALIGN;
         if whole > 0 {
             self.send(whole)?;
@@ -276,6 +305,20 @@ fn write_at(file: &File, bytes: &[u8], at: u64) -> io::Result<()> {
 
 impl Write for ImageFile {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        let written = self.write_some(data);
+        self.failed |= written.is_err();
+        written
+    }
+
+    /// Waits until everything written so far is in the file.
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_all()
+    }
+}
+
+impl ImageFile {
+    fn write_some(&mut self, data: &[u8]) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -317,11 +360,6 @@ impl Write for ImageFile {
         }
         Ok(n)
     }
-
-    /// Waits until everything written so far is in the file.
-    fn flush(&mut self) -> io::Result<()> {
-        self.flush_all()
-    }
 }
 
 impl Seek for ImageFile {
@@ -332,12 +370,10 @@ impl Seek for ImageFile {
             SeekFrom::End(by) => end.checked_add_signed(by),
             SeekFrom::Current(by) => self.pos.checked_add_signed(by),
         };
-        self.pos = target.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a seek before the file's start",
-            )
-        })?;
+        // As lseek(2): no offset past what `off_t` holds.
+        self.pos = target
+            .filter(|&at| i64::try_from(at).is_ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a seek out of range"))?;
         Ok(self.pos)
     }
 }
@@ -493,6 +529,17 @@ mod tests {
         assert_eq!(&buf, b"\0\0\0\0\0\0\0tail");
         file.read_exact_at(&mut buf[..4], 0).unwrap();
         assert_eq!(&buf[..4], b"head");
+    }
+
+    #[test]
+    fn a_seek_past_what_an_offset_holds_is_refused_as_lseek_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = ImageFile::create_new(&dir.path().join("f")).unwrap();
+        let err = file.seek(SeekFrom::Start(u64::MAX - 10)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(file.stream_position().unwrap(), 0);
+        file.write_all(b"ok").unwrap();
+        file.finish().unwrap();
     }
 
     proptest! {
