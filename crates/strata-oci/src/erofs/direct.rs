@@ -4,7 +4,7 @@
 //! reads a few of a toolchain's files, not all 45k. Written through the page cache, every byte
 //! would first be copied into a new page, and on a fresh VM each new page is memory the
 //! hypervisor has not yet given the guest: writing 745 MB that way took 2.2–2.4 s of system
-//! time here, against 0.1 s direct (BENCHMARKS.md, "Images written direct"). Written direct, the
+//! time here, against 0.1 s direct (BENCHMARKS.md, issue 13, sixth session). Written direct, the
 //! bytes go from one of a few reused buffers to the disk, and only what is read later takes
 //! pages.
 //!
