@@ -395,13 +395,19 @@ mod tests {
 
     use super::*;
 
+    /// A directory on a disk's file system (on tmpfs the page cache is the file itself): the
+    /// tests look at what direct I/O does.
+    fn disk_dir() -> tempfile::TempDir {
+        tempfile::tempdir_in("/var/tmp").unwrap()
+    }
+
     /// Writes at positions `ops` (seek, then bytes) into a file and into a `Vec`, the model.
     fn write_both(
         direct: bool,
         ops: &[(u64, Vec<u8>)],
         flush_between: bool,
     ) -> (Vec<u8>, Vec<u8>, bool) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_dir();
         let path = dir.path().join("image");
         let mut file = ImageFile::create(&path, direct).unwrap();
         let used_direct = file.is_direct();
@@ -469,7 +475,7 @@ mod tests {
 
     #[test]
     fn what_is_written_direct_takes_no_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_dir();
         let path = dir.path().join("image");
         let mut file = ImageFile::create_new(&path).unwrap();
         assert!(
@@ -491,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_direct_write_the_file_system_refuses_is_made_again_through_the_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_dir();
         let path = dir.path().join("f");
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::DIRECT;
         let file = File::from(rustix::fs::open(&path, flags, Mode::from_raw_mode(0o644)).unwrap());
@@ -507,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_write_far_past_the_end_leaves_a_hole_not_a_gigabyte_of_zeroes() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_dir();
         let path = dir.path().join("sparse");
         let mut file = ImageFile::create_new(&path).unwrap();
         file.write_all(b"head").unwrap();
@@ -533,7 +539,7 @@ mod tests {
 
     #[test]
     fn a_seek_past_what_an_offset_holds_is_refused_as_lseek_refuses_it() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = disk_dir();
         let mut file = ImageFile::create_new(&dir.path().join("f")).unwrap();
         let err = file.seek(SeekFrom::Start(u64::MAX - 10)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
