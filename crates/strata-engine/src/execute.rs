@@ -294,21 +294,22 @@ pub(crate) fn execute<'scope, 'env>(
     if found.is_none() && resolved.cache.enabled && !ctx.options.no_cache {
         // First among this run's tasks (one with the same key runs it, this one takes its
         // result), then among processes, at the key's lock.
-        match KeyNote::take(ctx, key, task.name.as_str(), reporter) {
-            Some(note) => _key_note = Some(note),
-            None => {
-                reporter.event(&Event::failed_early(
-                    task.name.to_string(),
-                    "interrupted while waiting for another run of this task",
-                ));
-                return TaskOutcome::Failed {
-                    key,
-                    duration: Duration::ZERO,
-                    used: TaskUsage::default(),
-                    internal: false,
-                };
+        let interrupted = || {
+            reporter.event(&Event::failed_early(
+                task.name.to_string(),
+                "interrupted while waiting for another run of this task",
+            ));
+            TaskOutcome::Failed {
+                key,
+                duration: Duration::ZERO,
+                used: TaskUsage::default(),
+                internal: false,
             }
-        }
+        };
+        let Some(note) = KeyNote::take(ctx, key, task.name.as_str(), reporter) else {
+            return interrupted();
+        };
+        _key_note = Some(note);
         let mut waiting = |first: bool| {
             if first {
                 reporter.event(&Event::TaskWaiting {
@@ -325,18 +326,7 @@ pub(crate) fn execute<'scope, 'env>(
                     .map(Found::Local)
                     .filter(|f| fresh_enough(resolved.cache.ttl, f));
             }
-            Ok(None) => {
-                reporter.event(&Event::failed_early(
-                    task.name.to_string(),
-                    "interrupted while waiting for another run of this task",
-                ));
-                return TaskOutcome::Failed {
-                    key,
-                    duration: Duration::ZERO,
-                    used: TaskUsage::default(),
-                    internal: false,
-                };
-            }
+            Ok(None) => return interrupted(),
             // The lock only saves work: without it the task runs, as it always could.
             Err(e) => reporter.event(&Event::Warning {
                 message: format!("could not take the lock of `{}`'s key: {e}", task.name),

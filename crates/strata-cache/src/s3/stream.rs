@@ -16,7 +16,7 @@ use strata_oci::OciDigest;
 use super::backend::Names;
 use super::client::Client;
 use crate::backend::{BackendError, BlobReader, BlobUpload};
-use crate::chunks::{ChunkedUpload, Chunks};
+use crate::chunks::{BufferPool, ChunkedUpload, Chunks};
 
 /// Chunks are this size but the last. Like the AWS CLI's default part size: large enough that
 /// per-request costs vanish, small enough to keep several in flight in little memory.
@@ -67,7 +67,8 @@ impl ChunkList {
         let chunks = Arc::new(self.chunks);
         let (tickets, queue) = sync_channel::<Ticket>(IN_FLIGHT);
         let queue = Arc::new(Mutex::new(queue));
-        let pool = Pool::default();
+        // Buffers of chunks already read, to fetch the next ones into.
+        let pool = BufferPool::new(IN_FLIGHT + 1);
         for _ in 0..IN_FLIGHT.min(chunks.len()) {
             let (client, chunks, queue) = (client.clone(), Arc::clone(&chunks), Arc::clone(&queue));
             let pool = pool.clone();
@@ -105,36 +106,17 @@ struct Chunk {
     len: usize,
 }
 
-/// Buffers of chunks already read, to fetch the next ones into. A new buffer is memory the
-/// process has never touched: each of its pages faults and is zeroed by the kernel (on a fresh
-/// VM, also given to the guest by the host). For a 300 MB layer that was a tenth of a cold
-/// restore's CPU; a few buffers used over and over cost it once.
-#[derive(Clone, Default)]
-struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
-
-impl Pool {
-    fn take(&self) -> Vec<u8> {
-        self.0.lock().expect("pool lock").pop().unwrap_or_default()
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        let mut pool = self.0.lock().expect("pool lock");
-        if pool.len() <= IN_FLIGHT && buf.capacity() > 0 {
-            pool.push(buf);
-        }
-    }
-}
-
 /// A whole chunk, tried again when the transfer breaks off (the request itself is retried by
 /// the client).
-fn fetch(client: &Client, chunk: &ChunkRef, pool: &Pool) -> io::Result<Chunk> {
+fn fetch(client: &Client, chunk: &ChunkRef, pool: &BufferPool) -> io::Result<Chunk> {
     let missing = || {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("chunk {} is missing", chunk.object),
         )
     };
-    let mut buf = pool.take();
+    // A buffer given back keeps its length: the bytes up to it are initialized.
+    let mut buf = pool.take().unwrap_or_default();
     let fetched = strata_oci::retry::with_retries(
         || {
             let resp = client
@@ -203,7 +185,7 @@ struct ChunkReader {
     pending: VecDeque<Receiver<io::Result<Chunk>>>,
     current: Chunk,
     pos: usize,
-    pool: Pool,
+    pool: BufferPool,
 }
 
 impl ChunkReader {

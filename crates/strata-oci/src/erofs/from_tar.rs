@@ -24,6 +24,8 @@ pub struct ConvertedLayer {
     pub digest: OciDigest,
     pub size: u64,
     pub entries: Vec<ImageEntry>,
+    /// Where the image's contents end and its metadata begins.
+    metadata_offset: u64,
 }
 
 /// Reads the layer archive from `input` and writes it as an erofs image into `out` (a new,
@@ -50,7 +52,7 @@ pub fn convert_layer<R: Read + Send, W: Write + Seek>(
             None => (convert_to_end(&mut reader, out), None),
         };
         let produced = producer.join().expect("decompression thread panicked");
-        let (entries, out) = converted?;
+        let (entries, metadata_offset, out) = converted?;
         let (digest, size) = produced.map_err(ApplyError::Malformed)?;
         expected.check(digest, diff_id)?;
         Ok((
@@ -58,6 +60,7 @@ pub fn convert_layer<R: Read + Send, W: Write + Seek>(
                 digest,
                 size,
                 entries,
+                metadata_offset,
             },
             out,
         ))
@@ -68,7 +71,7 @@ pub fn convert_layer<R: Read + Send, W: Write + Seek>(
 fn convert_to_end<W: Write + Seek>(
     plain: &mut dyn Read,
     out: W,
-) -> Result<(Vec<ImageEntry>, W), ApplyError> {
+) -> Result<(Vec<ImageEntry>, u64, W), ApplyError> {
     let converted = convert(plain, out)?;
     io::copy(plain, &mut io::sink()).map_err(ApplyError::Malformed)?;
     Ok(converted)
@@ -77,7 +80,7 @@ fn convert_to_end<W: Write + Seek>(
 fn convert<W: Write + Seek>(
     plain: &mut dyn Read,
     out: W,
-) -> Result<(Vec<ImageEntry>, W), ApplyError> {
+) -> Result<(Vec<ImageEntry>, u64, W), ApplyError> {
     let mut writer = ImageWriter::new(out, dir_meta(0o755, 0, 0, 0)).map_err(entry_err)?;
     let mut archive = tar::Archive::new(plain);
     for entry in archive.entries().map_err(ApplyError::Malformed)? {
@@ -203,8 +206,9 @@ fn convert<W: Write + Seek>(
         }
     }
     let entries = writer.entries();
+    let contents_end = writer.contents_end();
     let out = writer.finish().map_err(entry_err)?;
-    Ok((entries, out))
+    Ok((entries, contents_end, out))
 }
 
 /// Missing parents are made as plain directories (root-owned, 0755), as `tar -x` makes them.
@@ -282,17 +286,7 @@ impl ConvertedLayer {
     /// Where the image's contents end and its metadata (symlink targets, directories, inodes)
     /// begins: every path lookup reads from there on.
     pub fn metadata_offset(&self) -> u64 {
-        const BLOCK: u64 = 4096;
-        self.entries
-            .iter()
-            .filter_map(|e| match e.kind {
-                super::image::NodeKind::File { block, size, .. } if size > 0 => {
-                    Some(u64::from(block) * BLOCK + size.div_ceil(BLOCK) * BLOCK)
-                }
-                _ => None,
-            })
-            .max()
-            .unwrap_or(BLOCK)
+        self.metadata_offset
     }
 
     /// The layer's tree digest (`strata_key::tree_digest`), from the entries written: no walk

@@ -111,6 +111,12 @@ impl<W: Write + Seek> ImageWriter<W> {
         })
     }
 
+    /// Where the contents written so far end: [`ImageWriter::finish`] writes the metadata
+    /// (symlink targets, directories, inodes) from there.
+    pub fn contents_end(&self) -> u64 {
+        self.end
+    }
+
     /// Sets the root directory's metadata (an archive may carry it as its first entry).
     pub fn set_root_meta(&mut self, meta: NodeMeta) {
         self.nodes[0].meta = meta;
