@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -481,6 +482,55 @@ fn a_converted_archive_is_checked_like_an_unpacked_one() {
         assert!(
             matches!(err, strata_oci::ApplyError::Unsafe { .. }) && err.to_string().contains(path),
             "{path} ({why}): {err}"
+        );
+    }
+}
+
+/// A refused entry at the start of a large archive ends the conversion there: the thread
+/// decompressing the rest stops when nobody reads it, rather than waiting forever for room.
+#[test]
+fn a_refused_entry_before_a_large_rest_fails_without_waiting_for_the_rest() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(64 << 20);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path("big").unwrap();
+    h.set_cksum();
+    b.append(&h, std::io::repeat(7).take(64 << 20)).unwrap();
+    let tar = b.into_inner().unwrap();
+    // In one zstd frame and in several.
+    let one = zstd::stream::encode_all(&tar[..], 3).unwrap();
+    let mut framed = Vec::new();
+    for part in tar.chunks(8 << 20) {
+        framed.extend(zstd::bulk::compress(part, 3).unwrap());
+    }
+    for blob in [one, framed] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let out = std::io::Cursor::new(Vec::new());
+            let r = strata_oci::erofs::convert_layer(
+                &blob[..],
+                strata_oci::Compression::Zstd,
+                out,
+                strata_oci::Expected::default(),
+            );
+            let _ = tx.send(r.map(|_| ()));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the conversion still runs after a minute")
+            .unwrap_err();
+        assert!(
+            matches!(err, strata_oci::ApplyError::Unsafe { .. }),
+            "{err}"
         );
     }
 }

@@ -125,14 +125,10 @@ pub fn apply_layer<R: Read + Send>(
     let job_rx = Mutex::new(job_rx);
     let pool = PoolState::default();
     std::thread::scope(|s| {
-        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
-        // Read chunks go back to the producer to be filled again.
-        let (spent_tx, spent_rx) = mpsc::sync_channel::<Vec<u8>>(8);
-        let producer = s.spawn(move || produce(input, compression, chunk_tx, spent_rx));
+        let (producer, reader) = decompressing(s, input, compression);
         for _ in 0..workers {
             s.spawn(|| pool.work(&job_rx));
         }
-        let reader = ChannelReader::new(chunk_rx, spent_tx);
         let consumed = match expected.diff_id {
             Some(_) => {
                 let mut plain = DigestReader::new(reader);
@@ -153,47 +149,76 @@ pub fn apply_layer<R: Read + Send>(
     })
 }
 
-/// Reads, hashes and decompresses `input` into chunks; returns the compressed stream's digest.
-pub(crate) fn produce<R: Read>(
+/// Starts reading, hashing and decompressing `input` on a thread of `scope`. The stream is read
+/// from the reader returned; the thread returns the compressed stream's digest and size once it
+/// has read it to its end. Drop the reader before joining the thread: the thread stops early
+/// only when nobody reads.
+pub(crate) fn decompressing<'scope, R: Read + Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
     input: R,
     compression: Compression,
-    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
-    spent: mpsc::Receiver<Vec<u8>>,
+) -> (
+    std::thread::ScopedJoinHandle<'scope, io::Result<(OciDigest, u64)>>,
+    ChannelReader,
+) {
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    // Read chunks go back to the producer to be filled again.
+    let (spent_tx, spent_rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    let producer = scope.spawn(move || produce(input, compression, &chunk_tx, &spent_rx));
+    (producer, ChannelReader::new(chunk_rx, spent_tx))
+}
+
+/// Reads, hashes and decompresses `input` into chunks; returns the compressed stream's digest.
+fn produce<R: Read>(
+    input: R,
+    compression: Compression,
+    tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    spent: &mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<(OciDigest, u64)> {
     let mut compressed = DigestReader::new(input);
-    {
-        let mut decoder: Box<dyn Read + '_> = match compression {
-            Compression::Zstd => Box::new(zstd::Decoder::new(&mut compressed)?),
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
-            Compression::None => Box::new(&mut compressed),
-        };
-        loop {
-            let mut buf = spent.try_recv().unwrap_or_default();
-            buf.resize(1 << 20, 0);
-            let mut filled = 0;
-            while filled < buf.len() {
-                match decoder.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
-                        return Err(e);
-                    }
-                }
-            }
-            if filled == 0 {
-                break;
-            }
-            buf.truncate(filled);
-            if tx.send(Ok(buf)).is_err() {
-                // The consumer stopped (a refused entry): its error is the one to report.
-                return Err(io::Error::other("the archive was not read to its end"));
-            }
+    let decompressed = match compression {
+        Compression::Zstd => {
+            zstd::Decoder::new(&mut compressed).and_then(|decoder| pump(decoder, tx, spent))
         }
+        Compression::Gzip => pump(flate2::read::GzDecoder::new(&mut compressed), tx, spent),
+        Compression::None => pump(&mut compressed, tx, spent),
+    };
+    if let Err(e) = decompressed {
+        // Said to the reader too (unless it is the one that stopped).
+        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+        return Err(e);
     }
     compressed.drain()?;
     Ok(compressed.finish())
+}
+
+/// Sends what `decoder` reads, in chunks of up to 1 MiB.
+fn pump(
+    mut decoder: impl Read,
+    tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    spent: &mpsc::Receiver<Vec<u8>>,
+) -> io::Result<()> {
+    loop {
+        let mut buf = spent.try_recv().unwrap_or_default();
+        buf.resize(1 << 20, 0);
+        let mut filled = 0;
+        while filled < buf.len() {
+            match decoder.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        buf.truncate(filled);
+        if tx.send(Ok(buf)).is_err() {
+            // The consumer stopped (a refused entry): its error is the one to report.
+            return Err(io::Error::other("the archive was not read to its end"));
+        }
+    }
 }
 
 /// Applies the tar stream, read to its end.
@@ -231,10 +256,7 @@ pub(crate) struct ChannelReader {
 }
 
 impl ChannelReader {
-    pub(crate) fn new(
-        rx: mpsc::Receiver<io::Result<Vec<u8>>>,
-        spent: mpsc::SyncSender<Vec<u8>>,
-    ) -> Self {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>, spent: mpsc::SyncSender<Vec<u8>>) -> Self {
         ChannelReader {
             rx,
             spent,
@@ -246,15 +268,14 @@ impl ChannelReader {
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    let read = std::mem::replace(&mut self.chunk, chunk?);
-                    let _ = self.spent.try_send(read);
-                    self.pos = 0;
-                }
+        while self.pos == self.chunk.len() {
+            let next = match self.rx.recv() {
+                Ok(chunk) => chunk?,
                 Err(_) => return Ok(0),
-            }
+            };
+            let read = std::mem::replace(&mut self.chunk, next);
+            let _ = self.spent.try_send(read);
+            self.pos = 0;
         }
         let n = buf.len().min(self.chunk.len() - self.pos);
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);

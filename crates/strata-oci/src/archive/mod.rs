@@ -3,8 +3,8 @@
 mod apply;
 mod write;
 
+pub(crate) use apply::decompressing;
 pub use apply::{AppliedLayer, ApplyError, Expected, apply_layer};
-pub(crate) use apply::{ChannelReader, produce};
 pub use write::{ArchiveError, LayerArchive, write_layer};
 
 use crate::image::{MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD};

@@ -6,11 +6,10 @@
 
 use std::io::{self, Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc;
 
 use crate::archive::{
-    ApplyError, ChannelReader, Compression, Expected, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR,
-    PAX_XATTR_PREFIX, WHITEOUT_PREFIX, produce,
+    ApplyError, Compression, Expected, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, PAX_XATTR_PREFIX,
+    WHITEOUT_PREFIX, decompressing,
 };
 use crate::digest::OciDigest;
 
@@ -38,10 +37,7 @@ pub fn convert_layer<R: Read + Send, W: Write + Seek>(
     expected: Expected,
 ) -> Result<(ConvertedLayer, W), ApplyError> {
     std::thread::scope(|s| {
-        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
-        let (spent_tx, spent_rx) = mpsc::sync_channel::<Vec<u8>>(8);
-        let producer = s.spawn(move || produce(input, compression, chunk_tx, spent_rx));
-        let mut reader = ChannelReader::new(chunk_rx, spent_tx);
+        let (producer, mut reader) = decompressing(s, input, compression);
         // The tar stream is hashed only when its diff_id is to be checked (see `Expected`).
         let (converted, diff_id) = match expected.diff_id {
             Some(_) => {
@@ -51,6 +47,8 @@ pub fn convert_layer<R: Read + Send, W: Write + Seek>(
             }
             None => (convert_to_end(&mut reader, out), None),
         };
+        // A refused entry leaves the stream unread: the thread stops when it has no reader.
+        drop(reader);
         let produced = producer.join().expect("decompression thread panicked");
         let (entries, metadata_offset, out) = converted?;
         let (digest, size) = produced.map_err(ApplyError::Malformed)?;
