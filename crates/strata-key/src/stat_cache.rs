@@ -110,6 +110,12 @@ impl StatCache {
         }
     }
 
+    /// Whether this cache was kept by an earlier capture (an empty one loaded from its file
+    /// counts), rather than being a first capture's nothing.
+    pub(crate) fn was_kept(&self) -> bool {
+        self.taken_at != (0, 0)
+    }
+
     pub fn len(&self) -> usize {
         (self.records.len() - self.records_at) / RECORD
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::WorkspaceDigest;
 use crate::dir_walk::{self, WalkRules};
 use crate::file_id::{FileId, FileIdError, id_of_reader};
-use crate::git_checkout::GitCheckout;
+use crate::git_checkout::{self, GitCheckout};
 use crate::stat_cache::{Stamp, StatCache};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,15 +158,25 @@ impl Workspace {
             git_dir: selection.git_dir,
             honour_ignores: !selection.no_ignore,
         };
+        // A checkout's first capture here takes the ids of clean tracked files from git's index
+        // and keeps none of them (a fresh clone on an ephemeral machine would write a copy of
+        // the index, 10 MB for 100k files, to use it never again). From the second on, the
+        // stat cache keeps them too (below); once it holds as many ids as the index has
+        // entries, the index (its read, its parse, a `git config`) is left alone unless a
+        // file the cache cannot vouch for asks for it.
+        let keep_git_ids = known.was_kept();
+        let git_ahead =
+            use_git && git_checkout::index_entries(&root).is_none_or(|n| known.len() < n as usize);
         let (walked, git) = std::thread::scope(|s| {
-            // The stat cache keeps no id git's index vouches for (below): in a checkout, clean
-            // tracked files ask the index on every run. Read it while the directories are
-            // walked rather than after.
-            let git = use_git.then(|| s.spawn(|| GitCheckout::open(&root)));
+            // Read while the directories are walked rather than after.
+            let git = git_ahead.then(|| s.spawn(|| GitCheckout::open(&root)));
             let walked = dir_walk::walk(&root, &rules);
-            let git = git.and_then(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            let git = git.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (walked, git)
         });
+        // `None` until needed (or when not to be used); then whether the checkout has an index
+        // to trust.
+        let mut git: Option<Option<GitCheckout>> = if use_git { git } else { Some(None) };
         let mut walked = walked?;
         if let Some(wanted) = selection.files {
             walked.retain(|w| wanted(&w.rel));
@@ -190,6 +200,7 @@ impl Workspace {
                     let known_id = match known.lookup_near(&w.rel, &now, &mut cursors.0) {
                         Some(id) => Some((id, IdSource::Remembered)),
                         None => git
+                            .get_or_insert_with(|| GitCheckout::open(&root))
                             .as_ref()
                             .and_then(|g| g.clean_id(&w.rel, &w.seen, &mut cursors.1))
                             .map(|id| (id, IdSource::GitIndex)),
@@ -220,19 +231,22 @@ impl Workspace {
                 IdSource::Read => counted.read += 1,
             }
         }
-        // A cache to keep only when something in it would differ (most warm runs: nothing). It
-        // holds the ids that were read, not those git's index gave: the index vouches for them
-        // again next time at the cost of parsing it, where keeping them would write a copy of
-        // the index (10 MB for 100k files) on every fresh clone.
-        let changed = counted.remembered != known.len() || counted.read > 0;
+        // A cache to keep only when something in it would differ (most warm runs: nothing), or
+        // on a first capture, as the mark that the next is not one. It holds the ids that were
+        // read and, from the second capture on, those git's index gave (see above).
+        let changed = !keep_git_ids
+            || counted.remembered != known.len()
+            || counted.read > 0
+            || counted.git_index > 0;
         let fresh = changed.then(|| {
             let mut fresh = fresh;
             for ((file, seen), source) in files.iter().zip(&seen).zip(&sources) {
-                if let (
-                    Some(IdSource::Remembered | IdSource::Read),
-                    FileKind::File { digest, .. },
-                ) = (source, &file.kind)
-                {
+                let keep = match source {
+                    Some(IdSource::Remembered | IdSource::Read) => true,
+                    Some(IdSource::GitIndex) => keep_git_ids,
+                    None => false,
+                };
+                if let (true, FileKind::File { digest, .. }) = (keep, &file.kind) {
                     fresh.insert(&file.path, Stamp::of_seen(seen), *digest);
                 }
             }

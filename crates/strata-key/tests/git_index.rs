@@ -465,10 +465,12 @@ fn a_checkout_of_another_user_is_keyed_from_its_index() {
     );
 }
 
-/// The stat cache of a checkout keeps only what git's index cannot vouch for: the next capture
-/// takes clean tracked files from the index again, remembers the rest, and keys the same.
+/// A checkout's first capture keeps only what git's index cannot vouch for (a fresh clone does
+/// not write a copy of its index); the second takes clean tracked files from the index again
+/// and keeps them too; from the third on, the stat cache answers for every file, and an edited
+/// one is still read, its key following it.
 #[test]
-fn the_stat_cache_of_a_checkout_keeps_only_what_the_index_cannot_vouch_for() {
+fn the_stat_cache_of_a_checkout_keeps_index_ids_from_its_second_capture_on() {
     let d = repo();
     let root = d.path();
     settle_index(root, "2");
@@ -480,7 +482,7 @@ fn the_stat_cache_of_a_checkout_keeps_only_what_the_index_cannot_vouch_for() {
         Workspace::capture_counted(root, &[], known, &Selection::default()).unwrap()
     };
     let (first, kept, sources) = capture_with(&StatCache::default());
-    let kept = kept.expect("files were read: there is something to keep");
+    let kept = kept.expect("a first capture is kept");
     assert!(sources.git_index > 0, "{sources:?}");
     assert_eq!(kept.len(), sources.read, "{sources:?}");
 
@@ -495,17 +497,39 @@ fn the_stat_cache_of_a_checkout_keeps_only_what_the_index_cannot_vouch_for() {
             read: 0
         }
     );
-    assert!(again.is_none(), "nothing changed: nothing new to keep");
+    let all = again.expect("the index's ids are kept from the second capture on");
+    assert_eq!(all.len(), sources.read + sources.git_index);
     assert_eq!(files(&second), files(&first));
 
-    // A tracked file edited since: read, kept, and the key follows it.
+    let known = StatCache::from_bytes(&all.to_bytes());
+    let (third, nothing, sources3) = capture_with(&known);
+    assert_eq!(
+        sources3,
+        IdSources {
+            remembered: sources.read + sources.git_index,
+            git_index: 0,
+            read: 0
+        }
+    );
+    assert!(nothing.is_none(), "nothing changed: nothing new to keep");
+    assert_eq!(files(&third), files(&first));
+
+    // A tracked file edited since: the cache cannot vouch for it, nor can the index (asked
+    // now): read, kept, and the key follows it.
     std::thread::sleep(std::time::Duration::from_millis(30));
     write(root, "clean.txt", "edited\n");
-    let (third, kept3, sources3) = capture_with(&known);
-    assert_eq!(sources3.read, 1, "{sources3:?}");
-    assert_eq!(kept3.expect("an edit is kept").len(), sources.read + 1);
+    let (fourth, kept4, sources4) = capture_with(&known);
     assert_eq!(
-        id_of(&third, "clean.txt"),
+        sources4,
+        IdSources {
+            remembered: sources.read + sources.git_index - 1,
+            git_index: 0,
+            read: 1
+        }
+    );
+    assert_eq!(kept4.expect("an edit is kept").len(), all.len());
+    assert_eq!(
+        id_of(&fourth, "clean.txt"),
         FileId::of_bytes(b"edited\n", Path::new("x")).unwrap()
     );
     assert_same_key_as_outside_git(root);
