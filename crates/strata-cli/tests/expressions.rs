@@ -49,6 +49,8 @@ fn a_missing_init_value_is_an_error_before_anything_runs() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("`init.version`"), "{stderr}");
     assert!(stderr.contains("--init"), "{stderr}");
+    // Where it is read: file, line and column of the value.
+    assert!(stderr.contains("strata.yml:3:10)"), "{stderr}");
 }
 
 #[test]

@@ -455,6 +455,16 @@ tasks:
             && stderr.contains("holding `git/clone`"),
         "{stderr}"
     );
+    // At the `repository:` value, in its file.
+    let at = stderr
+        .split("ci.yml:")
+        .nth(1)
+        .and_then(|rest| rest.split(": task").next())
+        .unwrap_or_default();
+    assert!(
+        at.split(':').count() == 2 && at.split(':').all(|n| n.parse::<u32>().is_ok()),
+        "no line and column: {stderr}"
+    );
 }
 
 #[test]

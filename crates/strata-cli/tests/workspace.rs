@@ -223,6 +223,8 @@ fn a_clone_ref_that_is_not_the_checkout_is_an_error_naming_both() {
     );
     assert!(stderr.contains(&head), "{stderr}");
     assert!(stderr.contains("task `code`"), "{stderr}");
+    // At the `ref`, in its file (line 4, column 58).
+    assert!(stderr.contains(".rwx/ci.yml:4:63: task `code`"), "{stderr}");
 
     // A clone of another repository is a package call: refused, not silently served.
     f.write(
@@ -237,6 +239,62 @@ fn a_clone_ref_that_is_not_the_checkout_is_an_error_naming_both() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not a remote of the workspace"), "{stderr}");
+    assert!(stderr.contains(".rwx/ci.yml:4:24: task `code`"), "{stderr}");
+    // Said first, and so, even when its `ref` reads a value known only at run time, and for
+    // Mint's spelling of the call, which the message names.
+    f.write(
+        ".rwx/ci.yml",
+        "tasks:
+  - key: v
+    run: echo 1.2 > $RWX_VALUES/tag
+  - key: code
+    call: mint/git-clone 1.6.4
+    with:
+      repository: https://example.com/other/lib.git
+      ref: v${{ tasks.v.values.tag }}
+",
+    );
+    let out = f.output(&["plan", f.ws().join(".rwx/ci.yml").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(".rwx/ci.yml:7:19: task `code`")
+            && stderr.contains("holding `mint/git-clone`"),
+        "{stderr}"
+    );
+}
+
+/// A clone of the workspace's own repository whose `ref` reads a task's values (known only
+/// once that task ran): served from the checkout as it is, and said so.
+#[test]
+fn a_clone_ref_known_only_at_run_time_serves_the_checkout_with_a_notice() {
+    let f = Fixture::new();
+    f.write(
+        ".rwx/ci.yml",
+        "tasks:
+  - key: v
+    run: echo main > $RWX_VALUES/branch
+  - key: code
+    call: git/clone 2.0.8
+    with:
+      repository: https://example.com/team/app.git
+      ref: ${{ tasks.v.values.branch }}
+  - key: t
+    use: code
+    run: test -f .rwx/ci.yml
+",
+    );
+    checkout(&f);
+    let r = f.run(&[f.ws().join(".rwx/ci.yml").to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("t"), "ran");
+    let warned = r.events.iter().any(|e| {
+        e["event"] == "warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is known only when the run is under way"))
+    });
+    assert!(warned, "{:?}", r.events);
 }
 
 #[test]

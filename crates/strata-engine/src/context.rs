@@ -36,6 +36,14 @@ pub enum EngineError {
     /// `ref` is not the checkout's, ...).
     #[error("task `{task}`: {message}")]
     Task { task: String, message: String },
+    /// A task's problem at a place in its file.
+    #[error("{}:{}:{}: task `{task}`: {message}", file.display(), at.line, at.column)]
+    TaskAt {
+        task: String,
+        file: PathBuf,
+        at: strata_pipeline::Location,
+        message: String,
+    },
     /// A value the run needs that was not given (an init value, a secret), or a trigger that
     /// cannot be evaluated.
     #[error("{0}")]
@@ -380,11 +388,14 @@ fn plan_sources(
     notices: &mut Vec<String>,
 ) -> Result<WorkspacePlan, EngineError> {
     let mut warned_no_git = false;
-    WorkspacePlan::new(pipeline, wanted, |i| {
+    let mut mount_of = |i: usize| -> Result<SourceMount, (strata_pipeline::Location, String)> {
         let task = &pipeline.tasks[i];
         let strata_pipeline::TaskKind::Source(source) = &task.kind else {
             unreachable!("only sources have mounts")
         };
+        if wanted[i] {
+            check_repository(source, checkout)?;
+        }
         let source = &crate::expressions::resolve_source(source, scope)?;
         if wanted[i] {
             check_source(
@@ -395,17 +406,68 @@ fn plan_sources(
                 &mut warned_no_git,
             )?;
         }
-        let path = source.path.as_ref().map_or("./", |t| t.raw.as_str());
+        let path = source.path.as_ref();
         let git_dir = source
             .preserve_git_dir
             .as_ref()
             .is_some_and(|t| t.raw.trim() == "true");
-        SourceMount::at(path, git_dir)
+        SourceMount::at(path.map_or("./", |t| t.raw.as_str()), git_dir)
+            .map_err(|message| (path.map_or(task.at, |t| t.at), message))
+    };
+    // Where the error (if any) is, in the task's file.
+    let mut failed_at = None;
+    WorkspacePlan::new(pipeline, wanted, |i| {
+        mount_of(i).map_err(|(at, message)| {
+            failed_at = Some(at);
+            message
+        })
     })
-    .map_err(|(i, message)| EngineError::Task {
-        task: pipeline.tasks[i].name.to_string(),
-        message,
+    .map_err(|(i, message)| {
+        let task = &pipeline.tasks[i];
+        match failed_at {
+            Some(at) => EngineError::TaskAt {
+                task: task.name.to_string(),
+                file: pipeline.file_of(task),
+                at,
+                message,
+            },
+            None => EngineError::Task {
+                task: task.name.to_string(),
+                message,
+            },
+        }
     })
+}
+
+/// A clone of another repository than the workspace's: strata serves only that one (a clone of
+/// another is a call of the package, when a package source holds it: the file is then read so).
+fn check_repository(
+    source: &strata_pipeline::WorkspaceSource,
+    checkout: Option<&Checkout>,
+) -> Result<(), (strata_pipeline::Location, String)> {
+    let (Some(checkout), Some(repo)) = (checkout, &source.repository) else {
+        return Ok(());
+    };
+    let url = repo.raw.trim();
+    if url.is_empty() || url.contains("${{") || checkout.has_remote(url) {
+        return Ok(());
+    }
+    let package = source
+        .call
+        .as_ref()
+        .and_then(|c| c.target.raw.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "git/clone".to_string());
+    Err((
+        repo.at,
+        format!(
+            "`repository: {url}` is not a remote of the workspace ({}); strata serves only the workspace's repository from the checkout; to clone another, give a package source holding `{package}` (--packages)",
+            if checkout.remotes.is_empty() {
+                "it has none".to_string()
+            } else {
+                checkout.remotes.join(", ")
+            }
+        ),
+    ))
 }
 
 fn check_source(
@@ -414,7 +476,7 @@ fn check_source(
     checkout: Option<&Checkout>,
     notices: &mut Vec<String>,
     warned_no_git: &mut bool,
-) -> Result<(), String> {
+) -> Result<(), (strata_pipeline::Location, String)> {
     let Some(checkout) = checkout else {
         if !*warned_no_git {
             *warned_no_git = true;
@@ -424,28 +486,22 @@ fn check_source(
         }
         return Ok(());
     };
-    if let Some(repo) = &source.repository {
-        let url = repo.raw.trim();
-        if !url.is_empty() && !url.contains("${{") && !checkout.has_remote(url) {
-            return Err(format!(
-                "`repository: {url}` is not a remote of the workspace ({}); strata serves only the workspace's repository from the checkout, and a clone of another repository is a call of the `git/clone` package, which needs a repository known when the file is read and a package source holding `git/clone` (--packages)",
-                if checkout.remotes.is_empty() {
-                    "it has none".to_string()
-                } else {
-                    checkout.remotes.join(", ")
-                }
-            ));
-        }
-    }
     if let Some(reference) = &source.reference {
         let r = reference.raw.trim();
         let is_sha = r.len() >= 7 && r.len() <= 40 && r.bytes().all(|b| b.is_ascii_hexdigit());
-        if r.is_empty() || r.contains("${{") {
+        if r.is_empty() {
+        } else if r.contains("${{") {
+            notices.push(format!(
+                "task `{task}`: `ref: {r}` is known only when the run is under way: the workspace is served as it is checked out"
+            ));
         } else if is_sha {
             if !checkout.sha.starts_with(&r.to_ascii_lowercase()) {
-                return Err(format!(
-                    "`ref: {r}` is not the commit checked out in the workspace ({}); strata serves the clone from the checkout, so check out {r} first",
-                    checkout.sha
+                return Err((
+                    reference.at,
+                    format!(
+                        "`ref: {r}` is not the commit checked out in the workspace ({}); strata serves the clone from the checkout, so check out {r} first",
+                        checkout.sha
+                    ),
                 ));
             }
         } else {

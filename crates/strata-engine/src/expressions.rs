@@ -93,19 +93,23 @@ pub(crate) fn resolve(text: &Text, scope: &Scope, key_scope: &Scope) -> Result<R
 pub(crate) fn resolve_source(
     source: &WorkspaceSource,
     scope: &Scope,
-) -> Result<WorkspaceSource, String> {
-    let r = |t: &Option<Text>, name: &str| -> Result<Option<Text>, String> {
+) -> Result<WorkspaceSource, (strata_pipeline::Location, String)> {
+    let r = |t: &Option<Text>,
+             name: &str|
+     -> Result<Option<Text>, (strata_pipeline::Location, String)> {
         t.as_ref()
             .map(|t| {
                 render(t, scope)
                     .map(|v| Text::new(v.text, t.at))
-                    .map_err(|e| format!("`with.{name}`: {e}"))
+                    .map_err(|e| (t.at, format!("`with.{name}`: {e}")))
             })
             .transpose()
     };
     Ok(WorkspaceSource {
         path: r(&source.path, "path")?,
-        reference: r(&source.reference, "ref")?,
+        // Only checked against the checkout, and only when known: one that reads a task's
+        // values (`ref: ${{ tasks.v.values.tag }}`) stays as written.
+        reference: r(&source.reference, "ref").unwrap_or_else(|_| source.reference.clone()),
         repository: r(&source.repository, "repository")?,
         preserve_git_dir: r(&source.preserve_git_dir, "preserve-git-dir")?,
         meta_ref: r(&source.meta_ref, "meta-ref")?,

@@ -602,8 +602,11 @@ pub(crate) fn missing_values(
                     && !text.raw[r.offset..].starts_with(&format!("init?.{name}"))
                 {
                     let m = format!(
-                        "`init.{name}` (task `{}`, line {})",
-                        task.name, text.at.line
+                        "`init.{name}` (task `{}`, {}:{}:{})",
+                        task.name,
+                        pipeline.path.display(),
+                        text.at.line,
+                        text.at.column
                     );
                     push(&mut missing.init, m);
                 }

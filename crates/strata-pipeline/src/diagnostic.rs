@@ -16,6 +16,8 @@ pub enum Level {
     Error,
     /// Worth knowing; nothing is wrong (a key that has no effect in strata).
     Note,
+    /// The file runs, but perhaps not as its author meant (a called file's `base` not used).
+    Warning,
 }
 
 /// Longest source line shown whole under a message; longer ones are cut around the column.
@@ -122,6 +124,7 @@ impl fmt::Display for Diagnostics {
             let level = match d.level {
                 Level::Error => "error",
                 Level::Note => "note",
+                Level::Warning => "warning",
             };
             writeln!(f, "{level}: {}", d.message)?;
             let gutter = line.to_string().len();

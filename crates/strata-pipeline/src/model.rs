@@ -416,6 +416,16 @@ impl Task {
 
 impl Pipeline {
     /// The notes, ready to print like diagnostics (`None` when there are none).
+    /// The file `task` is written in: this one, or the package or run definition it was
+    /// called from.
+    pub fn file_of(&self, task: &Task) -> PathBuf {
+        match task.scope.as_deref().map(|s| &s.called) {
+            None => self.path.clone(),
+            Some(crate::calls::Called::Package(files)) => files.file(),
+            Some(crate::calls::Called::Run { path, .. }) => path.clone(),
+        }
+    }
+
     pub fn notes_report(&self) -> Option<crate::diagnostic::Diagnostics> {
         (!self.notes.is_empty()).then(|| {
             crate::diagnostic::Diagnostics::new(
@@ -423,7 +433,13 @@ impl Pipeline {
                 &self.source_text,
                 self.notes
                     .iter()
-                    .map(|n| crate::diagnostic::Diagnostic::note(n.at, 1, n.message.clone()))
+                    .map(|n| match n.message.strip_prefix("warning: ") {
+                        Some(warning) => crate::diagnostic::Diagnostic {
+                            level: crate::diagnostic::Level::Warning,
+                            ..crate::diagnostic::Diagnostic::new(n.at, 1, warning)
+                        },
+                        None => crate::diagnostic::Diagnostic::note(n.at, 1, n.message.clone()),
+                    })
                     .collect(),
             )
         })

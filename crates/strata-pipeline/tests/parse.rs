@@ -238,3 +238,35 @@ fn bad_cache_mappings_are_located() {
     );
     assert!(e.contains("strata.yml:3:19"), "{e}");
 }
+
+/// `config: none` skips RWX's own setup over the image, which is what strata does: nothing to
+/// say. RWX's `os` has no effect beside an image, and is said; a note written as a warning is
+/// shown as one.
+#[test]
+fn base_config_none_is_silent_and_other_configs_are_noted() {
+    let quiet = parse_str(
+        Path::new("strata.yml"),
+        "base:\n  image: localhost:5000/debian:12\n  config: none\ntasks:\n  - key: a\n    run: true\n",
+    )
+    .unwrap();
+    assert!(quiet.notes.is_empty(), "{:?}", quiet.notes);
+    let noted = parse_str(
+        Path::new("strata.yml"),
+        "base:\n  image: localhost:5000/debian:12\n  os: ubuntu 24.04\ntasks:\n  - key: a\n    run: true\n",
+    )
+    .unwrap();
+    let report = noted.notes_report().expect("a note").to_string();
+    assert!(
+        report.starts_with("note: `base` `os` names an image of RWX's cloud"),
+        "{report}"
+    );
+    assert!(report.contains("strata.yml:3:3"), "{report}");
+
+    let mut warned = noted.clone();
+    warned.notes[0].message = "warning: not what the author meant".into();
+    let report = warned.notes_report().expect("a warning").to_string();
+    assert!(
+        report.starts_with("warning: not what the author meant\n"),
+        "{report}"
+    );
+}

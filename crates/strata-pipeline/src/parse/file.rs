@@ -348,6 +348,9 @@ fn build_base(
                         base = Some(Base::Image(image));
                     }
                     "host" => base = Some(Base::Host(build_host_base(value, errors)?)),
+                    // `config: none` skips RWX's own setup over the image: what strata does.
+                    "config" if matches!(&value.value, Value::Scalar { text, .. } if text.trim() == "none") =>
+                        {}
                     k if RWX_BASE_KEYS.contains(&k) => rwx_only.push((k.to_string(), key.at)),
                     other => {
                         let mut allowed = vec!["host", "rootfs", "image"];
