@@ -341,3 +341,65 @@ fn the_artifact_of_a_parallel_task_gathers_every_generated_task_s() {
     );
     assert_eq!(f.run(&[]).status("publish"), "restored");
 }
+
+/// Artifact and test-results paths may read another task's values (RWX's
+/// `path: ext-${{ tasks.version.values.version }}.vsix`): resolved as the task starts, keyed as
+/// resolved, and a file artifact is read by its resolved name.
+#[test]
+fn artifact_and_test_results_paths_may_read_task_values() {
+    let f = Fixture::new();
+    f.write("v.txt", "1.2.3\n");
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: version
+    filter: [v.txt]
+    run: tr -d '\\n' < v.txt > $RWX_VALUES/version
+  - key: package
+    run: |
+      for v in 1.2.3 1.2.4; do echo \"ext $v\" > ext-$v.vsix; done
+      mkdir -p reports-1.2.3 reports-1.2.4
+      for v in 1.2.3 1.2.4; do
+        echo \"<testsuite name='s' tests='1'><testcase name='t-$v'/></testsuite>\" > reports-$v/r.xml
+      done
+    outputs:
+      artifacts:
+        - key: ext
+          path: ext-${{ tasks.version.values.version }}.vsix
+      test-results:
+        - path: reports-${{ tasks.version.values.version }}/*.xml
+  - key: publish
+    run: cat ${{ tasks.package.artifacts.ext }}
+",
+    );
+    let out = f.ws().join("out");
+    let r = f.run(&["--artifacts", out.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.output("publish"), ["ext 1.2.3"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("package/ext/ext-1.2.3.vsix")).unwrap(),
+        "ext 1.2.3\n"
+    );
+    let results = r
+        .event("task-test-results", "package")
+        .unwrap_or_else(|| panic!("no test results: {:?}", r.events))
+        .to_string();
+    assert!(
+        results.contains("t-1.2.3") && !results.contains("t-1.2.4"),
+        "{results}"
+    );
+
+    // The value changes, the command does not: the key follows the resolved path.
+    f.write("v.txt", "1.2.4\n");
+    let r = f.run(&["--artifacts", out.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("package"), "ran");
+    assert_eq!(r.output("publish"), ["ext 1.2.4"]);
+    assert!(out.join("package/ext/ext-1.2.4.vsix").exists());
+
+    // Unchanged: everything restored, the artifact still read by its resolved name.
+    let r = f.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("package"), "restored");
+    assert_eq!(r.status("publish"), "restored");
+}

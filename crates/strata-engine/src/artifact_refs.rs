@@ -186,15 +186,23 @@ fn find(
 }
 
 /// The name a file artifact's file has in the artifact's directory: the last component of the
-/// producer's declared `path`, or the key for one written into `$RWX_ARTIFACTS`.
+/// producer's declared `path` (as the producer resolved it, when written with an expression),
+/// or the key for one written into `$RWX_ARTIFACTS`.
 fn declared_name(ctx: &RunContext<'_>, r: &ArtifactRef) -> String {
-    ctx.pipeline
+    let declared = ctx
+        .pipeline
         .tasks
         .iter()
         .find(|t| t.name == r.task)
         .and_then(|t| t.outputs.artifacts.iter().find(|a| a.key == r.key))
-        .and_then(|a| {
-            Path::new(a.path.raw.trim_end_matches('/'))
+        .map(|a| {
+            ctx.artifacts
+                .resolved_path(r.task.as_str(), &r.key)
+                .unwrap_or_else(|| a.path.raw.clone())
+        });
+    declared
+        .and_then(|path| {
+            Path::new(path.trim_end_matches('/'))
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
         })

@@ -785,8 +785,8 @@ fn run_in_sandbox<'scope, 'env>(
             } else {
                 resolved.command.clone()
             };
-            if crate::task_outputs::collects(&task.outputs) {
-                crate::task_outputs::wrap(&command, &task.outputs)
+            if crate::task_outputs::collects(&resolved.outputs) {
+                crate::task_outputs::wrap(&command, &resolved.outputs)
             } else {
                 command
             }
@@ -979,7 +979,7 @@ fn run_in_sandbox<'scope, 'env>(
         let named: Vec<String> = missing
             .iter()
             .map(|key| {
-                let path = task
+                let path = resolved
                     .outputs
                     .artifacts
                     .iter()

@@ -64,6 +64,9 @@ pub(crate) struct ResolvedInputs {
     pub(crate) artifacts: Vec<crate::artifact_refs::ReadArtifact>,
     /// Its tool cache, if it has one (its name resolved: `tool_cache.rs`).
     pub(crate) tool_cache: Option<strata_store::ToolCacheId>,
+    /// Its `outputs`, the paths of its artifacts and test results resolved as it starts
+    /// (they may read `tasks.X.values`).
+    pub(crate) outputs: strata_pipeline::TaskOutputs,
 }
 
 /// `cache` as it applies to one run of a task.
@@ -527,6 +530,12 @@ pub(crate) fn resolve(
         })
         .collect();
     let mut full_env: Vec<(String, String)> = env.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    let (outputs, keyed_outputs) = resolve_outputs(&task.outputs, &scope, &key_scope)
+        .unwrap_or_else(|e| {
+            error.get_or_insert(e);
+            (task.outputs.clone(), task.outputs.clone())
+        });
+    ctx.artifacts.note_paths(task, &outputs);
     let (command, keyed_command) = match resolve_text(&task.run, &scope, &key_scope) {
         Ok(r) => (r.text, r.keyed),
         Err(e) => {
@@ -645,9 +654,9 @@ pub(crate) fn resolve(
             };
             // What the entry holds depends on `outputs` (the layer's filter, its artifacts,
             // which exit codes pass): keyed, and only when set, so other keys stay as they were.
-            if !task.outputs.is_default() {
+            if !keyed_outputs.is_default() {
                 executor.push_str("\noutputs:\n");
-                executor.push_str(&task.outputs.key_text());
+                executor.push_str(&keyed_outputs.key_text());
             }
             executor
         },
@@ -669,7 +678,31 @@ pub(crate) fn resolve(
         background: services.processes,
         artifacts,
         tool_cache,
+        outputs,
     }
+}
+
+/// `outputs` with the paths of its artifacts and test results resolved, as the task runs and
+/// as it is keyed.
+fn resolve_outputs(
+    outputs: &strata_pipeline::TaskOutputs,
+    scope: &Scope,
+    key_scope: &Scope,
+) -> Result<(strata_pipeline::TaskOutputs, strata_pipeline::TaskOutputs), String> {
+    let (mut run, mut keyed) = (outputs.clone(), outputs.clone());
+    for (i, a) in outputs.artifacts.iter().enumerate() {
+        let r = resolve_text(&a.path, scope, key_scope)
+            .map_err(|e| format!("`outputs.artifacts` `{}`: {e}", a.key))?;
+        run.artifacts[i].path.raw = r.text;
+        keyed.artifacts[i].path.raw = r.keyed;
+    }
+    for (i, t) in outputs.test_results.iter().enumerate() {
+        let r = resolve_text(&t.path, scope, key_scope)
+            .map_err(|e| format!("`outputs.test-results`: {e}"))?;
+        run.test_results[i].path.raw = r.text;
+        keyed.test_results[i].path.raw = r.keyed;
+    }
+    Ok((run, keyed))
 }
 
 #[cfg(test)]

@@ -271,6 +271,9 @@ pub(crate) fn artifacts_in(layer_dir: &Path) -> Vec<String> {
 #[derive(Default)]
 pub(crate) struct ArtifactLedger {
     layers: std::sync::Mutex<Vec<(String, LayerSource)>>,
+    /// Artifact paths written with expressions, as each task resolved them: (task, key) ->
+    /// path. A file artifact is known by its file's name (`artifact_refs.rs`).
+    resolved: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 /// Where a noted task's artifacts are. (A failed task's are copied at once from its
@@ -281,6 +284,28 @@ pub(crate) enum LayerSource {
 }
 
 impl ArtifactLedger {
+    /// Keeps the paths of `task`'s artifacts that were written with expressions, as resolved.
+    pub(crate) fn note_paths(&self, task: &Task, resolved: &strata_pipeline::TaskOutputs) {
+        let written = task.outputs.artifacts.iter().zip(&resolved.artifacts);
+        let templated: Vec<_> = written
+            .filter(|(w, _)| w.path.raw.contains("${{"))
+            .collect();
+        if templated.is_empty() {
+            return;
+        }
+        if let Ok(mut paths) = self.resolved.lock() {
+            for (_, r) in templated {
+                paths.insert((task.name.to_string(), r.key.clone()), r.path.raw.clone());
+            }
+        }
+    }
+
+    /// The path `task` resolved for its artifact `key`, if it was written with an expression.
+    pub(crate) fn resolved_path(&self, task: &str, key: &str) -> Option<String> {
+        let paths = self.resolved.lock().ok()?;
+        paths.get(&(task.to_string(), key.to_string())).cloned()
+    }
+
     pub(crate) fn note(&self, task: &Task, source: LayerSource) {
         if let Ok(mut l) = self.layers.lock() {
             l.push((task.name.to_string(), source));

@@ -365,10 +365,12 @@ impl Task {
             .chain(&self.status_deps)
     }
 
-    /// Every text of the task an expression may be in: `run`, env values, `call` and the
-    /// parameters of a workspace clone.
+    /// Every text of the task an expression may be in: `run`, env values, `call`, the
+    /// parameters of a workspace clone, its outputs' paths.
     pub fn texts(&self) -> Vec<&Text> {
         let mut texts = vec![&self.run];
+        texts.extend(self.outputs.artifacts.iter().map(|a| &a.path));
+        texts.extend(self.outputs.test_results.iter().map(|t| &t.path));
         texts.extend(self.env.iter().map(|v| v.value.text()));
         texts.extend(self.cache.enabled_expr.iter());
         texts.extend(self.cache.ttl_expr.iter());

@@ -64,8 +64,8 @@ pub(crate) fn build_outputs(
             continue;
         };
         match k.as_str() {
-            "artifacts" => out.artifacts = artifacts(value, errors, extras),
-            "test-results" => out.test_results = test_results(value, errors, extras),
+            "artifacts" => out.artifacts = artifacts(value, errors),
+            "test-results" => out.test_results = test_results(value, errors),
             "execution-status" => {
                 for (key, v) in as_map(value, "`outputs.execution-status`", errors).unwrap_or_default() {
                     match key_name(key, errors).as_deref() {
@@ -109,11 +109,7 @@ pub(crate) fn build_outputs(
     out
 }
 
-fn artifacts(
-    node: &Node,
-    errors: &mut Vec<Diagnostic>,
-    extras: &mut OutputExtras<'_>,
-) -> Vec<ArtifactDecl> {
+fn artifacts(node: &Node, errors: &mut Vec<Diagnostic>) -> Vec<ArtifactDecl> {
     let Value::Seq(items) = &node.value else {
         errors.push(node.error(format!(
             "`outputs.artifacts` must be a list of `{{key, path}}`, found {}",
@@ -158,12 +154,6 @@ fn artifacts(
             errors.push(item.error(format!("artifact `{key}` has an empty `path`")));
             continue;
         }
-        if path.raw.contains("${{") {
-            extras.later(
-                item,
-                format!("`outputs.artifacts` path with an expression (`{key}`)"),
-            );
-        }
         out.push(ArtifactDecl {
             key,
             path,
@@ -184,11 +174,7 @@ pub fn valid_artifact_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn test_results(
-    node: &Node,
-    errors: &mut Vec<Diagnostic>,
-    extras: &mut OutputExtras<'_>,
-) -> Vec<TestResultsDecl> {
+fn test_results(node: &Node, errors: &mut Vec<Diagnostic>) -> Vec<TestResultsDecl> {
     let Value::Seq(items) = &node.value else {
         errors.push(node.error(format!(
             "`outputs.test-results` must be a list of `{{path}}`, found {}",
@@ -237,12 +223,6 @@ fn test_results(
         }
         match path {
             Some(path) if !path.raw.trim().is_empty() => {
-                if path.raw.contains("${{") {
-                    extras.later(
-                        item,
-                        "`outputs.test-results` path with an expression".into(),
-                    );
-                }
                 out.push(TestResultsDecl { path, at: item.at })
             }
             _ => errors.push(
