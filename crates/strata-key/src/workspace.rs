@@ -160,10 +160,12 @@ impl Workspace {
         };
         // A checkout's first capture here takes the ids of clean tracked files from git's index
         // and keeps none of them (a fresh clone on an ephemeral machine would write a copy of
-        // the index, 10 MB for 100k files, to use it never again). From the second on, the
-        // stat cache keeps them too (below); once it holds as many ids as the index has
-        // entries, the index (its read, its parse, a `git config`) is left alone unless a
-        // file the cache cannot vouch for asks for it.
+        // the index, 10 MB for 100k files, to use it never again). A later capture that writes
+        // the stat cache anyway (a file was read: an edit) keeps them too (below): writing 10 MB
+        // more is cheap then, where writing them on a rerun with nothing changed would cost it
+        // more than the index does. Once the cache holds as many ids as the index has entries,
+        // the index (its read, its parse, a `git config`) is left alone unless a file the cache
+        // cannot vouch for asks for it.
         let keep_git_ids = known.was_kept();
         let git_ahead =
             use_git && git_checkout::index_entries(&root).is_none_or(|n| known.len() < n as usize);
@@ -233,11 +235,8 @@ impl Workspace {
         }
         // A cache to keep only when something in it would differ (most warm runs: nothing), or
         // on a first capture, as the mark that the next is not one. It holds the ids that were
-        // read and, from the second capture on, those git's index gave (see above).
-        let changed = !keep_git_ids
-            || counted.remembered != known.len()
-            || counted.read > 0
-            || counted.git_index > 0;
+        // read and, after a first capture, those git's index gave (see above).
+        let changed = !keep_git_ids || counted.remembered != known.len() || counted.read > 0;
         let fresh = changed.then(|| {
             let mut fresh = fresh;
             for ((file, seen), source) in files.iter().zip(&seen).zip(&sources) {
