@@ -44,7 +44,6 @@ impl CliError {
                 strata_engine::EngineError::UnknownTask(_)
                 | strata_engine::EngineError::BaseMissing(_)
                 | strata_engine::EngineError::Task { .. }
-                | strata_engine::EngineError::TaskAt { .. }
                 | strata_engine::EngineError::Invocation(_),
             ) => EXIT_BAD_INPUT,
             _ => EXIT_INTERNAL,

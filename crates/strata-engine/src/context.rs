@@ -32,13 +32,10 @@ pub enum EngineError {
     UnknownTask(String),
     #[error("failed to prepare the base image")]
     Image(#[from] crate::ImageError),
-    /// A problem with a task found before anything runs (a `git/clone` of the workspace whose
-    /// `ref` is not the checkout's, ...).
-    #[error("task `{task}`: {message}")]
-    Task { task: String, message: String },
-    /// A task's problem at a place in its file.
+    /// A problem with a task found before anything runs, at its place in the task's file (a
+    /// `git/clone` of the workspace whose `ref` is not the checkout's, ...).
     #[error("{}:{}:{}: task `{task}`: {message}", file.display(), at.line, at.column)]
-    TaskAt {
+    Task {
         task: String,
         file: PathBuf,
         at: strata_pipeline::Location,
@@ -388,7 +385,7 @@ fn plan_sources(
     notices: &mut Vec<String>,
 ) -> Result<WorkspacePlan, EngineError> {
     let mut warned_no_git = false;
-    let mut mount_of = |i: usize| -> Result<SourceMount, (strata_pipeline::Location, String)> {
+    let mount_of = |i: usize| -> Result<SourceMount, (strata_pipeline::Location, String)> {
         let task = &pipeline.tasks[i];
         let strata_pipeline::TaskKind::Source(source) = &task.kind else {
             unreachable!("only sources have mounts")
@@ -414,27 +411,13 @@ fn plan_sources(
         SourceMount::at(path.map_or("./", |t| t.raw.as_str()), git_dir)
             .map_err(|message| (path.map_or(task.at, |t| t.at), message))
     };
-    // Where the error (if any) is, in the task's file.
-    let mut failed_at = None;
-    WorkspacePlan::new(pipeline, wanted, |i| {
-        mount_of(i).map_err(|(at, message)| {
-            failed_at = Some(at);
-            message
-        })
-    })
-    .map_err(|(i, message)| {
+    WorkspacePlan::new(pipeline, wanted, mount_of).map_err(|(i, (at, message))| {
         let task = &pipeline.tasks[i];
-        match failed_at {
-            Some(at) => EngineError::TaskAt {
-                task: task.name.to_string(),
-                file: pipeline.file_of(task),
-                at,
-                message,
-            },
-            None => EngineError::Task {
-                task: task.name.to_string(),
-                message,
-            },
+        EngineError::Task {
+            task: task.name.to_string(),
+            file: pipeline.file_of(task),
+            at,
+            message,
         }
     })
 }

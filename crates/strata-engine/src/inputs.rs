@@ -533,7 +533,7 @@ pub(crate) fn resolve(
     let (outputs, keyed_outputs) = resolve_outputs(&task.outputs, &scope, &key_scope)
         .unwrap_or_else(|e| {
             error.get_or_insert(e);
-            (task.outputs.clone(), task.outputs.clone())
+            (task.outputs.clone(), task.outputs.key_text())
         });
     ctx.artifacts.note_paths(task, &outputs);
     let (command, keyed_command) = match resolve_text(&task.run, &scope, &key_scope) {
@@ -654,9 +654,9 @@ pub(crate) fn resolve(
             };
             // What the entry holds depends on `outputs` (the layer's filter, its artifacts,
             // which exit codes pass): keyed, and only when set, so other keys stay as they were.
-            if !keyed_outputs.is_default() {
+            if !task.outputs.is_default() {
                 executor.push_str("\noutputs:\n");
-                executor.push_str(&keyed_outputs.key_text());
+                executor.push_str(&keyed_outputs);
             }
             executor
         },
@@ -682,13 +682,13 @@ pub(crate) fn resolve(
     }
 }
 
-/// `outputs` with the paths of its artifacts and test results resolved, as the task runs and
-/// as it is keyed.
+/// `outputs` with the paths of its artifacts and test results resolved as the task runs, and
+/// the text it is keyed by (resolved as keys resolve: secrets by name).
 fn resolve_outputs(
     outputs: &strata_pipeline::TaskOutputs,
     scope: &Scope,
     key_scope: &Scope,
-) -> Result<(strata_pipeline::TaskOutputs, strata_pipeline::TaskOutputs), String> {
+) -> Result<(strata_pipeline::TaskOutputs, String), String> {
     let (mut run, mut keyed) = (outputs.clone(), outputs.clone());
     for (i, a) in outputs.artifacts.iter().enumerate() {
         let r = resolve_text(&a.path, scope, key_scope)
@@ -702,7 +702,7 @@ fn resolve_outputs(
         run.test_results[i].path.raw = r.text;
         keyed.test_results[i].path.raw = r.keyed;
     }
-    Ok((run, keyed))
+    Ok((run, keyed.key_text()))
 }
 
 #[cfg(test)]

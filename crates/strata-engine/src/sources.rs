@@ -79,11 +79,11 @@ pub(crate) struct WorkspacePlan {
 
 impl WorkspacePlan {
     /// `mount_of(i)`: the mount of source task `i` (its `with` resolved).
-    pub(crate) fn new(
+    pub(crate) fn new<E>(
         pipeline: &Pipeline,
         wanted: &[bool],
-        mut mount_of: impl FnMut(usize) -> Result<SourceMount, String>,
-    ) -> Result<WorkspacePlan, (usize, String)> {
+        mut mount_of: impl FnMut(usize) -> Result<SourceMount, E>,
+    ) -> Result<WorkspacePlan, (usize, E)> {
         let index =
             |n: &strata_pipeline::TaskName| pipeline.tasks.iter().position(|t| &t.name == n);
         let mut reach: Vec<BTreeSet<SourceMount>> = vec![BTreeSet::new(); pipeline.tasks.len()];
@@ -365,7 +365,7 @@ mod tests {
     run: make docs
 ",
         );
-        let plan = WorkspacePlan::new(&p, &[true; 4], |_| unreachable!()).unwrap();
+        let plan = WorkspacePlan::new::<String>(&p, &[true; 4], |_| unreachable!()).unwrap();
         let w = ws(&["README", "src/a.c", "tests/run.sh"]);
         assert!(!plan.sees_workspace(0), "a system task sees no workspace");
         let seen = |i: usize| -> Vec<String> {
@@ -396,11 +396,11 @@ mod tests {
     run: y
 ",
         );
-        let plan = WorkspacePlan::new(&p, &[true, true], |_| unreachable!()).unwrap();
+        let plan = WorkspacePlan::new::<String>(&p, &[true, true], |_| unreachable!()).unwrap();
         assert!(plan.wants("src/x/y.c"));
         assert!(!plan.wants("docs/big.pdf"));
         // Only `b` is wanted: nothing at all is captured.
-        let plan = WorkspacePlan::new(&p, &[false, true], |_| unreachable!()).unwrap();
+        let plan = WorkspacePlan::new::<String>(&p, &[false, true], |_| unreachable!()).unwrap();
         assert!(!plan.needs_capture());
     }
 

@@ -171,8 +171,6 @@ fn read_attributes(path: &Path) -> Option<Option<String>> {
     }
 }
 
-/// The git directory of a work tree rooted at `root`: `root/.git`, or where a `.git` file
-/// (`gitdir: PATH`, a linked worktree or a submodule) points.
 /// How many entries the index of the checkout at `root` has, from its header alone (no parse,
 /// no check: a hint for whether to read it at all).
 pub(crate) fn index_entries(root: &Path) -> Option<u32> {
@@ -186,6 +184,8 @@ pub(crate) fn index_entries(root: &Path) -> Option<u32> {
         .then(|| u32::from_be_bytes(header[8..12].try_into().expect("4 bytes")))
 }
 
+/// The git directory of a work tree rooted at `root`: `root/.git`, or where a `.git` file
+/// (`gitdir: PATH`, a linked worktree or a submodule) points.
 fn git_dir(root: &Path) -> Option<PathBuf> {
     let dot_git = root.join(".git");
     let meta = std::fs::symlink_metadata(&dot_git).ok()?;

@@ -176,9 +176,9 @@ impl Workspace {
             let git = git.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (walked, git)
         });
-        // `None` until needed (or when not to be used); then whether the checkout has an index
-        // to trust.
-        let mut git: Option<Option<GitCheckout>> = if use_git { git } else { Some(None) };
+        // `None` until asked for (when not read ahead); then the checkout's index, if it has one
+        // to trust and it is to be used.
+        let mut git: Option<Option<GitCheckout>> = git;
         let mut walked = walked?;
         if let Some(wanted) = selection.files {
             walked.retain(|w| wanted(&w.rel));
@@ -202,7 +202,9 @@ impl Workspace {
                     let known_id = match known.lookup_near(&w.rel, &now, &mut cursors.0) {
                         Some(id) => Some((id, IdSource::Remembered)),
                         None => git
-                            .get_or_insert_with(|| GitCheckout::open(&root))
+                            .get_or_insert_with(|| {
+                                use_git.then(|| GitCheckout::open(&root)).flatten()
+                            })
                             .as_ref()
                             .and_then(|g| g.clean_id(&w.rel, &w.seen, &mut cursors.1))
                             .map(|id| (id, IdSource::GitIndex)),

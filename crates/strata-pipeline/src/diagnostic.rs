@@ -52,6 +52,13 @@ impl Diagnostic {
         }
     }
 
+    pub(crate) fn warning(location: Location, width: usize, message: impl Into<String>) -> Self {
+        Diagnostic {
+            level: Level::Warning,
+            ..Diagnostic::new(location, width, message)
+        }
+    }
+
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self

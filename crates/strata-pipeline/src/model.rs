@@ -177,6 +177,8 @@ pub struct Unsupported {
 pub struct Note {
     pub at: Location,
     pub message: String,
+    /// The file runs, but perhaps not as its author meant (shown as a warning).
+    pub warning: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,7 +419,6 @@ impl Task {
 }
 
 impl Pipeline {
-    /// The notes, ready to print like diagnostics (`None` when there are none).
     /// The file `task` is written in: this one, or the package or run definition it was
     /// called from.
     pub fn file_of(&self, task: &Task) -> PathBuf {
@@ -428,6 +429,7 @@ impl Pipeline {
         }
     }
 
+    /// The notes, ready to print like diagnostics (`None` when there are none).
     pub fn notes_report(&self) -> Option<crate::diagnostic::Diagnostics> {
         (!self.notes.is_empty()).then(|| {
             crate::diagnostic::Diagnostics::new(
@@ -435,12 +437,9 @@ impl Pipeline {
                 &self.source_text,
                 self.notes
                     .iter()
-                    .map(|n| match n.message.strip_prefix("warning: ") {
-                        Some(warning) => crate::diagnostic::Diagnostic {
-                            level: crate::diagnostic::Level::Warning,
-                            ..crate::diagnostic::Diagnostic::new(n.at, 1, warning)
-                        },
-                        None => crate::diagnostic::Diagnostic::note(n.at, 1, n.message.clone()),
+                    .map(|n| match n.warning {
+                        true => crate::diagnostic::Diagnostic::warning(n.at, 1, n.message.clone()),
+                        false => crate::diagnostic::Diagnostic::note(n.at, 1, n.message.clone()),
                     })
                     .collect(),
             )

@@ -263,7 +263,8 @@ fn base_config_none_is_silent_and_other_configs_are_noted() {
     assert!(report.contains("strata.yml:3:3"), "{report}");
 
     let mut warned = noted.clone();
-    warned.notes[0].message = "warning: not what the author meant".into();
+    warned.notes[0].message = "not what the author meant".into();
+    warned.notes[0].warning = true;
     let report = warned.notes_report().expect("a warning").to_string();
     assert!(
         report.starts_with("warning: not what the author meant\n"),

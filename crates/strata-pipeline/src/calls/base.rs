@@ -64,6 +64,7 @@ pub(crate) fn apply_base(
             Some((k, image)) => {
                 pipeline.base = Base::Image(image.clone());
                 mine.push(Note {
+                    warning: false,
                     at,
                     message: format!(
                         "`base: {{os: {os}{}}}` runs on image {image} (`base-images: {k}` in the config file)",
@@ -73,6 +74,7 @@ pub(crate) fn apply_base(
             }
             None => {
                 mine.push(Note {
+                    warning: false,
                     at,
                     message: format!(
                         "`base: {{os: {os}}}` names an image of RWX's cloud: tasks run on this machine's own filesystem (`base: host`); map it to an image with `base-images` in the config file"
@@ -90,6 +92,7 @@ pub(crate) fn apply_base(
                 Ok(Lookup::Found { .. }) => {
                     config_task = base_config_call(config, at, errors);
                     mine.push(Note {
+                        warning: false,
                         at,
                         message: format!(
                             "`base.config: {config}` is applied: its tasks (`{BASE_CONFIG_TASK}.*`) run under every task of the run"
@@ -97,6 +100,7 @@ pub(crate) fn apply_base(
                     });
                 }
                 _ => mine.push(Note {
+                    warning: false,
                     at,
                     message: format!(
                         "`base.config: {config}` is not applied: no package source holds it (give one with --packages)"

@@ -151,9 +151,10 @@ pub(crate) fn expand(
                 Ok(Lookup::Found { files, instead_of }) => {
                     if let Some(asked) = instead_of {
                         pipeline.notes.push(Note {
+                            warning: true,
                             at: spec.target.at,
                             message: format!(
-                                "warning: no package source holds `{name} {asked}`; using {} of the same major version from {}",
+                                "no package source holds `{name} {asked}`; using {} of the same major version from {}",
                                 files.version,
                                 files.dir.display()
                             ),

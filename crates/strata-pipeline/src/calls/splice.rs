@@ -124,9 +124,10 @@ pub(super) fn splice(
                 }
                 let at = spec.init_at.unwrap_or(spec.at);
                 pipeline.notes.push(Note {
+                    warning: true,
                     at,
                     message: format!(
-                        "warning: the {what} reads `init.{name}` (task `{}`), which this call does not give: it is empty",
+                        "the {what} reads `init.{name}` (task `{}`), which this call does not give: it is empty",
                         task.name
                     ),
                 });
@@ -212,6 +213,7 @@ pub(super) fn splice(
         .find(|r| caller.uses.contains(&r.name))
     {
         pipeline.notes.push(Note {
+            warning: false,
             at: r.at,
             message: "`use` on an embedded run has no effect: its tasks are isolated from the caller's, as in RWX (pass values with `init`)".into(),
         });
@@ -290,7 +292,7 @@ pub(super) fn splice(
         && inner.base != pipeline.base
     {
         let message = format!(
-            "warning: {}:{}:{}: this `base` is not used when the file is called: strata runs \
+            "{}:{}:{}: this `base` is not used when the file is called: strata runs \
              every task of a run on one base, so its tasks run on the calling file's",
             file_of(&scope.called).display(),
             at.line,
@@ -298,6 +300,7 @@ pub(super) fn splice(
         );
         if !pipeline.notes.iter().any(|o| o.message == message) {
             pipeline.notes.push(Note {
+                warning: true,
                 at: spec.at,
                 message,
             });
@@ -318,6 +321,7 @@ pub(super) fn splice(
             continue;
         }
         pipeline.notes.push(Note {
+            warning: n.warning,
             at: spec.at,
             message,
         });

@@ -193,12 +193,14 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
                     }
                 }
                 notes.push(Note {
+                    warning: false,
                     at: key.at,
                     message: "`defaults` has no effect in strata (machine sizes and log retention of RWX's cloud)".into(),
                 });
             }
             other => match catalog::top_level_key(other) {
                 Some(KeyStatus::NoEffect) => notes.push(Note {
+                    warning: false,
                     at: key.at,
                     message: format!(
                         "`{other}` has no effect in strata (it configures RWX's cloud)"
@@ -362,6 +364,7 @@ fn build_base(
             if let Some((_, at)) = rwx_only.first() {
                 let keys: Vec<String> = rwx_only.iter().map(|(k, _)| format!("`{k}`")).collect();
                 notes.push(Note {
+                    warning: false,
                     at: *at,
                     message: format!(
                         "`base` {} name{} an image of RWX's cloud and ha{} no effect: {}",

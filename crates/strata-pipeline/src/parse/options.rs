@@ -239,6 +239,7 @@ fn relative_entry(pattern: String, node: &Node, notes: &mut Vec<Note>) -> String
     match rest.strip_prefix('/') {
         Some(relative) if !relative.is_empty() => {
             notes.push(Note {
+                warning: false,
                 at: node.at,
                 message: format!(
                     "filter entry `{pattern}`: filter entries are relative to the workspace; read as `{bang}{relative}`"

@@ -36,6 +36,7 @@ pub(crate) struct OutputExtras<'a> {
 impl OutputExtras<'_> {
     fn note(&mut self, node: &Node, message: String) {
         self.notes.push(Note {
+            warning: false,
             at: node.at,
             message,
         });

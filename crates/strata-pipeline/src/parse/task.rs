@@ -184,6 +184,7 @@ pub(crate) fn build_task(
             }
             other => match catalog::task_key(other) {
                 Some(KeyStatus::NoEffect) => extras.notes.push(Note {
+                    warning: false,
                     at: key.at,
                     message: format!(
                         "`{other}` has no effect in strata (it configures RWX's cloud)"
