@@ -813,6 +813,32 @@ fn context<'a>(
     .map_err(|e| CliError::internal(&e))
 }
 
+/// `strata watch`: watches the workspace until interrupted, answering runs on the cache's
+/// socket for it.
+pub(crate) fn watch(file: Option<PathBuf>, args: &PipelineArgs) -> CliResult {
+    let session = open(file, args, &[], false)?;
+    let workspace = options(&session.pipeline, args, Vec::new())?.workspace;
+    let socket = session.cache.content().watch_socket(&workspace);
+    let exclude = [session.cache.root().to_path_buf()];
+    let failed = |e: strata_watch::WatchError| CliError {
+        message: format!("error: {e}"),
+        code: EXIT_INTERNAL,
+    };
+    let mut watcher =
+        strata_watch::Watcher::start(&workspace, &exclude, &socket).map_err(failed)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    eprintln!(
+        "watching {} ({} directories); runs with this cache now skip the walk over unchanged files. Ctrl-C stops.",
+        workspace.display(),
+        watcher.directories()
+    );
+    watcher.serve(&stop).map_err(failed)?;
+    Ok(0)
+}
+
 pub(crate) fn plan(
     file: Option<PathBuf>,
     args: &PipelineArgs,
@@ -862,6 +888,9 @@ pub(crate) fn plan(
         print_notes(&session.pipeline);
     }
     let ctx = context(&session, args, targets, true)?;
+    if let (false, strata_key::WalkHow::Watched { changed }) = (json, ctx.workspace_walk) {
+        eprintln!("note: workspace files from `strata watch` ({changed} changed paths looked at)");
+    }
     let planned = strata_engine::plan(&ctx, &WarningsOnly);
     if json {
         let jobs = crate::fanout::jobs(&session.pipeline);

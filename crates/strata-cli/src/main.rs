@@ -270,6 +270,17 @@ enum Command {
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
+    /// Watch the workspace and tell runs what changed, so a warm run's key skips the walk over
+    /// every file (opt-in; runs until Ctrl-C). Writes through a shared memory mapping or a hard
+    /// link from outside the workspace are not seen: stop it where tools change files so.
+    Watch {
+        /// The pipeline file (default: strata.yml or strata.yaml in the current directory).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        flag: FileFlag,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
     /// The cache's lifecycle: list, totals, verify, prune.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -339,6 +350,11 @@ fn main() -> ExitCode {
             pipeline,
         } => commands::report(flag.file, &pipeline, &out),
         Command::Cache(command) => cache::cache(command),
+        Command::Watch {
+            file,
+            flag,
+            pipeline,
+        } => commands::pipeline_file(file, flag).and_then(|file| commands::watch(file, &pipeline)),
         Command::SettleCache { dir } => commands::settle_cache(&dir),
         Command::Plan {
             file,

@@ -95,6 +95,8 @@ pub struct RunContext<'a> {
     pub shared: &'a SharedCaches,
     pub options: RunOptions,
     pub workspace: Workspace,
+    /// How the workspace's files were found: walked, or from `strata watch`'s answer.
+    pub workspace_walk: strata_key::WalkHow,
     pub base_id: BaseId,
     pub base_root: PathBuf,
     /// The layers of a base image, top first, between the task's stack and `base_root`.
@@ -257,6 +259,7 @@ impl<'a> RunContext<'a> {
             &invocation.scope,
             &mut notices,
         )?;
+        let mut workspace_walk = strata_key::WalkHow::Walked;
         let workspace = if sources.needs_capture() {
             let known = strata_key::StatCache::from_vec(
                 cache.content().load_stat_cache(&options.workspace),
@@ -267,19 +270,38 @@ impl<'a> RunContext<'a> {
                 git_dir: sources.needs_git_dir(),
                 ..strata_key::Selection::default()
             };
-            let (workspace, stats) = Workspace::capture_selected(
+            // `strata watch`, when it runs for this workspace, says what changed since the walk
+            // kept last time; without it (or when it cannot say) the capture walks.
+            let socket = cache.content().watch_socket(&options.workspace);
+            let watched = socket.exists().then(|| {
+                let previous = strata_key::WalkCache::from_vec(
+                    cache.content().load_walk_cache(&options.workspace),
+                );
+                strata_watch::ask(&socket, previous.token()).map(|answer| (answer, previous))
+            });
+            let captured = Workspace::capture_watched(
                 &options.workspace,
                 &[cache.root().to_path_buf()],
                 &known,
                 &selection,
+                watched
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map(|(answer, previous)| strata_key::Watch { answer, previous }),
             )?;
-            // Only a cache: failing to keep it costs the next run some reading, nothing else.
-            if let Some(stats) = stats {
+            // Only caches: failing to keep them costs the next run some reading, nothing else.
+            if let Some(stats) = &captured.stat_cache {
                 let _ = cache
                     .content()
                     .save_stat_cache(&options.workspace, &stats.to_bytes());
             }
-            workspace
+            if let Some(walk) = &captured.walk_cache {
+                let _ = cache
+                    .content()
+                    .save_walk_cache(&options.workspace, walk.as_bytes());
+            }
+            workspace_walk = captured.walk;
+            captured.workspace
         } else {
             // No task sees the workspace: nothing is read.
             Workspace {
@@ -296,6 +318,7 @@ impl<'a> RunContext<'a> {
             shared: remotes,
             options,
             workspace,
+            workspace_walk,
             base_id,
             base_root,
             base_layers,

@@ -47,16 +47,7 @@ pub(crate) struct WalkRules<'a> {
 
 /// Lists the files under `root` that `rules` keep, sorted by path (bytewise, as `str` sorts).
 pub(crate) fn walk(root: &Path, rules: &WalkRules<'_>) -> Result<Vec<Walked>, WorkspaceError> {
-    let exclude: Vec<Vec<u8>> = rules
-        .exclude
-        .iter()
-        .filter_map(|x| x.strip_prefix(root).ok())
-        .map(|rel| {
-            let parts: Vec<&[u8]> = rel.iter().map(|c| c.as_bytes()).collect();
-            parts.join(&b'/')
-        })
-        .filter(|rel| !rel.is_empty())
-        .collect();
+    let exclude = relative_excludes(root, rules.exclude);
     let shared = Shared {
         root,
         exclude,
@@ -413,6 +404,99 @@ impl Shared<'_> {
             children,
         ))
     }
+}
+
+/// Whether single paths would be kept by [`walk`] under the same rules, judged from the ignore
+/// files as they are now: the paths a watcher says changed since an earlier walk.
+pub(crate) struct Keeper<'a> {
+    root: &'a Path,
+    exclude: Vec<Vec<u8>>,
+    git_dir: bool,
+    honour_ignores: bool,
+    /// Each directory's ignore level (with its ancestors'), by relative path, once compiled.
+    levels: std::collections::HashMap<Vec<u8>, Option<Arc<IgnoreLevel>>>,
+}
+
+impl<'a> Keeper<'a> {
+    pub(crate) fn new(root: &'a Path, rules: &WalkRules<'_>) -> Keeper<'a> {
+        Keeper {
+            root,
+            exclude: relative_excludes(root, rules.exclude),
+            git_dir: rules.git_dir,
+            honour_ignores: rules.honour_ignores,
+            levels: Default::default(),
+        }
+    }
+
+    /// The level of directory `dir` (relative, `/`-separated, empty for the root): what the walk
+    /// would hold when listing it.
+    fn level(&mut self, dir: &[u8]) -> Option<Arc<IgnoreLevel>> {
+        if let Some(level) = self.levels.get(dir) {
+            return level.clone();
+        }
+        let parent = match dir.iter().rposition(|&b| b == b'/') {
+            _ if dir.is_empty() => None,
+            Some(slash) => self.level(&dir[..slash]),
+            None => self.level(b""),
+        };
+        let abs = self.root.join(OsStr::from_bytes(dir));
+        let has = |name: &str| abs.join(name).symlink_metadata().is_ok();
+        let level =
+            IgnoreLevel::of_dir(&abs, has(".ignore"), has(".gitignore"), has(".git"), parent);
+        self.levels.insert(dir.to_vec(), level.clone());
+        level
+    }
+
+    /// Whether the walk would keep `rel` (relative, `/`-separated, not empty): each directory
+    /// on the way is descended into, and the entry itself (a directory when `is_dir`) is not
+    /// left out.
+    pub(crate) fn keeps(&mut self, rel: &[u8], is_dir: bool) -> bool {
+        let mut start = 0;
+        loop {
+            let slash = rel[start..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map(|i| start + i);
+            let end = slash.unwrap_or(rel.len());
+            let (prefix, name) = (&rel[..end], &rel[start..end]);
+            let parent = &rel[..start.saturating_sub(1)];
+            if name.is_empty() || name == b"." || name == b".." {
+                return false;
+            }
+            if name == b".git" && !(self.git_dir && start == 0) {
+                return false;
+            }
+            if self.exclude.iter().any(|x| x == prefix) {
+                return false;
+            }
+            if self.honour_ignores
+                && let Some(level) = self.level(parent)
+                && level.ignores(
+                    &self.root.join(OsStr::from_bytes(prefix)),
+                    slash.is_some() || is_dir,
+                )
+            {
+                return false;
+            }
+            match slash {
+                None => return true,
+                Some(slash) => start = slash + 1,
+            }
+        }
+    }
+}
+
+/// The excluded paths under `root`, relative and `/`-separated.
+fn relative_excludes(root: &Path, exclude: &[PathBuf]) -> Vec<Vec<u8>> {
+    exclude
+        .iter()
+        .filter_map(|x| x.strip_prefix(root).ok())
+        .map(|rel| {
+            let parts: Vec<&[u8]> = rel.iter().map(|c| c.as_bytes()).collect();
+            parts.join(&b'/')
+        })
+        .filter(|rel| !rel.is_empty())
+        .collect()
 }
 
 /// The ignore files of one directory, and those of its ancestors (nearest first). A directory

@@ -23,6 +23,7 @@ mod stat_cache;
 mod test_results;
 mod tree;
 mod tree_entries;
+mod watched;
 mod workspace;
 
 pub use base::{
@@ -41,6 +42,7 @@ pub use tree::{
     tree_digest_without,
 };
 pub use tree_entries::{TreeEntry, TreeEntryKind, tree_digest_of_entries};
+pub use watched::{Changed, WalkCache, WalkHow, WatchAnswer, WatchToken};
 pub use workspace::{
-    FileKind, IdSources, Seen, Selection, Workspace, WorkspaceError, WorkspaceFile,
+    Captured, FileKind, IdSources, Seen, Selection, Watch, Workspace, WorkspaceError, WorkspaceFile,
 };

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::WorkspaceDigest;
-use crate::dir_walk::{self, WalkRules};
+use crate::dir_walk::{self, WalkRules, Walked};
 use crate::file_id::{FileId, FileIdError, id_of_reader};
 use crate::git_checkout::{self, GitCheckout};
 use crate::stat_cache::{Stamp, StatCache};
+use crate::watched::{self, WalkCache, WalkHow, WatchAnswer};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {
@@ -150,6 +151,20 @@ impl Workspace {
         known: &StatCache,
         selection: &Selection<'_>,
     ) -> Result<(Workspace, Option<StatCache>, IdSources), WorkspaceError> {
+        Self::capture_watched(root, exclude, known, selection, None)
+            .map(|c| (c.workspace, c.stat_cache, c.sources))
+    }
+
+    /// The same, finding the files from the previous walk and what a watcher of the workspace
+    /// says changed since, when `watch` is given and the watcher can vouch (see
+    /// [`crate::WatchAnswer`]); otherwise by walking, and then keeping the walk for next time.
+    pub fn capture_watched(
+        root: &Path,
+        exclude: &[PathBuf],
+        known: &StatCache,
+        selection: &Selection<'_>,
+        watch: Option<Watch<'_>>,
+    ) -> Result<Captured, WorkspaceError> {
         let fresh = StatCache::starting_now();
         let root = root.to_path_buf();
         let use_git = !(selection.ignore_git_index || selection.no_ignore);
@@ -172,14 +187,14 @@ impl Workspace {
         let (walked, git) = std::thread::scope(|s| {
             // Read while the directories are walked rather than after.
             let git = git_ahead.then(|| s.spawn(|| GitCheckout::open(&root)));
-            let walked = dir_walk::walk(&root, &rules);
+            let walked = walk_or_rewalk(&root, &rules, watch.as_ref());
             let git = git.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (walked, git)
         });
         // `None` until asked for (when not read ahead); then the checkout's index, if it has one
         // to trust and it is to be used.
         let mut git: Option<Option<GitCheckout>> = git;
-        let mut walked = walked?;
+        let (mut walked, walk, walk_cache) = walked?;
         if let Some(wanted) = selection.files {
             walked.retain(|w| wanted(&w.rel));
         }
@@ -254,7 +269,13 @@ impl Workspace {
             fresh
         });
         // Nothing new to remember: the old cache (and the time it was taken) stays valid.
-        Ok((Workspace { root, files, seen }, fresh, counted))
+        Ok(Captured {
+            workspace: Workspace { root, files, seen },
+            stat_cache: fresh,
+            sources: counted,
+            walk_cache,
+            walk,
+        })
     }
 
     /// The mtime the capture found for the file at `path`, if it captured it.
@@ -302,6 +323,55 @@ impl Workspace {
         hasher.update(buf.as_bytes());
         WorkspaceDigest::from_hash(hasher.finalize())
     }
+}
+
+/// A watcher's answer and the walk it answered about (see [`Workspace::capture_watched`]).
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub answer: &'a WatchAnswer,
+    /// The walk kept by the previous capture (empty when there is none).
+    pub previous: &'a WalkCache,
+}
+
+/// What a capture found, and what to keep of it for the next.
+#[derive(Debug)]
+pub struct Captured {
+    pub workspace: Workspace,
+    /// The stat cache to keep, or `None` when the one given is still exactly right.
+    pub stat_cache: Option<StatCache>,
+    /// Where each regular file's id came from.
+    pub sources: IdSources,
+    /// The walk to keep for the watcher's next answer, or `None` (no watcher, or the one kept is
+    /// still right).
+    pub walk_cache: Option<WalkCache>,
+    /// How the files were found.
+    pub walk: WalkHow,
+}
+
+/// The kept files: from the previous walk and the watcher's answer when it can vouch, else by
+/// walking; with the walk to keep when a watcher is there to answer next time.
+fn walk_or_rewalk(
+    root: &Path,
+    rules: &WalkRules<'_>,
+    watch: Option<&Watch<'_>>,
+) -> Result<(Vec<Walked>, WalkHow, Option<WalkCache>), WorkspaceError> {
+    let Some(watch) = watch else {
+        return Ok((dir_walk::walk(root, rules)?, WalkHow::Walked, None));
+    };
+    let digest = watched::rules_digest(root, rules);
+    if let Some(changed) = &watch.answer.changed
+        && let Some((walked, differs)) = watched::rewalk(root, rules, watch.previous, changed)
+    {
+        let keep = watched::worth_keeping(changed.len(), differs)
+            .then(|| WalkCache::new(&digest, watch.answer.now, &walked));
+        let how = WalkHow::Watched {
+            changed: changed.len(),
+        };
+        return Ok((walked, how, keep));
+    }
+    let walked = dir_walk::walk(root, rules)?;
+    let keep = WalkCache::new(&digest, watch.answer.now, &walked);
+    Ok((walked, WalkHow::Walked, Some(keep)))
 }
 
 /// How many regular files' ids a capture took from where.

@@ -172,6 +172,29 @@ impl Content<'_> {
         self.cache.root.join("statcache").join(name.as_str())
     }
 
+    /// Where `strata watch` answers for a workspace root (a Unix socket; the name is short,
+    /// as a socket's path must be).
+    pub fn watch_socket(&self, workspace: &Path) -> PathBuf {
+        let name = blake3::hash(workspace.as_os_str().as_encoded_bytes()).to_hex();
+        self.cache
+            .root
+            .join("watch")
+            .join(format!("{}.sock", &name.as_str()[..16]))
+    }
+
+    /// The walk kept for a watched workspace root (empty when there is none).
+    pub fn load_walk_cache(&self, workspace: &Path) -> Vec<u8> {
+        std::fs::read(self.stat_cache_path(workspace).with_extension("walk")).unwrap_or_default()
+    }
+
+    /// Replaces the walk kept for a watched workspace root (atomically, as the stat cache).
+    pub fn save_walk_cache(&self, workspace: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let dest = self.stat_cache_path(workspace).with_extension("walk");
+        let tmp = self.cache.tmp_path("walkcache");
+        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))
+    }
+
     /// The stat cache saved for a workspace root (empty when there is none).
     pub fn load_stat_cache(&self, workspace: &Path) -> Vec<u8> {
         std::fs::read(self.stat_cache_path(workspace)).unwrap_or_default()

@@ -1,0 +1,334 @@
+//! The real watcher (inotify, its socket, its cookies) over real directories: after every kind
+//! of change, a capture from the previous walk and the watcher's answer finds exactly what a
+//! whole walk finds, and it walks where it must.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use strata_key::{Selection, StatCache, WalkCache, WalkHow, Watch, Workspace};
+use strata_watch::Watcher;
+
+/// A workspace with a watcher answering on a socket beside it.
+struct Watched {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), strata_watch::WatchError>>>,
+    walk: WalkCache,
+    known: StatCache,
+}
+
+impl Watched {
+    fn new(setup: impl FnOnce(&Path)) -> Watched {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ws")).unwrap();
+        setup(&dir.path().join("ws"));
+        let socket = dir.path().join("watch/w.sock");
+        let mut w = Watched {
+            dir,
+            socket,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+            walk: WalkCache::default(),
+            known: StatCache::default(),
+        };
+        w.start();
+        w
+    }
+
+    fn start(&mut self) {
+        self.stop.store(false, Ordering::Relaxed);
+        let mut watcher = Watcher::start(&self.root(), &[], &self.socket).unwrap();
+        let stop = self.stop.clone();
+        self.thread = Some(std::thread::spawn(move || watcher.serve(&stop)));
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap().unwrap();
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    /// A capture as a run makes it with a watcher: asks, captures, keeps what it says to keep.
+    /// Checked against a whole walk with nothing remembered; returns how it found the files.
+    fn capture(&mut self) -> WalkHow {
+        let answer =
+            strata_watch::ask(&self.socket, self.walk.token()).expect("the watcher answers");
+        let watch = Watch {
+            answer: &answer,
+            previous: &self.walk,
+        };
+        let captured = Workspace::capture_watched(
+            &self.root(),
+            &[],
+            &self.known,
+            &Selection::default(),
+            Some(watch),
+        )
+        .unwrap();
+        let (whole, _, _) = Workspace::capture_counted(
+            &self.root(),
+            &[],
+            &StatCache::default(),
+            &Selection::default(),
+        )
+        .unwrap();
+        let paths = |ws: &Workspace| {
+            ws.files
+                .iter()
+                .map(|f| f.path.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(paths(&captured.workspace), paths(&whole), "the same files");
+        assert_eq!(
+            captured.workspace.files, whole.files,
+            "the same modes and ids"
+        );
+        assert_eq!(captured.workspace.seen, whole.seen, "the same stats");
+        if let Some(walk) = captured.walk_cache {
+            self.walk = walk;
+        }
+        if let Some(known) = captured.stat_cache {
+            self.known = known;
+        }
+        captured.walk
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+fn tree(root: &Path) {
+    write(&root.join(".gitignore"), "target/\n*.log\n");
+    write(&root.join("src/main.rs"), "fn main() {}");
+    write(&root.join("src/lib/a.rs"), "a");
+    write(&root.join("src/lib/b.rs"), "b");
+    write(&root.join("docs/readme.md"), "readme");
+    write(&root.join("target/debug/out"), "built");
+    std::os::unix::fs::symlink("src/main.rs", root.join("main-link")).unwrap();
+}
+
+fn watched(changed: usize) -> WalkHow {
+    WalkHow::Watched { changed }
+}
+
+#[test]
+fn every_kind_of_change_is_found_as_a_whole_walk_finds_it() {
+    let mut w = Watched::new(tree);
+    assert_eq!(w.capture(), WalkHow::Walked, "the first capture walks");
+    assert_eq!(w.capture(), watched(0), "nothing changed");
+
+    // The same size, so only the event can tell.
+    write(&w.path("src/lib/a.rs"), "A");
+    assert_eq!(w.capture(), watched(1));
+
+    std::fs::set_permissions(
+        w.path("src/main.rs"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    assert_eq!(w.capture(), watched(1));
+
+    write(&w.path("src/lib/c.rs"), "c");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+
+    // Ignored, by a directory rule and by a name rule: not kept, no walk.
+    write(&w.path("target/debug/more"), "x");
+    write(&w.path("src/build.log"), "x");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+
+    std::fs::remove_file(w.path("src/lib/b.rs")).unwrap();
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+
+    std::fs::rename(w.path("docs/readme.md"), w.path("docs/README.md")).unwrap();
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+
+    // An editor's save: a new file renamed over the old one (a new inode).
+    write(&w.path("src/.main.rs.swp"), "fn main() { loop {} }");
+    std::fs::rename(w.path("src/.main.rs.swp"), w.path("src/main.rs")).unwrap();
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+
+    std::fs::remove_file(w.path("main-link")).unwrap();
+    std::os::unix::fs::symlink("docs/README.md", w.path("main-link")).unwrap();
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+
+    // Directories inside ignored ones (a build's) change nothing kept.
+    std::fs::create_dir_all(w.path("target/debug/incremental/x1")).unwrap();
+    write(&w.path("target/debug/incremental/x1/dep"), "d");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+
+    // What can change which files are kept walks.
+    write(&w.path("src/new/d.rs"), "d");
+    assert_eq!(w.capture(), WalkHow::Walked, "a new directory");
+    write(&w.path(".gitignore"), "target/\n");
+    assert_eq!(w.capture(), WalkHow::Walked, "an ignore file");
+    write(&w.path("src/.ignore"), "lib/\n");
+    assert_eq!(w.capture(), WalkHow::Walked, "a nested ignore file");
+    std::fs::remove_file(w.path("src/.ignore")).unwrap();
+    assert_eq!(w.capture(), WalkHow::Walked);
+
+    // A renamed directory walks; then the files under its new name are watched as such.
+    std::fs::rename(w.path("src/lib"), w.path("src/library")).unwrap();
+    assert_eq!(w.capture(), WalkHow::Walked, "a renamed directory");
+    write(&w.path("src/library/a.rs"), "again");
+    assert_eq!(w.capture(), watched(1), "its files under their new path");
+    write(&w.path("src/library/deeper/e.rs"), "e");
+    assert_eq!(w.capture(), WalkHow::Walked);
+    write(&w.path("src/library/deeper/e.rs"), "E");
+    assert_eq!(
+        w.capture(),
+        watched(1),
+        "a directory made under a moved one is watched"
+    );
+
+    // A file replaced by a directory of the same name, and a directory removed.
+    std::fs::remove_file(w.path("src/lib/../main.rs")).ok();
+    std::fs::remove_file(w.path("src/main.rs")).ok();
+    write(&w.path("src/main.rs/inner"), "i");
+    assert_eq!(w.capture(), WalkHow::Walked);
+    std::fs::remove_dir_all(w.path("src/library")).unwrap();
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert_eq!(w.capture(), watched(0));
+}
+
+#[test]
+fn a_git_checkout_walks_only_for_what_decides_what_is_kept() {
+    let mut w = Watched::new(|root| {
+        tree(root);
+        std::fs::create_dir_all(root.join(".git/info")).unwrap();
+        write(&root.join(".git/HEAD"), "ref: refs/heads/main\n");
+        write(&root.join(".git/info/exclude"), "");
+    });
+    assert_eq!(w.capture(), WalkHow::Walked);
+    // git's own files (its index, refs) are never kept: no walk.
+    write(&w.path(".git/index"), "index");
+    write(&w.path(".git/HEAD"), "ref: refs/heads/other\n");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+    // info/exclude decides what is kept.
+    write(&w.path(".git/info/exclude"), "docs/\n");
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert!(w.path("docs").exists());
+}
+
+#[test]
+fn a_token_of_another_watcher_walks() {
+    let mut w = Watched::new(tree);
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert_eq!(w.capture(), watched(0));
+    w.stop();
+    assert!(!w.socket.exists(), "a stopped watcher removes its socket");
+    // Changed while nothing watched: only a walk can know.
+    write(&w.path("src/lib/a.rs"), "B");
+    w.start();
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert_eq!(w.capture(), watched(0));
+}
+
+#[test]
+fn a_second_watcher_on_the_same_socket_is_refused() {
+    let w = Watched::new(tree);
+    let again = Watcher::start(&w.root(), &[], &w.socket);
+    assert!(
+        matches!(again, Err(strata_watch::WatchError::AlreadyWatching { .. })),
+        "{:?}",
+        again.err()
+    );
+    // And the first still answers.
+    assert!(strata_watch::ask(&w.socket, None).is_some());
+}
+
+#[test]
+fn no_watcher_is_no_answer_and_a_damaged_walk_walks() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(strata_watch::ask(&dir.path().join("none.sock"), None), None);
+    // A socket file nobody listens on (a watcher that was killed).
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert_eq!(strata_watch::ask(&stale, None), None);
+
+    let mut w = Watched::new(tree);
+    assert_eq!(w.capture(), WalkHow::Walked);
+    let mut bytes = w.walk.as_bytes().to_vec();
+    bytes.truncate(bytes.len() - 3);
+    w.walk = WalkCache::from_vec(bytes);
+    write(&w.path("src/lib/a.rs"), "Z");
+    assert_eq!(w.capture(), WalkHow::Walked, "a cut walk is no walk");
+    assert_eq!(w.capture(), watched(0));
+}
+
+/// Random edits, many at a time between captures: each capture must equal a whole walk.
+#[test]
+fn random_changes_are_found_as_a_whole_walk_finds_them() {
+    let mut w = Watched::new(tree);
+    assert_eq!(w.capture(), WalkHow::Walked);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let dirs = ["src", "src/lib", "docs", "target/debug", "src/deep/er"];
+    let names = ["a.rs", "b.rs", "x.log", "notes", ".hidden"];
+    let mut watched_captures = 0;
+    for round in 0..60 {
+        for _ in 0..=next(4) {
+            let dir = dirs[next(dirs.len() as u64) as usize];
+            let name = names[next(names.len() as u64) as usize];
+            let path = w.path(&format!("{dir}/{name}"));
+            match next(6) {
+                0 | 1 => {
+                    // In place, but not through a symlink (it may point at itself).
+                    if path.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+                        std::fs::remove_file(&path).unwrap();
+                    }
+                    write(&path, &format!("round {round} {}", next(3)))
+                }
+                2 => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                3 => {
+                    let other = w.path(&format!("{dir}/{}", names[next(5) as usize]));
+                    let _ = std::fs::rename(&path, other);
+                }
+                4 => {
+                    let mode = if next(2) == 0 { 0o644 } else { 0o755 };
+                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                    let _ = std::os::unix::fs::symlink(name, &path);
+                }
+            }
+        }
+        if let WalkHow::Watched { .. } = w.capture() {
+            watched_captures += 1;
+        }
+    }
+    assert!(
+        watched_captures > 30,
+        "most captures used the watcher: {watched_captures}"
+    );
+}
