@@ -202,15 +202,14 @@ pub(crate) fn rules_digest(root: &Path, rules: &WalkRules<'_>) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// The walk as it is now, from `previous` and the watcher's changed paths, and whether it
-/// differs from `previous`; `None` when only walking again can tell (see the module's
-/// documentation).
+/// The walk as it is now, from `previous` and the watcher's changed paths; `None` when only
+/// walking again can tell (see the module's documentation).
 pub(crate) fn rewalk(
     root: &Path,
     rules: &WalkRules<'_>,
     previous: &WalkCache,
     changed: &[Changed],
-) -> Option<(Vec<Walked>, bool)> {
+) -> Option<Vec<Walked>> {
     // The watcher leaves the insides of `.git` alone, so a walk that keeps them walks.
     if rules.git_dir || previous.rules() != Some(&rules_digest(root, rules)[..]) {
         return None;
@@ -246,35 +245,26 @@ pub(crate) fn rewalk(
         now.insert(&c.path, entry);
     }
     if now.is_empty() {
-        return Some((walked, false));
+        return Some(walked);
     }
     // Merge: both are in path order.
     let mut out = Vec::with_capacity(walked.len() + now.len());
-    let mut differs = false;
     let mut now = now.into_iter().peekable();
     for w in walked {
         while let Some((path, _)) = now.peek()
             && *path < w.rel.as_bytes()
         {
-            let added = now.next().and_then(|(_, e)| e);
-            differs |= added.is_some();
-            out.extend(added);
+            out.extend(now.next().and_then(|(_, e)| e));
         }
         match now.peek() {
             Some((path, _)) if *path == w.rel.as_bytes() => {
-                let e = now.next().and_then(|(_, e)| e);
-                differs |= e
-                    .as_ref()
-                    .is_none_or(|e| e.seen != w.seen || e.link_target != w.link_target);
-                out.extend(e);
+                out.extend(now.next().and_then(|(_, e)| e));
             }
             _ => out.push(w),
         }
     }
-    let len = out.len();
     out.extend(now.filter_map(|(_, e)| e));
-    differs |= out.len() > len;
-    Some((out, differs))
+    Some(out)
 }
 
 /// Whether a change at `path` can change which other files the walk keeps: an ignore file, a
@@ -318,8 +308,10 @@ fn look_again(root: &rustix::fd::OwnedFd, rel: &[u8]) -> Option<Option<Walked>> 
     }))
 }
 
-/// Whether a capture that reused the walk should write it again: when it differs, or when
-/// enough changes outside it (an ignored build directory) are named again on every run.
-pub(crate) fn worth_keeping(changed: usize, differs: bool) -> bool {
-    differs || changed > 256
+/// Whether a capture that reused the walk should write it again. The walk kept with its older
+/// token stays right however much changed since (the watcher names every change since that
+/// token, and each is looked at again), so it is rewritten only once the list of changes is
+/// long enough to cost more than writing it (a few MB for 100k files, on every edit otherwise).
+pub(crate) fn worth_keeping(changed: usize) -> bool {
+    changed > 256
 }

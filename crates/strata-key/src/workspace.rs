@@ -360,9 +360,9 @@ fn walk_or_rewalk(
     };
     let digest = watched::rules_digest(root, rules);
     if let Some(changed) = &watch.answer.changed
-        && let Some((walked, differs)) = watched::rewalk(root, rules, watch.previous, changed)
+        && let Some(walked) = watched::rewalk(root, rules, watch.previous, changed)
     {
-        let keep = watched::worth_keeping(changed.len(), differs)
+        let keep = watched::worth_keeping(changed.len())
             .then(|| WalkCache::new(&digest, watch.answer.now, &walked));
         let how = WalkHow::Watched {
             changed: changed.len(),

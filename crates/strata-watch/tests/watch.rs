@@ -149,7 +149,9 @@ fn every_kind_of_change_is_found_as_a_whole_walk_finds_it() {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    assert_eq!(w.capture(), watched(1));
+    // The walk is kept with its first token: the watcher names every change since.
+    assert_eq!(w.capture(), watched(2));
+    assert_eq!(w.capture(), watched(2), "the same changes, named again");
 
     write(&w.path("src/lib/c.rs"), "c");
     assert!(matches!(w.capture(), WalkHow::Watched { .. }));
@@ -331,4 +333,17 @@ fn random_changes_are_found_as_a_whole_walk_finds_them() {
         watched_captures > 30,
         "most captures used the watcher: {watched_captures}"
     );
+}
+
+#[test]
+fn the_walk_is_kept_again_once_the_changes_since_it_are_many() {
+    let mut w = Watched::new(tree);
+    assert_eq!(w.capture(), WalkHow::Walked);
+    for i in 0..300 {
+        write(&w.path(&format!("src/lib/n{i}.rs")), "n");
+    }
+    assert_eq!(w.capture(), watched(300));
+    assert_eq!(w.capture(), watched(0), "kept with the answer's token");
+    write(&w.path("src/lib/n7.rs"), "seven");
+    assert_eq!(w.capture(), watched(1));
 }
