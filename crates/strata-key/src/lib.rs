@@ -1,8 +1,8 @@
 //! The key recipe: everything that can change a task's result, reduced to one versioned digest.
 //!
 //! Owns: the digest newtypes ([`CacheKey`], [`LayerDigest`], ...), content hashing of files and
-//! directory trees, the workspace capture (which files, honouring `.gitignore`), the base
-//! identity, the [`KeyInputs`] that are hashed into a [`CacheKey`] and recorded beside every
+//! directory trees, the workspace capture (which files, honouring `.gitignore`; walked, or from
+//! the previous walk and the paths a watcher says changed), the base identity, the [`KeyInputs`] that are hashed into a [`CacheKey`] and recorded beside every
 //! entry, and the comparison of two recorded inputs that `strata explain` shows.
 //! `docs/cache-key.md` lists every input; [`KEY_VERSION`] changes whenever the recipe does.
 //!
