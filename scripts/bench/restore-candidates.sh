@@ -26,6 +26,8 @@
 #
 #   sudo scripts/bench/restore-candidates.sh [ROUNDS]     (default 3; needs root)
 #   sudo STEPS="strata strata_img tar" scripts/bench/restore-candidates.sh 5   (only those rows)
+#   sudo PIN=1 scripts/bench/restore-candidates.sh 5    (the S3 server on CPU 1, every measured
+#             command on CPU 0: a one-CPU client whose server is elsewhere, as a real S3 is)
 #
 # Its own loop-mounted ext4 (/var/tmp/strata-restore-bench.img), so it can run beside the suite.
 set -euo pipefail
@@ -69,8 +71,10 @@ losetup --direct-io=on "$(findmnt -no SOURCE "$mnt")"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$mnt/s3/bench"
-s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench-secret "$mnt/s3" \
-    >/dev/null 2>&1 &
+pin_server=() pin_client=()
+if [ "${PIN:-0}" = 1 ]; then pin_server=(taskset -c 1) pin_client=(taskset -c 0); fi
+"${pin_server[@]}" s3s-fs --host 127.0.0.1 --port "$port" --access-key bench \
+    --secret-key bench-secret "$mnt/s3" >/dev/null 2>&1 &
 s3pid=$!
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
@@ -118,7 +122,7 @@ timed() {
     sync
     local c0 t0 t1
     c0=$(s3cpu); t0=$(now)
-    /usr/bin/time -f "%U %S" -o "$mnt/cpu" "$@"
+    "${pin_client[@]}" /usr/bin/time -f "%U %S" -o "$mnt/cpu" "$@"
     t1=$(now)
     add "$name" "$(ms "$t0" "$t1")"
     add "${name}_cpu" "$(awk '{printf "%d", ($1 + $2) * 1000}' "$mnt/cpu")"

@@ -33,6 +33,41 @@ pub(crate) struct Walked {
     pub(crate) rel: Arc<str>,
     pub(crate) seen: Seen,
     pub(crate) link_target: Option<Vec<u8>>,
+    /// A regular file with other hard links: a write through another of its names changes it
+    /// without an event on this path, so a watched capture looks at it again every time.
+    pub(crate) many_links: bool,
+}
+
+/// An ignore file a walk read (or would have read: absent ones count), with what `stat`
+/// (following symlinks) said of it just before: a watched capture walks again if that changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IgnoreFile {
+    pub(crate) path: PathBuf,
+    pub(crate) stamp: Option<IgnoreStamp>,
+}
+
+/// What identifies a version of an ignore file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IgnoreStamp {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime: (i64, u32),
+    pub(crate) ctime: (i64, u32),
+}
+
+impl IgnoreFile {
+    /// The file as it is now.
+    pub(crate) fn now(path: PathBuf) -> IgnoreFile {
+        let stamp = rustix::fs::stat(&path).ok().map(|st| IgnoreStamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
+        });
+        IgnoreFile { path, stamp }
+    }
 }
 
 /// What the walk leaves out besides ignored files.
@@ -47,6 +82,15 @@ pub(crate) struct WalkRules<'a> {
 
 /// Lists the files under `root` that `rules` keep, sorted by path (bytewise, as `str` sorts).
 pub(crate) fn walk(root: &Path, rules: &WalkRules<'_>) -> Result<Vec<Walked>, WorkspaceError> {
+    walk_noting(root, rules).map(|(walked, _)| walked)
+}
+
+/// [`walk`], also listing the ignore files it read (or looked for), each stamped before it was
+/// read.
+pub(crate) fn walk_noting(
+    root: &Path,
+    rules: &WalkRules<'_>,
+) -> Result<(Vec<Walked>, Vec<IgnoreFile>), WorkspaceError> {
     let exclude = relative_excludes(root, rules.exclude);
     let shared = Shared {
         root,
@@ -54,6 +98,7 @@ pub(crate) fn walk(root: &Path, rules: &WalkRules<'_>) -> Result<Vec<Walked>, Wo
         git_dir: rules.git_dir,
         honour_ignores: rules.honour_ignores,
         next_id: AtomicUsize::new(1),
+        ignore_files: Mutex::new(Vec::new()),
         queue: Mutex::new(Queue {
             items: vec![Work {
                 id: 0,
@@ -85,7 +130,9 @@ pub(crate) fn walk(root: &Path, rules: &WalkRules<'_>) -> Result<Vec<Walked>, Wo
     let mut out = Vec::with_capacity(listings.iter().map(|l| l.files).sum());
     let mut prefix = Vec::with_capacity(256);
     flatten(root, &mut listings, 0, &mut prefix, &mut out)?;
-    Ok(out)
+    let mut ignore_files = shared.ignore_files.into_inner().expect("walk lock");
+    ignore_files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    Ok((out, ignore_files))
 }
 
 /// Appends directory `id`'s files, and its subdirectories' in place, in path order: `prefix` is
@@ -102,15 +149,15 @@ fn flatten(
         let len = prefix.len();
         prefix
             .extend_from_slice(&names[item.name.0 as usize..(item.name.0 + item.name.1) as usize]);
-        let (seen, link_target) = match item.what {
+        let (seen, link_target, many_links) = match item.what {
             What::Dir(child) => {
                 prefix.push(b'/');
                 flatten(root, listings, child, prefix, out)?;
                 prefix.truncate(len);
                 continue;
             }
-            What::File(seen) => (seen, None),
-            What::Symlink(seen, target) => (seen, Some(target)),
+            What::File(seen, many) => (seen, None, many),
+            What::Symlink(seen, target) => (seen, Some(target), false),
         };
         let Ok(rel) = std::str::from_utf8(prefix) else {
             return Err(WorkspaceError::NotUtf8 {
@@ -121,6 +168,7 @@ fn flatten(
             rel: rel.into(),
             seen,
             link_target,
+            many_links,
         });
         prefix.truncate(len);
     }
@@ -143,7 +191,8 @@ struct Item {
 }
 
 enum What {
-    File(Seen),
+    /// Its `lstat`, and whether it has other hard links.
+    File(Seen, bool),
     Symlink(Seen, Vec<u8>),
     /// A subdirectory, by the id of its listing.
     Dir(usize),
@@ -175,6 +224,8 @@ struct Shared<'a> {
     git_dir: bool,
     honour_ignores: bool,
     next_id: AtomicUsize,
+    /// The ignore files read so far.
+    ignore_files: Mutex<Vec<IgnoreFile>>,
     queue: Mutex<Queue>,
     wake: Condvar,
 }
@@ -282,6 +333,7 @@ impl Shared<'_> {
                 has(b".gitignore"),
                 has(b".git"),
                 work.ignores,
+                Some(&self.ignore_files),
             )
         } else {
             None
@@ -367,7 +419,7 @@ impl Shared<'_> {
             // The type the stat found wins over getdents64's, should the entry have been
             // replaced in between.
             let what = match FileType::from_raw_mode(st.st_mode) {
-                FileType::RegularFile => What::File(seen),
+                FileType::RegularFile => What::File(seen, st.st_nlink > 1),
                 FileType::Symlink => {
                     let target = rustix::fs::readlinkat(&fd, c, Vec::new()).map_err(read_err)?;
                     What::Symlink(seen, target.into_bytes())
@@ -441,8 +493,14 @@ impl<'a> Keeper<'a> {
         };
         let abs = self.root.join(OsStr::from_bytes(dir));
         let has = |name: &str| abs.join(name).symlink_metadata().is_ok();
-        let level =
-            IgnoreLevel::of_dir(&abs, has(".ignore"), has(".gitignore"), has(".git"), parent);
+        let level = IgnoreLevel::of_dir(
+            &abs,
+            has(".ignore"),
+            has(".gitignore"),
+            has(".git"),
+            parent,
+            None,
+        );
         self.levels.insert(dir.to_vec(), level.clone());
         level
     }
@@ -509,19 +567,28 @@ struct IgnoreLevel {
 }
 
 impl IgnoreLevel {
-    /// The level for directory `dir`, given which ignore files its listing showed.
+    /// The level for directory `dir`, given which ignore files its listing showed; the files
+    /// it reads (or looks for) are noted in `noted`, each stamped before it is read.
     fn of_dir(
         dir: &Path,
         has_ignore: bool,
         has_git_ignore: bool,
         has_git: bool,
         parent: Option<Arc<IgnoreLevel>>,
+        noted: Option<&Mutex<Vec<IgnoreFile>>>,
     ) -> Option<Arc<IgnoreLevel>> {
         if !(has_ignore || has_git_ignore || has_git) {
             return parent;
         }
+        let note = |file: &Path| {
+            if let Some(noted) = noted {
+                let stamped = IgnoreFile::now(file.to_path_buf());
+                noted.lock().expect("walk lock").push(stamped);
+            }
+        };
         let of = |present: bool, file: &Path| {
             if present {
+                note(file);
                 compile(dir, file)
             } else {
                 Gitignore::empty()
@@ -529,9 +596,19 @@ impl IgnoreLevel {
         };
         let ignore = of(has_ignore, &dir.join(".ignore"));
         let git_ignore = of(has_git_ignore, &dir.join(".gitignore"));
-        let git_exclude = match has_git.then(|| git_common_dir(dir)).flatten() {
-            Some(git) => compile(dir, &git.join("info/exclude")),
-            None => Gitignore::empty(),
+        let git_exclude = if has_git {
+            // A `.git` file too: it names where its repository is. (Not a `.git` directory,
+            // whose times move with every git command.)
+            let dot_git = dir.join(".git");
+            if std::fs::metadata(&dot_git).is_ok_and(|m| m.is_file()) {
+                note(&dot_git);
+            }
+            match git_common_dir(dir) {
+                Some(git) => of(true, &git.join("info/exclude")),
+                None => Gitignore::empty(),
+            }
+        } else {
+            Gitignore::empty()
         };
         if ignore.is_empty() && git_ignore.is_empty() && git_exclude.is_empty() {
             return parent;
@@ -591,13 +668,11 @@ fn git_common_dir(dir: &Path) -> Option<PathBuf> {
         Some(text.lines().next()?.to_string())
     };
     let line = first_line(&dot_git)?;
-    let git_dir = PathBuf::from(line.strip_prefix("gitdir: ")?);
+    // Relative paths are git's: `gitdir:` from the directory of the `.git` file, `commondir`
+    // from the git directory (never from the process's working directory).
+    let git_dir = dir.join(line.strip_prefix("gitdir: ")?);
     let common = first_line(&git_dir.join("commondir"))?;
-    Some(if common.starts_with('.') {
-        git_dir.join(common)
-    } else {
-        PathBuf::from(common)
-    })
+    Some(git_dir.join(common))
 }
 
 #[cfg(test)]

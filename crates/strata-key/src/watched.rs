@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::dir_walk::{Keeper, WalkRules, Walked};
+use crate::dir_walk::{IgnoreFile, IgnoreStamp, Keeper, WalkRules, Walked};
 use crate::workspace::Seen;
 
 /// A watcher's instance and a moment in its record of events.
@@ -39,6 +39,9 @@ pub struct WatchToken {
 pub struct WatchAnswer {
     /// The moment of the answer: the walk made now is kept with it.
     pub now: WatchToken,
+    /// The device and inode of the directory it watches: an answer about another directory
+    /// than the workspace's path names now (a parent renamed) is no answer.
+    pub root: (u64, u64),
     /// Every path changed since the token asked about, or `None` when the watcher cannot say
     /// (no token, another instance, events lost).
     pub changed: Option<Vec<Changed>>,
@@ -66,19 +69,31 @@ pub enum WalkHow {
     },
 }
 
-const MAGIC: &[u8] = b"strata-walk-v1\0";
-/// Magic, rules digest, instance, generation, entry count.
-const HEADER: usize = MAGIC.len() + 32 + 16 + 8 + 8;
-/// dev, ino, size, mtime (s, ns), ctime (s, ns), mode, uid, gid, path length, target length.
-const RECORD: usize = 8 * 3 + 12 + 12 + 4 * 3 + 4 + 4;
+const MAGIC: &[u8] = b"strata-walk-v2\0";
+/// Magic, rules digest, instance, generation, root device and inode, ignore file count, entry
+/// count.
+const HEADER: usize = MAGIC.len() + 32 + 16 + 8 + 8 + 8 + 8 + 8;
+/// Present, dev, ino, size, mtime (s, ns), ctime (s, ns), path length.
+const IGNORE_RECORD: usize = 4 + 8 * 3 + 12 + 12 + 4;
+/// dev, ino, size, mtime (s, ns), ctime (s, ns), mode, uid, gid, flags, path length, target
+/// length.
+const RECORD: usize = 8 * 3 + 12 + 12 + 4 * 3 + 4 + 4 + 4;
 /// The target length of an entry that is not a symlink.
 const NO_TARGET: u32 = u32::MAX;
+/// Flags: the file has other hard links.
+const MANY_LINKS: u32 = 1;
 
 /// The walk of an earlier capture, as its file holds it. Only a cache: anything unreadable in
 /// it is no walk at all.
 #[derive(Debug, Clone, Default)]
 pub struct WalkCache {
     bytes: Vec<u8>,
+}
+
+/// What a walk cache holds besides its entries.
+struct Kept {
+    root: (u64, u64),
+    ignore_files: Vec<IgnoreFile>,
 }
 
 impl WalkCache {
@@ -93,14 +108,19 @@ impl WalkCache {
         &self.bytes
     }
 
+    fn u64_at(&self, at: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(
+            self.bytes.get(at..at + 8)?.try_into().ok()?,
+        ))
+    }
+
     /// The watcher's token the walk was made at, to ask what changed since.
     pub fn token(&self) -> Option<WatchToken> {
         let at = MAGIC.len() + 32;
         let instance = self.bytes.get(at..at + 16)?.try_into().ok()?;
-        let generation = u64::from_le_bytes(self.bytes.get(at + 16..at + 24)?.try_into().ok()?);
         Some(WatchToken {
             instance,
-            generation,
+            generation: self.u64_at(at + 16)?,
         })
     }
 
@@ -108,7 +128,13 @@ impl WalkCache {
         self.bytes.get(MAGIC.len()..MAGIC.len() + 32)
     }
 
-    pub(crate) fn new(rules: &[u8; 32], token: WatchToken, walked: &[Walked]) -> WalkCache {
+    pub(crate) fn new(
+        rules: &[u8; 32],
+        token: WatchToken,
+        root: (u64, u64),
+        walked: &[Walked],
+        ignore_files: &[IgnoreFile],
+    ) -> WalkCache {
         let paths: usize = walked
             .iter()
             .map(|w| w.rel.len() + w.link_target.as_ref().map_or(0, Vec::len))
@@ -117,8 +143,35 @@ impl WalkCache {
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(rules);
         b.extend_from_slice(&token.instance);
-        b.extend_from_slice(&token.generation.to_le_bytes());
-        b.extend_from_slice(&(walked.len() as u64).to_le_bytes());
+        for v in [
+            token.generation,
+            root.0,
+            root.1,
+            ignore_files.len() as u64,
+            walked.len() as u64,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for f in ignore_files {
+            let st = f.stamp.unwrap_or(IgnoreStamp {
+                dev: 0,
+                ino: 0,
+                size: 0,
+                mtime: (0, 0),
+                ctime: (0, 0),
+            });
+            b.extend_from_slice(&u32::from(f.stamp.is_some()).to_le_bytes());
+            for v in [st.dev, st.ino, st.size] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            for (secs, nanos) in [st.mtime, st.ctime] {
+                b.extend_from_slice(&secs.to_le_bytes());
+                b.extend_from_slice(&nanos.to_le_bytes());
+            }
+            let path = f.path.as_os_str().as_bytes();
+            b.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            b.extend_from_slice(path);
+        }
         for w in walked {
             let s = &w.seen;
             for v in [s.dev, s.ino, s.size] {
@@ -128,7 +181,8 @@ impl WalkCache {
                 b.extend_from_slice(&secs.to_le_bytes());
                 b.extend_from_slice(&nanos.to_le_bytes());
             }
-            for v in [s.mode, s.uid, s.gid, w.rel.len() as u32] {
+            let flags = if w.many_links { MANY_LINKS } else { 0 };
+            for v in [s.mode, s.uid, s.gid, flags, w.rel.len() as u32] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
             let target_len = w.link_target.as_ref().map_or(NO_TARGET, |t| t.len() as u32);
@@ -141,10 +195,33 @@ impl WalkCache {
         WalkCache { bytes: b }
     }
 
-    /// The walk's entries, or `None` when the file is damaged (then the capture walks).
-    fn entries(&self) -> Option<Vec<Walked>> {
-        let count = u64::from_le_bytes(self.bytes.get(HEADER - 8..HEADER)?.try_into().ok()?);
-        let mut rest = &self.bytes[HEADER..];
+    /// The walk's root, ignore files and entries, or `None` when the file is damaged (then the
+    /// capture walks).
+    fn decode(&self) -> Option<(Kept, Vec<Walked>)> {
+        let at = MAGIC.len() + 32 + 16 + 8;
+        let root = (self.u64_at(at)?, self.u64_at(at + 8)?);
+        let ignore_count = self.u64_at(at + 16)?;
+        let count = self.u64_at(at + 24)?;
+        let mut rest = self.bytes.get(HEADER..)?;
+        let mut ignore_files = Vec::new();
+        for _ in 0..ignore_count {
+            let (fixed, tail) = rest.split_at_checked(IGNORE_RECORD)?;
+            let u64_at = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().unwrap());
+            let u32_at = |at: usize| u32::from_le_bytes(fixed[at..at + 4].try_into().unwrap());
+            let stamp = (u32_at(0) == 1).then(|| IgnoreStamp {
+                dev: u64_at(4),
+                ino: u64_at(12),
+                size: u64_at(20),
+                mtime: (u64_at(28) as i64, u32_at(36)),
+                ctime: (u64_at(40) as i64, u32_at(48)),
+            });
+            let (path, tail) = tail.split_at_checked(u32_at(52) as usize)?;
+            ignore_files.push(IgnoreFile {
+                path: Path::new(OsStr::from_bytes(path)).to_path_buf(),
+                stamp,
+            });
+            rest = tail;
+        }
         let mut out = Vec::with_capacity(usize::try_from(count).ok()?.min(rest.len() / RECORD));
         let mut last: Option<Arc<str>> = None;
         for _ in 0..count {
@@ -161,10 +238,9 @@ impl WalkCache {
                 uid: u32_at(52),
                 gid: u32_at(56),
             };
-            let path_len = u32_at(60) as usize;
-            let target_len = u32_at(64);
-            let (path, tail) = tail.split_at_checked(path_len)?;
-            let (target, tail) = match target_len {
+            let many_links = u32_at(60) & MANY_LINKS != 0;
+            let (path, tail) = tail.split_at_checked(u32_at(64) as usize)?;
+            let (link_target, tail) = match u32_at(68) {
                 NO_TARGET => (None, tail),
                 n => {
                     let (t, tail) = tail.split_at_checked(n as usize)?;
@@ -180,12 +256,19 @@ impl WalkCache {
             out.push(Walked {
                 rel,
                 seen,
-                link_target: target,
+                link_target,
+                many_links,
             });
             rest = tail;
         }
-        rest.is_empty().then_some(out)
+        let kept = Kept { root, ignore_files };
+        rest.is_empty().then_some((kept, out))
     }
+}
+
+/// The device and inode of `root` now.
+pub(crate) fn root_id(root: &Path) -> Option<(u64, u64)> {
+    rustix::fs::stat(root).ok().map(|st| (st.st_dev, st.st_ino))
 }
 
 /// What identifies the rules of a walk (and the root it walked): a walk made by other rules
@@ -202,19 +285,33 @@ pub(crate) fn rules_digest(root: &Path, rules: &WalkRules<'_>) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// The walk as it is now, from `previous` and the watcher's changed paths; `None` when only
-/// walking again can tell (see the module's documentation).
+/// The walk as it is now, from `previous` and the watcher's answer, with the ignore files it
+/// rests on; `None` when only walking again can tell (see the module's documentation).
 pub(crate) fn rewalk(
     root: &Path,
     rules: &WalkRules<'_>,
     previous: &WalkCache,
-    changed: &[Changed],
-) -> Option<Vec<Walked>> {
+    answer: &WatchAnswer,
+) -> Option<(Vec<Walked>, Vec<IgnoreFile>)> {
+    let changed = answer.changed.as_ref()?;
     // The watcher leaves the insides of `.git` alone, so a walk that keeps them walks.
     if rules.git_dir || previous.rules() != Some(&rules_digest(root, rules)[..]) {
         return None;
     }
-    let walked = previous.entries()?;
+    let (kept, walked) = previous.decode()?;
+    // The walk, the watcher and the path must all mean the same directory.
+    if kept.root != answer.root || root_id(root)? != answer.root {
+        return None;
+    }
+    // An ignore file the watcher cannot see change (a symlink's target, a linked worktree's
+    // `info/exclude` outside the workspace) is looked at directly.
+    if kept
+        .ignore_files
+        .iter()
+        .any(|f| IgnoreFile::now(f.path.clone()).stamp != f.stamp)
+    {
+        return None;
+    }
     let mut keeper = Keeper::new(root, rules);
     let root_fd = rustix::fs::open(
         root,
@@ -222,30 +319,39 @@ pub(crate) fn rewalk(
         Mode::empty(),
     )
     .ok()?;
-    // The changed paths' entries as they are now: `None` for one the walk no longer keeps.
+    // The paths to look at again: those named, and files with other hard links (a write through
+    // another name has no event here).
+    let linked: Vec<Arc<str>> = walked
+        .iter()
+        .filter(|w| w.many_links)
+        .map(|w| w.rel.clone())
+        .collect();
+    let mut paths: Vec<(&[u8], bool)> = changed.iter().map(|c| (&c.path[..], c.dir)).collect();
+    paths.extend(linked.iter().map(|p| (p.as_bytes(), false)));
+    // Each one's entry as it is now: `None` for one the walk does not keep.
     let mut now: BTreeMap<&[u8], Option<Walked>> = BTreeMap::new();
-    for c in changed {
-        if changes_what_is_kept(&c.path) {
+    for (path, was_dir) in paths {
+        if changes_what_is_kept(path) {
             return None;
         }
-        if c.dir {
-            if keeper.keeps(&c.path, true) {
-                return None;
-            }
+        // A directory the walk descends into was created, removed or renamed there (or is one
+        // now): which files are under it, only a walk can say.
+        if was_dir && keeper.keeps(path, true) {
+            return None;
+        }
+        if now.contains_key(path) {
             continue;
         }
-        if now.contains_key(&c.path[..]) {
-            continue;
-        }
-        let entry = if keeper.keeps(&c.path, false) {
-            look_again(&root_fd, &c.path)?
-        } else {
-            None
+        let entry = match look_again(&root_fd, path)? {
+            Found::Gone => None,
+            Found::Dir if keeper.keeps(path, true) => return None,
+            Found::Dir => None,
+            Found::Entry(w) => keeper.keeps(path, false).then_some(w),
         };
-        now.insert(&c.path, entry);
+        now.insert(path, entry);
     }
     if now.is_empty() {
-        return Some(walked);
+        return Some((walked, kept.ignore_files));
     }
     // Merge: both are in path order.
     let mut out = Vec::with_capacity(walked.len() + now.len());
@@ -264,7 +370,7 @@ pub(crate) fn rewalk(
         }
     }
     out.extend(now.filter_map(|(_, e)| e));
-    Some(out)
+    Some((out, kept.ignore_files))
 }
 
 /// Whether a change at `path` can change which other files the walk keeps: an ignore file, a
@@ -280,14 +386,21 @@ fn changes_what_is_kept(path: &[u8]) -> bool {
         || parts.windows(2).any(|w| w[0] == b".git" && w[1] == b"info")
 }
 
-/// A changed path the walk would keep, looked at again: `Ok(None)` when it is gone (or is no
-/// longer a file or symlink), `None` when only a whole walk can say (it is now a directory, or
-/// cannot be read).
-fn look_again(root: &rustix::fd::OwnedFd, rel: &[u8]) -> Option<Option<Walked>> {
+/// What is at a changed path now.
+enum Found {
+    Gone,
+    Dir,
+    /// A regular file or a symlink (whether the walk keeps it is for the caller to say).
+    Entry(Walked),
+}
+
+/// A changed path, looked at again; `None` when only a whole walk can say (it cannot be read).
+/// FIFOs, sockets and devices are never part of the workspace: gone, as far as it goes.
+fn look_again(root: &rustix::fd::OwnedFd, rel: &[u8]) -> Option<Found> {
     let name = OsStr::from_bytes(rel);
     let st = match rustix::fs::statat(root, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
-        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Some(None),
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Some(Found::Gone),
         Err(_) => return None,
     };
     let link_target = match FileType::from_raw_mode(st.st_mode) {
@@ -297,14 +410,15 @@ fn look_again(root: &rustix::fd::OwnedFd, rel: &[u8]) -> Option<Option<Walked>> 
                 .ok()?
                 .into_bytes(),
         ),
-        FileType::Directory => return None,
-        _ => return Some(None),
+        FileType::Directory => return Some(Found::Dir),
+        _ => return Some(Found::Gone),
     };
     let rel: Arc<str> = std::str::from_utf8(rel).ok()?.into();
-    Some(Some(Walked {
+    Some(Found::Entry(Walked {
         rel,
         seen: Seen::of_stat(&st),
         link_target,
+        many_links: FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink > 1,
     }))
 }
 

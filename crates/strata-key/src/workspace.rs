@@ -359,18 +359,18 @@ fn walk_or_rewalk(
         return Ok((dir_walk::walk(root, rules)?, WalkHow::Walked, None));
     };
     let digest = watched::rules_digest(root, rules);
-    if let Some(changed) = &watch.answer.changed
-        && let Some(walked) = watched::rewalk(root, rules, watch.previous, changed)
-    {
-        let keep = watched::worth_keeping(changed.len())
-            .then(|| WalkCache::new(&digest, watch.answer.now, &walked));
-        let how = WalkHow::Watched {
-            changed: changed.len(),
-        };
-        return Ok((walked, how, keep));
+    let answer = watch.answer;
+    if let Some((walked, ignore_files)) = watched::rewalk(root, rules, watch.previous, answer) {
+        let changed = answer.changed.as_ref().map_or(0, Vec::len);
+        let keep = watched::worth_keeping(changed)
+            .then(|| WalkCache::new(&digest, answer.now, answer.root, &walked, &ignore_files));
+        return Ok((walked, WalkHow::Watched { changed }, keep));
     }
-    let walked = dir_walk::walk(root, rules)?;
-    let keep = WalkCache::new(&digest, watch.answer.now, &walked);
+    // The directory as it is when the walk starts; a walk of another than the watcher's is
+    // never reused (its root differs from every answer's).
+    let root_now = watched::root_id(root).unwrap_or((0, 0));
+    let (walked, ignore_files) = dir_walk::walk_noting(root, rules)?;
+    let keep = WalkCache::new(&digest, answer.now, root_now, &walked, &ignore_files);
     Ok((walked, WalkHow::Walked, Some(keep)))
 }
 

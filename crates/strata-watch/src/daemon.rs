@@ -72,6 +72,19 @@ pub struct Watcher {
     /// Each changed path: the generation of its latest event, and whether any was about a
     /// directory.
     changed: HashMap<Vec<u8>, (u64, bool)>,
+    /// Directories that could not be watched (no permission, a path too long): named as
+    /// changed in every answer, so a capture that would descend into one walks.
+    unwatched: std::collections::BTreeSet<Vec<u8>>,
+    /// The root's device and inode, said in every answer.
+    root_id: (u64, u64),
+    /// Set by an event that leaves the watches' paths uncertain (a directory moved, events
+    /// lost): every watch is set up again from the root once the events at hand are taken in.
+    rescan: bool,
+    /// The mount table, polled for changes: a filesystem mounted or unmounted inside the
+    /// workspace changes files without an event.
+    mountinfo: std::fs::File,
+    /// The mount points inside the workspace (but not in an excluded directory).
+    mounts: Vec<Vec<u8>>,
     listener: UnixListener,
     socket: PathBuf,
     cookies: PathBuf,
@@ -116,6 +129,9 @@ impl Watcher {
             .map(|rel| rel.as_os_str().as_bytes().to_vec())
             .filter(|rel| !rel.is_empty())
             .collect();
+        let root_meta = std::fs::metadata(&root).map_err(io("cannot open workspace", &root))?;
+        let mountinfo = std::fs::File::open("/proc/self/mountinfo")
+            .map_err(io("cannot read", Path::new("/proc/self/mountinfo")))?;
         let mut watcher = Watcher {
             root,
             exclude,
@@ -125,6 +141,14 @@ impl Watcher {
             generation: 0,
             floor: 0,
             changed: HashMap::new(),
+            unwatched: Default::default(),
+            root_id: (
+                std::os::unix::fs::MetadataExt::dev(&root_meta),
+                std::os::unix::fs::MetadataExt::ino(&root_meta),
+            ),
+            rescan: false,
+            mountinfo,
+            mounts: Vec::new(),
             listener,
             socket: socket.to_path_buf(),
             cookies,
@@ -132,6 +156,7 @@ impl Watcher {
             next_cookie: 0,
             buf: vec![MaybeUninit::uninit(); 64 * 1024],
         };
+        watcher.mounts = watcher.mounts_inside()?;
         watcher.watch_tree(Vec::new())?;
         Ok(watcher)
     }
@@ -144,10 +169,11 @@ impl Watcher {
     /// Takes in events and answers questions until `stop` is set (looked at every 200 ms).
     pub fn serve(&mut self, stop: &AtomicBool) -> Result<(), WatchError> {
         while !stop.load(Ordering::Relaxed) {
-            let (events, asked) = {
+            let (events, asked, mounted) = {
                 let mut fds = [
                     PollFd::new(&self.inotify, PollFlags::IN),
                     PollFd::new(&self.listener, PollFlags::IN),
+                    PollFd::new(&self.mountinfo, PollFlags::PRI),
                 ];
                 let timeout = Timespec {
                     tv_sec: 0,
@@ -157,8 +183,15 @@ impl Watcher {
                     Ok(_) | Err(rustix::io::Errno::INTR) => {}
                     Err(e) => return Err(io("cannot wait on", &self.root)(e.into())),
                 }
-                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+                (
+                    !fds[0].revents().is_empty(),
+                    !fds[1].revents().is_empty(),
+                    !fds[2].revents().is_empty(),
+                )
             };
+            if mounted {
+                self.check_mounts()?;
+            }
             if events {
                 self.take_in(None)?;
             }
@@ -174,12 +207,18 @@ impl Watcher {
     /// Reads one question from `stream` and answers it, after taking in every event queued
     /// before it. A client that misbehaves gets nothing; only the watcher's own failures end it.
     fn answer(&mut self, mut stream: UnixStream) -> Result<(), WatchError> {
+        // The question is one short line; a client gets a second in all to send it, so one that
+        // stalls delays the others (and the events) that long at most.
         let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+        let deadline = Instant::now() + Duration::from_secs(1);
         let mut line = Vec::with_capacity(128);
         let mut byte = [0u8];
         while line.len() < 256 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                return Ok(());
+            }
             match stream.read(&mut byte) {
                 Ok(1) if byte[0] == b'\n' => break,
                 Ok(1) => line.push(byte[0]),
@@ -192,6 +231,8 @@ impl Watcher {
         else {
             return Ok(());
         };
+        // A mount made just before the question may not have woken the loop yet.
+        self.check_mounts()?;
         let synced = self.sync()?;
         let now = WatchToken {
             instance: self.instance,
@@ -203,16 +244,25 @@ impl Watcher {
                 let mut list: Vec<Changed> = self
                     .changed
                     .iter()
-                    .filter(|(_, (g, _))| *g > t.generation)
+                    .filter(|(path, (g, _))| *g > t.generation && !self.unwatched.contains(*path))
                     .map(|(path, (_, dir))| Changed {
                         path: path.clone(),
                         dir: *dir,
                     })
                     .collect();
+                list.extend(self.unwatched.iter().map(|path| Changed {
+                    path: path.clone(),
+                    dir: true,
+                }));
                 list.sort_unstable_by(|a, b| a.path.cmp(&b.path));
                 list
             });
-        let _ = stream.write_all(&protocol::answer_bytes(&WatchAnswer { now, changed }));
+        let answer = WatchAnswer {
+            now,
+            root: self.root_id,
+            changed,
+        };
+        let _ = stream.write_all(&protocol::answer_bytes(&answer));
         Ok(())
     }
 
@@ -264,6 +314,11 @@ impl Watcher {
                 }
             }
             if batch.is_empty() {
+                if std::mem::take(&mut self.rescan) {
+                    self.dirs.clear();
+                    self.unwatched.clear();
+                    self.watch_tree(Vec::new())?;
+                }
                 return Ok(found);
             }
             for (wd, mask, name) in std::mem::take(&mut batch) {
@@ -279,7 +334,9 @@ impl Watcher {
     /// Acts on one event.
     fn event(&mut self, wd: i32, mask: ReadFlags, name: Option<Vec<u8>>) -> Result<(), WatchError> {
         if mask.contains(ReadFlags::QUEUE_OVERFLOW) {
+            // Directories may have been made or moved unseen: watch everything again.
             self.lose_track();
+            self.rescan = true;
             return Ok(());
         }
         if mask.contains(ReadFlags::IGNORED) {
@@ -307,10 +364,11 @@ impl Watcher {
         let entry = self.changed.entry(path.clone()).or_insert((0, false));
         *entry = (self.generation, entry.1 || is_dir);
         if is_dir {
-            if mask.contains(ReadFlags::MOVED_FROM) {
-                self.unwatch_tree(&path);
-            }
-            if mask.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
+            if mask.intersects(ReadFlags::MOVED_FROM | ReadFlags::MOVED_TO) {
+                // The watches under a moved directory (or two exchanged ones) keep the paths
+                // they had: all are set up again, by path, once the batch is taken in.
+                self.rescan = true;
+            } else if mask.contains(ReadFlags::CREATE) {
                 self.watch_tree(path)?;
             }
         }
@@ -325,6 +383,51 @@ impl Watcher {
         self.changed.clear();
         self.generation += 1;
         self.floor = self.generation;
+    }
+
+    /// Looks at the mount table after it changed: a mount made or removed inside the workspace
+    /// changes its files without an event, so then every change is unknown and the watches are
+    /// set up again.
+    fn check_mounts(&mut self) -> Result<(), WatchError> {
+        let now = self.mounts_inside()?;
+        if now != self.mounts {
+            self.mounts = now;
+            self.lose_track();
+            self.dirs.clear();
+            self.unwatched.clear();
+            self.watch_tree(Vec::new())?;
+        }
+        Ok(())
+    }
+
+    /// The mount points inside the workspace, sorted, from the mount table read afresh.
+    fn mounts_inside(&mut self) -> Result<Vec<Vec<u8>>, WatchError> {
+        use std::io::Seek;
+        let mut table = Vec::new();
+        self.mountinfo
+            .seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| self.mountinfo.read_to_end(&mut table))
+            .map_err(io("cannot read", Path::new("/proc/self/mountinfo")))?;
+        let root = self.root.as_os_str().as_bytes();
+        let mut inside: Vec<Vec<u8>> = table
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+            .map(unescape_octal)
+            .filter_map(|point| {
+                let rel = if point == root {
+                    Vec::new()
+                } else {
+                    point.strip_prefix(root)?.strip_prefix(b"/")?.to_vec()
+                };
+                let excluded = self
+                    .exclude
+                    .iter()
+                    .any(|x| rel == *x || (rel.starts_with(x) && rel.get(x.len()) == Some(&b'/')));
+                (!excluded).then_some(rel)
+            })
+            .collect();
+        inside.sort_unstable();
+        Ok(inside)
     }
 
     /// Whether directory `rel` is watched: not excluded, and not inside a `.git` but for the
@@ -366,10 +469,16 @@ impl Watcher {
                 // Gone already, or no longer a directory: its parent's events say so.
                 Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => continue,
                 Err(rustix::io::Errno::NOSPC) => return Err(WatchError::TooManyWatches { path }),
-                Err(e) => return Err(io("cannot watch", &path)(e.into())),
+                // Not watchable (no permission, a path too long): every answer names it.
+                Err(_) => {
+                    self.unwatched.insert(rel);
+                    continue;
+                }
             };
             self.dirs.insert(wd, rel.clone());
             let Ok(entries) = std::fs::read_dir(&path) else {
+                // Its subdirectories cannot be found, so not watched: every answer names it.
+                self.unwatched.insert(rel);
                 continue;
             };
             for entry in entries.flatten() {
@@ -380,22 +489,6 @@ impl Watcher {
         }
         Ok(())
     }
-
-    /// Stops watching directory `rel` and what is under it (it was moved: their paths are no
-    /// longer theirs; where it went, if inside, is watched anew).
-    fn unwatch_tree(&mut self, rel: &[u8]) {
-        let under = |d: &[u8]| d == rel || (d.starts_with(rel) && d.get(rel.len()) == Some(&b'/'));
-        let gone: Vec<i32> = self
-            .dirs
-            .iter()
-            .filter(|(_, d)| under(d))
-            .map(|(wd, _)| *wd)
-            .collect();
-        for wd in gone {
-            self.dirs.remove(&wd);
-            let _ = inotify::remove_watch(&self.inotify, wd);
-        }
-    }
 }
 
 impl Drop for Watcher {
@@ -403,6 +496,28 @@ impl Drop for Watcher {
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_dir_all(&self.cookies);
     }
+}
+
+/// A mount point as the mount table writes it: space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (field[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {

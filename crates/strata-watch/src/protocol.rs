@@ -1,8 +1,9 @@
 //! The watcher's question and answer, over a Unix stream socket; one of each per connection.
 //!
-//! Question: `strata-watch-v1 since <instance in hex, or -> <generation>\n`.
-//! Answer: `strata-watch-v1 <fresh|unknown> <instance> <generation> <count>\n`, then for a fresh
-//! answer `count` records `<d|f><path>\0` (`d`: the event was about a directory).
+//! Question: `strata-watch-v2 since <instance in hex, or -> <generation>\n`.
+//! Answer: `strata-watch-v2 <fresh|unknown> <instance> <generation> <dev>:<ino> <count>\n` (the
+//! device and inode of the directory watched), then for a fresh answer `count` records
+//! `<d|f><path>\0` (`d`: an event about the path was about a directory).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use strata_key::{Changed, WatchAnswer, WatchToken};
 
-const VERSION: &str = "strata-watch-v1";
+const VERSION: &str = "strata-watch-v2";
 
 /// How long a capture waits for the watcher before it walks instead.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -63,9 +64,11 @@ pub(crate) fn answer_bytes(answer: &WatchAnswer) -> Vec<u8> {
         None => ("unknown", &[]),
     };
     let mut out = format!(
-        "{VERSION} {word} {} {} {}\n",
+        "{VERSION} {word} {} {} {}:{} {}\n",
         hex(&now.instance),
         now.generation,
+        answer.root.0,
+        answer.root.1,
         changed.len()
     )
     .into_bytes();
@@ -93,6 +96,8 @@ pub(crate) fn parse_answer(bytes: &[u8]) -> Option<WatchAnswer> {
         instance: unhex(words.next()?)?,
         generation: words.next()?.parse().ok()?,
     };
+    let (dev, ino) = words.next()?.split_once(':')?;
+    let root = (dev.parse().ok()?, ino.parse().ok()?);
     let count: usize = words.next()?.parse().ok()?;
     if words.next().is_some() {
         return None;
@@ -118,6 +123,7 @@ pub(crate) fn parse_answer(bytes: &[u8]) -> Option<WatchAnswer> {
     }
     Some(WatchAnswer {
         now,
+        root,
         changed: fresh.then_some(changed),
     })
 }
@@ -154,12 +160,14 @@ mod tests {
         fn questions_and_answers_read_back(
             since in proptest::option::of(token()),
             now in token(),
+            root in any::<(u64, u64)>(),
             changed in proptest::option::of(proptest::collection::vec(
                 (proptest::collection::vec(1u8..=255, 1..40), any::<bool>()), 0..20)),
         ) {
             prop_assert_eq!(parse_question(&question(since)), Some(since));
             let answer = WatchAnswer {
                 now,
+                root,
                 changed: changed.map(|c| c.into_iter().map(|(path, dir)| Changed { path, dir }).collect()),
             };
             prop_assert_eq!(parse_answer(&answer_bytes(&answer)), Some(answer));
@@ -179,6 +187,7 @@ mod tests {
                 instance: [7; 16],
                 generation: 3,
             },
+            root: (2049, 12),
             changed: Some(vec![Changed {
                 path: b"src/a.rs".to_vec(),
                 dir: false,

@@ -13,6 +13,8 @@ use strata_watch::Watcher;
 /// A workspace with a watcher answering on a socket beside it.
 struct Watched {
     dir: tempfile::TempDir,
+    /// The workspace, under `dir`.
+    at: &'static str,
     socket: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Result<(), strata_watch::WatchError>>>,
@@ -22,12 +24,17 @@ struct Watched {
 
 impl Watched {
     fn new(setup: impl FnOnce(&Path)) -> Watched {
+        Self::new_at("ws", setup)
+    }
+
+    fn new_at(at: &'static str, setup: impl FnOnce(&Path)) -> Watched {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("ws")).unwrap();
-        setup(&dir.path().join("ws"));
+        std::fs::create_dir_all(dir.path().join(at)).unwrap();
+        setup(&dir.path().join(at));
         let socket = dir.path().join("watch/w.sock");
         let mut w = Watched {
             dir,
+            at,
             socket,
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
@@ -53,7 +60,7 @@ impl Watched {
     }
 
     fn root(&self) -> PathBuf {
-        self.dir.path().join("ws")
+        self.dir.path().join(self.at)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -103,6 +110,14 @@ impl Watched {
             self.known = known;
         }
         captured.walk
+    }
+}
+
+impl Watched {
+    /// The paths a whole walk keeps now.
+    fn capture_paths(&self) -> Vec<String> {
+        let ws = Workspace::capture(&self.root(), &[]).unwrap();
+        ws.files.iter().map(|f| f.path.to_string()).collect()
     }
 }
 
@@ -346,4 +361,166 @@ fn the_walk_is_kept_again_once_the_changes_since_it_are_many() {
     assert_eq!(w.capture(), watched(0), "kept with the answer's token");
     write(&w.path("src/lib/n7.rs"), "seven");
     assert_eq!(w.capture(), watched(1));
+}
+
+// The cases below were found by an adversarial review of the first version; each gave a key
+// other than the walk's.
+
+#[test]
+fn a_path_that_was_an_ignored_directory_and_is_now_a_file_is_kept() {
+    let mut w = Watched::new(|root| {
+        write(&root.join(".gitignore"), "build/\n");
+        write(
+            &root.join("build"),
+            "a file, kept: the rule is for directories",
+        );
+    });
+    assert_eq!(w.capture(), WalkHow::Walked);
+    std::fs::remove_file(w.path("build")).unwrap();
+    write(&w.path("build/out"), "inside an ignored directory");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+    std::fs::remove_dir_all(w.path("build")).unwrap();
+    write(&w.path("build"), "a file again");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+}
+
+#[test]
+fn an_ignore_file_seen_through_a_symlink_or_outside_the_workspace_is_looked_at() {
+    let outside = tempfile::tempdir().unwrap();
+    let exclude = outside.path().join("exclude");
+    write(&exclude, "");
+    let mut w = Watched::new(|root| {
+        write(&root.join("conf/ignores"), "*.log\n");
+        std::os::unix::fs::symlink("conf/ignores", root.join(".gitignore")).unwrap();
+        write(&root.join("b.tmp"), "b");
+        write(&root.join("c.bak"), "c");
+        // A `.git` file, as a linked worktree has: its `info/exclude` is elsewhere.
+        let git_dir = outside.path().join("worktrees/ws");
+        write(&git_dir.join("commondir"), "../..\n");
+        std::fs::create_dir_all(outside.path().join("info")).unwrap();
+        std::fs::rename(&exclude, outside.path().join("info/exclude")).unwrap();
+        write(
+            &root.join(".git"),
+            &format!("gitdir: {}\n", git_dir.display()),
+        );
+    });
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert_eq!(w.capture(), watched(0));
+    // The symlink's target changes; the symlink itself does not.
+    write(&w.path("conf/ignores"), "*.log\n*.tmp\n");
+    assert_eq!(w.capture(), WalkHow::Walked);
+    write(&outside.path().join("info/exclude"), "*.bak\n");
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert!(!w.capture_paths().contains(&"c.bak".to_string()));
+}
+
+#[test]
+fn a_file_with_other_hard_links_is_looked_at_every_time() {
+    let outside = tempfile::tempdir().unwrap();
+    let mut w = Watched::new(|root| {
+        write(&root.join("a"), "one");
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::hard_link(root.join("a"), root.join("d/b")).unwrap();
+        write(&root.join("c"), "three");
+    });
+    std::fs::hard_link(w.path("c"), outside.path().join("c")).unwrap();
+    assert_eq!(w.capture(), WalkHow::Walked);
+    // Written through one name: no event on the other.
+    write(&w.path("a"), "two");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+    // Written from outside the workspace (a link made before the walk).
+    write(&outside.path().join("c"), "four!");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+}
+
+#[test]
+fn a_workspace_whose_parent_was_renamed_is_walked_where_its_path_now_leads() {
+    let mut w = Watched::new_at("par/ws", tree);
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert_eq!(w.capture(), watched(0));
+    let parent = w.dir.path().to_path_buf();
+    std::fs::rename(parent.join("par"), parent.join("par-old")).unwrap();
+    std::fs::create_dir_all(w.root()).unwrap();
+    write(&w.path("other"), "another directory at the same path");
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert_eq!(
+        w.capture(),
+        WalkHow::Walked,
+        "still not the watched directory"
+    );
+}
+
+#[test]
+fn exchanged_directories_are_watched_under_their_new_names() {
+    let mut w = Watched::new(|root| {
+        write(&root.join("a/f"), "in a");
+        write(&root.join("b/g"), "in b");
+    });
+    assert_eq!(w.capture(), WalkHow::Walked);
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        w.path("a"),
+        rustix::fs::CWD,
+        w.path("b"),
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .unwrap();
+    assert_eq!(w.capture(), WalkHow::Walked);
+    write(&w.path("b/f"), "edited");
+    write(&w.path("b/h"), "new");
+    write(&w.path("a/g"), "edited too");
+    assert_eq!(w.capture(), watched(3));
+}
+
+#[test]
+fn a_mount_inside_the_workspace_makes_the_next_capture_walk() {
+    let source = tempfile::tempdir().unwrap();
+    write(&source.path().join("mounted"), "from elsewhere");
+    let mut w = Watched::new(tree);
+    assert_eq!(w.capture(), WalkHow::Walked);
+    assert_eq!(w.capture(), watched(0));
+    rustix::mount::mount_bind(source.path(), w.path("docs")).expect("bind mount (needs root)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let mounted = Unmount(w.path("docs"));
+    assert_eq!(w.capture(), WalkHow::Walked);
+    // Files of the mounted filesystem are watched like the rest.
+    write(&w.path("docs/mounted"), "edited");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+    drop(mounted);
+    assert_eq!(w.capture(), WalkHow::Walked);
+}
+
+#[test]
+fn lost_events_make_the_next_capture_walk_and_every_directory_watched_again() {
+    let mut w = Watched::new(tree);
+    assert_eq!(w.capture(), WalkHow::Walked);
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Clients that say nothing hold the watcher for a second each; meanwhile twice as many
+    // events as the queue holds, and a directory made.
+    let stalled: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(&w.socket).unwrap();
+            std::io::Write::write_all(&mut s, b"s").unwrap();
+            s
+        })
+        .collect();
+    let junk = w.path("target/junk");
+    write(&junk, "0");
+    for i in 0..max {
+        std::fs::write(&junk, i.to_string()).unwrap();
+    }
+    write(&w.path("src/made/x"), "made while events were lost");
+    drop(stalled);
+    assert_eq!(w.capture(), WalkHow::Walked);
+    write(&w.path("src/made/x"), "edited after");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
 }

@@ -405,3 +405,20 @@ fn a_file_rewritten_within_the_same_mtime_is_read_again() {
         crate::file_id::FileId::of_bytes(b"two", &f).unwrap()
     );
 }
+
+#[test]
+fn a_linked_worktree_named_by_relative_paths_reads_its_own_info_exclude() {
+    // A `.git` file and `commondir` with relative paths, as `git worktree add` can write them:
+    // relative to the `.git` file's directory and to the git directory, never to the working
+    // directory of the process (which here is the crate's).
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("ws");
+    write(d.path(), "main/.git/info/exclude", "*.tmp\n");
+    write(d.path(), "main/.git/worktrees/ws/commondir", "../..\n");
+    write(&root, ".git", "gitdir: ../main/.git/worktrees/ws\n");
+    write(&root, "kept.txt", "k");
+    write(&root, "left-out.tmp", "t");
+    let ws = Workspace::capture(&root, &[]).unwrap();
+    let paths: Vec<&str> = ws.files.iter().map(|f| &*f.path).collect();
+    assert_eq!(paths, vec!["kept.txt"]);
+}
