@@ -191,9 +191,9 @@ impl Workspace {
             let git = git.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (walked, git)
         });
-        // `None` until asked for (when not read ahead); then the checkout's index, if it has one
-        // to trust and it is to be used.
-        let mut git: Option<Option<GitCheckout>> = git;
+        // The checkout's index when read ahead (`Some(None)`: none to trust); `None` when left
+        // alone, to be opened only if the misses below are worth it.
+        let git: Option<Option<GitCheckout>> = git;
         let (mut walked, walk, walk_cache) = walked?;
         if let Some(wanted) = selection.files {
             walked.retain(|w| wanted(&w.rel));
@@ -205,6 +205,8 @@ impl Workspace {
         let mut seen = Vec::with_capacity(walked.len());
         let mut sources = Vec::with_capacity(walked.len());
         let mut to_read = Vec::new();
+        // Files neither the stat cache nor an index read ahead vouched for.
+        let mut misses = Vec::new();
         let mut cursors = (0, 0);
         for w in walked {
             let (kind, source) = match w.link_target {
@@ -217,15 +219,13 @@ impl Workspace {
                     let known_id = match known.lookup_near(&w.rel, &now, &mut cursors.0) {
                         Some(id) => Some((id, IdSource::Remembered)),
                         None => git
-                            .get_or_insert_with(|| {
-                                use_git.then(|| GitCheckout::open(&root)).flatten()
-                            })
                             .as_ref()
+                            .and_then(Option::as_ref)
                             .and_then(|g| g.clean_id(&w.rel, &w.seen, &mut cursors.1))
                             .map(|id| (id, IdSource::GitIndex)),
                     };
                     let (digest, source) = known_id.unwrap_or_else(|| {
-                        to_read.push(files.len());
+                        misses.push(files.len());
                         (FileId::from_bytes([0; 20]), IdSource::Read)
                     });
                     let size = w.seen.size;
@@ -240,6 +240,27 @@ impl Workspace {
             seen.push(w.seen);
             sources.push(source);
         }
+        // The index left alone: opened (10 MB for 100k files) only for misses that would cost
+        // more to read than it does; a few edited files are read.
+        let missed_bytes: u64 = misses.iter().map(|&i| seen[i].size).sum();
+        let few = misses.len() <= REREAD_FILES && missed_bytes <= REREAD_BYTES;
+        let index = match (git.is_none() && use_git && !few).then(|| GitCheckout::open(&root)) {
+            Some(Some(index)) => Some(index),
+            _ => None,
+        };
+        let mut cursor = 0;
+        for i in misses {
+            let id = index
+                .as_ref()
+                .and_then(|g| g.clean_id(&files[i].path, &seen[i], &mut cursor));
+            match (id, &mut files[i].kind) {
+                (Some(id), FileKind::File { digest, .. }) => {
+                    *digest = id;
+                    sources[i] = Some(IdSource::GitIndex);
+                }
+                _ => to_read.push(i),
+            }
+        }
         read_in_parallel(&root, &mut files, &seen, &to_read)?;
 
         let mut counted = IdSources::default();
@@ -250,10 +271,21 @@ impl Workspace {
                 IdSource::Read => counted.read += 1,
             }
         }
-        // A cache to keep only when something in it would differ (most warm runs: nothing), or
-        // on a first capture, as the mark that the next is not one. It holds the ids that were
-        // read and, after a first capture, those git's index gave (see above).
-        let changed = !keep_git_ids || counted.remembered != known.len() || counted.read > 0;
+        // A cache to keep (it is rewritten whole: 12 MB for 100k files) only when that pays:
+        // on a first capture, as the mark that the next is not one; when git's index gave ids it
+        // can keep from now on (after an edit, as above, or under a watcher, where the index
+        // would otherwise be the largest cost of every run); and when many files were read or
+        // many entries went stale. A few edited files are read again by the next capture
+        // instead, which costs less than the write (the dev loop: one edit, one run).
+        let read_bytes: u64 = to_read.iter().map(|&i| seen[i].size).sum();
+        let stale = known.len().saturating_sub(counted.remembered);
+        let index_to_keep =
+            keep_git_ids && counted.git_index > 0 && (counted.read > 0 || watch.is_some());
+        let changed = !keep_git_ids
+            || index_to_keep
+            || counted.read > REREAD_FILES
+            || read_bytes > REREAD_BYTES
+            || stale > REREAD_FILES.max(known.len() / 8);
         let fresh = changed.then(|| {
             let mut fresh = fresh;
             for ((file, seen), source) in files.iter().zip(&seen).zip(&sources) {
@@ -324,6 +356,11 @@ impl Workspace {
         WorkspaceDigest::from_hash(hasher.finalize())
     }
 }
+
+/// How many files read (or bytes), or stale entries, make a capture rewrite the stat cache
+/// rather than leave the next capture to read those files again.
+const REREAD_FILES: usize = 256;
+const REREAD_BYTES: u64 = 64 << 20;
 
 /// A watcher's answer and the walk it answered about (see [`Workspace::capture_watched`]).
 #[derive(Clone, Copy)]
@@ -519,6 +556,39 @@ mod tests {
             .unwrap();
         let (ws, _) = Workspace::capture_with(d.path(), &[], &cache).unwrap();
         assert_eq!(digest_of(&ws, 1), id(b"two"));
+    }
+
+    #[test]
+    fn a_few_edits_leave_the_stat_cache_and_are_read_again_many_rewrite_it() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..300 {
+            std::fs::write(d.path().join(format!("f{i}")), "old").unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (_, cache) = Workspace::capture_with(d.path(), &[], &StatCache::default()).unwrap();
+        let cache = cache.expect("a first capture is kept");
+        let id_of = |ws: &Workspace, name: &str| {
+            let i = ws.files.iter().position(|f| &*f.path == name).unwrap();
+            match &ws.files[i].kind {
+                FileKind::File { digest, .. } => *digest,
+                FileKind::Symlink { .. } => unreachable!(),
+            }
+        };
+        std::fs::write(d.path().join("f7"), "new").unwrap();
+        for _ in 0..2 {
+            let (ws, again, sources) =
+                Workspace::capture_counted(d.path(), &[], &cache, &Selection::default()).unwrap();
+            assert!(again.is_none(), "one edit does not rewrite the cache");
+            assert_eq!(sources.read, 1, "the edited file is read, every time");
+            assert_eq!(id_of(&ws, "f7"), id(b"new"));
+        }
+        for i in 0..300 {
+            std::fs::write(d.path().join(format!("f{i}")), "newer").unwrap();
+        }
+        let (ws, again, _) =
+            Workspace::capture_counted(d.path(), &[], &cache, &Selection::default()).unwrap();
+        assert!(again.is_some(), "300 files read: the cache is rewritten");
+        assert_eq!(id_of(&ws, "f299"), id(b"newer"));
     }
 
     #[test]

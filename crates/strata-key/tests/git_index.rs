@@ -536,3 +536,54 @@ fn the_stat_cache_of_a_checkout_keeps_index_ids_once_it_is_written_after_a_first
     assert_eq!(files(&fourth), files(&third));
     assert_same_key_as_outside_git(root);
 }
+
+/// Once the stat cache answers for every file, a few files it cannot vouch for are read, and
+/// the index is opened only for many: after a branch switch that changed 300 files, they come
+/// from the index, unread. Keyed as outside git either way.
+#[test]
+fn a_few_misses_are_read_and_many_are_taken_from_the_index() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    for i in 0..400 {
+        write(root, &format!("src/f{i:03}.txt"), &format!("main {i}\n"));
+    }
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-qm", "main"]);
+    git(root, &["checkout", "-qb", "other"]);
+    for i in 0..300 {
+        write(root, &format!("src/f{i:03}.txt"), &format!("other {i}\n"));
+    }
+    git(root, &["commit", "-qam", "other"]);
+    git(root, &["checkout", "-q", "main"]);
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let capture_with = |known: &StatCache| {
+        Workspace::capture_counted(root, &[], known, &Selection::default()).unwrap()
+    };
+    // A stat cache holding every id (a first capture, then an edit that keeps the index's).
+    let (_, first, _) = capture_with(&StatCache::default());
+    let first = first.expect("a first capture is kept");
+    write(root, "src/f399.txt", "edited\n");
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let (_, all, _) = capture_with(&first);
+    let all = all.expect("an edit keeps the index's ids");
+    assert_eq!(all.len(), 400);
+
+    // Three files changed: read, the index left alone.
+    git(root, &["checkout", "-q", "--", "src/f399.txt"]);
+    for i in 0..3 {
+        write(root, &format!("src/f{i:03}.txt"), &format!("local {i}\n"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let (_, _, few) = capture_with(&all);
+    assert_eq!((few.git_index, few.read), (0, 4), "{few:?}");
+    assert_same_key_as_outside_git(root);
+
+    // A branch switch: 300 files clean in the index, taken from it.
+    git(root, &["checkout", "-q", "--", "."]);
+    git(root, &["checkout", "-q", "other"]);
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let (_, _, many) = capture_with(&all);
+    assert_eq!((many.git_index, many.read), (300, 1), "{many:?}");
+    assert_same_key_as_outside_git(root);
+}
