@@ -584,6 +584,10 @@ fn a_few_misses_are_read_and_many_are_taken_from_the_index() {
     git(root, &["checkout", "-q", "other"]);
     std::thread::sleep(std::time::Duration::from_millis(30));
     let (_, _, many) = capture_with(&all);
-    assert_eq!((many.git_index, many.read), (300, 1), "{many:?}");
+    // (src/f399.txt, restored by the checkout, may be racily clean in the index: then read.)
+    assert!(
+        many.git_index >= 300 && many.git_index + many.read == 301,
+        "{many:?}"
+    );
     assert_same_key_as_outside_git(root);
 }
