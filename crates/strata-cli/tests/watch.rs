@@ -101,6 +101,20 @@ fn runs_take_the_workspace_from_the_watcher_with_the_keys_a_walk_gives() {
     assert!(!stderr.contains("strata watch"), "{stderr}");
     assert_eq!(walked, plan(&f, other.path()).0);
 
+    // A run in another mount namespace (a container) sees other mounts than the watcher: it
+    // walks.
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private"])
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .arg("plan")
+        .env("STRATA_CACHE_DIR", f.cache.path())
+        .current_dir(f.ws())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("strata watch"), "{stderr}");
+
     // Stopped by SIGTERM: it exits cleanly and leaves no socket; runs walk again.
     // SAFETY: a plain kill(2) of our own child.
     assert_eq!(unsafe { libc::kill(watch.0.id() as i32, libc::SIGTERM) }, 0);

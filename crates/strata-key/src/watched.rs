@@ -42,6 +42,9 @@ pub struct WatchAnswer {
     /// The device and inode of the directory it watches: an answer about another directory
     /// than the workspace's path names now (a parent renamed) is no answer.
     pub root: (u64, u64),
+    /// The watcher's mount namespace (the inode of `/proc/self/ns/mnt`): it sees mounts in that
+    /// one only, so from another (a container) its answer is no answer.
+    pub mount_ns: u64,
     /// Every path changed since the token asked about, or `None` when the watcher cannot say
     /// (no token, another instance, events lost).
     pub changed: Option<Vec<Changed>>,
@@ -266,6 +269,13 @@ impl WalkCache {
     }
 }
 
+/// This process's mount namespace, as the inode of `/proc/self/ns/mnt`.
+pub fn mount_ns() -> Option<u64> {
+    rustix::fs::stat("/proc/self/ns/mnt")
+        .ok()
+        .map(|st| st.st_ino)
+}
+
 /// The device and inode of `root` now.
 pub(crate) fn root_id(root: &Path) -> Option<(u64, u64)> {
     rustix::fs::stat(root).ok().map(|st| (st.st_dev, st.st_ino))
@@ -299,8 +309,12 @@ pub(crate) fn rewalk(
         return None;
     }
     let (kept, walked) = previous.decode()?;
-    // The walk, the watcher and the path must all mean the same directory.
-    if kept.root != answer.root || root_id(root)? != answer.root {
+    // The walk, the watcher and the path must all mean the same directory, seen through the
+    // same mounts.
+    if kept.root != answer.root
+        || root_id(root)? != answer.root
+        || mount_ns() != Some(answer.mount_ns)
+    {
         return None;
     }
     // An ignore file the watcher cannot see change (a symlink's target, a linked worktree's
@@ -321,6 +335,11 @@ pub(crate) fn rewalk(
     .ok()?;
     // The paths to look at again: those named, and files with other hard links (a write through
     // another name has no event here).
+    let was_linked = |path: &[u8]| {
+        walked
+            .binary_search_by(|w| w.rel.as_bytes().cmp(path))
+            .is_ok_and(|i| walked[i].many_links)
+    };
     let linked: Vec<Arc<str>> = walked
         .iter()
         .filter(|w| w.many_links)
@@ -346,6 +365,9 @@ pub(crate) fn rewalk(
             Found::Gone => None,
             Found::Dir if keeper.keeps(path, true) => return None,
             Found::Dir => None,
+            // A file that has other names now and had not: a link was made, which changes the
+            // other names' files without an event there. A walk finds them all.
+            Found::Entry(w) if w.many_links && !was_linked(path) => return None,
             Found::Entry(w) => keeper.keeps(path, false).then_some(w),
         };
         now.insert(path, entry);

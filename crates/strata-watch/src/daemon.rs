@@ -77,6 +77,8 @@ pub struct Watcher {
     unwatched: std::collections::BTreeSet<Vec<u8>>,
     /// The root's device and inode, said in every answer.
     root_id: (u64, u64),
+    /// The watcher's mount namespace, said in every answer.
+    mount_ns: u64,
     /// Set by an event that leaves the watches' paths uncertain (a directory moved, events
     /// lost): every watch is set up again from the root once the events at hand are taken in.
     rescan: bool,
@@ -147,6 +149,7 @@ impl Watcher {
                 std::os::unix::fs::MetadataExt::ino(&root_meta),
             ),
             rescan: false,
+            mount_ns: strata_key::mount_ns().unwrap_or(0),
             mountinfo,
             mounts: Vec::new(),
             listener,
@@ -250,7 +253,15 @@ impl Watcher {
                         dir: *dir,
                     })
                     .collect();
-                list.extend(self.unwatched.iter().map(|path| Changed {
+                // Directories not watched, and mount points: a filesystem mounted inside the
+                // workspace may show the same files under another path too (a bind mount of one
+                // of its own directories or files), whose events name one path only. A capture
+                // that keeps one of these walks.
+                let always = self
+                    .unwatched
+                    .iter()
+                    .chain(self.mounts.iter().filter(|m| !m.is_empty()));
+                list.extend(always.map(|path| Changed {
                     path: path.clone(),
                     dir: true,
                 }));
@@ -260,6 +271,7 @@ impl Watcher {
         let answer = WatchAnswer {
             now,
             root: self.root_id,
+            mount_ns: self.mount_ns,
             changed,
         };
         let _ = stream.write_all(&protocol::answer_bytes(&answer));
@@ -475,7 +487,14 @@ impl Watcher {
                     continue;
                 }
             };
-            self.dirs.insert(wd, rel.clone());
+            // The same directory under two paths (a bind mount inside the workspace): one watch,
+            // whose events would name one path only. Both are named in every answer instead.
+            if let Some(other) = self.dirs.insert(wd, rel.clone())
+                && other != rel
+            {
+                self.unwatched.insert(other);
+                self.unwatched.insert(rel.clone());
+            }
             let Ok(entries) = std::fs::read_dir(&path) else {
                 // Its subdirectories cannot be found, so not watched: every answer names it.
                 self.unwatched.insert(rel);

@@ -1,8 +1,8 @@
 //! The watcher's question and answer, over a Unix stream socket; one of each per connection.
 //!
 //! Question: `strata-watch-v2 since <instance in hex, or -> <generation>\n`.
-//! Answer: `strata-watch-v2 <fresh|unknown> <instance> <generation> <dev>:<ino> <count>\n` (the
-//! device and inode of the directory watched), then for a fresh answer `count` records
+//! Answer: `strata-watch-v2 <fresh|unknown> <instance> <generation> <dev>:<ino>:<mntns> <count>\n`
+//! (the device and inode of the directory watched, the watcher's mount namespace), then for a fresh answer `count` records
 //! `<d|f><path>\0` (`d`: an event about the path was about a directory).
 
 use std::io::{Read, Write};
@@ -64,11 +64,12 @@ pub(crate) fn answer_bytes(answer: &WatchAnswer) -> Vec<u8> {
         None => ("unknown", &[]),
     };
     let mut out = format!(
-        "{VERSION} {word} {} {} {}:{} {}\n",
+        "{VERSION} {word} {} {} {}:{}:{} {}\n",
         hex(&now.instance),
         now.generation,
         answer.root.0,
         answer.root.1,
+        answer.mount_ns,
         changed.len()
     )
     .into_bytes();
@@ -96,8 +97,12 @@ pub(crate) fn parse_answer(bytes: &[u8]) -> Option<WatchAnswer> {
         instance: unhex(words.next()?)?,
         generation: words.next()?.parse().ok()?,
     };
-    let (dev, ino) = words.next()?.split_once(':')?;
-    let root = (dev.parse().ok()?, ino.parse().ok()?);
+    let mut ids = words.next()?.split(':');
+    let root = (ids.next()?.parse().ok()?, ids.next()?.parse().ok()?);
+    let mount_ns = ids.next()?.parse().ok()?;
+    if ids.next().is_some() {
+        return None;
+    }
     let count: usize = words.next()?.parse().ok()?;
     if words.next().is_some() {
         return None;
@@ -124,6 +129,7 @@ pub(crate) fn parse_answer(bytes: &[u8]) -> Option<WatchAnswer> {
     Some(WatchAnswer {
         now,
         root,
+        mount_ns,
         changed: fresh.then_some(changed),
     })
 }
@@ -161,6 +167,7 @@ mod tests {
             since in proptest::option::of(token()),
             now in token(),
             root in any::<(u64, u64)>(),
+            mount_ns in any::<u64>(),
             changed in proptest::option::of(proptest::collection::vec(
                 (proptest::collection::vec(1u8..=255, 1..40), any::<bool>()), 0..20)),
         ) {
@@ -168,6 +175,7 @@ mod tests {
             let answer = WatchAnswer {
                 now,
                 root,
+                mount_ns,
                 changed: changed.map(|c| c.into_iter().map(|(path, dir)| Changed { path, dir }).collect()),
             };
             prop_assert_eq!(parse_answer(&answer_bytes(&answer)), Some(answer));
@@ -188,6 +196,7 @@ mod tests {
                 generation: 3,
             },
             root: (2049, 12),
+            mount_ns: 4026531841,
             changed: Some(vec![Changed {
                 path: b"src/a.rs".to_vec(),
                 dir: false,

@@ -488,11 +488,59 @@ fn a_mount_inside_the_workspace_makes_the_next_capture_walk() {
     }
     let mounted = Unmount(w.path("docs"));
     assert_eq!(w.capture(), WalkHow::Walked);
-    // Files of the mounted filesystem are watched like the rest.
+    // While it is mounted, every capture that keeps it walks (its files may have other paths).
     write(&w.path("docs/mounted"), "edited");
-    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+    assert_eq!(w.capture(), WalkHow::Walked);
     drop(mounted);
     assert_eq!(w.capture(), WalkHow::Walked);
+    write(&w.path("src/lib/a.rs"), "after");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+}
+
+#[test]
+fn a_directory_or_file_bind_mounted_elsewhere_in_the_workspace_is_seen_under_both_paths() {
+    let mut w = Watched::new(|root| {
+        write(&root.join("a/f"), "one");
+        std::fs::create_dir(root.join("b")).unwrap();
+        write(&root.join("x"), "ex");
+        write(&root.join("y"), "why");
+    });
+    assert_eq!(w.capture(), WalkHow::Walked);
+    struct Unmount(Vec<PathBuf>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+    rustix::mount::mount_bind(w.path("a"), w.path("b")).expect("bind mount (needs root)");
+    let _dir = Unmount(vec![w.path("b")]);
+    rustix::mount::mount_bind(w.path("x"), w.path("y")).expect("bind mount (needs root)");
+    let _file = Unmount(vec![w.path("y")]);
+    w.capture();
+    // Written under one path, seen under both (each capture checks against a whole walk).
+    write(&w.path("a/f"), "two");
+    w.capture();
+    write(&w.path("b/g"), "new");
+    w.capture();
+    write(&w.path("x"), "ex, the same size? no");
+    w.capture();
+}
+
+#[test]
+fn a_hard_link_made_after_the_walk_makes_the_next_capture_walk() {
+    let mut w = Watched::new(|root| write(&root.join("p"), "one"));
+    assert_eq!(w.capture(), WalkHow::Walked);
+    std::fs::hard_link(w.path("p"), w.path("p2")).unwrap();
+    assert_eq!(w.capture(), WalkHow::Walked, "p has another name now");
+    // Written and chmodded through the new name: the old one is looked at every time.
+    write(&w.path("p2"), "two");
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+    std::fs::set_permissions(w.path("p2"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
+    std::fs::remove_file(w.path("p2")).unwrap();
+    assert!(matches!(w.capture(), WalkHow::Watched { .. }));
 }
 
 #[test]
