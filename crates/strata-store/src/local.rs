@@ -45,6 +45,9 @@ pub struct Runs<'a> {
 /// history/<tag>/     the latest failed log per task and the last runs' records (`history.rs`)
 /// locks/<key>         one execution per key (`flock`), removed by prune when unheld
 /// statcache/<root>    remembered workspace file digests, per workspace root
+/// statcache/<root>.walk  the last walk of a watched workspace and the watcher's token
+/// watch/<hash>.sock    where `strata watch` answers for a workspace root (`.sock.cookies/`:
+///                     its sync files)
 /// tmp/                temp files, renamed into place when complete
 /// ```
 ///
