@@ -273,12 +273,15 @@ impl<'a> RunContext<'a> {
             // `strata watch`, when it runs for this workspace, says what changed since the walk
             // kept last time; without it (or when it cannot say) the capture walks.
             let socket = cache.content().watch_socket(&options.workspace);
-            let watched = socket.exists().then(|| {
-                let previous = strata_key::WalkCache::from_vec(
-                    cache.content().load_walk_cache(&options.workspace),
-                );
-                strata_watch::ask(&socket, previous.token()).map(|answer| (answer, previous))
-            });
+            let watched = socket
+                .exists()
+                .then(|| {
+                    let previous = strata_key::WalkCache::from_vec(
+                        cache.content().load_walk_cache(&options.workspace),
+                    );
+                    strata_watch::ask(&socket, previous.token()).map(|answer| (answer, previous))
+                })
+                .flatten();
             let captured = Workspace::capture_watched(
                 &options.workspace,
                 &[cache.root().to_path_buf()],
@@ -286,7 +289,6 @@ impl<'a> RunContext<'a> {
                 &selection,
                 watched
                     .as_ref()
-                    .and_then(Option::as_ref)
                     .map(|(answer, previous)| strata_key::Watch { answer, previous }),
             )?;
             // Only caches: failing to keep them costs the next run some reading, nothing else.

@@ -43,30 +43,19 @@ pub(crate) struct Walked {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IgnoreFile {
     pub(crate) path: PathBuf,
-    pub(crate) stamp: Option<IgnoreStamp>,
-}
-
-/// What identifies a version of an ignore file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct IgnoreStamp {
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-    pub(crate) size: u64,
-    pub(crate) mtime: (i64, u32),
-    pub(crate) ctime: (i64, u32),
+    pub(crate) stamp: Option<Seen>,
 }
 
 impl IgnoreFile {
     /// The file as it is now.
     pub(crate) fn now(path: PathBuf) -> IgnoreFile {
-        let stamp = rustix::fs::stat(&path).ok().map(|st| IgnoreStamp {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size as u64,
-            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
-            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
-        });
+        let stamp = Self::stamp_of(&path);
         IgnoreFile { path, stamp }
+    }
+
+    /// What `stat` says of the file at `path` now (`None`: it is not there).
+    pub(crate) fn stamp_of(path: &Path) -> Option<Seen> {
+        rustix::fs::stat(path).ok().map(|st| Seen::of_stat(&st))
     }
 }
 
@@ -82,7 +71,7 @@ pub(crate) struct WalkRules<'a> {
 
 /// Lists the files under `root` that `rules` keep, sorted by path (bytewise, as `str` sorts).
 pub(crate) fn walk(root: &Path, rules: &WalkRules<'_>) -> Result<Vec<Walked>, WorkspaceError> {
-    walk_noting(root, rules).map(|(walked, _)| walked)
+    walk_inner(root, rules, false).map(|(walked, _)| walked)
 }
 
 /// [`walk`], also listing the ignore files it read (or looked for), each stamped before it was
@@ -91,6 +80,14 @@ pub(crate) fn walk_noting(
     root: &Path,
     rules: &WalkRules<'_>,
 ) -> Result<(Vec<Walked>, Vec<IgnoreFile>), WorkspaceError> {
+    walk_inner(root, rules, true)
+}
+
+fn walk_inner(
+    root: &Path,
+    rules: &WalkRules<'_>,
+    note_ignore_files: bool,
+) -> Result<(Vec<Walked>, Vec<IgnoreFile>), WorkspaceError> {
     let exclude = relative_excludes(root, rules.exclude);
     let shared = Shared {
         root,
@@ -98,7 +95,7 @@ pub(crate) fn walk_noting(
         git_dir: rules.git_dir,
         honour_ignores: rules.honour_ignores,
         next_id: AtomicUsize::new(1),
-        ignore_files: Mutex::new(Vec::new()),
+        ignore_files: note_ignore_files.then(|| Mutex::new(Vec::new())),
         queue: Mutex::new(Queue {
             items: vec![Work {
                 id: 0,
@@ -130,7 +127,10 @@ pub(crate) fn walk_noting(
     let mut out = Vec::with_capacity(listings.iter().map(|l| l.files).sum());
     let mut prefix = Vec::with_capacity(256);
     flatten(root, &mut listings, 0, &mut prefix, &mut out)?;
-    let mut ignore_files = shared.ignore_files.into_inner().expect("walk lock");
+    let mut ignore_files = match shared.ignore_files {
+        Some(noted) => noted.into_inner().expect("walk lock"),
+        None => Vec::new(),
+    };
     ignore_files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok((out, ignore_files))
 }
@@ -225,7 +225,8 @@ struct Shared<'a> {
     honour_ignores: bool,
     next_id: AtomicUsize,
     /// The ignore files read so far.
-    ignore_files: Mutex<Vec<IgnoreFile>>,
+    /// The ignore files read so far, when they are to be listed (a walk kept for a watcher).
+    ignore_files: Option<Mutex<Vec<IgnoreFile>>>,
     queue: Mutex<Queue>,
     wake: Condvar,
 }
@@ -333,7 +334,7 @@ impl Shared<'_> {
                 has(b".gitignore"),
                 has(b".git"),
                 work.ignores,
-                Some(&self.ignore_files),
+                self.ignore_files.as_ref(),
             )
         } else {
             None

@@ -11,8 +11,9 @@
 //! cannot vouch (another instance, an overflowed queue).
 //!
 //! What a watcher cannot see, this cannot either: writes through a shared memory mapping, and
-//! writes through a hard link outside the workspace, change a file without an event on its
-//! path (git's and watchman's fsmonitor have the same limit). That is why watching is opt-in.
+//! writes through a hard link made from outside the workspace after the walk, change a file
+//! without an event on its path (git's and watchman's fsmonitor have the same limit). That is
+//! why watching is opt-in.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::dir_walk::{IgnoreFile, IgnoreStamp, Keeper, WalkRules, Walked};
+use crate::dir_walk::{IgnoreFile, Keeper, WalkRules, Walked};
 use crate::workspace::Seen;
 
 /// A watcher's instance and a moment in its record of events.
@@ -72,15 +73,16 @@ pub enum WalkHow {
     },
 }
 
-const MAGIC: &[u8] = b"strata-walk-v2\0";
+const MAGIC: &[u8] = b"strata-walk-v3\0";
 /// Magic, rules digest, instance, generation, root device and inode, ignore file count, entry
 /// count.
 const HEADER: usize = MAGIC.len() + 32 + 16 + 8 + 8 + 8 + 8 + 8;
-/// Present, dev, ino, size, mtime (s, ns), ctime (s, ns), path length.
-const IGNORE_RECORD: usize = 4 + 8 * 3 + 12 + 12 + 4;
-/// dev, ino, size, mtime (s, ns), ctime (s, ns), mode, uid, gid, flags, path length, target
-/// length.
-const RECORD: usize = 8 * 3 + 12 + 12 + 4 * 3 + 4 + 4 + 4;
+/// A `Seen`: dev, ino, size, mtime (s, ns), ctime (s, ns), mode, uid, gid.
+const SEEN: usize = 8 * 3 + 12 + 12 + 4 * 3;
+/// An ignore file: present, its `Seen`, path length.
+const IGNORE_RECORD: usize = 4 + SEEN + 4;
+/// An entry: its `Seen`, flags, path length, target length.
+const RECORD: usize = SEEN + 4 + 4 + 4;
 /// The target length of an entry that is not a symlink.
 const NO_TARGET: u32 = u32::MAX;
 /// Flags: the file has other hard links.
@@ -112,9 +114,7 @@ impl WalkCache {
     }
 
     fn u64_at(&self, at: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(
-            self.bytes.get(at..at + 8)?.try_into().ok()?,
-        ))
+        self.bytes.get(at..at + 8).map(|b| u64_at(b, 0))
     }
 
     /// The watcher's token the walk was made at, to ask what changed since.
@@ -156,40 +156,19 @@ impl WalkCache {
             b.extend_from_slice(&v.to_le_bytes());
         }
         for f in ignore_files {
-            let st = f.stamp.unwrap_or(IgnoreStamp {
-                dev: 0,
-                ino: 0,
-                size: 0,
-                mtime: (0, 0),
-                ctime: (0, 0),
-            });
             b.extend_from_slice(&u32::from(f.stamp.is_some()).to_le_bytes());
-            for v in [st.dev, st.ino, st.size] {
-                b.extend_from_slice(&v.to_le_bytes());
-            }
-            for (secs, nanos) in [st.mtime, st.ctime] {
-                b.extend_from_slice(&secs.to_le_bytes());
-                b.extend_from_slice(&nanos.to_le_bytes());
-            }
+            put_seen(&mut b, &f.stamp.unwrap_or_default());
             let path = f.path.as_os_str().as_bytes();
             b.extend_from_slice(&(path.len() as u32).to_le_bytes());
             b.extend_from_slice(path);
         }
         for w in walked {
-            let s = &w.seen;
-            for v in [s.dev, s.ino, s.size] {
-                b.extend_from_slice(&v.to_le_bytes());
-            }
-            for (secs, nanos) in [s.mtime, s.ctime] {
-                b.extend_from_slice(&secs.to_le_bytes());
-                b.extend_from_slice(&nanos.to_le_bytes());
-            }
+            put_seen(&mut b, &w.seen);
             let flags = if w.many_links { MANY_LINKS } else { 0 };
-            for v in [s.mode, s.uid, s.gid, flags, w.rel.len() as u32] {
+            let target_len = w.link_target.as_ref().map_or(NO_TARGET, |t| t.len() as u32);
+            for v in [flags, w.rel.len() as u32, target_len] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            let target_len = w.link_target.as_ref().map_or(NO_TARGET, |t| t.len() as u32);
-            b.extend_from_slice(&target_len.to_le_bytes());
             b.extend_from_slice(w.rel.as_bytes());
             if let Some(t) = &w.link_target {
                 b.extend_from_slice(t);
@@ -209,16 +188,8 @@ impl WalkCache {
         let mut ignore_files = Vec::new();
         for _ in 0..ignore_count {
             let (fixed, tail) = rest.split_at_checked(IGNORE_RECORD)?;
-            let u64_at = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().unwrap());
-            let u32_at = |at: usize| u32::from_le_bytes(fixed[at..at + 4].try_into().unwrap());
-            let stamp = (u32_at(0) == 1).then(|| IgnoreStamp {
-                dev: u64_at(4),
-                ino: u64_at(12),
-                size: u64_at(20),
-                mtime: (u64_at(28) as i64, u32_at(36)),
-                ctime: (u64_at(40) as i64, u32_at(48)),
-            });
-            let (path, tail) = tail.split_at_checked(u32_at(52) as usize)?;
+            let stamp = (u32_at(fixed, 0) == 1).then(|| get_seen(&fixed[4..]));
+            let (path, tail) = tail.split_at_checked(u32_at(fixed, 4 + SEEN) as usize)?;
             ignore_files.push(IgnoreFile {
                 path: Path::new(OsStr::from_bytes(path)).to_path_buf(),
                 stamp,
@@ -229,21 +200,10 @@ impl WalkCache {
         let mut last: Option<Arc<str>> = None;
         for _ in 0..count {
             let (fixed, tail) = rest.split_at_checked(RECORD)?;
-            let u64_at = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().unwrap());
-            let u32_at = |at: usize| u32::from_le_bytes(fixed[at..at + 4].try_into().unwrap());
-            let seen = Seen {
-                dev: u64_at(0),
-                ino: u64_at(8),
-                size: u64_at(16),
-                mtime: (u64_at(24) as i64, u32_at(32)),
-                ctime: (u64_at(36) as i64, u32_at(44)),
-                mode: u32_at(48),
-                uid: u32_at(52),
-                gid: u32_at(56),
-            };
-            let many_links = u32_at(60) & MANY_LINKS != 0;
-            let (path, tail) = tail.split_at_checked(u32_at(64) as usize)?;
-            let (link_target, tail) = match u32_at(68) {
+            let seen = get_seen(fixed);
+            let many_links = u32_at(fixed, SEEN) & MANY_LINKS != 0;
+            let (path, tail) = tail.split_at_checked(u32_at(fixed, SEEN + 4) as usize)?;
+            let (link_target, tail) = match u32_at(fixed, SEEN + 8) {
                 NO_TARGET => (None, tail),
                 n => {
                     let (t, tail) = tail.split_at_checked(n as usize)?;
@@ -267,6 +227,41 @@ impl WalkCache {
         let kept = Kept { root, ignore_files };
         rest.is_empty().then_some((kept, out))
     }
+}
+
+fn put_seen(b: &mut Vec<u8>, s: &Seen) {
+    for v in [s.dev, s.ino, s.size] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for (secs, nanos) in [s.mtime, s.ctime] {
+        b.extend_from_slice(&secs.to_le_bytes());
+        b.extend_from_slice(&nanos.to_le_bytes());
+    }
+    for v in [s.mode, s.uid, s.gid] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The `Seen` at the start of `b`, which holds at least [`SEEN`] bytes.
+fn get_seen(b: &[u8]) -> Seen {
+    Seen {
+        dev: u64_at(b, 0),
+        ino: u64_at(b, 8),
+        size: u64_at(b, 16),
+        mtime: (u64_at(b, 24) as i64, u32_at(b, 32)),
+        ctime: (u64_at(b, 36) as i64, u32_at(b, 44)),
+        mode: u32_at(b, 48),
+        uid: u32_at(b, 52),
+        gid: u32_at(b, 56),
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
 /// This process's mount namespace, as the inode of `/proc/self/ns/mnt`.
@@ -322,7 +317,7 @@ pub(crate) fn rewalk(
     if kept
         .ignore_files
         .iter()
-        .any(|f| IgnoreFile::now(f.path.clone()).stamp != f.stamp)
+        .any(|f| IgnoreFile::stamp_of(&f.path) != f.stamp)
     {
         return None;
     }

@@ -175,12 +175,12 @@ impl Workspace {
         };
         // A checkout's first capture here takes the ids of clean tracked files from git's index
         // and keeps none of them (a fresh clone on an ephemeral machine would write a copy of
-        // the index, 10 MB for 100k files, to use it never again). A later capture that writes
-        // the stat cache anyway (a file was read: an edit) keeps them too (below): writing 10 MB
-        // more is cheap then, where writing them on a rerun with nothing changed would cost it
-        // more than the index does. Once the cache holds as many ids as the index has entries,
-        // the index (its read, its parse, a `git config`) is left alone unless a file the cache
-        // cannot vouch for asks for it.
+        // the index, 10 MB for 100k files, to use it never again). A later capture that read a
+        // file (an edit), or runs under a watcher, keeps them too (below): writing 10 MB more
+        // is cheap then, where writing them on a rerun with nothing changed would cost it more
+        // than the index does. Once the cache holds as many ids as the index has entries, the
+        // index (its read, its parse, a `git config`) is left alone unless the files the cache
+        // cannot vouch for are many (below).
         let keep_git_ids = known.was_kept();
         let git_ahead =
             use_git && git_checkout::index_entries(&root).is_none_or(|n| known.len() < n as usize);

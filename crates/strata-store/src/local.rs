@@ -170,15 +170,20 @@ impl Content<'_> {
         self.cache.root.join("packages").join(digest)
     }
 
+    /// A workspace root's name in the cache: the BLAKE3 of its path, in hex.
+    fn workspace_name(workspace: &Path) -> blake3::Hash {
+        blake3::hash(workspace.as_os_str().as_encoded_bytes())
+    }
+
     fn stat_cache_path(&self, workspace: &Path) -> PathBuf {
-        let name = blake3::hash(workspace.as_os_str().as_encoded_bytes()).to_hex();
+        let name = Self::workspace_name(workspace).to_hex();
         self.cache.root.join("statcache").join(name.as_str())
     }
 
     /// Where `strata watch` answers for a workspace root (a Unix socket; the name is short,
     /// as a socket's path must be).
     pub fn watch_socket(&self, workspace: &Path) -> PathBuf {
-        let name = blake3::hash(workspace.as_os_str().as_encoded_bytes()).to_hex();
+        let name = Self::workspace_name(workspace).to_hex();
         self.cache
             .root
             .join("watch")
@@ -193,9 +198,7 @@ impl Content<'_> {
     /// Replaces the walk kept for a watched workspace root (atomically, as the stat cache).
     pub fn save_walk_cache(&self, workspace: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let dest = self.stat_cache_path(workspace).with_extension("walk");
-        let tmp = self.cache.tmp_path("walkcache");
-        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &dest).map_err(io(&dest))
+        self.replace(&dest, "walkcache", bytes)
     }
 
     /// The stat cache saved for a workspace root (empty when there is none).
@@ -206,10 +209,14 @@ impl Content<'_> {
     /// Replaces the stat cache of a workspace root (atomically; concurrent runs: last one wins,
     /// which is fine for a cache of digests).
     pub fn save_stat_cache(&self, workspace: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let dest = self.stat_cache_path(workspace);
-        let tmp = self.cache.tmp_path("statcache");
+        self.replace(&self.stat_cache_path(workspace), "statcache", bytes)
+    }
+
+    /// Writes `bytes` to a temp file and renames it over `dest`.
+    fn replace(&self, dest: &Path, tmp_kind: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = self.cache.tmp_path(tmp_kind);
         std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &dest).map_err(io(&dest))
+        std::fs::rename(&tmp, dest).map_err(io(dest))
     }
 }
 

@@ -160,7 +160,7 @@ impl Watcher {
             buf: vec![MaybeUninit::uninit(); 64 * 1024],
         };
         watcher.mounts = watcher.mounts_inside()?;
-        watcher.watch_tree(Vec::new())?;
+        watcher.watch_all()?;
         Ok(watcher)
     }
 
@@ -327,9 +327,7 @@ impl Watcher {
             }
             if batch.is_empty() {
                 if std::mem::take(&mut self.rescan) {
-                    self.dirs.clear();
-                    self.unwatched.clear();
-                    self.watch_tree(Vec::new())?;
+                    self.watch_all()?;
                 }
                 return Ok(found);
             }
@@ -405,11 +403,16 @@ impl Watcher {
         if now != self.mounts {
             self.mounts = now;
             self.lose_track();
-            self.dirs.clear();
-            self.unwatched.clear();
-            self.watch_tree(Vec::new())?;
+            self.watch_all()?;
         }
         Ok(())
+    }
+
+    /// Sets every watch up again from the root, by path (forgetting which were set up before).
+    fn watch_all(&mut self) -> Result<(), WatchError> {
+        self.dirs.clear();
+        self.unwatched.clear();
+        self.watch_tree(Vec::new())
     }
 
     /// The mount points inside the workspace, sorted, from the mount table read afresh.

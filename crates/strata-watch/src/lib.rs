@@ -23,7 +23,7 @@ pub use daemon::{WatchError, Watcher};
 pub use protocol::ask;
 
 /// Where a workspace's watcher keeps its cookies, beside its socket.
-pub fn cookie_dir(socket: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn cookie_dir(socket: &std::path::Path) -> std::path::PathBuf {
     let mut name = socket.as_os_str().to_owned();
     name.push(".cookies");
     name.into()
