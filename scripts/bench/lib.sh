@@ -29,7 +29,7 @@ need_tools() {
     [ ${#missing[@]} -eq 0 ] && return
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        $(printf '%s\n' "${missing[@]}" | sed 's/^mkfs.erofs$/erofs-utils/')
+        $(printf '%s\n' "${missing[@]}" | sed 's/^mkfs.erofs$/erofs-utils/; s/^nginx$/nginx-light/')
 }
 
 need_s3s_fs() {
@@ -81,6 +81,39 @@ s3_server() {
     export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true
     endpoint=http://127.0.0.1:$port
     sig=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench-secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+}
+
+# remote_server DIR: the objects an s3_server stores under DIR, served as they are by nginx
+# (`sendfile`) on a free loopback port; sets $remote_endpoint. It answers strata's S3 reads (a
+# signed GET of an object) and curl's with the same bytes, and spends almost no CPU doing so: a
+# stand-in for a cache that is not on this machine. s3s-fs spends 1.0–1.5 s of CPU to serve a
+# 300 MB archive (it reads 4 KiB at a time through tokio's blocking pool: 135,000 context
+# switches), which on 2 cores is taken from the restore it serves; a real S3's CPU is not the
+# VM's. Read-only: uploads still go to the s3_server.
+remote_server() {
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p "$1.nginx"
+    cat > "$1.nginx/nginx.conf" <<EOF_NGINX
+daemon off;
+worker_processes 1;
+user root;
+error_log $1.nginx/error.log;
+pid $1.nginx/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server { listen 127.0.0.1:$port; root $1; location / { } }
+}
+EOF_NGINX
+    nginx -c "$1.nginx/nginx.conf" -p "$1.nginx" &
+    local pid=$!
+    on_exit "kill $pid 2>/dev/null; wait $pid 2>/dev/null"
+    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+    kill -0 "$pid" || { echo "nginx did not start: $(cat "$1.nginx/error.log")" >&2; exit 1; }
+    remote_endpoint=http://127.0.0.1:$port
 }
 
 # unmount_under DIR: detaches every mount under DIR (layer images a run with

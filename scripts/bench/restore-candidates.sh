@@ -16,6 +16,10 @@
 #   chunks    strata's own S3 reader alone (4 chunks in flight), bytes discarded
 #   apply     strata's unpacker alone, from the archive in a local file
 #   old_img   strata_img with another build of strata, OLD=/path/to/strata (an A/B of a change)
+#   strata_far, tar_far, curl_far, old_far   strata_img, tar, curl and old_img with the cache not
+#             on this machine's cores: the same stored objects served by nginx (`sendfile`,
+#             almost no CPU), as a CI VM's remote S3 is (s3s-fs spends 1.0-1.5 s of CPU on the
+#             2 cores to serve the archive); its CPU is not in the S3 server column
 #
 # and, once: the erofs image's size and compressed size against the tar archive's, what reading
 # every file costs through the mount and from the unpacked directory, and what re-verifying each
@@ -26,6 +30,9 @@
 #
 #   sudo scripts/bench/restore-candidates.sh [ROUNDS]     (default 3; needs root)
 #   sudo STEPS="strata strata_img tar" scripts/bench/restore-candidates.sh 5   (only those rows)
+#   sudo PERF=/tmp/img STEPS=strata_img scripts/bench/restore-candidates.sh 1   (the image restore
+#             under `perf record --call-graph dwarf`, written to /tmp/img.1)
+#   sudo WRAP="perf stat -o /tmp/stat -e context-switches --" STEPS=strata_img …   (any wrapper)
 #   sudo PIN=1 scripts/bench/restore-candidates.sh 5    (the S3 server on CPU 1, every measured
 #             command on CPU 0: a one-CPU client whose server is elsewhere, as a real S3 is)
 #
@@ -36,11 +43,11 @@ rounds=${1:-3}
 [ "$(id -u)" -eq 0 ] || { echo "restore-candidates.sh: needs root" >&2; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
 need=()
-for tool in zstd curl b3sum python3 mkfs.erofs; do command -v $tool >/dev/null || need+=("$tool"); done
+for tool in zstd curl b3sum python3 mkfs.erofs nginx; do command -v $tool >/dev/null || need+=("$tool"); done
 [ ${#need[@]} -eq 0 ] || {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        $(printf '%s\n' "${need[@]}" | sed 's/^mkfs.erofs$/erofs-utils/')
+        $(printf '%s\n' "${need[@]}" | sed 's/^mkfs.erofs$/erofs-utils/; s/^nginx$/nginx-light/')
 }
 command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked --features binary
 cargo build --release --quiet --bin strata
@@ -54,6 +61,7 @@ img=/var/tmp/strata-restore-bench.img
 mnt=/var/tmp/strata-restore-bench-mnt
 cleanup() {
     [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
+    [ -n "${ngpid:-}" ] && kill "$ngpid" 2>/dev/null || true
     for m in "$mnt"/m-* "$mnt"/cache-i*/mounts/*; do umount "$m" 2>/dev/null || true; done
     for m in "$mnt"/m-* "$mnt"/cache-i*/mounts/*; do umount "$m" 2>/dev/null || true; done
     umount "$mnt" 2>/dev/null || true
@@ -77,6 +85,18 @@ if [ "${PIN:-0}" = 1 ]; then pin_server=(taskset -c 1) pin_client=(taskset -c 0)
     --secret-key bench-secret "$mnt/s3" >/dev/null 2>&1 &
 s3pid=$!
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+# The same objects as they are, from nginx: a cache whose CPU is not this machine's.
+port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$mnt/nginx.conf" <<EOF_NGINX
+daemon off; worker_processes 1; user root; error_log $mnt/nginx.log; pid $mnt/nginx.pid;
+events { worker_connections 64; }
+http { access_log off; sendfile on; tcp_nopush on;
+       server { listen 127.0.0.1:$port2; root $mnt/s3; location / { } } }
+EOF_NGINX
+"${pin_server[@]}" nginx -c "$mnt/nginx.conf" -p "$mnt" &
+ngpid=$!
+far=http://127.0.0.1:$port2
+for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port2") 2>/dev/null && break; sleep 0.1; done
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
 endpoint=http://127.0.0.1:$port
 sig=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench-secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
@@ -142,7 +162,10 @@ run_strata() {
     settled
 }
 run_strata_img() {
-    timed strata_img env STRATA_CACHE_DIR="$mnt/cache-i$r" "$strata" run --layer-images on \
+    local perf=()
+    [ -n "${PERF:-}" ] && perf=(perf record -q -F 1999 --call-graph dwarf,16384 -o "$PERF.$r" --)
+    [ -n "${WRAP:-}" ] && read -r -a perf <<< "$WRAP"
+    timed strata_img env STRATA_CACHE_DIR="$mnt/cache-i$r" "${perf[@]}" "$strata" run --layer-images on \
         --remote "s3://bench/c?endpoint=$endpoint" "$mnt/ws/strata.yml" >/dev/null 2>&1
     test "$(ls "$mnt/cache-i$r/layers" | grep -c '\.erofs$')" = 1
     settled
@@ -171,6 +194,25 @@ run_old_img() {
     test "$(ls "$mnt/cache-io$r/layers" | grep -c '\.erofs$')" = 1
     settled
 }
+run_strata_far() {
+    timed strata_far env STRATA_CACHE_DIR="$mnt/cache-if$r" "$strata" run --layer-images on \
+        --remote "s3://bench/c?endpoint=$far" "$mnt/ws/strata.yml" >/dev/null 2>&1
+    test "$(ls "$mnt/cache-if$r/layers" | grep -c '\.erofs$')" = 1
+    settled
+}
+run_old_far() {
+    timed old_far env STRATA_CACHE_DIR="$mnt/cache-iof$r" "${OLD:?OLD=/path/to/strata}" run \
+        --layer-images on --remote "s3://bench/c?endpoint=$far" "$mnt/ws/strata.yml" >/dev/null 2>&1
+    test "$(ls "$mnt/cache-iof$r/layers" | grep -c '\.erofs$')" = 1
+    settled
+}
+run_tar_far() {
+    mkdir "$mnt/tarf$r"
+    timed tar_far bash -c 'curl -sS -f "'"$far"'/bench/manual/layer.tar.zst" | zstd -d -q | tar -x -C "$mnt/tarf'"$r"'"'
+}
+run_curl_far() {
+    timed curl_far bash -c 'curl -sS -f "'"$far"'/bench/manual/layer.tar.zst" -o /dev/null'
+}
 run_curl() {
     timed curl bash -c 'eval "sig=($sig_s)"; curl -sS -f "${sig[@]}" "$endpoint/bench/manual/layer.tar.zst" -o /dev/null'
 }
@@ -180,7 +222,7 @@ run_chunks() {
 run_apply() {
     timed apply "$ex/apply" "$mnt/layer.tar.zst" "$mnt/apply$r" 2>/dev/null
 }
-all_steps="strata strata_img tar erofs strata_erofs curl chunks apply"
+all_steps="strata strata_img tar erofs strata_erofs curl chunks apply strata_far tar_far curl_far"
 read -r -a names <<< "${STEPS:-$all_steps}"
 steps=("${names[@]/#/run_}")
 for r in $(seq "$rounds"); do
@@ -191,7 +233,8 @@ for r in $(seq "$rounds"); do
     echo "$line" >&2
     if [ "$r" != "$rounds" ]; then
         umount "$mnt/m-$r" "$mnt/m-s$r" "$mnt"/cache-i"$r"/mounts/* "$mnt"/cache-io"$r"/mounts/* \
-            2>/dev/null || true
+            "$mnt"/cache-if"$r"/mounts/* "$mnt"/cache-iof"$r"/mounts/* 2>/dev/null || true
+        rm -rf "$mnt/cache-if$r" "$mnt/cache-iof$r" "$mnt/tarf$r"
         rm -rf "$mnt/cache-b$r" "$mnt/cache-i$r" "$mnt/cache-io$r" "$mnt/tar$r" "$mnt/e$r.erofs" "$mnt/s$r.erofs" \
             "$mnt/m-$r" "$mnt/m-s$r" "$mnt/apply$r"
     fi
