@@ -176,6 +176,7 @@ fn read_file(
         triggers: Default::default(),
         base: Base::default(),
         base_at: None,
+        base_config: None,
         caches: Vec::new(),
         tasks,
         unsupported,

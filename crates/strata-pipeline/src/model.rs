@@ -336,6 +336,9 @@ pub struct Pipeline {
     pub base: Base,
     /// Where `base` is written, if it is.
     pub base_at: Option<Location>,
+    /// RWX's `base.config` (the package that configures the image, words joined by one space)
+    /// and where it is written; not for `none`. Applied only from the run's own file.
+    pub base_config: Option<(String, Location)>,
     /// Shared caches to use after the local one, in order.
     pub caches: Vec<SharedCacheDecl>,
     /// Tasks in file order; validation guarantees unique names, known references, no cycles.

@@ -491,6 +491,47 @@ tasks:
     }
 
     #[test]
+    fn an_embedded_run_with_a_base_config_of_its_own_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let called = |config: &str| {
+            format!(
+                "base:\n  image: debian:12\n  config: {config}\ntasks:\n  - key: t\n    run: echo\n"
+            )
+        };
+        write(dir.path(), "other.yml", &called("acme/base  2.0.0"));
+        write(dir.path(), "same.yml", &called("acme/base 1.0.0"));
+        write(dir.path(), "none.yml", &called("none"));
+        let said = |caller_config: &str, file: &str| -> Vec<String> {
+            let p = parse(
+                dir.path(),
+                &format!(
+                    "base:\n  image: debian:12\n  config: {caller_config}\ntasks:\n  - key: c\n    call: ${{{{ run.dir }}}}/{file}\n"
+                ),
+            )
+            .unwrap();
+            p.notes
+                .iter()
+                .map(|n| n.message.clone())
+                .filter(|m| m.contains("is not used when the file is called"))
+                .collect()
+        };
+        // Another package than the caller's, on the same image: its setup would not run.
+        let other = said("acme/base 1.0.0", "other.yml");
+        assert_eq!(other.len(), 1, "{other:?}");
+        assert!(
+            other[0].contains("other.yml:3:") && other[0].contains("`base.config`"),
+            "{}",
+            other[0]
+        );
+        // A caller without one, and one with `none`, do not apply it either.
+        assert_eq!(said("none", "same.yml").len(), 1);
+        // The caller's own package (however spaced), and `none` in the called file: nothing
+        // is left out.
+        assert!(said("acme/base  1.0.0", "same.yml").is_empty());
+        assert!(said("acme/base 1.0.0", "none.yml").is_empty());
+    }
+
+    #[test]
     fn a_package_pinned_by_its_digest() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "pkgs/acme/build/rwx-package.yml", PACKAGE);

@@ -286,14 +286,22 @@ pub(super) fn splice(
     // about it would mislead. One that names another base than the caller's is said: its
     // tasks would otherwise pass or fail on a system their file does not ask for, unseen
     // (a matrix of embedded runs, one per image, would test one image many times).
+    // The same for a `base.config` other than the caller's on the same base: its setup would
+    // not run under the file's tasks.
     let embedded = matches!(scope.called, Called::Run { .. });
-    if embedded
-        && let Some(at) = inner.base_at
-        && inner.base != pipeline.base
-    {
+    let unused = match (inner.base_at, &inner.base_config) {
+        (Some(at), _) if inner.base != pipeline.base => Some((at, "`base`", "base")),
+        (_, Some((config, at)))
+            if pipeline.base_config.as_ref().map(|(c, _)| c) != Some(config) =>
+        {
+            Some((*at, "`base.config`", "base configuration"))
+        }
+        _ => None,
+    };
+    if embedded && let Some((at, what, kind)) = unused {
         let message = format!(
-            "{}:{}:{}: this `base` is not used when the file is called: strata runs \
-             every task of a run on one base, so its tasks run on the calling file's",
+            "{}:{}:{}: this {what} is not used when the file is called: strata runs \
+             every task of a run on one {kind}, so its tasks run on the calling file's",
             file_of(&scope.called).display(),
             at.line,
             at.column,

@@ -138,6 +138,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
     let dialect = dialect_of(path);
     let mut base = Base::Host(HostBase::default());
     let mut base_at = None;
+    let mut base_config = None;
     let mut caches = Vec::new();
     let mut tool_cache_vault = None;
     let mut tasks = None;
@@ -155,6 +156,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
                     base = b;
                     base_at = Some(value.at);
                 }
+                base_config = config_of(value);
             }
             "tasks" => {
                 let Value::Seq(items) = &value.value else {
@@ -233,6 +235,7 @@ fn build_pipeline(path: &Path, root: &Node, errors: &mut Vec<Diagnostic>) -> Opt
         triggers,
         base,
         base_at,
+        base_config,
         caches,
         tasks,
         unsupported,
@@ -311,6 +314,23 @@ const DEFAULTS_KEYS: &[&str] = &["agent", "runner", "outputs"];
 
 /// RWX's base layer keys: which OS image of RWX's cloud to run on.
 const RWX_BASE_KEYS: &[&str] = &["os", "tag", "arch", "config"];
+
+/// `base.config` as written, unless `none`.
+fn config_of(base: &Node) -> Option<(String, Location)> {
+    let Value::Map(entries) = &base.value else {
+        return None;
+    };
+    entries
+        .iter()
+        .find_map(|(k, v)| match (&k.value, &v.value) {
+            (Value::Scalar { text: key, .. }, Value::Scalar { text, .. })
+                if key == "config" && text.trim() != "none" =>
+            {
+                Some((text.split_whitespace().collect::<Vec<_>>().join(" "), v.at))
+            }
+            _ => None,
+        })
+}
 
 fn build_base(
     path: &Path,
