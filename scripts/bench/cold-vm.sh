@@ -23,13 +23,17 @@ rounds=${1:-3}
 scale=${STRATA_BENCH_SCALE:-1}
 . scripts/bench/lib.sh
 need_root
-need_tools zstd curl git python3
+need_tools zstd curl git python3 nginx
 need_s3s_fs
 build_strata
 gen=$PWD/scripts/bench/gen-tree.py
 own_fs 24G strata-coldvm
 s3_server "$mnt/s3"
 remote="s3://bench/cold?endpoint=$endpoint"
+# The same objects read from nginx (remote_server in lib.sh): a cache whose CPU is not this
+# machine's, as a CI VM's S3 is. A run reads from it and publishes to the S3 server.
+remote_server "$mnt/s3"
+far_caches=(--shared-cache "s3://bench/cold?endpoint=$remote_endpoint,ro" --shared-cache "$remote")
 
 # --- The repository ---------------------------------------------------------------------------
 # The commands take their root from $ROOT (empty in strata's sandbox), so that the by-hand
@@ -102,15 +106,16 @@ for r in $(seq "$rounds"); do
     add clone "$(ms "$t0" "$t1")"
     cp -a "$mnt/clone$r" "$mnt/hand$r-ws"
 
-    # strata_cold NAME IMAGES: a cold run with `--layer-images IMAGES`, its events in
+    # strata_cold NAME IMAGES [STRATA]: a cold run with `--layer-images IMAGES`, its events in
     # NAME$r.json, its time as sample NAME. It must run `build` and `test` (and restore the
-    # rest), and with images on, restore images.
+    # rest), and with images on, restore images. Its shared caches: "${caches[@]}".
+    caches=(--shared-cache "$remote")
     strata_cold() {
         local events=$mnt/$1$r.json
         published
         sync
         t0=$(now)
-        STRATA_CACHE_DIR=$mnt/cache-$1$r "${3:-$strata}" run --layer-images "$2" --json --shared-cache "$remote" "$mnt/clone$r/strata.yml" > "$events" 2>/dev/null
+        STRATA_CACHE_DIR=$mnt/cache-$1$r "${3:-$strata}" run --layer-images "$2" --json "${caches[@]}" "$mnt/clone$r/strata.yml" > "$events" 2>/dev/null
         t1=$(now)
         add "$1" "$(ms "$t0" "$t1")"
         [ "$(grep -c '"event":"task-passed"' "$events")" = 2 ] \
@@ -126,20 +131,32 @@ for r in $(seq "$rounds"); do
     # same where the kernel mounts them).
     cold_img() { strata_cold img on; }
     cold_old() { [ -z "${OLD:-}" ] || strata_cold old on "$OLD"; }
+    # The image run reading from the cache that is not on this machine's cores.
+    cold_far() { caches=("${far_caches[@]}"); strata_cold far on; caches=(--shared-cache "$remote"); }
+    # by_hand [NAME ENDPOINT CURL-ARGS...]: the layers by hand from ENDPOINT (by default the S3
+    # server, signed), then the commands.
     by_hand() {
+        local name=${1:-hand} from=${2:-$endpoint} dir=$mnt/${1:-hand}$r
+        local args=("${sig[@]}")
+        [ $# -gt 1 ] && args=("${@:3}")
         sync
         t0=$(now)
-        mkdir -p "$mnt/hand$r/opt"
+        mkdir -p "$dir/opt"
         for t in toolchain deps; do
-            curl -sS -f "${sig[@]}" "$endpoint/bench/manual/$t.tar.zst" | zstd -d -q | tar -x -C "$mnt/hand$r"
+            curl -sS -f ${args[@]+"${args[@]}"} "$from/bench/manual/$t.tar.zst" | zstd -d -q | tar -x -C "$dir"
         done
-        (cd "$mnt/hand$r-ws" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$build_cmd" 2> "$mnt/hand-parts" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$test_cmd")
+        (cd "$mnt/hand$r-ws" && ROOT=$dir bash -e -o pipefail -c "$build_cmd" 2> "$mnt/hand-parts" && ROOT=$dir bash -e -o pipefail -c "$test_cmd")
         t1=$(now)
-        add hand "$(ms "$t0" "$t1")"
+        add "$name" "$(ms "$t0" "$t1")"
         read -r _ a b < "$mnt/hand-parts"
-        add hand_tool "$a"; add hand_src "$b"
+        add "${name}_tool" "$a"; add "${name}_src" "$b"
     }
-    if [ $((r % 2)) = 1 ]; then cold; cold_img; cold_old; by_hand; else by_hand; cold_old; cold_img; cold; fi
+    by_hand_far() { by_hand handfar "$remote_endpoint"; rm -rf "$mnt/handfar$r"; }
+    if [ $((r % 2)) = 1 ]; then
+        cold; cold_img; cold_old; by_hand; cold_far; by_hand_far
+    else
+        by_hand_far; cold_far; by_hand; cold_old; cold_img; cold
+    fi
 
     # The floor: the bytes that must move, then the commands over trees already in place.
     t0=$(now)
@@ -148,6 +165,10 @@ for r in $(seq "$rounds"); do
     (cd "$mnt/hand$r-ws" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$build_cmd" && ROOT=$mnt/hand$r bash -e -o pipefail -c "$test_cmd")
     t2=$(now)
     add download "$(ms "$t0" "$t1")"; add commands "$(ms "$t1" "$t2")"
+    t0=$(now)
+    for t in toolchain deps; do curl -sS -f "$remote_endpoint/bench/manual/$t.tar.zst" > /dev/null; done
+    t1=$(now)
+    add download_far "$(ms "$t0" "$t1")"
 
     # Warm: machine A moves to the new commit with its local cache as the base commit left it
     # (a copy: layers are immutable, so hard links do; the index is copied).
@@ -168,6 +189,7 @@ for r in $(seq "$rounds"); do
     add cold_test "$(grep '"event":"task-passed"' "$ev" | grep '"task":"test"' | sed 's/.*"duration_ms":\([0-9]*\).*/\1/')"
     add cold_restore "$(grep '"event":"layer-fetched"' "$ev" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
     add img_restore "$(grep '"event":"layer-fetched"' "$mnt/img$r.json" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
+    add far_restore "$(grep '"event":"layer-fetched"' "$mnt/far$r.json" | sed 's/.*"duration_ms":\([0-9]*\).*/\1/' | sort -n | tail -1)"
     read -r _ a b < <(STRATA_CACHE_DIR=$mnt/cache-img$r "$strata" logs "$mnt/clone$r/strata.yml" build 2>/dev/null | grep '^parts: ')
     add img_tool "$a"; add img_src "$b"
     if [ -n "${OLD:-}" ]; then
@@ -200,7 +222,10 @@ PY
     add cold_key "$(ms "$t0" "$t1")"
     settled
     unmount_under "$mnt/cache-img$r"
-    rm -rf "$mnt/clone$r" "$mnt/hand$r" "$mnt/hand$r-ws" "$mnt/cache-cold$r" "$mnt/cache-img$r" "$mnt/cache-key$r"
+    unmount_under "$mnt/cache-far$r"
+    unmount_under "$mnt/cache-old$r"
+    rm -rf "$mnt/clone$r" "$mnt/hand$r" "$mnt/hand$r-ws" "$mnt/cache-cold$r" "$mnt/cache-img$r" "$mnt/cache-key$r" \
+        "$mnt/cache-far$r" "$mnt/cache-old$r"
 done
 
 floor=$(( $(med download) + $(med commands) ))
@@ -219,6 +244,18 @@ echo "| strata, cold VM, \`--layer-images on\` | $(med img) ms | $(ratio "$(med 
 echo "| strata, warm local cache | $(med warm) ms | $(ratio "$(med warm)" "$(med hand)")× | $(ratio "$(med warm)" "$floor")× |"
 echo "| by hand: curl \| zstd -d \| tar -x, then the commands | $(med hand) ms | 1× | $(ratio "$(med hand)" "$floor")× |"
 echo "| floor: download $(( bytes / 1000000 )) MB + the commands | $floor ms ($(med download) + $(med commands)) | $(ratio "$floor" "$(med hand)")× | 1× |"
+floor_far=$(( $(med download_far) + $(med commands) ))
+echo
+echo "The same run with the cache not on this machine's cores (the same objects from nginx; see"
+echo "remote_server in lib.sh); strata still publishes \`build\` and \`test\` to the S3 server:"
+echo
+echo "| variant | time | vs by hand | vs floor |"
+echo "|---|---|---|---|"
+echo "| strata, cold VM, images (the default) | $(med far) ms | $(ratio "$(med far)" "$(med handfar)")× | $(ratio "$(med far)" "$floor_far")× |"
+echo "| by hand: curl \| zstd -d \| tar -x, then the commands | $(med handfar) ms | 1× | $(ratio "$(med handfar)" "$floor_far")× |"
+echo "| floor: download + the commands | $floor_far ms ($(med download_far) + $(med commands)) | $(ratio "$floor_far" "$(med handfar)")× | 1× |"
+echo
+echo "Its slowest layer restore (the toolchain's image): $(med far_restore) ms."
 echo
 echo "Where strata's cold time goes (medians of the parts; restores overlap the key and each"
 echo "other): key of the fresh clone $(med cold_key) ms, slowest layer restore $(med cold_restore) ms"
