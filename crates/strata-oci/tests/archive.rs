@@ -577,3 +577,104 @@ fn an_archive_cut_inside_a_large_file_is_malformed_not_a_write_error() {
     let err = apply_layer(&blob[..], Compression::Zstd, &out, Expected::default()).unwrap_err();
     assert!(matches!(err, ApplyError::Malformed(_)), "{err:?}");
 }
+
+#[test]
+fn the_digest_covers_what_follows_the_compressed_data() {
+    // Bytes after the end of a gzip member are read to the end too, and count in the digest,
+    // in both unpackers.
+    assert_root();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"content").unwrap();
+    let mut blob = Vec::new();
+    write_layer(src.path(), &mut blob, Compression::Gzip, 0).unwrap();
+    let bare = OciDigest::of(&blob);
+    // More than the decompressing thread holds in its buffers ahead of the reader.
+    blob.extend(std::iter::repeat_n(7u8, 20 << 20));
+    let whole = OciDigest::of(&blob);
+    let dest = tempfile::tempdir().unwrap();
+    let applied = apply_layer(&blob[..], Compression::Gzip, dest.path(), digest(whole)).unwrap();
+    assert_eq!(applied.size, blob.len() as u64);
+    let dest = tempfile::tempdir().unwrap();
+    let err = apply_layer(&blob[..], Compression::Gzip, dest.path(), digest(bare)).unwrap_err();
+    assert!(matches!(err, ApplyError::DigestMismatch { .. }), "{err}");
+    let image = std::io::Cursor::new(Vec::new());
+    let (converted, _) =
+        strata_oci::erofs::convert_layer(&blob[..], Compression::Gzip, image, digest(whole))
+            .unwrap();
+    assert_eq!(converted.size, blob.len() as u64);
+    let image = std::io::Cursor::new(Vec::new());
+    let err = strata_oci::erofs::convert_layer(&blob[..], Compression::Gzip, image, digest(bare))
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::DigestMismatch { .. }), "{err}");
+}
+
+/// An error with its sources, as a user reads it.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut said = err.to_string();
+    let mut at = err.source();
+    while let Some(e) = at {
+        said = format!("{said}: {e}");
+        at = e.source();
+    }
+    said
+}
+
+/// Gives `ok` bytes of `data`, then fails.
+struct Failing<'a> {
+    data: &'a [u8],
+    ok: usize,
+}
+
+impl std::io::Read for Failing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.ok == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the download broke off",
+            ));
+        }
+        let n = buf.len().min(self.ok).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.ok -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_download_that_breaks_off_fails_the_restore() {
+    // Where the download fails, early or late, both unpackers fail (and return, with the
+    // download's error among the causes), whatever the decompressor had read by then.
+    assert_root();
+    let src = tempfile::tempdir().unwrap();
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let data: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.path().join("big"), &data).unwrap();
+    let mut blob = Vec::new();
+    let written = write_layer(src.path(), &mut blob, Compression::Zstd, 1).unwrap();
+    for ok in [0, 100, blob.len() / 2, blob.len() - 1] {
+        let dest = tempfile::tempdir().unwrap();
+        let out = dest.path().join("layer");
+        std::fs::create_dir(&out).unwrap();
+        let input = Failing { data: &blob, ok };
+        let err = apply_layer(input, Compression::Zstd, &out, digest(written.digest)).unwrap_err();
+        assert!(chain(&err).contains("broke off"), "{ok}: {}", chain(&err));
+        let input = Failing { data: &blob, ok };
+        let image = std::io::Cursor::new(Vec::new());
+        let err = strata_oci::erofs::convert_layer(
+            input,
+            Compression::Zstd,
+            image,
+            digest(written.digest),
+        )
+        .unwrap_err();
+        assert!(chain(&err).contains("broke off"), "{ok}: {}", chain(&err));
+    }
+}
