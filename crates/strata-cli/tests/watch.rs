@@ -151,3 +151,81 @@ fn a_second_watcher_of_the_same_workspace_and_cache_is_refused() {
     let (_, stderr) = plan(&f, f.cache.path());
     assert!(stderr.contains("strata watch"), "{stderr}");
 }
+
+/// A `strata run --json` during which `meanwhile` runs once `task` has started.
+fn run_while(f: &Fixture, task: &str, meanwhile: impl FnOnce()) -> RunResult {
+    let mut child = f
+        .command(&["run", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut meanwhile = Some(meanwhile);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "task-started"
+            && event["task"] == task
+            && let Some(m) = meanwhile.take()
+        {
+            m();
+        }
+        lines.push(line);
+    }
+    let out = child.wait_with_output().unwrap();
+    let mut stdout = lines.join("\n").into_bytes();
+    stdout.push(b'\n');
+    RunResult::of(&std::process::Output {
+        status: out.status,
+        stdout,
+        stderr: out.stderr,
+    })
+}
+
+#[test]
+fn with_the_watcher_a_checkout_edited_while_a_task_runs_is_still_never_cached() {
+    // After a task shown the checkout itself, the run asks the watcher what changed rather
+    // than looking at every file again: an edit during the task must still keep its result
+    // out of the cache, and a task nothing changed under must still be cached.
+    let f = Fixture::new();
+    f.write("src/a.txt", "one");
+    f.write("src/b.txt", "b");
+    f.write("docs/c.md", "c");
+    f.write(
+        "strata.yml",
+        "tasks:\n  - key: slow\n    filter: [src/**]\n    run: sleep 2 && cat src/*\n",
+    );
+    git(f.ws(), &["init", "-q", "-b", "main"]);
+    git(f.ws(), &["add", "-A"]);
+    git(f.ws(), &["commit", "-q", "-m", "first"]);
+    let _watch = start_watch(&f);
+
+    // Something the task is not shown changes: its result is cached.
+    let run = run_while(&f, "slow", || f.write("docs/c.md", "edited"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.event("task-started", "slow").unwrap()["workspace"],
+        "checkout"
+    );
+    assert_eq!(run.event("task-passed", "slow").unwrap()["stored"], true);
+
+    // A file it is shown changes: used, not cached, and said.
+    f.write("src/a.txt", "two");
+    let run = run_while(&f, "slow", || f.write("src/a.txt", "three"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.event("task-passed", "slow").unwrap()["stored"], false);
+    let warned = run.events.iter().any(|e| {
+        e["event"] == "warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("src/a.txt changed") && m.contains("not cached"))
+    });
+    assert!(warned, "{:?}", run.events);
+
+    // A new name beside the files it is shown: the same.
+    f.write("src/a.txt", "four");
+    let run = run_while(&f, "slow", || f.write("src/late.txt", "late"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.event("task-passed", "slow").unwrap()["stored"], false);
+}

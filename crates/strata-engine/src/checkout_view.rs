@@ -16,6 +16,12 @@
 //! directory the mask was built from is checked for new entries: if anything changed, the task
 //! saw other files than its key names, and its result is used by this run but not cached.
 //!
+//! When `strata watch` answered the run's capture, that check asks it instead: what changed
+//! since the answer the capture was made at. Nothing the task was shown, and no directory the
+//! mask was built from, named: nothing changed, and only files with other hard links (a write
+//! through another name is no event here) are looked at again. Anything else (a path that
+//! matters named, no answer, another watcher, another directory) does the whole check.
+//!
 //! Only where it is exact: every visible file comes from the checkout (no used task wrote into
 //! the workspace through a filter: that needs the merged tree), files and directories are owned
 //! by strata's own user and group (as blobs are: a layer's owners must not depend on who cloned),
@@ -62,6 +68,28 @@ struct DirSeen {
     /// Relative to the checkout ("" for its root).
     rel: String,
     stamp: (u64, (i64, u32), (i64, u32)),
+}
+
+/// Where `strata watch` answered the run's capture, and what its later answers must match to
+/// speak of the same directory.
+#[derive(Debug)]
+pub(crate) struct WatchedCapture {
+    pub(crate) socket: PathBuf,
+    /// The answer the capture was made at (or after).
+    pub(crate) token: strata_key::WatchToken,
+    pub(crate) root: (u64, u64),
+    pub(crate) mount_ns: u64,
+    /// The captured files with other hard links, in path order.
+    pub(crate) linked: Vec<Arc<str>>,
+}
+
+/// How a task's check of the checkout was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// Every file shown and every directory of the mask looked at again.
+    Stat,
+    /// From the watcher's answer (and the files with other hard links looked at).
+    Watcher,
 }
 
 /// What keeps a task from being given the checkout; the task gets a tree instead.
@@ -196,8 +224,50 @@ impl CheckoutView {
     }
 
     /// What of the checkout changed since the capture, among what the task was shown: `None`
-    /// when nothing did. The files are stat'ed on all CPUs.
-    pub(crate) fn changed_since_capture(&self) -> Option<String> {
+    /// when nothing did; asked of the watcher where it can say (see the module's notes).
+    pub(crate) fn changed_since_capture(
+        &self,
+        watch: Option<&WatchedCapture>,
+    ) -> (Option<String>, Checked) {
+        match watch.and_then(|w| self.changed_by_watch(w)) {
+            Some(changed) => (changed, Checked::Watcher),
+            None => (self.changed_by_stat(), Checked::Stat),
+        }
+    }
+
+    /// The watcher's word: `Some(None)` when nothing shown changed, `Some(Some(_))` when a file
+    /// with other hard links did; `None` when it cannot say, or names something that matters
+    /// (then the whole check says what).
+    fn changed_by_watch(&self, watch: &WatchedCapture) -> Option<Option<String>> {
+        let answer = strata_watch::ask(&watch.socket, Some(watch.token))?;
+        let changed = answer.changed.as_ref()?;
+        if answer.root != watch.root
+            || answer.mount_ns != watch.mount_ns
+            || strata_key::root_id(&self.root) != Some(watch.root)
+        {
+            return None;
+        }
+        let dirs: HashSet<&str> = self.dirs.iter().map(|d| d.rel.as_str()).collect();
+        for c in changed {
+            let path = std::str::from_utf8(&c.path).ok()?;
+            let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+            // A shown file, a directory on the way to one, or a name in a directory the mask
+            // was built from.
+            if path.is_empty() || self.shows(path) || dirs.contains(parent) {
+                return None;
+            }
+        }
+        let linked: Vec<(Arc<str>, Seen)> = self
+            .files
+            .iter()
+            .filter(|(p, _)| watch.linked.binary_search(p).is_ok())
+            .cloned()
+            .collect();
+        Some(self.changed_file(&linked))
+    }
+
+    /// Every file shown stat'ed again (on all CPUs), and every directory of the mask.
+    fn changed_by_stat(&self) -> Option<String> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = self.files.len().div_ceil(threads).max(1024);
         let changed = std::thread::scope(|s| {
@@ -387,11 +457,13 @@ impl WorkspaceMount {
     /// Once the task has ended: removes the directories made for the overlay's upper dir if
     /// the task left them empty, and says what of the checkout changed while it ran, if
     /// anything did.
-    pub(crate) fn finish(&self) -> Option<String> {
+    pub(crate) fn finish(&self, watch: Option<&WatchedCapture>) -> Option<String> {
         for dir in self.made.iter().rev() {
             let _ = std::fs::remove_dir(dir);
         }
-        self.view.as_ref().and_then(|v| v.changed_since_capture())
+        self.view
+            .as_ref()
+            .and_then(|v| v.changed_since_capture(watch).0)
     }
 }
 
@@ -645,6 +717,109 @@ mod tests {
         for hidden in ["a", "sr", "src/li", "src/lib/m", "b"] {
             assert!(!view.shows(hidden), "{hidden}");
         }
+    }
+
+    #[test]
+    fn a_watched_capture_is_checked_by_asking_the_watcher() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        for f in ["src/a.txt", "src/linked.txt", "other/x.txt", "top.txt"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        // A second name outside the workspace: a write through it is no event there.
+        let outside = d.path().join("outside.txt");
+        std::fs::hard_link(root.join("src/linked.txt"), &outside).unwrap();
+        let socket = d.path().join("watch/w.sock");
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut watcher = strata_watch::Watcher::start(&root, &[], &socket).unwrap();
+        let serving = {
+            let stop = stop.clone();
+            std::thread::spawn(move || watcher.serve(&stop))
+        };
+        // The capture is made after the answer, as the run's is.
+        let answer = strata_watch::ask(&socket, None).unwrap();
+        let workspace = Workspace::capture(&root, &[]).unwrap();
+        let files: Vec<WorkspaceFile> = workspace
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("src/"))
+            .cloned()
+            .collect();
+        let origins: Vec<Origin> = files
+            .iter()
+            .map(|f| Origin::Captured(f.path.clone()))
+            .collect();
+        let mask = d.path().join("mask");
+        let view =
+            CheckoutView::build(&workspace, &files, &origins, &d.path().join("c"), &mask).unwrap();
+        let watch = WatchedCapture {
+            socket: socket.clone(),
+            token: answer.now,
+            root: answer.root,
+            mount_ns: answer.mount_ns,
+            linked: vec![Arc::from("src/linked.txt")],
+        };
+        let check = || view.changed_since_capture(Some(&watch));
+        assert_eq!(check(), (None, Checked::Watcher));
+        // Outside what the task was shown (a directory that holds none of its files): still
+        // the watcher's word, and nothing changed.
+        std::fs::write(root.join("other/x.txt"), "edited").unwrap();
+        std::fs::write(root.join("other/new.txt"), "new").unwrap();
+        assert_eq!(check(), (None, Checked::Watcher));
+        // Through the other name: looked at directly.
+        std::fs::write(&outside, "edited through the other name").unwrap();
+        let (changed, how) = check();
+        assert_eq!(how, Checked::Watcher);
+        assert!(changed.unwrap().contains("src/linked.txt"));
+        // A shown file, or a new name beside them: the whole check, which says what.
+        std::fs::hard_link(&outside, d.path().join("again")).unwrap();
+        let back = view.changed_since_capture(None);
+        assert_eq!(back.1, Checked::Stat);
+        assert!(back.0.unwrap().contains("src/linked.txt"));
+        let fresh = d.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        let view_of = |root: &Path| {
+            let workspace = Workspace::capture(root, &[]).unwrap();
+            let files: Vec<WorkspaceFile> = workspace
+                .files
+                .iter()
+                .filter(|f| f.path.starts_with("src/") && *f.path != *"src/linked.txt")
+                .cloned()
+                .collect();
+            let origins: Vec<Origin> = files
+                .iter()
+                .map(|f| Origin::Captured(f.path.clone()))
+                .collect();
+            let mask = tempfile::tempdir_in(&fresh).unwrap().keep();
+            CheckoutView::build(&workspace, &files, &origins, &d.path().join("c"), &mask).unwrap()
+        };
+        let answer = strata_watch::ask(&socket, None).unwrap();
+        let view = view_of(&root);
+        let watch = WatchedCapture {
+            token: answer.now,
+            linked: Vec::new(),
+            ..watch
+        };
+        assert_eq!(
+            view.changed_since_capture(Some(&watch)),
+            (None, Checked::Watcher)
+        );
+        std::fs::write(root.join("src/b.txt"), "new beside the shown").unwrap();
+        let (changed, how) = view.changed_since_capture(Some(&watch));
+        assert_eq!(how, Checked::Stat);
+        assert!(changed.unwrap().contains("src/b.txt appeared"));
+        std::fs::remove_file(root.join("src/b.txt")).unwrap();
+        std::fs::write(root.join("src/a.txt"), "edited").unwrap();
+        let (changed, how) = view.changed_since_capture(Some(&watch));
+        assert_eq!(how, Checked::Stat);
+        assert!(changed.unwrap().contains("src/a.txt"));
+        // No watcher: the whole check.
+        stop.store(true, Ordering::Relaxed);
+        serving.join().unwrap().unwrap();
+        let (_, how) = view.changed_since_capture(Some(&watch));
+        assert_eq!(how, Checked::Stat);
     }
 
     #[test]

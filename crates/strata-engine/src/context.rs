@@ -97,6 +97,9 @@ pub struct RunContext<'a> {
     pub workspace: Workspace,
     /// How the workspace's files were found: walked, or from `strata watch`'s answer.
     pub workspace_walk: strata_key::WalkHow,
+    /// Where `strata watch` answered the capture: what a task's check of the checkout can ask
+    /// it instead of looking at every file again (`checkout_view.rs`).
+    pub(crate) workspace_watch: Option<crate::checkout_view::WatchedCapture>,
     pub base_id: BaseId,
     pub base_root: PathBuf,
     /// The layers of a base image, top first, between the task's stack and `base_root`.
@@ -260,6 +263,7 @@ impl<'a> RunContext<'a> {
             &mut notices,
         )?;
         let mut workspace_walk = strata_key::WalkHow::Walked;
+        let mut workspace_watch = None;
         let workspace = if sources.needs_capture() {
             let known = strata_key::StatCache::from_vec(
                 cache.content().load_stat_cache(&options.workspace),
@@ -303,6 +307,19 @@ impl<'a> RunContext<'a> {
                     .save_walk_cache(&options.workspace, walk.as_bytes());
             }
             workspace_walk = captured.walk;
+            // The capture is the workspace as it was at the answer's token or later, in the
+            // directory the watcher watches: a change after it, the watcher names since then.
+            workspace_watch = watched.and_then(|(answer, _)| {
+                (strata_key::root_id(&options.workspace) == Some(answer.root)
+                    && strata_key::mount_ns() == Some(answer.mount_ns))
+                .then(|| crate::checkout_view::WatchedCapture {
+                    socket: socket.clone(),
+                    token: answer.now,
+                    root: answer.root,
+                    mount_ns: answer.mount_ns,
+                    linked: captured.linked,
+                })
+            });
             captured.workspace
         } else {
             // No task sees the workspace: nothing is read.
@@ -321,6 +338,7 @@ impl<'a> RunContext<'a> {
             options,
             workspace,
             workspace_walk,
+            workspace_watch,
             base_id,
             base_root,
             base_layers,

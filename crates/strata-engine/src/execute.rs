@@ -881,7 +881,7 @@ fn run_in_sandbox<'scope, 'env>(
     });
     let _ = waiter.join();
     drop(docker);
-    let checkout_changed = workspace.finish();
+    let checkout_changed = workspace.finish(ctx.workspace_watch.as_ref());
     let exit = outcome.map_err(|e| Failure::infra(chain(&e)))?;
     let (outcome, usage) = (exit.outcome, TaskUsage::from(exit.usage));
     *used = usage;

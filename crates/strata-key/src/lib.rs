@@ -42,7 +42,7 @@ pub use tree::{
     tree_digest_without,
 };
 pub use tree_entries::{TreeEntry, TreeEntryKind, tree_digest_of_entries};
-pub use watched::{Changed, WalkCache, WalkHow, WatchAnswer, WatchToken, mount_ns};
+pub use watched::{Changed, WalkCache, WalkHow, WatchAnswer, WatchToken, mount_ns, root_id};
 pub use workspace::{
     Captured, FileKind, IdSources, Seen, Selection, Watch, Workspace, WorkspaceError, WorkspaceFile,
 };

@@ -272,7 +272,7 @@ pub fn mount_ns() -> Option<u64> {
 }
 
 /// The device and inode of `root` now.
-pub(crate) fn root_id(root: &Path) -> Option<(u64, u64)> {
+pub fn root_id(root: &Path) -> Option<(u64, u64)> {
     rustix::fs::stat(root).ok().map(|st| (st.st_dev, st.st_ino))
 }
 

@@ -198,6 +198,11 @@ impl Workspace {
         if let Some(wanted) = selection.files {
             walked.retain(|w| wanted(&w.rel));
         }
+        let linked = walked
+            .iter()
+            .filter(|w| w.many_links)
+            .map(|w| w.rel.clone())
+            .collect();
 
         // Ids known without reading, in path order (the stat cache and the index are sorted
         // the same way, so each lookup starts where the previous one ended).
@@ -307,6 +312,7 @@ impl Workspace {
             sources: counted,
             walk_cache,
             walk,
+            linked,
         })
     }
 
@@ -383,6 +389,9 @@ pub struct Captured {
     pub walk_cache: Option<WalkCache>,
     /// How the files were found.
     pub walk: WalkHow,
+    /// The regular files kept that have other hard links, in path order: a write through
+    /// another name is no event a watcher of the workspace sees, so they are looked at directly.
+    pub linked: Vec<std::sync::Arc<str>>,
 }
 
 /// The kept files: from the previous walk and the watcher's answer when it can vouch, else by
