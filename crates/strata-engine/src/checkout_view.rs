@@ -20,7 +20,8 @@
 //! since the answer the capture was made at. Nothing the task was shown, and no directory the
 //! mask was built from, named: nothing changed, and only files with other hard links (a write
 //! through another name is no event here) are looked at again. Anything else (a path that
-//! matters named, no answer, another watcher, another directory) does the whole check.
+//! matters named, a named file elsewhere with other hard links, no answer, another watcher,
+//! another directory) does the whole check.
 //!
 //! Only where it is exact: every visible file comes from the checkout (no used task wrote into
 //! the workspace through a filter: that needs the merged tree), files and directories are owned
@@ -254,6 +255,15 @@ impl CheckoutView {
             // A shown file, a directory on the way to one, or a name in a directory the mask
             // was built from.
             if path.is_empty() || self.shows(path) || dirs.contains(parent) {
+                return None;
+            }
+            // A new name, elsewhere, for a file shown: a write through it changes that file
+            // with no event where it is shown.
+            if let Ok(st) = rustix::fs::lstat(self.root.join(path))
+                && rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile
+                && st.st_nlink > 1
+            {
                 return None;
             }
         }
@@ -815,6 +825,17 @@ mod tests {
         let (changed, how) = view.changed_since_capture(Some(&watch));
         assert_eq!(how, Checked::Stat);
         assert!(changed.unwrap().contains("src/a.txt"));
+        // A second name for a shown file, made where the task is shown nothing: a write
+        // through it would be no event beside the file, so the whole check is made.
+        let answer = strata_watch::ask(&socket, None).unwrap();
+        let view = view_of(&root);
+        let watch = WatchedCapture {
+            token: answer.now,
+            ..watch
+        };
+        assert_eq!(view.changed_since_capture(Some(&watch)).1, Checked::Watcher);
+        std::fs::hard_link(root.join("src/a.txt"), root.join("other/alias.txt")).unwrap();
+        assert_eq!(view.changed_since_capture(Some(&watch)).1, Checked::Stat);
         // No watcher: the whole check.
         stop.store(true, Ordering::Relaxed);
         serving.join().unwrap().unwrap();
