@@ -229,3 +229,63 @@ fn with_the_watcher_a_checkout_edited_while_a_task_runs_is_still_never_cached() 
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.event("task-passed", "slow").unwrap()["stored"], false);
 }
+
+#[test]
+fn with_the_watcher_a_git_directory_changed_while_a_task_runs_is_never_cached() {
+    // preserve-git-dir: the task is shown `.git/…` through the checkout; the watcher does not
+    // watch inside `.git` (but `.git` itself and `info/`).
+    let f = Fixture::new();
+    f.write("a.txt", "a");
+    f.write(
+        "strata.yml",
+        "tasks:
+  - key: code
+    call: mint/git-clone 1.6.0
+    with:
+      repository: https://example.com/team/app
+      ref: main
+      preserve-git-dir: true
+  - key: tags
+    use: code
+    run: sleep 2 && git tag -l > tags.txt
+  - key: show
+    use: tags
+    cache: false
+    run: cat tags.txt
+",
+    );
+    git(f.ws(), &["init", "-q", "-b", "main"]);
+    git(
+        f.ws(),
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://example.com/team/app.git",
+        ],
+    );
+    git(f.ws(), &["add", "-A"]);
+    git(f.ws(), &["commit", "-q", "-m", "first"]);
+    git(f.ws(), &["tag", "v0"]);
+    let _watch = start_watch(&f);
+
+    // A tag made while the task runs: the task sees it (`git tag -l` prints it), its key does not.
+    let run = run_while(&f, "tags", || {
+        git(f.ws(), &["tag", "v1"]);
+    });
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.event("task-started", "tags").unwrap()["workspace"],
+        "checkout"
+    );
+    let passed = run.event("task-passed", "tags").unwrap().clone();
+    // Poisoned if stored: delete the tag, and the key is the one the task ran under.
+    git(f.ws(), &["tag", "-d", "v1"]);
+    let again = f.command(&["run", "--json"]).output().unwrap();
+    let again = RunResult::of(&again);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(passed["stored"], false, "the result was cached");
+    assert_eq!(run.output("show"), ["v0", "v1"]);
+    assert_eq!(again.status("tags"), "ran", "{}", again.stderr);
+    assert_eq!(again.output("show"), ["v0"]);
+}

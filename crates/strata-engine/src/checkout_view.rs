@@ -19,9 +19,12 @@
 //! When `strata watch` answered the run's capture, that check asks it instead: what changed
 //! since the answer the capture was made at. Nothing the task was shown, and no directory the
 //! mask was built from, named: nothing changed, and only files with other hard links (a write
-//! through another name is no event here) are looked at again. Anything else (a path that
-//! matters named, a named file elsewhere with other hard links, no answer, another watcher,
-//! another directory) does the whole check.
+//! through another name is no event here) are looked at again. Anything else does the whole
+//! check: a path that matters named; a directory named (its files may have been written before
+//! its watch was set up); a named file elsewhere with other hard links, or gone (a new name
+//! for a shown file, written through, perhaps removed since); a task shown `.git`, inside which
+//! the watcher does not look; no answer, another watcher, another directory. A watcher that
+//! gave no usable answer is not asked again in the run.
 //!
 //! Only where it is exact: every visible file comes from the checkout (no used task wrote into
 //! the workspace through a filter: that needs the merged tree), files and directories are owned
@@ -82,6 +85,9 @@ pub(crate) struct WatchedCapture {
     pub(crate) mount_ns: u64,
     /// The captured files with other hard links, in path order.
     pub(crate) linked: Vec<Arc<str>>,
+    /// The watcher gave no answer it could vouch with: the tasks after do not ask again (a
+    /// stuck one would cost each of them the wait).
+    pub(crate) failed: std::sync::atomic::AtomicBool,
 }
 
 /// How a task's check of the checkout was made.
@@ -240,12 +246,25 @@ impl CheckoutView {
     /// with other hard links did; `None` when it cannot say, or names something that matters
     /// (then the whole check says what).
     fn changed_by_watch(&self, watch: &WatchedCapture) -> Option<Option<String>> {
-        let answer = strata_watch::ask(&watch.socket, Some(watch.token))?;
-        let changed = answer.changed.as_ref()?;
-        if answer.root != watch.root
-            || answer.mount_ns != watch.mount_ns
-            || strata_key::root_id(&self.root) != Some(watch.root)
-        {
+        use std::sync::atomic::Ordering;
+        if watch.failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let answer = strata_watch::ask(&watch.socket, Some(watch.token));
+        let usable = answer.as_ref().is_some_and(|a| {
+            a.changed.is_some()
+                && a.root == watch.root
+                && a.mount_ns == watch.mount_ns
+                && strata_key::root_id(&self.root) == Some(watch.root)
+        });
+        if !usable {
+            watch.failed.store(true, Ordering::Relaxed);
+            return None;
+        }
+        let changed = answer.as_ref()?.changed.as_ref()?;
+        // The watcher does not look inside `.git` (but at `.git` itself and its `info/`): a task
+        // shown the repository (`preserve-git-dir`) gets the whole check.
+        if self.shows(".git") {
             return None;
         }
         let dirs: HashSet<&str> = self.dirs.iter().map(|d| d.rel.as_str()).collect();
@@ -253,18 +272,34 @@ impl CheckoutView {
             let path = std::str::from_utf8(&c.path).ok()?;
             let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
             // A shown file, a directory on the way to one, or a name in a directory the mask
-            // was built from.
-            if path.is_empty() || self.shows(path) || dirs.contains(parent) {
+            // was built from; or a directory made, moved, removed or not watched (its files,
+            // perhaps new names for shown ones, may have been written before its watch was set
+            // up, or are never seen).
+            if path.is_empty() || c.dir || self.shows(path) || dirs.contains(parent) {
                 return None;
             }
-            // A new name, elsewhere, for a file shown: a write through it changes that file
-            // with no event where it is shown.
-            if let Ok(st) = rustix::fs::lstat(self.root.join(path))
-                && rustix::fs::FileType::from_raw_mode(st.st_mode)
-                    == rustix::fs::FileType::RegularFile
-                && st.st_nlink > 1
-            {
-                return None;
+            let in_git = path == ".git" || path.starts_with(".git/");
+            match rustix::fs::lstat(self.root.join(path)) {
+                // A new name, elsewhere, for a file shown: a write through it changes that
+                // file with no event where it is shown.
+                Ok(st)
+                    if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::RegularFile
+                        && st.st_nlink > 1 =>
+                {
+                    return None;
+                }
+                Ok(st)
+                    if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::Directory =>
+                {
+                    return None;
+                }
+                Ok(_) => {}
+                // Gone: perhaps such a name, written through and removed (or moved away) since.
+                // Not inside `.git`, where git's own lock files come and go.
+                Err(_) if !in_git => return None,
+                Err(_) => {}
             }
         }
         let linked: Vec<(Arc<str>, Seen)> = self
@@ -770,6 +805,7 @@ mod tests {
             root: answer.root,
             mount_ns: answer.mount_ns,
             linked: vec![Arc::from("src/linked.txt")],
+            failed: Default::default(),
         };
         let check = || view.changed_since_capture(Some(&watch));
         assert_eq!(check(), (None, Checked::Watcher));
@@ -841,6 +877,371 @@ mod tests {
         serving.join().unwrap().unwrap();
         let (_, how) = view.changed_since_capture(Some(&watch));
         assert_eq!(how, Checked::Stat);
+    }
+
+    /// A watcher serving in a thread that can be paused (events queue up unread meanwhile),
+    /// a capture at its answer, and a view of the files under `src/`.
+    fn paused_watcher_setup(
+        d: &Path,
+        selection: &strata_key::Selection<'_>,
+        shown: &dyn Fn(&str) -> bool,
+    ) -> (PathBuf, CheckoutView, WatchedCapture, strata_watch::Watcher) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let root = d.join("ws");
+        let socket = d.join("watch/w.sock");
+        let mut watcher = strata_watch::Watcher::start(&root, &[], &socket).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let serving = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let r = watcher.serve(&stop);
+                (watcher, r)
+            })
+        };
+        let answer = strata_watch::ask(&socket, None).unwrap();
+        let captured = Workspace::capture_watched(
+            &root,
+            &[],
+            &strata_key::StatCache::default(),
+            selection,
+            None,
+        )
+        .unwrap();
+        let workspace = captured.workspace;
+        let files: Vec<WorkspaceFile> = workspace
+            .files
+            .iter()
+            .filter(|f| shown(&f.path))
+            .cloned()
+            .collect();
+        let origins: Vec<Origin> = files
+            .iter()
+            .map(|f| Origin::Captured(f.path.clone()))
+            .collect();
+        let view = CheckoutView::build(&workspace, &files, &origins, &d.join("c"), &d.join("mask"))
+            .unwrap();
+        let watch = WatchedCapture {
+            socket: socket.clone(),
+            token: answer.now,
+            root: answer.root,
+            mount_ns: answer.mount_ns,
+            linked: captured.linked,
+            failed: Default::default(),
+        };
+        assert_eq!(view.changed_since_capture(Some(&watch)).0, None);
+        // Paused: whatever happens next is queued, unread, until it serves again.
+        stop.store(true, Ordering::Relaxed);
+        let (watcher, r) = serving.join().unwrap();
+        r.unwrap();
+        (root, view, watch, watcher)
+    }
+
+    fn serve_again(
+        mut watcher: strata_watch::Watcher,
+    ) -> (
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let h = std::thread::spawn(move || watcher.serve(&s).unwrap());
+        (stop, h)
+    }
+
+    #[test]
+    fn a_hard_link_in_a_new_directory_written_before_it_is_watched_is_seen() {
+        // `cp -al src other/snap` then a write through other/snap/a.txt, quicker than the
+        // watcher sets up its watch on the new directory (made deterministic here by pausing it).
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        for f in ["src/a.txt", "other/x.txt"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        let (root, view, watch, watcher) =
+            paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
+                p.starts_with("src/")
+            });
+        std::fs::create_dir(root.join("other/snap")).unwrap();
+        std::fs::hard_link(root.join("src/a.txt"), root.join("other/snap/a.txt")).unwrap();
+        std::fs::write(root.join("other/snap/a.txt"), "edited through the copy").unwrap();
+        let (stop, h) = serve_again(watcher);
+        let stat = view.changed_since_capture(None);
+        let watched = view.changed_since_capture(Some(&watch));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap();
+        assert_eq!(stat.1, Checked::Stat);
+        assert!(
+            stat.0.as_deref().unwrap_or("").contains("src/a.txt"),
+            "{stat:?}"
+        );
+        assert_eq!(
+            watched, stat,
+            "the watched check must say what the stat check says"
+        );
+    }
+
+    #[test]
+    fn a_hard_link_made_written_and_removed_inside_the_workspace_is_seen() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        for f in ["src/a.txt", "other/x.txt"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        let (root, view, watch, watcher) =
+            paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
+                p.starts_with("src/")
+            });
+        let (stop, h) = serve_again(watcher);
+        std::fs::hard_link(root.join("src/a.txt"), root.join("other/alias")).unwrap();
+        std::fs::write(root.join("other/alias"), "edited through the alias").unwrap();
+        std::fs::remove_file(root.join("other/alias")).unwrap();
+        let stat = view.changed_since_capture(None);
+        let watched = view.changed_since_capture(Some(&watch));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap();
+        assert!(
+            stat.0.as_deref().unwrap_or("").contains("src/a.txt"),
+            "{stat:?}"
+        );
+        assert_eq!(
+            watched, stat,
+            "the watched check must say what the stat check says"
+        );
+    }
+
+    #[test]
+    fn a_task_shown_the_git_directory_gets_the_whole_check() {
+        // preserve-git-dir: the capture keeps `.git/…`, which the watcher does not watch
+        // inside (but for `.git` itself and `.git/info`).
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        for f in [
+            "src/a.txt",
+            ".git/HEAD",
+            ".git/refs/heads/main",
+            ".git/refs/tags/v0",
+        ] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        let selection = strata_key::Selection {
+            git_dir: true,
+            ..strata_key::Selection::default()
+        };
+        let (root, view, watch, watcher) = paused_watcher_setup(d.path(), &selection, &|_| true);
+        assert!(view.shows(".git/refs/heads/main"));
+        let (stop, h) = serve_again(watcher);
+        // `git commit`/`git update-ref` rewrite a ref; `git tag` adds one.
+        std::fs::write(root.join(".git/refs/heads/main"), "another commit").unwrap();
+        std::fs::write(root.join(".git/refs/tags/v1"), "a new tag").unwrap();
+        let stat = view.changed_since_capture(None);
+        let watched = view.changed_since_capture(Some(&watch));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap();
+        assert!(stat.0.is_some(), "{stat:?}");
+        assert_eq!(
+            watched, stat,
+            "the watched check must say what the stat check says"
+        );
+    }
+
+    #[test]
+    fn changes_to_what_a_task_was_shown_are_seen_with_a_watcher() {
+        type Change = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "rename over a shown file",
+                Box::new(|r: &Path| {
+                    std::fs::write(r.join("other/new"), "zzz").unwrap();
+                    std::fs::rename(r.join("other/new"), r.join("src/a.txt")).unwrap();
+                }),
+            ),
+            (
+                "shown dir replaced by a symlink",
+                Box::new(|r: &Path| {
+                    std::fs::rename(r.join("src"), r.join("src.real")).unwrap();
+                    std::os::unix::fs::symlink("src.real", r.join("src")).unwrap();
+                }),
+            ),
+            (
+                "shown dir swapped with a copy",
+                Box::new(|r: &Path| {
+                    std::fs::create_dir(r.join("copy")).unwrap();
+                    std::fs::write(r.join("copy/a.txt"), "src/a.txt").unwrap();
+                    std::fs::rename(r.join("src"), r.join("old")).unwrap();
+                    std::fs::rename(r.join("copy"), r.join("src")).unwrap();
+                }),
+            ),
+            (
+                "chmod",
+                Box::new(|r: &Path| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(
+                        r.join("src/a.txt"),
+                        std::fs::Permissions::from_mode(0o600),
+                    )
+                    .unwrap();
+                }),
+            ),
+            (
+                "touch",
+                Box::new(|r: &Path| {
+                    let f = std::fs::File::options()
+                        .write(true)
+                        .open(r.join("src/a.txt"))
+                        .unwrap();
+                    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+                }),
+            ),
+            (
+                "chown",
+                Box::new(|r: &Path| {
+                    std::os::unix::fs::lchown(r.join("src/a.txt"), Some(1), Some(1)).unwrap();
+                }),
+            ),
+            (
+                "new link beside, written",
+                Box::new(|r: &Path| {
+                    std::fs::hard_link(r.join("src/a.txt"), r.join("other/alias")).unwrap();
+                    std::fs::write(r.join("other/alias"), "through alias").unwrap();
+                }),
+            ),
+            (
+                "new name in a nested shown dir",
+                Box::new(|r: &Path| {
+                    std::fs::write(r.join("src/deep/new"), "n").unwrap();
+                }),
+            ),
+            (
+                "a dir moved into a shown dir",
+                Box::new(|r: &Path| {
+                    std::fs::rename(r.join("other"), r.join("src/other")).unwrap();
+                }),
+            ),
+            (
+                "bind mount over a shown dir",
+                Box::new(|r: &Path| {
+                    let st = std::process::Command::new("mount")
+                        .arg("--bind")
+                        .arg(r.join("other"))
+                        .arg(r.join("src/deep"))
+                        .status()
+                        .unwrap();
+                    assert!(st.success());
+                }),
+            ),
+        ];
+        for (name, change) in cases {
+            let d = tempfile::tempdir().unwrap();
+            let root = d.path().join("ws");
+            for f in ["src/a.txt", "src/deep/b.txt", "other/x.txt"] {
+                std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+                std::fs::write(root.join(f), f).unwrap();
+            }
+            let (root, view, watch, watcher) =
+                paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
+                    p.starts_with("src/")
+                });
+            let (stop, h) = serve_again(watcher);
+            change(&root);
+            let stat = view.changed_since_capture(None);
+            let watched = view.changed_since_capture(Some(&watch));
+            let _ = std::process::Command::new("umount")
+                .arg(root.join("src/deep"))
+                .status();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            h.join().unwrap();
+            assert!(stat.0.is_some(), "{name}: stat saw nothing");
+            assert!(watched.0.is_some(), "{name}: watched says nothing changed");
+        }
+    }
+
+    #[test]
+    fn a_watcher_restarted_killed_or_stuck_leaves_the_whole_check() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        for f in ["src/a.txt", "other/x.txt"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        let (root, view, watch, watcher) =
+            paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
+                p.starts_with("src/")
+            });
+        // Killed (its socket removed as on Drop): the whole check.
+        drop(watcher);
+        std::fs::write(root.join("src/a.txt"), "while no watcher").unwrap();
+        let c = view.changed_since_capture(Some(&watch));
+        assert_eq!(c.1, Checked::Stat, "{c:?}");
+        assert!(c.0.is_some());
+        // A watcher that failed is not asked again by the tasks after.
+        assert!(watch.failed.load(std::sync::atomic::Ordering::Relaxed));
+        watch
+            .failed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        // Restarted: another instance, the whole check.
+        let w2 = strata_watch::Watcher::start(&root, &[], &watch.socket).unwrap();
+        let (stop, h) = serve_again(w2);
+        let c = view.changed_since_capture(Some(&watch));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap();
+        assert_eq!(c.1, Checked::Stat, "{c:?}");
+        assert!(c.0.is_some());
+        // Stuck (accepts, never answers): the whole check, after the 10 s timeout, once.
+        watch
+            .failed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::fs::remove_file(&watch.socket);
+        let _l = std::os::unix::net::UnixListener::bind(&watch.socket).unwrap();
+        let c = view.changed_since_capture(Some(&watch));
+        assert_eq!(c.1, Checked::Stat, "{c:?}");
+        let t = std::time::Instant::now();
+        let c = view.changed_since_capture(Some(&watch));
+        assert_eq!(c.1, Checked::Stat, "{c:?}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_linked_copy_of_shown_files_written_at_once_is_seen_with_a_live_watcher() {
+        let mut missed = 0;
+        for i in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let root = d.path().join("ws");
+            for f in ["src/a.txt", "other/x.txt"] {
+                std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+                std::fs::write(root.join(f), f).unwrap();
+            }
+            let (root, view, watch, watcher) =
+                paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
+                    p.starts_with("src/")
+                });
+            let (stop, h) = serve_again(watcher);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let st = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "cd {} && cp -al src other/snap && echo edit{i} >> other/snap/a.txt",
+                    root.display()
+                ))
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let stat = view.changed_since_capture(None);
+            let watched = view.changed_since_capture(Some(&watch));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            h.join().unwrap();
+            assert!(stat.0.is_some());
+            if watched.0.is_none() {
+                missed += 1;
+            }
+        }
+        assert_eq!(missed, 0);
     }
 
     #[test]

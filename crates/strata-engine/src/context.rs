@@ -318,6 +318,7 @@ impl<'a> RunContext<'a> {
                     root: answer.root,
                     mount_ns: answer.mount_ns,
                     linked: captured.linked,
+                    failed: Default::default(),
                 })
             });
             captured.workspace
