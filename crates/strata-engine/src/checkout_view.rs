@@ -246,27 +246,22 @@ impl CheckoutView {
     /// with other hard links did; `None` when it cannot say, or names something that matters
     /// (then the whole check says what).
     fn changed_by_watch(&self, watch: &WatchedCapture) -> Option<Option<String>> {
+        use rustix::fs::FileType;
         use std::sync::atomic::Ordering;
-        if watch.failed.load(Ordering::Relaxed) {
+        // The watcher does not look inside `.git` (but at `.git` itself and its `info/`): a task
+        // shown the repository (`preserve-git-dir`) gets the whole check.
+        if watch.failed.load(Ordering::Relaxed) || self.shows(".git") {
             return None;
         }
-        let answer = strata_watch::ask(&watch.socket, Some(watch.token));
-        let usable = answer.as_ref().is_some_and(|a| {
-            a.changed.is_some()
-                && a.root == watch.root
+        let answer = strata_watch::ask(&watch.socket, Some(watch.token)).filter(|a| {
+            a.root == watch.root
                 && a.mount_ns == watch.mount_ns
                 && strata_key::root_id(&self.root) == Some(watch.root)
         });
-        if !usable {
+        let Some(changed) = answer.as_ref().and_then(|a| a.changed.as_ref()) else {
             watch.failed.store(true, Ordering::Relaxed);
             return None;
-        }
-        let changed = answer.as_ref()?.changed.as_ref()?;
-        // The watcher does not look inside `.git` (but at `.git` itself and its `info/`): a task
-        // shown the repository (`preserve-git-dir`) gets the whole check.
-        if self.shows(".git") {
-            return None;
-        }
+        };
         let dirs: HashSet<&str> = self.dirs.iter().map(|d| d.rel.as_str()).collect();
         for c in changed {
             let path = std::str::from_utf8(&c.path).ok()?;
@@ -278,35 +273,31 @@ impl CheckoutView {
             if path.is_empty() || c.dir || self.shows(path) || dirs.contains(parent) {
                 return None;
             }
-            let in_git = path == ".git" || path.starts_with(".git/");
             match rustix::fs::lstat(self.root.join(path)) {
-                // A new name, elsewhere, for a file shown: a write through it changes that
-                // file with no event where it is shown.
-                Ok(st)
-                    if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                        == rustix::fs::FileType::RegularFile
-                        && st.st_nlink > 1 =>
-                {
-                    return None;
+                // A new name, elsewhere, for a file shown: a write through it changes that file
+                // with no event where it is shown. Or a directory after all.
+                Ok(st) => {
+                    let kind = FileType::from_raw_mode(st.st_mode);
+                    if kind == FileType::Directory
+                        || (kind == FileType::RegularFile && st.st_nlink > 1)
+                    {
+                        return None;
+                    }
                 }
-                Ok(st)
-                    if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                        == rustix::fs::FileType::Directory =>
-                {
-                    return None;
-                }
-                Ok(_) => {}
                 // Gone: perhaps such a name, written through and removed (or moved away) since.
                 // Not inside `.git`, where git's own lock files come and go.
-                Err(_) if !in_git => return None,
+                Err(_) if path != ".git" && !path.starts_with(".git/") => return None,
                 Err(_) => {}
             }
         }
-        let linked: Vec<(Arc<str>, Seen)> = self
-            .files
+        // Few files have other names: each is looked up among those shown.
+        let linked: Vec<(Arc<str>, Seen)> = watch
+            .linked
             .iter()
-            .filter(|(p, _)| watch.linked.binary_search(p).is_ok())
-            .cloned()
+            .filter_map(|p| {
+                let i = self.files.binary_search_by(|(f, _)| f.cmp(p)).ok()?;
+                Some(self.files[i].clone())
+            })
             .collect();
         Some(self.changed_file(&linked))
     }
@@ -768,11 +759,10 @@ mod tests {
     fn a_watched_capture_is_checked_by_asking_the_watcher() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("ws");
-        for f in ["src/a.txt", "src/linked.txt", "other/x.txt", "top.txt"] {
-            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
-            std::fs::write(root.join(f), f).unwrap();
-        }
+        let root = files_at(
+            d.path(),
+            &["src/a.txt", "src/linked.txt", "other/x.txt", "top.txt"],
+        );
         // A second name outside the workspace: a write through it is no event there.
         let outside = d.path().join("outside.txt");
         std::fs::hard_link(root.join("src/linked.txt"), &outside).unwrap();
@@ -879,6 +869,16 @@ mod tests {
         assert_eq!(how, Checked::Stat);
     }
 
+    /// A workspace `ws` under `dir` holding `files`, each containing its own path.
+    fn files_at(dir: &Path, files: &[&str]) -> PathBuf {
+        let root = dir.join("ws");
+        for f in files {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        root
+    }
+
     /// A watcher serving in a thread that can be paused (events queue up unread meanwhile),
     /// a capture at its answer, and a view of the files under `src/`.
     fn paused_watcher_setup(
@@ -953,11 +953,7 @@ mod tests {
         // `cp -al src other/snap` then a write through other/snap/a.txt, quicker than the
         // watcher sets up its watch on the new directory (made deterministic here by pausing it).
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("ws");
-        for f in ["src/a.txt", "other/x.txt"] {
-            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
-            std::fs::write(root.join(f), f).unwrap();
-        }
+        files_at(d.path(), &["src/a.txt", "other/x.txt"]);
         let (root, view, watch, watcher) =
             paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
                 p.starts_with("src/")
@@ -984,11 +980,7 @@ mod tests {
     #[test]
     fn a_hard_link_made_written_and_removed_inside_the_workspace_is_seen() {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("ws");
-        for f in ["src/a.txt", "other/x.txt"] {
-            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
-            std::fs::write(root.join(f), f).unwrap();
-        }
+        files_at(d.path(), &["src/a.txt", "other/x.txt"]);
         let (root, view, watch, watcher) =
             paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
                 p.starts_with("src/")
@@ -1016,16 +1008,15 @@ mod tests {
         // preserve-git-dir: the capture keeps `.git/…`, which the watcher does not watch
         // inside (but for `.git` itself and `.git/info`).
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("ws");
-        for f in [
-            "src/a.txt",
-            ".git/HEAD",
-            ".git/refs/heads/main",
-            ".git/refs/tags/v0",
-        ] {
-            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
-            std::fs::write(root.join(f), f).unwrap();
-        }
+        files_at(
+            d.path(),
+            &[
+                "src/a.txt",
+                ".git/HEAD",
+                ".git/refs/heads/main",
+                ".git/refs/tags/v0",
+            ],
+        );
         let selection = strata_key::Selection {
             git_dir: true,
             ..strata_key::Selection::default()
@@ -1135,11 +1126,7 @@ mod tests {
         ];
         for (name, change) in cases {
             let d = tempfile::tempdir().unwrap();
-            let root = d.path().join("ws");
-            for f in ["src/a.txt", "src/deep/b.txt", "other/x.txt"] {
-                std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
-                std::fs::write(root.join(f), f).unwrap();
-            }
+            files_at(d.path(), &["src/a.txt", "src/deep/b.txt", "other/x.txt"]);
             let (root, view, watch, watcher) =
                 paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
                     p.starts_with("src/")
@@ -1161,11 +1148,7 @@ mod tests {
     #[test]
     fn a_watcher_restarted_killed_or_stuck_leaves_the_whole_check() {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("ws");
-        for f in ["src/a.txt", "other/x.txt"] {
-            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
-            std::fs::write(root.join(f), f).unwrap();
-        }
+        files_at(d.path(), &["src/a.txt", "other/x.txt"]);
         let (root, view, watch, watcher) =
             paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
                 p.starts_with("src/")
@@ -1212,11 +1195,7 @@ mod tests {
         let mut missed = 0;
         for i in 0..20 {
             let d = tempfile::tempdir().unwrap();
-            let root = d.path().join("ws");
-            for f in ["src/a.txt", "other/x.txt"] {
-                std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
-                std::fs::write(root.join(f), f).unwrap();
-            }
+            files_at(d.path(), &["src/a.txt", "other/x.txt"]);
             let (root, view, watch, watcher) =
                 paused_watcher_setup(d.path(), &strata_key::Selection::default(), &|p| {
                     p.starts_with("src/")

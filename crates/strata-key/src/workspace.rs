@@ -198,11 +198,15 @@ impl Workspace {
         if let Some(wanted) = selection.files {
             walked.retain(|w| wanted(&w.rel));
         }
-        let linked = walked
-            .iter()
-            .filter(|w| w.many_links)
-            .map(|w| w.rel.clone())
-            .collect();
+        // Only a watcher's answer gives a later question to ask about them.
+        let linked = match watch {
+            Some(_) => walked
+                .iter()
+                .filter(|w| w.many_links)
+                .map(|w| w.rel.clone())
+                .collect(),
+            None => Vec::new(),
+        };
 
         // Ids known without reading, in path order (the stat cache and the index are sorted
         // the same way, so each lookup starts where the previous one ended).
@@ -389,8 +393,9 @@ pub struct Captured {
     pub walk_cache: Option<WalkCache>,
     /// How the files were found.
     pub walk: WalkHow,
-    /// The regular files kept that have other hard links, in path order: a write through
-    /// another name is no event a watcher of the workspace sees, so they are looked at directly.
+    /// The regular files kept that have other hard links, in path order, when a watcher
+    /// answered (else empty): a write through another name is no event a watcher of the
+    /// workspace sees, so they are looked at directly.
     pub linked: Vec<std::sync::Arc<str>>,
 }
 
