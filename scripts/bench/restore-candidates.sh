@@ -40,16 +40,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
-[ "$(id -u)" -eq 0 ] || { echo "restore-candidates.sh: needs root" >&2; exit 1; }
-export PATH="$HOME/.cargo/bin:$PATH"
-need=()
-for tool in zstd curl b3sum python3 mkfs.erofs nginx; do command -v $tool >/dev/null || need+=("$tool"); done
-[ ${#need[@]} -eq 0 ] || {
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        $(printf '%s\n' "${need[@]}" | sed 's/^mkfs.erofs$/erofs-utils/; s/^nginx$/nginx-light/')
-}
-command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --locked --features binary
+. scripts/bench/lib.sh
+need_root
+need_tools zstd curl b3sum python3 mkfs.erofs nginx
+need_s3s_fs
 cargo build --release --quiet --bin strata
 cargo build --release --quiet -p strata-cache --example fetch --example fetch_erofs
 cargo build --release --quiet -p strata-oci --example apply
@@ -59,9 +53,10 @@ ex=$PWD/target/release/examples
 
 img=/var/tmp/strata-restore-bench.img
 mnt=/var/tmp/strata-restore-bench-mnt
+# lib.sh's cleanups (the nginx of remote_server) first, then this script's own.
 cleanup() {
+    _bench_exit
     [ -n "${s3pid:-}" ] && kill "$s3pid" 2>/dev/null || true
-    [ -n "${ngpid:-}" ] && kill "$ngpid" 2>/dev/null || true
     for m in "$mnt"/m-* "$mnt"/cache-i*/mounts/*; do umount "$m" 2>/dev/null || true; done
     for m in "$mnt"/m-* "$mnt"/cache-i*/mounts/*; do umount "$m" 2>/dev/null || true; done
     umount "$mnt" 2>/dev/null || true
@@ -86,17 +81,8 @@ if [ "${PIN:-0}" = 1 ]; then pin_server=(taskset -c 1) pin_client=(taskset -c 0)
 s3pid=$!
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
 # The same objects as they are, from nginx: a cache whose CPU is not this machine's.
-port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$mnt/nginx.conf" <<EOF_NGINX
-daemon off; worker_processes 1; user root; error_log $mnt/nginx.log; pid $mnt/nginx.pid;
-events { worker_connections 64; }
-http { access_log off; sendfile on; tcp_nopush on;
-       server { listen 127.0.0.1:$port2; root $mnt/s3; location / { } } }
-EOF_NGINX
-"${pin_server[@]}" nginx -c "$mnt/nginx.conf" -p "$mnt" &
-ngpid=$!
-far=http://127.0.0.1:$port2
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port2") 2>/dev/null && break; sleep 0.1; done
+remote_server "$mnt/s3"
+far=$remote_endpoint
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
 endpoint=http://127.0.0.1:$port
 sig=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:bench-secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
@@ -161,14 +147,21 @@ run_strata() {
     test "$(ls "$mnt/cache-b$r/layers" | wc -l)" = 1
     settled
 }
-run_strata_img() {
-    local perf=()
-    [ -n "${PERF:-}" ] && perf=(perf record -q -F 1999 --call-graph dwarf,16384 -o "$PERF.$r" --)
-    [ -n "${WRAP:-}" ] && read -r -a perf <<< "$WRAP"
-    timed strata_img env STRATA_CACHE_DIR="$mnt/cache-i$r" "${perf[@]}" "$strata" run --layer-images on \
-        --remote "s3://bench/c?endpoint=$endpoint" "$mnt/ws/strata.yml" >/dev/null 2>&1
-    test "$(ls "$mnt/cache-i$r/layers" | grep -c '\.erofs$')" = 1
+# image_restore NAME CACHE ENDPOINT COMMAND...: `COMMAND run --layer-images on` on an empty
+# cache CACHE$r from the chunked blob at ENDPOINT, timed as NAME; it must restore one image.
+image_restore() {
+    local name=$1 cache=$mnt/$2$r from=$3
+    shift 3
+    timed "$name" env STRATA_CACHE_DIR="$cache" "$@" run --layer-images on \
+        --remote "s3://bench/c?endpoint=$from" "$mnt/ws/strata.yml" >/dev/null 2>&1
+    test "$(ls "$cache/layers" | grep -c '\.erofs$')" = 1
     settled
+}
+run_strata_img() {
+    local wrap=()
+    [ -n "${PERF:-}" ] && wrap=(perf record -q -F 1999 --call-graph dwarf,16384 -o "$PERF.$r" --)
+    [ -n "${WRAP:-}" ] && read -r -a wrap <<< "$WRAP"
+    image_restore strata_img cache-i "$endpoint" "${wrap[@]}" "$strata"
 }
 run_tar() {
     mkdir "$mnt/tar$r"
@@ -187,25 +180,9 @@ run_strata_erofs() {
     WALK=1 "$ex/fetch_erofs" "$endpoint" bench c "$digest" "$mnt/s$r.erofs" "$mnt/m-s$r" \
         2>&1 | tail -1 >> "$mnt/strata_erofs.log"
 }
-run_old_img() {
-    timed old_img env STRATA_CACHE_DIR="$mnt/cache-io$r" "${OLD:?OLD=/path/to/strata}" run \
-        --layer-images on --remote "s3://bench/c?endpoint=$endpoint" "$mnt/ws/strata.yml" \
-        >/dev/null 2>&1
-    test "$(ls "$mnt/cache-io$r/layers" | grep -c '\.erofs$')" = 1
-    settled
-}
-run_strata_far() {
-    timed strata_far env STRATA_CACHE_DIR="$mnt/cache-if$r" "$strata" run --layer-images on \
-        --remote "s3://bench/c?endpoint=$far" "$mnt/ws/strata.yml" >/dev/null 2>&1
-    test "$(ls "$mnt/cache-if$r/layers" | grep -c '\.erofs$')" = 1
-    settled
-}
-run_old_far() {
-    timed old_far env STRATA_CACHE_DIR="$mnt/cache-iof$r" "${OLD:?OLD=/path/to/strata}" run \
-        --layer-images on --remote "s3://bench/c?endpoint=$far" "$mnt/ws/strata.yml" >/dev/null 2>&1
-    test "$(ls "$mnt/cache-iof$r/layers" | grep -c '\.erofs$')" = 1
-    settled
-}
+run_old_img() { image_restore old_img cache-io "$endpoint" "${OLD:?OLD=/path/to/strata}"; }
+run_strata_far() { image_restore strata_far cache-if "$far" "$strata"; }
+run_old_far() { image_restore old_far cache-iof "$far" "${OLD:?OLD=/path/to/strata}"; }
 run_tar_far() {
     mkdir "$mnt/tarf$r"
     timed tar_far bash -c 'curl -sS -f "'"$far"'/bench/manual/layer.tar.zst" | zstd -d -q | tar -x -C "$mnt/tarf'"$r"'"'

@@ -4,18 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
-use std::process::Stdio;
 
-use common::{Fixture, RunResult, git};
+use common::{Fixture, RunResult, checkout, git, run_while};
 use serde_json::Value;
-
-fn checkout(f: &Fixture) {
-    git(f.ws(), &["init", "-q", "-b", "main"]);
-    git(f.ws(), &["add", "-A"]);
-    git(f.ws(), &["commit", "-q", "-m", "first"]);
-}
 
 fn started<'a>(run: &'a RunResult, task: &str) -> &'a Value {
     run.event("task-started", task)
@@ -183,38 +175,6 @@ fn what_a_used_task_wrote_into_the_workspace_shows_above_the_checkout() {
     let how = started(&run, "build")["workspace"].as_str().unwrap();
     assert!(how.starts_with("tree:"), "{how}");
     assert_eq!(run.output("build"), ["pad", "{}"]);
-}
-
-/// Runs `strata run --json` and calls `meanwhile` once the task has started.
-fn run_while(f: &Fixture, task: &str, meanwhile: impl FnOnce()) -> RunResult {
-    let mut child = f
-        .command(&["run", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = Vec::new();
-    let mut meanwhile = Some(meanwhile);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        let event: Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "task-started"
-            && event["task"] == task
-            && let Some(m) = meanwhile.take()
-        {
-            m();
-        }
-        lines.push(line);
-    }
-    let out = child.wait_with_output().unwrap();
-    let mut stdout = lines.join("\n").into_bytes();
-    stdout.push(b'\n');
-    RunResult::of(&std::process::Output {
-        status: out.status,
-        stdout,
-        stderr: out.stderr,
-    })
 }
 
 #[test]

@@ -152,37 +152,6 @@ fn a_second_watcher_of_the_same_workspace_and_cache_is_refused() {
     assert!(stderr.contains("strata watch"), "{stderr}");
 }
 
-/// A `strata run --json` during which `meanwhile` runs once `task` has started.
-fn run_while(f: &Fixture, task: &str, meanwhile: impl FnOnce()) -> RunResult {
-    let mut child = f
-        .command(&["run", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Vec::new();
-    let mut meanwhile = Some(meanwhile);
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "task-started"
-            && event["task"] == task
-            && let Some(m) = meanwhile.take()
-        {
-            m();
-        }
-        lines.push(line);
-    }
-    let out = child.wait_with_output().unwrap();
-    let mut stdout = lines.join("\n").into_bytes();
-    stdout.push(b'\n');
-    RunResult::of(&std::process::Output {
-        status: out.status,
-        stdout,
-        stderr: out.stderr,
-    })
-}
-
 #[test]
 fn with_the_watcher_a_checkout_edited_while_a_task_runs_is_still_never_cached() {
     // After a task shown the checkout itself, the run asks the watcher what changed rather
@@ -196,9 +165,7 @@ fn with_the_watcher_a_checkout_edited_while_a_task_runs_is_still_never_cached() 
         "strata.yml",
         "tasks:\n  - key: slow\n    filter: [src/**]\n    run: sleep 2 && cat src/*\n",
     );
-    git(f.ws(), &["init", "-q", "-b", "main"]);
-    git(f.ws(), &["add", "-A"]);
-    git(f.ws(), &["commit", "-q", "-m", "first"]);
+    checkout(&f);
     let _watch = start_watch(&f);
 
     // Something the task is not shown changes: its result is cached.

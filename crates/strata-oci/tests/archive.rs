@@ -552,21 +552,25 @@ fn gzip_and_plain_layers_round_trip_too() {
     }
 }
 
+/// `len` bytes that do not compress (xorshift from `seed`).
+fn incompressible(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
 #[test]
 fn an_archive_cut_inside_a_large_file_is_malformed_not_a_write_error() {
     // A large file is copied straight from the stream: when the stream ends early, that is the
     // archive's fault (a truncated blob), which must not pass for this machine's own failure.
     let src = tempfile::tempdir().unwrap();
     // Incompressible, so that the cut falls inside the file's data.
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let data: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = incompressible(3 << 20, 0x9e3779b97f4a7c15);
     std::fs::write(src.path().join("big"), data).unwrap();
     let mut blob = Vec::new();
     write_layer(src.path(), &mut blob, Compression::Zstd, 1).unwrap();
@@ -647,15 +651,7 @@ fn a_download_that_breaks_off_fails_the_restore() {
     // download's error among the causes), whatever the decompressor had read by then.
     assert_root();
     let src = tempfile::tempdir().unwrap();
-    let mut x: u64 = 0x2545f4914f6cdd1d;
-    let data: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = incompressible(3 << 20, 0x2545f4914f6cdd1d);
     std::fs::write(src.path().join("big"), &data).unwrap();
     let mut blob = Vec::new();
     let written = write_layer(src.path(), &mut blob, Compression::Zstd, 1).unwrap();

@@ -303,3 +303,42 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Runs `strata run --json` and calls `meanwhile` once the task has started.
+pub fn run_while(f: &Fixture, task: &str, meanwhile: impl FnOnce()) -> RunResult {
+    let mut child = f
+        .command(&["run", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    let mut meanwhile = Some(meanwhile);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "task-started"
+            && event["task"] == task
+            && let Some(m) = meanwhile.take()
+        {
+            m();
+        }
+        lines.push(line);
+    }
+    let out = child.wait_with_output().unwrap();
+    let mut stdout = lines.join("\n").into_bytes();
+    stdout.push(b'\n');
+    RunResult::of(&std::process::Output {
+        status: out.status,
+        stdout,
+        stderr: out.stderr,
+    })
+}
+
+/// Makes the fixture's workspace a git checkout of everything in it, in one commit on `main`.
+pub fn checkout(f: &Fixture) {
+    git(f.ws(), &["init", "-q", "-b", "main"]);
+    git(f.ws(), &["add", "-A"]);
+    git(f.ws(), &["commit", "-q", "-m", "first"]);
+}
